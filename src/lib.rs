@@ -1,0 +1,18 @@
+//! wrenmq: a small, durable MQTT 3.1 / 3.1.1 / 5.0 broker for low-power gateways.
+//!
+//! ```text
+//!  socket bytes ──► net/ (mio loop, the only I/O) ──► protocol/ decode ──► broker/ state machine
+//!                       ▲                                                      │
+//!                       └──── write buffers ◄── protocol/ encode ◄── output ◄──┘
+//! ```
+//!
+//! - [`protocol`]: sans-IO codec (bytes ⇄ packets), topic rules.
+//! - [`broker`]: sessions, subscriptions, retained messages, wills, QoS flows, timers;
+//!   driven with `handle_*` / `poll_*` and an explicit `now`.
+//! - [`net`]: the single-threaded `mio` event loop; the only module that does I/O.
+//! - [`config`]: typed configuration and defaults.
+
+pub mod broker;
+pub mod config;
+pub mod net;
+pub mod protocol;

@@ -1,0 +1,1 @@
+//! The event loop: the only module that touches sockets, the clock and signals.
