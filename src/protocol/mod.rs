@@ -30,3 +30,30 @@ pub enum Status<T> {
     /// when the fixed header is complete, otherwise a lower bound.
     Partial { needed: usize },
 }
+
+/// Decodes one packet from the front of `buf`.
+///
+/// `version` is the connection's protocol version once its CONNECT is known; before that
+/// (`None`) packets are read with 3.1.1 rules (a CONNECT describes its own version).
+/// `max_packet_size` bounds the whole packet, fixed header included, and is checked as soon
+/// as the remaining length is readable. On success returns the packet and its length in
+/// bytes; bytes after it are left alone.
+pub fn decode<'a>(
+    buf: &'a [u8],
+    version: Option<ProtocolVersion>,
+    max_packet_size: u32,
+) -> Result<Status<(Packet<'a>, usize)>, DecodeError> {
+    // Placeholder until the codec lands: never completes a packet.
+    let _ = (version, max_packet_size);
+    Ok(Status::Partial {
+        needed: buf.len() + 1,
+    })
+}
+
+impl Packet<'_> {
+    /// Appends the packet's wire form for `version` to `out`.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut Vec<u8>) {
+        // Placeholder until the codec lands.
+        let _ = (version, out);
+    }
+}
