@@ -1,15 +1,49 @@
 //! The broker state machine: sessions, subscriptions, retained messages, wills, QoS flows
 //! and timers. Sans-IO: it takes decoded packets and `now`, and produces bytes to send per
-//! connection, connections to close, and the next deadline.
+//! connection, connections to close, and the next deadline. No socket, no clock of its own.
 //!
 //! Vocabulary (after `quinn-proto`): `handle_*` feeds an input in; `poll_*` takes an output
 //! out. The event loop calls `handle_*` for every input of a loop turn, then drains
-//! `poll_close`, `poll_transmit` and asks `poll_timeout` how long it may sleep.
+//! `poll_close` and `poll_transmit`, and asks `poll_timeout` how long it may sleep.
+//!
+//! Where things live: `connect.rs` validates CONNECT, takes sessions over and answers
+//! CONNACK; `publish.rs` routes messages and runs the QoS flows; `subscribe.rs` handles
+//! SUBSCRIBE/UNSUBSCRIBE and retained delivery; `session.rs` is the per-client-id state;
+//! `subscriptions.rs` the topic → session table; `retained.rs` the retained store;
+//! `timers.rs` the deadline heap; `error.rs` why connections end.
+//!
+//! Each connection owns its write buffer here, so the broker sees how far behind a client
+//! is and applies the overflow policy itself (drop QoS 0 to a client whose buffer is over
+//! `max_write_buffer`, stop reading a client until it drains), never the socket layer.
 
-use std::time::Instant;
+mod connect;
+mod error;
+mod message;
+mod publish;
+mod retained;
+mod session;
+mod subscribe;
+mod subscriptions;
+mod timers;
+mod tmp_packet_type;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use slab::Slab;
 
 use crate::config::Config;
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
+
+pub use error::{CloseReason, ProtocolViolation};
+pub use message::Message;
+pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
+pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
+
+use retained::RetainedStore;
+use timers::{Timer, Timers};
 
 /// Identifies one network connection. `index` is the event loop's slab key (dense, reused);
 /// `generation` makes an id of a closed connection differ from the next user of its slot.
@@ -37,69 +71,385 @@ pub struct Close {
     pub final_bytes: Vec<u8>,
 }
 
+/// Counters for logs and, later, `$SYS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub connections_accepted: u64,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    /// QoS 0 messages dropped because a client's write buffer was full.
+    pub dropped_slow_consumer: u64,
+    /// Messages dropped because a session's queue was full.
+    pub dropped_queue_full: u64,
+}
+
+/// Per-connection state.
+#[derive(Debug)]
+struct Conn {
+    generation: u32,
+    /// Known once CONNECT has been decoded.
+    version: Option<ProtocolVersion>,
+    /// Set once CONNECT was accepted.
+    session: Option<SessionKey>,
+    /// 1.5 × the keepalive the client asked for; `None` when keepalive is 0.
+    keep_alive: Option<Duration>,
+    last_activity: Instant,
+    /// Encoded packets not yet written to the socket.
+    out: Vec<u8>,
+    /// Whether this connection is already in `Broker::transmit`.
+    transmit_queued: bool,
+    will: Option<Arc<Message>>,
+    /// Whether the current slow-consumer episode has been logged.
+    slow_logged: bool,
+}
+
 pub struct Broker {
     config: Config,
+    /// Indexed by `ConnId::index`.
+    conns: Vec<Option<Conn>>,
+    sessions: Slab<Session>,
+    client_ids: HashMap<Arc<str>, SessionKey>,
+    subscriptions: SubscriptionTable,
+    retained: RetainedStore,
+    timers: Timers,
+    /// Connections with new output since the loop last asked.
+    transmit: Vec<ConnId>,
+    closes: Vec<Close>,
+    /// Reused for every routing decision so routing does not allocate.
+    matches: Vec<Subscriber>,
+    stats: Stats,
+}
+
+/// The live connection of `id`, if its slot still holds that generation.
+fn conn_slot(conns: &mut [Option<Conn>], id: ConnId) -> Option<&mut Conn> {
+    match conns.get_mut(id.index as usize) {
+        Some(Some(c)) if c.generation == id.generation => Some(c),
+        _ => None,
+    }
+}
+
+/// Encodes `packet` into the connection's write buffer and marks it for transmission.
+fn send(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>, packet: &Packet<'_>) {
+    packet.encode(conn.version.unwrap_or(ProtocolVersion::V311), &mut conn.out);
+    mark_transmit(conn, id, transmit);
+}
+
+fn mark_transmit(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>) {
+    if !conn.transmit_queued {
+        conn.transmit_queued = true;
+        transmit.push(id);
+    }
 }
 
 impl Broker {
     pub fn new(config: Config) -> Broker {
-        Broker { config }
+        Broker {
+            config,
+            conns: Vec::new(),
+            sessions: Slab::new(),
+            client_ids: HashMap::new(),
+            subscriptions: SubscriptionTable::default(),
+            retained: RetainedStore::default(),
+            timers: Timers::default(),
+            transmit: Vec::new(),
+            closes: Vec::new(),
+            matches: Vec::new(),
+            stats: Stats::default(),
+        }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// A new network connection was accepted.
-    pub fn handle_open(&mut self, _id: ConnId, _now: Instant) {}
-
-    /// A decoded packet from `id`. Returns `false` if the broker closed the connection while
-    /// handling it (the caller must not feed it more packets).
-    pub fn handle_packet(&mut self, _id: ConnId, _packet: Packet<'_>, _now: Instant) -> bool {
-        true
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
-    /// The bytes from `id` could not be decoded: the broker closes the connection (with the
-    /// right reason code in 5.0) and publishes the will.
-    pub fn handle_decode_error(&mut self, _id: ConnId, _err: DecodeError, _now: Instant) {}
+    /// Number of sessions (online and offline).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// A session by client id, for inspection.
+    pub fn session(&self, client_id: &str) -> Option<&Session> {
+        self.client_ids
+            .get(client_id)
+            .and_then(|&k| self.sessions.get(k))
+    }
+
+    /// A new network connection was accepted.
+    pub fn handle_open(&mut self, id: ConnId, now: Instant) {
+        let idx = id.index as usize;
+        if self.conns.len() <= idx {
+            self.conns.resize_with(idx + 1, || None);
+        }
+        self.conns[idx] = Some(Conn {
+            generation: id.generation,
+            version: None,
+            session: None,
+            keep_alive: None,
+            last_activity: now,
+            out: Vec::new(),
+            transmit_queued: false,
+            will: None,
+            slow_logged: false,
+        });
+        self.stats.connections_accepted += 1;
+        self.timers
+            .schedule(now + self.config.connect_timeout, Timer::ConnectTimeout(id));
+    }
+
+    /// A decoded packet from `id`. Returns `false` if the connection is closed (or was
+    /// closed while handling it): the caller must not feed it more packets.
+    pub fn handle_packet(&mut self, id: ConnId, packet: Packet<'_>, now: Instant) -> bool {
+        let Some(conn) = conn_slot(&mut self.conns, id) else {
+            return false;
+        };
+        conn.last_activity = now;
+        let connected = conn.session.is_some();
+        match packet {
+            Packet::Connect(c) if !connected => self.handle_connect(id, c, now),
+            Packet::Connect(_) => self.violation(id, ProtocolViolation::SecondConnect, now),
+            p if !connected => {
+                let v = ProtocolViolation::FirstPacketNotConnect(p.packet_type());
+                self.violation(id, v, now)
+            }
+            Packet::Publish(p) => self.handle_publish(id, p, now),
+            Packet::Puback(a) => self.handle_puback(id, a),
+            Packet::Pubrec(a) => self.handle_pubrec(id, a),
+            Packet::Pubrel(a) => self.handle_pubrel(id, a),
+            Packet::Pubcomp(a) => self.handle_pubcomp(id, a),
+            Packet::Subscribe(s) => self.handle_subscribe(id, s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(id, u),
+            Packet::Pingreq => {
+                if let Some(conn) = conn_slot(&mut self.conns, id) {
+                    send(conn, id, &mut self.transmit, &Packet::Pingresp);
+                }
+                true
+            }
+            Packet::Disconnect(_) => {
+                // [MQTT-3.14.4-3] the will is discarded.
+                self.close(id, CloseReason::ClientDisconnect, now, true);
+                false
+            }
+            p @ (Packet::Connack(_)
+            | Packet::Suback(_)
+            | Packet::Unsuback(_)
+            | Packet::Pingresp
+            | Packet::Auth(_)) => {
+                let v = ProtocolViolation::ServerOnlyPacket(p.packet_type());
+                self.violation(id, v, now)
+            }
+        }
+    }
+
+    /// The bytes from `id` could not be decoded: the connection is closed and its will
+    /// published. A CONNECT with an unsupported protocol level is answered first with
+    /// CONNACK 0x01 [MQTT-3.1.2-2].
+    pub fn handle_decode_error(&mut self, id: ConnId, err: DecodeError, now: Instant) {
+        if let Some(conn) = conn_slot(&mut self.conns, id) {
+            if conn.session.is_none()
+                && err.reason_code() == crate::protocol::ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+            {
+                // A 3.1.1-format CONNACK: the only format every client version can read.
+                conn.out.extend_from_slice(&[0x20, 0x02, 0x00, 0x01]);
+            }
+        }
+        self.close(id, CloseReason::Decode(err), now, true);
+    }
 
     /// The event loop saw the connection end (EOF, socket error, shutdown).
-    pub fn handle_disconnect(&mut self, _id: ConnId, _why: Disconnect, _now: Instant) {}
+    pub fn handle_disconnect(&mut self, id: ConnId, why: Disconnect, now: Instant) {
+        let reason = match why {
+            Disconnect::PeerClosed => CloseReason::PeerClosed,
+            Disconnect::IoError => CloseReason::IoError,
+            Disconnect::Shutdown => CloseReason::Shutdown,
+        };
+        self.close(id, reason, now, false);
+    }
 
-    /// Fire every deadline at or before `now` (keepalive, connect timeout, expiry).
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    /// Fires every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::KeepAlive(id) => {
+                    let Some(conn) = conn_slot(&mut self.conns, id) else {
+                        continue;
+                    };
+                    let Some(limit) = conn.keep_alive else {
+                        continue;
+                    };
+                    let due = conn.last_activity + limit;
+                    if due <= now {
+                        self.close(id, CloseReason::KeepAliveTimeout, now, true);
+                    } else {
+                        // Traffic moved the deadline since this entry was armed.
+                        self.timers.schedule(due, timer);
+                    }
+                }
+                Timer::ConnectTimeout(id) => {
+                    if conn_slot(&mut self.conns, id).is_some_and(|c| c.session.is_none()) {
+                        self.close(id, CloseReason::ConnectTimeout, now, true);
+                    }
+                }
+            }
+        }
+    }
 
     /// The earliest pending deadline; `None` when nothing is scheduled.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        None
+        let conns = &mut self.conns;
+        self.timers.discard_front_while(|t| match *t {
+            Timer::KeepAlive(id) => conn_slot(conns, id).is_none_or(|c| c.keep_alive.is_none()),
+            Timer::ConnectTimeout(id) => conn_slot(conns, id).is_none_or(|c| c.session.is_some()),
+        });
+        self.timers.next_deadline()
     }
 
     /// The protocol version the connection speaks (after CONNECT), for decoding.
-    pub fn protocol_version(&self, _id: ConnId) -> Option<ProtocolVersion> {
-        None
+    pub fn protocol_version(&self, id: ConnId) -> Option<ProtocolVersion> {
+        match self.conns.get(id.index as usize) {
+            Some(Some(c)) if c.generation == id.generation => c.version,
+            _ => None,
+        }
     }
 
-    /// Whether the loop should keep reading from `id`: false while its write buffer is
-    /// above the bound (back-pressure on a client that does not read its acks).
-    pub fn wants_read(&self, _id: ConnId) -> bool {
-        true
+    /// Whether the loop should keep reading from `id`: false while its write buffer is over
+    /// `max_write_buffer`, so a client that does not read its acks cannot make us buffer
+    /// without bound.
+    pub fn wants_read(&self, id: ConnId) -> bool {
+        match self.conns.get(id.index as usize) {
+            Some(Some(c)) if c.generation == id.generation => {
+                c.out.len() <= self.config.max_write_buffer
+            }
+            _ => false,
+        }
     }
 
-    /// Next connection with new bytes to write (each returned once until written again).
+    /// Next connection with new bytes to write (each returned once until it gets more).
     pub fn poll_transmit(&mut self) -> Option<ConnId> {
+        while let Some(id) = self.transmit.pop() {
+            if let Some(conn) = conn_slot(&mut self.conns, id) {
+                conn.transmit_queued = false;
+                if !conn.out.is_empty() {
+                    return Some(id);
+                }
+            }
+        }
         None
     }
 
     /// Bytes waiting to be written to `id`.
-    pub fn pending_output(&self, _id: ConnId) -> &[u8] {
-        &[]
+    pub fn pending_output(&self, id: ConnId) -> &[u8] {
+        match self.conns.get(id.index as usize) {
+            Some(Some(c)) if c.generation == id.generation => &c.out,
+            _ => &[],
+        }
     }
 
     /// `n` bytes of `pending_output(id)` were written to the socket.
-    pub fn consume_output(&mut self, _id: ConnId, _n: usize) {}
+    pub fn consume_output(&mut self, id: ConnId, n: usize) {
+        let Some(conn) = conn_slot(&mut self.conns, id) else {
+            return;
+        };
+        let n = n.min(conn.out.len());
+        conn.out.drain(..n);
+        if conn.out.is_empty() {
+            conn.slow_logged = false;
+            // Idle connections keep no large buffer: a burst's buffer is given back.
+            if conn.out.capacity() > 4096 {
+                conn.out = Vec::new();
+            }
+        }
+    }
 
     /// Next connection the broker has ended.
     pub fn poll_close(&mut self) -> Option<Close> {
-        None
+        self.closes.pop()
+    }
+
+    /// Ends `id` for a protocol violation; always returns false (the connection is gone).
+    fn violation(&mut self, id: ConnId, v: ProtocolViolation, now: Instant) -> bool {
+        self.close(id, CloseReason::Protocol(v), now, true);
+        false
+    }
+
+    /// Ends a connection: detaches its session (discarding a clean one), publishes its will
+    /// unless the reason forbids it, and, when the broker itself decided to close
+    /// (`notify_loop`), hands the socket side to the loop through `poll_close`.
+    fn close(&mut self, id: ConnId, reason: CloseReason, _now: Instant, notify_loop: bool) {
+        let idx = id.index as usize;
+        let conn = match self.conns.get_mut(idx) {
+            Some(slot @ Some(_))
+                if slot.as_ref().is_some_and(|c| c.generation == id.generation) =>
+            {
+                slot.take()
+            }
+            _ => None,
+        };
+        let Some(conn) = conn else { return };
+        let client = conn
+            .session
+            .and_then(|k| self.sessions.get(k))
+            .map(|s| s.client_id.clone());
+        match (&client, reason) {
+            (Some(c), CloseReason::ClientDisconnect) => info!("client {c} disconnected"),
+            (Some(c), CloseReason::Decode(_) | CloseReason::Protocol(_)) => {
+                warn!("client {c} disconnected: {reason}")
+            }
+            (Some(c), _) => info!("client {c} disconnected: {reason}"),
+            (None, CloseReason::Decode(_) | CloseReason::Protocol(_)) => {
+                warn!("connection {} closed before CONNECT: {reason}", id.index)
+            }
+            (None, _) => debug!("connection {} closed before CONNECT: {reason}", id.index),
+        }
+        if let Some(key) = conn.session {
+            if let Some(session) = self.sessions.get_mut(key) {
+                if session.conn == Some(id) {
+                    session.conn = None;
+                    if session.clean {
+                        self.remove_session(key);
+                    }
+                }
+            }
+        }
+        if notify_loop {
+            self.closes.push(Close {
+                id,
+                final_bytes: conn.out,
+            });
+        }
+        if reason.publishes_will() {
+            if let Some(will) = conn.will {
+                self.publish_will(&will);
+            }
+        }
+    }
+
+    /// Discards a session and its subscriptions.
+    fn remove_session(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.try_remove(key) else {
+            return;
+        };
+        for (filter, _) in &session.subscriptions {
+            self.subscriptions.unsubscribe(filter, key);
+        }
+        self.client_ids.remove(&session.client_id);
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_messages: self.config.max_queued_messages,
+            max_bytes: self.config.max_queued_bytes,
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

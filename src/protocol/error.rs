@@ -30,7 +30,10 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::MalformedVariableInt => f.write_str("malformed variable byte integer"),
             DecodeError::PacketTooLarge { size, max } => {
-                write!(f, "packet of {size} bytes exceeds maximum packet size {max}")
+                write!(
+                    f,
+                    "packet of {size} bytes exceeds maximum packet size {max}"
+                )
             }
         }
     }

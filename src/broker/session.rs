@@ -1,0 +1,218 @@
+//! Sessions: the state of one client id that outlives its network connections (§4.1).
+//!
+//! A session owns its subscriptions (mirrored in the subscription table), the messages
+//! queued for it, its outbound messages in flight, the inbound QoS 2 packet ids awaiting
+//! PUBREL and its packet-id counter. It holds no socket and no clock, only plain data, so
+//! a later persistence layer can write it out as it is.
+//!
+//! Queue overflow policy: when a message would exceed `max_queued_messages` or
+//! `max_queued_bytes`, the new message is dropped for this session (the oldest queued ones
+//! stay, as in Mosquitto) and the broker logs it once until the queue has drained.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+
+use super::message::Message;
+use super::ConnId;
+use crate::protocol::{PacketId, QoS, SubscriptionOptions};
+
+/// A message waiting for the inflight window (or for the client to come back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    pub msg: Arc<Message>,
+    /// QoS of this delivery: min(published, granted).
+    pub qos: QoS,
+    /// RETAIN flag of this delivery (set only for retained messages sent on subscribe).
+    pub retain: bool,
+}
+
+/// Where an outbound QoS 1/2 delivery stands (§4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InflightState {
+    /// QoS 1 PUBLISH sent.
+    AwaitingPuback,
+    /// QoS 2 PUBLISH sent.
+    AwaitingPubrec,
+    /// PUBREL sent (the message itself is no longer needed).
+    AwaitingPubcomp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inflight {
+    pub packet_id: PacketId,
+    pub delivery: Queued,
+    pub state: InflightState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// 0 = no limit.
+    pub max_messages: usize,
+    /// 0 = no limit.
+    pub max_bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    /// The connection currently attached, if the client is online.
+    pub conn: Option<ConnId>,
+    /// Clean session: discarded when the connection ends [MQTT-3.1.2-6].
+    pub clean: bool,
+    pub subscriptions: Vec<(Arc<str>, SubscriptionOptions)>,
+    pub queue: VecDeque<Queued>,
+    pub queued_bytes: usize,
+    /// In send order; acknowledgements usually arrive in the same order.
+    pub inflight: VecDeque<Inflight>,
+    /// Inbound QoS 2 packet ids whose PUBREL has not arrived: a PUBLISH reusing one is a
+    /// retransmission and is not forwarded again [MQTT-4.3.3-2].
+    pub awaiting_pubrel: Vec<PacketId>,
+    /// Messages dropped because the queue was full, since the session began.
+    pub dropped: u64,
+    /// Whether the current overflow episode has been logged.
+    pub overflow_logged: bool,
+    last_packet_id: u16,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, clean: bool) -> Session {
+        Session {
+            client_id,
+            conn: None,
+            clean,
+            subscriptions: Vec::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inflight: VecDeque::new(),
+            awaiting_pubrel: Vec::new(),
+            dropped: 0,
+            overflow_logged: false,
+            last_packet_id: 0,
+        }
+    }
+
+    /// A packet id not used by any message in flight [MQTT-2.3.1-2]; `None` if all 65,535
+    /// are in use.
+    pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        if self.inflight.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            self.last_packet_id = self.last_packet_id.wrapping_add(1);
+            let Some(id) = NonZeroU16::new(self.last_packet_id) else {
+                continue;
+            };
+            if !self.inflight.iter().any(|i| i.packet_id == id) {
+                return Some(id);
+            }
+        }
+    }
+
+    /// Queues a delivery. Returns false, leaving the queue unchanged, when a limit is hit.
+    pub fn enqueue(&mut self, q: Queued, limits: QueueLimits) -> bool {
+        let bytes = q.msg.payload_len();
+        let full_count = limits.max_messages > 0 && self.queue.len() >= limits.max_messages;
+        let full_bytes = limits.max_bytes > 0 && self.queued_bytes + bytes > limits.max_bytes;
+        if full_count || full_bytes {
+            self.dropped += 1;
+            return false;
+        }
+        self.queued_bytes += bytes;
+        self.queue.push_back(q);
+        true
+    }
+
+    pub fn dequeue(&mut self) -> Option<Queued> {
+        let q = self.queue.pop_front()?;
+        self.queued_bytes -= q.msg.payload_len();
+        if self.queue.is_empty() {
+            self.overflow_logged = false;
+        }
+        Some(q)
+    }
+
+    /// Position of the in-flight message with `id` in state `state`.
+    pub fn find_inflight(&self, id: PacketId, state: InflightState) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|i| i.packet_id == id && i.state == state)
+    }
+
+    /// Records a subscription; returns true if it is new for this session.
+    pub fn set_subscription(&mut self, filter: &Arc<str>, options: SubscriptionOptions) -> bool {
+        match self.subscriptions.iter_mut().find(|(f, _)| f == filter) {
+            Some((_, o)) => {
+                *o = options;
+                false
+            }
+            None => {
+                self.subscriptions.push((filter.clone(), options));
+                true
+            }
+        }
+    }
+
+    pub fn remove_subscription(&mut self, filter: &str) -> bool {
+        match self.subscriptions.iter().position(|(f, _)| &**f == filter) {
+            Some(i) => {
+                self.subscriptions.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(payload: &[u8]) -> Queued {
+        Queued {
+            msg: Arc::new(Message {
+                topic: "t".into(),
+                payload: payload.into(),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        }
+    }
+
+    #[test]
+    fn queue_drops_new_messages_at_either_bound() {
+        let mut s = Session::new(Arc::from("c"), false);
+        let limits = QueueLimits {
+            max_messages: 2,
+            max_bytes: 0,
+        };
+        assert!(s.enqueue(q(b"1"), limits));
+        assert!(s.enqueue(q(b"2"), limits));
+        assert!(!s.enqueue(q(b"3"), limits));
+        assert_eq!(s.dropped, 1);
+        assert_eq!(&*s.dequeue().unwrap().msg.payload, b"1");
+        let limits = QueueLimits {
+            max_messages: 0,
+            max_bytes: 4,
+        };
+        assert!(s.enqueue(q(b"abc"), limits));
+        assert!(!s.enqueue(q(b"de"), limits));
+        assert_eq!(s.queued_bytes, 4);
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_ids_in_flight() {
+        let mut s = Session::new(Arc::from("c"), false);
+        s.last_packet_id = u16::MAX - 1;
+        let a = s.allocate_packet_id().unwrap();
+        assert_eq!(a.get(), u16::MAX);
+        s.inflight.push_back(Inflight {
+            packet_id: NonZeroU16::new(1).unwrap(),
+            delivery: q(b""),
+            state: InflightState::AwaitingPuback,
+        });
+        assert_eq!(s.allocate_packet_id().unwrap().get(), 2);
+    }
+}

@@ -1,0 +1,68 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the session's subscription list, the shared table, SUBACK
+//! codes and retained messages sent on subscribe (§3.8, §3.10).
+
+use std::sync::Arc;
+
+use super::message::Message;
+use super::publish::Routed;
+use super::{conn_slot, send, Broker, ConnId};
+use crate::protocol::{
+    Packet, Properties, QoS, ReasonCode, Suback, Subscribe, Unsuback, Unsubscribe,
+};
+
+impl Broker {
+    pub(super) fn handle_subscribe(&mut self, id: ConnId, s: Subscribe<'_>) -> bool {
+        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
+            return false;
+        };
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained: Vec<(Arc<Message>, QoS)> = Vec::new();
+        for (filter, options) in &s.filters {
+            // Granted QoS is what was asked for: this broker supports all three levels.
+            let granted = options.qos;
+            let filter = self.subscriptions.subscribe(filter, key, *options);
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.set_subscription(&filter, *options);
+            }
+            codes.push(ReasonCode(granted as u8));
+            // [MQTT-3.3.1-6] matching retained messages are sent after the SUBACK, with
+            // RETAIN set [MQTT-3.3.1-8].
+            self.retained
+                .for_each_match(&filter, |m| retained.push((m.clone(), m.qos.min(granted))));
+        }
+        if let Some(conn) = conn_slot(&mut self.conns, id) {
+            let suback = Suback {
+                packet_id: s.packet_id,
+                properties: Properties::EMPTY,
+                codes,
+            };
+            send(conn, id, &mut self.transmit, &Packet::Suback(suback));
+        }
+        for (msg, qos) in &retained {
+            self.deliver(key, &mut Routed::from_message(msg), *qos, true);
+        }
+        true
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, id: ConnId, u: Unsubscribe<'_>) -> bool {
+        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
+            return false;
+        };
+        for filter in &u.filters {
+            self.subscriptions.unsubscribe(filter, key);
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.remove_subscription(filter);
+            }
+        }
+        // [MQTT-3.10.4-4] UNSUBACK even when nothing matched.
+        if let Some(conn) = conn_slot(&mut self.conns, id) {
+            let unsuback = Unsuback {
+                packet_id: u.packet_id,
+                properties: Properties::EMPTY,
+                codes: Vec::new(),
+            };
+            send(conn, id, &mut self.transmit, &Packet::Unsuback(unsuback));
+        }
+        true
+    }
+}
