@@ -104,7 +104,8 @@ struct Core {
     paused: Vec<(usize, ConnId)>,
     /// Accepting is suspended until then (out of descriptors or memory).
     accept_backoff: Option<Instant>,
-    /// A resource warning was logged in the current burst of accept failures.
+    /// A resource warning was logged in the current burst of accept failures (a burst
+    /// ends when a listener's backlog has been drained).
     accept_warned: bool,
 }
 
@@ -273,14 +274,17 @@ impl Core {
             let addr = l.addr;
             let e = match l.socket.accept() {
                 Ok((stream, peer)) => {
-                    self.accept_warned = false;
                     self.admit(registry, stream, peer, addr, now);
                     continue;
                 }
                 Err(e) => e,
             };
             match listener::classify_accept_error(&e) {
-                AcceptError::Drained => return,
+                AcceptError::Drained => {
+                    // The backlog is empty: the burst, if any, is over.
+                    self.accept_warned = false;
+                    return;
+                }
                 AcceptError::Retry => {}
                 AcceptError::Skip if skips < MAX_ACCEPT_SKIPS => {
                     skips += 1;
