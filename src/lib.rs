@@ -11,8 +11,11 @@
 //!   driven with `handle_*` / `poll_*` and an explicit `now`.
 //! - [`net`]: the single-threaded `mio` event loop; the only module that does I/O.
 //! - [`config`]: typed configuration and defaults.
+//! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
 
 pub mod broker;
+pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod net;
 pub mod protocol;

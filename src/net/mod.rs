@@ -1,1 +1,527 @@
-//! The event loop: the only module that touches sockets, the clock and signals.
+//! The event loop: the only module that touches sockets and the clock.
+//!
+//! One thread, one `mio::Poll`, connections in a `slab::Slab`. Module map:
+//! - `mod.rs` (this file): [`Server`] and the loop turn.
+//! - `listener`: binding and accept-error policy.
+//! - `connection`: per-connection socket state, reading and flushing.
+//! - `input`: framing bytes into packets with a per-connection partial tail.
+//! - `token`: the token space (slab keys vs reserved tokens).
+//! - `shutdown`: [`ShutdownHandle`].
+//!
+//! A loop turn:
+//! 1. Sleep in `poll` until an event, the broker's next deadline, or the accept backoff;
+//!    with no deadline and no pending work the loop sleeps without a timeout, so an idle
+//!    broker makes no syscalls. Leftover read work makes the timeout zero.
+//! 2. Handle leftover read work from the last turn, then the events: accept, read (until
+//!    `WouldBlock` or a 256 KiB per-connection budget), write on writable.
+//! 3. Fire the broker's timers if the deadline has passed, and retry accepting when a
+//!    resource backoff has expired.
+//! 4. Drain `poll_close` and `poll_transmit` and write, at most once per connection.
+//! 5. Free the slab slots of connections closed in this turn.
+//!
+//! Invariants:
+//! - Slab slots are freed only at the end of a turn (step 5), so an event fetched for a
+//!   closed connection can never reach a new one; events for slots that are gone or not
+//!   open are ignored. `ConnId::generation` (a counter bumped per accept) additionally
+//!   guards the work lists that outlive a turn and ids coming back from the broker.
+//! - Events are hints: every handler copes with a spurious event (a read that would block,
+//!   a write with nothing to write).
+//! - `handle_disconnect` is called exactly once for connections the loop ends (EOF, socket
+//!   error, shutdown) and never for connections the broker ended itself.
+//! - `io::Error` does not leave this module except from [`Server::bind`] and from `poll`
+//!   itself failing in [`Server::run`] (which no client can cause).
+
+mod connection;
+mod input;
+mod listener;
+mod shutdown;
+mod token;
+
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Waker};
+use slab::Slab;
+
+use crate::broker::{Broker, ConnId, Disconnect};
+use crate::config::Config;
+use connection::{Connection, FlushEnd, Id, ReadCtx, ReadEnd, State};
+use listener::{AcceptError, Listener};
+use shutdown::Shared;
+use token::Target;
+
+pub use shutdown::ShutdownHandle;
+
+/// Size of the one read buffer the loop shares between all connections.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Readiness events fetched per `poll`.
+const EVENTS_CAPACITY: usize = 256;
+
+/// Pause before accepting again after running out of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Per-connection accept failures in a row after which the loop backs off as well.
+const MAX_ACCEPT_SKIPS: usize = 64;
+
+/// The MQTT server: listeners, connections and the broker, driven by one `mio` loop.
+pub struct Server {
+    poll: Poll,
+    events: Events,
+    core: Core,
+}
+
+/// Everything but the poller, so that event handlers can borrow it mutably while the
+/// events and the registry are borrowed too.
+struct Core {
+    broker: Broker,
+    listeners: Vec<Listener>,
+    conns: Slab<Connection>,
+    scratch: Box<[u8]>,
+    shared: Arc<Shared>,
+    max_packet_size: u32,
+    max_connections: usize,
+    /// Bumped per accept; the `generation` of the next `ConnId`.
+    generation: u32,
+    /// Counts loop turns; read budgets are per turn.
+    turn: u64,
+    /// Connections not in state `Closed`.
+    open: usize,
+    /// Slots closed in this turn, freed at its end.
+    closed: Vec<usize>,
+    /// Connections the broker ended in this turn, waiting for their `poll_close`.
+    ending: Vec<usize>,
+    /// Connections with input left in the kernel (budget spent or reading resumed).
+    readable: Vec<(usize, ConnId)>,
+    /// Spare list swapped with `readable` each turn, to keep its allocation.
+    readable_spare: Vec<(usize, ConnId)>,
+    /// Connections whose reading is paused by back-pressure.
+    paused: Vec<(usize, ConnId)>,
+    /// Accepting is suspended until then (out of descriptors or memory).
+    accept_backoff: Option<Instant>,
+    /// A resource warning was logged in the current burst of accept failures (a burst
+    /// ends when a listener's backlog has been drained).
+    accept_warned: bool,
+}
+
+impl Server {
+    /// Binds every listener in `config.listeners` and builds the broker. An IPv6 listener
+    /// on a host without IPv6 is skipped with a warning; any other bind failure, or none
+    /// bound at all, is an error naming the address.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        if config.listeners.len() > token::MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} listeners configured, at most {} supported",
+                    config.listeners.len(),
+                    token::MAX_LISTENERS
+                ),
+            ));
+        }
+        let poll = Poll::new()?;
+        let mut listeners = listener::bind_all(&config.listeners)?;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(&mut l.socket, token::listener(i), Interest::READABLE)?;
+        }
+        let waker = Waker::new(poll.registry(), token::WAKER)?;
+        let core = Core {
+            max_packet_size: config.max_packet_size,
+            max_connections: config.max_connections,
+            broker: Broker::new(config),
+            listeners,
+            conns: Slab::new(),
+            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            shared: Arc::new(Shared::new(waker)),
+            generation: 0,
+            turn: 0,
+            open: 0,
+            closed: Vec::new(),
+            ending: Vec::new(),
+            readable: Vec::new(),
+            readable_spare: Vec::new(),
+            paused: Vec::new(),
+            accept_backoff: None,
+            accept_warned: false,
+        };
+        Ok(Server {
+            poll,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            core,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved), in configuration order, without
+    /// the skipped ones.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.core.listeners.iter().map(|l| l.addr).collect()
+    }
+
+    /// A handle that makes [`Server::run`] return; see [`ShutdownHandle`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle::new(Arc::clone(&self.core.shared))
+    }
+
+    /// Runs the loop until a [`ShutdownHandle`] asks it to stop. Errors only if the
+    /// poller itself fails, which no client can cause.
+    pub fn run(mut self) -> io::Result<()> {
+        let Server { poll, events, core } = &mut self;
+        loop {
+            if core.shared.stop_requested() {
+                core.shutdown(poll.registry());
+                return Ok(());
+            }
+            let timeout = core.timeout(Instant::now());
+            if let Err(e) = poll.poll(events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            core.turn += 1;
+            let now = Instant::now();
+            let registry = poll.registry();
+            core.handle_readable_work(registry, now);
+            for event in events.iter() {
+                core.handle_event(registry, event, now);
+            }
+            core.handle_timers(registry, now);
+            core.transmit(registry, now);
+            core.resume_paused();
+            core.free_closed();
+        }
+    }
+}
+
+impl Core {
+    /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
+    /// with read work pending, forever otherwise.
+    fn timeout(&mut self, now: Instant) -> Option<Duration> {
+        if !self.readable.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut deadline = self.broker.poll_timeout();
+        if let Some(backoff) = self.accept_backoff {
+            deadline = Some(deadline.map_or(backoff, |d| d.min(backoff)));
+        }
+        deadline.map(|d| d.saturating_duration_since(now))
+    }
+
+    /// Reads the connections left with input by the previous turn.
+    fn handle_readable_work(&mut self, registry: &Registry, now: Instant) {
+        mem::swap(&mut self.readable, &mut self.readable_spare);
+        let mut work = mem::take(&mut self.readable_spare);
+        for &(key, id) in &work {
+            if let Some(conn) = self.conns.get_mut(key) {
+                if conn.id == id {
+                    conn.queued = false;
+                    self.read(registry, key, now);
+                }
+            }
+        }
+        work.clear();
+        self.readable_spare = work;
+    }
+
+    fn handle_event(&mut self, registry: &Registry, event: &mio::event::Event, now: Instant) {
+        match token::target(event.token()) {
+            // The stop flag is checked at the top of every turn.
+            Target::Waker => {}
+            Target::Listener(i) => self.accept(registry, i, now),
+            Target::Connection(key) => {
+                let open = self.conns.get(key).is_some_and(Connection::is_open);
+                if !open {
+                    return; // closed earlier in this batch, or a stale event
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.read(registry, key, now);
+                }
+                if event.is_writable() || event.is_write_closed() {
+                    self.flush(registry, key, now);
+                }
+            }
+        }
+    }
+
+    /// Fires the broker's timers once the deadline has passed, and retries accepting when
+    /// the backoff is over.
+    fn handle_timers(&mut self, registry: &Registry, now: Instant) {
+        if self.broker.poll_timeout().is_some_and(|d| d <= now) {
+            self.broker.handle_timeout(now);
+        }
+        if self.accept_backoff.is_some_and(|t| t <= now) {
+            self.accept_backoff = None;
+            // Edge-triggered: connections already in the backlog raise no new event.
+            for i in 0..self.listeners.len() {
+                self.accept(registry, i, now);
+            }
+        }
+    }
+
+    /// Accepts from listener `i` until its backlog is empty.
+    fn accept(&mut self, registry: &Registry, i: usize, now: Instant) {
+        let mut skips = 0;
+        while self.accept_backoff.is_none() {
+            let Some(l) = self.listeners.get(i) else {
+                return; // a stale or foreign token
+            };
+            let addr = l.addr;
+            let e = match l.socket.accept() {
+                Ok((stream, peer)) => {
+                    self.admit(registry, stream, peer, addr, now);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            match listener::classify_accept_error(&e) {
+                AcceptError::Drained => {
+                    // The backlog is empty: the burst, if any, is over.
+                    self.accept_warned = false;
+                    return;
+                }
+                AcceptError::Retry => {}
+                AcceptError::Skip if skips < MAX_ACCEPT_SKIPS => {
+                    skips += 1;
+                    debug!("accept on {addr} failed: {e}");
+                }
+                AcceptError::Skip | AcceptError::Resources => {
+                    if !self.accept_warned {
+                        warn!(
+                            "accept on {addr} failed: {e}; pausing accepts for {} ms",
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                        self.accept_warned = true;
+                    }
+                    self.accept_backoff = Some(now + ACCEPT_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Takes an accepted socket into the slab, or drops it when over the limit.
+    fn admit(
+        &mut self,
+        registry: &Registry,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+    ) {
+        if self.max_connections > 0 && self.open >= self.max_connections {
+            debug!(
+                "refused {peer} on {local}: max_connections ({}) reached",
+                self.max_connections
+            );
+            return;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("{peer}: cannot set TCP_NODELAY: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let (Some(token), Ok(index)) = (token::connection(key), u32::try_from(key)) else {
+            warn!("refused {peer} on {local}: connection table full");
+            return;
+        };
+        if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
+            warn!("refused {peer} on {local}: cannot register socket: {e}");
+            return;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        let id = ConnId {
+            index,
+            generation: self.generation,
+        };
+        entry.insert(Connection::new(id, peer, stream));
+        self.open += 1;
+        debug!("accepted {peer} on {local} as {}", Id(id));
+        self.broker.handle_open(id, now);
+    }
+
+    /// Reads one open connection and acts on how the read ended.
+    fn read(&mut self, registry: &Registry, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.is_open() {
+            return;
+        }
+        let mut cx = ReadCtx {
+            broker: &mut self.broker,
+            scratch: &mut self.scratch,
+            max_packet_size: self.max_packet_size,
+            turn: self.turn,
+            now,
+        };
+        let id = conn.id;
+        match conn.read(&mut cx) {
+            ReadEnd::Drained => {}
+            ReadEnd::Capped => {
+                if !conn.queued {
+                    conn.queued = true;
+                    self.readable.push((key, id));
+                }
+            }
+            ReadEnd::Paused => {
+                if !conn.paused {
+                    conn.paused = true;
+                    self.paused.push((key, id));
+                }
+            }
+            ReadEnd::PeerClosed => {
+                self.broker
+                    .handle_disconnect(id, Disconnect::PeerClosed, now);
+                self.close(registry, key, "closed by peer", &[]);
+            }
+            ReadEnd::Failed(e) => {
+                self.broker.handle_disconnect(id, Disconnect::IoError, now);
+                self.close(registry, key, &format!("read error: {e}"), &[]);
+            }
+            ReadEnd::BrokerClosed => {
+                conn.state = State::Ending;
+                self.ending.push(key);
+            }
+            ReadEnd::CodecBug => {
+                error!("{}: decoder reported an impossible length; closing", Id(id));
+                self.broker.handle_disconnect(id, Disconnect::IoError, now);
+                self.close(registry, key, "decoder error", &[]);
+            }
+        }
+    }
+
+    /// Writes the broker's pending output for one connection.
+    fn flush(&mut self, registry: &Registry, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.state == State::Closed {
+            return;
+        }
+        let Some(token) = token::connection(key) else {
+            return; // admit() only inserts keys that have a token
+        };
+        if let FlushEnd::Failed(e) = conn.flush(&mut self.broker, registry, token) {
+            let id = conn.id;
+            if conn.is_open() {
+                self.broker.handle_disconnect(id, Disconnect::IoError, now);
+            }
+            self.close(registry, key, &format!("write error: {e}"), &[]);
+        }
+    }
+
+    /// Drains the broker's closes and transmits, then closes broker-ended connections the
+    /// broker did not list.
+    fn transmit(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            if let Some(close) = self.broker.poll_close() {
+                if let Some(key) = self.key_of(close.id) {
+                    self.close(registry, key, "closed by broker", &close.final_bytes);
+                }
+                continue;
+            }
+            let Some(id) = self.broker.poll_transmit() else {
+                break;
+            };
+            if let Some(key) = self.key_of(id) {
+                self.flush(registry, key, now);
+            }
+        }
+        let mut ending = mem::take(&mut self.ending);
+        for &key in &ending {
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.state == State::Ending)
+            {
+                self.close(registry, key, "ended by broker", &[]);
+            }
+        }
+        ending.clear();
+        self.ending = ending;
+    }
+
+    /// Moves paused connections whose output has drained to the read work list.
+    fn resume_paused(&mut self) {
+        let Core {
+            paused,
+            conns,
+            broker,
+            readable,
+            ..
+        } = self;
+        paused.retain(|&(key, id)| {
+            let Some(conn) = conns.get_mut(key).filter(|c| c.id == id && c.is_open()) else {
+                return false;
+            };
+            if !broker.wants_read(id) {
+                return true;
+            }
+            conn.paused = false;
+            if !conn.queued {
+                conn.queued = true;
+                readable.push((key, id));
+            }
+            false
+        });
+    }
+
+    /// Frees the slots of connections closed in this turn.
+    fn free_closed(&mut self) {
+        for key in self.closed.drain(..) {
+            self.conns.try_remove(key);
+        }
+    }
+
+    /// The slab key of a live (not closed) connection with this exact id.
+    fn key_of(&self, id: ConnId) -> Option<usize> {
+        let key = usize::try_from(id.index).ok()?;
+        let conn = self.conns.get(key)?;
+        (conn.id == id && conn.state != State::Closed).then_some(key)
+    }
+
+    /// Closes a connection's socket; its slot is freed at the end of the turn.
+    fn close(&mut self, registry: &Registry, key: usize, why: &str, final_bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.state == State::Closed {
+            return;
+        }
+        conn.close(registry, final_bytes, &mut self.scratch);
+        self.open -= 1;
+        self.closed.push(key);
+        debug!("closed {} ({}): {why}", Id(conn.id), conn.peer);
+    }
+
+    /// Disconnects every client with `Disconnect::Shutdown`, flushes best effort and
+    /// closes every socket.
+    fn shutdown(&mut self, registry: &Registry) {
+        let now = Instant::now();
+        info!("shutting down ({} connections)", self.open);
+        self.transmit(registry, now);
+        let live: Vec<(usize, ConnId, State)> = self
+            .conns
+            .iter()
+            .map(|(key, c)| (key, c.id, c.state))
+            .collect();
+        for &(_, id, state) in &live {
+            if state == State::Open {
+                self.broker.handle_disconnect(id, Disconnect::Shutdown, now);
+            }
+        }
+        self.transmit(registry, now);
+        for &(key, ..) in &live {
+            self.close(registry, key, "shutdown", &[]);
+        }
+        self.free_closed();
+        for l in &mut self.listeners {
+            let _ = registry.deregister(&mut l.socket);
+        }
+    }
+}

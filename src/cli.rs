@@ -1,0 +1,231 @@
+//! The command line: flags parsed once into typed values, with errors that name the flag.
+//!
+//! Owns the mapping from argv to [`Command`]. Printing, logging set-up and exit codes are
+//! `main`'s business, so everything here is a pure function and unit-tested.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use getopts::Options;
+
+/// The MQTT port (IANA), used when neither `-p` nor `-l` is given.
+pub const DEFAULT_PORT: u16 = 1883;
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Start the broker.
+    Run(RunOptions),
+    /// Print the usage text (`-h`).
+    Help,
+    /// Print `wrenmq <version>` (`--version`).
+    Version,
+}
+
+/// Settings for a broker run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Addresses to listen on: `-l` values, or the loopback defaults on `-p`'s port.
+    pub listeners: Vec<SocketAddr>,
+    /// Number of `-v` flags: 0 = info, 1 = debug, 2+ = trace.
+    pub verbosity: u8,
+}
+
+/// A command line that cannot be used; its message names the flag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CliError(String);
+
+impl CliError {
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// The flag table.
+fn options() -> Options {
+    let mut opts = Options::new();
+    opts.optopt(
+        "p",
+        "port",
+        "port for the default loopback listeners (127.0.0.1 and ::1)",
+        "PORT",
+    );
+    opts.optmulti(
+        "l",
+        "listen",
+        "listen on ADDR:PORT instead of the defaults; repeatable; IPv6 as [::1]:1883",
+        "ADDR:PORT",
+    );
+    opts.optflagmulti("v", "verbose", "more log output: -v debug, -vv trace");
+    opts.optflag("h", "help", "print this help and exit");
+    opts.optflag("", "version", "print the version and exit");
+    opts
+}
+
+/// The help text.
+pub fn usage() -> String {
+    let brief = "Usage: wrenmq [-p PORT | -l ADDR:PORT...] [-v...]\n\n\
+                 A small MQTT broker for low-power gateways. Logs go to stderr; \
+                 RUST_LOG overrides the -v level.";
+    options().usage(brief)
+}
+
+/// The `--version` line.
+pub fn version() -> String {
+    format!("wrenmq {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, CliError> {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let matches = options()
+        .parse(&args)
+        .map_err(|e| CliError(e.to_string()))?;
+    if matches.opt_present("h") {
+        return Ok(Command::Help);
+    }
+    if matches.opt_present("version") {
+        return Ok(Command::Version);
+    }
+    if let Some(extra) = matches.free.first() {
+        return Err(CliError(format!("unexpected argument '{extra}'")));
+    }
+    let listen = matches.opt_strs("l");
+    let port = matches.opt_str("p");
+    let listeners = match (port, listen.is_empty()) {
+        (Some(_), false) => {
+            return Err(CliError(
+                "-p/--port cannot be combined with -l/--listen (give the port in each -l)"
+                    .to_string(),
+            ))
+        }
+        (Some(port), true) => default_listeners(parse_port(&port)?),
+        (None, true) => default_listeners(DEFAULT_PORT),
+        (None, false) => listen
+            .iter()
+            .map(|s| parse_listen(s))
+            .collect::<Result<_, _>>()?,
+    };
+    let verbosity = u8::try_from(matches.opt_count("v")).unwrap_or(u8::MAX);
+    Ok(Command::Run(RunOptions {
+        listeners,
+        verbosity,
+    }))
+}
+
+/// The loopback listeners on `port`, IPv4 first.
+pub fn default_listeners(port: u16) -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+    ]
+}
+
+fn parse_port(s: &str) -> Result<u16, CliError> {
+    s.parse().map_err(|_| {
+        CliError(format!(
+            "invalid value '{s}' for -p/--port: expected a port number 0-65535"
+        ))
+    })
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, CliError> {
+    s.parse().map_err(|_| {
+        CliError(format!(
+            "invalid value '{s}' for -l/--listen: expected IP:PORT such as \
+             0.0.0.0:1883 or [::1]:1883"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> RunOptions {
+        match parse(args) {
+            Ok(Command::Run(opts)) => opts,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    fn err(args: &[&str]) -> String {
+        match parse(args) {
+            Err(e) => e.to_string(),
+            ok => panic!("{args:?} gave {ok:?}"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_listen_on_loopback_1883() {
+        let opts = run(&[]);
+        assert_eq!(
+            opts.listeners,
+            [
+                "127.0.0.1:1883".parse().unwrap(),
+                "[::1]:1883".parse().unwrap()
+            ]
+        );
+        assert_eq!(opts.verbosity, 0);
+    }
+
+    #[test]
+    fn port_applies_to_the_defaults() {
+        let opts = run(&["-p", "1884"]);
+        assert_eq!(opts.listeners, default_listeners(1884));
+        assert_eq!(run(&["--port=0"]).listeners, default_listeners(0));
+    }
+
+    #[test]
+    fn listen_is_repeatable_and_replaces_the_defaults() {
+        let opts = run(&[
+            "-l",
+            "0.0.0.0:1883",
+            "--listen",
+            "[::1]:8883",
+            "-l192.168.1.2:1",
+        ]);
+        let want: Vec<SocketAddr> = ["0.0.0.0:1883", "[::1]:8883", "192.168.1.2:1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(opts.listeners, want);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        assert!(err(&["-p", "65536"]).contains("-p/--port"));
+        assert!(err(&["-p", "mqtt"]).contains("'mqtt'"));
+        assert!(err(&["-l", "localhost:1883"]).contains("-l/--listen"));
+        assert!(err(&["-l", "::1:1883"]).contains("-l/--listen"));
+        assert!(err(&["-l", "127.0.0.1"]).contains("-l/--listen"));
+        assert!(err(&["-p", "1", "-l", "127.0.0.1:2"]).contains("-p/--port"));
+        assert!(err(&["-x"]).contains('x'));
+        assert!(err(&["-p"]).contains('p'));
+        assert!(err(&["extra"]).contains("'extra'"));
+    }
+
+    #[test]
+    fn verbosity_counts_v_flags() {
+        assert_eq!(run(&["-v"]).verbosity, 1);
+        assert_eq!(run(&["-vv"]).verbosity, 2);
+        assert_eq!(run(&["-v", "--verbose", "-v"]).verbosity, 3);
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(&["-h"]), Ok(Command::Help));
+        assert_eq!(parse(&["--help", "-p", "x"]), Ok(Command::Help));
+        assert_eq!(parse(&["--version"]), Ok(Command::Version));
+        assert_eq!(version(), format!("wrenmq {}", env!("CARGO_PKG_VERSION")));
+        assert!(usage().contains("--listen"));
+    }
+}

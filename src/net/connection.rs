@@ -1,0 +1,258 @@
+//! Per-connection socket state and the socket half of reading and writing.
+//!
+//! A [`Connection`] owns the socket, the peer address, the tail of a partial packet (see
+//! [`super::input`]), whether WRITABLE interest is registered, and a per-turn read budget.
+//! Everything else about a client (session, output buffer) lives in the broker.
+//!
+//! Invariants: `stream` is `Some` exactly while the connection is open or ending; once it
+//! is `None` the slot only waits for the end of the event batch to be freed, and every
+//! event or queued work item for it is ignored.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::input::{self, Framing, Stop};
+use crate::broker::{Broker, ConnId};
+use crate::protocol::{self, DecodeError, Packet, Status};
+
+/// Bytes one connection may read in one loop turn before others get their turn.
+pub(crate) const READ_BUDGET: usize = 256 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Reading and writing normally.
+    Open,
+    /// The broker ended it (packet refused, decode error): no more reads; waiting for its
+    /// `poll_close` this turn, or closed at the end of the turn anyway.
+    Ending,
+    /// Socket closed; the slot is freed after the event batch.
+    Closed,
+}
+
+pub(crate) struct Connection {
+    pub(crate) id: ConnId,
+    pub(crate) peer: SocketAddr,
+    pub(crate) state: State,
+    stream: Option<TcpStream>,
+    /// Bytes of a partial packet; empty (and unallocated) between packets.
+    tail: Vec<u8>,
+    /// Whether WRITABLE interest is registered (output left after a flush).
+    writable: bool,
+    /// Reading is paused because the broker's output buffer for it is over the bound.
+    pub(crate) paused: bool,
+    /// Listed in the loop's "still readable" work list.
+    pub(crate) queued: bool,
+    /// Loop turn the read budget below belongs to.
+    budget_turn: u64,
+    /// Bytes read during `budget_turn`.
+    budget_used: usize,
+}
+
+/// How a read pass over one connection ended.
+#[derive(Debug)]
+pub(crate) enum ReadEnd {
+    /// The socket is drained (`WouldBlock`); wait for the next readable event.
+    Drained,
+    /// The turn's read budget is spent; more may be waiting in the kernel.
+    Capped,
+    /// The broker wants no more input until this connection's output drains.
+    Paused,
+    /// The peer closed its side.
+    PeerClosed,
+    /// The socket failed.
+    Failed(io::Error),
+    /// The broker ended the connection while handling its input.
+    BrokerClosed,
+    /// The decoder misbehaved (see [`Stop::CodecBug`]).
+    CodecBug,
+}
+
+/// How a flush ended.
+#[derive(Debug)]
+pub(crate) enum FlushEnd {
+    /// Everything the broker had for this connection was written.
+    Drained,
+    /// The socket is full; wait for a writable event.
+    Blocked,
+    /// The socket failed.
+    Failed(io::Error),
+}
+
+/// What the read path needs from the rest of the loop, borrowed for one call.
+pub(crate) struct ReadCtx<'a> {
+    pub(crate) broker: &'a mut Broker,
+    pub(crate) scratch: &'a mut [u8],
+    pub(crate) max_packet_size: u32,
+    pub(crate) turn: u64,
+    pub(crate) now: Instant,
+}
+
+impl Connection {
+    pub(crate) fn new(id: ConnId, peer: SocketAddr, stream: TcpStream) -> Connection {
+        Connection {
+            id,
+            peer,
+            state: State::Open,
+            stream: Some(stream),
+            tail: Vec::new(),
+            writable: false,
+            paused: false,
+            queued: false,
+            budget_turn: 0,
+            budget_used: 0,
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Reads until `WouldBlock`, the turn's budget, back-pressure, EOF or an error,
+    /// decoding and handing over every complete packet on the way.
+    pub(crate) fn read(&mut self, cx: &mut ReadCtx<'_>) -> ReadEnd {
+        let id = self.id;
+        let Some(stream) = self.stream.as_mut() else {
+            return ReadEnd::Drained;
+        };
+        if self.budget_turn != cx.turn {
+            self.budget_turn = cx.turn;
+            self.budget_used = 0;
+        }
+        loop {
+            if !cx.broker.wants_read(id) {
+                return ReadEnd::Paused;
+            }
+            let budget = READ_BUDGET.saturating_sub(self.budget_used);
+            if budget == 0 {
+                return ReadEnd::Capped;
+            }
+            let limit = budget.min(cx.scratch.len());
+            let n = match stream.read(&mut cx.scratch[..limit]) {
+                Ok(0) => return ReadEnd::PeerClosed,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return ReadEnd::Failed(e),
+            };
+            self.budget_used += n;
+            let mut framing = BrokerFraming {
+                broker: &mut *cx.broker,
+                id,
+                max_packet_size: cx.max_packet_size,
+                now: cx.now,
+            };
+            match input::feed(&mut self.tail, &cx.scratch[..n], &mut framing) {
+                Ok(()) => {}
+                Err(Stop::BrokerClosed) => return ReadEnd::BrokerClosed,
+                Err(Stop::CodecBug) => return ReadEnd::CodecBug,
+            }
+        }
+    }
+
+    /// Writes the broker's pending output for this connection until it is empty or the
+    /// socket is full, and keeps WRITABLE interest registered exactly while output is left.
+    pub(crate) fn flush(
+        &mut self,
+        broker: &mut Broker,
+        registry: &Registry,
+        token: Token,
+    ) -> FlushEnd {
+        let id = self.id;
+        let Some(stream) = self.stream.as_mut() else {
+            return FlushEnd::Drained;
+        };
+        let end = loop {
+            let out = broker.pending_output(id);
+            if out.is_empty() {
+                break FlushEnd::Drained;
+            }
+            match stream.write(out) {
+                Ok(0) => break FlushEnd::Failed(io::ErrorKind::WriteZero.into()),
+                Ok(n) => broker.consume_output(id, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break FlushEnd::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break FlushEnd::Failed(e),
+            }
+        };
+        let want_writable = matches!(end, FlushEnd::Blocked);
+        if want_writable != self.writable {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = registry.reregister(stream, token, interest) {
+                return FlushEnd::Failed(e);
+            }
+            self.writable = want_writable;
+        }
+        end
+    }
+
+    /// Closes the socket: writes `final_bytes` best effort (never blocking), sends FIN,
+    /// discards unread input (closing with unread input would send RST, which can destroy
+    /// the final bytes in flight), deregisters and drops the socket.
+    pub(crate) fn close(&mut self, registry: &Registry, final_bytes: &[u8], scratch: &mut [u8]) {
+        self.state = State::Closed;
+        self.tail = Vec::new();
+        let Some(mut stream) = self.stream.take() else {
+            return;
+        };
+        if !final_bytes.is_empty() {
+            let mut rest = final_bytes;
+            while !rest.is_empty() {
+                match stream.write(rest) {
+                    Ok(0) => break,
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = stream.shutdown(Shutdown::Write);
+            // Bounded: one scratch buffer's worth at most.
+            let _ = stream.read(scratch);
+        }
+        // Errors here mean the socket is already gone from the poll set; nothing to undo.
+        let _ = registry.deregister(&mut stream);
+    }
+}
+
+/// Adapts the real decoder and broker to [`Framing`].
+struct BrokerFraming<'a> {
+    broker: &'a mut Broker,
+    id: ConnId,
+    max_packet_size: u32,
+    now: Instant,
+}
+
+impl Framing for BrokerFraming<'_> {
+    fn decode<'b>(&mut self, buf: &'b [u8]) -> Result<Status<(Packet<'b>, usize)>, DecodeError> {
+        // Asked per packet: CONNECT changes the version mid-buffer.
+        let version = self.broker.protocol_version(self.id);
+        protocol::decode(buf, version, self.max_packet_size)
+    }
+
+    fn packet(&mut self, packet: Packet<'_>) -> bool {
+        self.broker.handle_packet(self.id, packet, self.now)
+    }
+
+    fn decode_error(&mut self, err: DecodeError) {
+        log::debug!("{}: undecodable input: {err}", Id(self.id));
+        self.broker.handle_decode_error(self.id, err, self.now);
+    }
+}
+
+/// Short form of a connection id for log lines: `#index.generation`.
+pub(crate) struct Id(pub(crate) ConnId);
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.0.index, self.0.generation)
+    }
+}

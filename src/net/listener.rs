@@ -1,0 +1,162 @@
+//! Listening sockets: binding the configured addresses and classifying accept errors.
+//!
+//! Binding: every configured address is bound. An IPv6 address that fails because the
+//! host has no IPv6 (a common Raspberry Pi setup with `ipv6.disable=1`) is skipped with a
+//! warning, so the default `[::1]:1883` listener does not stop the broker; any other
+//! failure, or no listener at all, is an error naming the address.
+//!
+//! Accepting: errors that mean "out of descriptors or memory" (EMFILE, ENFILE, ENOBUFS,
+//! ENOMEM) are [`AcceptError::Resources`]: the loop stops accepting and retries after a
+//! backoff instead of spinning on a full backlog or ending. Everything else concerns one
+//! connection (ECONNABORTED, EPROTO, EPERM from a firewall) and is skipped.
+
+use std::io;
+use std::net::SocketAddr;
+
+use log::{info, warn};
+use mio::net::TcpListener;
+
+/// One bound listening socket.
+pub(crate) struct Listener {
+    pub(crate) socket: TcpListener,
+    /// The bound address, port 0 resolved.
+    pub(crate) addr: SocketAddr,
+}
+
+/// What an accept error means for the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AcceptError {
+    /// Try again later (`WouldBlock`): the backlog is empty.
+    Drained,
+    /// Retry the same call at once (`Interrupted`).
+    Retry,
+    /// Out of descriptors or memory: back off.
+    Resources,
+    /// This one connection failed; go on with the next.
+    Skip,
+}
+
+/// Binds every address in `addrs`; see the module docs for which failures are skipped.
+pub(crate) fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<Listener>> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        match TcpListener::bind(addr) {
+            Ok(socket) => {
+                let addr = socket.local_addr().unwrap_or(addr);
+                info!("listening on {addr}");
+                listeners.push(Listener { socket, addr });
+            }
+            Err(e) if addr.is_ipv6() && ipv6_unavailable(&e) => {
+                warn!("not listening on {addr}: IPv6 is not available on this host ({e})");
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr}: {e}"),
+                ));
+            }
+        }
+    }
+    if listeners.is_empty() {
+        let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("no usable listener address (tried: {})", list.join(", ")),
+        ));
+    }
+    Ok(listeners)
+}
+
+/// Classifies an error from `accept`.
+pub(crate) fn classify_accept_error(e: &io::Error) -> AcceptError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => AcceptError::Drained,
+        io::ErrorKind::Interrupted => AcceptError::Retry,
+        io::ErrorKind::OutOfMemory => AcceptError::Resources,
+        _ => match e.raw_os_error() {
+            Some(code) if errno::RESOURCES.contains(&code) => AcceptError::Resources,
+            _ => AcceptError::Skip,
+        },
+    }
+}
+
+/// Whether a bind error on an IPv6 address means the host has no IPv6.
+fn ipv6_unavailable(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AddrNotAvailable
+        || e.raw_os_error()
+            .is_some_and(|code| code == errno::EAFNOSUPPORT || code == errno::EADDRNOTAVAIL)
+}
+
+/// The few errno values std does not map to an `ErrorKind`. Hard-coded because the crate
+/// does not depend on `libc`; the values are from the kernels' public headers.
+mod errno {
+    pub(super) const ENOMEM: i32 = 12;
+    pub(super) const ENFILE: i32 = 23;
+    pub(super) const EMFILE: i32 = 24;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) const ENOBUFS: i32 = 105;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) const ENOBUFS: i32 = 55;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) const EAFNOSUPPORT: i32 = 97;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) const EAFNOSUPPORT: i32 = 47;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) const EADDRNOTAVAIL: i32 = 99;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) const EADDRNOTAVAIL: i32 = 49;
+
+    pub(super) const RESOURCES: [i32; 4] = [EMFILE, ENFILE, ENOBUFS, ENOMEM];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_classified() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(
+            classify_accept_error(&os(errno::EMFILE)),
+            AcceptError::Resources
+        );
+        assert_eq!(
+            classify_accept_error(&os(errno::ENFILE)),
+            AcceptError::Resources
+        );
+        assert_eq!(
+            classify_accept_error(&os(errno::ENOBUFS)),
+            AcceptError::Resources
+        );
+        assert_eq!(
+            classify_accept_error(&os(errno::ENOMEM)),
+            AcceptError::Resources
+        );
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(classify_accept_error(&aborted), AcceptError::Skip);
+        let would_block = io::Error::from(io::ErrorKind::WouldBlock);
+        assert_eq!(classify_accept_error(&would_block), AcceptError::Drained);
+        let interrupted = io::Error::from(io::ErrorKind::Interrupted);
+        assert_eq!(classify_accept_error(&interrupted), AcceptError::Retry);
+    }
+
+    #[test]
+    fn binding_port_zero_reports_the_real_port() {
+        let listeners = bind_all(&[SocketAddr::from(([127, 0, 0, 1], 0))]).unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert_ne!(listeners[0].addr.port(), 0);
+    }
+
+    #[test]
+    fn binding_a_used_port_names_the_address() {
+        let first = bind_all(&[SocketAddr::from(([127, 0, 0, 1], 0))]).unwrap();
+        let err = match bind_all(&[first[0].addr]) {
+            Ok(_) => panic!("second bind on {} succeeded", first[0].addr),
+            Err(e) => e,
+        };
+        assert!(
+            err.to_string().contains(&first[0].addr.to_string()),
+            "{err}"
+        );
+    }
+}

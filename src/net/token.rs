@@ -1,0 +1,64 @@
+//! The `mio::Token` space: which token means what.
+//!
+//! Connections use their slab key as the token. The waker and the listeners use reserved
+//! tokens at the very top of `usize`, far above any slab key the loop hands out (keys are
+//! also bounded by `u32` for `ConnId::index`), so the two ranges can never meet, on 32-bit
+//! boards included.
+
+use mio::Token;
+
+/// Wakes the loop from another thread (shutdown).
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// Tokens reserved below [`WAKER`] for listeners.
+pub(crate) const MAX_LISTENERS: usize = 256;
+
+/// Lowest reserved token; slab keys must stay below it.
+const FIRST_RESERVED: usize = usize::MAX - MAX_LISTENERS;
+
+/// What an event's token refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    Waker,
+    Listener(usize),
+    Connection(usize),
+}
+
+/// The token of listener number `index` (`index < MAX_LISTENERS`).
+pub(crate) fn listener(index: usize) -> Token {
+    debug_assert!(index < MAX_LISTENERS);
+    Token(usize::MAX - 1 - index)
+}
+
+/// The token for the connection in slab slot `key`, or `None` if the key would collide
+/// with the reserved range.
+pub(crate) fn connection(key: usize) -> Option<Token> {
+    (key < FIRST_RESERVED).then_some(Token(key))
+}
+
+/// Classifies an event's token.
+pub(crate) fn target(token: Token) -> Target {
+    match token.0 {
+        usize::MAX => Target::Waker,
+        t if t >= FIRST_RESERVED => Target::Listener(usize::MAX - 1 - t),
+        key => Target::Connection(key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        assert_eq!(target(WAKER), Target::Waker);
+        for i in [0, 1, MAX_LISTENERS - 1] {
+            assert_eq!(target(listener(i)), Target::Listener(i));
+        }
+        for key in [0, 1, 1 << 20] {
+            let token = connection(key).unwrap(); // below the reserved range
+            assert_eq!(target(token), Target::Connection(key));
+        }
+        assert_eq!(connection(usize::MAX - 3), None);
+    }
+}
