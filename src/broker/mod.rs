@@ -25,7 +25,6 @@ mod session;
 mod subscribe;
 mod subscriptions;
 mod timers;
-mod tmp_packet_type;
 
 use std::collections::HashMap;
 use std::sync::Arc;
