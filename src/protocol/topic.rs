@@ -57,7 +57,9 @@ mod tests {
 
     #[test]
     fn filter_validity() {
-        for ok in ["#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "+/", "/#", "$SYS/#"] {
+        for ok in [
+            "#", "+", "a/#", "a/+/b", "+/+", "/", "a//b", "+/", "/#", "$SYS/#",
+        ] {
             assert!(is_valid_topic_filter(ok), "{ok}");
         }
         for bad in ["", "a#", "a/#/b", "#/a", "a+", "a/b+/c", "++", "##"] {
