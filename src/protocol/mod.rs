@@ -18,6 +18,8 @@ mod connect;
 mod disconnect;
 mod error;
 mod fixed_header;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 mod packet;
 pub mod properties;
 mod publish;
