@@ -5,17 +5,35 @@
 //! and checks the remaining length against the configured maximum packet size before any
 //! body byte is needed, so a peer cannot make us buffer an oversize packet.
 //!
-//! Module map: `packet` (the types), `decode`/`encode` (fixed header and dispatch), one
-//! file per packet family for the variable header and payload, `properties` (5.0
+//! Module map: `packet` (the types), `codec` (`decode`/`encode` dispatch), `fixed_header`
+//! (type, flags, remaining length, size limit), `reader`/`writer` (bounded cursor and MQTT
+//! data types), one file per packet family for the variable header and payload
+//! (`connect`, `publish`, `ack`, `subscribe`, `disconnect`), `properties` (5.0
 //! properties), `reason` (reason and return codes), `topic` (topic name/filter rules and
-//! matching), `error` (what can be wrong with the bytes).
+//! matching), `error` (what can be wrong with the bytes, and its reason code).
 
+mod ack;
+mod codec;
+mod connect;
+mod disconnect;
 mod error;
+mod fixed_header;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 mod packet;
 pub mod properties;
+mod publish;
+mod reader;
 pub mod reason;
+mod subscribe;
+#[cfg(test)]
+mod tests;
 pub mod topic;
+#[cfg(test)]
+mod vectors;
+mod writer;
 
+pub use codec::decode;
 pub use error::DecodeError;
 pub use packet::*;
 pub use properties::{Properties, PropertiesBuf, Property};
@@ -27,33 +45,6 @@ pub enum Status<T> {
     /// A whole packet, and how many bytes of the buffer it used.
     Complete(T),
     /// The buffer ends before the packet does. `needed` is the total size of the packet
-    /// when the fixed header is complete, otherwise a lower bound.
+    /// when the fixed header is complete, otherwise a lower bound (`buf.len() + 1`).
     Partial { needed: usize },
-}
-
-/// Decodes one packet from the front of `buf`.
-///
-/// `version` is the connection's protocol version once its CONNECT is known; before that
-/// (`None`) packets are read with 3.1.1 rules (a CONNECT describes its own version).
-/// `max_packet_size` bounds the whole packet, fixed header included, and is checked as soon
-/// as the remaining length is readable. On success returns the packet and its length in
-/// bytes; bytes after it are left alone.
-pub fn decode<'a>(
-    buf: &'a [u8],
-    version: Option<ProtocolVersion>,
-    max_packet_size: u32,
-) -> Result<Status<(Packet<'a>, usize)>, DecodeError> {
-    // Placeholder until the codec lands: never completes a packet.
-    let _ = (version, max_packet_size);
-    Ok(Status::Partial {
-        needed: buf.len() + 1,
-    })
-}
-
-impl Packet<'_> {
-    /// Appends the packet's wire form for `version` to `out`.
-    pub fn encode(&self, version: ProtocolVersion, out: &mut Vec<u8>) {
-        // Placeholder until the codec lands.
-        let _ = (version, out);
-    }
 }

@@ -4,6 +4,16 @@
 //! duplicates, well-formed values) and keeps the bytes; readers iterate on demand. Keeping
 //! the raw bytes means a PUBLISH's properties are forwarded to v5 subscribers by copying
 //! one slice, and a 3.1.1 packet carries an empty block at no cost.
+//!
+//! Owns: the identifier table (type, packets allowed in, repeatability, value range),
+//! validation ([`read_properties`]), lazy iteration and typed getters, and encoding of single
+//! properties ([`Property::encode`], [`PropertiesBuf`]).
+
+use super::error::DecodeError;
+use super::packet::PacketType;
+use super::reader::{Reader, VARINT_MAX};
+use super::topic;
+use super::writer::{put_bin, put_str, put_u16, put_u32, put_varint, varint_len};
 
 /// A validated property block (the bytes after the property length).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -43,6 +53,44 @@ pub enum Property<'a> {
     SharedSubscriptionAvailable(u8),
 }
 
+/// Where a property block sits: a packet's variable header, or the will properties of a
+/// CONNECT payload (which allow a different set, §3.1.3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PropertyContext {
+    Packet(PacketType),
+    Will,
+}
+
+/// An owned property block under construction, for packets the broker encodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PropertiesBuf {
+    buf: Vec<u8>,
+}
+
+/// How a property's value is encoded (§2.2.2.2).
+#[derive(Clone, Copy)]
+enum ValueType {
+    Byte,
+    U16,
+    U32,
+    VarInt,
+    Str,
+    Bin,
+    Pair,
+}
+
+macro_rules! getter {
+    ($(#[$doc:meta])* $name:ident, $variant:ident, $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(&self) -> Option<$ty> {
+            self.iter().find_map(|p| match p {
+                Property::$variant(v) => Some(v),
+                _ => None,
+            })
+        }
+    };
+}
+
 impl<'a> Properties<'a> {
     pub const EMPTY: Properties<'static> = Properties { raw: &[] };
 
@@ -59,12 +107,220 @@ impl<'a> Properties<'a> {
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
     }
+
+    /// The properties in wire order. Stops at the first malformed byte.
+    pub fn iter(&self) -> impl Iterator<Item = Property<'a>> {
+        let mut r = Reader::new(self.raw);
+        std::iter::from_fn(move || {
+            if r.is_empty() {
+                return None;
+            }
+            match read_property(&mut r) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    r.rest();
+                    None
+                }
+            }
+        })
+    }
+
+    getter!(payload_format_indicator, PayloadFormatIndicator, u8);
+    getter!(message_expiry_interval, MessageExpiryInterval, u32);
+    getter!(content_type, ContentType, &'a str);
+    getter!(response_topic, ResponseTopic, &'a str);
+    getter!(correlation_data, CorrelationData, &'a [u8]);
+    getter!(session_expiry_interval, SessionExpiryInterval, u32);
+    getter!(
+        assigned_client_identifier,
+        AssignedClientIdentifier,
+        &'a str
+    );
+    getter!(server_keep_alive, ServerKeepAlive, u16);
+    getter!(authentication_method, AuthenticationMethod, &'a str);
+    getter!(authentication_data, AuthenticationData, &'a [u8]);
+    getter!(request_problem_information, RequestProblemInformation, u8);
+    getter!(will_delay_interval, WillDelayInterval, u32);
+    getter!(request_response_information, RequestResponseInformation, u8);
+    getter!(response_information, ResponseInformation, &'a str);
+    getter!(server_reference, ServerReference, &'a str);
+    getter!(reason_string, ReasonString, &'a str);
+    getter!(receive_maximum, ReceiveMaximum, u16);
+    getter!(topic_alias_maximum, TopicAliasMaximum, u16);
+    getter!(topic_alias, TopicAlias, u16);
+    getter!(maximum_qos, MaximumQoS, u8);
+    getter!(retain_available, RetainAvailable, u8);
+    getter!(maximum_packet_size, MaximumPacketSize, u32);
+    getter!(
+        wildcard_subscription_available,
+        WildcardSubscriptionAvailable,
+        u8
+    );
+    getter!(
+        subscription_identifier_available,
+        SubscriptionIdentifierAvailable,
+        u8
+    );
+    getter!(
+        shared_subscription_available,
+        SharedSubscriptionAvailable,
+        u8
+    );
+
+    /// Every user property, in order (they may repeat, even with the same name).
+    pub fn user_properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.iter().filter_map(|p| match p {
+            Property::UserProperty(k, v) => Some((k, v)),
+            _ => None,
+        })
+    }
+
+    /// Every subscription identifier (several in a PUBLISH sent to a client, §3.3.2.3.8).
+    pub fn subscription_identifiers(&self) -> impl Iterator<Item = u32> + 'a {
+        self.iter().filter_map(|p| match p {
+            Property::SubscriptionIdentifier(v) => Some(v),
+            _ => None,
+        })
+    }
 }
 
-/// An owned property block under construction, for packets the broker encodes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PropertiesBuf {
-    buf: Vec<u8>,
+impl Property<'_> {
+    pub const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
+    pub const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
+    pub const CONTENT_TYPE: u8 = 0x03;
+    pub const RESPONSE_TOPIC: u8 = 0x08;
+    pub const CORRELATION_DATA: u8 = 0x09;
+    pub const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
+    pub const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
+    pub const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
+    pub const SERVER_KEEP_ALIVE: u8 = 0x13;
+    pub const AUTHENTICATION_METHOD: u8 = 0x15;
+    pub const AUTHENTICATION_DATA: u8 = 0x16;
+    pub const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+    pub const WILL_DELAY_INTERVAL: u8 = 0x18;
+    pub const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
+    pub const RESPONSE_INFORMATION: u8 = 0x1A;
+    pub const SERVER_REFERENCE: u8 = 0x1C;
+    pub const REASON_STRING: u8 = 0x1F;
+    pub const RECEIVE_MAXIMUM: u8 = 0x21;
+    pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+    pub const TOPIC_ALIAS: u8 = 0x23;
+    pub const MAXIMUM_QOS: u8 = 0x24;
+    pub const RETAIN_AVAILABLE: u8 = 0x25;
+    pub const USER_PROPERTY: u8 = 0x26;
+    pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+    pub const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
+    pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
+    pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
+
+    /// The property identifier byte.
+    pub fn id(&self) -> u8 {
+        use Property::*;
+        match self {
+            PayloadFormatIndicator(_) => Self::PAYLOAD_FORMAT_INDICATOR,
+            MessageExpiryInterval(_) => Self::MESSAGE_EXPIRY_INTERVAL,
+            ContentType(_) => Self::CONTENT_TYPE,
+            ResponseTopic(_) => Self::RESPONSE_TOPIC,
+            CorrelationData(_) => Self::CORRELATION_DATA,
+            SubscriptionIdentifier(_) => Self::SUBSCRIPTION_IDENTIFIER,
+            SessionExpiryInterval(_) => Self::SESSION_EXPIRY_INTERVAL,
+            AssignedClientIdentifier(_) => Self::ASSIGNED_CLIENT_IDENTIFIER,
+            ServerKeepAlive(_) => Self::SERVER_KEEP_ALIVE,
+            AuthenticationMethod(_) => Self::AUTHENTICATION_METHOD,
+            AuthenticationData(_) => Self::AUTHENTICATION_DATA,
+            RequestProblemInformation(_) => Self::REQUEST_PROBLEM_INFORMATION,
+            WillDelayInterval(_) => Self::WILL_DELAY_INTERVAL,
+            RequestResponseInformation(_) => Self::REQUEST_RESPONSE_INFORMATION,
+            ResponseInformation(_) => Self::RESPONSE_INFORMATION,
+            ServerReference(_) => Self::SERVER_REFERENCE,
+            ReasonString(_) => Self::REASON_STRING,
+            ReceiveMaximum(_) => Self::RECEIVE_MAXIMUM,
+            TopicAliasMaximum(_) => Self::TOPIC_ALIAS_MAXIMUM,
+            TopicAlias(_) => Self::TOPIC_ALIAS,
+            MaximumQoS(_) => Self::MAXIMUM_QOS,
+            RetainAvailable(_) => Self::RETAIN_AVAILABLE,
+            UserProperty(..) => Self::USER_PROPERTY,
+            MaximumPacketSize(_) => Self::MAXIMUM_PACKET_SIZE,
+            WildcardSubscriptionAvailable(_) => Self::WILDCARD_SUBSCRIPTION_AVAILABLE,
+            SubscriptionIdentifierAvailable(_) => Self::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            SharedSubscriptionAvailable(_) => Self::SHARED_SUBSCRIPTION_AVAILABLE,
+        }
+    }
+
+    /// Appends identifier and value.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use Property::*;
+        out.push(self.id());
+        match *self {
+            PayloadFormatIndicator(v)
+            | RequestProblemInformation(v)
+            | RequestResponseInformation(v)
+            | MaximumQoS(v)
+            | RetainAvailable(v)
+            | WildcardSubscriptionAvailable(v)
+            | SubscriptionIdentifierAvailable(v)
+            | SharedSubscriptionAvailable(v) => out.push(v),
+            ServerKeepAlive(v) | ReceiveMaximum(v) | TopicAliasMaximum(v) | TopicAlias(v) => {
+                put_u16(out, v)
+            }
+            MessageExpiryInterval(v)
+            | SessionExpiryInterval(v)
+            | WillDelayInterval(v)
+            | MaximumPacketSize(v) => put_u32(out, v),
+            SubscriptionIdentifier(v) => put_varint(out, v as usize),
+            ContentType(s)
+            | ResponseTopic(s)
+            | AssignedClientIdentifier(s)
+            | AuthenticationMethod(s)
+            | ResponseInformation(s)
+            | ServerReference(s)
+            | ReasonString(s) => put_str(out, s),
+            CorrelationData(b) | AuthenticationData(b) => put_bin(out, b),
+            UserProperty(k, v) => {
+                put_str(out, k);
+                put_str(out, v);
+            }
+        }
+    }
+
+    /// Bytes [`Property::encode`] appends.
+    pub fn encoded_len(&self) -> usize {
+        use Property::*;
+        1 + match *self {
+            PayloadFormatIndicator(_)
+            | RequestProblemInformation(_)
+            | RequestResponseInformation(_)
+            | MaximumQoS(_)
+            | RetainAvailable(_)
+            | WildcardSubscriptionAvailable(_)
+            | SubscriptionIdentifierAvailable(_)
+            | SharedSubscriptionAvailable(_) => 1,
+            ServerKeepAlive(_) | ReceiveMaximum(_) | TopicAliasMaximum(_) | TopicAlias(_) => 2,
+            MessageExpiryInterval(_)
+            | SessionExpiryInterval(_)
+            | WillDelayInterval(_)
+            | MaximumPacketSize(_) => 4,
+            SubscriptionIdentifier(v) => varint_len(v as usize),
+            ContentType(s)
+            | ResponseTopic(s)
+            | AssignedClientIdentifier(s)
+            | AuthenticationMethod(s)
+            | ResponseInformation(s)
+            | ServerReference(s)
+            | ReasonString(s) => 2 + s.len(),
+            CorrelationData(b) | AuthenticationData(b) => 2 + b.len(),
+            UserProperty(k, v) => 4 + k.len() + v.len(),
+        }
+    }
+}
+
+impl PropertyContext {
+    fn bit(self) -> u16 {
+        match self {
+            PropertyContext::Will => WILL,
+            PropertyContext::Packet(t) => 1 << (t as u16),
+        }
+    }
 }
 
 impl PropertiesBuf {
@@ -72,7 +328,370 @@ impl PropertiesBuf {
         PropertiesBuf::default()
     }
 
+    /// Appends one encoded property. The caller keeps the block valid for the packet it
+    /// goes into (allowed ids, no forbidden duplicates).
+    pub fn push(&mut self, p: Property<'_>) {
+        p.encode(&mut self.buf);
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     pub fn as_properties(&self) -> Properties<'_> {
         Properties::from_encoded(&self.buf)
+    }
+}
+
+// Bit per context: bit 0 is the will properties, bit n is packet type n.
+const WILL: u16 = 1;
+const fn pkt(t: PacketType) -> u16 {
+    1 << (t as u16)
+}
+const CONNECT: u16 = pkt(PacketType::Connect);
+const CONNACK: u16 = pkt(PacketType::Connack);
+const PUBLISH: u16 = pkt(PacketType::Publish);
+const ACKS: u16 = pkt(PacketType::Puback)
+    | pkt(PacketType::Pubrec)
+    | pkt(PacketType::Pubrel)
+    | pkt(PacketType::Pubcomp);
+const SUBSCRIBE: u16 = pkt(PacketType::Subscribe);
+const SUBACK: u16 = pkt(PacketType::Suback);
+const UNSUBSCRIBE: u16 = pkt(PacketType::Unsubscribe);
+const UNSUBACK: u16 = pkt(PacketType::Unsuback);
+const DISCONNECT: u16 = pkt(PacketType::Disconnect);
+const AUTH: u16 = pkt(PacketType::Auth);
+
+/// The table of §2.2.2.2: value type and the contexts an id may appear in.
+fn describe(id: u8) -> Option<(ValueType, u16)> {
+    use ValueType::*;
+    Some(match id {
+        0x01 => (Byte, PUBLISH | WILL),
+        0x02 => (U32, PUBLISH | WILL),
+        0x03 => (Str, PUBLISH | WILL),
+        0x08 => (Str, PUBLISH | WILL),
+        0x09 => (Bin, PUBLISH | WILL),
+        0x0B => (VarInt, PUBLISH | SUBSCRIBE),
+        0x11 => (U32, CONNECT | CONNACK | DISCONNECT),
+        0x12 => (Str, CONNACK),
+        0x13 => (U16, CONNACK),
+        0x15 => (Str, CONNECT | CONNACK | AUTH),
+        0x16 => (Bin, CONNECT | CONNACK | AUTH),
+        0x17 => (Byte, CONNECT),
+        0x18 => (U32, WILL),
+        0x19 => (Byte, CONNECT),
+        0x1A => (Str, CONNACK),
+        0x1C => (Str, CONNACK | DISCONNECT),
+        0x1F => (Str, CONNACK | ACKS | SUBACK | UNSUBACK | DISCONNECT | AUTH),
+        0x21 => (U16, CONNECT | CONNACK),
+        0x22 => (U16, CONNECT | CONNACK),
+        0x23 => (U16, PUBLISH),
+        0x24 => (Byte, CONNACK),
+        0x25 => (Byte, CONNACK),
+        0x26 => (
+            Pair,
+            CONNECT
+                | CONNACK
+                | PUBLISH
+                | WILL
+                | ACKS
+                | SUBSCRIBE
+                | SUBACK
+                | UNSUBSCRIBE
+                | UNSUBACK
+                | DISCONNECT
+                | AUTH,
+        ),
+        0x27 => (U32, CONNECT | CONNACK),
+        0x28..=0x2A => (Byte, CONNACK),
+        _ => return None,
+    })
+}
+
+/// Reads one property (identifier and value) without checking where it may appear.
+fn read_property<'a>(r: &mut Reader<'a>) -> Result<Property<'a>, DecodeError> {
+    let id = r.u8()?;
+    let (ty, _) = describe(id).ok_or(DecodeError::InvalidPropertyId(id))?;
+    read_value(id, ty, r)
+}
+
+fn read_value<'a>(id: u8, ty: ValueType, r: &mut Reader<'a>) -> Result<Property<'a>, DecodeError> {
+    use Property::*;
+    Ok(match ty {
+        ValueType::Byte => {
+            let v = r.u8()?;
+            match id {
+                0x01 => PayloadFormatIndicator(v),
+                0x17 => RequestProblemInformation(v),
+                0x19 => RequestResponseInformation(v),
+                0x24 => MaximumQoS(v),
+                0x25 => RetainAvailable(v),
+                0x28 => WildcardSubscriptionAvailable(v),
+                0x29 => SubscriptionIdentifierAvailable(v),
+                _ => SharedSubscriptionAvailable(v),
+            }
+        }
+        ValueType::U16 => {
+            let v = r.u16()?;
+            match id {
+                0x13 => ServerKeepAlive(v),
+                0x21 => ReceiveMaximum(v),
+                0x22 => TopicAliasMaximum(v),
+                _ => TopicAlias(v),
+            }
+        }
+        ValueType::U32 => {
+            let v = r.u32()?;
+            match id {
+                0x02 => MessageExpiryInterval(v),
+                0x11 => SessionExpiryInterval(v),
+                0x18 => WillDelayInterval(v),
+                _ => MaximumPacketSize(v),
+            }
+        }
+        ValueType::VarInt => SubscriptionIdentifier(r.varint()?),
+        ValueType::Str => {
+            let s = r.string()?;
+            match id {
+                0x03 => ContentType(s),
+                0x08 => ResponseTopic(s),
+                0x12 => AssignedClientIdentifier(s),
+                0x15 => AuthenticationMethod(s),
+                0x1A => ResponseInformation(s),
+                0x1C => ServerReference(s),
+                _ => ReasonString(s),
+            }
+        }
+        ValueType::Bin => {
+            let b = r.binary()?;
+            match id {
+                0x09 => CorrelationData(b),
+                _ => AuthenticationData(b),
+            }
+        }
+        ValueType::Pair => {
+            let k = r.string()?;
+            UserProperty(k, r.string()?)
+        }
+    })
+}
+
+/// Reads a property length and block from `r` and validates every property in it for
+/// `ctx`: known id [§2.2.2.2], allowed in this context, not repeated unless the spec allows
+/// it, value in range.
+pub(crate) fn read_properties<'a>(
+    r: &mut Reader<'a>,
+    ctx: PropertyContext,
+) -> Result<Properties<'a>, DecodeError> {
+    let len = r.varint()?;
+    let raw = r.take(len as usize)?;
+    let mut block = Reader::new(raw);
+    let mut seen: u64 = 0;
+    while !block.is_empty() {
+        let id = block.u8()?;
+        let (ty, allowed) = describe(id).ok_or(DecodeError::InvalidPropertyId(id))?;
+        if allowed & ctx.bit() == 0 {
+            return Err(DecodeError::PropertyNotAllowed(id));
+        }
+        let p = read_value(id, ty, &mut block)?;
+        // User Property may repeat anywhere; Subscription Identifier only in PUBLISH
+        // (§3.3.2.3.8); every other property at most once.
+        let repeatable = id == Property::USER_PROPERTY
+            || (id == Property::SUBSCRIPTION_IDENTIFIER
+                && ctx == PropertyContext::Packet(PacketType::Publish));
+        let bit = 1u64 << id; // ids are <= 0x2A, checked by `describe`
+        if seen & bit != 0 && !repeatable {
+            return Err(DecodeError::DuplicateProperty(id));
+        }
+        seen |= bit;
+        check_value(&p)?;
+    }
+    Ok(Properties { raw })
+}
+
+/// Value ranges the spec gives for single properties.
+fn check_value(p: &Property<'_>) -> Result<(), DecodeError> {
+    use Property::*;
+    let ok = match *p {
+        // §3.3.2.3.2, §3.1.2.11.7, §3.1.2.11.6, §3.2.2.3.4/5, §3.2.2.3.11-13: 0 or 1.
+        PayloadFormatIndicator(v)
+        | RequestProblemInformation(v)
+        | RequestResponseInformation(v)
+        | MaximumQoS(v)
+        | RetainAvailable(v)
+        | WildcardSubscriptionAvailable(v)
+        | SubscriptionIdentifierAvailable(v)
+        | SharedSubscriptionAvailable(v) => v <= 1,
+        // "It is a Protocol Error to include the Receive Maximum value of 0" §3.1.2.11.3;
+        // same for Maximum Packet Size §3.1.2.11.4 and Topic Alias [MQTT-3.3.2-8].
+        ReceiveMaximum(v) | TopicAlias(v) => v != 0,
+        MaximumPacketSize(v) => v != 0,
+        // 1..=268,435,455 [MQTT-3.8.2.1.2]; the varint reader bounds the top.
+        SubscriptionIdentifier(v) => v != 0 && v <= VARINT_MAX,
+        // The Response Topic is a topic name: no wildcards [MQTT-3.3.2-14].
+        ResponseTopic(s) => topic::is_valid_topic_name(s),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::InvalidPropertyValue(p.id()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(t: PacketType) -> PropertyContext {
+        PropertyContext::Packet(t)
+    }
+
+    fn block(props: &[Property<'_>]) -> Vec<u8> {
+        let mut b = PropertiesBuf::new();
+        for p in props {
+            b.push(*p);
+        }
+        let mut out = Vec::new();
+        put_varint(&mut out, b.buf.len());
+        out.extend_from_slice(&b.buf);
+        out
+    }
+
+    fn validate(bytes: &[u8], c: PropertyContext) -> Result<Properties<'_>, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let p = read_properties(&mut r, c)?;
+        r.finish()?;
+        Ok(p)
+    }
+
+    #[test]
+    fn every_property_round_trips_through_encode_and_iter() {
+        use Property::*;
+        let all = [
+            PayloadFormatIndicator(1),
+            MessageExpiryInterval(7),
+            ContentType("text/plain"),
+            ResponseTopic("r/t"),
+            CorrelationData(b"\x00\x01"),
+            SubscriptionIdentifier(268_435_455),
+            SessionExpiryInterval(60),
+            AssignedClientIdentifier("auto-1"),
+            ServerKeepAlive(30),
+            AuthenticationMethod("SCRAM"),
+            AuthenticationData(b"x"),
+            RequestProblemInformation(0),
+            WillDelayInterval(5),
+            RequestResponseInformation(1),
+            ResponseInformation("resp"),
+            ServerReference("other:1883"),
+            ReasonString("why"),
+            ReceiveMaximum(10),
+            TopicAliasMaximum(5),
+            TopicAlias(3),
+            MaximumQoS(1),
+            RetainAvailable(0),
+            UserProperty("k", "v"),
+            MaximumPacketSize(1024),
+            WildcardSubscriptionAvailable(1),
+            SubscriptionIdentifierAvailable(1),
+            SharedSubscriptionAvailable(0),
+        ];
+        for p in all {
+            let mut out = Vec::new();
+            p.encode(&mut out);
+            assert_eq!(out.len(), p.encoded_len(), "{p:?}");
+            let got: Vec<_> = Properties::from_encoded(&out).iter().collect();
+            assert_eq!(got, [p]);
+        }
+    }
+
+    #[test]
+    fn getters_find_values() {
+        let b = block(&[
+            Property::SessionExpiryInterval(99),
+            Property::UserProperty("a", "1"),
+            Property::ReceiveMaximum(4),
+            Property::UserProperty("a", "2"),
+        ]);
+        let p = validate(&b, ctx(PacketType::Connect)).unwrap();
+        assert_eq!(p.session_expiry_interval(), Some(99));
+        assert_eq!(p.receive_maximum(), Some(4));
+        assert_eq!(p.maximum_packet_size(), None);
+        assert_eq!(
+            p.user_properties().collect::<Vec<_>>(),
+            [("a", "1"), ("a", "2")]
+        );
+    }
+
+    #[test]
+    fn subscription_identifier_repeats_only_in_publish() {
+        let b = block(&[
+            Property::SubscriptionIdentifier(1),
+            Property::SubscriptionIdentifier(2),
+        ]);
+        let p = validate(&b, ctx(PacketType::Publish)).unwrap();
+        assert_eq!(p.subscription_identifiers().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            validate(&b, ctx(PacketType::Subscribe)),
+            Err(DecodeError::DuplicateProperty(0x0B))
+        );
+    }
+
+    #[test]
+    fn duplicates_wrong_context_and_ranges_rejected() {
+        let dup = block(&[Property::ReceiveMaximum(1), Property::ReceiveMaximum(2)]);
+        assert_eq!(
+            validate(&dup, ctx(PacketType::Connect)),
+            Err(DecodeError::DuplicateProperty(0x21))
+        );
+        let will_delay = block(&[Property::WillDelayInterval(1)]);
+        assert!(validate(&will_delay, PropertyContext::Will).is_ok());
+        assert_eq!(
+            validate(&will_delay, ctx(PacketType::Connect)),
+            Err(DecodeError::PropertyNotAllowed(0x18))
+        );
+        for bad in [
+            Property::ReceiveMaximum(0),
+            Property::MaximumPacketSize(0),
+            Property::RequestProblemInformation(2),
+        ] {
+            assert_eq!(
+                validate(&block(&[bad]), ctx(PacketType::Connect)),
+                Err(DecodeError::InvalidPropertyValue(bad.id()))
+            );
+        }
+        assert_eq!(
+            validate(
+                &block(&[Property::SubscriptionIdentifier(0)]),
+                ctx(PacketType::Subscribe)
+            ),
+            Err(DecodeError::InvalidPropertyValue(0x0B))
+        );
+        assert_eq!(
+            validate(&[0x02, 0x00, 0x00], ctx(PacketType::Connect)),
+            Err(DecodeError::InvalidPropertyId(0))
+        );
+        // Block length past the end, and a value past the end of its block.
+        assert_eq!(
+            validate(&[0x05, 0x21, 0x00], ctx(PacketType::Connect)),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            validate(&[0x02, 0x21, 0x00, 0x01], ctx(PacketType::Connect)),
+            Err(DecodeError::Truncated)
+        );
+    }
+
+    #[test]
+    fn iter_stops_on_garbage() {
+        let p = Properties::from_encoded(&[0x21, 0x00, 0x05, 0xFF, 0x01]);
+        assert_eq!(p.iter().collect::<Vec<_>>(), [Property::ReceiveMaximum(5)]);
+        let p = Properties::from_encoded(&[0x26, 0x00]);
+        assert_eq!(p.iter().count(), 0);
     }
 }
