@@ -804,7 +804,7 @@ fn slow_consumer_loses_qos0_and_is_not_read_until_it_drains() {
     assert!(!h.broker.wants_read(s));
     let pending = h.broker.pending_output(s).len();
     assert!(
-        pending <= 100 + 24,
+        pending <= 100 + 25, // one 25-byte packet past the bound at most
         "buffer stays near its bound, got {pending}"
     );
     assert!(h.broker.stats().dropped_slow_consumer > 0);

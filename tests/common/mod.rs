@@ -37,7 +37,11 @@ impl TestBroker {
         let thread = std::thread::spawn(move || {
             server.run().expect("event loop");
         });
-        TestBroker { addr, shutdown, thread: Some(thread) }
+        TestBroker {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -53,8 +57,18 @@ impl Drop for TestBroker {
 /// An owned packet as a test sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Got {
-    Connack { session_present: bool, code: u8 },
-    Publish { topic: String, payload: Vec<u8>, qos: QoS, retain: bool, dup: bool, id: u16 },
+    Connack {
+        session_present: bool,
+        code: u8,
+    },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+        dup: bool,
+        id: u16,
+    },
     Puback(u16),
     Pubrec(u16),
     Pubrel(u16),
@@ -77,7 +91,10 @@ impl Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Client { stream, buf: Vec::new() }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Opens a connection and completes CONNECT/CONNACK; returns the client and the
@@ -95,7 +112,10 @@ impl Client {
             password: None,
         }));
         match c.recv() {
-            Some(Got::Connack { session_present, code: 0 }) => (c, session_present),
+            Some(Got::Connack {
+                session_present,
+                code: 0,
+            }) => (c, session_present),
             other => panic!("expected CONNACK accepted, got {other:?}"),
         }
     }
@@ -114,7 +134,13 @@ impl Client {
         self.send(&Packet::Subscribe(Subscribe {
             packet_id: NonZeroU16::new(id).expect("non-zero id"),
             properties: Properties::EMPTY,
-            filters: vec![(filter, SubscriptionOptions { qos, ..Default::default() })],
+            filters: vec![(
+                filter,
+                SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                },
+            )],
         }));
         match self.recv() {
             Some(Got::Suback(got, codes)) if got == id && codes == [qos as u8] => {}
@@ -139,7 +165,9 @@ impl Client {
     pub fn recv(&mut self) -> Option<Got> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            if let Ok(Status::Complete((p, n))) = decode(&self.buf, Some(ProtocolVersion::V311), u32::MAX) {
+            if let Ok(Status::Complete((p, n))) =
+                decode(&self.buf, Some(ProtocolVersion::V311), u32::MAX)
+            {
                 let got = own(p);
                 self.buf.drain(..n);
                 return Some(got);
@@ -166,7 +194,9 @@ impl Client {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => return false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return false
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return true,
             }
@@ -177,7 +207,10 @@ impl Client {
 
 pub fn own(p: Packet<'_>) -> Got {
     match p {
-        Packet::Connack(c) => Got::Connack { session_present: c.session_present, code: c.code.0 },
+        Packet::Connack(c) => Got::Connack {
+            session_present: c.session_present,
+            code: c.code.0,
+        },
         Packet::Publish(p) => Got::Publish {
             topic: p.topic.into(),
             payload: p.payload.to_vec(),
