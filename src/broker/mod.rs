@@ -253,9 +253,8 @@ impl Broker {
     /// CONNACK 0x01 [MQTT-3.1.2-2].
     pub fn handle_decode_error(&mut self, id: ConnId, err: DecodeError, now: Instant) {
         if let Some(conn) = conn_slot(&mut self.conns, id) {
-            if conn.session.is_none()
-                && err.reason_code() == crate::protocol::ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
-            {
+            // A wrong protocol name is closed without CONNACK, as Mosquitto does.
+            if conn.session.is_none() && matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
                 // A 3.1.1-format CONNACK: the only format every client version can read.
                 conn.out.extend_from_slice(&[0x20, 0x02, 0x00, 0x01]);
             }
