@@ -207,3 +207,40 @@ def prefix(request):
     """Unique topic prefix so tests sharing a broker never see each other's traffic."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:40]
     return f"t/{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def paho_factory():
+    """paho(broker, **kw) -> connected pahoutil.Paho; all closed at teardown."""
+    from pahoutil import Paho
+
+    made = []
+
+    def make(b, **kw):
+        p = Paho(b, **kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        try:
+            p.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def raw_factory():
+    """raw(broker) -> mqttraw.RawClient (not yet connected); all closed at teardown."""
+    from mqttraw import RawClient
+
+    made = []
+
+    def make(b, timeout=5.0):
+        c = RawClient(b.host, b.port, timeout=timeout)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
