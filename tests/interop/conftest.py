@@ -124,6 +124,8 @@ class Broker:
                 f"listener {self.port} {self.host}\n"
                 "allow_anonymous true\n"
                 "persistence false\n"
+                # wrenmq's default limit; Mosquitto's default is unlimited
+                "max_packet_size 2000000\n"
                 "log_dest stderr\n"
                 "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             )
