@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 import mqttraw as r
 from conftest import broker_is
 
@@ -171,3 +173,18 @@ def test_pingreq_pingresp_keeps_alive_MQTT_3_12_4_1(broker, raw_factory):
         c.send(r.PINGREQ)
         assert c.read_exact(2) == r.PINGRESP
         time.sleep(0.4)
+
+
+@pytest.mark.wrenmq_only
+def test_keepalive_enforced_at_one_and_a_half_times_MQTT_3_1_2_24(broker, raw_factory):
+    """[MQTT-3.1.2-24] keepalive 2 -> closed after 3 s (window 2.0..4.0 s).
+
+    wrenmq-only: Mosquitto 2.0.11 checks keepalives only every few seconds (observed
+    ~6 s for keepalive 1 and 2, ~12 s for keepalive 5), which the spec's 1.5x does not allow.
+    """
+    c = raw_factory(broker, timeout=10)
+    c.connect(uid("ka2"), keepalive=2)
+    t0 = time.monotonic()
+    assert c.expect_closed(6.0)
+    elapsed = time.monotonic() - t0
+    assert 2.0 <= elapsed <= 4.0, f"closed after {elapsed:.2f}s"
