@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         listeners: opts.listeners,
         ..Config::default()
     };
-    let server = match Server::bind(config) {
+    let server = match Server::bind(config).and_then(|mut s| s.handle_signals().map(|()| s)) {
         Ok(server) => server,
         Err(e) => {
             // eprintln rather than log: RUST_LOG=off must not hide why we did not start.

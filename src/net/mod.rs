@@ -46,6 +46,8 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::broker::{Broker, ConnId, Disconnect};
@@ -102,6 +104,8 @@ struct Core {
     readable_spare: Vec<(usize, ConnId)>,
     /// Connections whose reading is paused by back-pressure.
     paused: Vec<(usize, ConnId)>,
+    /// SIGTERM/SIGINT/SIGHUP, when [`Server::handle_signals`] was called.
+    signals: Option<Signals>,
     /// Accepting is suspended until then (out of descriptors or memory).
     accept_backoff: Option<Instant>,
     /// A resource warning was logged in the current burst of accept failures (a burst
@@ -147,6 +151,7 @@ impl Server {
             readable: Vec::new(),
             readable_spare: Vec::new(),
             paused: Vec::new(),
+            signals: None,
             accept_backoff: None,
             accept_warned: false,
         };
@@ -161,6 +166,18 @@ impl Server {
     /// the skipped ones.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.core.listeners.iter().map(|l| l.addr).collect()
+    }
+
+    /// Makes the loop itself handle SIGTERM and SIGINT (clean shutdown, as a
+    /// [`ShutdownHandle`] does) and SIGHUP (reload). Only the binary calls this: a test
+    /// running servers in threads keeps the process's default signal handling.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        self.poll
+            .registry()
+            .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
+        self.core.signals = Some(signals);
+        Ok(())
     }
 
     /// A handle that makes [`Server::run`] return; see [`ShutdownHandle`].
@@ -233,6 +250,7 @@ impl Core {
         match token::target(event.token()) {
             // The stop flag is checked at the top of every turn.
             Target::Waker => {}
+            Target::Signals => self.handle_signals(),
             Target::Listener(i) => self.accept(registry, i, now),
             Target::Connection(key) => {
                 let open = self.conns.get(key).is_some_and(Connection::is_open);
@@ -246,6 +264,28 @@ impl Core {
                     self.flush(registry, key, now);
                 }
             }
+        }
+    }
+
+    /// Drains pending signals: SIGTERM/SIGINT stop the loop at the top of the next turn;
+    /// SIGHUP reloads.
+    fn handle_signals(&mut self) {
+        let Some(signals) = self.signals.as_mut() else {
+            return;
+        };
+        let mut reload = false;
+        for signal in signals.pending() {
+            match signal {
+                SIGHUP => reload = true,
+                _ => {
+                    info!("signal {signal} received: shutting down");
+                    self.shared.request_stop();
+                }
+            }
+        }
+        if reload {
+            // Nothing to re-read yet: the configuration comes only from the command line.
+            info!("SIGHUP received: no configuration file to reload");
         }
     }
 

@@ -31,6 +31,11 @@ impl Shared {
         }
     }
 
+    /// Sets the flag from inside the loop (no wake-up needed).
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
     pub(crate) fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }

@@ -10,16 +10,20 @@ use mio::Token;
 /// Wakes the loop from another thread (shutdown).
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
+/// Signals (SIGTERM, SIGINT, SIGHUP) delivered through a self-pipe.
+pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);
+
 /// Tokens reserved below [`WAKER`] for listeners.
 pub(crate) const MAX_LISTENERS: usize = 256;
 
 /// Lowest reserved token; slab keys must stay below it.
-const FIRST_RESERVED: usize = usize::MAX - MAX_LISTENERS;
+const FIRST_RESERVED: usize = usize::MAX - 1 - MAX_LISTENERS;
 
 /// What an event's token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
     Waker,
+    Signals,
     Listener(usize),
     Connection(usize),
 }
@@ -27,7 +31,7 @@ pub(crate) enum Target {
 /// The token of listener number `index` (`index < MAX_LISTENERS`).
 pub(crate) fn listener(index: usize) -> Token {
     debug_assert!(index < MAX_LISTENERS);
-    Token(usize::MAX - 1 - index)
+    Token(usize::MAX - 2 - index)
 }
 
 /// The token for the connection in slab slot `key`, or `None` if the key would collide
@@ -40,7 +44,8 @@ pub(crate) fn connection(key: usize) -> Option<Token> {
 pub(crate) fn target(token: Token) -> Target {
     match token.0 {
         usize::MAX => Target::Waker,
-        t if t >= FIRST_RESERVED => Target::Listener(usize::MAX - 1 - t),
+        t if t == usize::MAX - 1 => Target::Signals,
+        t if t >= FIRST_RESERVED => Target::Listener(usize::MAX - 2 - t),
         key => Target::Connection(key),
     }
 }
@@ -52,6 +57,7 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         assert_eq!(target(WAKER), Target::Waker);
+        assert_eq!(target(SIGNALS), Target::Signals);
         for i in [0, 1, MAX_LISTENERS - 1] {
             assert_eq!(target(listener(i)), Target::Listener(i));
         }
