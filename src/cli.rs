@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 
 use getopts::Options;
 
@@ -29,6 +30,10 @@ pub struct RunOptions {
     pub listeners: Vec<SocketAddr>,
     /// Number of `-v` flags: 0 = info, 1 = debug, 2+ = trace.
     pub verbosity: u8,
+    /// `--data-dir`: where persistent state lives (default `./wrenmq-data`).
+    pub data_dir: Option<PathBuf>,
+    /// `--no-persistence`: keep everything in memory.
+    pub no_persistence: bool,
 }
 
 /// A command line that cannot be used; its message names the flag.
@@ -64,6 +69,17 @@ fn options() -> Options {
         "listen on ADDR:PORT instead of the defaults; repeatable; IPv6 as [::1]:1883",
         "ADDR:PORT",
     );
+    opts.optopt(
+        "",
+        "data-dir",
+        "directory for persistent sessions, queues and retained messages (default ./wrenmq-data)",
+        "DIR",
+    );
+    opts.optflag(
+        "",
+        "no-persistence",
+        "keep all state in memory (lost on restart)",
+    );
     opts.optflagmulti("v", "verbose", "more log output: -v debug, -vv trace");
     opts.optflag("h", "help", "print this help and exit");
     opts.optflag("", "version", "print the version and exit");
@@ -72,7 +88,8 @@ fn options() -> Options {
 
 /// The help text.
 pub fn usage() -> String {
-    let brief = "Usage: wrenmq [-p PORT | -l ADDR:PORT...] [-v...]\n\n\
+    let brief =
+        "Usage: wrenmq [-p PORT | -l ADDR:PORT...] [--data-dir DIR | --no-persistence] [-v...]\n\n\
                  A small MQTT broker for low-power gateways. Logs go to stderr; \
                  RUST_LOG overrides the -v level.";
     options().usage(brief)
@@ -115,9 +132,18 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, CliError> {
             .collect::<Result<_, _>>()?,
     };
     let verbosity = u8::try_from(matches.opt_count("v")).unwrap_or(u8::MAX);
+    let data_dir = matches.opt_str("data-dir").map(PathBuf::from);
+    let no_persistence = matches.opt_present("no-persistence");
+    if no_persistence && data_dir.is_some() {
+        return Err(CliError(
+            "--data-dir cannot be combined with --no-persistence".to_string(),
+        ));
+    }
     Ok(Command::Run(RunOptions {
         listeners,
         verbosity,
+        data_dir,
+        no_persistence,
     }))
 }
 

@@ -5,7 +5,24 @@
 //! enforces already lives here so that the file only has to fill it in.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// When the log is fsynced, and so what a power cut can lose (see the README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Each loop turn's records are fsynced together before the acknowledgements that
+    /// depend on them are sent: nothing acknowledged is lost.
+    Batch,
+    /// Written every turn (acknowledgements wait for the write, not for an fsync), fsynced
+    /// at this interval. A power cut loses up to one interval; a crash of the process alone
+    /// loses nothing.
+    Interval(Duration),
+    /// Written every turn, never fsynced (the OS writes back when it likes, typically within
+    /// 30 s). A power cut can lose what the OS had not written back; a process crash loses
+    /// nothing.
+    Never,
+}
 
 /// Everything the broker and the event loop need to know, with Mosquitto 2.0's defaults
 /// unless the README says otherwise.
@@ -34,6 +51,21 @@ pub struct Config {
     pub max_write_buffer: usize,
     /// Whether retained messages are stored.
     pub retain_available: bool,
+    /// Keep sessions, queued messages and retained messages on disk across restarts.
+    pub persistence: bool,
+    /// Where the data files live.
+    pub persistence_location: PathBuf,
+    pub fsync: FsyncPolicy,
+}
+
+impl Config {
+    /// The defaults with persistence off: state lives in memory only (tests, benchmarks).
+    pub fn in_memory() -> Config {
+        Config {
+            persistence: false,
+            ..Config::default()
+        }
+    }
 }
 
 impl Default for Config {
@@ -52,6 +84,9 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(30),
             max_write_buffer: 1 << 20,
             retain_available: true,
+            persistence: true,
+            persistence_location: PathBuf::from("wrenmq-data"),
+            fsync: FsyncPolicy::Batch,
         }
     }
 }

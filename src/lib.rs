@@ -19,3 +19,4 @@ pub mod config;
 pub mod logging;
 pub mod net;
 pub mod protocol;
+pub mod store;

@@ -34,10 +34,16 @@ fn main() -> ExitCode {
     };
     logging::init(opts.verbosity);
 
-    let config = Config {
+    let mut config = Config {
         listeners: opts.listeners,
         ..Config::default()
     };
+    if let Some(dir) = opts.data_dir {
+        config.persistence_location = dir;
+    }
+    if opts.no_persistence {
+        config.persistence = false;
+    }
     let server = match Server::bind(config).and_then(|mut s| s.handle_signals().map(|()| s)) {
         Ok(server) => server,
         Err(e) => {

@@ -30,7 +30,7 @@ struct Run {
 impl Run {
     fn new() -> Run {
         Run {
-            broker: Broker::new(Config::default()),
+            broker: Broker::new(Config::in_memory()),
             now: Instant::now(),
             clients: HashMap::new(),
             next: 0,

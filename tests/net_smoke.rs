@@ -26,7 +26,7 @@ impl Running {
     fn start() -> Running {
         let config = Config {
             listeners: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-            ..Config::default()
+            ..Config::in_memory()
         };
         let server = Server::bind(config).expect("bind 127.0.0.1:0");
         let addrs = server.local_addrs();
@@ -82,7 +82,7 @@ fn shutdown_makes_run_return() {
 fn shutdown_before_run_returns_at_once() {
     let config = Config {
         listeners: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        ..Config::default()
+        ..Config::in_memory()
     };
     let server = Server::bind(config).unwrap();
     let handle = server.shutdown_handle();

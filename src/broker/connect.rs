@@ -11,8 +11,9 @@ use super::message::Message;
 use super::publish::encode_delivery;
 use super::session::{InflightState, Session};
 use super::timers::Timer;
-use super::{conn_slot, mark_transmit, send, Broker, CloseReason, ConnId};
+use super::{conn_slot, send, Broker, CloseReason, ConnId, Lanes};
 use crate::protocol::{Ack, Connack, Connect, Packet, Properties, ProtocolVersion, ReasonCode};
+use crate::store::Record;
 
 /// A server-assigned client id, shaped like Mosquitto's (`auto-` and a random UUID), for a
 /// client that connects with an empty id and a clean session [MQTT-3.1.3-6].
@@ -80,9 +81,16 @@ impl Broker {
         let (key, session_present) = match self.client_ids.get(&client_id) {
             Some(&key) => (key, true),
             None => {
-                let key = self
-                    .sessions
-                    .insert(Session::new(client_id.clone(), c.clean_start));
+                let mut session = Session::new(client_id.clone(), c.clean_start);
+                if !c.clean_start && self.journal.enabled {
+                    session.store_id = self.journal.new_session_id();
+                    let r = Record::SessionOpen {
+                        session: session.store_id,
+                        client_id: &client_id,
+                    };
+                    self.journal.record(r);
+                }
+                let key = self.sessions.insert(session);
                 self.client_ids.insert(client_id.clone(), key);
                 (key, false)
             }
@@ -92,14 +100,10 @@ impl Broker {
             return false;
         };
         conn.session = Some(key);
-        conn.will = c.will.as_ref().map(|w| {
-            Arc::new(Message {
-                topic: w.topic.into(),
-                payload: w.payload.into(),
-                qos: w.qos,
-                retain: w.retain,
-            })
-        });
+        conn.will = c
+            .will
+            .as_ref()
+            .map(|w| Message::new(w.topic, w.payload, w.qos, w.retain));
         if c.keep_alive > 0 {
             // [MQTT-3.1.2-24] the server allows one and a half keepalive periods.
             let limit = Duration::from_millis(u64::from(c.keep_alive) * 1500);
@@ -163,11 +167,17 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return;
         };
-        let version = conn.version.unwrap_or(ProtocolVersion::V311);
+        let version = conn.version;
+        let mut lanes = Lanes {
+            transmit: &mut self.transmit,
+            journal: &self.journal,
+            held_conns: &mut self.held_conns,
+        };
         for inflight in &session.inflight {
+            let buf = lanes.durable(conn, id);
             match inflight.state {
                 InflightState::AwaitingPuback | InflightState::AwaitingPubrec => {
-                    encode_delivery(conn, inflight.packet_id, &inflight.delivery, true);
+                    encode_delivery(version, buf, inflight.packet_id, &inflight.delivery, true);
                 }
                 InflightState::AwaitingPubcomp => {
                     let ack = Ack {
@@ -175,12 +185,9 @@ impl Broker {
                         reason: ReasonCode::SUCCESS,
                         properties: Properties::EMPTY,
                     };
-                    Packet::Pubrel(ack).encode(version, &mut conn.out);
+                    Packet::Pubrel(ack).encode(version.unwrap_or(ProtocolVersion::V311), buf);
                 }
             }
-        }
-        if !session.inflight.is_empty() {
-            mark_transmit(conn, id, &mut self.transmit);
         }
     }
 }

@@ -18,8 +18,10 @@
 
 mod connect;
 mod error;
+mod journal;
 mod message;
 mod publish;
+mod restore;
 mod retained;
 mod session;
 mod subscribe;
@@ -100,6 +102,8 @@ struct Conn {
     will: Option<Arc<Message>>,
     /// Whether the current slow-consumer episode has been logged.
     slow_logged: bool,
+    /// Output waiting for its batch to be durable (see `journal.rs`).
+    held: journal::Held,
 }
 
 pub struct Broker {
@@ -117,6 +121,11 @@ pub struct Broker {
     /// Reused for every routing decision so routing does not allocate.
     matches: Vec<Subscriber>,
     stats: Stats,
+    journal: journal::Journal,
+    /// Connections with held output.
+    held_conns: Vec<ConnId>,
+    /// Lookup tables used only while replaying the data files.
+    restoring: Option<restore::Tables>,
 }
 
 /// The live connection of `id`, if its slot still holds that generation.
@@ -133,6 +142,34 @@ fn send(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>, packet: &Packet
     mark_transmit(conn, id, transmit);
 }
 
+/// Output lanes a connection's packets take: straight to the write buffer, or held until
+/// the open batch is durable (acknowledgements and QoS 1/2 deliveries).
+struct Lanes<'a> {
+    transmit: &'a mut Vec<ConnId>,
+    journal: &'a journal::Journal,
+    held_conns: &'a mut Vec<ConnId>,
+}
+
+impl Lanes<'_> {
+    /// The buffer a durable packet for `conn` is encoded into; marks the connection for
+    /// transmission when it is the write buffer.
+    fn durable<'c>(&mut self, conn: &'c mut Conn, id: ConnId) -> &'c mut Vec<u8> {
+        let buf = self
+            .journal
+            .target(&mut conn.out, &mut conn.held, id, self.held_conns);
+        if !conn.transmit_queued {
+            conn.transmit_queued = true;
+            self.transmit.push(id);
+        }
+        buf
+    }
+
+    fn send(&mut self, conn: &mut Conn, id: ConnId, packet: &Packet<'_>) {
+        let version = conn.version.unwrap_or(ProtocolVersion::V311);
+        packet.encode(version, self.durable(conn, id));
+    }
+}
+
 fn mark_transmit(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>) {
     if !conn.transmit_queued {
         conn.transmit_queued = true;
@@ -142,6 +179,7 @@ fn mark_transmit(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>) {
 
 impl Broker {
     pub fn new(config: Config) -> Broker {
+        let journal = journal::Journal::new(config.persistence);
         Broker {
             config,
             conns: Vec::new(),
@@ -154,6 +192,9 @@ impl Broker {
             closes: Vec::new(),
             matches: Vec::new(),
             stats: Stats::default(),
+            journal,
+            held_conns: Vec::new(),
+            restoring: None,
         }
     }
 
@@ -198,6 +239,7 @@ impl Broker {
             transmit_queued: false,
             will: None,
             slow_logged: false,
+            held: journal::Held::new(),
         });
         self.stats.connections_accepted += 1;
         self.timers
@@ -372,6 +414,38 @@ impl Broker {
         self.closes.pop()
     }
 
+    /// The records of this loop turn, to be appended to the log as batch `.0`. Call once
+    /// per turn, after the turn's inputs and before transmitting.
+    pub fn poll_journal(&mut self) -> Option<(u64, Vec<u8>)> {
+        self.journal.take_batch()
+    }
+
+    /// Batches up to `seq` are durable: release the output that waited for them.
+    pub fn handle_durable(&mut self, seq: u64) {
+        if seq <= self.journal.durable {
+            return;
+        }
+        self.journal.durable = seq;
+        let mut still = Vec::new();
+        for id in std::mem::take(&mut self.held_conns) {
+            let Some(conn) = conn_slot(&mut self.conns, id) else {
+                continue;
+            };
+            if journal::release(&mut conn.held, &mut conn.out, seq) {
+                mark_transmit(conn, id, &mut self.transmit);
+            }
+            if !conn.held.is_empty() {
+                still.push(id);
+            }
+        }
+        self.held_conns = still;
+    }
+
+    /// Whether persistence is on.
+    pub fn persistent(&self) -> bool {
+        self.journal.enabled
+    }
+
     /// Ends `id` for a protocol violation; always returns false (the connection is gone).
     fn violation(&mut self, id: ConnId, v: ProtocolViolation, now: Instant) -> bool {
         self.close(id, CloseReason::Protocol(v), now, true);
@@ -403,9 +477,15 @@ impl Broker {
             }
             (Some(c), _) => info!("client {c} disconnected: {reason}"),
             (None, CloseReason::Decode(_) | CloseReason::Protocol(_)) => {
-                warn!("connection {} closed before CONNECT: {reason}", id.index)
+                warn!(
+                    "connection #{}.{} closed before CONNECT: {reason}",
+                    id.index, id.generation
+                )
             }
-            (None, _) => debug!("connection {} closed before CONNECT: {reason}", id.index),
+            (None, _) => debug!(
+                "connection #{}.{} closed before CONNECT: {reason}",
+                id.index, id.generation
+            ),
         }
         if let Some(key) = conn.session {
             if let Some(session) = self.sessions.get_mut(key) {

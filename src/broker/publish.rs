@@ -14,10 +14,11 @@ use log::warn;
 use super::message::Message;
 use super::session::{Inflight, InflightState, Queued};
 use super::subscriptions::SessionKey;
-use super::{conn_slot, mark_transmit, send, Broker, ConnId, ProtocolViolation};
+use super::{conn_slot, mark_transmit, Broker, ConnId, Lanes, ProtocolViolation};
 use crate::protocol::{
     Ack, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
 };
+use crate::store::Record;
 
 /// The message being routed: borrowed until a copy has to be kept.
 pub(super) struct Routed<'a> {
@@ -51,14 +52,7 @@ impl<'a> Routed<'a> {
 
     fn shared(&mut self) -> Arc<Message> {
         self.shared
-            .get_or_insert_with(|| {
-                Arc::new(Message {
-                    topic: self.topic.into(),
-                    payload: self.payload.into(),
-                    qos: self.qos,
-                    retain: self.retain,
-                })
-            })
+            .get_or_insert_with(|| Message::new(self.topic, self.payload, self.qos, self.retain))
             .clone()
     }
 }
@@ -99,6 +93,13 @@ impl Broker {
                 // retransmission: acknowledge it again, do not deliver it again.
                 if !session.awaiting_pubrel.contains(&pid) {
                     session.awaiting_pubrel.push(pid);
+                    if session.store_id != 0 {
+                        let r = Record::AwaitPubrel {
+                            session: session.store_id,
+                            packet_id: pid.get(),
+                        };
+                        self.journal.record(r);
+                    }
                     self.accept_publish(&p);
                 }
                 self.reply(id, &Packet::Pubrec(ack(pid)));
@@ -116,9 +117,24 @@ impl Broker {
         let mut routed = Routed::from_publish(p);
         if p.retain && self.config.retain_available {
             let msg = routed.shared();
-            self.retained.store(&msg);
+            self.store_retained(&msg);
         }
         self.route(&mut routed);
+    }
+
+    /// Stores (or clears) a retained message and journals the change.
+    fn store_retained(&mut self, msg: &Arc<Message>) {
+        self.retained.store(msg);
+        if msg.payload.is_empty() {
+            self.journal
+                .record(Record::RetainClear { topic: &msg.topic });
+        } else {
+            let id = self.journal.message_id(msg);
+            self.journal.record(Record::Retain {
+                topic: &msg.topic,
+                id,
+            });
+        }
     }
 
     /// Publishes a will as if its client had sent it (§3.1.2.5).
@@ -127,7 +143,7 @@ impl Broker {
             return;
         }
         if will.retain && self.config.retain_available {
-            self.retained.store(will);
+            self.store_retained(will);
         }
         self.route(&mut Routed::from_message(will));
     }
@@ -169,7 +185,6 @@ impl Broker {
         retain: bool,
     ) {
         let max_inflight = usize::from(self.config.max_inflight_messages);
-        let limits = self.queue_limits();
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -209,23 +224,39 @@ impl Broker {
                     && (max_inflight == 0 || session.inflight.len() < max_inflight) =>
             {
                 let Some(packet_id) = session.allocate_packet_id() else {
-                    let q = Queued {
-                        msg: routed.shared(),
-                        qos,
-                        retain,
-                    };
-                    if !session.enqueue(q, limits) {
-                        self.stats.dropped_queue_full += 1;
-                    }
-                    return;
+                    return self.enqueue(key, routed, qos, retain);
                 };
                 let delivery = Queued {
                     msg: routed.shared(),
                     qos,
                     retain,
                 };
-                encode_delivery(conn, packet_id, &delivery, false);
-                mark_transmit(conn, id, &mut self.transmit);
+                if session.store_id != 0 {
+                    // Journal first: the delivery is held until this record is durable.
+                    let id = self.journal.message_id(&delivery.msg);
+                    let session = session.store_id;
+                    let (packet_id, qos) = (packet_id.get(), qos as u8);
+                    self.journal.record(Record::Inflight {
+                        session,
+                        packet_id,
+                        id,
+                        qos,
+                        retain,
+                    });
+                }
+                let mut lanes = Lanes {
+                    transmit: &mut self.transmit,
+                    journal: &self.journal,
+                    held_conns: &mut self.held_conns,
+                };
+                let version = conn.version;
+                encode_delivery(
+                    version,
+                    lanes.durable(conn, id),
+                    packet_id,
+                    &delivery,
+                    false,
+                );
                 session.inflight.push_back(Inflight {
                     packet_id,
                     delivery,
@@ -246,14 +277,26 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        if !session.enqueue(
+        let msg = routed.shared();
+        if session.enqueue(
             Queued {
-                msg: routed.shared(),
+                msg: msg.clone(),
                 qos,
                 retain,
             },
             limits,
         ) {
+            if session.store_id != 0 {
+                let id = self.journal.message_id(&msg);
+                let r = Record::Enqueue {
+                    session: session.store_id,
+                    id,
+                    qos: qos as u8,
+                    retain,
+                };
+                self.journal.record(r);
+            }
+        } else {
             self.stats.dropped_queue_full += 1;
             if !session.overflow_logged {
                 session.overflow_logged = true;
@@ -278,41 +321,60 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return;
         };
-        let mut sent = false;
+        let store_id = session.store_id;
         while let Some(front) = session.queue.front() {
-            if front.qos == QoS::AtMostOnce {
-                let Some(q) = session.dequeue() else { break };
-                let publish = Publish {
-                    dup: false,
-                    qos: QoS::AtMostOnce,
-                    retain: q.retain,
-                    topic: &q.msg.topic,
-                    packet_id: None,
-                    properties: Properties::EMPTY,
-                    payload: &q.msg.payload,
-                };
-                publish.encode(conn.version.unwrap_or(ProtocolVersion::V311), &mut conn.out);
+            let qos0 = front.qos == QoS::AtMostOnce;
+            let packet_id = if qos0 {
+                None
+            } else if max_inflight != 0 && session.inflight.len() >= max_inflight {
+                break;
             } else {
-                if max_inflight != 0 && session.inflight.len() >= max_inflight {
-                    break;
+                match session.allocate_packet_id() {
+                    Some(pid) => Some(pid),
+                    None => break,
                 }
-                let Some(packet_id) = session.allocate_packet_id() else {
-                    break;
-                };
-                let Some(q) = session.dequeue() else { break };
-                encode_delivery(conn, packet_id, &q, false);
-                let state = initial_state(q.qos);
-                session.inflight.push_back(Inflight {
-                    packet_id,
-                    delivery: q,
-                    state,
+            };
+            let Some(q) = session.dequeue() else { break };
+            if store_id != 0 {
+                self.journal.record(match packet_id {
+                    None => Record::Dequeue { session: store_id },
+                    Some(pid) => Record::QueueToInflight {
+                        session: store_id,
+                        packet_id: pid.get(),
+                    },
                 });
             }
+            let mut lanes = Lanes {
+                transmit: &mut self.transmit,
+                journal: &self.journal,
+                held_conns: &mut self.held_conns,
+            };
+            let version = conn.version;
+            let buf = lanes.durable(conn, id);
+            match packet_id {
+                None => {
+                    let publish = Publish {
+                        dup: false,
+                        qos: QoS::AtMostOnce,
+                        retain: q.retain,
+                        topic: &q.msg.topic,
+                        packet_id: None,
+                        properties: Properties::EMPTY,
+                        payload: &q.msg.payload,
+                    };
+                    publish.encode(version.unwrap_or(ProtocolVersion::V311), buf);
+                }
+                Some(packet_id) => {
+                    encode_delivery(version, buf, packet_id, &q, false);
+                    let state = initial_state(q.qos);
+                    session.inflight.push_back(Inflight {
+                        packet_id,
+                        delivery: q,
+                        state,
+                    });
+                }
+            }
             self.stats.messages_sent += 1;
-            sent = true;
-        }
-        if sent {
-            mark_transmit(conn, id, &mut self.transmit);
         }
     }
 
@@ -333,6 +395,13 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             if let Some(i) = session.find_inflight(a.packet_id, InflightState::AwaitingPubrec) {
                 session.inflight[i].state = InflightState::AwaitingPubcomp;
+                if session.store_id != 0 {
+                    let r = Record::Pubrec {
+                        session: session.store_id,
+                        packet_id: a.packet_id.get(),
+                    };
+                    self.journal.record(r);
+                }
             }
         }
         self.reply(id, &Packet::Pubrel(ack(a.packet_id)));
@@ -345,7 +414,15 @@ impl Broker {
             return false;
         };
         if let Some(session) = self.sessions.get_mut(key) {
+            let before = session.awaiting_pubrel.len();
             session.awaiting_pubrel.retain(|p| *p != a.packet_id);
+            if session.store_id != 0 && session.awaiting_pubrel.len() != before {
+                let r = Record::Released {
+                    session: session.store_id,
+                    packet_id: a.packet_id.get(),
+                };
+                self.journal.record(r);
+            }
         }
         self.reply(id, &Packet::Pubcomp(ack(a.packet_id)));
         true
@@ -360,15 +437,28 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             if let Some(i) = session.find_inflight(pid, state) {
                 session.inflight.remove(i);
+                if session.store_id != 0 {
+                    let r = Record::InflightDone {
+                        session: session.store_id,
+                        packet_id: pid.get(),
+                    };
+                    self.journal.record(r);
+                }
                 self.pump(key);
             }
         }
         true
     }
 
+    /// Sends an acknowledgement, held until the turn's records are durable.
     fn reply(&mut self, id: ConnId, packet: &Packet<'_>) {
         if let Some(conn) = conn_slot(&mut self.conns, id) {
-            send(conn, id, &mut self.transmit, packet);
+            let mut lanes = Lanes {
+                transmit: &mut self.transmit,
+                journal: &self.journal,
+                held_conns: &mut self.held_conns,
+            };
+            lanes.send(conn, id, packet);
         }
     }
 }
@@ -381,7 +471,13 @@ fn initial_state(qos: QoS) -> InflightState {
     }
 }
 
-pub(super) fn encode_delivery(conn: &mut super::Conn, packet_id: PacketId, q: &Queued, dup: bool) {
+pub(super) fn encode_delivery(
+    version: Option<ProtocolVersion>,
+    out: &mut Vec<u8>,
+    packet_id: PacketId,
+    q: &Queued,
+    dup: bool,
+) {
     let publish = Publish {
         dup,
         qos: q.qos,
@@ -391,5 +487,5 @@ pub(super) fn encode_delivery(conn: &mut super::Conn, packet_id: PacketId, q: &Q
         properties: Properties::EMPTY,
         payload: &q.msg.payload,
     };
-    publish.encode(conn.version.unwrap_or(ProtocolVersion::V311), &mut conn.out);
+    publish.encode(version.unwrap_or(ProtocolVersion::V311), out);
 }

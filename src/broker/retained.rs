@@ -22,6 +22,16 @@ impl RetainedStore {
         }
     }
 
+    /// Removes `topic`'s retained message.
+    pub fn remove(&mut self, topic: &str) {
+        self.by_topic.remove(topic);
+    }
+
+    /// Every retained message.
+    pub fn messages(&self) -> impl Iterator<Item = &Arc<Message>> {
+        self.by_topic.values()
+    }
+
     /// Calls `f` for every retained message whose topic matches `filter`.
     pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&Arc<Message>)) {
         if !topic::has_wildcards(filter) {
@@ -48,12 +58,7 @@ mod tests {
     use crate::protocol::QoS;
 
     fn msg(t: &str, p: &[u8]) -> Arc<Message> {
-        Arc::new(Message {
-            topic: t.into(),
-            payload: p.into(),
-            qos: QoS::AtMostOnce,
-            retain: true,
-        })
+        Message::new(t, p, QoS::AtMostOnce, true)
     }
 
     fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {

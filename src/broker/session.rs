@@ -60,6 +60,9 @@ pub struct Session {
     pub conn: Option<ConnId>,
     /// Clean session: discarded when the connection ends [MQTT-3.1.2-6].
     pub clean: bool,
+    /// The session's number in the persistence log; 0 for sessions that are not journaled
+    /// (clean sessions, or persistence off).
+    pub store_id: u64,
     pub subscriptions: Vec<(Arc<str>, SubscriptionOptions)>,
     pub queue: VecDeque<Queued>,
     pub queued_bytes: usize,
@@ -72,7 +75,7 @@ pub struct Session {
     pub dropped: u64,
     /// Whether the current overflow episode has been logged.
     pub overflow_logged: bool,
-    last_packet_id: u16,
+    pub(super) last_packet_id: u16,
 }
 
 impl Session {
@@ -81,6 +84,7 @@ impl Session {
             client_id,
             conn: None,
             clean,
+            store_id: 0,
             subscriptions: Vec::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -170,12 +174,7 @@ mod tests {
 
     fn q(payload: &[u8]) -> Queued {
         Queued {
-            msg: Arc::new(Message {
-                topic: "t".into(),
-                payload: payload.into(),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-            }),
+            msg: Message::new("t", payload, QoS::AtLeastOnce, false),
             qos: QoS::AtLeastOnce,
             retain: false,
         }

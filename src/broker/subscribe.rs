@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use super::message::Message;
 use super::publish::Routed;
-use super::{conn_slot, send, Broker, ConnId};
+use super::restore::options_byte;
+use super::{conn_slot, Broker, ConnId, Lanes};
 use crate::protocol::{
     Packet, Properties, QoS, ReasonCode, Suback, Subscribe, Unsuback, Unsubscribe,
 };
+use crate::store::Record;
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, id: ConnId, s: Subscribe<'_>) -> bool {
@@ -23,6 +25,14 @@ impl Broker {
             let filter = self.subscriptions.subscribe(filter, key, *options);
             if let Some(session) = self.sessions.get_mut(key) {
                 session.set_subscription(&filter, *options);
+                if session.store_id != 0 {
+                    let options = options_byte(*options);
+                    self.journal.record(Record::Subscribe {
+                        session: session.store_id,
+                        filter: &filter,
+                        options,
+                    });
+                }
             }
             codes.push(ReasonCode(granted as u8));
             // [MQTT-3.3.1-6] matching retained messages are sent after the SUBACK, with
@@ -36,7 +46,12 @@ impl Broker {
                 properties: Properties::EMPTY,
                 codes,
             };
-            send(conn, id, &mut self.transmit, &Packet::Suback(suback));
+            let mut lanes = Lanes {
+                transmit: &mut self.transmit,
+                journal: &self.journal,
+                held_conns: &mut self.held_conns,
+            };
+            lanes.send(conn, id, &Packet::Suback(suback));
         }
         for (msg, qos) in &retained {
             self.deliver(key, &mut Routed::from_message(msg), *qos, true);
@@ -51,7 +66,12 @@ impl Broker {
         for filter in &u.filters {
             self.subscriptions.unsubscribe(filter, key);
             if let Some(session) = self.sessions.get_mut(key) {
-                session.remove_subscription(filter);
+                if session.remove_subscription(filter) && session.store_id != 0 {
+                    self.journal.record(Record::Unsubscribe {
+                        session: session.store_id,
+                        filter,
+                    });
+                }
             }
         }
         // [MQTT-3.10.4-4] UNSUBACK even when nothing matched.
@@ -61,7 +81,12 @@ impl Broker {
                 properties: Properties::EMPTY,
                 codes: Vec::new(),
             };
-            send(conn, id, &mut self.transmit, &Packet::Unsuback(unsuback));
+            let mut lanes = Lanes {
+                transmit: &mut self.transmit,
+                journal: &self.journal,
+                held_conns: &mut self.held_conns,
+            };
+            lanes.send(conn, id, &Packet::Unsuback(unsuback));
         }
         true
     }

@@ -147,7 +147,7 @@ fn msg(topic: &str, payload: &str, qos: QoS, id: u16) -> Out {
 
 impl Harness {
     fn new() -> Harness {
-        Harness::with(Config::default())
+        Harness::with(Config::in_memory())
     }
 
     fn with(config: Config) -> Harness {
@@ -508,7 +508,7 @@ fn inbound_qos2_duplicate_before_pubrel_is_not_forwarded_again() {
 fn inflight_window_queues_the_rest_in_order() {
     let mut h = Harness::with(Config {
         max_inflight_messages: 2,
-        ..Config::default()
+        ..Config::in_memory()
     });
     let s = h.client(connect("s", true, 0));
     h.send(s, subscribe(1, &[("t", QoS::AtLeastOnce)]));
@@ -637,7 +637,7 @@ fn clean_session_discards_the_stored_session() {
 fn offline_queue_is_bounded_and_drops_new_messages() {
     let mut h = Harness::with(Config {
         max_queued_messages: 2,
-        ..Config::default()
+        ..Config::in_memory()
     });
     let s = h.client(connect("s", false, 0));
     h.send(s, subscribe(1, &[("t", QoS::AtLeastOnce)]));
@@ -792,7 +792,7 @@ fn unsubscribe_stops_delivery_and_is_always_acknowledged() {
 fn slow_consumer_loses_qos0_and_is_not_read_until_it_drains() {
     let mut h = Harness::with(Config {
         max_write_buffer: 100,
-        ..Config::default()
+        ..Config::in_memory()
     });
     let s = h.client(connect("s", true, 0));
     h.send(s, subscribe(1, &[("t", QoS::AtMostOnce)]));
@@ -833,4 +833,193 @@ fn unsupported_protocol_level_gets_connack_0x01() {
         }]
     );
     assert!(h.is_closed(id));
+}
+
+// ---- persistence: journal, held acknowledgements, replay -------------------------------
+
+fn journaled() -> Harness {
+    Harness::with(Config {
+        persistence: true,
+        ..Config::in_memory()
+    })
+}
+
+/// Replays framed records into `broker`.
+fn replay(broker: &mut Broker, mut bytes: &[u8]) {
+    use crate::store::record::{decode_payload, read_frame, Frame};
+    while !bytes.is_empty() {
+        match read_frame(bytes) {
+            Frame::Complete { payload, len } => {
+                broker.restore_record(decode_payload(payload).expect("valid record"));
+                bytes = &bytes[len..];
+            }
+            other => panic!("bad frame {other:?}"),
+        }
+    }
+    broker.finish_restore();
+}
+
+#[test]
+fn acknowledgements_wait_until_their_records_are_durable() {
+    let mut h = journaled();
+    let s = h.client(connect("s", false, 0));
+    h.send(s, subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    assert_eq!(
+        h.take(s),
+        [],
+        "SUBACK of a persistent session waits for its record"
+    );
+    let (seq, _) = h
+        .broker
+        .poll_journal()
+        .expect("session and subscription records");
+    h.broker.handle_durable(seq);
+    assert_eq!(h.take(s), [Out::Suback(1, vec![1])]);
+
+    let p = h.client(connect("p", true, 0));
+    h.send(p, publish("t", b"x", QoS::AtLeastOnce, 5));
+    h.send(p, publish("t", b"zero", QoS::AtMostOnce, 0));
+    assert_eq!(h.take(p), [], "PUBACK is held");
+    assert_eq!(
+        h.take(s),
+        [msg("t", "zero", QoS::AtMostOnce, 0)],
+        "QoS 0 goes out at once; the QoS 1 delivery is held"
+    );
+    let (seq, records) = h.broker.poll_journal().expect("delivery records");
+    assert!(!records.is_empty());
+    h.broker.handle_durable(seq - 1);
+    assert_eq!(h.take(p), [], "an older batch does not release it");
+    h.broker.handle_durable(seq);
+    assert_eq!(h.take(p), [Out::Puback(5)]);
+    assert_eq!(h.take(s), [msg("t", "x", QoS::AtLeastOnce, 1)]);
+}
+
+#[test]
+fn qos0_and_clean_sessions_do_not_wait_for_the_journal() {
+    let mut h = journaled();
+    let s = h.client(connect("s", true, 0));
+    h.send(s, subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    assert_eq!(
+        h.take(s),
+        [Out::Suback(1, vec![1])],
+        "clean sessions are not journaled"
+    );
+    let p = h.client(connect("p", true, 0));
+    h.send(p, publish("t", b"a", QoS::AtLeastOnce, 1));
+    assert_eq!(h.take(p), [Out::Puback(1)]);
+    assert_eq!(h.take(s), [msg("t", "a", QoS::AtLeastOnce, 1)]);
+    assert!(
+        h.broker.poll_journal().is_none(),
+        "traffic between clean sessions writes nothing"
+    );
+}
+
+#[test]
+fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
+    let mut h = Harness::with(Config {
+        persistence: true,
+        max_inflight_messages: 2,
+        ..Config::in_memory()
+    });
+    let mut log = Vec::new();
+    let mut commit = |h: &mut Harness| {
+        if let Some((seq, bytes)) = h.broker.poll_journal() {
+            log.extend_from_slice(&bytes);
+            h.broker.handle_durable(seq);
+        }
+    };
+    let s = h.client(connect("s", false, 0));
+    h.send(
+        s,
+        subscribe(1, &[("a/#", QoS::ExactlyOnce), ("b", QoS::AtLeastOnce)]),
+    );
+    commit(&mut h);
+    let p = h.client(connect("p", false, 0));
+    for i in 1..=5u16 {
+        h.send(
+            p,
+            publish("a/x", format!("m{i}").as_bytes(), QoS::AtLeastOnce, i),
+        );
+        commit(&mut h);
+    }
+    // Inbound QoS 2 from a persistent publisher, PUBREL still to come.
+    h.send(p, publish("b", b"q2", QoS::ExactlyOnce, 77));
+    let retained = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: true,
+        topic: "r",
+        packet_id: None,
+        properties: Properties::EMPTY,
+        payload: b"kept",
+    });
+    h.send(p, retained);
+    commit(&mut h);
+    let out = h.take(s);
+    assert_eq!(out.len(), 3, "SUBACK and two deliveries in flight: {out:?}");
+    h.send(s, Packet::Puback(ack(1)));
+    commit(&mut h);
+    h.take(s);
+
+    let before = h.broker.session("s").unwrap();
+    let (queue, inflight): (Vec<_>, Vec<_>) = (
+        before
+            .queue
+            .iter()
+            .map(|q| q.msg.payload.to_vec())
+            .collect(),
+        before
+            .inflight
+            .iter()
+            .map(|i| (i.packet_id, i.delivery.msg.payload.to_vec()))
+            .collect(),
+    );
+    assert_eq!(inflight.len(), 2);
+
+    for source in [log.clone(), h.broker.snapshot()] {
+        let mut restored = Broker::new(Config {
+            persistence: true,
+            ..Config::in_memory()
+        });
+        replay(&mut restored, &source);
+        let s2 = restored.session("s").expect("session s restored");
+        assert_eq!(
+            s2.queue
+                .iter()
+                .map(|q| q.msg.payload.to_vec())
+                .collect::<Vec<_>>(),
+            queue
+        );
+        assert_eq!(
+            s2.inflight
+                .iter()
+                .map(|i| (i.packet_id, i.delivery.msg.payload.to_vec()))
+                .collect::<Vec<_>>(),
+            inflight
+        );
+        assert_eq!(s2.subscriptions.len(), 2);
+        let p2 = restored.session("p").expect("session p restored");
+        assert_eq!(p2.awaiting_pubrel, vec![pid(77)]);
+        assert_eq!(restored.retained_count(), 1);
+        // The restored broker resumes the session with DUP redelivery, then the queue.
+        let mut h2 = Harness {
+            broker: restored,
+            now: h.now,
+            next: 100,
+            closed: HashMap::new(),
+        };
+        let id = h2.open();
+        h2.send(id, Packet::Connect(connect("s", false, 0)));
+        let (seq, _) = h2.broker.poll_journal().unwrap_or((0, Vec::new()));
+        h2.broker.handle_durable(seq);
+        let out = h2.take(id);
+        assert_eq!(
+            out[0],
+            Out::Connack {
+                session_present: true,
+                code: 0
+            }
+        );
+        assert!(matches!(&out[1], Out::Publish { dup: true, .. }), "{out:?}");
+    }
 }

@@ -52,6 +52,7 @@ use slab::Slab;
 
 use crate::broker::{Broker, ConnId, Disconnect};
 use crate::config::Config;
+use crate::store::Store;
 use connection::{Connection, FlushEnd, Id, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
@@ -104,6 +105,8 @@ struct Core {
     readable_spare: Vec<(usize, ConnId)>,
     /// Connections whose reading is paused by back-pressure.
     paused: Vec<(usize, ConnId)>,
+    /// The persistence writer, when persistence is on.
+    store: Option<Store>,
     /// SIGTERM/SIGINT/SIGHUP, when [`Server::handle_signals`] was called.
     signals: Option<Signals>,
     /// Accepting is suspended until then (out of descriptors or memory).
@@ -151,10 +154,13 @@ impl Server {
             readable: Vec::new(),
             readable_spare: Vec::new(),
             paused: Vec::new(),
+            store: None,
             signals: None,
             accept_backoff: None,
             accept_warned: false,
         };
+        let mut core = core;
+        core.open_store()?;
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
@@ -209,6 +215,7 @@ impl Server {
                 core.handle_event(registry, event, now);
             }
             core.handle_timers(registry, now);
+            core.sync_store();
             core.transmit(registry, now);
             core.resume_paused();
             core.free_closed();
@@ -217,6 +224,49 @@ impl Server {
 }
 
 impl Core {
+    /// Opens the data directory (when persistence is on), replays it into the broker and
+    /// starts a fresh log with a snapshot of what was recovered.
+    fn open_store(&mut self) -> io::Result<()> {
+        let config = self.broker.config();
+        if !config.persistence {
+            return Ok(());
+        }
+        let dir = config.persistence_location.clone();
+        let policy = config.fsync;
+        let shared = Arc::clone(&self.shared);
+        let notify = Box::new(move || shared.wake());
+        let broker = &mut self.broker;
+        let (mut store, _report) = Store::open(&dir, policy, notify, |r| broker.restore_record(r))
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display()))
+            })?;
+        broker.finish_restore();
+        store.compact(broker.snapshot());
+        info!(
+            "persistence in {} (fsync {policy:?}): {} sessions, {} retained messages",
+            dir.display(),
+            broker.session_count(),
+            broker.retained_count()
+        );
+        self.store = Some(store);
+        Ok(())
+    }
+
+    /// End of a turn: hands the turn's records to the writer, releases output whose
+    /// records are durable, and compacts when the log has grown.
+    fn sync_store(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if let Some((seq, batch)) = self.broker.poll_journal() {
+            store.submit(seq, batch);
+        }
+        self.broker.handle_durable(store.durable());
+        if store.wants_compaction() {
+            store.compact(self.broker.snapshot());
+        }
+    }
+
     /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
     /// with read work pending, forever otherwise.
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
@@ -555,11 +605,16 @@ impl Core {
                 self.broker.handle_disconnect(id, Disconnect::Shutdown, now);
             }
         }
+        self.sync_store();
         self.transmit(registry, now);
         for &(key, ..) in &live {
             self.close(registry, key, "shutdown", &[]);
         }
         self.free_closed();
+        if let Some(store) = self.store.take() {
+            // Writes and fsyncs what is left before `run` returns.
+            store.close();
+        }
         for l in &mut self.listeners {
             let _ = registry.deregister(&mut l.socket);
         }

@@ -31,6 +31,12 @@ impl Shared {
         }
     }
 
+    /// Wakes the loop without asking it to stop (e.g. a store batch became durable).
+    pub(crate) fn wake(&self) {
+        // A failed wake-up only delays the release until the loop's next turn.
+        let _ = self.waker.wake();
+    }
+
     /// Sets the flag from inside the loop (no wake-up needed).
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);

@@ -26,7 +26,7 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub fn start() -> TestBroker {
-        TestBroker::with(Config::default())
+        TestBroker::with(Config::in_memory())
     }
 
     pub fn with(mut config: Config) -> TestBroker {

@@ -1,0 +1,381 @@
+//! Bringing state back from the data files, and writing it all out for a snapshot.
+//!
+//! Replay applies records in log order to an empty broker. A record that refers to a
+//! message or session the files do not have (possible only after damage) is skipped and
+//! counted. Restored sessions are offline; their clients find them on CONNECT with
+//! session present = 1.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU16;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use log::warn;
+
+use super::message::Message;
+use super::session::{Inflight, InflightState, Queued, Session};
+use super::subscriptions::SessionKey;
+use super::Broker;
+use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
+use crate::store::Record;
+
+/// Replay's lookup tables.
+#[derive(Debug, Default)]
+pub(super) struct Tables {
+    messages: HashMap<u64, Arc<Message>>,
+    sessions: HashMap<u64, SessionKey>,
+    max_message: u64,
+    max_session: u64,
+    /// Records that referred to something missing.
+    dangling: u64,
+}
+
+fn qos(v: u8) -> QoS {
+    QoS::from_u8(v).unwrap_or(QoS::AtLeastOnce)
+}
+
+/// Subscription options packed in one byte, as in a 5.0 SUBSCRIBE (§3.8.3.1).
+pub(super) fn options_byte(o: SubscriptionOptions) -> u8 {
+    o.qos as u8
+        | u8::from(o.no_local) << 2
+        | u8::from(o.retain_as_published) << 3
+        | (o.retain_handling as u8) << 4
+}
+
+fn options_from_byte(b: u8) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos: qos(b & 0x03),
+        no_local: b & 0x04 != 0,
+        retain_as_published: b & 0x08 != 0,
+        retain_handling: match (b >> 4) & 0x03 {
+            1 => RetainHandling::OnNewSubscribe,
+            2 => RetainHandling::Never,
+            _ => RetainHandling::OnSubscribe,
+        },
+    }
+}
+
+fn initial_state(q: QoS) -> InflightState {
+    if q == QoS::ExactlyOnce {
+        InflightState::AwaitingPubrec
+    } else {
+        InflightState::AwaitingPuback
+    }
+}
+
+impl Broker {
+    /// Applies one record read back from the data files. Call before any connection is
+    /// opened, then [`Broker::finish_restore`].
+    pub fn restore_record(&mut self, r: Record<'_>) {
+        let mut t = self.restoring.take().unwrap_or_default();
+        if !self.apply(&mut t, r) {
+            t.dangling += 1;
+        }
+        self.restoring = Some(t);
+    }
+
+    /// Ends replay: numbering continues above the restored ids.
+    pub fn finish_restore(&mut self) {
+        if let Some(t) = self.restoring.take() {
+            self.journal.resume_ids(t.max_message, t.max_session);
+            if t.dangling > 0 {
+                warn!(
+                    "{} records referred to data the files no longer hold; skipped",
+                    t.dangling
+                );
+            }
+        }
+    }
+
+    /// Returns false if the record refers to something unknown.
+    fn apply(&mut self, t: &mut Tables, r: Record<'_>) -> bool {
+        let session = |t: &Tables, id: u64| t.sessions.get(&id).copied();
+        match r {
+            Record::Message {
+                id,
+                qos: q,
+                retain,
+                topic,
+                payload,
+            } => {
+                let msg = Message::new(topic, payload, qos(q), retain);
+                msg.id.store(id, Ordering::Relaxed);
+                t.max_message = t.max_message.max(id);
+                t.messages.insert(id, msg);
+            }
+            Record::Retain { topic, id } => {
+                let Some(msg) = t.messages.get(&id) else {
+                    return false;
+                };
+                if *msg.topic == *topic {
+                    self.retained.store(msg);
+                }
+            }
+            Record::RetainClear { topic } => self.retained.remove(topic),
+            Record::SessionOpen {
+                session: sid,
+                client_id,
+            } => {
+                let client: Arc<str> = Arc::from(client_id);
+                if let Some(&old) = self.client_ids.get(&client) {
+                    self.remove_session_quietly(old);
+                }
+                let mut s = Session::new(client.clone(), false);
+                s.store_id = sid;
+                let key = self.sessions.insert(s);
+                self.client_ids.insert(client, key);
+                t.sessions.insert(sid, key);
+                t.max_session = t.max_session.max(sid);
+            }
+            Record::SessionDelete { session: sid } => {
+                let Some(key) = t.sessions.remove(&sid) else {
+                    return false;
+                };
+                self.remove_session_quietly(key);
+            }
+            Record::Subscribe {
+                session: sid,
+                filter,
+                options,
+            } => {
+                let Some(key) = session(t, sid) else {
+                    return false;
+                };
+                let options = options_from_byte(options);
+                let filter = self.subscriptions.subscribe(filter, key, options);
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.set_subscription(&filter, options);
+                }
+            }
+            Record::Unsubscribe {
+                session: sid,
+                filter,
+            } => {
+                let Some(key) = session(t, sid) else {
+                    return false;
+                };
+                self.subscriptions.unsubscribe(filter, key);
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.remove_subscription(filter);
+                }
+            }
+            Record::Enqueue {
+                session: sid,
+                id,
+                qos: q,
+                retain,
+            } => {
+                let (Some(key), Some(msg)) = (session(t, sid), t.messages.get(&id)) else {
+                    return false;
+                };
+                let Some(s) = self.sessions.get_mut(key) else {
+                    return false;
+                };
+                s.queued_bytes += msg.payload_len();
+                s.queue.push_back(Queued {
+                    msg: msg.clone(),
+                    qos: qos(q),
+                    retain,
+                });
+            }
+            Record::Dequeue { session: sid } => {
+                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                    return false;
+                };
+                s.dequeue();
+            }
+            Record::QueueToInflight {
+                session: sid,
+                packet_id,
+            } => {
+                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                    return false;
+                };
+                let (Some(pid), Some(q)) = (NonZeroU16::new(packet_id), s.dequeue()) else {
+                    return false;
+                };
+                let state = initial_state(q.qos);
+                s.inflight.push_back(Inflight {
+                    packet_id: pid,
+                    delivery: q,
+                    state,
+                });
+                s.last_packet_id = packet_id;
+            }
+            Record::Inflight {
+                session: sid,
+                packet_id,
+                id,
+                qos: q,
+                retain,
+            } => {
+                let (Some(key), Some(msg)) = (session(t, sid), t.messages.get(&id)) else {
+                    return false;
+                };
+                let Some(s) = self.sessions.get_mut(key) else {
+                    return false;
+                };
+                let Some(pid) = NonZeroU16::new(packet_id) else {
+                    return false;
+                };
+                let delivery = Queued {
+                    msg: msg.clone(),
+                    qos: qos(q),
+                    retain,
+                };
+                s.inflight.push_back(Inflight {
+                    packet_id: pid,
+                    delivery,
+                    state: initial_state(qos(q)),
+                });
+                s.last_packet_id = packet_id;
+            }
+            Record::Pubrec {
+                session: sid,
+                packet_id,
+            } => {
+                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                    return false;
+                };
+                let Some(pid) = NonZeroU16::new(packet_id) else {
+                    return false;
+                };
+                let Some(i) = s.find_inflight(pid, InflightState::AwaitingPubrec) else {
+                    return false;
+                };
+                s.inflight[i].state = InflightState::AwaitingPubcomp;
+            }
+            Record::InflightDone {
+                session: sid,
+                packet_id,
+            } => {
+                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                    return false;
+                };
+                let Some(i) = s
+                    .inflight
+                    .iter()
+                    .position(|f| f.packet_id.get() == packet_id)
+                else {
+                    return false;
+                };
+                s.inflight.remove(i);
+            }
+            Record::AwaitPubrel {
+                session: sid,
+                packet_id,
+            } => {
+                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                    return false;
+                };
+                let Some(pid) = NonZeroU16::new(packet_id) else {
+                    return false;
+                };
+                if !s.awaiting_pubrel.contains(&pid) {
+                    s.awaiting_pubrel.push(pid);
+                }
+            }
+            Record::Released {
+                session: sid,
+                packet_id,
+            } => {
+                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                    return false;
+                };
+                s.awaiting_pubrel.retain(|p| p.get() != packet_id);
+            }
+        }
+        true
+    }
+
+    /// Removes a session without journaling it (replay only).
+    fn remove_session_quietly(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.try_remove(key) else {
+            return;
+        };
+        for (filter, _) in &session.subscriptions {
+            self.subscriptions.unsubscribe(filter, key);
+        }
+        self.client_ids.remove(&session.client_id);
+    }
+
+    /// The whole journaled state as framed records: what a snapshot holds. Messages are
+    /// written once, before the first record that refers to them.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut written: HashSet<u64> = HashSet::new();
+        let mut message = |out: &mut Vec<u8>, m: &Arc<Message>| -> u64 {
+            let id = m.id.load(Ordering::Relaxed);
+            if written.insert(id) {
+                Record::Message {
+                    id,
+                    qos: m.qos as u8,
+                    retain: m.retain,
+                    topic: &m.topic,
+                    payload: &m.payload,
+                }
+                .encode(out);
+            }
+            id
+        };
+        for m in self.retained.messages() {
+            // Retained messages always have an id once persistence is on.
+            let id = message(&mut out, m);
+            Record::Retain {
+                topic: &m.topic,
+                id,
+            }
+            .encode(&mut out);
+        }
+        for (_, s) in self.sessions.iter().filter(|(_, s)| s.store_id != 0) {
+            let session = s.store_id;
+            Record::SessionOpen {
+                session,
+                client_id: &s.client_id,
+            }
+            .encode(&mut out);
+            for (filter, o) in &s.subscriptions {
+                Record::Subscribe {
+                    session,
+                    filter,
+                    options: options_byte(*o),
+                }
+                .encode(&mut out);
+            }
+            for f in &s.inflight {
+                let d = &f.delivery;
+                let id = message(&mut out, &d.msg);
+                let packet_id = f.packet_id.get();
+                Record::Inflight {
+                    session,
+                    packet_id,
+                    id,
+                    qos: d.qos as u8,
+                    retain: d.retain,
+                }
+                .encode(&mut out);
+                if f.state == InflightState::AwaitingPubcomp {
+                    Record::Pubrec { session, packet_id }.encode(&mut out);
+                }
+            }
+            for q in &s.queue {
+                let id = message(&mut out, &q.msg);
+                Record::Enqueue {
+                    session,
+                    id,
+                    qos: q.qos as u8,
+                    retain: q.retain,
+                }
+                .encode(&mut out);
+            }
+            for p in &s.awaiting_pubrel {
+                Record::AwaitPubrel {
+                    session,
+                    packet_id: p.get(),
+                }
+                .encode(&mut out);
+            }
+        }
+        out
+    }
+}
