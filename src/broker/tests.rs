@@ -834,3 +834,5 @@ fn unsupported_protocol_level_gets_connack_0x01() {
     );
     assert!(h.is_closed(id));
 }
+
+mod auth;
