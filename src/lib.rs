@@ -10,9 +10,11 @@
 //! - [`broker`]: sessions, subscriptions, retained messages, wills, QoS flows, timers;
 //!   driven with `handle_*` / `poll_*` and an explicit `now`.
 //! - [`net`]: the single-threaded `mio` event loop; the only module that does I/O.
-//! - [`config`]: typed configuration and defaults.
+//! - [`config`]: typed configuration, defaults and the Mosquitto-style file.
+//! - [`auth`]: password files (authentication) and ACL files (authorization).
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
+use super::error::refusal_code;
 use super::message::Message;
 use super::publish::encode_delivery;
 use super::session::{InflightState, Session};
@@ -61,8 +62,14 @@ impl Broker {
             Arc::from(c.client_id)
         };
 
-        if let Err(code) = self.authenticate(&c) {
-            return self.refuse(id, code, now);
+        if let Err(refusal) = self.auth.authenticate(c.username, c.password) {
+            info!(
+                "client {client_id} refused{}: {refusal}",
+                c.username
+                    .map(|u| format!(" (user {u})"))
+                    .unwrap_or_default()
+            );
+            return self.refuse(id, refusal_code(refusal, c.version), now);
         }
 
         // [MQTT-3.1.4-2] a second connection with the same client id takes over: the first
@@ -113,6 +120,7 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             session.conn = Some(id);
             session.clean = c.clean_start;
+            session.username = c.username.map(Arc::from);
         }
         info!(
             "client {client_id} connected (v{}, clean {}, keepalive {}s{})",
@@ -136,12 +144,6 @@ impl Broker {
         self.resend_inflight(key, id);
         self.pump(key);
         true
-    }
-
-    /// The authentication hook: every client is accepted until password files arrive
-    /// (a refusal answers CONNACK 0x04/0x05).
-    fn authenticate(&self, _c: &Connect<'_>) -> Result<(), ReasonCode> {
-        Ok(())
     }
 
     /// Answers CONNACK with `code` and closes the connection [MQTT-3.2.2-4/5].

@@ -2,7 +2,18 @@
 
 use std::fmt;
 
-use crate::protocol::{DecodeError, PacketType, ReasonCode};
+use crate::auth::Refusal;
+use crate::protocol::{DecodeError, PacketType, ProtocolVersion, ReasonCode};
+
+/// The CONNACK code refusing a client: 3.1/3.1.1 return codes, 5.0 reason codes.
+pub(super) fn refusal_code(refusal: Refusal, version: ProtocolVersion) -> ReasonCode {
+    match (refusal, version) {
+        (Refusal::NotAuthorized, ProtocolVersion::V5) => ReasonCode::NOT_AUTHORIZED,
+        (Refusal::NotAuthorized, _) => ReasonCode::V3_NOT_AUTHORIZED,
+        (Refusal::BadCredentials, ProtocolVersion::V5) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        (Refusal::BadCredentials, _) => ReasonCode::V3_BAD_USER_NAME_OR_PASSWORD,
+    }
+}
 
 /// A client broke a protocol rule that the decoder cannot see (it needs session state).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

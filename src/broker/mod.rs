@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use slab::Slab;
 
+use crate::auth::{self, Auth};
 use crate::config::Config;
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 
@@ -108,6 +109,8 @@ struct Conn {
 
 pub struct Broker {
     config: Config,
+    /// Password and ACL checks; replaced as a whole on reload.
+    auth: Auth,
     /// Indexed by `ConnId::index`.
     conns: Vec<Option<Conn>>,
     sessions: Slab<Session>,
@@ -178,10 +181,20 @@ fn mark_transmit(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>) {
 }
 
 impl Broker {
+    /// A broker whose only access rule is `config.allow_anonymous` (no password or ACL
+    /// file: the broker does no I/O, so files are loaded by the caller, see
+    /// [`Broker::with_auth`]).
     pub fn new(config: Config) -> Broker {
+        let auth = Auth::new(config.allow_anonymous, None, None);
+        Broker::with_auth(config, auth)
+    }
+
+    /// A broker that checks passwords and ACLs with `auth` (see [`Auth::load`]).
+    pub fn with_auth(config: Config, auth: Auth) -> Broker {
         let journal = journal::Journal::new(config.persistence);
         Broker {
             config,
+            auth,
             conns: Vec::new(),
             sessions: Slab::new(),
             client_ids: HashMap::new(),
@@ -200,6 +213,67 @@ impl Broker {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Applies a reloaded configuration and freshly loaded password/ACL files (SIGHUP).
+    /// Connected clients stay connected; limits and permissions apply from now on.
+    /// Existing subscriptions that the new ACL no longer allows are removed, and queued
+    /// messages the subscriber may no longer read are dropped. Returns the number of
+    /// subscriptions removed.
+    pub fn reload(&mut self, config: Config, auth: Auth) -> usize {
+        self.config = config;
+        self.auth = auth;
+        if !self.auth.has_acl() {
+            return 0;
+        }
+        let mut removed = 0;
+        for (key, session) in self.sessions.iter_mut() {
+            let client = auth::Client {
+                username: session.username.as_deref(),
+                client_id: &session.client_id,
+            };
+            let auth = &self.auth;
+            let denied: Vec<Arc<str>> = session
+                .subscriptions
+                .iter()
+                .filter(|(f, _)| !auth.check_subscribe(client, f))
+                .map(|(f, _)| f.clone())
+                .collect();
+            for filter in &denied {
+                info!(
+                    "client {}: subscription {filter} removed: no longer allowed by the ACL",
+                    session.client_id
+                );
+                self.subscriptions.unsubscribe(filter, key);
+            }
+            removed += denied.len();
+            session
+                .subscriptions
+                .retain(|(f, _)| !denied.iter().any(|d| d == f));
+            let before = session.queue.len();
+            session
+                .queue
+                .retain(|q| auth.check(client, &q.msg.topic, auth::READ));
+            if session.queue.len() != before {
+                session.queued_bytes = session.queue.iter().map(|q| q.msg.payload.len()).sum();
+            }
+        }
+        removed
+    }
+
+    /// Whether the session `key` may read (`auth::READ`) or write (`auth::WRITE`)
+    /// `topic`. Free without an ACL file.
+    fn allowed(&self, key: SessionKey, topic: &str, access: u8) -> bool {
+        if !self.auth.has_acl() {
+            return true;
+        }
+        self.sessions.get(key).is_some_and(|s| {
+            let client = auth::Client {
+                username: s.username.as_deref(),
+                client_id: &s.client_id,
+            };
+            self.auth.check(client, topic, access)
+        })
     }
 
     pub fn stats(&self) -> Stats {
@@ -487,6 +561,22 @@ impl Broker {
                 id.index, id.generation
             ),
         }
+        // Write access for the will is checked now, as the client publishes it, while its
+        // session (user name, client id) still exists.
+        let will = match (conn.will, conn.session) {
+            (Some(w), Some(key)) if reason.publishes_will() => {
+                if self.allowed(key, &w.topic, auth::WRITE) {
+                    Some(w)
+                } else {
+                    debug!(
+                        "will of connection {} dropped: not allowed by the ACL",
+                        id.index
+                    );
+                    None
+                }
+            }
+            _ => None,
+        };
         if let Some(key) = conn.session {
             if let Some(session) = self.sessions.get_mut(key) {
                 if session.conn == Some(id) {
@@ -503,10 +593,8 @@ impl Broker {
                 final_bytes: conn.out,
             });
         }
-        if reason.publishes_will() {
-            if let Some(will) = conn.will {
-                self.publish_will(&will);
-            }
+        if let Some(will) = will {
+            self.publish_will(&will);
         }
     }
 

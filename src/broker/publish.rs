@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::warn;
+use log::{debug, warn};
 
 use super::message::Message;
 use super::session::{Inflight, InflightState, Queued};
 use super::subscriptions::SessionKey;
 use super::{conn_slot, mark_transmit, Broker, ConnId, Lanes, ProtocolViolation};
+use crate::auth;
 use crate::protocol::{
     Ack, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
 };
@@ -82,7 +83,7 @@ impl Broker {
         self.stats.messages_received += 1;
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
-                self.accept_publish(&p);
+                self.accept_publish(key, &p);
                 self.reply(id, &Packet::Puback(ack(pid)));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
@@ -100,18 +101,33 @@ impl Broker {
                         };
                         self.journal.record(r);
                     }
-                    self.accept_publish(&p);
+                    self.accept_publish(key, &p);
                 }
                 self.reply(id, &Packet::Pubrec(ack(pid)));
             }
-            _ => self.accept_publish(&p),
+            _ => self.accept_publish(key, &p),
         }
         true
     }
 
-    /// Stores a retained message and routes the message to its subscribers.
-    fn accept_publish(&mut self, p: &Publish<'_>) {
+    /// Stores a retained message and routes the message to its subscribers. A message the
+    /// publisher may not write, or over `message_size_limit`, is dropped here; the caller
+    /// still acknowledges it, as 3.1.1 has no way to say no (Mosquitto does the same).
+    fn accept_publish(&mut self, publisher: SessionKey, p: &Publish<'_>) {
         if !publish_allowed(p.topic) {
+            return;
+        }
+        let limit = self.config.message_size_limit as usize;
+        if limit > 0 && p.payload.len() > limit {
+            debug!(
+                "dropped a {}-byte message to {}: over message_size_limit",
+                p.payload.len(),
+                p.topic
+            );
+            return;
+        }
+        if !self.allowed(publisher, p.topic, auth::WRITE) {
+            debug!("dropped a message to {}: not allowed by the ACL", p.topic);
             return;
         }
         let mut routed = Routed::from_publish(p);
@@ -169,6 +185,10 @@ impl Broker {
             });
         }
         for m in &matches {
+            // Read access is checked per delivered message, as Mosquitto does.
+            if !self.allowed(m.session, routed.topic, auth::READ) {
+                continue;
+            }
             // [MQTT-3.8.4-6] delivered QoS is the minimum of published and granted QoS.
             let qos = routed.qos.min(m.options.qos);
             self.deliver(m.session, routed, qos, false);
@@ -322,7 +342,22 @@ impl Broker {
             return;
         };
         let store_id = session.store_id;
+        let acl = self.auth.has_acl().then_some(&self.auth);
         while let Some(front) = session.queue.front() {
+            if let Some(auth) = acl {
+                let client = auth::Client {
+                    username: session.username.as_deref(),
+                    client_id: &session.client_id,
+                };
+                if !auth.check(client, &front.msg.topic, auth::READ) {
+                    // Queued before a reload took the permission away.
+                    session.dequeue();
+                    if store_id != 0 {
+                        self.journal.record(Record::Dequeue { session: store_id });
+                    }
+                    continue;
+                }
+            }
             let qos0 = front.qos == QoS::AtMostOnce;
             let packet_id = if qos0 {
                 None

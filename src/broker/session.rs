@@ -56,6 +56,8 @@ pub struct QueueLimits {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
+    /// User name of the last CONNECT, for ACL checks (also while offline).
+    pub username: Option<Arc<str>>,
     /// The connection currently attached, if the client is online.
     pub conn: Option<ConnId>,
     /// Clean session: discarded when the connection ends [MQTT-3.1.2-6].
@@ -82,6 +84,7 @@ impl Session {
     pub fn new(client_id: Arc<str>, clean: bool) -> Session {
         Session {
             client_id,
+            username: None,
             conn: None,
             clean,
             store_id: 0,

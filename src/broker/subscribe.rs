@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use super::message::Message;
 use super::publish::Routed;
+use log::debug;
+
 use super::restore::options_byte;
-use super::{conn_slot, Broker, ConnId, Lanes};
+use super::{conn_slot, Broker, ConnId, Lanes, SessionKey};
+use crate::auth;
 use crate::protocol::{
     Packet, Properties, QoS, ReasonCode, Suback, Subscribe, Unsuback, Unsubscribe,
 };
@@ -20,6 +23,11 @@ impl Broker {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained: Vec<(Arc<Message>, QoS)> = Vec::new();
         for (filter, options) in &s.filters {
+            if !self.may_subscribe(key, filter) {
+                debug!("subscription to {filter} refused: not allowed by the ACL");
+                codes.push(ReasonCode::SUBACK_FAILURE);
+                continue;
+            }
             // Granted QoS is what was asked for: this broker supports all three levels.
             let granted = options.qos;
             let filter = self.subscriptions.subscribe(filter, key, *options);
@@ -54,9 +62,26 @@ impl Broker {
             lanes.send(conn, id, &Packet::Suback(suback));
         }
         for (msg, qos) in &retained {
-            self.deliver(key, &mut Routed::from_message(msg), *qos, true);
+            // Retained messages are deliveries too: read access is checked per topic.
+            if self.allowed(key, &msg.topic, auth::READ) {
+                self.deliver(key, &mut Routed::from_message(msg), *qos, true);
+            }
         }
         true
+    }
+
+    /// The ACL's subscribe check (see `auth::acl`); free without an ACL file.
+    fn may_subscribe(&self, key: SessionKey, filter: &str) -> bool {
+        if !self.auth.has_acl() {
+            return true;
+        }
+        self.sessions.get(key).is_some_and(|s| {
+            let client = auth::Client {
+                username: s.username.as_deref(),
+                client_id: &s.client_id,
+            };
+            self.auth.check_subscribe(client, filter)
+        })
     }
 
     pub(super) fn handle_unsubscribe(&mut self, id: ConnId, u: Unsubscribe<'_>) -> bool {

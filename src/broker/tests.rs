@@ -1023,3 +1023,5 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
         assert!(matches!(&out[1], Out::Publish { dup: true, .. }), "{out:?}");
     }
 }
+
+mod auth;

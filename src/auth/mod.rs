@@ -1,0 +1,299 @@
+//! Authentication (password files) and authorization (ACL files), Mosquitto-compatible.
+//!
+//! - `password`: the `$7$`/`$6$` password file format, hashing and verification.
+//! - `acl`: the ACL file format and the access check.
+//! - `mod.rs` (this file): [`Auth`], what the broker asks at CONNECT, PUBLISH, SUBSCRIBE
+//!   and delivery time, loaded from the files a [`Config`] names.
+//!
+//! Rules (Mosquitto 2.0): a client without user name is accepted only with
+//! `allow_anonymous`; a client with a user name is checked against the password file when
+//! there is one, and accepted without a check when there is none (Mosquitto does the
+//! same). Without an ACL file every client may read and write every topic, and the broker
+//! skips the check altogether.
+//!
+//! Verification cache: a `$7$` check costs a PBKDF2 run, so a reconnect storm of N clients
+//! would cost N runs on one thread. A successful check is remembered as the user and a
+//! keyed SHA-512 digest of the password (never the password itself); the same pair is then
+//! accepted with one digest and a constant-time compare. The cache is bounded and is
+//! thrown away with the `Auth` on reload, so a changed password file takes effect at once.
+
+pub mod acl;
+pub mod password;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+pub use acl::{Acl, Client, READ, WRITE};
+pub use password::{Hash, PasswordFile};
+
+/// Successful verifications remembered at most; past it the cache starts over.
+const CACHE_CAPACITY: usize = 4096;
+
+/// Why CONNECT is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No user name and anonymous clients are not allowed: 3.1.1 CONNACK 0x05,
+    /// 5.0 0x87.
+    NotAuthorized,
+    /// Unknown user or wrong password: 3.1.1 CONNACK 0x04, 5.0 0x86.
+    BadCredentials,
+}
+
+/// The password and ACL files a configuration names, loaded.
+#[derive(Debug)]
+pub struct Auth {
+    allow_anonymous: bool,
+    passwords: Option<PasswordFile>,
+    acl: Option<Acl>,
+    cache: HashMap<Box<str>, [u8; 64]>,
+    /// Key of the cache digests, random per `Auth`.
+    cache_key: [u8; 32],
+}
+
+/// A password or ACL file that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthError {
+    /// The configuration key naming the file: `password_file` or `acl_file`.
+    pub key: &'static str,
+    pub file: PathBuf,
+    /// 1-based; 0 when the file cannot be read at all.
+    pub line: usize,
+    pub message: String,
+}
+
+impl Auth {
+    /// Everyone may connect, read and write: the broker without configuration.
+    pub fn allow_all() -> Auth {
+        Auth::new(true, None, None)
+    }
+
+    pub fn new(allow_anonymous: bool, passwords: Option<PasswordFile>, acl: Option<Acl>) -> Auth {
+        let mut cache_key = [0; 32];
+        // Without OS randomness the digests are still keyed per user and password; the
+        // key only hardens a memory dump, so a failure here is not worth refusing to run.
+        let _ = getrandom::getrandom(&mut cache_key);
+        Auth {
+            allow_anonymous,
+            passwords,
+            acl,
+            cache: HashMap::new(),
+            cache_key,
+        }
+    }
+
+    /// Reads the password and ACL files `config` names.
+    pub fn load(config: &Config) -> Result<Auth, AuthError> {
+        let passwords = match &config.password_file {
+            Some(path) => Some(load_file(path, "password_file", |text| {
+                PasswordFile::parse(text).map_err(|e| (e.line, e.message))
+            })?),
+            None => None,
+        };
+        let acl = match &config.acl_file {
+            Some(path) => Some(load_file(path, "acl_file", |text| {
+                Acl::parse(text).map_err(|e| (e.line, e.message))
+            })?),
+            None => None,
+        };
+        Ok(Auth::new(config.allow_anonymous, passwords, acl))
+    }
+
+    /// The CONNECT check.
+    pub fn authenticate(
+        &mut self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<(), Refusal> {
+        let Some(user) = username else {
+            return if self.allow_anonymous {
+                Ok(())
+            } else {
+                Err(Refusal::NotAuthorized)
+            };
+        };
+        let Some(file) = &self.passwords else {
+            return Ok(());
+        };
+        let password = password.unwrap_or_default();
+        let digest = self.digest(user, password);
+        if let Some(known) = self.cache.get(user) {
+            if bool::from(known.ct_eq(&digest)) {
+                return Ok(());
+            }
+        }
+        if !file.verify(user, password) {
+            return Err(Refusal::BadCredentials);
+        }
+        if self.cache.len() >= CACHE_CAPACITY {
+            self.cache.clear();
+        }
+        self.cache.insert(user.into(), digest);
+        Ok(())
+    }
+
+    /// Whether an ACL is in force. Callers skip building a [`Client`] when it is not.
+    pub fn has_acl(&self) -> bool {
+        self.acl.is_some()
+    }
+
+    /// Whether `client` may read or write `topic_name`; always true without an ACL file.
+    pub fn check(&self, client: Client<'_>, topic_name: &str, access: u8) -> bool {
+        self.acl
+            .as_ref()
+            .is_none_or(|acl| acl.check(client, topic_name, access))
+    }
+
+    /// Whether `client` may subscribe to `filter`; always true without an ACL file.
+    pub fn check_subscribe(&self, client: Client<'_>, filter: &str) -> bool {
+        self.acl
+            .as_ref()
+            .is_none_or(|acl| acl.check_subscribe(client, filter))
+    }
+
+    /// Number of remembered verifications (for tests and logs).
+    pub fn cached_verifications(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn digest(&self, user: &str, password: &[u8]) -> [u8; 64] {
+        let mut h = Sha512::new();
+        h.update(self.cache_key);
+        // Length-prefixed so that ("ab", "c") and ("a", "bc") differ.
+        h.update((user.len() as u64).to_be_bytes());
+        h.update(user.as_bytes());
+        h.update(password);
+        h.finalize().into()
+    }
+}
+
+fn load_file<T>(
+    path: &Path,
+    key: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, (usize, String)>,
+) -> Result<T, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AuthError {
+        key,
+        file: path.to_path_buf(),
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text).map_err(|(line, message)| AuthError {
+        key,
+        file: path.to_path_buf(),
+        line,
+        message,
+    })
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.key, self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(users: &[(&str, &str)]) -> PasswordFile {
+        let text: String = users
+            .iter()
+            .map(|(u, p)| {
+                let hash = Hash::new(p.as_bytes(), 10).unwrap();
+                format!("{}\n", password::format_line(u, &hash))
+            })
+            .collect();
+        PasswordFile::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn connect_paths() {
+        let mut a = Auth::new(false, Some(file(&[("alice", "pw")])), None);
+        assert_eq!(a.authenticate(None, None), Err(Refusal::NotAuthorized));
+        assert_eq!(a.authenticate(Some("alice"), Some(b"pw")), Ok(()));
+        assert_eq!(
+            a.authenticate(Some("alice"), Some(b"nope")),
+            Err(Refusal::BadCredentials)
+        );
+        assert_eq!(
+            a.authenticate(Some("alice"), None),
+            Err(Refusal::BadCredentials)
+        );
+        assert_eq!(
+            a.authenticate(Some("mallory"), Some(b"pw")),
+            Err(Refusal::BadCredentials)
+        );
+        let mut open = Auth::new(true, Some(file(&[("alice", "pw")])), None);
+        assert_eq!(open.authenticate(None, None), Ok(()));
+        assert_eq!(
+            open.authenticate(Some("alice"), Some(b"x")),
+            Err(Refusal::BadCredentials)
+        );
+        // Mosquitto: a user name without a password file is not checked.
+        let mut none = Auth::new(false, None, None);
+        assert_eq!(none.authenticate(Some("anyone"), None), Ok(()));
+        assert_eq!(none.authenticate(None, None), Err(Refusal::NotAuthorized));
+    }
+
+    #[test]
+    fn successful_verifications_are_cached_per_user_and_password() {
+        let mut a = Auth::new(false, Some(file(&[("alice", "pw"), ("bob", "pw2")])), None);
+        assert_eq!(a.cached_verifications(), 0);
+        a.authenticate(Some("alice"), Some(b"pw")).unwrap();
+        a.authenticate(Some("alice"), Some(b"pw")).unwrap();
+        assert_eq!(a.cached_verifications(), 1);
+        // A cached user with another password is verified again, and refused.
+        assert!(a.authenticate(Some("alice"), Some(b"pw2")).is_err());
+        assert!(a.authenticate(Some("bob"), Some(b"pw")).is_err());
+        a.authenticate(Some("bob"), Some(b"pw2")).unwrap();
+        assert_eq!(a.cached_verifications(), 2);
+    }
+
+    #[test]
+    fn load_errors_name_key_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("wrenmq-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let acl = dir.join("acl");
+        std::fs::write(&acl, "topic read a\nbogus\n").unwrap();
+        let config = Config {
+            acl_file: Some(acl.clone()),
+            ..Config::default()
+        };
+        let e = Auth::load(&config).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "acl_file {}:2: unknown keyword 'bogus' (expected topic, pattern or user)",
+                acl.display()
+            )
+        );
+        let missing = Config {
+            password_file: Some(dir.join("missing")),
+            ..Config::default()
+        };
+        let e = Auth::load(&missing).unwrap_err();
+        assert_eq!(e.key, "password_file");
+        assert!(e.to_string().contains("cannot read"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::NotAuthorized => "not authorized (anonymous clients are not allowed)",
+            Refusal::BadCredentials => "bad user name or password",
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! Configuration, parsed once into typed values.
+//!
+//! - `mod.rs` (this file): [`Config`], every setting the broker and the loop read, with
+//!   its default. Without `-c` the defaults are used as they are, which matches Mosquitto
+//!   2.0 run without a config file (local listeners only, anonymous clients allowed).
+//! - `parse`: the Mosquitto-style file format (`key value` lines, `listener` blocks,
+//!   `include_dir`). Pure: text in, [`Config`] or a [`ConfigError`] naming file, line and
+//!   key out; reading files goes through the [`Source`] trait so tests need no disk.
+//! - `error`: [`ConfigError`] and [`Warning`].
+//!
+//! Some keys describe features that arrive later (persistence, MQTT 5 limits); they are
+//! parsed and validated now so a file that works today keeps working, and they take
+//! effect when their feature lands. The README lists which.
+
+mod error;
+mod parse;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+pub use error::{ConfigError, ErrorKind, Warning};
+pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
+
+/// The largest packet MQTT can express: a 268,435,455-byte remaining length plus a 5-byte
+/// fixed header. `max_packet_size 0` in a file (Mosquitto's "no limit") maps to it.
+pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_460;
+
+/// Everything the broker and the event loop need to know, with Mosquitto 2.0's defaults
+/// unless the README says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Addresses to listen on. Default: `127.0.0.1:1883` and `[::1]:1883` (local only, as
+    /// Mosquitto 2.0 does without a config file).
+    pub listeners: Vec<SocketAddr>,
+    /// Largest packet accepted from a client, fixed header included. A packet announcing a
+    /// larger size closes the connection before its body is read.
+    pub max_packet_size: u32,
+    /// Outbound QoS 1/2 messages in flight per client (0 = no limit, as in Mosquitto).
+    pub max_inflight_messages: u16,
+    /// Messages queued per client beyond the inflight window (0 = no limit).
+    pub max_queued_messages: usize,
+    /// Payload bytes queued per client beyond the inflight window (0 = no limit).
+    pub max_queued_bytes: usize,
+    /// Queue QoS 0 messages for offline persistent sessions too.
+    pub queue_qos0_messages: bool,
+    /// Simultaneous client connections (0 = no limit beyond the process's file limit).
+    pub max_connections: usize,
+    /// Time a new connection has to send CONNECT before it is closed.
+    pub connect_timeout: Duration,
+    /// Bytes waiting in one client's write buffer beyond which QoS 0 messages to that client
+    /// are dropped and the client's own input is no longer read until it drains.
+    pub max_write_buffer: usize,
+    /// Whether retained messages are stored.
+    pub retain_available: bool,
+    /// Whether clients without a user name may connect. Default true without a config
+    /// file; with one, false as soon as a listener or a password file is configured
+    /// (Mosquitto 2.0).
+    pub allow_anonymous: bool,
+    /// Mosquitto-format password file (`user:$7$...`); `None` = no password check.
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto-format ACL file; `None` = every client may read and write every topic.
+    pub acl_file: Option<PathBuf>,
+    /// Largest PUBLISH payload accepted; larger ones are acknowledged and dropped
+    /// (0 = no limit beyond `max_packet_size`).
+    pub message_size_limit: u32,
+    /// MQTT 5: the largest keepalive a client may ask for (takes effect with MQTT 5).
+    pub max_keepalive: u16,
+    /// Offline persistent sessions are discarded after this long; `None` = never
+    /// (takes effect with persistence).
+    pub persistent_client_expiration: Option<Duration>,
+    /// Whether persistent sessions, their queues and retained messages are kept on disk
+    /// across restarts. On by default (unlike Mosquitto): see the README's Durability.
+    pub persistence: bool,
+    /// Directory for the data files (default `./wrenmq-data`).
+    pub persistence_location: PathBuf,
+    /// How often in-memory state is saved when persistence is on (Mosquitto's
+    /// `autosave_interval`; 0 = only on shutdown).
+    pub autosave_interval: Duration,
+    /// When the persistence log is flushed to stable storage.
+    pub fsync: Fsync,
+    /// Log level from `log_type`; `None` = the default (info, or `-v`).
+    pub log_level: Option<LevelFilter>,
+    /// Where log lines go.
+    pub log_dest: LogDest,
+    /// Write the process id here at start-up.
+    pub pid_file: Option<PathBuf>,
+    /// Mosquitto drops root privileges to this user; wrenmq only records it (run it under
+    /// the service manager's `User=`) and warns if started as root.
+    pub user: Option<String>,
+}
+
+/// When the log is fsynced, and so what a power cut can lose (wrenmq's own key `fsync`;
+/// the README's Durability section has the table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Each loop turn's records are fsynced together before the acknowledgements that
+    /// depend on them are sent: nothing acknowledged is lost. The default.
+    Batch,
+    /// Written every turn (acknowledgements wait for the write, not for an fsync), fsynced
+    /// at this interval. A power cut loses up to one interval; a crash of the process alone
+    /// loses nothing. Fewer flash writes.
+    Interval(Duration),
+    /// Written every turn, never fsynced (the OS writes back when it likes, typically within
+    /// 30 s). A power cut can lose what the OS had not written back; a process crash loses
+    /// nothing.
+    Never,
+}
+
+/// The name the persistence code uses.
+pub type FsyncPolicy = Fsync;
+
+/// Log destination (`log_dest`); wrenmq writes to one stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogDest {
+    Stderr,
+    Stdout,
+    /// `log_dest none`: nothing is logged.
+    None,
+}
+
+impl Config {
+    /// The defaults with persistence off: state lives in memory only (tests, benchmarks).
+    pub fn in_memory() -> Config {
+        Config {
+            persistence: false,
+            ..Config::default()
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listeners: vec![
+                SocketAddr::from(([127, 0, 0, 1], 1883)),
+                SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 1883)),
+            ],
+            max_packet_size: 2_000_000,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            max_connections: 0,
+            connect_timeout: Duration::from_secs(30),
+            max_write_buffer: 1 << 20,
+            retain_available: true,
+            allow_anonymous: true,
+            password_file: None,
+            acl_file: None,
+            message_size_limit: 0,
+            max_keepalive: 65535,
+            persistent_client_expiration: None,
+            persistence: true,
+            persistence_location: PathBuf::from("wrenmq-data"),
+            autosave_interval: Duration::from_secs(1800),
+            fsync: Fsync::Batch,
+            log_level: None,
+            log_dest: LogDest::Stderr,
+            pid_file: None,
+            user: None,
+        }
+    }
+}

@@ -1,0 +1,667 @@
+//! The Mosquitto-style configuration file: one `key value` per line, `#` comment lines,
+//! `listener PORT [ADDR]` blocks, `include_dir`.
+//!
+//! Semantics follow mosquitto.conf(5) for Mosquitto 2.0:
+//! - Settings that belong to a listener (`max_connections`, `protocol`, `socket_domain`)
+//!   apply to the last `listener` line above them; above any `listener` line they belong
+//!   to the *default listener*, together with `port` and `bind_address`. As in Mosquitto,
+//!   setting any of them creates the default listener (port 1883, all interfaces).
+//! - Without any listener the broker runs "local only" on 127.0.0.1:1883 and [::1]:1883
+//!   and, unless the file says otherwise, allows anonymous clients. With a listener, or a
+//!   password file, `allow_anonymous` defaults to false.
+//! - `listener PORT` without an address listens on all interfaces, IPv4 and IPv6.
+//!
+//! Differences, on purpose: a value must not be followed by more words (a trailing
+//! `# comment` is allowed), because Mosquitto silently ignores them and that hides typos;
+//! Mosquitto settings that would change security or what clients see if ignored (TLS
+//! certificates, websockets, bridges, plugins, mount points) are errors rather than
+//! warnings; `max_connections` is enforced for all listeners together (the sum of the
+//! per-listener limits; unlimited if one listener is).
+//!
+//! Parsing is pure: files are read through [`Source`], so tests use an in-memory one.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use super::error::{ConfigError, ErrorKind, Warning};
+use super::{Config, Fsync, LogDest, MQTT_MAX_PACKET_SIZE};
+
+/// Where configuration text comes from.
+pub trait Source {
+    /// The whole text of `path`.
+    fn read(&self, path: &Path) -> io::Result<String>;
+    /// The `*.conf` files directly in `dir`, in any order (the parser sorts them).
+    fn conf_files(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+}
+
+/// The real file system.
+pub struct Fs;
+
+impl Source for Fs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn conf_files(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "conf") && path.is_file() {
+                out.push(path);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A parsed configuration and what deserves a warning in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub config: Config,
+    pub warnings: Vec<Warning>,
+}
+
+/// Reads and parses `path` (and its `include_dir` files) from the file system.
+pub fn load(path: &Path) -> Result<Parsed, ConfigError> {
+    parse_with(&Fs, path)
+}
+
+/// Parses `text` as the file `file`. An `include_dir` in it is read from the file system.
+pub fn parse_str(text: &str, file: &Path) -> Result<Parsed, ConfigError> {
+    let mut p = Parser::default();
+    p.parse_text(&Fs, text, file, false)?;
+    Ok(p.finish())
+}
+
+/// Reads `path` through `src` and parses it.
+pub fn parse_with(src: &dyn Source, path: &Path) -> Result<Parsed, ConfigError> {
+    let text = read(src, path)?;
+    let mut p = Parser::default();
+    p.parse_text(src, &text, path, false)?;
+    Ok(p.finish())
+}
+
+fn read(src: &dyn Source, path: &Path) -> Result<String, ConfigError> {
+    src.read(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        key: None,
+        kind: ErrorKind::Read(e.to_string()),
+    })
+}
+
+/// The address part of a `listener` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Host {
+    /// No address: every interface, IPv4 and IPv6.
+    Any,
+    /// `localhost`: the loopback address of each family.
+    Localhost,
+    Ip(IpAddr),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Domain {
+    V4,
+    V6,
+}
+
+/// One listener as the file describes it.
+#[derive(Clone, Debug, Default)]
+struct ListenerSpec {
+    port: Option<u16>,
+    host: Option<Host>,
+    /// `None` = unlimited.
+    max_connections: Option<usize>,
+    domain: Option<Domain>,
+}
+
+impl ListenerSpec {
+    fn addrs(&self) -> Vec<SocketAddr> {
+        let port = self.port.unwrap_or(crate::cli::DEFAULT_PORT);
+        let (v4, v6): (IpAddr, IpAddr) = match self.host.unwrap_or(Host::Any) {
+            Host::Ip(ip) => return vec![SocketAddr::new(ip, port)],
+            Host::Any => (Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()),
+            Host::Localhost => (Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()),
+        };
+        match self.domain {
+            Some(Domain::V4) => vec![SocketAddr::new(v4, port)],
+            Some(Domain::V6) => vec![SocketAddr::new(v6, port)],
+            None => vec![SocketAddr::new(v4, port), SocketAddr::new(v6, port)],
+        }
+    }
+}
+
+/// The parser's running state across the main file and its included files.
+#[derive(Default)]
+struct Parser {
+    cfg: Config,
+    warnings: Vec<Warning>,
+    /// The listener made of the global `port`/`bind_address`/... keys, once one is set.
+    default_listener: Option<ListenerSpec>,
+    blocks: Vec<ListenerSpec>,
+    allow_anonymous: Option<bool>,
+    /// Highest level named by a `log_type` line; `Some(Off)` only for `none` alone.
+    log_level: Option<LevelFilter>,
+}
+
+/// One line being applied: enough context to build an error or a warning.
+struct Line<'a> {
+    file: &'a Path,
+    number: usize,
+    key: &'a str,
+    value: Option<&'a str>,
+}
+
+impl Line<'_> {
+    fn error(&self, kind: ErrorKind) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: self.number,
+            key: Some(self.key.to_string()),
+            kind,
+        }
+    }
+
+    fn invalid(&self, expected: &'static str) -> ConfigError {
+        self.error(ErrorKind::InvalidValue {
+            value: self.value.unwrap_or("").to_string(),
+            expected,
+        })
+    }
+
+    /// The value as one word (a trailing `# comment` allowed).
+    fn word(&self) -> Result<&str, ConfigError> {
+        let value = self.text()?;
+        let mut words = value.split_whitespace();
+        let first = words
+            .next()
+            .ok_or_else(|| self.error(ErrorKind::MissingValue))?;
+        match words.next() {
+            None => Ok(first),
+            Some(w) if w.starts_with('#') => Ok(first),
+            Some(_) => Err(self.invalid("a single value")),
+        }
+    }
+
+    /// The whole value (paths may contain spaces).
+    fn text(&self) -> Result<&str, ConfigError> {
+        match self.value {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(self.error(ErrorKind::MissingValue)),
+        }
+    }
+
+    fn path(&self) -> Result<PathBuf, ConfigError> {
+        Ok(PathBuf::from(self.text()?))
+    }
+
+    fn bool(&self) -> Result<bool, ConfigError> {
+        match self.word()? {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(self.invalid("true or false")),
+        }
+    }
+
+    fn int(&self, min: i64, max: i64, expected: &'static str) -> Result<i64, ConfigError> {
+        match self.word()?.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.invalid(expected)),
+        }
+    }
+
+    fn usize(&self, expected: &'static str) -> Result<usize, ConfigError> {
+        let n = self.int(0, i64::from(u32::MAX), expected)?;
+        usize::try_from(n).map_err(|_| self.invalid(expected))
+    }
+}
+
+impl Parser {
+    fn parse_text(
+        &mut self,
+        src: &dyn Source,
+        text: &str,
+        file: &Path,
+        included: bool,
+    ) -> Result<(), ConfigError> {
+        for (i, raw) in text.lines().enumerate() {
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let (key, value) = match trimmed.split_once(char::is_whitespace) {
+                Some((k, v)) => (k, Some(v.trim())),
+                None => (trimmed, None),
+            };
+            let line = Line {
+                file,
+                number: i + 1,
+                key,
+                value,
+            };
+            if key == "include_dir" {
+                if included {
+                    return Err(line.error(ErrorKind::NestedInclude));
+                }
+                self.include_dir(src, &line)?;
+            } else {
+                self.apply(&line)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn include_dir(&mut self, src: &dyn Source, line: &Line<'_>) -> Result<(), ConfigError> {
+        let dir = line.path()?;
+        let mut files = src
+            .conf_files(&dir)
+            .map_err(|e| line.error(ErrorKind::Read(format!("{}: {e}", dir.display()))))?;
+        // Mosquitto reads them in alphabetical order, so `10-x.conf` overrides `00-x.conf`.
+        files.sort();
+        for path in files {
+            let text = read(src, &path)?;
+            self.parse_text(src, &text, &path, true)?;
+        }
+        Ok(())
+    }
+
+    fn warn(&mut self, line: &Line<'_>, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            file: line.file.to_path_buf(),
+            line: line.number,
+            key: line.key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// The listener that per-listener keys on this line apply to.
+    fn listener(&mut self) -> &mut ListenerSpec {
+        match self.blocks.last_mut() {
+            Some(block) => block,
+            None => self
+                .default_listener
+                .get_or_insert_with(ListenerSpec::default),
+        }
+    }
+
+    fn apply(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
+        match line.key {
+            // ---- listeners
+            "listener" => {
+                let spec = parse_listener(line)?;
+                self.blocks.push(spec);
+            }
+            "port" => {
+                let port = line.int(1, 65535, "a port number 1-65535")?;
+                self.default_listener
+                    .get_or_insert_with(ListenerSpec::default)
+                    .port = u16::try_from(port).ok();
+            }
+            "bind_address" => {
+                let host = parse_host(line, line.word()?)?;
+                self.default_listener
+                    .get_or_insert_with(ListenerSpec::default)
+                    .host = Some(host);
+            }
+            "max_connections" => {
+                let n = line.int(-1, i64::from(u32::MAX), "-1 (unlimited) or a count")?;
+                self.listener().max_connections = usize::try_from(n).ok().filter(|&n| n > 0);
+            }
+            "socket_domain" => {
+                let domain = match line.word()? {
+                    "ipv4" => Domain::V4,
+                    "ipv6" => Domain::V6,
+                    _ => return Err(line.invalid("ipv4 or ipv6")),
+                };
+                self.listener().domain = Some(domain);
+            }
+            "protocol" => match line.word()? {
+                "mqtt" => {
+                    self.listener();
+                }
+                "websockets" => {
+                    return Err(line.error(ErrorKind::Unsupported(
+                        "websockets listeners (only protocol mqtt)",
+                    )))
+                }
+                _ => return Err(line.invalid("mqtt")),
+            },
+
+            // ---- security
+            "allow_anonymous" => self.allow_anonymous = Some(line.bool()?),
+            "password_file" => self.cfg.password_file = Some(line.path()?),
+            "acl_file" => self.cfg.acl_file = Some(line.path()?),
+            "per_listener_settings" => {
+                if line.bool()? {
+                    return Err(line.error(ErrorKind::Unsupported(
+                        "per-listener security settings; security settings apply to all listeners",
+                    )));
+                }
+            }
+
+            // ---- limits
+            "max_inflight_messages" => {
+                self.cfg.max_inflight_messages =
+                    line.int(0, 65535, "0 (no limit) or a count up to 65535")? as u16;
+            }
+            "max_queued_messages" => {
+                self.cfg.max_queued_messages = line.usize("0 (no limit) or a count")?;
+            }
+            "max_queued_bytes" => {
+                self.cfg.max_queued_bytes = line.usize("0 (no limit) or a byte count")?
+            }
+            "queue_qos0_messages" => self.cfg.queue_qos0_messages = line.bool()?,
+            "max_packet_size" => {
+                let n = line.int(
+                    0,
+                    i64::from(MQTT_MAX_PACKET_SIZE),
+                    "0 (no limit) or a size of at least 20 bytes",
+                )?;
+                self.cfg.max_packet_size = match n {
+                    0 => MQTT_MAX_PACKET_SIZE,
+                    // Mosquitto refuses these too: even a tiny PUBLISH would not fit.
+                    1..=19 => {
+                        return Err(line.invalid("0 (no limit) or a size of at least 20 bytes"))
+                    }
+                    n => n as u32,
+                };
+            }
+            "message_size_limit" => {
+                self.cfg.message_size_limit =
+                    line.int(0, 268_435_455, "0 (no limit) or a payload size in bytes")? as u32;
+            }
+            "max_keepalive" => {
+                self.cfg.max_keepalive = line.int(0, 65535, "a number of seconds 0-65535")? as u16;
+            }
+            "persistent_client_expiration" => {
+                self.cfg.persistent_client_expiration = Some(parse_expiration(line)?);
+            }
+            "retain_available" => self.cfg.retain_available = line.bool()?,
+
+            // ---- persistence (takes effect with the persistence layer)
+            "persistence" => self.cfg.persistence = line.bool()?,
+            "persistence_location" => self.cfg.persistence_location = line.path()?,
+            "autosave_interval" => {
+                let secs = line.int(0, i64::from(u32::MAX), "a number of seconds")?;
+                self.cfg.autosave_interval = Duration::from_secs(secs as u64);
+            }
+            "persistence_file" | "autosave_on_changes" => self.warn(
+                line,
+                "not supported: wrenmq keeps its own files in persistence_location and writes \
+                 changes as they happen; ignored",
+            ),
+
+            // ---- logging, process
+            "log_type" => {
+                let level = match line.word()? {
+                    "none" => LevelFilter::Off,
+                    "error" => LevelFilter::Error,
+                    "warning" => LevelFilter::Warn,
+                    "notice" | "information" => LevelFilter::Info,
+                    "debug" | "subscribe" | "unsubscribe" | "all" => LevelFilter::Debug,
+                    "websockets" => LevelFilter::Off,
+                    _ => {
+                        return Err(line.invalid(
+                            "debug, error, warning, notice, information, subscribe, \
+                             unsubscribe, websockets, none or all",
+                        ))
+                    }
+                };
+                self.log_level = Some(self.log_level.map_or(level, |l| l.max(level)));
+            }
+            "log_dest" => {
+                let dest = line.word()?;
+                self.cfg.log_dest = match dest {
+                    "stderr" => LogDest::Stderr,
+                    "stdout" => LogDest::Stdout,
+                    "none" => LogDest::None,
+                    "syslog" | "topic" | "file" | "dlt" => {
+                        self.warn(
+                            line,
+                            format!("log_dest {dest} is not supported; logging to stderr"),
+                        );
+                        LogDest::Stderr
+                    }
+                    _ => {
+                        return Err(line.invalid("stderr, stdout, none, syslog, topic, file or dlt"))
+                    }
+                };
+            }
+            "pid_file" => self.cfg.pid_file = Some(line.path()?),
+            "user" => self.cfg.user = Some(line.word()?.to_string()),
+
+            // ---- wrenmq's own keys
+            "fsync" => self.cfg.fsync = parse_fsync(line)?,
+            "connect_timeout" => {
+                let secs = line.int(1, 3600, "a number of seconds 1-3600")?;
+                self.cfg.connect_timeout = Duration::from_secs(secs as u64);
+            }
+            "max_write_buffer" => {
+                self.cfg.max_write_buffer = line.usize("a byte count")?;
+            }
+
+            // ---- Mosquitto keys refused: ignoring them would weaken security or change
+            // what clients see.
+            "certfile"
+            | "keyfile"
+            | "psk_hint"
+            | "psk_file"
+            | "cafile"
+            | "capath"
+            | "require_certificate" => {
+                return Err(line.error(ErrorKind::Unsupported(
+                    "TLS; the listener would be unencrypted (terminate TLS in front of wrenmq)",
+                )))
+            }
+            "mount_point" => return Err(line.error(ErrorKind::Unsupported("mount points"))),
+            "bind_interface" => {
+                return Err(line.error(ErrorKind::Unsupported(
+                    "binding to an interface; use listener PORT ADDRESS",
+                )))
+            }
+            "connection" => return Err(line.error(ErrorKind::Unsupported("bridges"))),
+            k if k.starts_with("bridge_") => {
+                return Err(line.error(ErrorKind::Unsupported("bridges")))
+            }
+            "auth_plugin" | "plugin" | "global_plugin" => {
+                return Err(line.error(ErrorKind::Unsupported("plugins")))
+            }
+            k if k.starts_with("auth_opt_") || k.starts_with("plugin_opt_") => {
+                return Err(line.error(ErrorKind::Unsupported("plugins")))
+            }
+
+            // ---- Mosquitto keys accepted with a warning: the broker behaves as if unset.
+            k if MOSQUITTO_IGNORED.contains(&k) => self.warn(
+                line,
+                "Mosquitto option not supported by wrenmq yet; ignored",
+            ),
+
+            _ => return Err(line.error(ErrorKind::UnknownKey)),
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Parsed {
+        let mut specs: Vec<ListenerSpec> = Vec::new();
+        specs.extend(self.default_listener.take());
+        specs.append(&mut self.blocks);
+        let any_listener = !specs.is_empty();
+        if any_listener {
+            self.cfg.listeners = specs.iter().flat_map(ListenerSpec::addrs).collect();
+            let limits: Option<Vec<usize>> = specs.iter().map(|s| s.max_connections).collect();
+            self.cfg.max_connections = limits.map_or(0, |l| l.iter().sum());
+        }
+        // Mosquitto 2.0: anonymous clients are allowed by default only in local-only mode;
+        // a password file also turns the default off.
+        self.cfg.allow_anonymous = self
+            .allow_anonymous
+            .unwrap_or(!any_listener && self.cfg.password_file.is_none());
+        self.cfg.log_level = self.log_level;
+        Parsed {
+            config: self.cfg,
+            warnings: self.warnings,
+        }
+    }
+}
+
+/// Mosquitto 2.0 options accepted and ignored with a warning.
+const MOSQUITTO_IGNORED: &[&str] = &[
+    "accept_protocol_versions",
+    "allow_duplicate_messages",
+    "allow_zero_length_clientid",
+    "auto_id_prefix",
+    "check_retain_source",
+    "ciphers",
+    "ciphers_tls1.3",
+    "clientid_prefixes",
+    "connection_messages",
+    "crlfile",
+    "dhparamfile",
+    "http_dir",
+    "listener_allow_anonymous",
+    "log_facility",
+    "log_timestamp",
+    "log_timestamp_format",
+    "max_inflight_bytes",
+    "max_qos",
+    "max_topic_alias",
+    "memory_limit",
+    "retry_interval",
+    "set_tcp_nodelay",
+    "store_clean_interval",
+    "sys_interval",
+    "tls_engine",
+    "tls_engine_kpass_sha1",
+    "tls_keyform",
+    "tls_version",
+    "upgrade_outgoing_qos",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "use_username_as_clientid",
+    "websockets_headers_size",
+    "websockets_log_level",
+];
+
+/// `listener PORT [ADDRESS]`.
+fn parse_listener(line: &Line<'_>) -> Result<ListenerSpec, ConfigError> {
+    let value = line.text()?;
+    let mut words = value.split_whitespace();
+    let port = words
+        .next()
+        .ok_or_else(|| line.error(ErrorKind::MissingValue))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| line.invalid("PORT [ADDRESS] with a port number 0-65535"))?;
+    let host = match words.next() {
+        None => Host::Any,
+        Some(w) if w.starts_with('#') => Host::Any,
+        Some(addr) => parse_host(line, addr)?,
+    };
+    if words.next().is_some_and(|w| !w.starts_with('#')) {
+        return Err(line.invalid("PORT [ADDRESS]"));
+    }
+    Ok(ListenerSpec {
+        port: Some(port),
+        host: Some(host),
+        ..ListenerSpec::default()
+    })
+}
+
+fn parse_host(line: &Line<'_>, addr: &str) -> Result<Host, ConfigError> {
+    if addr.contains('/') {
+        return Err(line.error(ErrorKind::Unsupported("unix domain sockets")));
+    }
+    if addr == "localhost" {
+        return Ok(Host::Localhost);
+    }
+    // Brackets are accepted for IPv6 because people write them out of habit.
+    let bare = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
+    bare.parse::<IpAddr>().map(Host::Ip).map_err(|_| {
+        line.error(ErrorKind::InvalidValue {
+            value: addr.to_string(),
+            expected: "an IPv4 or IPv6 address or localhost (host names are not resolved)",
+        })
+    })
+}
+
+/// `persistent_client_expiration`: a number and one of h, d, w, m (month = 30 days),
+/// y (year = 365 days), as in Mosquitto.
+fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
+    const EXPECTED: &str = "a number followed by h, d, w, m or y, such as 14d";
+    let word = line.word()?;
+    let split = word.len().saturating_sub(1);
+    let (n, unit) = (word.get(..split), word.get(split..));
+    let n: u64 = n
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| line.invalid(EXPECTED))?;
+    let hours = match unit {
+        Some("h") => 1,
+        Some("d") => 24,
+        Some("w") => 24 * 7,
+        Some("m") => 24 * 30,
+        Some("y") => 24 * 365,
+        _ => return Err(line.invalid(EXPECTED)),
+    };
+    n.checked_mul(hours * 3600)
+        .map(Duration::from_secs)
+        .ok_or_else(|| line.invalid(EXPECTED))
+}
+
+/// `fsync batch | interval <ms> | never`.
+fn parse_fsync(line: &Line<'_>) -> Result<Fsync, ConfigError> {
+    const EXPECTED: &str = "batch, never or interval <milliseconds>";
+    let value = line.text()?;
+    let words: Vec<&str> = value
+        .split_whitespace()
+        .take_while(|w| !w.starts_with('#'))
+        .collect();
+    match words.as_slice() {
+        ["batch"] => Ok(Fsync::Batch),
+        ["never"] => Ok(Fsync::Never),
+        ["interval", ms] => match ms.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Fsync::Interval(Duration::from_millis(ms))),
+            _ => Err(line.invalid(EXPECTED)),
+        },
+        _ => Err(line.invalid(EXPECTED)),
+    }
+}
+
+/// An in-memory [`Source`] for tests (and fuzzing): paths map to texts; a directory lists
+/// the `.conf` paths directly inside it.
+#[derive(Default)]
+pub struct MemSource(pub HashMap<PathBuf, String>);
+
+impl Source for MemSource {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        self.0
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn conf_files(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let files: Vec<PathBuf> = self
+            .0
+            .keys()
+            .filter(|p| p.parent() == Some(dir) && p.extension().is_some_and(|e| e == "conf"))
+            .cloned()
+            .collect();
+        if files.is_empty() && !self.0.keys().any(|p| p.starts_with(dir)) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        Ok(files)
+    }
+}
+
+#[cfg(test)]
+mod tests;

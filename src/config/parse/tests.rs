@@ -1,0 +1,297 @@
+//! Configuration files, good and bad, with the exact messages users see.
+
+use super::*;
+
+fn mem(files: &[(&str, &str)]) -> MemSource {
+    MemSource(
+        files
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+            .collect(),
+    )
+}
+
+fn ok(text: &str) -> Parsed {
+    match parse_with(&mem(&[("/etc/w.conf", text)]), Path::new("/etc/w.conf")) {
+        Ok(p) => p,
+        Err(e) => panic!("{text:?} failed: {e}"),
+    }
+}
+
+fn err(text: &str) -> String {
+    match parse_with(&mem(&[("/etc/w.conf", text)]), Path::new("/etc/w.conf")) {
+        Ok(p) => panic!("{text:?} parsed: {p:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn empty_file_is_local_only_and_anonymous() {
+    let p = ok("# nothing\n\n");
+    assert_eq!(p.config, Config::default());
+    assert!(p.warnings.is_empty());
+}
+
+#[test]
+fn listener_without_address_is_every_interface_and_not_anonymous() {
+    let c = ok("listener 1883\n").config;
+    assert_eq!(c.listeners, addrs(&["0.0.0.0:1883", "[::]:1883"]));
+    assert!(!c.allow_anonymous);
+    let c = ok("listener 1883\nallow_anonymous true\n").config;
+    assert!(c.allow_anonymous);
+}
+
+#[test]
+fn listener_blocks_own_the_keys_below_them() {
+    let c = ok("listener 1883 127.0.0.1\n\
+                max_connections 10\n\
+                listener 8883 ::1\n\
+                max_connections 5\n\
+                listener 1884 localhost\n\
+                socket_domain ipv4\n\
+                max_connections 1\n")
+    .config;
+    assert_eq!(
+        c.listeners,
+        addrs(&["127.0.0.1:1883", "[::1]:8883", "127.0.0.1:1884"])
+    );
+    assert_eq!(c.max_connections, 16);
+    // One unlimited listener makes the whole broker unlimited.
+    let c = ok("listener 1 127.0.0.1\nmax_connections 3\nlistener 2 127.0.0.1\n").config;
+    assert_eq!(c.max_connections, 0);
+}
+
+#[test]
+fn global_port_and_bind_address_make_the_default_listener() {
+    let c = ok("port 1884\n").config;
+    assert_eq!(c.listeners, addrs(&["0.0.0.0:1884", "[::]:1884"]));
+    assert!(!c.allow_anonymous);
+    let c = ok("bind_address 10.0.0.1\nport 1885\nlistener 9000 [::1]\n").config;
+    assert_eq!(c.listeners, addrs(&["10.0.0.1:1885", "[::1]:9000"]));
+    // As in Mosquitto, a per-listener key above every listener creates the default one.
+    let c = ok("max_connections 7\nlistener 9000 127.0.0.1\n").config;
+    assert_eq!(
+        c.listeners,
+        addrs(&["0.0.0.0:1883", "[::]:1883", "127.0.0.1:9000"])
+    );
+    assert_eq!(c.max_connections, 0);
+}
+
+#[test]
+fn password_file_turns_anonymous_off_even_local_only() {
+    let c = ok("password_file /etc/pw\n").config;
+    assert_eq!(c.listeners, Config::default().listeners);
+    assert!(!c.allow_anonymous);
+    assert_eq!(c.password_file, Some(PathBuf::from("/etc/pw")));
+    let c = ok("password_file /etc/pw\nallow_anonymous true\nacl_file /etc/my acl\n").config;
+    assert!(c.allow_anonymous);
+    assert_eq!(c.acl_file, Some(PathBuf::from("/etc/my acl")));
+}
+
+#[test]
+fn every_value_key_is_parsed() {
+    let c = ok("persistence true\n\
+                persistence_location /var/lib/wrenmq/\n\
+                autosave_interval 60\n\
+                max_inflight_messages 0\n\
+                max_queued_messages 50\n\
+                max_queued_bytes 4096\n\
+                queue_qos0_messages true\n\
+                max_packet_size 0\n\
+                message_size_limit 1000\n\
+                max_keepalive 600\n\
+                persistent_client_expiration 2w\n\
+                retain_available false\n\
+                log_type error\n\
+                log_type information\n\
+                log_dest stdout\n\
+                pid_file /run/wrenmq.pid\n\
+                user mosquitto\n\
+                fsync interval 250\n\
+                connect_timeout 5\n\
+                max_write_buffer 65536\n")
+    .config;
+    assert!(c.persistence);
+    assert_eq!(c.persistence_location, PathBuf::from("/var/lib/wrenmq/"));
+    assert_eq!(c.autosave_interval, Duration::from_secs(60));
+    assert_eq!(c.max_inflight_messages, 0);
+    assert_eq!(c.max_queued_messages, 50);
+    assert_eq!(c.max_queued_bytes, 4096);
+    assert!(c.queue_qos0_messages);
+    assert_eq!(c.max_packet_size, MQTT_MAX_PACKET_SIZE);
+    assert_eq!(c.message_size_limit, 1000);
+    assert_eq!(c.max_keepalive, 600);
+    assert_eq!(
+        c.persistent_client_expiration,
+        Some(Duration::from_secs(14 * 24 * 3600))
+    );
+    assert!(!c.retain_available);
+    assert_eq!(c.log_level, Some(LevelFilter::Info));
+    assert_eq!(c.log_dest, LogDest::Stdout);
+    assert_eq!(c.pid_file, Some(PathBuf::from("/run/wrenmq.pid")));
+    assert_eq!(c.user.as_deref(), Some("mosquitto"));
+    assert_eq!(c.fsync, Fsync::Interval(Duration::from_millis(250)));
+    assert_eq!(c.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.max_write_buffer, 65536);
+    assert_eq!(ok("fsync never").config.fsync, Fsync::Never);
+    assert_eq!(ok("fsync batch # default").config.fsync, Fsync::Batch);
+    assert_eq!(ok("log_type none").config.log_level, Some(LevelFilter::Off));
+    assert_eq!(
+        ok("log_type all").config.log_level,
+        Some(LevelFilter::Debug)
+    );
+}
+
+#[test]
+fn whitespace_comments_and_crlf_are_tolerated() {
+    let c = ok("  # indented comment\r\n\tport 1886   \r\nallow_anonymous true # yes\r\n").config;
+    assert_eq!(c.listeners, addrs(&["0.0.0.0:1886", "[::]:1886"]));
+    assert!(c.allow_anonymous);
+}
+
+#[test]
+fn unsupported_mosquitto_keys_warn_with_their_line() {
+    let p = ok("sys_interval 10\nlog_dest syslog\nset_tcp_nodelay true\n");
+    let w: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [
+            "/etc/w.conf:1: sys_interval: Mosquitto option not supported by wrenmq yet; ignored",
+            "/etc/w.conf:2: log_dest: log_dest syslog is not supported; logging to stderr",
+            "/etc/w.conf:3: set_tcp_nodelay: Mosquitto option not supported by wrenmq yet; ignored",
+        ]
+    );
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    assert_eq!(
+        err("port 1883\nfrobnicate yes\n"),
+        "/etc/w.conf:2: frobnicate: unknown configuration key"
+    );
+    assert_eq!(
+        err("max_inflight_messages lots"),
+        "/etc/w.conf:1: max_inflight_messages: invalid value 'lots' \
+         (expected 0 (no limit) or a count up to 65535)"
+    );
+    assert_eq!(
+        err("\nallow_anonymous yes"),
+        "/etc/w.conf:2: allow_anonymous: invalid value 'yes' (expected true or false)"
+    );
+    assert_eq!(
+        err("password_file"),
+        "/etc/w.conf:1: password_file: missing value"
+    );
+    assert_eq!(
+        err("port 1883 1884"),
+        "/etc/w.conf:1: port: invalid value '1883 1884' (expected a single value)"
+    );
+    assert_eq!(
+        err("listener 70000"),
+        "/etc/w.conf:1: listener: invalid value '70000' \
+         (expected PORT [ADDRESS] with a port number 0-65535)"
+    );
+    assert_eq!(
+        err("listener 1883 broker.example"),
+        "/etc/w.conf:1: listener: invalid value 'broker.example' \
+         (expected an IPv4 or IPv6 address or localhost (host names are not resolved))"
+    );
+    assert_eq!(
+        err("listener 0 /tmp/mqtt.sock"),
+        "/etc/w.conf:1: listener: not supported: unix domain sockets"
+    );
+    assert_eq!(
+        err("listener 8883\ncertfile /etc/cert.pem"),
+        "/etc/w.conf:2: certfile: not supported: TLS; the listener would be unencrypted \
+         (terminate TLS in front of wrenmq)"
+    );
+    assert_eq!(
+        err("max_packet_size 10"),
+        "/etc/w.conf:1: max_packet_size: invalid value '10' \
+         (expected 0 (no limit) or a size of at least 20 bytes)"
+    );
+    assert_eq!(
+        err("persistent_client_expiration 3x"),
+        "/etc/w.conf:1: persistent_client_expiration: invalid value '3x' \
+         (expected a number followed by h, d, w, m or y, such as 14d)"
+    );
+    assert_eq!(
+        err("fsync sometimes"),
+        "/etc/w.conf:1: fsync: invalid value 'sometimes' \
+         (expected batch, never or interval <milliseconds>)"
+    );
+    assert_eq!(
+        err("per_listener_settings true"),
+        "/etc/w.conf:1: per_listener_settings: not supported: per-listener security \
+         settings; security settings apply to all listeners"
+    );
+    assert_eq!(
+        err("connection bridge1"),
+        "/etc/w.conf:1: connection: not supported: bridges"
+    );
+    assert_eq!(
+        err("protocol websockets"),
+        "/etc/w.conf:1: protocol: not supported: websockets listeners (only protocol mqtt)"
+    );
+}
+
+#[test]
+fn missing_file_names_it() {
+    let e = match parse_with(&mem(&[]), Path::new("/etc/none.conf")) {
+        Err(e) => e,
+        Ok(p) => panic!("{p:?}"),
+    };
+    assert_eq!(e.line, 0);
+    assert!(
+        e.to_string().starts_with("/etc/none.conf: cannot read: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn include_dir_reads_conf_files_in_order() {
+    let src = mem(&[
+        (
+            "/etc/w.conf",
+            "listener 1883 127.0.0.1\ninclude_dir /etc/w.d\n",
+        ),
+        ("/etc/w.d/20-b.conf", "max_queued_messages 20\n"),
+        (
+            "/etc/w.d/10-a.conf",
+            "max_queued_messages 10\nmax_connections 4\n",
+        ),
+        ("/etc/w.d/notes.txt", "garbage\n"),
+    ]);
+    let c = parse_with(&src, Path::new("/etc/w.conf")).unwrap().config;
+    assert_eq!(c.max_queued_messages, 20);
+    assert_eq!(c.max_connections, 4); // the included line continues the listener block
+    let bad = mem(&[
+        ("/etc/w.conf", "include_dir /etc/w.d\n"),
+        ("/etc/w.d/a.conf", "\n\nnope 1\n"),
+    ]);
+    let e = parse_with(&bad, Path::new("/etc/w.conf")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/w.d/a.conf:3: nope: unknown configuration key"
+    );
+    let nested = mem(&[
+        ("/etc/w.conf", "include_dir /etc/w.d\n"),
+        ("/etc/w.d/a.conf", "include_dir /etc/w.d\n"),
+    ]);
+    let e = parse_with(&nested, Path::new("/etc/w.conf")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/w.d/a.conf:1: include_dir: only allowed in the main configuration file"
+    );
+}
+
+#[test]
+fn the_example_config_parses_without_errors() {
+    let text = include_str!("../../../scripts/wrenmq.conf");
+    let p = parse_str(text, Path::new("scripts/wrenmq.conf")).unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
