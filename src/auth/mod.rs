@@ -202,6 +202,15 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::NotAuthorized => "not authorized (anonymous clients are not allowed)",
+            Refusal::BadCredentials => "bad user name or password",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,14 +295,5 @@ mod tests {
         assert_eq!(e.key, "password_file");
         assert!(e.to_string().contains("cannot read"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Refusal::NotAuthorized => "not authorized (anonymous clients are not allowed)",
-            Refusal::BadCredentials => "bad user name or password",
-        })
     }
 }
