@@ -218,7 +218,7 @@ impl Broker {
     /// Applies a reloaded configuration and freshly loaded password/ACL files (SIGHUP).
     /// Connected clients stay connected; limits and permissions apply from now on.
     /// Existing subscriptions that the new ACL no longer allows are removed, and queued
-    /// messages the subscriber may no longer read are dropped. Returns the number of
+    /// messages the subscriber may no longer read are dropped before delivery. Returns the number of
     /// subscriptions removed.
     pub fn reload(&mut self, config: Config, auth: Auth) -> usize {
         self.config = config;
@@ -250,13 +250,9 @@ impl Broker {
             session
                 .subscriptions
                 .retain(|(f, _)| !denied.iter().any(|d| d == f));
-            let before = session.queue.len();
-            session
-                .queue
-                .retain(|q| auth.check(client, &q.msg.topic, auth::READ));
-            if session.queue.len() != before {
-                session.queued_bytes = session.queue.iter().map(|q| q.msg.payload.len()).sum();
-            }
+            // Queued messages the client may no longer read are dropped when they reach the
+            // front of the queue (`pump`), which journals it; removing them here out of order
+            // would make the log's queue records replay wrongly.
         }
         removed
     }
@@ -440,7 +436,8 @@ impl Broker {
     pub fn wants_read(&self, id: ConnId) -> bool {
         match self.conns.get(id.index as usize) {
             Some(Some(c)) if c.generation == id.generation => {
-                c.out.len() <= self.config.max_write_buffer
+                let held: usize = c.held.iter().map(|(_, b)| b.len()).sum();
+                c.out.len() + held <= self.config.max_write_buffer
             }
             _ => false,
         }
@@ -603,6 +600,12 @@ impl Broker {
         let Some(session) = self.sessions.try_remove(key) else {
             return;
         };
+        if session.store_id != 0 {
+            let r = crate::store::Record::SessionDelete {
+                session: session.store_id,
+            };
+            self.journal.record(r);
+        }
         for (filter, _) in &session.subscriptions {
             self.subscriptions.unsubscribe(filter, key);
         }

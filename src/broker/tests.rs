@@ -1025,3 +1025,26 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
 }
 
 mod auth;
+
+#[test]
+fn a_session_discarded_by_clean_session_stays_discarded_after_replay() {
+    let mut h = journaled();
+    let mut log = Vec::new();
+    let s = h.client(connect("gone", false, 0));
+    h.send(s, subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    h.broker.handle_disconnect(s, Disconnect::PeerClosed, h.now);
+    let s = h.open();
+    h.send(s, Packet::Connect(connect("gone", true, 0)));
+    h.broker.handle_disconnect(s, Disconnect::PeerClosed, h.now);
+    while let Some((seq, bytes)) = h.broker.poll_journal() {
+        log.extend_from_slice(&bytes);
+        h.broker.handle_durable(seq);
+    }
+    let mut restored = Broker::new(Config {
+        persistence: true,
+        ..Config::in_memory()
+    });
+    replay(&mut restored, &log);
+    assert!(restored.session("gone").is_none());
+    assert_eq!(restored.session_count(), 0);
+}
