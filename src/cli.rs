@@ -28,6 +28,10 @@ pub enum Command {
 pub struct RunOptions {
     /// Addresses to listen on: `-l` values, or the loopback defaults on `-p`'s port.
     pub listeners: Vec<SocketAddr>,
+    /// Whether `-p` or `-l` was given: they then replace the config file's listeners.
+    pub listeners_set: bool,
+    /// `-c FILE`: the Mosquitto-style configuration file.
+    pub config: Option<PathBuf>,
     /// Number of `-v` flags: 0 = info, 1 = debug, 2+ = trace.
     pub verbosity: u8,
     /// `--data-dir`: where persistent state lives (default `./wrenmq-data`).
@@ -57,6 +61,13 @@ impl std::error::Error for CliError {}
 /// The flag table.
 fn options() -> Options {
     let mut opts = Options::new();
+    opts.optopt(
+        "c",
+        "config",
+        "read the configuration from FILE (Mosquitto format); -p/-l/-v override it; \
+         SIGHUP reloads it",
+        "FILE",
+    );
     opts.optopt(
         "p",
         "port",
@@ -88,10 +99,10 @@ fn options() -> Options {
 
 /// The help text.
 pub fn usage() -> String {
-    let brief =
-        "Usage: wrenmq [-p PORT | -l ADDR:PORT...] [--data-dir DIR | --no-persistence] [-v...]\n\n\
+    let brief = "Usage: wrenmq [-c FILE] [-p PORT | -l ADDR:PORT...] [--data-dir DIR | --no-persistence] [-v...]\n       \
+                 wrenmq passwd [-c] [-b] [-D] [-U] [-I ITER] FILE [USER [PASSWORD]]\n\n\
                  A small MQTT broker for low-power gateways. Logs go to stderr; \
-                 RUST_LOG overrides the -v level.";
+                 RUST_LOG overrides the -v level. 'wrenmq passwd -h' explains passwd.";
     options().usage(brief)
 }
 
@@ -117,6 +128,7 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, CliError> {
     }
     let listen = matches.opt_strs("l");
     let port = matches.opt_str("p");
+    let listeners_set = port.is_some() || !listen.is_empty();
     let listeners = match (port, listen.is_empty()) {
         (Some(_), false) => {
             return Err(CliError(
@@ -141,10 +153,26 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, CliError> {
     }
     Ok(Command::Run(RunOptions {
         listeners,
+        listeners_set,
+        config: matches.opt_str("c").map(PathBuf::from),
         verbosity,
         data_dir,
         no_persistence,
     }))
+}
+
+/// Applies the flags that override the configuration file.
+pub fn apply_overrides(opts: &RunOptions, config: &mut crate::config::Config) {
+    if opts.listeners_set || opts.config.is_none() {
+        config.listeners.clone_from(&opts.listeners);
+    }
+    if let Some(dir) = &opts.data_dir {
+        config.persistence_location.clone_from(dir);
+        config.persistence = true;
+    }
+    if opts.no_persistence {
+        config.persistence = false;
+    }
 }
 
 /// The loopback listeners on `port`, IPv4 first.
@@ -237,6 +265,25 @@ mod tests {
         assert!(err(&["-x"]).contains('x'));
         assert!(err(&["-p"]).contains('p'));
         assert!(err(&["extra"]).contains("'extra'"));
+    }
+
+    #[test]
+    fn config_file_and_overrides() {
+        use crate::config::Config;
+        let opts = run(&["-c", "/etc/wrenmq.conf"]);
+        assert_eq!(opts.config, Some(PathBuf::from("/etc/wrenmq.conf")));
+        assert!(!opts.listeners_set);
+        let mut c = Config {
+            listeners: vec!["0.0.0.0:1".parse().unwrap()],
+            ..Config::default()
+        };
+        apply_overrides(&opts, &mut c);
+        assert_eq!(c.listeners, ["0.0.0.0:1".parse().unwrap()]); // the file's
+        let opts = run(&["--config=/x", "-p", "2"]);
+        apply_overrides(&opts, &mut c);
+        assert_eq!(c.listeners, default_listeners(2)); // the flag's
+        assert!(!run(&[]).listeners_set);
+        assert!(err(&["-c"]).contains('c'));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`config`]: typed configuration, defaults and the Mosquitto-style file.
 //! - [`auth`]: password files (authentication) and ACL files (authorization).
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
+//! - [`passwd`]: the `wrenmq passwd` subcommand (Mosquitto password files).
 
 pub mod auth;
 pub mod broker;
@@ -20,5 +21,6 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod net;
+pub mod passwd;
 pub mod protocol;
 pub mod store;

@@ -190,6 +190,15 @@ fn load_file<T>(
     })
 }
 
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::NotAuthorized => "not authorized (anonymous clients are not allowed)",
+            Refusal::BadCredentials => "bad user name or password",
+        })
+    }
+}
+
 impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.key, self.file.display())?;
@@ -201,15 +210,6 @@ impl fmt::Display for AuthError {
 }
 
 impl std::error::Error for AuthError {}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Refusal::NotAuthorized => "not authorized (anonymous clients are not allowed)",
-            Refusal::BadCredentials => "bad user name or password",
-        })
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,9 @@ use log::LevelFilter;
 use super::error::{ConfigError, ErrorKind, Warning};
 use super::{Config, Fsync, LogDest, MQTT_MAX_PACKET_SIZE};
 
+/// The MQTT port (IANA), for listeners the file gives no port.
+const DEFAULT_PORT: u16 = 1883;
+
 /// Where configuration text comes from.
 pub trait Source {
     /// The whole text of `path`.
@@ -123,7 +126,7 @@ struct ListenerSpec {
 
 impl ListenerSpec {
     fn addrs(&self) -> Vec<SocketAddr> {
-        let port = self.port.unwrap_or(crate::cli::DEFAULT_PORT);
+        let port = self.port.unwrap_or(DEFAULT_PORT);
         let (v4, v6): (IpAddr, IpAddr) = match self.host.unwrap_or(Host::Any) {
             Host::Ip(ip) => return vec![SocketAddr::new(ip, port)],
             Host::Any => (Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()),

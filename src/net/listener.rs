@@ -5,6 +5,10 @@
 //! warning, so the default `[::1]:1883` listener does not stop the broker; any other
 //! failure, or no listener at all, is an error naming the address.
 //!
+//! IPv6 sockets are bound with `IPV6_V6ONLY`, as Mosquitto does, so that a listener on
+//! every interface (`0.0.0.0:P` and `[::]:P`) can bind both families on Linux, where a
+//! dual-stack `[::]:P` would otherwise take the IPv4 port too.
+//!
 //! Accepting: errors that mean "out of descriptors or memory" (EMFILE, ENFILE, ENOBUFS,
 //! ENOMEM) are [`AcceptError::Resources`]: the loop stops accepting and retries after a
 //! backoff instead of spinning on a full backlog or ending. Everything else concerns one
@@ -21,6 +25,8 @@ pub(crate) struct Listener {
     pub(crate) socket: TcpListener,
     /// The bound address, port 0 resolved.
     pub(crate) addr: SocketAddr,
+    /// The address as configured (port 0 kept), which reload compares against.
+    pub(crate) configured: SocketAddr,
 }
 
 /// What an accept error means for the loop.
@@ -40,11 +46,16 @@ pub(crate) enum AcceptError {
 pub(crate) fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<Listener>> {
     let mut listeners = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        match TcpListener::bind(addr) {
+        match bind(addr) {
             Ok(socket) => {
+                let configured = addr;
                 let addr = socket.local_addr().unwrap_or(addr);
                 info!("listening on {addr}");
-                listeners.push(Listener { socket, addr });
+                listeners.push(Listener {
+                    socket,
+                    addr,
+                    configured,
+                });
             }
             Err(e) if addr.is_ipv6() && ipv6_unavailable(&e) => {
                 warn!("not listening on {addr}: IPv6 is not available on this host ({e})");
@@ -65,6 +76,22 @@ pub(crate) fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<Listener>> {
         ));
     }
     Ok(listeners)
+}
+
+/// Binds one listening socket; IPv6 ones only for IPv6 (see the module docs).
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    if addr.is_ipv4() {
+        return TcpListener::bind(addr);
+    }
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(true)?;
+    // As mio's own bind does: a restarted broker can bind while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// Classifies an error from `accept`.
@@ -145,6 +172,18 @@ mod tests {
         let listeners = bind_all(&[SocketAddr::from(([127, 0, 0, 1], 0))]).unwrap();
         assert_eq!(listeners.len(), 1);
         assert_ne!(listeners[0].addr.port(), 0);
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_wildcards_bind_the_same_port() {
+        let v4 = bind_all(&[SocketAddr::from(([0, 0, 0, 0], 0))]).unwrap();
+        let port = v4[0].addr.port();
+        // Skipped (not an error) on a host without IPv6.
+        let both = bind_all(&[SocketAddr::from(([0u16; 8], port))]);
+        match both {
+            Ok(v6) => assert_eq!(v6[0].addr.port(), port),
+            Err(e) => assert_ne!(e.kind(), io::ErrorKind::AddrInUse, "{e}"),
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - `input`: framing bytes into packets with a per-connection partial tail.
 //! - `token`: the token space (slab keys vs reserved tokens).
 //! - `shutdown`: [`ShutdownHandle`].
+//! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
 //!
 //! A loop turn:
 //! 1. Sleep in `poll` until an event, the broker's next deadline, or the accept backoff;
@@ -34,6 +35,7 @@
 mod connection;
 mod input;
 mod listener;
+mod reload;
 mod shutdown;
 mod token;
 
@@ -50,6 +52,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::auth::Auth;
 use crate::broker::{Broker, ConnId, Disconnect};
 use crate::config::Config;
 use crate::store::Store;
@@ -58,6 +61,7 @@ use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
 
+pub use reload::Reload;
 pub use shutdown::ShutdownHandle;
 
 /// Size of the one read buffer the loop shares between all connections.
@@ -109,6 +113,8 @@ struct Core {
     store: Option<Store>,
     /// SIGTERM/SIGINT/SIGHUP, when [`Server::handle_signals`] was called.
     signals: Option<Signals>,
+    /// What SIGHUP re-reads ([`Server::set_reload`]); `None` = nothing to reload.
+    reload: Option<Reload>,
     /// Accepting is suspended until then (out of descriptors or memory).
     accept_backoff: Option<Instant>,
     /// A resource warning was logged in the current burst of accept failures (a burst
@@ -121,6 +127,12 @@ impl Server {
     /// on a host without IPv6 is skipped with a warning; any other bind failure, or none
     /// bound at all, is an error naming the address.
     pub fn bind(config: Config) -> io::Result<Server> {
+        let auth = Auth::new(config.allow_anonymous, None, None);
+        Server::bind_with(config, auth)
+    }
+
+    /// [`Server::bind`] with password and ACL checks (see [`Auth::load`]).
+    pub fn bind_with(config: Config, auth: Auth) -> io::Result<Server> {
         if config.listeners.len() > token::MAX_LISTENERS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -141,7 +153,7 @@ impl Server {
         let core = Core {
             max_packet_size: config.max_packet_size,
             max_connections: config.max_connections,
-            broker: Broker::new(config),
+            broker: Broker::with_auth(config, auth),
             listeners,
             conns: Slab::new(),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
@@ -156,6 +168,7 @@ impl Server {
             paused: Vec::new(),
             store: None,
             signals: None,
+            reload: None,
             accept_backoff: None,
             accept_warned: false,
         };
@@ -184,6 +197,17 @@ impl Server {
             .register(&mut signals, token::SIGNALS, Interest::READABLE)?;
         self.core.signals = Some(signals);
         Ok(())
+    }
+
+    /// Installs what SIGHUP (with [`Server::handle_signals`]) re-reads; see `reload`.
+    pub fn set_reload(&mut self, reload: Reload) {
+        self.core.reload = Some(reload);
+    }
+
+    /// Reloads now, as SIGHUP does (for tests and embedders without signals).
+    pub fn reload_now(&mut self) {
+        let Server { poll, core, .. } = self;
+        core.reload(poll.registry(), Instant::now());
     }
 
     /// A handle that makes [`Server::run`] return; see [`ShutdownHandle`].
@@ -300,7 +324,7 @@ impl Core {
         match token::target(event.token()) {
             // The stop flag is checked at the top of every turn.
             Target::Waker => {}
-            Target::Signals => self.handle_signals(),
+            Target::Signals => self.handle_signals(registry, now),
             Target::Listener(i) => self.accept(registry, i, now),
             Target::Connection(key) => {
                 let open = self.conns.get(key).is_some_and(Connection::is_open);
@@ -319,7 +343,7 @@ impl Core {
 
     /// Drains pending signals: SIGTERM/SIGINT stop the loop at the top of the next turn;
     /// SIGHUP reloads.
-    fn handle_signals(&mut self) {
+    fn handle_signals(&mut self, registry: &Registry, now: Instant) {
         let Some(signals) = self.signals.as_mut() else {
             return;
         };
@@ -334,8 +358,7 @@ impl Core {
             }
         }
         if reload {
-            // Nothing to re-read yet: the configuration comes only from the command line.
-            info!("SIGHUP received: no configuration file to reload");
+            self.reload(registry, now);
         }
     }
 
