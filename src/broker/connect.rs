@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use log::info;
 
 use super::error::refusal_code;
-use super::message::Message;
-use super::publish::encode_delivery;
+use super::message::{self, Message};
+use super::publish::{encode_publish, Outgoing};
 use super::session::{InflightState, Session};
 use super::timers::Timer;
-use super::{conn_slot, send, Broker, CloseReason, ConnId, Lanes};
-use crate::protocol::{Ack, Connack, Connect, Packet, Properties, ProtocolVersion, ReasonCode};
+use super::{conn_slot, send, Broker, CloseReason, ConnId, Lanes, V5Conn, TOPIC_ALIAS_MAXIMUM};
+use crate::protocol::{
+    Ack, Connack, Connect, Packet, Properties, PropertiesBuf, Property, ProtocolVersion, ReasonCode,
+};
 use crate::store::Record;
 
 /// A server-assigned client id, shaped like Mosquitto's (`auto-` and a random UUID), for a
@@ -45,18 +47,21 @@ impl Broker {
             return false;
         };
         conn.version = Some(c.version);
+        let v5 = c.version == ProtocolVersion::V5;
 
-        if c.version == ProtocolVersion::V5 {
-            // MQTT 5 behaviour arrives with its own issue; until then refuse it the way a
-            // 5.0 client understands [MQTT-3.1.2-2].
-            return self.refuse(id, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, now);
+        if v5 && c.properties.authentication_method().is_some() {
+            // No enhanced authentication method is configured [MQTT-4.12.0-1].
+            return self.refuse(id, ReasonCode::BAD_AUTHENTICATION_METHOD, now);
         }
 
+        let mut assigned = false;
         let client_id: Arc<str> = if c.client_id.is_empty() {
-            // [MQTT-3.1.3-8] an empty id needs a clean session; 3.1 never allowed one.
-            if !c.clean_start || c.version == ProtocolVersion::V31 {
+            // [MQTT-3.1.3-8] (3.1.1) an empty id needs a clean session; 3.1 never allowed
+            // one. 5.0 assigns one either way [MQTT-3.1.3-6] and says so in CONNACK.
+            if !v5 && (!c.clean_start || c.version == ProtocolVersion::V31) {
                 return self.refuse(id, ReasonCode::V3_IDENTIFIER_REJECTED, now);
             }
+            assigned = true;
             Arc::from(assign_client_id())
         } else {
             Arc::from(c.client_id)
@@ -72,6 +77,17 @@ impl Broker {
             return self.refuse(id, refusal_code(refusal, c.version), now);
         }
 
+        // 3.1.1: clean session 1 ends the session with the connection. 5.0: the session
+        // expiry interval decides (0 = ends with it, the default) [MQTT-3.1.2-23].
+        let expiry = if v5 {
+            c.properties.session_expiry_interval().unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let ends_with_connection = expiry == 0;
+
         // [MQTT-3.1.4-2] a second connection with the same client id takes over: the first
         // is closed (publishing its will) before the new one is attached.
         if let Some(&key) = self.client_ids.get(&client_id) {
@@ -79,54 +95,107 @@ impl Broker {
                 self.close(old, CloseReason::TakenOver, now, true);
             }
         }
-        // [MQTT-3.1.2-6] a clean session discards any previous one.
+        // [MQTT-3.1.2-6] [MQTT-3.1.2-4] clean session / clean start discards any previous one.
         if c.clean_start {
             if let Some(&key) = self.client_ids.get(&client_id) {
-                self.remove_session(key);
+                self.end_session(key, now);
             }
         }
         let (key, session_present) = match self.client_ids.get(&client_id) {
             Some(&key) => (key, true),
             None => {
-                let mut session = Session::new(client_id.clone(), c.clean_start);
-                if !c.clean_start && self.journal.enabled {
-                    session.store_id = self.journal.new_session_id();
-                    let r = Record::SessionOpen {
-                        session: session.store_id,
-                        client_id: &client_id,
-                    };
-                    self.journal.record(r);
-                }
+                let session = Session::new(client_id.clone(), ends_with_connection);
                 let key = self.sessions.insert(session);
                 self.client_ids.insert(client_id.clone(), key);
                 (key, false)
             }
         };
+        let epoch = self.next_epoch();
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.conn = Some(id);
+            session.epoch = epoch;
+            session.username = c.username.map(Arc::from);
+            // [MQTT-3.1.3-9] a delayed will is dropped when the session resumes in time.
+            session.pending_will = None;
+            if session.store_id == 0 && !ends_with_connection && self.journal.enabled {
+                session.store_id = self.journal.new_session_id();
+                let r = Record::SessionOpen {
+                    session: session.store_id,
+                    client_id: &client_id,
+                };
+                self.journal.record(r);
+            }
+        }
+        self.set_session_expiry(key, expiry);
 
+        let max_keepalive = self.config.max_keepalive;
+        let receive_maximum = self.receive_maximum();
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
         conn.session = Some(key);
+        let will_props = c
+            .will
+            .as_ref()
+            .map(|w| message::forwarded(&w.properties, now));
         conn.will = c
             .will
             .as_ref()
-            .map(|w| Message::new(w.topic, w.payload, w.qos, w.retain));
-        if c.keep_alive > 0 {
+            .zip(will_props)
+            .map(|(w, (properties, expires_at))| {
+                Message::with_properties(
+                    w.topic, w.payload, w.qos, w.retain, properties, expires_at,
+                )
+            });
+        conn.will_delay = c
+            .will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval())
+            .unwrap_or(0);
+        // 5.0: the server may impose its own keepalive [MQTT-3.2.2-21] (Mosquitto's
+        // `max_keepalive`, also applied when the client asks for none).
+        let mut keep_alive = c.keep_alive;
+        let mut server_keep_alive = None;
+        if v5 && (keep_alive == 0 || keep_alive > max_keepalive) && max_keepalive > 0 {
+            keep_alive = max_keepalive;
+            server_keep_alive = Some(max_keepalive);
+        }
+        if keep_alive > 0 {
             // [MQTT-3.1.2-24] the server allows one and a half keepalive periods.
-            let limit = Duration::from_millis(u64::from(c.keep_alive) * 1500);
+            let limit = Duration::from_millis(u64::from(keep_alive) * 1500);
             conn.keep_alive = Some(limit);
             self.timers.schedule(now + limit, Timer::KeepAlive(id));
         }
-        if let Some(session) = self.sessions.get_mut(key) {
-            session.conn = Some(id);
-            session.clean = c.clean_start;
-            session.username = c.username.map(Arc::from);
+        let mut props = PropertiesBuf::new();
+        if v5 {
+            conn.v5 = Some(Box::new(V5Conn {
+                receive_maximum: c.properties.receive_maximum().unwrap_or(u16::MAX),
+                maximum_packet_size: c.properties.maximum_packet_size().unwrap_or(u32::MAX),
+                aliases: Vec::new(),
+                connect_expiry: expiry,
+            }));
+            if assigned {
+                props.push(Property::AssignedClientIdentifier(&client_id));
+            }
+            if let Some(ka) = server_keep_alive {
+                props.push(Property::ServerKeepAlive(ka));
+            }
+            if receive_maximum != u16::MAX {
+                props.push(Property::ReceiveMaximum(receive_maximum));
+            }
+            if self.config.max_packet_size < crate::config::MQTT_MAX_PACKET_SIZE {
+                props.push(Property::MaximumPacketSize(self.config.max_packet_size));
+            }
+            props.push(Property::TopicAliasMaximum(TOPIC_ALIAS_MAXIMUM));
+            if !self.config.retain_available {
+                props.push(Property::RetainAvailable(0));
+            }
         }
         info!(
             "client {client_id} connected (v{}, clean {}, keepalive {}s{})",
             c.version.level(),
             u8::from(c.clean_start),
-            c.keep_alive,
+            keep_alive,
             if session_present {
                 ", session resumed"
             } else {
@@ -138,11 +207,11 @@ impl Broker {
             // [MQTT-3.2.2-2/3] session present only when a stored session is resumed.
             session_present: session_present && !c.clean_start,
             code: ReasonCode::SUCCESS,
-            properties: Properties::EMPTY,
+            properties: props.as_properties(),
         };
         send(conn, id, &mut self.transmit, &Packet::Connack(connack));
-        self.resend_inflight(key, id);
-        self.pump(key);
+        self.resend_inflight(key, id, now);
+        self.pump(key, now);
         true
     }
 
@@ -161,25 +230,42 @@ impl Broker {
     }
 
     /// [MQTT-4.4.0-1] on reconnect with a stored session, unacknowledged PUBLISH packets are
-    /// resent with DUP set, and PUBREL for QoS 2 messages already past PUBREC.
-    fn resend_inflight(&mut self, key: usize, id: ConnId) {
-        let Some(session) = self.sessions.get(key) else {
+    /// resent with DUP set, and PUBREL for QoS 2 messages already past PUBREC. A message that
+    /// expired meanwhile is dropped instead [MQTT-3.3.2-5].
+    fn resend_inflight(&mut self, key: usize, id: ConnId, now: Instant) {
+        let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return;
         };
-        let version = conn.version;
+        let (version, max) = (conn.version, conn.max_packet());
         let mut lanes = Lanes {
             transmit: &mut self.transmit,
             journal: &self.journal,
             held_conns: &mut self.held_conns,
         };
+        let mut expired = Vec::new();
         for inflight in &session.inflight {
             let buf = lanes.durable(conn, id);
             match inflight.state {
                 InflightState::AwaitingPuback | InflightState::AwaitingPubrec => {
-                    encode_delivery(version, buf, inflight.packet_id, &inflight.delivery, true);
+                    if inflight.delivery.msg.is_expired(now) {
+                        expired.push(inflight.packet_id);
+                        continue;
+                    }
+                    let o = Outgoing::of_queued(&inflight.delivery, true);
+                    if !encode_publish(
+                        version,
+                        max,
+                        &mut self.scratch_props,
+                        Some(buf),
+                        &o,
+                        Some(inflight.packet_id),
+                        now,
+                    ) {
+                        expired.push(inflight.packet_id);
+                    }
                 }
                 InflightState::AwaitingPubcomp => {
                     let ack = Ack {
@@ -189,6 +275,15 @@ impl Broker {
                     };
                     Packet::Pubrel(ack).encode(version.unwrap_or(ProtocolVersion::V311), buf);
                 }
+            }
+        }
+        for pid in expired {
+            session.inflight.retain(|f| f.packet_id != pid);
+            if session.store_id != 0 {
+                self.journal.record(Record::InflightDone {
+                    session: session.store_id,
+                    packet_id: pid.get(),
+                });
             }
         }
     }

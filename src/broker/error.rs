@@ -26,6 +26,16 @@ pub enum ProtocolViolation {
     ServerOnlyPacket(PacketType),
     /// A 3.1.1 PUBLISH with an empty topic (only 5.0 topic aliases allow it).
     EmptyTopic,
+    /// A topic alias of 0 or above the maximum we announced [MQTT-3.3.2-8/9].
+    TopicAliasInvalid,
+    /// A PUBLISH with an empty topic and an alias never set [MQTT-3.3.4-?].
+    UnknownTopicAlias,
+    /// DISCONNECT raised the session expiry interval from 0 [MQTT-3.14.2-2].
+    SessionExpiryRaised,
+    /// AUTH without an authentication method in CONNECT [MQTT-3.15.2-?].
+    UnexpectedAuth,
+    /// No Local set on a shared subscription [MQTT-3.8.3-4].
+    NoLocalOnSharedSubscription,
 }
 
 /// Why a connection ended.
@@ -50,13 +60,22 @@ pub enum CloseReason {
     Protocol(ProtocolViolation),
     /// CONNECT was refused with this CONNACK code.
     ConnectRefused(ReasonCode),
+    /// A 5.0 client sent more QoS 2 PUBLISHes awaiting PUBREL than our receive maximum.
+    ReceiveMaximumExceeded,
+    /// A 5.0 client sent DISCONNECT with reason 0x04: publish the will.
+    ClientDisconnectWithWill,
+    /// The session's expiry interval ran out while offline (no connection to close).
+    SessionExpired,
 }
 
 impl CloseReason {
     /// A will is published on every close except a clean DISCONNECT [MQTT-3.1.2-8]; and on
     /// shutdown, where Mosquitto does not publish wills either.
     pub fn publishes_will(self) -> bool {
-        !matches!(self, CloseReason::ClientDisconnect | CloseReason::Shutdown)
+        !matches!(
+            self,
+            CloseReason::ClientDisconnect | CloseReason::Shutdown | CloseReason::SessionExpired
+        )
     }
 
     /// The 5.0 reason code a server-sent DISCONNECT carries for this close.
@@ -71,6 +90,13 @@ impl CloseReason {
             CloseReason::TakenOver => ReasonCode::SESSION_TAKEN_OVER,
             CloseReason::Decode(e) => e.reason_code(),
             CloseReason::Protocol(ProtocolViolation::EmptyTopic) => ReasonCode::TOPIC_NAME_INVALID,
+            CloseReason::Protocol(ProtocolViolation::TopicAliasInvalid) => {
+                ReasonCode::TOPIC_ALIAS_INVALID
+            }
+            CloseReason::ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+            CloseReason::ClientDisconnectWithWill | CloseReason::SessionExpired => {
+                ReasonCode::NORMAL_DISCONNECTION
+            }
             CloseReason::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
             CloseReason::ConnectRefused(code) => code,
         }
@@ -88,6 +114,19 @@ impl fmt::Display for ProtocolViolation {
                 write!(f, "client sent {t:?}, a server-only packet")
             }
             ProtocolViolation::EmptyTopic => f.write_str("PUBLISH with an empty topic"),
+            ProtocolViolation::TopicAliasInvalid => f.write_str("topic alias out of range"),
+            ProtocolViolation::UnknownTopicAlias => {
+                f.write_str("PUBLISH with an unknown topic alias")
+            }
+            ProtocolViolation::SessionExpiryRaised => {
+                f.write_str("DISCONNECT set a session expiry after CONNECT had 0")
+            }
+            ProtocolViolation::UnexpectedAuth => {
+                f.write_str("AUTH without an authentication method")
+            }
+            ProtocolViolation::NoLocalOnSharedSubscription => {
+                f.write_str("no local on a shared subscription")
+            }
         }
     }
 }
@@ -107,6 +146,11 @@ impl fmt::Display for CloseReason {
             CloseReason::ConnectRefused(code) => {
                 write!(f, "CONNECT refused with code 0x{:02X}", code.0)
             }
+            CloseReason::ReceiveMaximumExceeded => f.write_str("receive maximum exceeded"),
+            CloseReason::ClientDisconnectWithWill => {
+                f.write_str("client sent DISCONNECT with will")
+            }
+            CloseReason::SessionExpired => f.write_str("session expired"),
         }
     }
 }

@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::message::Message;
 use super::ConnId;
@@ -62,7 +63,7 @@ impl Journal {
     }
 
     /// The message's id in the log, writing its record the first time it is referenced.
-    pub fn message_id(&mut self, msg: &Arc<Message>) -> u64 {
+    pub fn message_id(&mut self, msg: &Arc<Message>, now: Instant) -> u64 {
         let id = msg.id.load(Ordering::Relaxed);
         if id != 0 || !self.enabled {
             return id;
@@ -77,6 +78,14 @@ impl Journal {
             topic: &msg.topic,
             payload: &msg.payload,
         });
+        if !msg.properties.is_empty() || msg.expires_at.is_some() {
+            let expiry = msg.remaining_expiry(now).unwrap_or(u32::MAX);
+            self.record(Record::MessageExtra {
+                id,
+                expiry,
+                properties: &msg.properties,
+            });
+        }
         id
     }
 

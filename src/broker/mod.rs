@@ -85,6 +85,26 @@ pub struct Stats {
     pub dropped_queue_full: u64,
 }
 
+/// Topic aliases a 5.0 client may use towards the broker (Mosquitto's default, 10).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
+
+/// What a 5.0 client said about itself at CONNECT, and its inbound topic aliases. Boxed in
+/// [`Conn`] so that 3.1.1 connections do not pay for it.
+#[derive(Debug, Default)]
+struct V5Conn {
+    /// The client's receive maximum: its limit on our QoS 1/2 sends in flight
+    /// [MQTT-3.3.4-9].
+    receive_maximum: u16,
+    /// The client's maximum packet size: larger PUBLISHes are not sent to it
+    /// [MQTT-3.1.2-25].
+    maximum_packet_size: u32,
+    /// Inbound topic aliases; index = alias - 1 [MQTT-3.3.2-10].
+    aliases: Vec<Option<Box<str>>>,
+    /// Session expiry interval from CONNECT: a DISCONNECT may not raise it from 0
+    /// [MQTT-3.14.2-2].
+    connect_expiry: u32,
+}
+
 /// Per-connection state.
 #[derive(Debug)]
 struct Conn {
@@ -101,10 +121,21 @@ struct Conn {
     /// Whether this connection is already in `Broker::transmit`.
     transmit_queued: bool,
     will: Option<Arc<Message>>,
+    /// 5.0 will delay interval in seconds.
+    will_delay: u32,
     /// Whether the current slow-consumer episode has been logged.
     slow_logged: bool,
     /// Output waiting for its batch to be durable (see `journal.rs`).
     held: journal::Held,
+    /// MQTT 5 connection state; `None` for 3.1/3.1.1.
+    v5: Option<Box<V5Conn>>,
+}
+
+impl Conn {
+    /// The largest packet this client accepts.
+    fn max_packet(&self) -> u32 {
+        self.v5.as_ref().map_or(u32::MAX, |v| v.maximum_packet_size)
+    }
 }
 
 pub struct Broker {
@@ -129,6 +160,22 @@ pub struct Broker {
     held_conns: Vec<ConnId>,
     /// Lookup tables used only while replaying the data files.
     restoring: Option<restore::Tables>,
+    /// Reused to build the properties of each outbound 5.0 PUBLISH.
+    scratch_props: crate::protocol::PropertiesBuf,
+    /// Source of `Session::epoch` values.
+    epoch: u64,
+}
+
+/// Whether the broker, not the client or the network, ends the connection for `reason`.
+fn server_initiated(reason: CloseReason) -> bool {
+    !matches!(
+        reason,
+        CloseReason::ClientDisconnect
+            | CloseReason::ClientDisconnectWithWill
+            | CloseReason::PeerClosed
+            | CloseReason::IoError
+            | CloseReason::ConnectRefused(_)
+    )
 }
 
 /// The live connection of `id`, if its slot still holds that generation.
@@ -208,6 +255,8 @@ impl Broker {
             journal,
             held_conns: Vec::new(),
             restoring: None,
+            scratch_props: crate::protocol::PropertiesBuf::new(),
+            epoch: 0,
         }
     }
 
@@ -236,8 +285,8 @@ impl Broker {
             let denied: Vec<Arc<str>> = session
                 .subscriptions
                 .iter()
-                .filter(|(f, _)| !auth.check_subscribe(client, f))
-                .map(|(f, _)| f.clone())
+                .filter(|sub| !auth.check_subscribe(client, &sub.filter))
+                .map(|sub| sub.filter.clone())
                 .collect();
             for filter in &denied {
                 info!(
@@ -249,7 +298,7 @@ impl Broker {
             removed += denied.len();
             session
                 .subscriptions
-                .retain(|(f, _)| !denied.iter().any(|d| d == f));
+                .retain(|sub| !denied.contains(&sub.filter));
             // Queued messages the client may no longer read are dropped when they reach the
             // front of the queue (`pump`), which journals it; removing them here out of order
             // would make the log's queue records replay wrongly.
@@ -308,8 +357,10 @@ impl Broker {
             out: Vec::new(),
             transmit_queued: false,
             will: None,
+            will_delay: 0,
             slow_logged: false,
             held: journal::Held::new(),
+            v5: None,
         });
         self.stats.connections_accepted += 1;
         self.timers
@@ -332,11 +383,11 @@ impl Broker {
                 self.violation(id, v, now)
             }
             Packet::Publish(p) => self.handle_publish(id, p, now),
-            Packet::Puback(a) => self.handle_puback(id, a),
-            Packet::Pubrec(a) => self.handle_pubrec(id, a),
+            Packet::Puback(a) => self.handle_puback(id, a, now),
+            Packet::Pubrec(a) => self.handle_pubrec(id, a, now),
             Packet::Pubrel(a) => self.handle_pubrel(id, a),
-            Packet::Pubcomp(a) => self.handle_pubcomp(id, a),
-            Packet::Subscribe(s) => self.handle_subscribe(id, s),
+            Packet::Pubcomp(a) => self.handle_pubcomp(id, a, now),
+            Packet::Subscribe(s) => self.handle_subscribe(id, s, now),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(id, u),
             Packet::Pingreq => {
                 if let Some(conn) = conn_slot(&mut self.conns, id) {
@@ -344,19 +395,66 @@ impl Broker {
                 }
                 true
             }
-            Packet::Disconnect(_) => {
-                // [MQTT-3.14.4-3] the will is discarded.
-                self.close(id, CloseReason::ClientDisconnect, now, true);
-                false
-            }
+            Packet::Disconnect(d) => self.handle_client_disconnect(id, &d, now),
+            // No enhanced authentication method is configured, so a client never has a
+            // reason to send AUTH [MQTT-4.12.0-1].
+            Packet::Auth(_) => self.violation(id, ProtocolViolation::UnexpectedAuth, now),
             p @ (Packet::Connack(_)
             | Packet::Suback(_)
             | Packet::Unsuback(_)
-            | Packet::Pingresp
-            | Packet::Auth(_)) => {
+            | Packet::Pingresp) => {
                 let v = ProtocolViolation::ServerOnlyPacket(p.packet_type());
                 self.violation(id, v, now)
             }
+        }
+    }
+
+    /// DISCONNECT from the client: the will is discarded [MQTT-3.14.4-3], unless a 5.0 client
+    /// asks for it with reason 0x04; a 5.0 client may change its session expiry interval,
+    /// but not from 0 [MQTT-3.14.2-2]. Always returns false (the connection ends).
+    fn handle_client_disconnect(
+        &mut self,
+        id: ConnId,
+        d: &crate::protocol::Disconnect<'_>,
+        now: Instant,
+    ) -> bool {
+        let Some(conn) = conn_slot(&mut self.conns, id) else {
+            return false;
+        };
+        let (key, connect_expiry) = (conn.session, conn.v5.as_ref().map(|v| v.connect_expiry));
+        if let (Some(expiry), Some(key), Some(connect_expiry)) =
+            (d.properties.session_expiry_interval(), key, connect_expiry)
+        {
+            if connect_expiry == 0 && expiry != 0 {
+                return self.violation(id, ProtocolViolation::SessionExpiryRaised, now);
+            }
+            self.set_session_expiry(key, expiry);
+        }
+        let reason = if d.reason == crate::protocol::ReasonCode::DISCONNECT_WITH_WILL
+            && connect_expiry.is_some()
+        {
+            CloseReason::ClientDisconnectWithWill
+        } else {
+            CloseReason::ClientDisconnect
+        };
+        self.close(id, reason, now, true);
+        false
+    }
+
+    /// Sets a session's expiry interval (5.0), journaling it for a stored session.
+    fn set_session_expiry(&mut self, key: SessionKey, interval: u32) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let changed = session.expiry_interval != interval;
+        session.expiry_interval = interval;
+        session.clean = interval == 0;
+        if session.store_id != 0 && changed {
+            let r = crate::store::Record::SessionExpiry {
+                session: session.store_id,
+                interval,
+            };
+            self.journal.record(r);
         }
     }
 
@@ -408,6 +506,28 @@ impl Broker {
                         self.close(id, CloseReason::ConnectTimeout, now, true);
                     }
                 }
+                Timer::SessionExpiry(key, epoch) => {
+                    if self
+                        .sessions
+                        .get(key)
+                        .is_some_and(|s| s.epoch == epoch && s.conn.is_none())
+                    {
+                        if let Some(c) = self.sessions.get(key).map(|s| s.client_id.clone()) {
+                            info!("session of {c} expired");
+                        }
+                        self.end_session(key, now);
+                    }
+                }
+                Timer::WillDelay(key, epoch) => {
+                    let will = self
+                        .sessions
+                        .get_mut(key)
+                        .filter(|s| s.epoch == epoch && s.conn.is_none())
+                        .and_then(|s| s.pending_will.take());
+                    if let Some(will) = will {
+                        self.publish_will(&will, now);
+                    }
+                }
             }
         }
     }
@@ -415,9 +535,13 @@ impl Broker {
     /// The earliest pending deadline; `None` when nothing is scheduled.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let conns = &mut self.conns;
+        let sessions = &self.sessions;
         self.timers.discard_front_while(|t| match *t {
             Timer::KeepAlive(id) => conn_slot(conns, id).is_none_or(|c| c.keep_alive.is_none()),
             Timer::ConnectTimeout(id) => conn_slot(conns, id).is_none_or(|c| c.session.is_some()),
+            Timer::SessionExpiry(key, epoch) | Timer::WillDelay(key, epoch) => {
+                sessions.get(key).is_none_or(|s| s.epoch != epoch)
+            }
         });
         self.timers.next_deadline()
     }
@@ -526,7 +650,7 @@ impl Broker {
     /// Ends a connection: detaches its session (discarding a clean one), publishes its will
     /// unless the reason forbids it, and, when the broker itself decided to close
     /// (`notify_loop`), hands the socket side to the loop through `poll_close`.
-    fn close(&mut self, id: ConnId, reason: CloseReason, _now: Instant, notify_loop: bool) {
+    fn close(&mut self, id: ConnId, reason: CloseReason, now: Instant, notify_loop: bool) {
         let idx = id.index as usize;
         let conn = match self.conns.get_mut(idx) {
             Some(slot @ Some(_))
@@ -574,25 +698,88 @@ impl Broker {
             }
             _ => None,
         };
-        if let Some(key) = conn.session {
-            if let Some(session) = self.sessions.get_mut(key) {
-                if session.conn == Some(id) {
-                    session.conn = None;
-                    if session.clean {
-                        self.remove_session(key);
-                    }
-                }
-            }
+        let mut final_bytes = conn.out;
+        if notify_loop && conn.v5.is_some() && conn.session.is_some() && server_initiated(reason) {
+            // [MQTT-4.13.2-1] a 5.0 client learns why the server closes its connection.
+            let d = crate::protocol::Disconnect {
+                reason: reason.reason_code(),
+                properties: crate::protocol::Properties::EMPTY,
+            };
+            Packet::Disconnect(d).encode(ProtocolVersion::V5, &mut final_bytes);
         }
         if notify_loop {
-            self.closes.push(Close {
-                id,
-                final_bytes: conn.out,
-            });
+            self.closes.push(Close { id, final_bytes });
+        }
+        let mut will = will;
+        if let Some(key) = conn.session {
+            if self.sessions.get(key).is_some_and(|s| s.conn == Some(id)) {
+                will = self.session_offline(key, will, conn.will_delay, now);
+            }
         }
         if let Some(will) = will {
-            self.publish_will(&will);
+            self.publish_will(&will, now);
         }
+    }
+
+    /// A session lost its connection: a session that ends with it is discarded; otherwise
+    /// its expiry (5.0) and its will delay start. Returns the will if it is due now.
+    fn session_offline(
+        &mut self,
+        key: SessionKey,
+        will: Option<Arc<Message>>,
+        will_delay: u32,
+        now: Instant,
+    ) -> Option<Arc<Message>> {
+        let epoch = self.next_epoch();
+        let expiry_default = self.config.persistent_client_expiration;
+        let Some(session) = self.sessions.get_mut(key) else {
+            return will;
+        };
+        session.conn = None;
+        session.epoch = epoch;
+        if session.clean {
+            // The session ends now, so its will is due now whatever its delay [MQTT-3.1.3-9].
+            self.end_session(key, now);
+            return will;
+        }
+        let expiry = match session.expiry_interval {
+            u32::MAX => expiry_default,
+            secs => Some(Duration::from_secs(u64::from(secs))),
+        };
+        if let Some(after) = expiry {
+            self.timers
+                .schedule(now + after, Timer::SessionExpiry(key, epoch));
+        }
+        match will {
+            Some(w) if will_delay > 0 => {
+                // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
+                // ends first.
+                session.pending_will = Some(w);
+                self.timers.schedule(
+                    now + Duration::from_secs(u64::from(will_delay)),
+                    Timer::WillDelay(key, epoch),
+                );
+                None
+            }
+            other => other,
+        }
+    }
+
+    /// Ends a session now: a will still waiting for its delay is published first.
+    fn end_session(&mut self, key: SessionKey, now: Instant) {
+        let pending = self
+            .sessions
+            .get_mut(key)
+            .and_then(|s| s.pending_will.take());
+        self.remove_session(key);
+        if let Some(will) = pending {
+            self.publish_will(&will, now);
+        }
+    }
+
+    fn next_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
     }
 
     /// Discards a session and its subscriptions.
@@ -606,8 +793,8 @@ impl Broker {
             };
             self.journal.record(r);
         }
-        for (filter, _) in &session.subscriptions {
-            self.subscriptions.unsubscribe(filter, key);
+        for sub in &session.subscriptions {
+            self.subscriptions.unsubscribe(&sub.filter, key);
         }
         self.client_ids.remove(&session.client_id);
     }

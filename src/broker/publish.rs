@@ -3,21 +3,30 @@
 //!
 //! A message stays borrowed from the input buffer while it is routed. It is copied into an
 //! `Arc<Message>` only when something must keep it (a queue, an inflight slot, the
-//! retained store), and then once for all subscribers. QoS 0 to online subscribers is
-//! encoded straight into their write buffers.
+//! retained store) or when it carries MQTT 5 properties, and then once for all
+//! subscribers. QoS 0 to online subscribers is encoded straight into their write buffers.
+//!
+//! MQTT 5 on the way out: each delivery to a 5.0 client carries the message's forwarded
+//! properties, the time left before it expires, and the identifiers of the subscriptions it
+//! matched; a delivery larger than the client's maximum packet size is dropped for that
+//! client [MQTT-3.1.2-25]. 3.1.1 clients get none of that, at no cost.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, warn};
 
-use super::message::Message;
+use super::message::{self, Message};
 use super::session::{Inflight, InflightState, Queued};
-use super::subscriptions::SessionKey;
-use super::{conn_slot, mark_transmit, Broker, ConnId, Lanes, ProtocolViolation};
+use super::subscriptions::{SessionKey, Subscriber};
+use super::{
+    conn_slot, mark_transmit, Broker, CloseReason, Conn, ConnId, Lanes, ProtocolViolation,
+    TOPIC_ALIAS_MAXIMUM,
+};
 use crate::auth;
 use crate::protocol::{
-    Ack, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
+    Ack, Packet, PacketId, Properties, PropertiesBuf, Property, ProtocolVersion, Publish, QoS,
+    ReasonCode,
 };
 use crate::store::Record;
 
@@ -27,26 +36,47 @@ pub(super) struct Routed<'a> {
     payload: &'a [u8],
     qos: QoS,
     retain: bool,
+    /// The publishing session, for the no-local option [MQTT-3.8.3-3].
+    origin: Option<SessionKey>,
+    now: Instant,
     shared: Option<Arc<Message>>,
 }
 
 impl<'a> Routed<'a> {
-    fn from_publish(p: &Publish<'a>) -> Routed<'a> {
-        Routed {
-            topic: p.topic,
+    fn from_publish(
+        p: &Publish<'a>,
+        topic: &'a str,
+        origin: SessionKey,
+        now: Instant,
+    ) -> Routed<'a> {
+        let mut routed = Routed {
+            topic,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
+            origin: Some(origin),
+            now,
             shared: None,
+        };
+        if !p.properties.is_empty() {
+            // A 5.0 message with properties is kept at once: every delivery needs its
+            // filtered properties and expiry.
+            let (properties, expires_at) = message::forwarded(&p.properties, now);
+            routed.shared = Some(Message::with_properties(
+                topic, p.payload, p.qos, p.retain, properties, expires_at,
+            ));
         }
+        routed
     }
 
-    pub(super) fn from_message(m: &'a Arc<Message>) -> Routed<'a> {
+    pub(super) fn from_message(m: &'a Arc<Message>, now: Instant) -> Routed<'a> {
         Routed {
             topic: &m.topic,
             payload: &m.payload,
             qos: m.qos,
             retain: m.retain,
+            origin: None,
+            now,
             shared: Some(m.clone()),
         }
     }
@@ -58,41 +88,159 @@ impl<'a> Routed<'a> {
     }
 }
 
-fn ack(packet_id: PacketId) -> Ack<'static> {
+/// One outbound PUBLISH, before it is encoded for a particular connection.
+pub(super) struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub msg: Option<&'a Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub dup: bool,
+    pub sub_ids: &'a [u32],
+}
+
+impl Outgoing<'_> {
+    pub(super) fn of_queued(q: &Queued, dup: bool) -> Outgoing<'_> {
+        Outgoing {
+            topic: &q.msg.topic,
+            payload: &q.msg.payload,
+            msg: Some(&q.msg),
+            qos: q.qos,
+            retain: q.retain,
+            dup,
+            sub_ids: &q.sub_ids,
+        }
+    }
+}
+
+/// Encodes `o` for a connection of `version` into `out` (`None`: only check the size).
+/// Returns false, writing nothing, when the packet would exceed the client's maximum packet
+/// size [MQTT-3.1.2-25].
+pub(super) fn encode_publish(
+    version: Option<ProtocolVersion>,
+    max_packet: u32,
+    scratch: &mut PropertiesBuf,
+    out: Option<&mut Vec<u8>>,
+    o: &Outgoing<'_>,
+    packet_id: Option<PacketId>,
+    now: Instant,
+) -> bool {
+    let version = version.unwrap_or(ProtocolVersion::V311);
+    let mut publish = Publish {
+        dup: o.dup,
+        qos: o.qos,
+        retain: o.retain,
+        topic: o.topic,
+        packet_id,
+        properties: Properties::EMPTY,
+        payload: o.payload,
+    };
+    if version != ProtocolVersion::V5 {
+        if let Some(out) = out {
+            publish.encode(version, out);
+        }
+        return true;
+    }
+    scratch.clear();
+    if let Some(m) = o.msg {
+        scratch.extend_encoded(&m.properties);
+        if let Some(left) = m.remaining_expiry(now) {
+            scratch.push(Property::MessageExpiryInterval(left));
+        }
+    }
+    for id in o.sub_ids {
+        scratch.push(Property::SubscriptionIdentifier(*id));
+    }
+    publish.properties = scratch.as_properties();
+    if publish.encoded_len(version) > max_packet as usize {
+        return false;
+    }
+    if let Some(out) = out {
+        publish.encode(version, out);
+    }
+    true
+}
+
+fn ack(packet_id: PacketId, reason: ReasonCode) -> Ack<'static> {
     Ack {
         packet_id,
-        reason: ReasonCode::SUCCESS,
+        reason,
         properties: Properties::EMPTY,
     }
 }
 
-/// Clients may not publish to `$SYS` (Mosquitto denies it too); the message is dropped but
-/// still acknowledged, as an ACL denial is in 3.1.1.
+/// Clients may not publish to `$SYS` (Mosquitto denies it too), nor to `$share/...`.
 fn publish_allowed(topic: &str) -> bool {
-    !(topic == "$SYS" || topic.starts_with("$SYS/"))
+    !(topic == "$SYS" || topic.starts_with("$SYS/") || topic.starts_with("$share/"))
+}
+
+/// Why an accepted PUBLISH reached nobody, for the 5.0 PUBACK/PUBREC reason code.
+enum Outcome {
+    Delivered,
+    NoSubscribers,
+    NotAuthorized,
 }
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, id: ConnId, p: Publish<'_>, now: Instant) -> bool {
-        if p.topic.is_empty() {
-            return self.violation(id, ProtocolViolation::EmptyTopic, now);
-        }
-        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
+        let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
+        let Some(key) = conn.session else {
+            return false;
+        };
+        // Resolve a 5.0 topic alias [MQTT-3.3.2-10..12]; the alias table is per connection.
+        let mut aliased: Option<Box<str>> = None;
+        if let Some(alias) = p.properties.topic_alias() {
+            let Some(v5) = conn.v5.as_mut() else {
+                return self.violation(id, ProtocolViolation::EmptyTopic, now);
+            };
+            if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+                return self.violation(id, ProtocolViolation::TopicAliasInvalid, now);
+            }
+            let slot = usize::from(alias - 1);
+            if v5.aliases.len() <= slot {
+                v5.aliases.resize(slot + 1, None);
+            }
+            if p.topic.is_empty() {
+                match &v5.aliases[slot] {
+                    Some(t) => aliased = Some(t.clone()),
+                    None => return self.violation(id, ProtocolViolation::UnknownTopicAlias, now),
+                }
+            } else {
+                v5.aliases[slot] = Some(p.topic.into());
+            }
+        }
+        let topic: &str = aliased.as_deref().unwrap_or(p.topic);
+        if topic.is_empty() {
+            return self.violation(id, ProtocolViolation::EmptyTopic, now);
+        }
+        let v5 = conn.v5.is_some();
         self.stats.messages_received += 1;
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
-                self.accept_publish(key, &p);
-                self.reply(id, &Packet::Puback(ack(pid)));
+                let outcome = self.accept_publish(key, &p, topic, now);
+                let reason = if v5 {
+                    outcome_code(outcome)
+                } else {
+                    ReasonCode::SUCCESS
+                };
+                self.reply(id, &Packet::Puback(ack(pid, reason)));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
+                let receive_max = self.receive_maximum();
                 let Some(session) = self.sessions.get_mut(key) else {
                     return false;
                 };
                 // [MQTT-4.3.3-2] a PUBLISH with a packet id still awaiting PUBREL is a
                 // retransmission: acknowledge it again, do not deliver it again.
+                let mut reason = ReasonCode::SUCCESS;
                 if !session.awaiting_pubrel.contains(&pid) {
+                    if v5 && session.awaiting_pubrel.len() >= usize::from(receive_max) {
+                        // [MQTT-3.3.4-7] more unacknowledged QoS 2 than we allowed.
+                        self.close(id, CloseReason::ReceiveMaximumExceeded, now, true);
+                        return false;
+                    }
                     session.awaiting_pubrel.push(pid);
                     if session.store_id != 0 {
                         let r = Record::AwaitPubrel {
@@ -101,51 +249,73 @@ impl Broker {
                         };
                         self.journal.record(r);
                     }
-                    self.accept_publish(key, &p);
+                    let outcome = self.accept_publish(key, &p, topic, now);
+                    if v5 {
+                        reason = outcome_code(outcome);
+                    }
                 }
-                self.reply(id, &Packet::Pubrec(ack(pid)));
+                self.reply(id, &Packet::Pubrec(ack(pid, reason)));
             }
-            _ => self.accept_publish(key, &p),
+            _ => {
+                self.accept_publish(key, &p, topic, now);
+            }
         }
         true
     }
 
+    /// The receive maximum we announce to 5.0 clients.
+    pub(super) fn receive_maximum(&self) -> u16 {
+        match self.config.max_inflight_messages {
+            0 => u16::MAX,
+            n => n,
+        }
+    }
+
     /// Stores a retained message and routes the message to its subscribers. A message the
     /// publisher may not write, or over `message_size_limit`, is dropped here; the caller
-    /// still acknowledges it, as 3.1.1 has no way to say no (Mosquitto does the same).
-    fn accept_publish(&mut self, publisher: SessionKey, p: &Publish<'_>) {
-        if !publish_allowed(p.topic) {
-            return;
+    /// still acknowledges it (3.1.1 has no way to say no; 5.0 gets a reason code).
+    fn accept_publish(
+        &mut self,
+        publisher: SessionKey,
+        p: &Publish<'_>,
+        topic: &str,
+        now: Instant,
+    ) -> Outcome {
+        if !publish_allowed(topic) {
+            return Outcome::NotAuthorized;
         }
         let limit = self.config.message_size_limit as usize;
         if limit > 0 && p.payload.len() > limit {
             debug!(
-                "dropped a {}-byte message to {}: over message_size_limit",
-                p.payload.len(),
-                p.topic
+                "dropped a {}-byte message to {topic}: over message_size_limit",
+                p.payload.len()
             );
-            return;
+            return Outcome::NoSubscribers;
         }
-        if !self.allowed(publisher, p.topic, auth::WRITE) {
-            debug!("dropped a message to {}: not allowed by the ACL", p.topic);
-            return;
+        if !self.allowed(publisher, topic, auth::WRITE) {
+            debug!("dropped a message to {topic}: not allowed by the ACL");
+            return Outcome::NotAuthorized;
         }
-        let mut routed = Routed::from_publish(p);
+        let mut routed = Routed::from_publish(p, topic, publisher, now);
         if p.retain && self.config.retain_available {
             let msg = routed.shared();
-            self.store_retained(&msg);
+            self.store_retained(&msg, now);
         }
-        self.route(&mut routed);
+        if self.route(&mut routed) > 0 {
+            Outcome::Delivered
+        } else {
+            Outcome::NoSubscribers
+        }
     }
 
     /// Stores (or clears) a retained message and journals the change.
-    fn store_retained(&mut self, msg: &Arc<Message>) {
+    fn store_retained(&mut self, msg: &Arc<Message>, now: Instant) {
         self.retained.store(msg);
         if msg.payload.is_empty() {
             self.journal
                 .record(Record::RetainClear { topic: &msg.topic });
         } else {
-            let id = self.journal.message_id(msg);
+            let id = self.journal.message_id(msg, now);
             self.journal.record(Record::Retain {
                 topic: &msg.topic,
                 id,
@@ -154,46 +324,105 @@ impl Broker {
     }
 
     /// Publishes a will as if its client had sent it (§3.1.2.5).
-    pub(super) fn publish_will(&mut self, will: &Arc<Message>) {
+    pub(super) fn publish_will(&mut self, will: &Arc<Message>, now: Instant) {
         if !publish_allowed(&will.topic) {
             return;
         }
         if will.retain && self.config.retain_available {
-            self.store_retained(will);
+            self.store_retained(will, now);
         }
-        self.route(&mut Routed::from_message(will));
+        self.route(&mut Routed::from_message(will, now));
     }
 
     /// Delivers to every session with a matching subscription, once per session at the
-    /// highest QoS of its matching subscriptions.
-    pub(super) fn route(&mut self, routed: &mut Routed<'_>) {
+    /// highest QoS of its matching subscriptions, and to one member of each matching
+    /// shared group. Returns the number of sessions it went to.
+    pub(super) fn route(&mut self, routed: &mut Routed<'_>) -> usize {
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.subscriptions
             .collect_matches(routed.topic, &mut matches);
-        if matches.len() > 1 {
-            // Overlapping subscriptions of one session: deliver once, at the highest
-            // granted QoS (the choice [MQTT-3.3.5-1] permits).
-            matches.sort_unstable_by_key(|s| s.session);
-            matches.dedup_by(|later, kept| {
-                if later.session == kept.session {
-                    kept.options.qos = kept.options.qos.max(later.options.qos);
-                    true
-                } else {
-                    false
-                }
-            });
+        if let Some(origin) = routed.origin {
+            // [MQTT-3.8.3-3] no local: not back to the session that published it.
+            matches.retain(|m| !(m.options.no_local && m.session == origin));
         }
-        for m in &matches {
+        if matches.len() > 1 {
+            matches.sort_unstable_by_key(|s| s.session);
+        }
+        let mut delivered = 0;
+        let mut ids: Vec<u32> = Vec::new();
+        let mut i = 0;
+        while i < matches.len() {
+            // Overlapping subscriptions of one session: deliver once, at the highest
+            // granted QoS, with every matching subscription identifier [MQTT-3.3.4-3/5].
+            let first = matches[i];
+            let (mut qos, mut rap) = (first.options.qos, first.options.retain_as_published);
+            ids.clear();
+            let mut j = i;
+            while j < matches.len() && matches[j].session == first.session {
+                let m = matches[j];
+                qos = qos.max(m.options.qos);
+                rap |= m.options.retain_as_published;
+                if m.id != 0 {
+                    ids.push(m.id);
+                }
+                j += 1;
+            }
+            i = j;
             // Read access is checked per delivered message, as Mosquitto does.
-            if !self.allowed(m.session, routed.topic, auth::READ) {
+            if !self.allowed(first.session, routed.topic, auth::READ) {
                 continue;
             }
-            // [MQTT-3.8.4-6] delivered QoS is the minimum of published and granted QoS.
-            let qos = routed.qos.min(m.options.qos);
-            self.deliver(m.session, routed, qos, false);
+            // [MQTT-3.8.4-6] delivered QoS is the minimum of published and granted QoS;
+            // RETAIN is kept only for "retain as published" [MQTT-3.3.1-12/13].
+            let qos = routed.qos.min(qos);
+            self.deliver(first.session, routed, qos, rap && routed.retain, &ids);
+            delivered += 1;
         }
         self.matches = matches;
+        if self.subscriptions.has_shared() {
+            delivered += self.route_shared(routed);
+        }
+        delivered
+    }
+
+    /// Shared subscriptions: each matching group gets the message once, round robin among
+    /// its members, preferring members that are online (a message that cannot go to one
+    /// member right now goes to another); only when no member is online does it wait in the
+    /// next member's queue.
+    fn route_shared(&mut self, routed: &mut Routed<'_>) -> usize {
+        let groups: Vec<usize> = self.subscriptions.shared_matches(routed.topic).collect();
+        let mut delivered = 0;
+        for g in groups {
+            let Some(group) = self.subscriptions.shared_group_mut(g) else {
+                continue;
+            };
+            let n = group.members.len();
+            if n == 0 {
+                continue;
+            }
+            let start = group.next % n;
+            let online = |s: &Subscriber| {
+                self.sessions
+                    .get(s.session)
+                    .is_some_and(|x| x.conn.is_some())
+            };
+            let pick = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&k| online(&group.members[k]))
+                .unwrap_or(start);
+            group.next = pick + 1;
+            let member: Subscriber = group.members[pick];
+            if !self.allowed(member.session, routed.topic, auth::READ) {
+                continue;
+            }
+            let ids: &[u32] = if member.id != 0 { &[member.id] } else { &[] };
+            let qos = routed.qos.min(member.options.qos);
+            let retain = member.options.retain_as_published && routed.retain;
+            self.deliver(member.session, routed, qos, retain, ids);
+            delivered += 1;
+        }
+        delivered
     }
 
     /// Sends one message to one session now if it can, queues it if it cannot.
@@ -203,8 +432,10 @@ impl Broker {
         routed: &mut Routed<'_>,
         qos: QoS,
         retain: bool,
+        sub_ids: &[u32],
     ) {
-        let max_inflight = usize::from(self.config.max_inflight_messages);
+        let window = self.window(key);
+        let now = routed.now;
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -226,36 +457,46 @@ impl Broker {
                     }
                     return;
                 }
-                let publish = Publish {
-                    dup: false,
+                let o = Outgoing {
+                    topic: routed.topic,
+                    payload: routed.payload,
+                    msg: routed.shared.as_deref(),
                     qos,
                     retain,
-                    topic: routed.topic,
-                    packet_id: None,
-                    properties: Properties::EMPTY,
-                    payload: routed.payload,
+                    dup: false,
+                    sub_ids,
                 };
-                publish.encode(conn.version.unwrap_or(ProtocolVersion::V311), &mut conn.out);
-                mark_transmit(conn, id, &mut self.transmit);
-                self.stats.messages_sent += 1;
+                if encode_publish(
+                    conn.version,
+                    conn.max_packet(),
+                    &mut self.scratch_props,
+                    Some(&mut conn.out),
+                    &o,
+                    None,
+                    now,
+                ) {
+                    mark_transmit(conn, id, &mut self.transmit);
+                    self.stats.messages_sent += 1;
+                }
             }
-            Some((id, conn))
-                if session.queue.is_empty()
-                    && (max_inflight == 0 || session.inflight.len() < max_inflight) =>
-            {
+            Some((id, conn)) if session.queue.is_empty() && session.inflight.len() < window => {
                 let Some(packet_id) = session.allocate_packet_id() else {
-                    return self.enqueue(key, routed, qos, retain);
+                    return self.enqueue(key, routed, qos, retain, sub_ids);
                 };
                 let delivery = Queued {
                     msg: routed.shared(),
                     qos,
                     retain,
+                    sub_ids: sub_ids.into(),
                 };
+                if !fits(conn, &mut self.scratch_props, &delivery, now) {
+                    // [MQTT-3.1.2-25] too large for this client: dropped as if delivered.
+                    return;
+                }
                 if session.store_id != 0 {
                     // Journal first: the delivery is held until this record is durable.
-                    let id = self.journal.message_id(&delivery.msg);
-                    let session = session.store_id;
-                    let (packet_id, qos) = (packet_id.get(), qos as u8);
+                    let id = self.journal.message_id(&delivery.msg, now);
+                    let (session, packet_id, qos) = (session.store_id, packet_id.get(), qos as u8);
                     self.journal.record(Record::Inflight {
                         session,
                         packet_id,
@@ -269,13 +510,16 @@ impl Broker {
                     journal: &self.journal,
                     held_conns: &mut self.held_conns,
                 };
-                let version = conn.version;
-                encode_delivery(
+                let (version, max) = (conn.version, conn.max_packet());
+                let buf = lanes.durable(conn, id);
+                encode_publish(
                     version,
-                    lanes.durable(conn, id),
-                    packet_id,
-                    &delivery,
-                    false,
+                    max,
+                    &mut self.scratch_props,
+                    Some(buf),
+                    &Outgoing::of_queued(&delivery, false),
+                    Some(packet_id),
+                    now,
                 );
                 session.inflight.push_back(Inflight {
                     packet_id,
@@ -284,15 +528,38 @@ impl Broker {
                 });
                 self.stats.messages_sent += 1;
             }
-            Some(_) => self.enqueue(key, routed, qos, retain),
+            Some(_) => self.enqueue(key, routed, qos, retain, sub_ids),
             None if qos > QoS::AtMostOnce || self.config.queue_qos0_messages => {
-                self.enqueue(key, routed, qos, retain)
+                self.enqueue(key, routed, qos, retain, sub_ids)
             }
             None => {}
         }
     }
 
-    fn enqueue(&mut self, key: SessionKey, routed: &mut Routed<'_>, qos: QoS, retain: bool) {
+    /// The session's outbound QoS 1/2 window: `max_inflight_messages`, and for a 5.0 client
+    /// no more than its receive maximum.
+    fn window(&mut self, key: SessionKey) -> usize {
+        let configured = match self.config.max_inflight_messages {
+            0 => usize::from(u16::MAX),
+            n => usize::from(n),
+        };
+        let client = self
+            .sessions
+            .get(key)
+            .and_then(|s| s.conn)
+            .and_then(|id| conn_slot(&mut self.conns, id))
+            .and_then(|c| c.v5.as_ref().map(|v| usize::from(v.receive_maximum)));
+        client.map_or(configured, |c| configured.min(c))
+    }
+
+    fn enqueue(
+        &mut self,
+        key: SessionKey,
+        routed: &mut Routed<'_>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: &[u32],
+    ) {
         let limits = self.queue_limits();
         let Some(session) = self.sessions.get_mut(key) else {
             return;
@@ -303,11 +570,12 @@ impl Broker {
                 msg: msg.clone(),
                 qos,
                 retain,
+                sub_ids: sub_ids.into(),
             },
             limits,
         ) {
             if session.store_id != 0 {
-                let id = self.journal.message_id(&msg);
+                let id = self.journal.message_id(&msg, routed.now);
                 let r = Record::Enqueue {
                     session: session.store_id,
                     id,
@@ -331,9 +599,10 @@ impl Broker {
     }
 
     /// Moves queued messages into the inflight window while it has room (after an ack, or
-    /// when a session comes back online).
-    pub(super) fn pump(&mut self, key: SessionKey) {
-        let max_inflight = usize::from(self.config.max_inflight_messages);
+    /// when a session comes back online). Expired messages, messages too large for the
+    /// client and messages a reload no longer lets it read are dropped on the way.
+    pub(super) fn pump(&mut self, key: SessionKey, now: Instant) {
+        let window = self.window(key);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -344,24 +613,27 @@ impl Broker {
         let store_id = session.store_id;
         let acl = self.auth.has_acl().then_some(&self.auth);
         while let Some(front) = session.queue.front() {
-            if let Some(auth) = acl {
+            let readable = acl.is_none_or(|auth| {
                 let client = auth::Client {
                     username: session.username.as_deref(),
                     client_id: &session.client_id,
                 };
-                if !auth.check(client, &front.msg.topic, auth::READ) {
-                    // Queued before a reload took the permission away.
-                    session.dequeue();
-                    if store_id != 0 {
-                        self.journal.record(Record::Dequeue { session: store_id });
-                    }
-                    continue;
+                auth.check(client, &front.msg.topic, auth::READ)
+            });
+            // [MQTT-3.3.2-5] an expired message is not delivered.
+            if !readable
+                || front.msg.is_expired(now)
+                || !fits(conn, &mut self.scratch_props, front, now)
+            {
+                session.dequeue();
+                if store_id != 0 {
+                    self.journal.record(Record::Dequeue { session: store_id });
                 }
+                continue;
             }
-            let qos0 = front.qos == QoS::AtMostOnce;
-            let packet_id = if qos0 {
+            let packet_id = if front.qos == QoS::AtMostOnce {
                 None
-            } else if max_inflight != 0 && session.inflight.len() >= max_inflight {
+            } else if session.inflight.len() >= window {
                 break;
             } else {
                 match session.allocate_packet_id() {
@@ -384,49 +656,48 @@ impl Broker {
                 journal: &self.journal,
                 held_conns: &mut self.held_conns,
             };
-            let version = conn.version;
+            let (version, max) = (conn.version, conn.max_packet());
             let buf = lanes.durable(conn, id);
-            match packet_id {
-                None => {
-                    let publish = Publish {
-                        dup: false,
-                        qos: QoS::AtMostOnce,
-                        retain: q.retain,
-                        topic: &q.msg.topic,
-                        packet_id: None,
-                        properties: Properties::EMPTY,
-                        payload: &q.msg.payload,
-                    };
-                    publish.encode(version.unwrap_or(ProtocolVersion::V311), buf);
-                }
-                Some(packet_id) => {
-                    encode_delivery(version, buf, packet_id, &q, false);
-                    let state = initial_state(q.qos);
-                    session.inflight.push_back(Inflight {
-                        packet_id,
-                        delivery: q,
-                        state,
-                    });
-                }
+            encode_publish(
+                version,
+                max,
+                &mut self.scratch_props,
+                Some(buf),
+                &Outgoing::of_queued(&q, false),
+                packet_id,
+                now,
+            );
+            if let Some(packet_id) = packet_id {
+                let state = initial_state(q.qos);
+                session.inflight.push_back(Inflight {
+                    packet_id,
+                    delivery: q,
+                    state,
+                });
             }
             self.stats.messages_sent += 1;
         }
     }
 
-    pub(super) fn handle_puback(&mut self, id: ConnId, a: Ack<'_>) -> bool {
-        self.complete_inflight(id, a.packet_id, InflightState::AwaitingPuback)
+    pub(super) fn handle_puback(&mut self, id: ConnId, a: Ack<'_>, now: Instant) -> bool {
+        self.complete_inflight(id, a.packet_id, InflightState::AwaitingPuback, now)
     }
 
-    pub(super) fn handle_pubcomp(&mut self, id: ConnId, a: Ack<'_>) -> bool {
-        self.complete_inflight(id, a.packet_id, InflightState::AwaitingPubcomp)
+    pub(super) fn handle_pubcomp(&mut self, id: ConnId, a: Ack<'_>, now: Instant) -> bool {
+        self.complete_inflight(id, a.packet_id, InflightState::AwaitingPubcomp, now)
     }
 
     /// PUBREC: the message is received; release it with PUBREL [MQTT-4.3.3-1]. PUBREL is
-    /// sent even for an unknown id so a client retrying PUBREC can finish its flow.
-    pub(super) fn handle_pubrec(&mut self, id: ConnId, a: Ack<'_>) -> bool {
+    /// sent even for an unknown id so a client retrying PUBREC can finish its flow (5.0
+    /// says so with 0x92). A PUBREC with a failure code ends the flow [MQTT-4.3.3-4].
+    pub(super) fn handle_pubrec(&mut self, id: ConnId, a: Ack<'_>, now: Instant) -> bool {
         let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
             return false;
         };
+        if a.reason.is_error() {
+            return self.complete_inflight(id, a.packet_id, InflightState::AwaitingPubrec, now);
+        }
+        let mut known = false;
         if let Some(session) = self.sessions.get_mut(key) {
             if let Some(i) = session.find_inflight(a.packet_id, InflightState::AwaitingPubrec) {
                 session.inflight[i].state = InflightState::AwaitingPubcomp;
@@ -437,9 +708,20 @@ impl Broker {
                     };
                     self.journal.record(r);
                 }
+                known = true;
+            } else {
+                known = session
+                    .find_inflight(a.packet_id, InflightState::AwaitingPubcomp)
+                    .is_some();
             }
         }
-        self.reply(id, &Packet::Pubrel(ack(a.packet_id)));
+        let v5 = self.is_v5(id);
+        let reason = if known || !v5 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.reply(id, &Packet::Pubrel(ack(a.packet_id, reason)));
         true
     }
 
@@ -448,10 +730,12 @@ impl Broker {
         let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
             return false;
         };
+        let mut known = false;
         if let Some(session) = self.sessions.get_mut(key) {
             let before = session.awaiting_pubrel.len();
             session.awaiting_pubrel.retain(|p| *p != a.packet_id);
-            if session.store_id != 0 && session.awaiting_pubrel.len() != before {
+            known = session.awaiting_pubrel.len() != before;
+            if session.store_id != 0 && known {
                 let r = Record::Released {
                     session: session.store_id,
                     packet_id: a.packet_id.get(),
@@ -459,13 +743,25 @@ impl Broker {
                 self.journal.record(r);
             }
         }
-        self.reply(id, &Packet::Pubcomp(ack(a.packet_id)));
+        let v5 = self.is_v5(id);
+        let reason = if known || !v5 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.reply(id, &Packet::Pubcomp(ack(a.packet_id, reason)));
         true
     }
 
     /// Ends an outbound flow and lets the next queued message into the window. An ack for
     /// an id not in flight is ignored.
-    fn complete_inflight(&mut self, id: ConnId, pid: PacketId, state: InflightState) -> bool {
+    fn complete_inflight(
+        &mut self,
+        id: ConnId,
+        pid: PacketId,
+        state: InflightState,
+        now: Instant,
+    ) -> bool {
         let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
             return false;
         };
@@ -479,10 +775,14 @@ impl Broker {
                     };
                     self.journal.record(r);
                 }
-                self.pump(key);
+                self.pump(key, now);
             }
         }
         true
+    }
+
+    fn is_v5(&mut self, id: ConnId) -> bool {
+        conn_slot(&mut self.conns, id).is_some_and(|c| c.v5.is_some())
     }
 
     /// Sends an acknowledgement, held until the turn's records are durable.
@@ -498,29 +798,36 @@ impl Broker {
     }
 }
 
+/// The 5.0 reason code of a PUBACK/PUBREC for an accepted message.
+fn outcome_code(o: Outcome) -> ReasonCode {
+    match o {
+        Outcome::Delivered => ReasonCode::SUCCESS,
+        Outcome::NoSubscribers => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+        Outcome::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
+    }
+}
+
+/// Whether `q` fits the client's maximum packet size (always, for 3.1.1 clients).
+fn fits(conn: &Conn, scratch: &mut PropertiesBuf, q: &Queued, now: Instant) -> bool {
+    let max = conn.max_packet();
+    if max == u32::MAX {
+        return true;
+    }
+    encode_publish(
+        conn.version,
+        max,
+        scratch,
+        None,
+        &Outgoing::of_queued(q, false),
+        PacketId::new(1),
+        now,
+    )
+}
+
 fn initial_state(qos: QoS) -> InflightState {
     if qos == QoS::ExactlyOnce {
         InflightState::AwaitingPubrec
     } else {
         InflightState::AwaitingPuback
     }
-}
-
-pub(super) fn encode_delivery(
-    version: Option<ProtocolVersion>,
-    out: &mut Vec<u8>,
-    packet_id: PacketId,
-    q: &Queued,
-    dup: bool,
-) {
-    let publish = Publish {
-        dup,
-        qos: q.qos,
-        retain: q.retain,
-        topic: &q.msg.topic,
-        packet_id: Some(packet_id),
-        properties: Properties::EMPTY,
-        payload: &q.msg.payload,
-    };
-    publish.encode(version.unwrap_or(ProtocolVersion::V311), out);
 }

@@ -9,12 +9,14 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU16;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::warn;
 
 use super::message::Message;
 use super::session::{Inflight, InflightState, Queued, Session};
 use super::subscriptions::SessionKey;
+use super::timers::Timer;
 use super::Broker;
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::store::Record;
@@ -66,16 +68,34 @@ fn initial_state(q: QoS) -> InflightState {
 impl Broker {
     /// Applies one record read back from the data files. Call before any connection is
     /// opened, then [`Broker::finish_restore`].
-    pub fn restore_record(&mut self, r: Record<'_>) {
+    pub fn restore_record(&mut self, r: Record<'_>, now: Instant) {
         let mut t = self.restoring.take().unwrap_or_default();
-        if !self.apply(&mut t, r) {
+        if !self.apply(&mut t, r, now) {
             t.dangling += 1;
         }
         self.restoring = Some(t);
     }
 
-    /// Ends replay: numbering continues above the restored ids.
-    pub fn finish_restore(&mut self) {
+    /// Ends replay: numbering continues above the restored ids, and the restored (offline)
+    /// sessions' expiry intervals start counting now.
+    pub fn finish_restore(&mut self, now: Instant) {
+        let keys: Vec<SessionKey> = self.sessions.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let epoch = self.next_epoch();
+            let default = self.config.persistent_client_expiration;
+            let Some(s) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            s.epoch = epoch;
+            let after = match s.expiry_interval {
+                u32::MAX => default,
+                secs => Some(Duration::from_secs(u64::from(secs))),
+            };
+            if let Some(after) = after {
+                self.timers
+                    .schedule(now + after, Timer::SessionExpiry(key, epoch));
+            }
+        }
         if let Some(t) = self.restoring.take() {
             self.journal.resume_ids(t.max_message, t.max_session);
             if t.dangling > 0 {
@@ -88,7 +108,7 @@ impl Broker {
     }
 
     /// Returns false if the record refers to something unknown.
-    fn apply(&mut self, t: &mut Tables, r: Record<'_>) -> bool {
+    fn apply(&mut self, t: &mut Tables, r: Record<'_>, now: Instant) -> bool {
         let session = |t: &Tables, id: u64| t.sessions.get(&id).copied();
         match r {
             Record::Message {
@@ -142,9 +162,9 @@ impl Broker {
                     return false;
                 };
                 let options = options_from_byte(options);
-                let filter = self.subscriptions.subscribe(filter, key, options);
+                let filter = self.subscriptions.subscribe(filter, key, options, 0);
                 if let Some(s) = self.sessions.get_mut(key) {
-                    s.set_subscription(&filter, options);
+                    s.set_subscription(&filter, options, 0);
                 }
             }
             Record::Unsubscribe {
@@ -173,6 +193,7 @@ impl Broker {
                 };
                 s.queued_bytes += msg.payload_len();
                 s.queue.push_back(Queued {
+                    sub_ids: Box::default(),
                     msg: msg.clone(),
                     qos: qos(q),
                     retain,
@@ -219,6 +240,7 @@ impl Broker {
                     return false;
                 };
                 let delivery = Queued {
+                    sub_ids: Box::default(),
                     msg: msg.clone(),
                     qos: qos(q),
                     retain,
@@ -275,6 +297,54 @@ impl Broker {
                     s.awaiting_pubrel.push(pid);
                 }
             }
+            Record::SessionExpiry {
+                session: sid,
+                interval,
+            } => {
+                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                    return false;
+                };
+                s.expiry_interval = interval;
+            }
+            Record::SubscriptionId {
+                session: sid,
+                filter,
+                id,
+            } => {
+                let Some(key) = session(t, sid) else {
+                    return false;
+                };
+                let Some(s) = self.sessions.get_mut(key) else {
+                    return false;
+                };
+                let Some(sub) = s.subscriptions.iter_mut().find(|x| &*x.filter == filter) else {
+                    return false;
+                };
+                sub.id = id;
+                let (filter, options) = (sub.filter.clone(), sub.options);
+                self.subscriptions.subscribe(&filter, key, options, id);
+            }
+            Record::MessageExtra {
+                id,
+                expiry,
+                properties,
+            } => {
+                let Some(m) = t.messages.get(&id) else {
+                    return false;
+                };
+                let expires_at =
+                    (expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(expiry)));
+                let full = Message::with_properties(
+                    &m.topic,
+                    &m.payload,
+                    m.qos,
+                    m.retain,
+                    properties.into(),
+                    expires_at,
+                );
+                full.id.store(id, Ordering::Relaxed);
+                t.messages.insert(id, full);
+            }
             Record::Released {
                 session: sid,
                 packet_id,
@@ -293,15 +363,15 @@ impl Broker {
         let Some(session) = self.sessions.try_remove(key) else {
             return;
         };
-        for (filter, _) in &session.subscriptions {
-            self.subscriptions.unsubscribe(filter, key);
+        for sub in &session.subscriptions {
+            self.subscriptions.unsubscribe(&sub.filter, key);
         }
         self.client_ids.remove(&session.client_id);
     }
 
     /// The whole journaled state as framed records: what a snapshot holds. Messages are
     /// written once, before the first record that refers to them.
-    pub fn snapshot(&self) -> Vec<u8> {
+    pub fn snapshot(&self, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
         let mut written: HashSet<u64> = HashSet::new();
         let mut message = |out: &mut Vec<u8>, m: &Arc<Message>| -> u64 {
@@ -315,6 +385,15 @@ impl Broker {
                     payload: &m.payload,
                 }
                 .encode(out);
+                if !m.properties.is_empty() || m.expires_at.is_some() {
+                    let expiry = m.remaining_expiry(now).unwrap_or(u32::MAX);
+                    Record::MessageExtra {
+                        id,
+                        expiry,
+                        properties: &m.properties,
+                    }
+                    .encode(out);
+                }
             }
             id
         };
@@ -334,13 +413,29 @@ impl Broker {
                 client_id: &s.client_id,
             }
             .encode(&mut out);
-            for (filter, o) in &s.subscriptions {
+            if s.expiry_interval != u32::MAX {
+                Record::SessionExpiry {
+                    session,
+                    interval: s.expiry_interval,
+                }
+                .encode(&mut out);
+            }
+            for sub in &s.subscriptions {
+                let filter = &sub.filter;
                 Record::Subscribe {
                     session,
                     filter,
-                    options: options_byte(*o),
+                    options: options_byte(sub.options),
                 }
                 .encode(&mut out);
+                if sub.id != 0 {
+                    Record::SubscriptionId {
+                        session,
+                        filter,
+                        id: sub.id,
+                    }
+                    .encode(&mut out);
+                }
             }
             for f in &s.inflight {
                 let d = &f.delivery;

@@ -23,8 +23,21 @@ pub struct Queued {
     pub msg: Arc<Message>,
     /// QoS of this delivery: min(published, granted).
     pub qos: QoS,
-    /// RETAIN flag of this delivery (set only for retained messages sent on subscribe).
+    /// RETAIN flag of this delivery (retained messages sent on subscribe, or "retain as
+    /// published" subscriptions).
     pub retain: bool,
+    /// MQTT 5 subscription identifiers of the matching subscriptions (usually none).
+    pub sub_ids: Box<[u32]>,
+}
+
+/// One subscription of a session, as the client asked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The filter as subscribed, `$share/{group}/` prefix included.
+    pub filter: Arc<str>,
+    pub options: SubscriptionOptions,
+    /// MQTT 5 subscription identifier; 0 = none.
+    pub id: u32,
 }
 
 /// Where an outbound QoS 1/2 delivery stands (§4.3).
@@ -60,12 +73,21 @@ pub struct Session {
     pub username: Option<Arc<str>>,
     /// The connection currently attached, if the client is online.
     pub conn: Option<ConnId>,
-    /// Clean session: discarded when the connection ends [MQTT-3.1.2-6].
+    /// Ends with its connection: clean session (3.1.1) or session expiry interval 0 (5.0)
+    /// [MQTT-3.1.2-6] [MQTT-3.1.2-23].
     pub clean: bool,
+    /// Seconds an offline session is kept (5.0 session expiry interval; `u32::MAX` never
+    /// expires). Ignored when `clean`.
+    pub expiry_interval: u32,
+    /// Changes whenever the session goes online or offline, so that a timer armed for an
+    /// earlier offline period does nothing (broker-wide counter, never reused).
+    pub epoch: u64,
+    /// A will waiting for its delay (5.0 will delay interval) while the session is offline.
+    pub pending_will: Option<Arc<Message>>,
     /// The session's number in the persistence log; 0 for sessions that are not journaled
     /// (clean sessions, or persistence off).
     pub store_id: u64,
-    pub subscriptions: Vec<(Arc<str>, SubscriptionOptions)>,
+    pub subscriptions: Vec<Subscription>,
     pub queue: VecDeque<Queued>,
     pub queued_bytes: usize,
     /// In send order; acknowledgements usually arrive in the same order.
@@ -87,6 +109,9 @@ impl Session {
             username: None,
             conn: None,
             clean,
+            expiry_interval: u32::MAX,
+            epoch: 0,
+            pending_will: None,
             store_id: 0,
             subscriptions: Vec::new(),
             queue: VecDeque::new(),
@@ -147,21 +172,31 @@ impl Session {
     }
 
     /// Records a subscription; returns true if it is new for this session.
-    pub fn set_subscription(&mut self, filter: &Arc<str>, options: SubscriptionOptions) -> bool {
-        match self.subscriptions.iter_mut().find(|(f, _)| f == filter) {
-            Some((_, o)) => {
-                *o = options;
+    pub fn set_subscription(
+        &mut self,
+        filter: &Arc<str>,
+        options: SubscriptionOptions,
+        id: u32,
+    ) -> bool {
+        match self.subscriptions.iter_mut().find(|s| s.filter == *filter) {
+            Some(s) => {
+                s.options = options;
+                s.id = id;
                 false
             }
             None => {
-                self.subscriptions.push((filter.clone(), options));
+                self.subscriptions.push(Subscription {
+                    filter: filter.clone(),
+                    options,
+                    id,
+                });
                 true
             }
         }
     }
 
     pub fn remove_subscription(&mut self, filter: &str) -> bool {
-        match self.subscriptions.iter().position(|(f, _)| &**f == filter) {
+        match self.subscriptions.iter().position(|s| &*s.filter == filter) {
             Some(i) => {
                 self.subscriptions.swap_remove(i);
                 true
@@ -180,6 +215,7 @@ mod tests {
             msg: Message::new("t", payload, QoS::AtLeastOnce, false),
             qos: QoS::AtLeastOnce,
             retain: false,
+            sub_ids: Box::default(),
         }
     }
 

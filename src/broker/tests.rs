@@ -850,13 +850,16 @@ fn replay(broker: &mut Broker, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         match read_frame(bytes) {
             Frame::Complete { payload, len } => {
-                broker.restore_record(decode_payload(payload).expect("valid record"));
+                broker.restore_record(
+                    decode_payload(payload).expect("valid record"),
+                    Instant::now(),
+                );
                 bytes = &bytes[len..];
             }
             other => panic!("bad frame {other:?}"),
         }
     }
-    broker.finish_restore();
+    broker.finish_restore(Instant::now());
 }
 
 #[test]
@@ -976,7 +979,7 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
     );
     assert_eq!(inflight.len(), 2);
 
-    for source in [log.clone(), h.broker.snapshot()] {
+    for source in [log.clone(), h.broker.snapshot(h.now)] {
         let mut restored = Broker::new(Config {
             persistence: true,
             ..Config::in_memory()

@@ -1,6 +1,7 @@
 //! Deadlines: a min-heap with lazy invalidation.
 //!
-//! Each connection has at most one keepalive entry and one connect-timeout entry. Traffic
+//! Each connection has at most one keepalive entry and one connect-timeout entry; each
+//! offline session at most one expiry and one will-delay entry. Traffic
 //! does not touch the heap: a packet only moves the connection's `last_activity`, and when
 //! an entry comes due the broker checks the real deadline and re-arms it if it moved. So the
 //! heap holds O(connections) entries, the loop wakes only when some deadline may really have
@@ -18,6 +19,11 @@ pub enum Timer {
     KeepAlive(ConnId),
     /// A connection that has not sent CONNECT in time is closed.
     ConnectTimeout(ConnId),
+    /// An offline session whose expiry interval ran out is discarded (5.0, or
+    /// `persistent_client_expiration`); the epoch tells a stale entry from a live one.
+    SessionExpiry(usize, u64),
+    /// A delayed will is published (5.0 will delay interval).
+    WillDelay(usize, u64),
 }
 
 #[derive(Debug, Default)]

@@ -260,12 +260,13 @@ impl Core {
         let shared = Arc::clone(&self.shared);
         let notify = Box::new(move || shared.wake());
         let broker = &mut self.broker;
-        let (mut store, _report) = Store::open(&dir, policy, notify, |r| broker.restore_record(r))
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display()))
-            })?;
-        broker.finish_restore();
-        store.compact(broker.snapshot());
+        let started = Instant::now();
+        let (mut store, _report) =
+            Store::open(&dir, policy, notify, |r| broker.restore_record(r, started)).map_err(
+                |e| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display())),
+            )?;
+        broker.finish_restore(started);
+        store.compact(broker.snapshot(started));
         info!(
             "persistence in {} (fsync {policy:?}): {} sessions, {} retained messages",
             dir.display(),
@@ -287,7 +288,7 @@ impl Core {
         }
         self.broker.handle_durable(store.durable());
         if store.wants_compaction() {
-            store.compact(self.broker.snapshot());
+            store.compact(self.broker.snapshot(Instant::now()));
         }
     }
 

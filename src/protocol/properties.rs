@@ -334,6 +334,11 @@ impl PropertiesBuf {
         p.encode(&mut self.buf);
     }
 
+    /// Appends properties already encoded (e.g. a stored message's forwarded block).
+    pub fn extend_encoded(&mut self, raw: &[u8]) {
+        self.buf.extend_from_slice(raw);
+    }
+
     pub fn clear(&mut self) {
         self.buf.clear();
     }

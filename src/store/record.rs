@@ -120,6 +120,26 @@ pub enum Record<'a> {
         session: u64,
         packet_id: u16,
     },
+    /// The session's MQTT 5 expiry interval in seconds (`u32::MAX` never). Sessions
+    /// without this record never expire. After a restart an offline session's interval
+    /// counts from the restart.
+    SessionExpiry {
+        session: u64,
+        interval: u32,
+    },
+    /// The MQTT 5 subscription identifier of a subscription (follows its `Subscribe`).
+    SubscriptionId {
+        session: u64,
+        filter: &'a str,
+        id: u32,
+    },
+    /// MQTT 5 extras of message `id` (follows its `Message`): forwarded properties and the
+    /// expiry interval left when written (`u32::MAX` none; counts from the restart).
+    MessageExtra {
+        id: u64,
+        expiry: u32,
+        properties: &'a [u8],
+    },
 }
 
 /// Why bytes are not a valid record.
@@ -160,6 +180,9 @@ mod tag {
     pub const INFLIGHT_DONE: u8 = 13;
     pub const AWAIT_PUBREL: u8 = 14;
     pub const RELEASED: u8 = 15;
+    pub const SESSION_EXPIRY: u8 = 16;
+    pub const SUBSCRIPTION_ID: u8 = 17;
+    pub const MESSAGE_EXTRA: u8 = 18;
 }
 
 /// The file header for `kind`.
@@ -302,6 +325,29 @@ impl Record<'_> {
                 sid(out, tag::RELEASED, session);
                 out.extend_from_slice(&packet_id.to_le_bytes());
             }
+            Record::SessionExpiry { session, interval } => {
+                sid(out, tag::SESSION_EXPIRY, session);
+                out.extend_from_slice(&interval.to_le_bytes());
+            }
+            Record::SubscriptionId {
+                session,
+                filter,
+                id,
+            } => {
+                sid(out, tag::SUBSCRIPTION_ID, session);
+                out.extend_from_slice(&id.to_le_bytes());
+                put_str(out, filter.as_bytes());
+            }
+            Record::MessageExtra {
+                id,
+                expiry,
+                properties,
+            } => {
+                out.push(tag::MESSAGE_EXTRA);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&expiry.to_le_bytes());
+                put_str(out, properties);
+            }
         }
     }
 }
@@ -328,6 +374,11 @@ impl<'a> Fields<'a> {
     fn u16(&mut self) -> Result<u16, RecordError> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn u64(&mut self) -> Result<u64, RecordError> {
@@ -439,6 +490,28 @@ pub fn decode_payload(payload: &[u8]) -> Result<Record<'_>, RecordError> {
             session: f.u64()?,
             packet_id: f.u16()?,
         },
+        tag::SESSION_EXPIRY => Record::SessionExpiry {
+            session: f.u64()?,
+            interval: f.u32()?,
+        },
+        tag::SUBSCRIPTION_ID => {
+            let session = f.u64()?;
+            let id = f.u32()?;
+            Record::SubscriptionId {
+                session,
+                id,
+                filter: f.str()?,
+            }
+        }
+        tag::MESSAGE_EXTRA => {
+            let id = f.u64()?;
+            let expiry = f.u32()?;
+            Record::MessageExtra {
+                id,
+                expiry,
+                properties: f.bytes()?,
+            }
+        }
         other => return Err(RecordError::UnknownType(other)),
     };
     if !f.buf.is_empty() {
@@ -545,6 +618,20 @@ mod tests {
             Record::Released {
                 session: 3,
                 packet_id: 9,
+            },
+            Record::SessionExpiry {
+                session: 3,
+                interval: 3600,
+            },
+            Record::SubscriptionId {
+                session: 3,
+                filter: "a/#",
+                id: 268_435_455,
+            },
+            Record::MessageExtra {
+                id: 7,
+                expiry: 60,
+                properties: b"\x03\x00\x04text",
             },
         ]
     }
