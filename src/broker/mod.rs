@@ -479,7 +479,9 @@ impl Broker {
             Disconnect::IoError => CloseReason::IoError,
             Disconnect::Shutdown => CloseReason::Shutdown,
         };
-        self.close(id, reason, now, false);
+        // On shutdown the loop still writes what the broker hands back: a 5.0 client gets
+        // DISCONNECT 0x8B. Otherwise the socket is already gone.
+        self.close(id, reason, now, reason == CloseReason::Shutdown);
     }
 
     /// Fires every deadline at or before `now`.

@@ -179,8 +179,15 @@ impl Harness {
 
     fn send(&mut self, id: ConnId, p: Packet<'_>) -> bool {
         // Round-trip through the codec so the broker sees what a socket would deliver.
+        let version = match &p {
+            Packet::Connect(c) => c.version,
+            _ => self
+                .broker
+                .protocol_version(id)
+                .unwrap_or(ProtocolVersion::V311),
+        };
         let mut bytes = Vec::new();
-        p.encode(ProtocolVersion::V311, &mut bytes);
+        p.encode(version, &mut bytes);
         match decode(&bytes, self.broker.protocol_version(id), u32::MAX) {
             Ok(Status::Complete((p, _))) => self.broker.handle_packet(id, p, self.now),
             other => panic!("test packet does not decode: {other:?}"),
@@ -1028,6 +1035,7 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
 }
 
 mod auth;
+mod v5;
 
 #[test]
 fn a_session_discarded_by_clean_session_stays_discarded_after_replay() {
