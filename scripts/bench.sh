@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: wrenmq vs Mosquitto on this machine, loopback only.
+#
+#   scripts/bench.sh             # full run: 3 rounds (A B A B A B), under 15 minutes
+#   QUICK=1 scripts/bench.sh     # 1 round, shorter phases, under 2 minutes
+#
+# Each broker is pinned to core 0 and the generator (target/release/wrenmq-bench) to
+# core 1. Per round and broker: a fresh broker process; idle VmRSS/VmHWM; 10,000 idle
+# connections each subscribed to its own topic (RSS held, connect rate); 1,000 idle
+# clients with keepalive 60 s (context switches of the broker over the hold = wake-ups);
+# fan-in QoS 0 and QoS 1, fan-out, latency at a fixed rate, and publish throughput with
+# 10 / 1,000 / 100,000 other exact subscriptions plus 1,000 wildcards. The table printed
+# at the end holds the median over rounds of every figure and the ratio wrenmq/mosquitto.
+#
+# Knobs (environment): ROUNDS, DUR (seconds per throughput phase), CONNS, CONN_HOLD,
+# WAKE_CLIENTS, WAKE_HOLD, LAT_RATE, PAYLOAD, WPORT, MPORT, OUT (results directory),
+# SKIP_BUILD=1. Raw lines go to $OUT/results.txt, the table to $OUT/table.md.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ -n "${QUICK:-}" ]; then
+  ROUNDS=${ROUNDS:-1}; DUR=${DUR:-1}; CONN_HOLD=${CONN_HOLD:-1}; WAKE_HOLD=${WAKE_HOLD:-3}
+else
+  ROUNDS=${ROUNDS:-3}; DUR=${DUR:-4}; CONN_HOLD=${CONN_HOLD:-2}; WAKE_HOLD=${WAKE_HOLD:-10}
+fi
+CONNS=${CONNS:-10000}
+WAKE_CLIENTS=${WAKE_CLIENTS:-1000}
+LAT_RATE=${LAT_RATE:-2000}
+PAYLOAD=${PAYLOAD:-16}
+WPORT=${WPORT:-18831}
+MPORT=${MPORT:-18832}
+OUT=${OUT:-target/bench}
+mkdir -p "$OUT"
+RESULTS="$OUT/results.txt"
+: >"$RESULTS"
+
+log() { printf '==> %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# ---- tools
+MOSQUITTO=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+if [ ! -x "$MOSQUITTO" ]; then
+  log "installing mosquitto"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto
+  MOSQUITTO=/usr/sbin/mosquitto
+fi
+command -v taskset >/dev/null || { log "taskset (util-linux) is required"; exit 1; }
+[ "$(nproc)" -ge 2 ] || log "warning: fewer than 2 cores; broker and generator share a core"
+
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+[ "$(ulimit -n)" -ge $((CONNS + 100)) ] || { log "ulimit -n $(ulimit -n) is below CONNS=$CONNS"; exit 1; }
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+  log "cargo build --release"
+  cargo build --release --quiet --bin wrenmq --bin wrenmq-bench
+fi
+GEN=target/release/wrenmq-bench
+WRENMQ=target/release/wrenmq
+
+MCONF="$OUT/mosquitto.conf"
+cat >"$MCONF" <<EOF
+listener $MPORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 20
+max_queued_messages 1000
+max_packet_size 2000000
+log_dest stderr
+log_type error
+connection_messages false
+EOF
+
+# ---- broker lifecycle
+BROKER_PID=""
+stop_broker() {
+  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then
+    kill "$BROKER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+  fi
+  BROKER_PID=""
+}
+trap stop_broker EXIT INT TERM
+
+start_broker() { # name -> sets BROKER_PID, PORT
+  case "$1" in
+    wrenmq)
+      PORT=$WPORT
+      RUST_LOG=warn taskset -c 0 "$WRENMQ" -l "127.0.0.1:$PORT" --no-persistence 2>>"$OUT/wrenmq.log" &
+      ;;
+    mosquitto)
+      PORT=$MPORT
+      taskset -c 0 "$MOSQUITTO" -c "$MCONF" 2>>"$OUT/mosquitto.log" &
+      ;;
+  esac
+  BROKER_PID=$!
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+    sleep 0.05
+  done
+  sleep 0.5 # let the probe connection go and the process settle
+}
+
+status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+gen() { # broker round scenario args...
+  local b=$1 r=$2; shift 2
+  local line
+  line=$(taskset -c 1 "$GEN" "$@" --host "127.0.0.1:$PORT" --pid "$BROKER_PID" --label "$b" 2>>"$OUT/gen.log") || true
+  [ -n "$line" ] || line="scenario=$1 broker=$b error=no_output"
+  echo "round=$r tag=$TAG $line" | tee -a "$RESULTS" >&2
+}
+
+run_round() { # broker round
+  local b=$1 r=$2
+  start_broker "$b"
+  TAG=idle
+  echo "round=$r tag=idle scenario=idle broker=$b rss_kb=$(status_kb "$BROKER_PID" VmRSS) hwm_kb=$(status_kb "$BROKER_PID" VmHWM)" \
+    | tee -a "$RESULTS" >&2
+  TAG=conns;    gen "$b" "$r" conns --count "$CONNS" --keepalive 60 --hold "$CONN_HOLD"
+  TAG=wakeups;  gen "$b" "$r" conns --count "$WAKE_CLIENTS" --keepalive 60 --hold "$WAKE_HOLD" --settle 1
+  TAG=fanin0;   gen "$b" "$r" fanin --qos 0 --payload "$PAYLOAD" --duration "$DUR"
+  TAG=fanin1;   gen "$b" "$r" fanin --qos 1 --payload "$PAYLOAD" --duration "$DUR"
+  TAG=fanout;   gen "$b" "$r" fanout --payload "$PAYLOAD" --duration "$DUR"
+  TAG=latency;  gen "$b" "$r" latency --rate "$LAT_RATE" --payload "$PAYLOAD" --duration "$DUR"
+  for n in 10 1000 100000; do
+    TAG=subscale$n; gen "$b" "$r" subscale --exact "$n" --wildcards 1000 --payload "$PAYLOAD" --duration "$DUR"
+  done
+  stop_broker
+}
+
+START=$(date +%s)
+for r in $(seq "$ROUNDS"); do
+  for b in wrenmq mosquitto; do
+    log "round $r/$ROUNDS: $b"
+    run_round "$b" "$r"
+  done
+done
+log "done in $(( $(date +%s) - START )) s"
+
+python3 - "$RESULTS" "$OUT/table.md" <<'EOF'
+import statistics, sys
+
+rows = []
+for line in open(sys.argv[1]):
+    kv = dict(p.split("=", 1) for p in line.split() if "=" in p)
+    rows.append(kv)
+
+def med(tag, key, broker):
+    vals = []
+    for kv in rows:
+        if kv.get("tag") == tag and kv.get("broker") == broker and key in kv:
+            try:
+                vals.append(float(kv[key]))
+            except ValueError:
+                pass
+    return statistics.median(vals) if vals else None
+
+# (label, tag, key, unit, target-ratio check)
+FIG = [
+    ("idle RSS (kB)", "idle", "rss_kb", "<= 0.25"),
+    ("idle VmHWM (kB)", "idle", "hwm_kb", None),
+    ("RSS, 10,000 conns held (kB)", "conns", "rss_held_kb", None),
+    ("RSS per idle connection (B)", "conns", "bytes_per_conn", "<= 0.33"),
+    ("connect+subscribe rate (conn/s)", "conns", "conn_per_s", None),
+    ("idle wake-ups, 1,000 clients (/s)", "wakeups", "wakeups_per_s", "== 0"),
+    ("fan-in QoS 0, 50 pubs (msg/s)", "fanin0", "msgs_per_s", ">= 2"),
+    ("fan-in QoS 0 lost", "fanin0", "lost", None),
+    ("fan-in QoS 1, 50 pubs (msg/s)", "fanin1", "msgs_per_s", ">= 1.5"),
+    ("fan-in QoS 1 lost", "fanin1", "lost", "== 0"),
+    ("fan-out QoS 0, 100 subs (deliveries/s)", "fanout", "msgs_per_s", ">= 2"),
+    ("fan-out lost", "fanout", "lost", None),
+    ("latency p50 (us)", "latency", "p50_us", None),
+    ("latency p99 (us)", "latency", "p99_us", "<= 1"),
+    ("latency p99.9 (us)", "latency", "p999_us", None),
+    ("latency max (us)", "latency", "max_us", None),
+    ("publish rate, 10 exact + 1k wildcard subs (msg/s)", "subscale10", "msgs_per_s", None),
+    ("publish rate, 1,000 exact + 1k wildcard (msg/s)", "subscale1000", "msgs_per_s", None),
+    ("publish rate, 100,000 exact + 1k wildcard (msg/s)", "subscale100000", "msgs_per_s", None),
+    ("subscribe rate, 100,000 filters (subs/s)", "subscale100000", "subs_per_s", None),
+]
+
+def fmt(v):
+    if v is None:
+        return "n/a"
+    if abs(v) >= 100 or v == int(v):
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
+
+def check(target, ratio, w):
+    if target is None:
+        return ""
+    op, num = target.split()
+    num = float(num)
+    if op == "==":  # absolute target on the wrenmq figure
+        return "met" if w is not None and w == num else "MISSED"
+    if ratio is None:
+        return "n/a"
+    ok = ratio <= num if op == "<=" else ratio >= num
+    return "met" if ok else "MISSED"
+
+out = ["| figure | wrenmq | mosquitto | wrenmq/mosquitto | target | |",
+       "| --- | ---: | ---: | ---: | --- | --- |"]
+for label, tag, key, target in FIG:
+    w, m = med(tag, key, "wrenmq"), med(tag, key, "mosquitto")
+    ratio = w / m if (w is not None and m) else None
+    tgt = "" if target is None else (target.replace("==", "=") + ("" if "==" in target else " x"))
+    out.append(f"| {label} | {fmt(w)} | {fmt(m)} | {'n/a' if ratio is None else f'{ratio:.2f}'} | {tgt} | {check(target, ratio, w)} |")
+# Derived: scaling with the size of the subscription table.
+for b in ("wrenmq", "mosquitto"):
+    pass
+sw = [med("subscale100000", "msgs_per_s", b) for b in ("wrenmq", "mosquitto")]
+s10 = [med("subscale10", "msgs_per_s", b) for b in ("wrenmq", "mosquitto")]
+sc = [a / c if (a and c) else None for a, c in zip(sw, s10)]
+ok = "met" if sc[0] is not None and sc[0] >= 0.8 else "MISSED"
+out.append(f"| rate with 100,000 subs / with 10 | {fmt(sc[0])} | {fmt(sc[1])} | | wrenmq >= 0.8 | {ok} |")
+# Generator and broker CPU (fraction of one core): is the generator the bottleneck?
+for tag, label in (("fanin0", "fan-in QoS 0"), ("fanin1", "fan-in QoS 1"), ("fanout", "fan-out"), ("subscale100000", "subscale 100k")):
+    g = [med(tag, "gen_cpu", b) for b in ("wrenmq", "mosquitto")]
+    c = [med(tag, "broker_cpu", b) for b in ("wrenmq", "mosquitto")]
+    out.append(f"| CPU during {label}: generator / broker | {fmt(g[0])} / {fmt(c[0])} | {fmt(g[1])} / {fmt(c[1])} | | | |")
+errors = [kv for kv in rows if "error" in kv]
+text = "\n".join(out)
+rounds = len({kv.get("round") for kv in rows})
+print(f"\nMedians over {rounds} round(s); raw lines in {sys.argv[1]}\n")
+print(text)
+if errors:
+    print(f"\n{len(errors)} scenario run(s) failed:")
+    for kv in errors:
+        print(f"  round {kv.get('round')} {kv.get('broker')} {kv.get('tag')}: {kv.get('error')}")
+open(sys.argv[2], "w").write(text + "\n")
+EOF
