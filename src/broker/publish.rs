@@ -786,7 +786,7 @@ impl Broker {
     }
 
     /// Sends an acknowledgement, held until the turn's records are durable.
-    fn reply(&mut self, id: ConnId, packet: &Packet<'_>) {
+    pub(super) fn reply(&mut self, id: ConnId, packet: &Packet<'_>) {
         if let Some(conn) = conn_slot(&mut self.conns, id) {
             let mut lanes = Lanes {
                 transmit: &mut self.transmit,

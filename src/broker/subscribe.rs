@@ -10,7 +10,7 @@ use log::debug;
 
 use super::restore::options_byte;
 use super::subscriptions::parse_shared;
-use super::{conn_slot, Broker, ConnId, Lanes, ProtocolViolation, SessionKey};
+use super::{conn_slot, Broker, ConnId, ProtocolViolation, SessionKey};
 use crate::auth;
 use crate::protocol::{
     Packet, Properties, QoS, ReasonCode, RetainHandling, Suback, Subscribe, Unsuback, Unsubscribe,
@@ -93,19 +93,12 @@ impl Broker {
                 });
             }
         }
-        if let Some(conn) = conn_slot(&mut self.conns, id) {
-            let suback = Suback {
-                packet_id: s.packet_id,
-                properties: Properties::EMPTY,
-                codes,
-            };
-            let mut lanes = Lanes {
-                transmit: &mut self.transmit,
-                journal: &self.journal,
-                held_conns: &mut self.held_conns,
-            };
-            lanes.send(conn, id, &Packet::Suback(suback));
-        }
+        let suback = Suback {
+            packet_id: s.packet_id,
+            properties: Properties::EMPTY,
+            codes,
+        };
+        self.reply(id, &Packet::Suback(suback));
         let ids = [sub_id];
         for (msg, qos, with_id) in &retained {
             // Retained messages are deliveries too: read access is checked per topic.
@@ -160,19 +153,12 @@ impl Broker {
             }
         }
         // [MQTT-3.10.4-4] UNSUBACK even when nothing matched.
-        if let Some(conn) = conn_slot(&mut self.conns, id) {
-            let unsuback = Unsuback {
-                packet_id: u.packet_id,
-                properties: Properties::EMPTY,
-                codes,
-            };
-            let mut lanes = Lanes {
-                transmit: &mut self.transmit,
-                journal: &self.journal,
-                held_conns: &mut self.held_conns,
-            };
-            lanes.send(conn, id, &Packet::Unsuback(unsuback));
-        }
+        let unsuback = Unsuback {
+            packet_id: u.packet_id,
+            properties: Properties::EMPTY,
+            codes,
+        };
+        self.reply(id, &Packet::Unsuback(unsuback));
         true
     }
 }
