@@ -3,7 +3,6 @@ Handling), Subscription Identifiers and Shared Subscriptions."""
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 
