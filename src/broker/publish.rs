@@ -250,7 +250,10 @@ impl Broker {
                         self.journal.record(r);
                     }
                     let outcome = self.accept_publish(key, &p, topic, now);
-                    if v5 {
+                    // PUBREC says only "not authorized"; like Mosquitto it does not report
+                    // a missing subscriber (0x10 is allowed but tells the client nothing
+                    // it can act on before PUBREL).
+                    if v5 && matches!(outcome, Outcome::NotAuthorized) {
                         reason = outcome_code(outcome);
                     }
                 }
