@@ -12,10 +12,13 @@
 //! - [`net`]: the single-threaded `mio` event loop; the only module that does I/O.
 //! - [`config`]: typed configuration and defaults.
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
+//! - `fuzzing` (only under `cfg(fuzzing)` and tests): the cargo-fuzz harness bodies.
 
 pub mod broker;
 pub mod cli;
 pub mod config;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod logging;
 pub mod net;
 pub mod protocol;

@@ -32,7 +32,8 @@
 //!   itself failing in [`Server::run`] (which no client can cause).
 
 mod connection;
-mod input;
+// pub(crate) for the `split` fuzz harness in `crate::fuzzing`.
+pub(crate) mod input;
 mod listener;
 mod shutdown;
 mod token;
