@@ -46,6 +46,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut server = server;
+    // After binding, so that READY=1 (sent when the loop starts) means "accepting".
+    server.notify_systemd();
     log::info!("{} started", cli::version());
     match server.run() {
         Ok(()) => {

@@ -7,6 +7,7 @@
 //! - `input`: framing bytes into packets with a per-connection partial tail.
 //! - `token`: the token space (slab keys vs reserved tokens).
 //! - `shutdown`: [`ShutdownHandle`].
+//! - `systemd`: `sd_notify` READY/STOPPING/WATCHDOG messages ([`Server::notify_systemd`]).
 //!
 //! A loop turn:
 //! 1. Sleep in `poll` until an event, the broker's next deadline, or the accept backoff;
@@ -36,6 +37,7 @@ mod connection;
 pub(crate) mod input;
 mod listener;
 mod shutdown;
+mod systemd;
 mod token;
 
 use std::io;
@@ -107,6 +109,8 @@ struct Core {
     paused: Vec<(usize, ConnId)>,
     /// SIGTERM/SIGINT/SIGHUP, when [`Server::handle_signals`] was called.
     signals: Option<Signals>,
+    /// systemd notification, when [`Server::notify_systemd`] found `$NOTIFY_SOCKET`.
+    notify: Option<systemd::Notifier>,
     /// Accepting is suspended until then (out of descriptors or memory).
     accept_backoff: Option<Instant>,
     /// A resource warning was logged in the current burst of accept failures (a burst
@@ -153,6 +157,7 @@ impl Server {
             readable_spare: Vec::new(),
             paused: Vec::new(),
             signals: None,
+            notify: None,
             accept_backoff: None,
             accept_warned: false,
         };
@@ -181,6 +186,14 @@ impl Server {
         Ok(())
     }
 
+    /// Makes the loop report to systemd (`Type=notify`) when `$NOTIFY_SOCKET` is set:
+    /// `READY=1` when [`Server::run`] starts (the listeners are bound by then),
+    /// `STOPPING=1` at shutdown, `WATCHDOG=1` every half of `$WATCHDOG_USEC`. Malformed
+    /// variables are logged and ignored. Only the binary calls this.
+    pub fn notify_systemd(&mut self) {
+        self.core.notify = systemd::Notifier::from_env(Instant::now());
+    }
+
     /// A handle that makes [`Server::run`] return; see [`ShutdownHandle`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle::new(Arc::clone(&self.core.shared))
@@ -190,8 +203,14 @@ impl Server {
     /// poller itself fails, which no client can cause.
     pub fn run(mut self) -> io::Result<()> {
         let Server { poll, events, core } = &mut self;
+        if let Some(n) = core.notify.as_mut() {
+            n.notify("READY=1\nSTATUS=accepting connections");
+        }
         loop {
             if core.shared.stop_requested() {
+                if let Some(n) = core.notify.as_mut() {
+                    n.notify("STOPPING=1");
+                }
                 core.shutdown(poll.registry());
                 return Ok(());
             }
@@ -210,6 +229,9 @@ impl Server {
                 core.handle_event(registry, event, now);
             }
             core.handle_timers(registry, now);
+            if let Some(n) = core.notify.as_mut() {
+                n.handle_timeout(now);
+            }
             core.transmit(registry, now);
             core.resume_paused();
             core.free_closed();
@@ -218,15 +240,21 @@ impl Server {
 }
 
 impl Core {
-    /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
-    /// with read work pending, forever otherwise.
+    /// How long `poll` may sleep: until the broker's deadline, the accept backoff or the
+    /// systemd watchdog, zero with read work pending, forever otherwise.
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
         if !self.readable.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut deadline = self.broker.poll_timeout();
-        if let Some(backoff) = self.accept_backoff {
-            deadline = Some(deadline.map_or(backoff, |d| d.min(backoff)));
+        // The watchdog deadline exists only when systemd configured one, so an idle
+        // broker without a watchdog still sleeps without a timeout.
+        let watchdog = self
+            .notify
+            .as_ref()
+            .and_then(systemd::Notifier::next_deadline);
+        for extra in [self.accept_backoff, watchdog].into_iter().flatten() {
+            deadline = Some(deadline.map_or(extra, |d| d.min(extra)));
         }
         deadline.map(|d| d.saturating_duration_since(now))
     }
