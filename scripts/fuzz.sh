@@ -38,7 +38,11 @@ fi
 
 cd fuzz
 echo "==> fuzz: building ${targets[*]}"
-cargo +nightly fuzz build -O >/dev/null
+if ! cargo +nightly fuzz build -O >work-build.log 2>&1; then
+  tail -n 40 work-build.log >&2
+  unavailable "cargo +nightly fuzz build failed (see above)"
+fi
+rm -f work-build.log
 for t in "${targets[@]}"; do
   mkdir -p "work/$t" "artifacts/$t"
   echo "==> fuzz: $t for ${seconds}s"
