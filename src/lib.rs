@@ -14,11 +14,14 @@
 //! - [`auth`]: password files (authentication) and ACL files (authorization).
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
 //! - [`passwd`]: the `wrenmq passwd` subcommand (Mosquitto password files).
+//! - `fuzzing` (only under `cfg(fuzzing)` and tests): the cargo-fuzz harness bodies.
 
 pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod logging;
 pub mod net;
 pub mod passwd;

@@ -96,6 +96,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // After binding, so that READY=1 (sent when the loop starts) means "accepting".
+    server.notify_systemd();
     info!("{} started", cli::version());
     let result = server.run();
     remove_pid_file(pid_file);

@@ -8,6 +8,7 @@
 //! - `token`: the token space (slab keys vs reserved tokens).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
+//! - `systemd`: `sd_notify` READY/STOPPING/WATCHDOG messages ([`Server::notify_systemd`]).
 //!
 //! A loop turn:
 //! 1. Sleep in `poll` until an event, the broker's next deadline, or the accept backoff;
@@ -33,10 +34,12 @@
 //!   itself failing in [`Server::run`] (which no client can cause).
 
 mod connection;
-mod input;
+// pub(crate) for the `split` fuzz harness in `crate::fuzzing`.
+pub(crate) mod input;
 mod listener;
 mod reload;
 mod shutdown;
+mod systemd;
 mod token;
 
 use std::io;
@@ -115,6 +118,8 @@ struct Core {
     signals: Option<Signals>,
     /// What SIGHUP re-reads ([`Server::set_reload`]); `None` = nothing to reload.
     reload: Option<Reload>,
+    /// systemd notification, when [`Server::notify_systemd`] found `$NOTIFY_SOCKET`.
+    notify: Option<systemd::Notifier>,
     /// Accepting is suspended until then (out of descriptors or memory).
     accept_backoff: Option<Instant>,
     /// A resource warning was logged in the current burst of accept failures (a burst
@@ -169,6 +174,7 @@ impl Server {
             store: None,
             signals: None,
             reload: None,
+            notify: None,
             accept_backoff: None,
             accept_warned: false,
         };
@@ -210,6 +216,14 @@ impl Server {
         core.reload(poll.registry(), Instant::now());
     }
 
+    /// Makes the loop report to systemd (`Type=notify`) when `$NOTIFY_SOCKET` is set:
+    /// `READY=1` when [`Server::run`] starts (the listeners are bound by then),
+    /// `STOPPING=1` at shutdown, `WATCHDOG=1` every half of `$WATCHDOG_USEC`. Malformed
+    /// variables are logged and ignored. Only the binary calls this.
+    pub fn notify_systemd(&mut self) {
+        self.core.notify = systemd::Notifier::from_env(Instant::now());
+    }
+
     /// A handle that makes [`Server::run`] return; see [`ShutdownHandle`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle::new(Arc::clone(&self.core.shared))
@@ -219,8 +233,14 @@ impl Server {
     /// poller itself fails, which no client can cause.
     pub fn run(mut self) -> io::Result<()> {
         let Server { poll, events, core } = &mut self;
+        if let Some(n) = core.notify.as_mut() {
+            n.notify("READY=1\nSTATUS=accepting connections");
+        }
         loop {
             if core.shared.stop_requested() {
+                if let Some(n) = core.notify.as_mut() {
+                    n.notify("STOPPING=1");
+                }
                 core.shutdown(poll.registry());
                 return Ok(());
             }
@@ -240,6 +260,9 @@ impl Server {
             }
             core.handle_timers(registry, now);
             core.sync_store();
+            if let Some(n) = core.notify.as_mut() {
+                n.handle_timeout(now);
+            }
             core.transmit(registry, now);
             core.resume_paused();
             core.free_closed();
@@ -294,13 +317,21 @@ impl Core {
 
     /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
     /// with read work pending, forever otherwise.
+    /// How long `poll` may sleep: until the broker's deadline, the accept backoff or the
+    /// systemd watchdog, zero with read work pending, forever otherwise.
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
         if !self.readable.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut deadline = self.broker.poll_timeout();
-        if let Some(backoff) = self.accept_backoff {
-            deadline = Some(deadline.map_or(backoff, |d| d.min(backoff)));
+        // The watchdog deadline exists only when systemd configured one, so an idle
+        // broker without a watchdog still sleeps without a timeout.
+        let watchdog = self
+            .notify
+            .as_ref()
+            .and_then(systemd::Notifier::next_deadline);
+        for extra in [self.accept_backoff, watchdog].into_iter().flatten() {
+            deadline = Some(deadline.map_or(extra, |d| d.min(extra)));
         }
         deadline.map(|d| d.saturating_duration_since(now))
     }

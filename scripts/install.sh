@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs wrenmq on a board (run as root there):
+#
+#   sudo scripts/install.sh [BINARY]
+#
+# BINARY defaults to the first cross build found for this machine's architecture
+# (target/aarch64-unknown-linux-musl/release/wrenmq on aarch64,
+# target/armv7-unknown-linux-gnueabihf/release/wrenmq on armv7), else target/release/wrenmq.
+# It installs:
+#   /usr/local/bin/wrenmq                   the binary
+#   /etc/systemd/system/wrenmq.service      the unit (scripts/wrenmq.service)
+#   /etc/wrenmq/wrenmq.conf                 the default configuration, unless one exists
+# then reloads systemd and enables and (re)starts the service.
+#
+# DESTDIR=/some/dir installs under that directory instead and touches no service (for
+# packaging and for the CI check of this script).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$here/.."
+dest=${DESTDIR:-}
+
+binary=${1:-}
+if [ -z "$binary" ]; then
+  case "$(uname -m)" in
+    aarch64|arm64) candidates=(aarch64-unknown-linux-musl) ;;
+    armv7l|armv7*|armv6l) candidates=(armv7-unknown-linux-gnueabihf) ;;
+    *) candidates=() ;;
+  esac
+  binary="$root/target/release/wrenmq"
+  for t in "${candidates[@]}"; do
+    if [ -x "$root/target/$t/release/wrenmq" ]; then binary="$root/target/$t/release/wrenmq"; break; fi
+  done
+fi
+[ -f "$binary" ] || { echo "install.sh: no binary at $binary (build one with scripts/cross-build.sh)" >&2; exit 1; }
+
+if [ -z "$dest" ] && [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: run as root (or set DESTDIR)" >&2
+  exit 1
+fi
+
+install -d "$dest/usr/local/bin" "$dest/etc/systemd/system" "$dest/etc/wrenmq"
+install -m 0755 "$binary" "$dest/usr/local/bin/wrenmq"
+install -m 0644 "$here/wrenmq.service" "$dest/etc/systemd/system/wrenmq.service"
+if [ -e "$dest/etc/wrenmq/wrenmq.conf" ]; then
+  echo "install.sh: keeping the existing /etc/wrenmq/wrenmq.conf"
+else
+  install -m 0644 "$here/wrenmq-default.conf" "$dest/etc/wrenmq/wrenmq.conf"
+fi
+echo "install.sh: installed $("$dest/usr/local/bin/wrenmq" --version 2>/dev/null || echo wrenmq) to ${dest:-/}"
+
+if [ -n "$dest" ]; then
+  exit 0
+fi
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  systemctl enable wrenmq.service
+  systemctl restart wrenmq.service
+  # Type=notify: restart returns once the broker sent READY=1 (or failed).
+  systemctl --no-pager status wrenmq.service || true
+else
+  echo "install.sh: systemd is not running here; start /usr/local/bin/wrenmq -c /etc/wrenmq/wrenmq.conf yourself"
+fi
