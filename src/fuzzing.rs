@@ -484,14 +484,21 @@ impl BrokerRun {
             }
             12 => {
                 // The socket ends under the broker.
-                if let Some(id) = self.slots[s].id.take() {
+                if let Some(id) = self.slots[s].id {
                     let why = [
                         Disconnect::PeerClosed,
                         Disconnect::IoError,
                         Disconnect::Shutdown,
                     ][usize::from(b.u8() % 3)];
                     self.broker.handle_disconnect(id, why, self.now);
-                    self.slots[s] = Slot::default();
+                    if why == Disconnect::Shutdown {
+                        // On shutdown the broker hands the connection back through
+                        // `poll_close` (a 5.0 client gets DISCONNECT 0x8B): the slot is
+                        // freed when that close is taken.
+                        self.after_close_ops();
+                    } else {
+                        self.slots[s] = Slot::default();
+                    }
                 }
             }
             13 => {
@@ -790,6 +797,15 @@ mod tests {
     /// First `broker` crash (harness bug): a connect timeout closed a connection in a
     /// time-advance operation, the harness did not drain `poll_close` until after it had
     /// itself dropped that slot, and took the late close for a double close.
+    #[test]
+    /// Third `broker` crash (harness out of date): `handle_disconnect(Shutdown)` now returns
+    /// the connection through `poll_close` so that a 5.0 client is told 0x8B.
+    fn broker_harness_takes_the_close_of_a_shutdown_disconnect() {
+        let seed = "fuzz/corpus/broker/regress-shutdown-close";
+        let data = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(seed)).unwrap();
+        broker(&data);
+    }
+
     #[test]
     fn broker_harness_drains_closes_after_timers() {
         let seed = "fuzz/corpus/broker/regress-close-after-connect-timeout";

@@ -472,7 +472,9 @@ impl Broker {
         self.close(id, CloseReason::Decode(err), now, true);
     }
 
-    /// The event loop saw the connection end (EOF, socket error, shutdown).
+    /// The event loop saw the connection end (EOF, socket error), or the broker is shutting
+    /// down. After `Shutdown` the connection comes back through `poll_close` with its final
+    /// bytes (DISCONNECT 0x8B for a 5.0 client); after the others it is simply gone.
     pub fn handle_disconnect(&mut self, id: ConnId, why: Disconnect, now: Instant) {
         let reason = match why {
             Disconnect::PeerClosed => CloseReason::PeerClosed,
