@@ -247,7 +247,10 @@ impl Broker {
         };
         let mut expired = Vec::new();
         for inflight in &session.inflight {
-            let buf = lanes.durable(conn, id);
+            let buf = match inflight.state {
+                InflightState::AwaitingPuback => lanes.delivery(conn, id, inflight.delivery.qos),
+                _ => lanes.durable(conn, id),
+            };
             match inflight.state {
                 InflightState::AwaitingPuback | InflightState::AwaitingPubrec => {
                     if inflight.delivery.msg.is_expired(now) {

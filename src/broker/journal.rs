@@ -13,7 +13,9 @@
 //! under `interval` and `never` (so a crash of the process never loses an acknowledged
 //! message; only a power cut can, in those two modes). A connection with
 //! held output holds everything durable after it too, so PUBACKs keep their order
-//! [MQTT-4.6.0-2]. QoS 0 deliveries, CONNACK and PINGRESP never wait.
+//! [MQTT-4.6.0-2]. QoS 0 and QoS 1 deliveries, CONNACK and PINGRESP never wait (a QoS 1
+//! delivery sent before its record is durable can at worst arrive twice after a crash,
+//! which QoS 1 allows; QoS 2 deliveries wait, so that they cannot).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

@@ -214,6 +214,27 @@ impl Lanes<'_> {
         buf
     }
 
+    /// The buffer a PUBLISH of `qos` to `conn` goes to. QoS 2 deliveries wait for the
+    /// batch (a redelivery after a crash must not reach the client twice); QoS 1 and 0
+    /// deliveries go at once: at worst a crash makes a QoS 1 message arrive twice, which
+    /// QoS 1 allows, and the subscriber's inflight window refills without waiting for an
+    /// fsync.
+    fn delivery<'c>(
+        &mut self,
+        conn: &'c mut Conn,
+        id: ConnId,
+        qos: crate::protocol::QoS,
+    ) -> &'c mut Vec<u8> {
+        if qos == crate::protocol::QoS::ExactlyOnce {
+            return self.durable(conn, id);
+        }
+        if !conn.transmit_queued {
+            conn.transmit_queued = true;
+            self.transmit.push(id);
+        }
+        &mut conn.out
+    }
+
     fn send(&mut self, conn: &mut Conn, id: ConnId, packet: &Packet<'_>) {
         let version = conn.version.unwrap_or(ProtocolVersion::V311);
         packet.encode(version, self.durable(conn, id));

@@ -514,7 +514,7 @@ impl Broker {
                     held_conns: &mut self.held_conns,
                 };
                 let (version, max) = (conn.version, conn.max_packet());
-                let buf = lanes.durable(conn, id);
+                let buf = lanes.delivery(conn, id, qos);
                 encode_publish(
                     version,
                     max,
@@ -660,7 +660,7 @@ impl Broker {
                 held_conns: &mut self.held_conns,
             };
             let (version, max) = (conn.version, conn.max_packet());
-            let buf = lanes.durable(conn, id);
+            let buf = lanes.delivery(conn, id, q.qos);
             encode_publish(
                 version,
                 max,

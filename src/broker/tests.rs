@@ -873,7 +873,7 @@ fn replay(broker: &mut Broker, mut bytes: &[u8]) {
 fn acknowledgements_wait_until_their_records_are_durable() {
     let mut h = journaled();
     let s = h.client(connect("s", false, 0));
-    h.send(s, subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    h.send(s, subscribe(1, &[("t", QoS::ExactlyOnce)]));
     assert_eq!(
         h.take(s),
         [],
@@ -884,24 +884,32 @@ fn acknowledgements_wait_until_their_records_are_durable() {
         .poll_journal()
         .expect("session and subscription records");
     h.broker.handle_durable(seq);
-    assert_eq!(h.take(s), [Out::Suback(1, vec![1])]);
+    assert_eq!(h.take(s), [Out::Suback(1, vec![2])]);
 
     let p = h.client(connect("p", true, 0));
-    h.send(p, publish("t", b"x", QoS::AtLeastOnce, 5));
+    h.send(p, publish("t", b"one", QoS::AtLeastOnce, 5));
+    h.send(p, publish("t", b"two", QoS::ExactlyOnce, 6));
     h.send(p, publish("t", b"zero", QoS::AtMostOnce, 0));
-    assert_eq!(h.take(p), [], "PUBACK is held");
+    assert_eq!(h.take(p), [], "PUBACK and PUBREC are held");
     assert_eq!(
         h.take(s),
-        [msg("t", "zero", QoS::AtMostOnce, 0)],
-        "QoS 0 goes out at once; the QoS 1 delivery is held"
+        [
+            msg("t", "one", QoS::AtLeastOnce, 1),
+            msg("t", "zero", QoS::AtMostOnce, 0)
+        ],
+        "QoS 0 and QoS 1 deliveries go out at once (a crash can only duplicate QoS 1)"
     );
     let (seq, records) = h.broker.poll_journal().expect("delivery records");
     assert!(!records.is_empty());
     h.broker.handle_durable(seq - 1);
-    assert_eq!(h.take(p), [], "an older batch does not release it");
+    assert_eq!(h.take(p), [], "an older batch does not release them");
     h.broker.handle_durable(seq);
-    assert_eq!(h.take(p), [Out::Puback(5)]);
-    assert_eq!(h.take(s), [msg("t", "x", QoS::AtLeastOnce, 1)]);
+    assert_eq!(h.take(p), [Out::Puback(5), Out::Pubrec(6)]);
+    assert_eq!(
+        h.take(s),
+        [msg("t", "two", QoS::ExactlyOnce, 2)],
+        "the QoS 2 delivery waited"
+    );
 }
 
 #[test]

@@ -149,17 +149,13 @@ impl Server {
             ));
         }
         let poll = Poll::new()?;
-        let mut listeners = listener::bind_all(&config.listeners)?;
-        for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry()
-                .register(&mut l.socket, token::listener(i), Interest::READABLE)?;
-        }
         let waker = Waker::new(poll.registry(), token::WAKER)?;
+        let addrs = config.listeners.clone();
         let core = Core {
             max_packet_size: config.max_packet_size,
             max_connections: config.max_connections,
             broker: Broker::with_auth(config, auth),
-            listeners,
+            listeners: Vec::new(),
             conns: Slab::new(),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             shared: Arc::new(Shared::new(waker)),
@@ -179,7 +175,14 @@ impl Server {
             accept_warned: false,
         };
         let mut core = core;
+        // Recover first, listen second: a client that can connect finds its session.
         core.open_store()?;
+        let mut listeners = listener::bind_all(&addrs)?;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(&mut l.socket, token::listener(i), Interest::READABLE)?;
+        }
+        core.listeners = listeners;
         Ok(Server {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
