@@ -149,7 +149,8 @@ start_broker() { # name -> sets BROKER_PID, PORT
       ;;
     mosquitto-persist)
       rm -rf "${PDATA:?}/$1"
-      mkdir -p "$PDATA/$1"
+      # Mosquitto started as root runs as user mosquitto, which must be able to save.
+      mkdir -p "$PDATA/$1" && chmod 0777 "$PDATA/$1"
       taskset -c 0 "$MOSQUITTO" -c "$MPCONF" 2>>"$OUT/mosquitto.log" &
       ;;
   esac
