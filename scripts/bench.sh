@@ -9,19 +9,34 @@
 # connections each subscribed to its own topic (RSS held, connect rate); 1,000 idle
 # clients with keepalive 60 s (context switches of the broker over the hold = wake-ups);
 # fan-in QoS 0 and QoS 1, fan-out, latency at a fixed rate, and publish throughput with
-# 10 / 1,000 / 100,000 other exact subscriptions plus 1,000 wildcards. The table printed
-# at the end holds the median over rounds of every figure and the ratio wrenmq/mosquitto.
+# 10 / 1,000 / 100,000 other exact subscriptions plus 1,000 wildcards. These run with
+# persistence off in both brokers.
+#
+# Durability (issue 6), persistence on, data directories under $OUT/pdata (the disk the
+# repository is on): per round, QoS 1 fan-in to a persistent (clean session 0) subscriber
+# against wrenmq `fsync batch`, wrenmq `fsync never` and Mosquitto with persistence on
+# (its defaults: autosave_interval 1800), each a fresh broker and an empty directory,
+# with the broker's /proc/PID/io write_bytes and the disk's bytes written
+# (/sys/class/block/DEV/stat) over the phase. Once at the end, recovery: a persistent
+# subscriber goes offline, RECOVER_MSGS QoS 1 messages are queued for it under
+# `fsync batch`, the broker is killed with SIGKILL, and the time from starting wrenmq
+# again to its first CONNACK is measured, with the record count it logs and its RSS.
+# The table printed at the end holds the median over rounds of every figure and the
+# ratio wrenmq/mosquitto.
 #
 # Knobs (environment): ROUNDS, DUR (seconds per throughput phase), CONNS, CONN_HOLD,
 # WAKE_CLIENTS, WAKE_HOLD, LAT_RATE, PAYLOAD, WPORT, MPORT, OUT (results directory),
-# SKIP_BUILD=1. Raw lines go to $OUT/results.txt, the table to $OUT/table.md.
+# RECOVER_MSGS (0 skips recovery), SKIP_BUILD=1. Raw lines go to $OUT/results.txt, the
+# table to $OUT/table.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if [ -n "${QUICK:-}" ]; then
   ROUNDS=${ROUNDS:-1}; DUR=${DUR:-1}; CONN_HOLD=${CONN_HOLD:-1}; WAKE_HOLD=${WAKE_HOLD:-3}
+  RECOVER_MSGS=${RECOVER_MSGS:-100000}
 else
   ROUNDS=${ROUNDS:-3}; DUR=${DUR:-4}; CONN_HOLD=${CONN_HOLD:-2}; WAKE_HOLD=${WAKE_HOLD:-10}
+  RECOVER_MSGS=${RECOVER_MSGS:-1000000}
 fi
 CONNS=${CONNS:-10000}
 WAKE_CLIENTS=${WAKE_CLIENTS:-1000}
@@ -71,6 +86,37 @@ log_type error
 connection_messages false
 EOF
 
+# Persistence on, for the durability scenarios. Each run gets an empty directory.
+PDATA="$PWD/$OUT/pdata"
+mkdir -p "$PDATA"
+MPCONF="$OUT/mosquitto-persist.conf"
+grep -v '^persistence ' "$MCONF" >"$MPCONF"
+cat >>"$MPCONF" <<EOF
+persistence true
+persistence_location $PDATA/mosquitto-persist/
+EOF
+wconf() { # fsync-mode data-dir max-queued -> config text
+  cat <<EOF
+listener $WPORT 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $2
+fsync $1
+max_inflight_messages 20
+max_queued_messages $3
+max_packet_size 2000000
+EOF
+}
+wconf batch "$PDATA/wrenmq-batch" 1000 >"$OUT/wrenmq-batch.conf"
+wconf never "$PDATA/wrenmq-never" 1000 >"$OUT/wrenmq-never.conf"
+# 0 = no limit: the offline subscriber must be able to hold every message.
+wconf batch "$PDATA/recover" 0 >"$OUT/wrenmq-recover.conf"
+
+# Bytes written by the disk that holds $PDATA (the whole device: includes the file
+# system's journal, and anything else writing at the time).
+DEV_STAT=/sys/class/block/$(basename "$(df --output=source "$PDATA" | tail -1)")/stat
+dev_written() { if [ -r "$DEV_STAT" ]; then awk '{ printf "%.0f\n", $7 * 512 }' "$DEV_STAT"; fi; }
+
 # ---- broker lifecycle
 BROKER_PID=""
 stop_broker() {
@@ -84,22 +130,36 @@ stop_broker() {
 }
 trap stop_broker EXIT INT TERM
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 start_broker() { # name -> sets BROKER_PID, PORT
+  case "$1" in wrenmq*) PORT=$WPORT ;; *) PORT=$MPORT ;; esac
+  # A leftover broker on the port would silently take this one's place.
+  if port_open "$PORT"; then log "port $PORT is already in use"; exit 1; fi
   case "$1" in
     wrenmq)
-      PORT=$WPORT
       RUST_LOG=warn taskset -c 0 "$WRENMQ" -l "127.0.0.1:$PORT" --no-persistence 2>>"$OUT/wrenmq.log" &
       ;;
     mosquitto)
-      PORT=$MPORT
       taskset -c 0 "$MOSQUITTO" -c "$MCONF" 2>>"$OUT/mosquitto.log" &
+      ;;
+    wrenmq-batch | wrenmq-never)
+      rm -rf "${PDATA:?}/$1"
+      RUST_LOG=warn taskset -c 0 "$WRENMQ" -c "$OUT/$1.conf" 2>>"$OUT/wrenmq.log" &
+      ;;
+    mosquitto-persist)
+      rm -rf "${PDATA:?}/$1"
+      # Mosquitto started as root runs as user mosquitto, which must be able to save.
+      mkdir -p "$PDATA/$1" && chmod 0777 "$PDATA/$1"
+      taskset -c 0 "$MOSQUITTO" -c "$MPCONF" 2>>"$OUT/mosquitto.log" &
       ;;
   esac
   BROKER_PID=$!
   for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+    if port_open "$PORT"; then break; fi
     sleep 0.05
   done
+  kill -0 "$BROKER_PID" 2>/dev/null || { log "$1 did not start (see $OUT/*.log)"; exit 1; }
   sleep 0.5 # let the probe connection go and the process settle
 }
 
@@ -107,10 +167,18 @@ status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 gen() { # broker round scenario args...
   local b=$1 r=$2; shift 2
-  local line
+  local line d0 d1
+  d0=$(dev_written)
   line=$(taskset -c 1 "$GEN" "$@" --host "127.0.0.1:$PORT" --pid "$BROKER_PID" --label "$b" 2>>"$OUT/gen.log") || true
+  d1=$(dev_written)
   [ -n "$line" ] || line="scenario=$1 broker=$b error=no_output"
+  [ -z "$d0" ] || line="$line dev_write_bytes=$((d1 - d0))"
   echo "round=$r tag=$TAG $line" | tee -a "$RESULTS" >&2
+}
+
+result() { # round key=value... : a line of its own
+  local r=$1; shift
+  echo "round=$r tag=$TAG $*" | tee -a "$RESULTS" >&2
 }
 
 run_round() { # broker round
@@ -131,13 +199,66 @@ run_round() { # broker round
   stop_broker
 }
 
+# QoS 1 fan-in to a persistent subscriber, persistence on. Tags: fanin1d_batch and
+# fanin1d_never (wrenmq), fanin1d (mosquitto).
+run_durable() { # config round
+  local c=$1 r=$2 b=${1%%-*}
+  case "$c" in
+    wrenmq-batch) TAG=fanin1d_batch ;;
+    wrenmq-never) TAG=fanin1d_never ;;
+    *) TAG=fanin1d ;;
+  esac
+  start_broker "$c"
+  gen "$b" "$r" fanin --qos 1 --sub-clean 0 --payload "$PAYLOAD" --duration "$DUR"
+  stop_broker
+  result "$r" "scenario=datadir broker=$b datadir_bytes=$(du -sb "$PDATA/$c" | cut -f1)"
+}
+
+# Recovery: RECOVER_MSGS messages queued for an offline persistent subscriber, SIGKILL
+# (so nothing is compacted at shutdown), restart, time to the first CONNACK.
+run_recovery() {
+  local id=wrenmq-bench-durable t0 line records files bytes
+  TAG=fill
+  rm -rf "${PDATA:?}/recover"
+  PORT=$WPORT
+  if port_open "$PORT"; then log "port $PORT is already in use"; exit 1; fi
+  RUST_LOG=warn taskset -c 0 "$WRENMQ" -c "$OUT/wrenmq-recover.conf" 2>>"$OUT/wrenmq.log" &
+  BROKER_PID=$!
+  for _ in $(seq 100); do port_open "$PORT" && break; sleep 0.05; done
+  gen wrenmq 1 fill --msgs "$RECOVER_MSGS" --pubs 10 --payload "$PAYLOAD" --sub-id "$id"
+  kill -9 "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=""
+  TAG=recovery
+  # What recovery will read (after it, the directory holds a fresh snapshot as well).
+  files=$(cd "$PDATA/recover" && ls -l | awk 'NR > 1 { printf "%s:%s,", $9, $5 }')
+  bytes=$(du -sb "$PDATA/recover" | cut -f1)
+  t0=$(date +%s%N)
+  RUST_LOG=info taskset -c 0 "$WRENMQ" -c "$OUT/wrenmq-recover.conf" 2>"$OUT/recover.log" &
+  BROKER_PID=$!
+  line=$(taskset -c 1 "$GEN" ready --t0-ns "$t0" --timeout 600 --client-id "$id" --clean 0 \
+    --host "127.0.0.1:$PORT" --pid "$BROKER_PID" --label wrenmq 2>>"$OUT/gen.log") || true
+  [ -n "$line" ] || line="scenario=ready broker=wrenmq error=no_output"
+  records=$(sed -n 's/.*recovered \([0-9]*\) records.*/\1/p' "$OUT/recover.log" | head -1)
+  result 1 "$line messages=$RECOVER_MSGS records=${records:-0}" \
+    "datadir_bytes=$bytes files=${files%,}"
+  kill -9 "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=""
+  rm -rf "${PDATA:?}/recover"
+}
+
 START=$(date +%s)
 for r in $(seq "$ROUNDS"); do
   for b in wrenmq mosquitto; do
     log "round $r/$ROUNDS: $b"
     run_round "$b" "$r"
   done
+  for c in wrenmq-batch wrenmq-never mosquitto-persist; do
+    log "round $r/$ROUNDS: durable fan-in, $c"
+    run_durable "$c" "$r"
+  done
 done
+if [ "$RECOVER_MSGS" -gt 0 ]; then
+  log "recovery: $RECOVER_MSGS messages queued offline, SIGKILL, restart"
+  run_recovery
+fi
 log "done in $(( $(date +%s) - START )) s"
 
 python3 - "$RESULTS" "$OUT/table.md" <<'EOF'
@@ -149,6 +270,9 @@ for line in open(sys.argv[1]):
     rows.append(kv)
 
 def med(tag, key, broker):
+    # A (wrenmq tag, mosquitto tag) pair compares two different configurations.
+    if isinstance(tag, tuple):
+        tag = tag[0] if broker == "wrenmq" else tag[1]
     vals = []
     for kv in rows:
         if kv.get("tag") == tag and kv.get("broker") == broker and key in kv:
@@ -180,6 +304,14 @@ FIG = [
     ("publish rate, 1,000 exact + 1k wildcard (msg/s)", "subscale1000", "msgs_per_s", None),
     ("publish rate, 100,000 exact + 1k wildcard (msg/s)", "subscale100000", "msgs_per_s", None),
     ("subscribe rate, 100,000 filters (subs/s)", "subscale100000", "subs_per_s", None),
+    # Persistence on: wrenmq fsync batch / never vs Mosquitto persistence true (defaults).
+    ("durable fan-in QoS 1: wrenmq fsync batch vs mosquitto persist (msg/s)", ("fanin1d_batch", "fanin1d"), "msgs_per_s", ">= 1"),
+    ("durable fan-in QoS 1 lost (fsync batch)", ("fanin1d_batch", "fanin1d"), "lost", "== 0"),
+    ("durable fan-in QoS 1: wrenmq fsync never vs mosquitto persist (msg/s)", ("fanin1d_never", "fanin1d"), "msgs_per_s", None),
+    ("durable fan-in QoS 1 lost (fsync never)", ("fanin1d_never", "fanin1d"), "lost", "== 0"),
+    ("bytes written per msg, fsync batch (/proc/PID/io write_bytes)", ("fanin1d_batch", "fanin1d"), "bytes_per_msg", None),
+    ("bytes written per msg, fsync never (/proc/PID/io write_bytes)", ("fanin1d_never", "fanin1d"), "bytes_per_msg", None),
+    ("data dir after the run, stopped (bytes)", ("fanin1d_batch", "fanin1d"), "datadir_bytes", None),
 ]
 
 def fmt(v):
@@ -221,6 +353,34 @@ for tag, label in (("fanin0", "fan-in QoS 0"), ("fanin1", "fan-in QoS 1"), ("fan
     g = [med(tag, "gen_cpu", b) for b in ("wrenmq", "mosquitto")]
     c = [med(tag, "broker_cpu", b) for b in ("wrenmq", "mosquitto")]
     out.append(f"| CPU during {label}: generator / broker | {fmt(g[0])} / {fmt(c[0])} | {fmt(g[1])} / {fmt(c[1])} | | | |")
+# Disk bytes (whole device, incl. the file system's journal) per message received, fsync
+# batch only: under `never` and in Mosquitto the kernel writes back after the phase.
+dev = []
+for tag, b in (("fanin1d_batch", "wrenmq"), ("fanin1d", "mosquitto")):
+    vals = [float(kv["dev_write_bytes"]) / max(float(kv["received"]), 1) for kv in rows
+            if kv.get("tag") == tag and kv.get("broker") == b and "dev_write_bytes" in kv and "received" in kv]
+    dev.append(statistics.median(vals) if vals else None)
+out.append(f"| disk bytes written per msg, fsync batch (device stat, incl. fs journal) | {fmt(dev[0])} | {fmt(dev[1])} | | | |")
+for tag, label in (("fanin1d_batch", "durable fan-in, fsync batch"), ("fanin1d_never", "durable fan-in, fsync never")):
+    g, c = med(tag, "gen_cpu", "wrenmq"), med(tag, "broker_cpu", "wrenmq")
+    out.append(f"| CPU during {label}: generator / broker | {fmt(g)} / {fmt(c)} | | | | |")
+g, c = med("fanin1d", "gen_cpu", "mosquitto"), med("fanin1d", "broker_cpu", "mosquitto")
+out.append(f"| CPU during durable fan-in, mosquitto persist: generator / broker | | {fmt(g)} / {fmt(c)} | | | |")
+# Recovery (wrenmq only, one run).
+fill = [kv for kv in rows if kv.get("tag") == "fill" and "msgs_per_s" in kv]
+rec = [kv for kv in rows if kv.get("tag") == "recovery" and "connack_ms" in kv]
+if fill:
+    out.append(f"| queueing {int(fill[0]['msgs']):,} QoS 1 msgs for an offline session, fsync batch (msg/s) | {fmt(float(fill[0]['msgs_per_s']))} | | | | |")
+if rec:
+    kv = rec[0]
+    n = int(kv.get("records", 0))
+    out.append(f"| recovery after SIGKILL: records replayed | {n:,} | | | >= {int(kv['messages']):,} | {'met' if n >= int(kv['messages']) else 'MISSED'} |")
+    out.append(f"| recovery: data dir read at start (bytes) | {fmt(float(kv['datadir_bytes']))} | | | | |")
+    out.append(f"| recovery: start to first CONNACK (ms) | {fmt(float(kv['connack_ms']))} | | | | |")
+    out.append(f"| recovery: start to TCP connect accepted by the kernel (ms) | {fmt(float(kv['tcp_ms']))} | | | | |")
+    out.append(f"| recovery: session present after restart | {kv['session_present']} | | | = 1 | {'met' if kv['session_present'] == '1' else 'MISSED'} |")
+    out.append(f"| RSS after recovery (kB) | {fmt(float(kv['rss_kb']))} | | | | |")
+    out.append(f"| VmHWM after recovery (kB) | {fmt(float(kv['hwm_kb']))} | | | | |")
 errors = [kv for kv in rows if "error" in kv]
 text = "\n".join(out)
 rounds = len({kv.get("round") for kv in rows})

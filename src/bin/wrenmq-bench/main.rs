@@ -14,12 +14,23 @@
 //!
 //! ```text
 //! wrenmq-bench fanin    [--pubs 50] [--qos 0|1] [--payload 16] [--duration 5]
+//!                       [--sub-clean 1|0] [--sub-id ID]
+//! wrenmq-bench fill     [--msgs 1000000] [--pubs 10] [--payload 16] [--sub-id ID]
+//! wrenmq-bench ready    [--t0-ns NS] [--timeout 300] [--client-id ID] [--clean 1|0]
 //! wrenmq-bench fanout   [--subs 100] [--payload 16] [--duration 5]
 //! wrenmq-bench latency  [--rate 2000] [--qos 0] [--payload 16] [--duration 5]
 //! wrenmq-bench conns    [--count 10000] [--keepalive 60] [--hold 3] --pid PID
 //! wrenmq-bench subscale [--exact 100000] [--wildcards 1000] [--duration 5]
 //! common: [--host 127.0.0.1:1883] [--label NAME] [--pid PID] [--window N] [--max-msgs N]
 //! ```
+//!
+//! Durability: `fanin --sub-clean 0` subscribes with a persistent session (clean session
+//! 0, client id `--sub-id`), so a broker with persistence journals every delivery; with
+//! `--pid` the line then also holds the broker's `/proc/PID/io` `write_bytes` over the
+//! phase and per message received. `fill` leaves a persistent subscriber offline and
+//! publishes `--msgs` QoS 1 messages (all acknowledged) that the broker must queue for it;
+//! `ready` measures how long after `--t0-ns` (wall clock, `date +%s%N` before the broker
+//! was started) a TCP connect succeeds and a CONNACK arrives, i.e. the broker's recovery.
 
 mod net;
 
@@ -30,7 +41,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use net::{cpu_seconds, status_field, Incoming, Net, Template};
+use net::{cpu_seconds, io_field, status_field, Incoming, Net, Template};
 use wrenmq::protocol::QoS;
 
 /// Publishes appended to one publisher's buffer per turn at most.
@@ -277,12 +288,34 @@ fn setup_deadline() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
+/// `--sub-clean`: whether the subscriber uses a clean session (default) or a persistent
+/// one (`0`) with client id `--sub-id`.
+fn sub_clean(args: &Args) -> Result<bool, String> {
+    match args.num("sub-clean", 1u8)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(format!("--sub-clean: 0 or 1, not {v}")),
+    }
+}
+
+/// Bytes the broker process caused to be written to storage so far (`None` without
+/// `--pid` or where `/proc/PID/io` is not readable).
+fn broker_write_bytes(args: &Args) -> Option<u64> {
+    io_field(args.opts.get("pid")?, "write_bytes")
+}
+
 fn fanin(args: &Args, line: &mut Line) -> Result<(), String> {
     let pubs: usize = args.num("pubs", 50)?;
     let qos = args.qos()?;
     let payload: usize = args.num("payload", 16)?;
+    let clean = sub_clean(args)?;
     let mut net = Net::new(addr(args)?).map_err(|e| e.to_string())?;
-    let sub = net.open(1, &prefix("s"), 60, 64, setup_deadline())?;
+    let sub = if clean {
+        net.open(1, &prefix("s"), 60, 64, setup_deadline())?
+    } else {
+        let id = args.str("sub-id", "wrenmq-bench-durable");
+        net.open_as(&id, false, 60, setup_deadline())?
+    };
     let n = net.subscribe(sub, &["bench/#".to_string()], qos, 1);
     net.wait_subacks(n, setup_deadline())?;
     let first = net.open(pubs, &prefix("p"), 60, 64, setup_deadline())?;
@@ -300,10 +333,12 @@ fn fanin(args: &Args, line: &mut Line) -> Result<(), String> {
         drain: Duration::from_secs_f64(args.num("drain", 1.0)?),
     };
     let cpu = CpuMeter::start(&args.opts.get("pid").cloned());
+    let written = broker_write_bytes(args);
     let r = run_flow(&mut net, &flow);
     line.kv("qos", qos as u8)
         .kv("pubs", pubs)
         .kv("payload", payload)
+        .kv("sub_clean", u8::from(clean))
         .kv("sent", r.sent)
         .kv("received", r.received)
         .kv("lost", r.sent.saturating_sub(r.received))
@@ -311,7 +346,154 @@ fn fanin(args: &Args, line: &mut Line) -> Result<(), String> {
         .f("msgs_per_s", r.received as f64 / r.secs)
         .kv("stalls", r.stalls)
         .kv("closed", net.closed);
+    if let (Some(a), Some(b)) = (written, broker_write_bytes(args)) {
+        // Counted when pages are dirtied, so the writes of the last batches are in even
+        // if the kernel writes them back later.
+        let w = b.saturating_sub(a);
+        line.kv("write_bytes", w)
+            .f("bytes_per_msg", w as f64 / r.received.max(1) as f64);
+    }
     cpu.finish(line);
+    Ok(())
+}
+
+/// A persistent subscriber subscribes to `bench/#` at QoS 1 and disconnects; then `--pubs`
+/// publishers send `--msgs` QoS 1 messages, pipelined (`--pub-window` each), and wait for
+/// every PUBACK. The broker ends up holding all of them queued for the offline session.
+fn fill(args: &Args, line: &mut Line) -> Result<(), String> {
+    let msgs: u64 = args.num("msgs", 1_000_000)?;
+    let pubs: usize = args.num::<usize>("pubs", 10)?.max(1);
+    let payload: usize = args.num("payload", 16)?;
+    let pub_window: u32 = args.num("pub-window", 20)?;
+    let timeout = Duration::from_secs_f64(args.num("timeout", 600.0)?);
+    let id = args.str("sub-id", "wrenmq-bench-durable");
+    let mut net = Net::new(addr(args)?).map_err(|e| e.to_string())?;
+    let sub = net.open_as(&id, false, 60, setup_deadline())?;
+    let n = net.subscribe(sub, &["bench/#".to_string()], QoS::AtLeastOnce, 1);
+    net.wait_subacks(n, setup_deadline())?;
+    net.send(sub, &[0xE0, 0x00]); // DISCONNECT: the session stays, offline
+    let mut ignore = |_: usize, _: &Incoming<'_>| {};
+    let bye = Instant::now() + Duration::from_secs(5);
+    while !net.conns[sub].st.closed && Instant::now() < bye {
+        net.turn(Some(Duration::from_millis(5)), &mut ignore);
+    }
+    let first = net.open(pubs, &prefix("p"), 60, 64, setup_deadline())?;
+    let templates: Vec<Template> = (0..pubs)
+        .map(|k| Template::publish(&format!("bench/{k}"), QoS::AtLeastOnce, payload))
+        .collect();
+    let cpu = CpuMeter::start(&args.opts.get("pid").cloned());
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let inflight = |net: &Net| -> u64 {
+        (first..first + pubs)
+            .map(|i| u64::from(net.conns[i].st.inflight))
+            .sum()
+    };
+    loop {
+        for (k, t) in templates.iter().enumerate() {
+            let i = first + k;
+            let st = &mut net.conns[i].st;
+            if st.closed {
+                continue;
+            }
+            let m = u64::from(pub_window.saturating_sub(st.inflight)).min(msgs - sent);
+            for _ in 0..m {
+                let at = st.wbuf.len();
+                st.wbuf.extend_from_slice(&t.bytes);
+                if let Some(p) = t.pid_at {
+                    let pid = st.next_pid();
+                    st.wbuf[at + p..at + p + 2].copy_from_slice(&pid.to_be_bytes());
+                    st.inflight += 1;
+                }
+            }
+            sent += m;
+            if m > 0 {
+                net.mark(i);
+            }
+        }
+        net.turn(Some(Duration::from_millis(1)), &mut ignore);
+        if (sent >= msgs && inflight(&net) == 0) || start.elapsed() > timeout || net.closed > 1 {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let acked = sent - inflight(&net);
+    line.kv("msgs", msgs)
+        .kv("pubs", pubs)
+        .kv("payload", payload)
+        .kv("sent", sent)
+        .kv("acked", acked)
+        .f("secs", secs)
+        .f("msgs_per_s", acked as f64 / secs)
+        .kv("closed", net.closed.saturating_sub(1));
+    cpu.finish(line);
+    if acked < msgs {
+        return Err(format!("only {acked} of {msgs} messages acknowledged"));
+    }
+    Ok(())
+}
+
+/// Waits for a broker that is starting (e.g. replaying its data directory): retries TCP
+/// connects until one succeeds, sends CONNECT on it and waits for the CONNACK. Times are
+/// counted from `--t0-ns` (Unix time in ns; default: this program's start). A broker that
+/// binds its listeners before recovering completes TCP connects early (they wait in the
+/// backlog), so `connack_ms` is the figure that says when it serves clients.
+fn ready(args: &Args, line: &mut Line) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    use wrenmq::protocol::{Connect, Packet, Properties, ProtocolVersion};
+
+    let now_ns = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
+    let t0: u64 = args.num("t0-ns", now_ns())?;
+    let ms = |t: u64| t.saturating_sub(t0) as f64 / 1e6;
+    let timeout = Duration::from_secs_f64(args.num("timeout", 300.0)?);
+    let client_id = args.str("client-id", &prefix("r"));
+    let clean = args.num::<u8>("clean", 1)? != 0;
+    let addr = addr(args)?;
+    let deadline = Instant::now() + timeout;
+    let mut stream = loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => return Err(format!("connect {addr}: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    };
+    let tcp = now_ns();
+    let mut pkt = Vec::new();
+    Packet::Connect(Connect {
+        version: ProtocolVersion::V311,
+        clean_start: clean,
+        keep_alive: 60,
+        properties: Properties::EMPTY,
+        client_id: &client_id,
+        will: None,
+        username: None,
+        password: None,
+    })
+    .encode(ProtocolVersion::V311, &mut pkt);
+    stream
+        .write_all(&pkt)
+        .map_err(|e| format!("CONNECT: {e}"))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let mut ack = [0u8; 4];
+    stream
+        .read_exact(&mut ack)
+        .map_err(|e| format!("waiting for CONNACK: {e}"))?;
+    let connack = now_ns();
+    if ack[0] != 0x20 || ack[3] != 0 {
+        return Err(format!("no CONNACK accepting the client: {ack:02x?}"));
+    }
+    line.f("tcp_ms", ms(tcp))
+        .f("connack_ms", ms(connack))
+        .kv("session_present", ack[2] & 1);
+    if let Some(pid) = args.opts.get("pid") {
+        line.kv("rss_kb", status_field(pid, "VmRSS").unwrap_or(0))
+            .kv("hwm_kb", status_field(pid, "VmHWM").unwrap_or(0));
+    }
     Ok(())
 }
 
@@ -570,13 +752,17 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!("wrenmq-bench: {e}");
-            eprintln!("usage: wrenmq-bench fanin|fanout|latency|conns|subscale [--key value]...");
+            eprintln!(
+                "usage: wrenmq-bench fanin|fanout|latency|conns|subscale|fill|ready [--key value]..."
+            );
             return ExitCode::from(2);
         }
     };
     let mut line = Line::new(&args.scenario, &args.str("label", "broker"));
     let result = match args.scenario.as_str() {
         "fanin" => fanin(&args, &mut line),
+        "fill" => fill(&args, &mut line),
+        "ready" => ready(&args, &mut line),
         "fanout" => fanout(&args, &mut line),
         "latency" => latency(&args, &mut line),
         "conns" => conns(&args, &mut line),

@@ -36,6 +36,8 @@ pub struct State {
     wpos: usize,
     dirty: bool,
     pub connected: bool,
+    /// The CONNACK's session-present flag.
+    pub session_present: bool,
     pub closed: bool,
     pub subacks: u32,
     /// Outbound QoS 1 publishes not yet acknowledged.
@@ -128,9 +130,38 @@ impl Net {
         max_pending: usize,
         deadline: Instant,
     ) -> Result<usize, String> {
+        let id = |k: usize| format!("{prefix}{k}");
+        self.open_with(count, &id, true, keep_alive, max_pending, deadline)
+    }
+
+    /// Opens one connection with exactly this client id and clean-session flag and waits
+    /// for its CONNACK. Returns its index.
+    pub fn open_as(
+        &mut self,
+        client_id: &str,
+        clean_start: bool,
+        keep_alive: u16,
+        deadline: Instant,
+    ) -> Result<usize, String> {
+        let id = |_: usize| client_id.to_string();
+        self.open_with(1, &id, clean_start, keep_alive, 1, deadline)
+    }
+
+    /// [`Net::open`] with the client id of the k-th connection given by `id` and the
+    /// clean-session flag.
+    fn open_with(
+        &mut self,
+        count: usize,
+        id: &dyn Fn(usize) -> String,
+        clean_start: bool,
+        keep_alive: u16,
+        max_pending: usize,
+        deadline: Instant,
+    ) -> Result<usize, String> {
         let first = self.conns.len();
         let target = self.connacks + count;
         let base = self.connacks;
+        let (closed0, refused0) = (self.closed, self.refused);
         let mut opened = 0;
         let mut ignore = |_: usize, _: &Incoming<'_>| {};
         while self.connacks < target {
@@ -154,11 +185,11 @@ impl Net {
                     )
                     .map_err(|e| format!("register: {e}"))?;
                 self.conns.push(conn);
-                let id = format!("{prefix}{opened}");
+                let id = id(opened);
                 let mut pkt = Vec::new();
                 Packet::Connect(Connect {
                     version: ProtocolVersion::V311,
-                    clean_start: true,
+                    clean_start,
                     keep_alive,
                     properties: Properties::EMPTY,
                     client_id: &id,
@@ -171,10 +202,11 @@ impl Net {
                 opened += 1;
             }
             self.turn(Some(Duration::from_millis(5)), &mut ignore);
-            if self.closed > 0 || self.refused > 0 {
+            if self.closed > closed0 || self.refused > refused0 {
                 return Err(format!(
                     "{} connections closed, {} refused while connecting",
-                    self.closed, self.refused
+                    self.closed - closed0,
+                    self.refused - refused0
                 ));
             }
             if Instant::now() > deadline {
@@ -227,12 +259,13 @@ impl Net {
     /// Runs turns until `subacks` reaches `target`.
     pub fn wait_subacks(&mut self, target: usize, deadline: Instant) -> Result<(), String> {
         let mut ignore = |_: usize, _: &Incoming<'_>| {};
+        let closed0 = self.closed;
         while self.subacks < target {
             self.turn(Some(Duration::from_millis(5)), &mut ignore);
-            if self.closed > 0 {
+            if self.closed > closed0 {
                 return Err(format!(
                     "{} connections closed while subscribing",
-                    self.closed
+                    self.closed - closed0
                 ));
             }
             if Instant::now() > deadline {
@@ -415,6 +448,7 @@ fn scan<H: FnMut(usize, &Incoming<'_>)>(
             2 => {
                 if body.get(1) == Some(&0) {
                     st.connected = true;
+                    st.session_present = body.first().is_some_and(|f| f & 1 == 1);
                     *cx.connacks += 1;
                 } else {
                     *cx.refused += 1;
@@ -489,6 +523,15 @@ pub fn status_field(pid: &str, key: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Fields of `/proc/PID/io` (byte counters; `write_bytes` is what the process caused to
+/// be written to storage, counted when it dirties page-cache pages).
+pub fn io_field(pid: &str, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// User + system CPU time of a process in seconds, from `/proc/PID/stat` (`self` for
