@@ -22,6 +22,7 @@
 //! wrenmq-bench conns    [--count 10000] [--keepalive 60] [--hold 3] --pid PID
 //! wrenmq-bench subscale [--exact 100000] [--wildcards 1000] [--duration 5]
 //! common: [--host 127.0.0.1:1883] [--label NAME] [--pid PID] [--window N] [--max-msgs N]
+//! environment: WRENMQ_BENCH_V5=1 makes every client speak MQTT 5.0 instead of 3.1.1
 //! ```
 //!
 //! Durability: `fanin --sub-clean 0` subscribes with a persistent session (clean session
@@ -441,7 +442,7 @@ fn fill(args: &Args, line: &mut Line) -> Result<(), String> {
 fn ready(args: &Args, line: &mut Line) -> Result<(), String> {
     use std::io::{Read, Write};
     use std::time::{SystemTime, UNIX_EPOCH};
-    use wrenmq::protocol::{Connect, Packet, Properties, ProtocolVersion};
+    use wrenmq::protocol::{Connect, Packet, Properties};
 
     let now_ns = || {
         SystemTime::now()
@@ -465,7 +466,7 @@ fn ready(args: &Args, line: &mut Line) -> Result<(), String> {
     let tcp = now_ns();
     let mut pkt = Vec::new();
     Packet::Connect(Connect {
-        version: ProtocolVersion::V311,
+        version: net::protocol_version(),
         clean_start: clean,
         keep_alive: 60,
         properties: Properties::EMPTY,
@@ -474,7 +475,7 @@ fn ready(args: &Args, line: &mut Line) -> Result<(), String> {
         username: None,
         password: None,
     })
-    .encode(ProtocolVersion::V311, &mut pkt);
+    .encode(net::protocol_version(), &mut pkt);
     stream
         .write_all(&pkt)
         .map_err(|e| format!("CONNECT: {e}"))?;

@@ -188,7 +188,7 @@ impl Net {
                 let id = id(opened);
                 let mut pkt = Vec::new();
                 Packet::Connect(Connect {
-                    version: ProtocolVersion::V311,
+                    version: protocol_version(),
                     clean_start,
                     keep_alive,
                     properties: Properties::EMPTY,
@@ -197,7 +197,7 @@ impl Net {
                     username: None,
                     password: None,
                 })
-                .encode(ProtocolVersion::V311, &mut pkt);
+                .encode(protocol_version(), &mut pkt);
                 self.send(i, &pkt);
                 opened += 1;
             }
@@ -249,7 +249,7 @@ impl Net {
                     })
                     .collect(),
             })
-            .encode(ProtocolVersion::V311, &mut pkt);
+            .encode(protocol_version(), &mut pkt);
             self.send(i, &pkt);
             n += 1;
         }
@@ -441,6 +441,20 @@ fn scan<H: FnMut(usize, &Incoming<'_>)>(
                         .extend_from_slice(&[0x40, 0x02, body[at], body[at + 1]]);
                     at += 2;
                 }
+                if protocol_version() == ProtocolVersion::V5 {
+                    // Skip the property block: a variable byte integer length, then that
+                    // many bytes.
+                    let (mut len, mut shift) = (0usize, 0);
+                    while let Some(&b) = body.get(at) {
+                        at += 1;
+                        len |= usize::from(b & 0x7F) << shift;
+                        shift += 7;
+                        if b & 0x80 == 0 || shift > 21 {
+                            break;
+                        }
+                    }
+                    at += len;
+                }
                 let payload = body.get(at..).unwrap_or(&[]);
                 *cx.publishes += 1;
                 h(i, &Incoming::Publish { payload });
@@ -506,7 +520,7 @@ impl Template {
             properties: Properties::EMPTY,
             payload: &payload,
         };
-        p.encode(ProtocolVersion::V311, &mut bytes);
+        p.encode(protocol_version(), &mut bytes);
         let payload_at = bytes.len() - payload_len;
         let pid_at = (qos != QoS::AtMostOnce).then_some(payload_at - 2);
         Template {
@@ -545,4 +559,15 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) as f64 / 100.0)
+}
+
+/// The MQTT version the generator speaks: 3.1.1, or 5.0 when `WRENMQ_BENCH_V5=1` (to
+/// compare both protocol paths of a broker on the same scenarios).
+pub fn protocol_version() -> ProtocolVersion {
+    static V5: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *V5.get_or_init(|| std::env::var("WRENMQ_BENCH_V5").is_ok_and(|v| v == "1")) {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V311
+    }
 }
