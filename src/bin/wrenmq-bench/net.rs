@@ -522,7 +522,10 @@ impl Template {
         };
         p.encode(protocol_version(), &mut bytes);
         let payload_at = bytes.len() - payload_len;
-        let pid_at = (qos != QoS::AtMostOnce).then_some(payload_at - 2);
+        // The packet id sits just before the payload, or before the (empty, one-byte)
+        // property block in 5.0.
+        let props = usize::from(protocol_version() == ProtocolVersion::V5);
+        let pid_at = (qos != QoS::AtMostOnce).then_some(payload_at - 2 - props);
         Template {
             bytes,
             pid_at,
