@@ -162,8 +162,9 @@ impl Broker {
         }
         if keep_alive > 0 {
             // [MQTT-3.1.2-24] the server allows one and a half keepalive periods.
-            let limit = Duration::from_millis(u64::from(keep_alive) * 1500);
-            conn.keep_alive = Some(limit);
+            let ms = u32::from(keep_alive) * 1500;
+            let limit = Duration::from_millis(u64::from(ms));
+            conn.keep_alive = std::num::NonZeroU32::new(ms);
             self.timers.schedule(now + limit, Timer::KeepAlive(id));
         }
         let mut props = PropertiesBuf::new();

@@ -92,8 +92,10 @@ impl Broker {
                 secs => Some(Duration::from_secs(u64::from(secs))),
             };
             if let Some(after) = after {
-                self.timers
-                    .schedule(now + after, Timer::SessionExpiry(key, epoch));
+                self.timers.schedule(
+                    now + after,
+                    Timer::SessionExpiry(super::timer_key(key), epoch),
+                );
             }
         }
         if let Some(t) = self.restoring.take() {

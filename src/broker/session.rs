@@ -81,7 +81,7 @@ pub struct Session {
     pub expiry_interval: u32,
     /// Changes whenever the session goes online or offline, so that a timer armed for an
     /// earlier offline period does nothing (broker-wide counter, never reused).
-    pub epoch: u64,
+    pub epoch: u32,
     /// A will waiting for its delay (5.0 will delay interval) while the session is offline.
     pub pending_will: Option<Arc<Message>>,
     /// The session's number in the persistence log; 0 for sessions that are not journaled

@@ -21,9 +21,9 @@ pub enum Timer {
     ConnectTimeout(ConnId),
     /// An offline session whose expiry interval ran out is discarded (5.0, or
     /// `persistent_client_expiration`); the epoch tells a stale entry from a live one.
-    SessionExpiry(usize, u64),
+    SessionExpiry(u32, u32),
     /// A delayed will is published (5.0 will delay interval).
-    WillDelay(usize, u64),
+    WillDelay(u32, u32),
 }
 
 #[derive(Debug, Default)]
