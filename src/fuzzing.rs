@@ -735,18 +735,18 @@ impl BrokerRun {
             };
             let max_inflight = usize::from(config.max_inflight_messages);
             assert!(
-                max_inflight == 0 || session.inflight.len() <= max_inflight,
+                max_inflight == 0 || session.inflight().len() <= max_inflight,
                 "{c}: {} in flight, max {max_inflight}",
-                session.inflight.len()
+                session.inflight().len()
             );
             assert!(
                 config.max_queued_messages == 0
-                    || session.queue.len() <= config.max_queued_messages,
+                    || session.queue().len() <= config.max_queued_messages,
                 "{c}: {} queued, max {}",
-                session.queue.len(),
+                session.queue().len(),
                 config.max_queued_messages
             );
-            let bytes: usize = session.queue.iter().map(|q| q.msg.payload_len()).sum();
+            let bytes: usize = session.queue().iter().map(|q| q.msg.payload_len()).sum();
             assert_eq!(session.queued_bytes, bytes, "{c}: queued_bytes drifted");
             assert!(
                 config.max_queued_bytes == 0 || bytes <= config.max_queued_bytes,

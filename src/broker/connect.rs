@@ -247,7 +247,7 @@ impl Broker {
             held_conns: &mut self.held_conns,
         };
         let mut expired = Vec::new();
-        for inflight in &session.inflight {
+        for inflight in session.inflight() {
             let buf = match inflight.state {
                 InflightState::AwaitingPuback => lanes.delivery(conn, id, inflight.delivery.qos),
                 _ => lanes.durable(conn, id),
@@ -282,7 +282,7 @@ impl Broker {
             }
         }
         for pid in expired {
-            session.inflight.retain(|f| f.packet_id != pid);
+            session.inflight_mut().retain(|f| f.packet_id != pid);
             if session.store_id != 0 {
                 self.journal.record(Record::InflightDone {
                     session: session.store_id,

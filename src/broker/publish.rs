@@ -235,13 +235,13 @@ impl Broker {
                 // [MQTT-4.3.3-2] a PUBLISH with a packet id still awaiting PUBREL is a
                 // retransmission: acknowledge it again, do not deliver it again.
                 let mut reason = ReasonCode::SUCCESS;
-                if !session.awaiting_pubrel.contains(&pid) {
-                    if v5 && session.awaiting_pubrel.len() >= usize::from(receive_max) {
+                if !session.awaiting_pubrel().contains(&pid) {
+                    if v5 && session.awaiting_pubrel().len() >= usize::from(receive_max) {
                         // [MQTT-3.3.4-7] more unacknowledged QoS 2 than we allowed.
                         self.close(id, CloseReason::ReceiveMaximumExceeded, now, true);
                         return false;
                     }
-                    session.awaiting_pubrel.push(pid);
+                    session.awaiting_pubrel_mut().push(pid);
                     if session.store_id != 0 {
                         let r = Record::AwaitPubrel {
                             session: session.store_id,
@@ -482,7 +482,7 @@ impl Broker {
                     self.stats.messages_sent += 1;
                 }
             }
-            Some((id, conn)) if session.queue.is_empty() && session.inflight.len() < window => {
+            Some((id, conn)) if session.queue().is_empty() && session.inflight().len() < window => {
                 let Some(packet_id) = session.allocate_packet_id() else {
                     return self.enqueue(key, routed, qos, retain, sub_ids);
                 };
@@ -524,7 +524,7 @@ impl Broker {
                     Some(packet_id),
                     now,
                 );
-                session.inflight.push_back(Inflight {
+                session.inflight_mut().push_back(Inflight {
                     packet_id,
                     delivery,
                     state: initial_state(qos),
@@ -594,7 +594,7 @@ impl Broker {
                 warn!(
                     "queue of client {} is full ({} messages, {} bytes): dropping new messages until it drains",
                     session.client_id,
-                    session.queue.len(),
+                    session.queue().len(),
                     session.queued_bytes
                 );
             }
@@ -615,7 +615,7 @@ impl Broker {
         };
         let store_id = session.store_id;
         let acl = self.auth.has_acl().then_some(&self.auth);
-        while let Some(front) = session.queue.front() {
+        while let Some(front) = session.queue().front() {
             let readable = acl.is_none_or(|auth| {
                 let client = auth::Client {
                     username: session.username.as_deref(),
@@ -636,7 +636,7 @@ impl Broker {
             }
             let packet_id = if front.qos == QoS::AtMostOnce {
                 None
-            } else if session.inflight.len() >= window {
+            } else if session.inflight().len() >= window {
                 break;
             } else {
                 match session.allocate_packet_id() {
@@ -672,7 +672,7 @@ impl Broker {
             );
             if let Some(packet_id) = packet_id {
                 let state = initial_state(q.qos);
-                session.inflight.push_back(Inflight {
+                session.inflight_mut().push_back(Inflight {
                     packet_id,
                     delivery: q,
                     state,
@@ -703,7 +703,7 @@ impl Broker {
         let mut known = false;
         if let Some(session) = self.sessions.get_mut(key) {
             if let Some(i) = session.find_inflight(a.packet_id, InflightState::AwaitingPubrec) {
-                session.inflight[i].state = InflightState::AwaitingPubcomp;
+                session.inflight_mut()[i].state = InflightState::AwaitingPubcomp;
                 if session.store_id != 0 {
                     let r = Record::Pubrec {
                         session: session.store_id,
@@ -735,9 +735,9 @@ impl Broker {
         };
         let mut known = false;
         if let Some(session) = self.sessions.get_mut(key) {
-            let before = session.awaiting_pubrel.len();
-            session.awaiting_pubrel.retain(|p| *p != a.packet_id);
-            known = session.awaiting_pubrel.len() != before;
+            let before = session.awaiting_pubrel().len();
+            session.awaiting_pubrel_mut().retain(|p| *p != a.packet_id);
+            known = session.awaiting_pubrel().len() != before;
             if session.store_id != 0 && known {
                 let r = Record::Released {
                     session: session.store_id,
@@ -745,6 +745,7 @@ impl Broker {
                 };
                 self.journal.record(r);
             }
+            session.release_idle_flows();
         }
         let v5 = self.is_v5(id);
         let reason = if known || !v5 {
@@ -770,7 +771,7 @@ impl Broker {
         };
         if let Some(session) = self.sessions.get_mut(key) {
             if let Some(i) = session.find_inflight(pid, state) {
-                session.inflight.remove(i);
+                session.inflight_mut().remove(i);
                 if session.store_id != 0 {
                     let r = Record::InflightDone {
                         session: session.store_id,
@@ -779,6 +780,9 @@ impl Broker {
                     self.journal.record(r);
                 }
                 self.pump(key, now);
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.release_idle_flows();
+                }
             }
         }
         true

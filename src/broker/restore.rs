@@ -194,7 +194,7 @@ impl Broker {
                     return false;
                 };
                 s.queued_bytes += msg.payload_len();
-                s.queue.push_back(Queued {
+                s.queue_mut().push_back(Queued {
                     sub_ids: Box::default(),
                     msg: msg.clone(),
                     qos: qos(q),
@@ -218,7 +218,7 @@ impl Broker {
                     return false;
                 };
                 let state = initial_state(q.qos);
-                s.inflight.push_back(Inflight {
+                s.inflight_mut().push_back(Inflight {
                     packet_id: pid,
                     delivery: q,
                     state,
@@ -247,7 +247,7 @@ impl Broker {
                     qos: qos(q),
                     retain,
                 };
-                s.inflight.push_back(Inflight {
+                s.inflight_mut().push_back(Inflight {
                     packet_id: pid,
                     delivery,
                     state: initial_state(qos(q)),
@@ -267,7 +267,7 @@ impl Broker {
                 let Some(i) = s.find_inflight(pid, InflightState::AwaitingPubrec) else {
                     return false;
                 };
-                s.inflight[i].state = InflightState::AwaitingPubcomp;
+                s.inflight_mut()[i].state = InflightState::AwaitingPubcomp;
             }
             Record::InflightDone {
                 session: sid,
@@ -277,13 +277,13 @@ impl Broker {
                     return false;
                 };
                 let Some(i) = s
-                    .inflight
+                    .inflight()
                     .iter()
                     .position(|f| f.packet_id.get() == packet_id)
                 else {
                     return false;
                 };
-                s.inflight.remove(i);
+                s.inflight_mut().remove(i);
             }
             Record::AwaitPubrel {
                 session: sid,
@@ -295,8 +295,8 @@ impl Broker {
                 let Some(pid) = NonZeroU16::new(packet_id) else {
                     return false;
                 };
-                if !s.awaiting_pubrel.contains(&pid) {
-                    s.awaiting_pubrel.push(pid);
+                if !s.awaiting_pubrel().contains(&pid) {
+                    s.awaiting_pubrel_mut().push(pid);
                 }
             }
             Record::SessionExpiry {
@@ -354,7 +354,7 @@ impl Broker {
                 let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
                     return false;
                 };
-                s.awaiting_pubrel.retain(|p| p.get() != packet_id);
+                s.awaiting_pubrel_mut().retain(|p| p.get() != packet_id);
             }
         }
         true
@@ -439,7 +439,7 @@ impl Broker {
                     .encode(&mut out);
                 }
             }
-            for f in &s.inflight {
+            for f in s.inflight() {
                 let d = &f.delivery;
                 let id = message(&mut out, &d.msg);
                 let packet_id = f.packet_id.get();
@@ -455,7 +455,7 @@ impl Broker {
                     Record::Pubrec { session, packet_id }.encode(&mut out);
                 }
             }
-            for q in &s.queue {
+            for q in s.queue() {
                 let id = message(&mut out, &q.msg);
                 Record::Enqueue {
                     session,
@@ -465,7 +465,7 @@ impl Broker {
                 }
                 .encode(&mut out);
             }
-            for p in &s.awaiting_pubrel {
+            for p in s.awaiting_pubrel() {
                 Record::AwaitPubrel {
                     session,
                     packet_id: p.get(),

@@ -485,7 +485,7 @@ fn qos_flows_and_delivered_qos_is_the_minimum() {
     h.send(s2, Packet::Pubrec(ack(2)));
     assert_eq!(h.take(s2), [Out::Pubrel(2)]);
     h.send(s2, Packet::Pubcomp(ack(2)));
-    assert!(h.broker.session("s2").unwrap().inflight.is_empty());
+    assert!(h.broker.session("s2").unwrap().inflight().is_empty());
     h.send(p, Packet::Pubrel(ack(11)));
     assert_eq!(h.take(p), [Out::Pubcomp(11)]);
 }
@@ -558,7 +558,7 @@ fn persistent_session_queues_while_offline_and_delivers_in_order() {
     }
     h.send(p, publish("t", b"qos0", QoS::AtMostOnce, 0));
     assert_eq!(
-        h.broker.session("s").unwrap().queue.len(),
+        h.broker.session("s").unwrap().queue().len(),
         3,
         "QoS 0 is not queued by default"
     );
@@ -657,9 +657,9 @@ fn offline_queue_is_bounded_and_drops_new_messages() {
         );
     }
     let session = h.broker.session("s").unwrap();
-    assert_eq!(session.queue.len(), 2);
+    assert_eq!(session.queue().len(), 2);
     assert_eq!(session.dropped, 3);
-    assert_eq!(&*session.queue[0].msg.payload, b"1");
+    assert_eq!(&*session.queue()[0].msg.payload, b"1");
     assert_eq!(h.broker.stats().dropped_queue_full, 3);
 }
 
@@ -982,12 +982,12 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
     let before = h.broker.session("s").unwrap();
     let (queue, inflight): (Vec<_>, Vec<_>) = (
         before
-            .queue
+            .queue()
             .iter()
             .map(|q| q.msg.payload.to_vec())
             .collect(),
         before
-            .inflight
+            .inflight()
             .iter()
             .map(|i| (i.packet_id, i.delivery.msg.payload.to_vec()))
             .collect(),
@@ -1002,14 +1002,14 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
         replay(&mut restored, &source);
         let s2 = restored.session("s").expect("session s restored");
         assert_eq!(
-            s2.queue
+            s2.queue()
                 .iter()
                 .map(|q| q.msg.payload.to_vec())
                 .collect::<Vec<_>>(),
             queue
         );
         assert_eq!(
-            s2.inflight
+            s2.inflight()
                 .iter()
                 .map(|i| (i.packet_id, i.delivery.msg.payload.to_vec()))
                 .collect::<Vec<_>>(),
@@ -1017,7 +1017,7 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
         );
         assert_eq!(s2.subscriptions.len(), 2);
         let p2 = restored.session("p").expect("session p restored");
-        assert_eq!(p2.awaiting_pubrel, vec![pid(77)]);
+        assert_eq!(p2.awaiting_pubrel(), vec![pid(77)]);
         assert_eq!(restored.retained_count(), 1);
         // The restored broker resumes the session with DUP redelivery, then the queue.
         let mut h2 = Harness {
