@@ -12,7 +12,7 @@ use super::message::{self, Message};
 use super::publish::{encode_publish, Outgoing};
 use super::session::{InflightState, Session};
 use super::timers::Timer;
-use super::{conn_slot, send, Broker, CloseReason, ConnId, Lanes, V5Conn, TOPIC_ALIAS_MAXIMUM};
+use super::{conn_slot, send, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
 use crate::protocol::{
     Ack, Connack, Connect, Packet, Properties, PropertiesBuf, Property, ProtocolVersion, ReasonCode,
 };
@@ -241,11 +241,7 @@ impl Broker {
             return;
         };
         let (version, max) = (conn.version, conn.max_packet());
-        let mut lanes = Lanes {
-            transmit: &mut self.transmit,
-            journal: &self.journal,
-            held_conns: &mut self.held_conns,
-        };
+        let mut lanes = lanes!(self);
         let mut expired = Vec::new();
         for inflight in session.inflight() {
             let buf = match inflight.state {

@@ -16,6 +16,18 @@
 //! is and applies the overflow policy itself (drop QoS 0 to a client whose buffer is over
 //! `max_write_buffer`, stop reading a client until it drains), never the socket layer.
 
+/// The output [`Lanes`] over a broker's fields, borrowed apart from the session and
+/// connection the caller already holds.
+macro_rules! lanes {
+    ($broker:expr) => {
+        $crate::broker::Lanes {
+            transmit: &mut $broker.transmit,
+            journal: &$broker.journal,
+            held_conns: &mut $broker.held_conns,
+        }
+    };
+}
+
 mod connect;
 mod error;
 mod journal;

@@ -20,7 +20,7 @@ use super::message::{self, Message};
 use super::session::{Inflight, InflightState, Queued};
 use super::subscriptions::{SessionKey, Subscriber};
 use super::{
-    conn_slot, mark_transmit, Broker, CloseReason, Conn, ConnId, Lanes, ProtocolViolation,
+    conn_slot, mark_transmit, Broker, CloseReason, Conn, ConnId, ProtocolViolation,
     TOPIC_ALIAS_MAXIMUM,
 };
 use crate::auth;
@@ -508,11 +508,7 @@ impl Broker {
                         retain,
                     });
                 }
-                let mut lanes = Lanes {
-                    transmit: &mut self.transmit,
-                    journal: &self.journal,
-                    held_conns: &mut self.held_conns,
-                };
+                let mut lanes = lanes!(self);
                 let (version, max) = (conn.version, conn.max_packet());
                 let buf = lanes.delivery(conn, id, qos);
                 encode_publish(
@@ -654,11 +650,7 @@ impl Broker {
                     },
                 });
             }
-            let mut lanes = Lanes {
-                transmit: &mut self.transmit,
-                journal: &self.journal,
-                held_conns: &mut self.held_conns,
-            };
+            let mut lanes = lanes!(self);
             let (version, max) = (conn.version, conn.max_packet());
             let buf = lanes.delivery(conn, id, q.qos);
             encode_publish(
@@ -718,12 +710,7 @@ impl Broker {
                     .is_some();
             }
         }
-        let v5 = self.is_v5(id);
-        let reason = if known || !v5 {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        };
+        let reason = self.packet_id_reason(id, known);
         self.reply(id, &Packet::Pubrel(ack(a.packet_id, reason)));
         true
     }
@@ -747,12 +734,7 @@ impl Broker {
             }
             session.release_idle_flows();
         }
-        let v5 = self.is_v5(id);
-        let reason = if known || !v5 {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        };
+        let reason = self.packet_id_reason(id, known);
         self.reply(id, &Packet::Pubcomp(ack(a.packet_id, reason)));
         true
     }
@@ -788,18 +770,21 @@ impl Broker {
         true
     }
 
-    fn is_v5(&mut self, id: ConnId) -> bool {
-        conn_slot(&mut self.conns, id).is_some_and(|c| c.v5.is_some())
+    /// The reason code of a PUBREL/PUBCOMP answering an id: 0x92 "packet identifier not
+    /// found" for a 5.0 client when the id was unknown, success otherwise.
+    fn packet_id_reason(&mut self, id: ConnId, known: bool) -> ReasonCode {
+        let v5 = conn_slot(&mut self.conns, id).is_some_and(|c| c.v5.is_some());
+        if known || !v5 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        }
     }
 
     /// Sends an acknowledgement, held until the turn's records are durable.
     pub(super) fn reply(&mut self, id: ConnId, packet: &Packet<'_>) {
         if let Some(conn) = conn_slot(&mut self.conns, id) {
-            let mut lanes = Lanes {
-                transmit: &mut self.transmit,
-                journal: &self.journal,
-                held_conns: &mut self.held_conns,
-            };
+            let mut lanes = lanes!(self);
             lanes.send(conn, id, packet);
         }
     }

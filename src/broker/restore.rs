@@ -202,7 +202,7 @@ impl Broker {
                 });
             }
             Record::Dequeue { session: sid } => {
-                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
                 s.dequeue();
@@ -211,7 +211,7 @@ impl Broker {
                 session: sid,
                 packet_id,
             } => {
-                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
                 let (Some(pid), Some(q)) = (NonZeroU16::new(packet_id), s.dequeue()) else {
@@ -258,7 +258,7 @@ impl Broker {
                 session: sid,
                 packet_id,
             } => {
-                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
                 let Some(pid) = NonZeroU16::new(packet_id) else {
@@ -273,7 +273,7 @@ impl Broker {
                 session: sid,
                 packet_id,
             } => {
-                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
                 let Some(i) = s
@@ -289,7 +289,7 @@ impl Broker {
                 session: sid,
                 packet_id,
             } => {
-                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
                 let Some(pid) = NonZeroU16::new(packet_id) else {
@@ -303,7 +303,7 @@ impl Broker {
                 session: sid,
                 interval,
             } => {
-                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
                 s.expiry_interval = interval;
@@ -351,13 +351,18 @@ impl Broker {
                 session: sid,
                 packet_id,
             } => {
-                let Some(s) = session(t, sid).and_then(|k| self.sessions.get_mut(k)) else {
+                let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
                 s.awaiting_pubrel_mut().retain(|p| p.get() != packet_id);
             }
         }
         true
+    }
+
+    /// The restored session the log calls `sid`.
+    fn restored_session(&mut self, t: &Tables, sid: u64) -> Option<&mut Session> {
+        t.sessions.get(&sid).and_then(|&k| self.sessions.get_mut(k))
     }
 
     /// Removes a session without journaling it (replay only).
