@@ -233,10 +233,9 @@ fn keep_copy(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
                 && entry
                     .metadata()
                     .is_ok_and(|m| m.len() == bytes.len() as u64)
+                && fs::read(entry.path()).is_ok_and(|b| b == bytes)
             {
-                if fs::read(entry.path()).is_ok_and(|b| b == bytes) {
-                    return Ok(entry.path());
-                }
+                return Ok(entry.path());
             }
         }
     }
