@@ -176,6 +176,12 @@ pub struct Broker {
     scratch_props: crate::protocol::PropertiesBuf,
     /// Source of `Session::epoch` values.
     epoch: u32,
+    /// Retained messages still to send per connection (see `retained.rs`).
+    retained_jobs: HashMap<ConnId, retained::RetainedJob>,
+    /// Connections whose retained job can make progress now.
+    retained_ready: Vec<ConnId>,
+    /// Reused by each step of a retained job.
+    retained_batch: Vec<Arc<Message>>,
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -296,6 +302,9 @@ impl Broker {
             restoring: None,
             scratch_props: crate::protocol::PropertiesBuf::new(),
             epoch: 0,
+            retained_jobs: HashMap::new(),
+            retained_ready: Vec::new(),
+            retained_batch: Vec::new(),
         }
     }
 
@@ -527,6 +536,7 @@ impl Broker {
 
     /// Fires every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.run_retained_jobs(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::KeepAlive(id) => {
@@ -588,7 +598,11 @@ impl Broker {
                 .get(key as SessionKey)
                 .is_none_or(|s| s.epoch != epoch),
         });
-        self.timers.next_deadline()
+        let next = self.timers.next_deadline();
+        match self.retained_deadline() {
+            Some(at) => Some(next.map_or(at, |n| n.min(at))),
+            None => next,
+        }
     }
 
     /// The protocol version the connection speaks (after CONNECT), for decoding.
@@ -646,6 +660,9 @@ impl Broker {
             if conn.out.capacity() > 4096 {
                 conn.out = Vec::new();
             }
+        }
+        if !self.retained_jobs.is_empty() {
+            self.retained_output_drained(id);
         }
     }
 
@@ -706,6 +723,9 @@ impl Broker {
             _ => None,
         };
         let Some(conn) = conn else { return };
+        // Retained messages not yet sent die with the connection (a `retained_ready` entry
+        // for it is skipped when it comes up).
+        self.retained_jobs.remove(&id);
         let client = conn
             .session
             .and_then(|k| self.sessions.get(k))
