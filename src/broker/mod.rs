@@ -182,6 +182,8 @@ pub struct Broker {
     retained_ready: Vec<ConnId>,
     /// Reused by each step of a retained job.
     retained_batch: Vec<Arc<Message>>,
+    /// Open connections (for bounding the timer heap).
+    live_conns: usize,
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -305,6 +307,7 @@ impl Broker {
             retained_jobs: HashMap::new(),
             retained_ready: Vec::new(),
             retained_batch: Vec::new(),
+            live_conns: 0,
         }
     }
 
@@ -411,6 +414,7 @@ impl Broker {
             v5: None,
         });
         self.stats.connections_accepted += 1;
+        self.live_conns += 1;
         self.timers
             .schedule(now + self.config.connect_timeout, Timer::ConnectTimeout(id));
     }
@@ -591,13 +595,17 @@ impl Broker {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let conns = &mut self.conns;
         let sessions = &self.sessions;
-        self.timers.discard_front_while(|t| match *t {
+        let mut stale = |t: &Timer| match *t {
             Timer::KeepAlive(id) => conn_slot(conns, id).is_none_or(|c| c.keep_alive.is_none()),
             Timer::ConnectTimeout(id) => conn_slot(conns, id).is_none_or(|c| c.session.is_some()),
             Timer::SessionExpiry(key, epoch) | Timer::WillDelay(key, epoch) => sessions
                 .get(key as SessionKey)
                 .is_none_or(|s| s.epoch != epoch),
-        });
+        };
+        // Keeps the heap O(live connections + sessions) however many have come and gone.
+        self.timers
+            .compact(self.live_conns + sessions.len(), &mut stale);
+        self.timers.discard_front_while(stale);
         let next = self.timers.next_deadline();
         match self.retained_deadline() {
             Some(at) => Some(next.map_or(at, |n| n.min(at))),
@@ -723,6 +731,7 @@ impl Broker {
             _ => None,
         };
         let Some(conn) = conn else { return };
+        self.live_conns = self.live_conns.saturating_sub(1);
         // Retained messages not yet sent die with the connection (a `retained_ready` entry
         // for it is skipped when it comes up).
         self.retained_jobs.remove(&id);

@@ -1067,3 +1067,24 @@ fn a_session_discarded_by_clean_session_stays_discarded_after_replay() {
     assert!(restored.session("gone").is_none());
     assert_eq!(restored.session_count(), 0);
 }
+
+#[test]
+fn timer_heap_stays_bounded_through_connect_close_cycles() {
+    // Issue 11: entries of closed connections stayed until their deadline (32 B per
+    // connect/disconnect cycle). A live client with a short keepalive keeps its entry at
+    // the front, so stale entries behind it are not popped on the way.
+    let mut h = Harness::new();
+    let _steady = h.client(connect("steady", true, 1));
+    for i in 0..5000 {
+        let id = h.client(connect(&format!("c{i}"), true, 3600));
+        let bye = crate::protocol::Disconnect {
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::EMPTY,
+        };
+        h.send(id, Packet::Disconnect(bye));
+        h.broker.poll_timeout();
+    }
+    // One live connection and its session: at most 4 entries each plus the slack.
+    let entries = h.broker.timers.len();
+    assert!(entries <= 4 * 2 + 64 + 2, "{entries} timer entries");
+}
