@@ -172,19 +172,34 @@ impl Session {
 
     /// A packet id not used by any message in flight [MQTT-2.3.1-2]; `None` if all 65,535
     /// are in use.
+    ///
+    /// Ids are handed out in order, so the next one is almost always free and one scan of
+    /// the window confirms it. When it is not (an old message still in flight as the ids
+    /// come round), the ids in use are marked in a bitmap on the stack and the first free
+    /// one taken: O(window + 65,536 / 64) instead of a scan per candidate, which was
+    /// quadratic with a large window (issue 11).
     pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
-        if self.inflight().len() >= usize::from(u16::MAX) {
+        fn after(id: u16) -> u16 {
+            id.checked_add(1).unwrap_or(1)
+        }
+        let inflight = self.inflight();
+        if inflight.len() >= usize::from(u16::MAX) {
             return None;
         }
-        loop {
-            self.last_packet_id = self.last_packet_id.wrapping_add(1);
-            let Some(id) = NonZeroU16::new(self.last_packet_id) else {
-                continue;
-            };
-            if !self.inflight().iter().any(|i| i.packet_id == id) {
-                return Some(id);
+        let mut id = after(self.last_packet_id);
+        if inflight.iter().any(|i| i.packet_id.get() == id) {
+            let mut used = [0u64; 1024];
+            for i in inflight {
+                let v = usize::from(i.packet_id.get());
+                used[v / 64] |= 1 << (v % 64);
+            }
+            // Fewer than 65,535 ids are in use, so a free one exists.
+            while used[usize::from(id) / 64] & (1 << (id % 64)) != 0 {
+                id = after(id);
             }
         }
+        self.last_packet_id = id;
+        NonZeroU16::new(id)
     }
 
     /// Queues a delivery. Returns false, leaving the queue unchanged, when a limit is hit.
@@ -420,5 +435,26 @@ mod tests {
             state: InflightState::AwaitingPuback,
         });
         assert_eq!(s.allocate_packet_id().unwrap().get(), 2);
+    }
+
+    #[test]
+    fn packet_id_allocation_with_a_full_window_finds_the_one_free_id() {
+        let mut s = Session::new(Arc::from("c"), false);
+        let d = q(b"");
+        for id in (1..=u16::MAX).filter(|&i| i != 40_000) {
+            s.inflight_mut().push_back(Inflight {
+                packet_id: NonZeroU16::new(id).unwrap(),
+                delivery: d.clone(),
+                state: InflightState::AwaitingPuback,
+            });
+        }
+        s.last_packet_id = 7;
+        assert_eq!(s.allocate_packet_id().map(|p| p.get()), Some(40_000));
+        s.inflight_mut().push_back(Inflight {
+            packet_id: NonZeroU16::new(40_000).unwrap(),
+            delivery: d,
+            state: InflightState::AwaitingPuback,
+        });
+        assert_eq!(s.allocate_packet_id(), None, "all 65,535 in use");
     }
 }

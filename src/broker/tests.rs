@@ -1088,3 +1088,40 @@ fn timer_heap_stays_bounded_through_connect_close_cycles() {
     let entries = h.broker.timers.len();
     assert!(entries <= 4 * 2 + 64 + 2, "{entries} timer entries");
 }
+
+#[test]
+fn v311_inbound_qos2_ids_awaiting_pubrel_are_bounded() {
+    // Issue 11: a 3.1.1 client could make the broker track any number of QoS 2 ids. Over
+    // the receive maximum (max_inflight_messages, 20) a new one is acknowledged and dropped.
+    let mut h = Harness::new();
+    let sub = h.client(connect("sub", true, 0));
+    h.send(sub, subscribe(1, &[("q2/#", QoS::AtMostOnce)]));
+    h.take(sub);
+    let publisher = h.client(connect("pub", true, 0));
+    for n in 1..=25u16 {
+        h.send(publisher, publish("q2/t", b"x", QoS::ExactlyOnce, n));
+    }
+    let acks = h.take(publisher);
+    assert_eq!(acks.len(), 25, "every PUBLISH gets its PUBREC: {acks:?}");
+    assert!(acks.iter().all(|a| matches!(a, Out::Pubrec(_))));
+    let pending = h.broker.session("pub").unwrap().awaiting_pubrel().len();
+    assert_eq!(pending, 20);
+    let delivered = h.take(sub);
+    assert_eq!(delivered.len(), 20, "messages over the bound are dropped");
+    for n in 1..=25u16 {
+        h.send(publisher, Packet::Pubrel(ack(n)));
+    }
+    assert_eq!(
+        h.take(publisher),
+        (1..=25).map(Out::Pubcomp).collect::<Vec<_>>()
+    );
+    assert!(h
+        .broker
+        .session("pub")
+        .unwrap()
+        .awaiting_pubrel()
+        .is_empty());
+    // The window is free again.
+    h.send(publisher, publish("q2/t", b"y", QoS::ExactlyOnce, 1));
+    assert_eq!(h.take(sub).len(), 1);
+}
