@@ -1125,3 +1125,50 @@ fn v311_inbound_qos2_ids_awaiting_pubrel_are_bounded() {
     h.send(publisher, publish("q2/t", b"y", QoS::ExactlyOnce, 1));
     assert_eq!(h.take(sub).len(), 1);
 }
+
+#[test]
+fn retained_on_subscribe_go_out_as_the_client_reads_once_per_repeated_filter() {
+    // Issue 11: 40,000 `#` filters after 200 retained messages collected 8 million
+    // deliveries in one vector. Now the output stays near the high-water mark and each
+    // retained message is sent once however often the filter repeats.
+    let mut h = Harness::new();
+    let publisher = h.client(connect("pub", true, 0));
+    let payload = [7u8; 100];
+    let topics: Vec<String> = (0..3000).map(|i| format!("r/{i}")).collect();
+    for t in &topics {
+        let Packet::Publish(mut p) = publish(t, &payload, QoS::AtMostOnce, 0) else {
+            unreachable!("publish() builds a PUBLISH")
+        };
+        p.retain = true;
+        h.send(publisher, Packet::Publish(p));
+    }
+    assert_eq!(h.broker.retained_count(), 3000);
+    let sub = h.client(connect("sub", true, 0));
+    let filters = vec![("r/#", QoS::AtMostOnce); 1000];
+    h.send(sub, subscribe(1, &filters));
+    h.broker.poll_transmit();
+    let first = h.broker.pending_output(sub).len();
+    assert!(first < 64 * 1024 + 64 * 200, "{first} bytes queued at once");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut turns = 0;
+    loop {
+        for out in h.take(sub) {
+            if let Out::Publish { topic, retain, .. } = out {
+                assert!(retain, "sent with RETAIN set [MQTT-3.3.1-8]");
+                *seen.entry(topic).or_default() += 1;
+            }
+        }
+        match h.broker.poll_timeout() {
+            Some(at) if at <= h.now => h.broker.handle_timeout(h.now),
+            _ => break,
+        }
+        turns += 1;
+        assert!(turns < 1000, "retained delivery makes progress");
+    }
+    assert_eq!(seen.len(), 3000);
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "each retained message sent once"
+    );
+    assert!(turns > 1, "delivered over several turns");
+}
