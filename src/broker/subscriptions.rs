@@ -324,7 +324,8 @@ impl SubscriptionTable {
         } else {
             let w = self.wildcard.entry(filter, || WildcardFilter {
                 filter: Arc::from(filter),
-                subscribers: Vec::new(),
+                // Most filters have one subscriber: no room reserved for four.
+                subscribers: Vec::with_capacity(1),
             });
             (w.filter.clone(), upsert(&mut w.subscribers, sub))
         };
