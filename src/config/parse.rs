@@ -597,9 +597,11 @@ fn parse_host(line: &Line<'_>, addr: &str) -> Result<Host, ConfigError> {
 }
 
 /// `persistent_client_expiration`: a number and one of h, d, w, m (month = 30 days),
-/// y (year = 365 days), as in Mosquitto.
+/// y (year = 365 days), as in Mosquitto. At most 0xFFFFFFFF seconds (136 years), the
+/// longest expiry MQTT 5 can express: larger values only ever come from typos, and a
+/// deadline that far used to overflow the broker's clock arithmetic.
 fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
-    const EXPECTED: &str = "a number followed by h, d, w, m or y, such as 14d";
+    const EXPECTED: &str = "a number followed by h, d, w, m or y, such as 14d, at most 136y";
     let word = line.word()?;
     let split = word.len().saturating_sub(1);
     let (n, unit) = (word.get(..split), word.get(split..));
@@ -616,13 +618,15 @@ fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
         _ => return Err(line.invalid(EXPECTED)),
     };
     n.checked_mul(hours * 3600)
+        .filter(|&secs| secs <= u64::from(u32::MAX))
         .map(Duration::from_secs)
         .ok_or_else(|| line.invalid(EXPECTED))
 }
 
-/// `fsync batch | interval <ms> | never`.
+/// `fsync batch | interval <ms> | never`; the interval is at most a day (what a power cut
+/// may lose; longer is a typo).
 fn parse_fsync(line: &Line<'_>) -> Result<Fsync, ConfigError> {
-    const EXPECTED: &str = "batch, never or interval <milliseconds>";
+    const EXPECTED: &str = "batch, never or interval <milliseconds> (1 to 86400000)";
     let value = line.text()?;
     let words: Vec<&str> = value
         .split_whitespace()
@@ -632,7 +636,7 @@ fn parse_fsync(line: &Line<'_>) -> Result<Fsync, ConfigError> {
         ["batch"] => Ok(Fsync::Batch),
         ["never"] => Ok(Fsync::Never),
         ["interval", ms] => match ms.parse::<u64>() {
-            Ok(ms) if ms > 0 => Ok(Fsync::Interval(Duration::from_millis(ms))),
+            Ok(ms @ 1..=86_400_000) => Ok(Fsync::Interval(Duration::from_millis(ms))),
             _ => Err(line.invalid(EXPECTED)),
         },
         _ => Err(line.invalid(EXPECTED)),

@@ -217,12 +217,12 @@ fn errors_name_file_line_and_key() {
     assert_eq!(
         err("persistent_client_expiration 3x"),
         "/etc/w.conf:1: persistent_client_expiration: invalid value '3x' \
-         (expected a number followed by h, d, w, m or y, such as 14d)"
+         (expected a number followed by h, d, w, m or y, such as 14d, at most 136y)"
     );
     assert_eq!(
         err("fsync sometimes"),
         "/etc/w.conf:1: fsync: invalid value 'sometimes' \
-         (expected batch, never or interval <milliseconds>)"
+         (expected batch, never or interval <milliseconds> (1 to 86400000))"
     );
     assert_eq!(
         err("per_listener_settings true"),
@@ -237,6 +237,32 @@ fn errors_name_file_line_and_key() {
         err("protocol websockets"),
         "/etc/w.conf:1: protocol: not supported: websockets listeners (only protocol mqtt)"
     );
+}
+
+#[test]
+fn huge_time_values_are_rejected_with_line_and_key() {
+    // 300000000000y used to load and then abort the broker at the first persistent
+    // disconnect (Instant overflow), and again at every restart.
+    assert_eq!(
+        err("port 1883\npersistent_client_expiration 300000000000y\n"),
+        "/etc/w.conf:2: persistent_client_expiration: invalid value '300000000000y' \
+         (expected a number followed by h, d, w, m or y, such as 14d, at most 136y)"
+    );
+    assert!(err("persistent_client_expiration 137y").contains(":1: persistent_client_expiration"));
+    assert!(err("persistent_client_expiration 18446744073709551615h").contains("invalid value"));
+    assert_eq!(
+        ok("persistent_client_expiration 136y")
+            .config
+            .persistent_client_expiration,
+        Some(Duration::from_secs(136 * 365 * 24 * 3600))
+    );
+    assert!(err("fsync interval 18446744073709551615").starts_with("/etc/w.conf:1: fsync:"));
+    assert_eq!(
+        ok("fsync interval 86400000").config.fsync,
+        Fsync::Interval(Duration::from_secs(86400))
+    );
+    assert!(err("max_keepalive 65536").starts_with("/etc/w.conf:1: max_keepalive:"));
+    assert!(err("connect_timeout 99999999999").starts_with("/etc/w.conf:1: connect_timeout:"));
 }
 
 #[test]
