@@ -46,8 +46,10 @@ fn main() -> ExitCode {
     // before anything listens; eprintln so that RUST_LOG=off cannot hide it.
     let (config, warnings) = match load(&opts) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wrenmq: {e}");
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("wrenmq: {e}");
+            }
             return ExitCode::FAILURE;
         }
     };
@@ -115,7 +117,7 @@ fn main() -> ExitCode {
 
 /// The configuration `opts` describes: the file if `-c` was given (with the flags that
 /// override it), the defaults otherwise.
-fn load(opts: &RunOptions) -> Result<(Config, Vec<config::Warning>), config::ConfigError> {
+fn load(opts: &RunOptions) -> Result<(Config, Vec<config::Warning>), config::ConfigErrors> {
     let Parsed {
         mut config,
         warnings,

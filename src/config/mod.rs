@@ -4,9 +4,9 @@
 //!   its default. Without `-c` the defaults are used as they are, which matches Mosquitto
 //!   2.0 run without a config file (local listeners only, anonymous clients allowed).
 //! - `parse`: the Mosquitto-style file format (`key value` lines, `listener` blocks,
-//!   `include_dir`). Pure: text in, [`Config`] or a [`ConfigError`] naming file, line and
-//!   key out; reading files goes through the [`Source`] trait so tests need no disk.
-//! - `error`: [`ConfigError`] and [`Warning`].
+//!   `include_dir`). Pure: text in, [`Config`] or every [`ConfigError`] in it (each naming
+//!   file, line and key) out; reading files goes through the [`Source`] trait so tests need no disk.
+//! - `error`: [`ConfigError`], [`ConfigErrors`] and [`Warning`].
 //!
 //! Some keys describe features that arrive later (persistence, MQTT 5 limits); they are
 //! parsed and validated now so a file that works today keeps working, and they take
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-pub use error::{ConfigError, ErrorKind, Warning};
+pub use error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
 
 /// The largest packet MQTT can express: a 268,435,455-byte remaining length plus a 5-byte

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use super::error::{ConfigError, ErrorKind, Warning};
+use super::error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 use super::{Config, Fsync, LogDest, MQTT_MAX_PACKET_SIZE};
 
 /// The MQTT port (IANA), for listeners the file gives no port.
@@ -70,23 +70,24 @@ pub struct Parsed {
 }
 
 /// Reads and parses `path` (and its `include_dir` files) from the file system.
-pub fn load(path: &Path) -> Result<Parsed, ConfigError> {
+pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
     parse_with(&Fs, path)
 }
 
 /// Parses `text` as the file `file`. An `include_dir` in it is read from the file system.
-pub fn parse_str(text: &str, file: &Path) -> Result<Parsed, ConfigError> {
+pub fn parse_str(text: &str, file: &Path) -> Result<Parsed, ConfigErrors> {
     let mut p = Parser::default();
-    p.parse_text(&Fs, text, file, false)?;
-    Ok(p.finish())
+    p.parse_text(&Fs, text, file, false);
+    p.finish()
 }
 
-/// Reads `path` through `src` and parses it.
-pub fn parse_with(src: &dyn Source, path: &Path) -> Result<Parsed, ConfigError> {
+/// Reads `path` through `src` and parses it. Every line is checked: the error lists all
+/// the lines that are wrong, not only the first.
+pub fn parse_with(src: &dyn Source, path: &Path) -> Result<Parsed, ConfigErrors> {
     let text = read(src, path)?;
     let mut p = Parser::default();
-    p.parse_text(src, &text, path, false)?;
-    Ok(p.finish())
+    p.parse_text(src, &text, path, false);
+    p.finish()
 }
 
 fn read(src: &dyn Source, path: &Path) -> Result<String, ConfigError> {
@@ -145,6 +146,7 @@ impl ListenerSpec {
 struct Parser {
     cfg: Config,
     warnings: Vec<Warning>,
+    errors: Vec<ConfigError>,
     /// The listener made of the global `port`/`bind_address`/... keys, once one is set.
     default_listener: Option<ListenerSpec>,
     blocks: Vec<ListenerSpec>,
@@ -226,13 +228,8 @@ impl Line<'_> {
 }
 
 impl Parser {
-    fn parse_text(
-        &mut self,
-        src: &dyn Source,
-        text: &str,
-        file: &Path,
-        included: bool,
-    ) -> Result<(), ConfigError> {
+    /// Applies every line of `text`; a line in error is recorded and skipped.
+    fn parse_text(&mut self, src: &dyn Source, text: &str, file: &Path, included: bool) {
         for (i, raw) in text.lines().enumerate() {
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -248,16 +245,19 @@ impl Parser {
                 key,
                 value,
             };
-            if key == "include_dir" {
+            let result = if key == "include_dir" {
                 if included {
-                    return Err(line.error(ErrorKind::NestedInclude));
+                    Err(line.error(ErrorKind::NestedInclude))
+                } else {
+                    self.include_dir(src, &line)
                 }
-                self.include_dir(src, &line)?;
             } else {
-                self.apply(&line)?;
+                self.apply(&line)
+            };
+            if let Err(e) = result {
+                self.errors.push(e);
             }
         }
-        Ok(())
     }
 
     fn include_dir(&mut self, src: &dyn Source, line: &Line<'_>) -> Result<(), ConfigError> {
@@ -268,8 +268,10 @@ impl Parser {
         // Mosquitto reads them in alphabetical order, so `10-x.conf` overrides `00-x.conf`.
         files.sort();
         for path in files {
-            let text = read(src, &path)?;
-            self.parse_text(src, &text, &path, true)?;
+            match read(src, &path) {
+                Ok(text) => self.parse_text(src, &text, &path, true),
+                Err(e) => self.errors.push(e),
+            }
         }
         Ok(())
     }
@@ -485,12 +487,19 @@ impl Parser {
                 "Mosquitto option not supported by wrenmq yet; ignored",
             ),
 
-            _ => return Err(line.error(ErrorKind::UnknownKey)),
+            _ => {
+                return Err(line.error(ErrorKind::UnknownKey {
+                    suggestion: suggest(line.key),
+                }))
+            }
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Parsed {
+    fn finish(mut self) -> Result<Parsed, ConfigErrors> {
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
         let mut specs: Vec<ListenerSpec> = Vec::new();
         specs.extend(self.default_listener.take());
         specs.append(&mut self.blocks);
@@ -506,11 +515,103 @@ impl Parser {
             .allow_anonymous
             .unwrap_or(!any_listener && self.cfg.password_file.is_none());
         self.cfg.log_level = self.log_level;
-        Parsed {
+        Ok(Parsed {
             config: self.cfg,
             warnings: self.warnings,
+        })
+    }
+}
+
+/// Every key [`Parser::apply`] knows (besides `include_dir` and the `bridge_`,
+/// `auth_opt_` and `plugin_opt_` families), for "did you mean"; a test checks that none
+/// of them is unknown to `apply`.
+const KNOWN_KEYS: &[&str] = &[
+    "listener",
+    "port",
+    "bind_address",
+    "max_connections",
+    "socket_domain",
+    "protocol",
+    "allow_anonymous",
+    "password_file",
+    "acl_file",
+    "per_listener_settings",
+    "max_inflight_messages",
+    "max_queued_messages",
+    "max_queued_bytes",
+    "queue_qos0_messages",
+    "max_packet_size",
+    "message_size_limit",
+    "max_keepalive",
+    "persistent_client_expiration",
+    "retain_available",
+    "persistence",
+    "persistence_location",
+    "autosave_interval",
+    "persistence_file",
+    "autosave_on_changes",
+    "log_type",
+    "log_dest",
+    "pid_file",
+    "user",
+    "fsync",
+    "connect_timeout",
+    "max_write_buffer",
+    "certfile",
+    "keyfile",
+    "psk_hint",
+    "psk_file",
+    "cafile",
+    "capath",
+    "require_certificate",
+    "mount_point",
+    "bind_interface",
+    "connection",
+    "auth_plugin",
+    "plugin",
+    "global_plugin",
+    "include_dir",
+];
+
+/// The known key closest to `key` (ignoring case), if it is close enough to be a typo:
+/// at most one edit for short keys, two for longer ones. A transposition counts as one.
+fn suggest(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    let limit = if key.len() <= 4 { 1 } else { 2 };
+    KNOWN_KEYS
+        .iter()
+        .chain(MOSQUITTO_IGNORED)
+        .map(|&k| (edit_distance(&key, k), k))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and adjacent
+/// transpositions each cost 1. Keys are short; the full matrix is fine.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * width + j] = if i == 0 {
+                j
+            } else if j == 0 {
+                i
+            } else {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut best = (d[(i - 1) * width + j] + 1)
+                    .min(d[i * width + j - 1] + 1)
+                    .min(d[(i - 1) * width + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(d[(i - 2) * width + j - 2] + 1);
+                }
+                best
+            };
         }
     }
+    d[a.len() * width + b.len()]
 }
 
 /// Mosquitto 2.0 options accepted and ignored with a warning.

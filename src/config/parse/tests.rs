@@ -266,12 +266,85 @@ fn huge_time_values_are_rejected_with_line_and_key() {
 }
 
 #[test]
+fn every_error_in_a_file_is_reported_not_only_the_first() {
+    // Used to stop at line 2: three restarts to find three typos.
+    let e = err("listener 1883\n\
+                 persistance_location /var/lib/wrenmq\n\
+                 allow_anonymous yes\n\
+                 max_keepalive 10\n\
+                 Listener 1884\n\
+                 frobnicate 1\n");
+    assert_eq!(
+        e,
+        "/etc/w.conf:2: persistance_location: unknown configuration key \
+         (did you mean `persistence_location`?)\n\
+         /etc/w.conf:3: allow_anonymous: invalid value 'yes' (expected true or false)\n\
+         /etc/w.conf:5: Listener: unknown configuration key (did you mean `listener`?)\n\
+         /etc/w.conf:6: frobnicate: unknown configuration key"
+    );
+    // Included files too, in the order they are read.
+    let src = mem(&[
+        (
+            "/etc/w.conf",
+            "lisetner 1\ninclude_dir /etc/w.d\nmax_keepalive x\n",
+        ),
+        ("/etc/w.d/a.conf", "log_dst stderr\n"),
+        ("/etc/w.d/b.conf", "include_dir /etc/w.d\n"),
+    ]);
+    let e = parse_with(&src, Path::new("/etc/w.conf")).unwrap_err();
+    let lines: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "/etc/w.conf:1: lisetner: unknown configuration key (did you mean `listener`?)",
+            "/etc/w.d/a.conf:1: log_dst: unknown configuration key (did you mean `log_dest`?)",
+            "/etc/w.d/b.conf:1: include_dir: only allowed in the main configuration file",
+            "/etc/w.conf:3: max_keepalive: invalid value 'x' (expected a number of seconds 0-65535)",
+        ]
+    );
+}
+
+#[test]
+fn did_you_mean_only_for_near_misses() {
+    assert_eq!(
+        suggest("max_inflight_message"),
+        Some("max_inflight_messages")
+    );
+    assert_eq!(suggest("psersistence"), Some("persistence"));
+    assert_eq!(suggest("allow_anonymus"), Some("allow_anonymous"));
+    assert_eq!(suggest("PORT"), Some("port"));
+    assert_eq!(suggest("sys_intervall"), Some("sys_interval")); // an ignored Mosquitto key
+    assert_eq!(suggest("frobnicate"), None);
+    assert_eq!(suggest("usr"), Some("user"));
+    assert_eq!(suggest("xy"), None);
+    assert_eq!(edit_distance("abc", "acb"), 1);
+    assert_eq!(edit_distance("", "abc"), 3);
+}
+
+#[test]
+fn every_known_key_is_known_to_the_parser() {
+    // KNOWN_KEYS feeds "did you mean": a key in it that `apply` does not accept would be
+    // suggested and then refused.
+    for key in KNOWN_KEYS.iter().chain(MOSQUITTO_IGNORED) {
+        let text = format!("{key} x\n");
+        if let Err(e) = parse_with(&mem(&[("/etc/w.conf", &text)]), Path::new("/etc/w.conf")) {
+            assert!(
+                e.iter()
+                    .all(|e| !matches!(e.kind, ErrorKind::UnknownKey { .. })),
+                "{key}: {e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn missing_file_names_it() {
     let e = match parse_with(&mem(&[]), Path::new("/etc/none.conf")) {
         Err(e) => e,
         Ok(p) => panic!("{p:?}"),
     };
-    assert_eq!(e.line, 0);
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].line, 0);
     assert!(
         e.to_string().starts_with("/etc/none.conf: cannot read: "),
         "{e}"
