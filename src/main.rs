@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     } else {
         config.log_level.unwrap_or(LevelFilter::Info)
     };
-    logging::init_with(level, config.log_dest);
+    let log_file = logging::init_with(level, &config.log_dest);
     for w in &warnings {
         warn!("{w}");
     }
@@ -84,6 +84,12 @@ fn main() -> ExitCode {
     if opts.config.is_some() {
         let opts = opts.clone();
         server.set_reload(Box::new(move || {
+            // SIGHUP: reopen the log file first (logrotate), whatever the reload finds.
+            if let Some(f) = &log_file {
+                if let Err(e) = f.reopen() {
+                    warn!("log_dest file {}: cannot reopen: {e}", f.path().display());
+                }
+            }
             let (config, warnings) = load(&opts)?;
             for w in &warnings {
                 warn!("{w}");
@@ -92,12 +98,18 @@ fn main() -> ExitCode {
             Ok((config, auth))
         }));
     }
-    if let Some(path) = &pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
-            eprintln!("wrenmq: pid_file {}: {e}", path.display());
-            return ExitCode::FAILURE;
+    // A pid file is a convenience for init scripts; failing to write one (Debian's stock
+    // `/run/mosquitto/` may not exist, or be read-only under the unit's sandbox) must not
+    // keep the broker down, so it is a warning (Mosquitto exits here).
+    let pid_file = pid_file.filter(|path| {
+        match std::fs::write(path, format!("{}\n", std::process::id())) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("pid_file {}: {e}; running without a pid file", path.display());
+                false
+            }
         }
-    }
+    });
     // After binding, so that READY=1 (sent when the loop starts) means "accepting".
     server.notify_systemd();
     info!("{} started", cli::version());

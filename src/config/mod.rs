@@ -113,12 +113,15 @@ pub enum Fsync {
 pub type FsyncPolicy = Fsync;
 
 /// Log destination (`log_dest`); wrenmq writes to one stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogDest {
     Stderr,
     Stdout,
     /// `log_dest none`: nothing is logged.
     None,
+    /// `log_dest file PATH`: appended to PATH, reopened on SIGHUP (for logrotate); if
+    /// PATH cannot be opened at start-up the broker warns and logs to stderr.
+    File(PathBuf),
 }
 
 impl Config {

@@ -153,6 +153,8 @@ struct Parser {
     allow_anonymous: Option<bool>,
     /// Highest level named by a `log_type` line; `Some(Off)` only for `none` alone.
     log_level: Option<LevelFilter>,
+    /// Whether a `log_dest` line was seen (Mosquitto allows several; wrenmq uses one).
+    log_dest_set: bool,
 }
 
 /// One line being applied: enough context to build an error or a warning.
@@ -421,22 +423,25 @@ impl Parser {
                 self.log_level = Some(self.log_level.map_or(level, |l| l.max(level)));
             }
             "log_dest" => {
-                let dest = line.word()?;
-                self.cfg.log_dest = match dest {
-                    "stderr" => LogDest::Stderr,
-                    "stdout" => LogDest::Stdout,
-                    "none" => LogDest::None,
-                    "syslog" | "topic" | "file" | "dlt" => {
+                let dest = parse_log_dest(line)?;
+                let dest = match dest {
+                    Ok(dest) => dest,
+                    Err(unsupported) => {
                         self.warn(
                             line,
-                            format!("log_dest {dest} is not supported; logging to stderr"),
+                            format!("log_dest {unsupported} is not supported; logging to stderr"),
                         );
                         LogDest::Stderr
                     }
-                    _ => {
-                        return Err(line.invalid("stderr, stdout, none, syslog, topic, file or dlt"))
-                    }
                 };
+                if self.log_dest_set && dest != self.cfg.log_dest {
+                    self.warn(
+                        line,
+                        "wrenmq logs to one destination: this line replaces the one above",
+                    );
+                }
+                self.log_dest_set = true;
+                self.cfg.log_dest = dest;
             }
             "pid_file" => self.cfg.pid_file = Some(line.path()?),
             "user" => self.cfg.user = Some(line.word()?.to_string()),
@@ -722,6 +727,30 @@ fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
         .filter(|&secs| secs <= u64::from(u32::MAX))
         .map(Duration::from_secs)
         .ok_or_else(|| line.invalid(EXPECTED))
+}
+
+/// `log_dest stderr | stdout | none | file PATH` (Mosquitto's form: the path is the rest
+/// of the line); `Ok(Err(name))` for a Mosquitto destination wrenmq does not have.
+fn parse_log_dest(line: &Line<'_>) -> Result<Result<LogDest, &'static str>, ConfigError> {
+    const EXPECTED: &str = "stderr, stdout, none, file PATH, syslog, topic or dlt";
+    let value = line.text()?;
+    if let Some(path) = value.strip_prefix("file") {
+        if path.starts_with(char::is_whitespace) && !path.trim().is_empty() {
+            return Ok(Ok(LogDest::File(PathBuf::from(path.trim()))));
+        }
+        if path.trim().is_empty() {
+            return Err(line.invalid("file followed by the log file's path"));
+        }
+    }
+    Ok(match line.word()? {
+        "stderr" => Ok(LogDest::Stderr),
+        "stdout" => Ok(LogDest::Stdout),
+        "none" => Ok(LogDest::None),
+        "syslog" => Err("syslog"),
+        "topic" => Err("topic"),
+        "dlt" => Err("dlt"),
+        _ => return Err(line.invalid(EXPECTED)),
+    })
 }
 
 /// `fsync batch | interval <ms> | never`; the interval is at most a day (what a power cut

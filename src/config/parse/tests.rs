@@ -338,6 +338,58 @@ fn every_known_key_is_known_to_the_parser() {
 }
 
 #[test]
+fn log_dest_file_takes_the_rest_of_the_line_as_its_path() {
+    // Mosquitto's form; it used to be refused as "a single value".
+    assert_eq!(
+        ok("log_dest file /var/log/mosquitto/mosquitto.log\n").config.log_dest,
+        LogDest::File(PathBuf::from("/var/log/mosquitto/mosquitto.log"))
+    );
+    assert_eq!(
+        ok("log_dest file /var/log/my logs/w.log").config.log_dest,
+        LogDest::File(PathBuf::from("/var/log/my logs/w.log"))
+    );
+    assert_eq!(
+        err("log_dest file"),
+        "/etc/w.conf:1: log_dest: invalid value 'file' \
+         (expected file followed by the log file's path)"
+    );
+    assert!(err("log_dest files").contains("invalid value 'files'"));
+    assert_eq!(ok("log_dest stdout # c").config.log_dest, LogDest::Stdout);
+    // Several destinations (Mosquitto writes to all): the last one wins, with a warning.
+    let p = ok("log_dest stderr\nlog_dest file /tmp/w.log\n");
+    assert_eq!(p.config.log_dest, LogDest::File(PathBuf::from("/tmp/w.log")));
+    assert_eq!(p.warnings.len(), 1);
+    assert_eq!(p.warnings[0].line, 2);
+}
+
+#[test]
+fn debians_stock_mosquitto_conf_loads() {
+    // /etc/mosquitto/mosquitto.conf as Debian's mosquitto 2.0 package installs it, with
+    // its conf.d (which holds only a README).
+    let text = include_str!("../../../tests/data/config/debian-mosquitto.conf");
+    let src = mem(&[
+        ("/etc/mosquitto/mosquitto.conf", text),
+        ("/etc/mosquitto/conf.d/README", "Any files placed in this directory ...\n"),
+    ]);
+    let p = match parse_with(&src, Path::new("/etc/mosquitto/mosquitto.conf")) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let c = p.config;
+    assert_eq!(
+        c.log_dest,
+        LogDest::File(PathBuf::from("/var/log/mosquitto/mosquitto.log"))
+    );
+    assert_eq!(c.pid_file, Some(PathBuf::from("/run/mosquitto/mosquitto.pid")));
+    assert!(c.persistence);
+    assert_eq!(c.persistence_location, PathBuf::from("/var/lib/mosquitto/"));
+    // No listener: local only and anonymous, as Mosquitto 2.0 runs it.
+    assert_eq!(c.listeners, Config::default().listeners);
+    assert!(c.allow_anonymous);
+}
+
+#[test]
 fn missing_file_names_it() {
     let e = match parse_with(&mem(&[]), Path::new("/etc/none.conf")) {
         Err(e) => e,
