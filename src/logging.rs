@@ -159,7 +159,10 @@ mod tests {
         f.write_all(b"two\n").unwrap();
         f.reopen().unwrap();
         f.write_all(b"three\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "old\none\ntwo\n");
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap(),
+            "old\none\ntwo\n"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
         // A reopen that fails keeps the current file.
         std::fs::remove_dir_all(&dir).unwrap();

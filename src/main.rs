@@ -101,15 +101,19 @@ fn main() -> ExitCode {
     // A pid file is a convenience for init scripts; failing to write one (Debian's stock
     // `/run/mosquitto/` may not exist, or be read-only under the unit's sandbox) must not
     // keep the broker down, so it is a warning (Mosquitto exits here).
-    let pid_file = pid_file.filter(|path| {
-        match std::fs::write(path, format!("{}\n", std::process::id())) {
-            Ok(()) => true,
-            Err(e) => {
-                warn!("pid_file {}: {e}; running without a pid file", path.display());
-                false
-            }
-        }
-    });
+    let pid_file =
+        pid_file.filter(
+            |path| match std::fs::write(path, format!("{}\n", std::process::id())) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(
+                        "pid_file {}: {e}; running without a pid file",
+                        path.display()
+                    );
+                    false
+                }
+            },
+        );
     // After binding, so that READY=1 (sent when the loop starts) means "accepting".
     server.notify_systemd();
     info!("{} started", cli::version());

@@ -341,7 +341,9 @@ fn every_known_key_is_known_to_the_parser() {
 fn log_dest_file_takes_the_rest_of_the_line_as_its_path() {
     // Mosquitto's form; it used to be refused as "a single value".
     assert_eq!(
-        ok("log_dest file /var/log/mosquitto/mosquitto.log\n").config.log_dest,
+        ok("log_dest file /var/log/mosquitto/mosquitto.log\n")
+            .config
+            .log_dest,
         LogDest::File(PathBuf::from("/var/log/mosquitto/mosquitto.log"))
     );
     assert_eq!(
@@ -357,7 +359,10 @@ fn log_dest_file_takes_the_rest_of_the_line_as_its_path() {
     assert_eq!(ok("log_dest stdout # c").config.log_dest, LogDest::Stdout);
     // Several destinations (Mosquitto writes to all): the last one wins, with a warning.
     let p = ok("log_dest stderr\nlog_dest file /tmp/w.log\n");
-    assert_eq!(p.config.log_dest, LogDest::File(PathBuf::from("/tmp/w.log")));
+    assert_eq!(
+        p.config.log_dest,
+        LogDest::File(PathBuf::from("/tmp/w.log"))
+    );
     assert_eq!(p.warnings.len(), 1);
     assert_eq!(p.warnings[0].line, 2);
 }
@@ -369,7 +374,10 @@ fn debians_stock_mosquitto_conf_loads() {
     let text = include_str!("../../../tests/data/config/debian-mosquitto.conf");
     let src = mem(&[
         ("/etc/mosquitto/mosquitto.conf", text),
-        ("/etc/mosquitto/conf.d/README", "Any files placed in this directory ...\n"),
+        (
+            "/etc/mosquitto/conf.d/README",
+            "Any files placed in this directory ...\n",
+        ),
     ]);
     let p = match parse_with(&src, Path::new("/etc/mosquitto/mosquitto.conf")) {
         Ok(p) => p,
@@ -381,7 +389,10 @@ fn debians_stock_mosquitto_conf_loads() {
         c.log_dest,
         LogDest::File(PathBuf::from("/var/log/mosquitto/mosquitto.log"))
     );
-    assert_eq!(c.pid_file, Some(PathBuf::from("/run/mosquitto/mosquitto.pid")));
+    assert_eq!(
+        c.pid_file,
+        Some(PathBuf::from("/run/mosquitto/mosquitto.pid"))
+    );
     assert!(c.persistence);
     assert_eq!(c.persistence_location, PathBuf::from("/var/lib/mosquitto/"));
     // No listener: local only and anonymous, as Mosquitto 2.0 runs it.
