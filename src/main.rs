@@ -69,6 +69,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    warn_world_readable(&config);
     if let Some(user) = &config.user {
         info!("user {user}: wrenmq does not switch users; run it as that user (systemd User=)");
     }
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
                 warn!("{w}");
             }
             let auth = Auth::load(&config)?;
+            warn_world_readable(&config);
             Ok((config, auth))
         }));
     }
@@ -146,6 +148,15 @@ fn load(opts: &RunOptions) -> Result<(Config, Vec<config::Warning>), config::Con
     };
     cli::apply_overrides(opts, &mut config);
     Ok((config, warnings))
+}
+
+/// Mosquitto 2.0 warns when it loads a password file anyone may read; so do we.
+fn warn_world_readable(config: &Config) {
+    if let Some(path) = &config.password_file {
+        if passwd::world_readable(path) {
+            warn!("password_file {}", passwd::world_readable_warning(path));
+        }
+    }
 }
 
 fn remove_pid_file(path: Option<PathBuf>) {
