@@ -15,6 +15,7 @@ use wrenmq::config::{self, Config, Parsed};
 use wrenmq::logging;
 use wrenmq::net::Server;
 use wrenmq::passwd::{self, PasswdError};
+use wrenmq::privileges;
 
 fn main() -> ExitCode {
     let mut args = Vec::new();
@@ -70,10 +71,8 @@ fn main() -> ExitCode {
         }
     };
     warn_world_readable(&config);
-    if let Some(user) = &config.user {
-        info!("user {user}: wrenmq does not switch users; run it as that user (systemd User=)");
-    }
     let pid_file = config.pid_file.clone();
+    let privilege_plan = (config.user.clone(), data_dir_to_give(&config));
     let server = Server::bind_with(config, auth).and_then(|mut s| s.handle_signals().map(|()| s));
     let mut server = match server {
         Ok(server) => server,
@@ -116,6 +115,13 @@ fn main() -> ExitCode {
                 }
             },
         );
+    // Last thing as root: listeners are bound, the data directory is open and locked, the
+    // log and pid files are written.
+    if let Err(e) = drop_privileges(privilege_plan) {
+        eprintln!("wrenmq: {e}");
+        remove_pid_file(pid_file);
+        return ExitCode::FAILURE;
+    }
     // After binding, so that READY=1 (sent when the loop starts) means "accepting".
     server.notify_systemd();
     info!("{} started", cli::version());
@@ -148,6 +154,61 @@ fn load(opts: &RunOptions) -> Result<(Config, Vec<config::Warning>), config::Con
     };
     cli::apply_overrides(opts, &mut config);
     Ok((config, warnings))
+}
+
+/// The data directory as it was before start-up, when persistence is on.
+enum DataDir {
+    /// Did not exist: this start creates it, so it may be given to the `user`.
+    Created(PathBuf),
+    /// Existed: never chowned; the `user` must be able to write it.
+    Existing(PathBuf),
+}
+
+fn data_dir_to_give(config: &Config) -> Option<DataDir> {
+    let dir = config.persistence_location.clone();
+    config.persistence.then(|| {
+        if dir.exists() {
+            DataDir::Existing(dir)
+        } else {
+            DataDir::Created(dir)
+        }
+    })
+}
+
+/// Switches to the configured `user` when started as root (see [`privileges`]).
+fn drop_privileges(
+    (user, data_dir): (Option<String>, Option<DataDir>),
+) -> Result<(), privileges::PrivilegeError> {
+    if !privileges::is_root() {
+        return Ok(());
+    }
+    let name = match user.as_deref() {
+        None => {
+            warn!(
+                "running as root: set `user` in the configuration to drop privileges after \
+                 start-up (as Mosquitto does), or start wrenmq as an unprivileged user"
+            );
+            return Ok(());
+        }
+        Some("root") => {
+            warn!("running as root (user root)");
+            return Ok(());
+        }
+        Some(name) => name,
+    };
+    let user = privileges::lookup(name)?;
+    if let Some(DataDir::Created(dir)) = &data_dir {
+        privileges::give_data_dir(dir, &user)?;
+    }
+    privileges::switch_to(&user)?;
+    if let Some(DataDir::Created(dir) | DataDir::Existing(dir)) = &data_dir {
+        privileges::check_writable(dir, name)?;
+    }
+    info!(
+        "dropped privileges to user {name} (uid {}, gid {})",
+        user.uid, user.gid
+    );
+    Ok(())
 }
 
 /// Mosquitto 2.0 warns when it loads a password file anyone may read; so do we.
