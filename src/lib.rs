@@ -17,6 +17,8 @@
 //! - [`privileges`]: dropping root to the configured `user` after start-up.
 //! - `fuzzing` (only under `cfg(fuzzing)` and tests): the cargo-fuzz harness bodies.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod broker;
 pub mod cli;
