@@ -30,6 +30,7 @@ use log::LevelFilter;
 
 use super::error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 use super::{Config, Fsync, LogDest, MQTT_MAX_PACKET_SIZE};
+use suggest::suggest;
 
 /// The MQTT port (IANA), for listeners the file gives no port.
 const DEFAULT_PORT: u16 = 1883;
@@ -527,100 +528,8 @@ impl Parser {
     }
 }
 
-/// Every key [`Parser::apply`] knows (besides `include_dir` and the `bridge_`,
-/// `auth_opt_` and `plugin_opt_` families), for "did you mean"; a test checks that none
-/// of them is unknown to `apply`.
-const KNOWN_KEYS: &[&str] = &[
-    "listener",
-    "port",
-    "bind_address",
-    "max_connections",
-    "socket_domain",
-    "protocol",
-    "allow_anonymous",
-    "password_file",
-    "acl_file",
-    "per_listener_settings",
-    "max_inflight_messages",
-    "max_queued_messages",
-    "max_queued_bytes",
-    "queue_qos0_messages",
-    "max_packet_size",
-    "message_size_limit",
-    "max_keepalive",
-    "persistent_client_expiration",
-    "retain_available",
-    "persistence",
-    "persistence_location",
-    "autosave_interval",
-    "persistence_file",
-    "autosave_on_changes",
-    "log_type",
-    "log_dest",
-    "pid_file",
-    "user",
-    "fsync",
-    "connect_timeout",
-    "max_write_buffer",
-    "certfile",
-    "keyfile",
-    "psk_hint",
-    "psk_file",
-    "cafile",
-    "capath",
-    "require_certificate",
-    "mount_point",
-    "bind_interface",
-    "connection",
-    "auth_plugin",
-    "plugin",
-    "global_plugin",
-    "include_dir",
-];
-
-/// The known key closest to `key` (ignoring case), if it is close enough to be a typo:
-/// at most one edit for short keys, two for longer ones. A transposition counts as one.
-fn suggest(key: &str) -> Option<&'static str> {
-    let key = key.to_ascii_lowercase();
-    let limit = if key.len() <= 4 { 1 } else { 2 };
-    KNOWN_KEYS
-        .iter()
-        .chain(MOSQUITTO_IGNORED)
-        .map(|&k| (edit_distance(&key, k), k))
-        .filter(|&(d, _)| d <= limit)
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, k)| k)
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions and adjacent
-/// transpositions each cost 1. Keys are short; the full matrix is fine.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let width = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * width];
-    for i in 0..=a.len() {
-        for j in 0..=b.len() {
-            d[i * width + j] = if i == 0 {
-                j
-            } else if j == 0 {
-                i
-            } else {
-                let cost = usize::from(a[i - 1] != b[j - 1]);
-                let mut best = (d[(i - 1) * width + j] + 1)
-                    .min(d[i * width + j - 1] + 1)
-                    .min(d[(i - 1) * width + j - 1] + cost);
-                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                    best = best.min(d[(i - 2) * width + j - 2] + 1);
-                }
-                best
-            };
-        }
-    }
-    d[a.len() * width + b.len()]
-}
-
 /// Mosquitto 2.0 options accepted and ignored with a warning.
-const MOSQUITTO_IGNORED: &[&str] = &[
+pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "accept_protocol_versions",
     "allow_duplicate_messages",
     "allow_zero_length_clientid",
@@ -800,5 +709,6 @@ impl Source for MemSource {
     }
 }
 
+mod suggest;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Configuration files, good and bad, with the exact messages users see.
 
+use super::suggest::{edit_distance, KNOWN_KEYS};
 use super::*;
 
 fn mem(files: &[(&str, &str)]) -> MemSource {
