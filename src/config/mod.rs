@@ -68,8 +68,8 @@ pub struct Config {
     pub message_size_limit: u32,
     /// MQTT 5: the largest keepalive a client may ask for (takes effect with MQTT 5).
     pub max_keepalive: u16,
-    /// Offline persistent sessions are discarded after this long; `None` = never
-    /// (takes effect with persistence).
+    /// Offline persistent sessions without an expiry of their own are discarded after
+    /// this long; `None` = never. At most 0xFFFFFFFF s when parsed from a file.
     pub persistent_client_expiration: Option<Duration>,
     /// Whether persistent sessions, their queues and retained messages are kept on disk
     /// across restarts. On by default (unlike Mosquitto): see the README's Durability.
@@ -87,8 +87,8 @@ pub struct Config {
     pub log_dest: LogDest,
     /// Write the process id here at start-up.
     pub pid_file: Option<PathBuf>,
-    /// Mosquitto drops root privileges to this user; wrenmq only records it (run it under
-    /// the service manager's `User=`) and warns if started as root.
+    /// Started as root, switch to this user once listeners and files are open (see
+    /// `privileges`). No default, unlike Mosquitto's `mosquitto`.
     pub user: Option<String>,
 }
 
