@@ -156,7 +156,7 @@ impl Broker {
             let ms = u32::from(keep_alive) * 1500;
             let limit = Duration::from_millis(u64::from(ms));
             conn.keep_alive = std::num::NonZeroU32::new(ms);
-            self.timers.schedule(now + limit, Timer::KeepAlive(id));
+            self.timers.schedule_in(now, limit, Timer::KeepAlive(id));
         }
         let mut props = PropertiesBuf::new();
         if v5 {

@@ -432,7 +432,7 @@ impl Broker {
         });
         self.stats.connections_accepted += 1;
         self.timers
-            .schedule(now + self.config.connect_timeout, Timer::ConnectTimeout(id));
+            .schedule_in(now, self.config.connect_timeout, Timer::ConnectTimeout(id));
     }
 
     /// A decoded packet from `id`. Returns `false` if the connection is closed (or was
@@ -565,7 +565,11 @@ impl Broker {
                     let Some(limit) = conn.keep_alive else {
                         continue;
                     };
-                    let due = conn.last_activity + Duration::from_millis(u64::from(limit.get()));
+                    let after = Duration::from_millis(u64::from(limit.get()));
+                    // Checked: past what `Instant` holds, the deadline is never reached.
+                    let Some(due) = conn.last_activity.checked_add(after) else {
+                        continue;
+                    };
                     if due <= now {
                         self.close(id, CloseReason::KeepAliveTimeout, now, true);
                     } else {
@@ -822,15 +826,16 @@ impl Broker {
         };
         if let Some(after) = expiry {
             self.timers
-                .schedule(now + after, Timer::SessionExpiry(timer_key(key), epoch));
+                .schedule_in(now, after, Timer::SessionExpiry(timer_key(key), epoch));
         }
         match will {
             Some(w) if will_delay > 0 => {
                 // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
                 // ends first.
                 session.pending_will = Some(w);
-                self.timers.schedule(
-                    now + Duration::from_secs(u64::from(will_delay)),
+                self.timers.schedule_in(
+                    now,
+                    Duration::from_secs(u64::from(will_delay)),
                     Timer::WillDelay(timer_key(key), epoch),
                 );
                 None
