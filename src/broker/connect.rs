@@ -211,6 +211,17 @@ impl Broker {
             properties: props.as_properties(),
         };
         send(conn, id, &mut self.transmit, &Packet::Connack(connack));
+        // An acknowledgement on this connection may answer a retransmission (PUBLISH with
+        // DUP, PUBREL) whose original wrote its record in a batch that is still being made
+        // durable; the first answer was held on the old connection and went with it. So
+        // everything durable on the new connection waits for every batch already submitted
+        // [MQTT-4.3.3-2]. CONNACK itself need not wait: a crash before the session's
+        // records are durable shows at the next CONNECT as session present 0.
+        let submitted = self.journal.seq.saturating_sub(1);
+        if self.journal.holds && submitted > self.journal.durable && conn.held.is_empty() {
+            conn.held.push((submitted, Vec::new()));
+            self.held_conns.push(id);
+        }
         self.resend_inflight(key, id, now);
         self.pump(key, now);
         true
