@@ -67,7 +67,7 @@ impl Broker {
             Arc::from(c.client_id)
         };
 
-        if let Err(refusal) = self.auth.authenticate(c.username, c.password) {
+        if let Err(refusal) = self.auth.authenticate(c.username, c.password, now) {
             info!(
                 "client {client_id} refused{}: {refusal}",
                 c.username

@@ -6,12 +6,20 @@ use crate::auth::Refusal;
 use crate::protocol::{DecodeError, PacketType, ProtocolVersion, ReasonCode};
 
 /// The CONNACK code refusing a client: 3.1/3.1.1 return codes, 5.0 reason codes.
+///
+/// Every refusal is "not authorized", 0x05 (3.1/3.1.1) or 0x87 (5.0), as Mosquitto 2.0
+/// answers (`handle_connect.c`: `CONNACK_REFUSED_NOT_AUTHORIZED` / `MQTT_RC_NOT_AUTHORIZED`
+/// for a wrong password and an unknown user alike; checked against 2.0.11). Clients and
+/// scripts written against Mosquitto look for these codes, and one code for all refusals
+/// does not tell a prober which part was wrong. The log line says why.
 pub(super) fn refusal_code(refusal: Refusal, version: ProtocolVersion) -> ReasonCode {
     match (refusal, version) {
-        (Refusal::NotAuthorized, ProtocolVersion::V5) => ReasonCode::NOT_AUTHORIZED,
-        (Refusal::NotAuthorized, _) => ReasonCode::V3_NOT_AUTHORIZED,
-        (Refusal::BadCredentials, ProtocolVersion::V5) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-        (Refusal::BadCredentials, _) => ReasonCode::V3_BAD_USER_NAME_OR_PASSWORD,
+        (Refusal::NotAuthorized | Refusal::BadCredentials | Refusal::Busy, ProtocolVersion::V5) => {
+            ReasonCode::NOT_AUTHORIZED
+        }
+        (Refusal::NotAuthorized | Refusal::BadCredentials | Refusal::Busy, _) => {
+            ReasonCode::V3_NOT_AUTHORIZED
+        }
     }
 }
 

@@ -151,9 +151,9 @@ def client(b, client_id=None, **kw) -> r.RawClient:
 
 
 def bad_credentials_code():
-    # Mosquitto 2.0 answers 0x05 for a wrong password too; wrenmq uses the 3.1.1 code
-    # meant for it, 0x04.
-    return 0x05 if broker_is("mosquitto") else 0x04
+    # Mosquitto 2.0 answers a wrong password or unknown user with 0x05 (not authorized),
+    # not 0x04; wrenmq answers as Mosquitto does.
+    return 0x05
 
 
 # ------------------------------------------------------------- config errors
@@ -207,6 +207,24 @@ def test_connack_paths(conf_broker, tmp_path):
     assert connack(b) == 0x05  # anonymous: allow_anonymous defaults to false
 
 
+@needs_mosquitto_passwd
+def test_wrong_password_is_refused_not_authorized_in_v5(conf_broker, tmp_path):
+    """Mosquitto 2.0 answers 0x87 (not authorized) to a 5.0 client with a wrong password or
+    an unknown user, not 0x86."""
+    import mqtt5raw as m
+    pw = tmp_path / "pw"
+    mosquitto_hash(pw, "alice", "apw", create=True)
+    b = conf_broker(f"password_file {pw}\n")
+    for user, password in (("alice", "apw"), ("alice", "wrong"), ("nobody", "apw"), ("alice", None)):
+        c = m.Raw5(b.host, b.port)
+        try:
+            kw = {"username": user} | ({"password": password} if password else {})
+            got = c.connect5(uid(), **kw).reason
+        finally:
+            c.close()
+        assert got == (0x00 if password == "apw" and user == "alice" else 0x87), (user, password, got)
+
+
 def test_listener_config_without_password_file_refuses_anonymous(conf_broker):
     b = conf_broker("")
     assert connack(b) == 0x05
@@ -226,7 +244,7 @@ def test_mosquitto_passwd_files_verify_in_wrenmq(conf_broker, tmp_path):
     b = conf_broker(f"password_file {pw}\n", name="wrenmq")
     assert connack(b, username="alice", password="s3cret pass") == 0
     assert connack(b, username="bob", password="ü-unicode") == 0
-    assert connack(b, username="bob", password="u-unicode") == 0x04
+    assert connack(b, username="bob", password="u-unicode") == 0x05
 
 
 @needs_mosquitto_passwd
@@ -430,7 +448,7 @@ def test_reload_under_load_keeps_everyone_connected(conf_broker, tmp_path):
     for c in publishers + [bob]:
         assert c.is_open(), "a client was disconnected by the reload"
     # New credentials apply to new connections; the new listener works.
-    assert connack(b, username="alice", password="apw") == 0x04
+    assert connack(b, username="alice", password="apw") == 0x05
     assert connack(b, username="alice", password="new") == 0
     assert connack(b, username="carol", password="cpw") == 0
     c2 = r.RawClient(b.host, port2)

@@ -63,20 +63,21 @@ fn connack_paths_v311() {
         connack_code(&mut h, login("a", "alice", b"apw")),
         (0x00, false)
     );
-    // Wrong password, unknown user, user without password: 0x04, closed.
+    // Wrong password, unknown user, user without password: 0x05 as Mosquitto 2.0
+    // answers, closed.
     assert_eq!(
         connack_code(&mut h, login("b", "alice", b"bpw")),
-        (0x04, true)
+        (0x05, true)
     );
     assert_eq!(
         connack_code(&mut h, login("c", "carol", b"apw")),
-        (0x04, true)
+        (0x05, true)
     );
     let no_pw = Connect {
         username: Some("alice"),
         ..connect("d", true, 0)
     };
-    assert_eq!(connack_code(&mut h, no_pw), (0x04, true));
+    assert_eq!(connack_code(&mut h, no_pw), (0x05, true));
     // Anonymous refused: 0x05, closed.
     assert_eq!(connack_code(&mut h, connect("e", true, 0)), (0x05, true));
     // Anonymous allowed when configured; credentials still checked.
@@ -87,30 +88,25 @@ fn connack_paths_v311() {
     );
     assert_eq!(
         connack_code(&mut open, login("g", "bob", b"x")),
-        (0x04, true)
+        (0x05, true)
     );
 }
 
+/// Mosquitto 2.0 answers every refusal, wrong password included, with "not authorized":
+/// 0x05 in 3.1/3.1.1 and 0x87 in 5.0.
 #[test]
-fn refusal_codes_for_v5_are_kept_for_later() {
+fn wrong_password_is_refused_not_authorized_as_mosquitto_does() {
     use super::super::error::refusal_code;
     use crate::auth::Refusal;
-    assert_eq!(
-        refusal_code(Refusal::NotAuthorized, ProtocolVersion::V5).0,
-        0x87
-    );
-    assert_eq!(
-        refusal_code(Refusal::BadCredentials, ProtocolVersion::V5).0,
-        0x86
-    );
-    assert_eq!(
-        refusal_code(Refusal::NotAuthorized, ProtocolVersion::V31).0,
-        0x05
-    );
-    assert_eq!(
-        refusal_code(Refusal::BadCredentials, ProtocolVersion::V31).0,
-        0x04
-    );
+    for refusal in [
+        Refusal::NotAuthorized,
+        Refusal::BadCredentials,
+        Refusal::Busy,
+    ] {
+        assert_eq!(refusal_code(refusal, ProtocolVersion::V5).0, 0x87);
+        assert_eq!(refusal_code(refusal, ProtocolVersion::V311).0, 0x05);
+        assert_eq!(refusal_code(refusal, ProtocolVersion::V31).0, 0x05);
+    }
 }
 
 #[test]
@@ -290,7 +286,7 @@ fn reload_keeps_clients_applies_new_rules_and_removes_denied_subscriptions() {
     // New credentials apply to new connections; anonymous now refused.
     assert_eq!(
         connack_code(&mut h, login("a3", "alice", b"apw")),
-        (0x04, true)
+        (0x05, true)
     );
     assert_eq!(
         connack_code(&mut h, login("a4", "alice", b"new")),
