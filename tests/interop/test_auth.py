@@ -372,6 +372,32 @@ def test_retained_and_will_respect_the_acl(conf_broker, tmp_path):
         c.close()
 
 
+@needs_mosquitto_passwd
+def test_shared_subscriptions_and_patterns_under_an_acl(conf_broker, tmp_path):
+    """`$share/g/filter` is checked by its filter part, `%c` is substituted inside a level,
+    and a `/` in a client id is substituted as it is: as Mosquitto 2.0 does."""
+    pw = tmp_path / "pw"
+    mosquitto_hash(pw, "alice", "apw", create=True)
+    acl = tmp_path / "acl"
+    acl.write_text("user alice\ntopic readwrite #\npattern read dev-%c/#\npattern read ids/%c/#\n")
+    b = conf_broker(f"allow_anonymous true\npassword_file {pw}\nacl_file {acl}\n")
+    alice = client(b, username="alice", password="apw")
+    ack = alice.subscribe([("$share/g/sensors/#", 1)])
+    assert ack.body[2:] == b"\x01", ack
+    dev = client(b, client_id="7")
+    assert dev.subscribe([("dev-7/#", 0)]).body[2:] == b"\x00"
+    slash = client(b, client_id="a/b")
+    assert slash.subscribe([("ids/a/b/#", 0)]).body[2:] == b"\x00"
+    alice.send(r.publish("sensors/t", b"s", qos=1, pid=1))
+    got = sorted((p.type, p.payload) for p in (alice.read_packet(), alice.read_packet()))
+    assert got == [(3, b"s"), (4, b"")]
+    alice.send(r.publish("dev-7/x", b"d"))
+    alice.send(r.publish("ids/a/b/x", b"i"))
+    assert (dev.read_packet().payload, slash.read_packet().payload) == (b"d", b"i")
+    for c in (alice, dev, slash):
+        c.close()
+
+
 # ------------------------------------------------------------- reload under load
 
 
