@@ -179,6 +179,22 @@ impl Auth {
         Ok(())
     }
 
+    /// Whether a client admitted under `old` with `username` is still admitted under
+    /// these (reloaded) files. No password is kept after CONNECT, so a user whose password
+    /// file entry changed in any way is no longer admitted, like one whose entry is gone;
+    /// a user name that met no password file then must meet this one, so it is not
+    /// admitted either.
+    pub fn still_admits(&self, old: &Auth, username: Option<&str>) -> bool {
+        let Some(user) = username else {
+            return self.allow_anonymous;
+        };
+        match (&self.passwords, &old.passwords) {
+            (None, _) => true,
+            (Some(new), Some(old)) => new.get(user).is_some_and(|h| old.get(user) == Some(h)),
+            (Some(_), None) => false,
+        }
+    }
+
     /// Whether an ACL is in force. Callers skip building a [`Client`] when it is not.
     pub fn has_acl(&self) -> bool {
         self.acl.is_some()

@@ -243,7 +243,9 @@ impl Broker {
 
     /// [MQTT-4.4.0-1] on reconnect with a stored session, unacknowledged PUBLISH packets are
     /// resent with DUP set, and PUBREL for QoS 2 messages already past PUBREC. A message that
-    /// expired meanwhile is dropped instead [MQTT-3.3.2-5].
+    /// expired meanwhile is dropped instead [MQTT-3.3.2-5], and so is one the client may no
+    /// longer read (a reload changed the ACL, or it comes back under another user name):
+    /// read access is checked on every send, as Mosquitto does, like the queue's in `pump`.
     fn resend_inflight(&mut self, key: usize, id: ConnId, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
@@ -252,9 +254,22 @@ impl Broker {
             return;
         };
         let (version, max) = (conn.version, conn.max_packet());
+        let acl = self.auth.has_acl().then_some(&self.auth);
+        let client = crate::auth::Client {
+            username: session.username.as_deref(),
+            client_id: &session.client_id,
+        };
         let mut lanes = lanes!(self);
         let mut expired = Vec::new();
         for inflight in session.inflight() {
+            if inflight.state != InflightState::AwaitingPubcomp
+                && acl.is_some_and(|a| {
+                    !a.check(client, &inflight.delivery.msg.topic, crate::auth::READ)
+                })
+            {
+                expired.push(inflight.packet_id);
+                continue;
+            }
             let buf = match inflight.state {
                 InflightState::AwaitingPuback => lanes.delivery(conn, id, inflight.delivery.qos),
                 _ => lanes.durable(conn, id),

@@ -74,6 +74,9 @@ pub enum CloseReason {
     ClientDisconnectWithWill,
     /// The session's expiry interval ran out while offline (no connection to close).
     SessionExpired,
+    /// A reload no longer admits the client (user removed or changed in the password file,
+    /// anonymous access turned off).
+    NotAuthorized,
 }
 
 impl CloseReason {
@@ -106,6 +109,7 @@ impl CloseReason {
                 ReasonCode::NORMAL_DISCONNECTION
             }
             CloseReason::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
+            CloseReason::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
             CloseReason::ConnectRefused(code) => code,
         }
     }
@@ -159,6 +163,9 @@ impl fmt::Display for CloseReason {
                 f.write_str("client sent DISCONNECT with will")
             }
             CloseReason::SessionExpired => f.write_str("session expired"),
+            CloseReason::NotAuthorized => {
+                f.write_str("no longer admitted by the reloaded configuration")
+            }
         }
     }
 }
