@@ -16,6 +16,8 @@
 //! - [`passwd`]: the `wrenmq passwd` subcommand (Mosquitto password files).
 //! - `fuzzing` (only under `cfg(fuzzing)` and tests): the cargo-fuzz harness bodies.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod broker;
 pub mod cli;

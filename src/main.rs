@@ -5,6 +5,8 @@
 //! start (bad configuration, password or ACL file, bind failure) or its loop fails, 2 for
 //! a bad command line.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

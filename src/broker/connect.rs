@@ -1,7 +1,5 @@
 //! CONNECT: validation, authentication hook, session takeover and resumption, CONNACK.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,17 +16,10 @@ use crate::protocol::{
 };
 use crate::store::Record;
 
-/// A server-assigned client id, shaped like Mosquitto's (`auto-` and a random UUID), for a
-/// client that connects with an empty id and a clean session [MQTT-3.1.3-6].
-fn assign_client_id() -> String {
-    // RandomState is seeded from the OS per instance: enough entropy for an id that only
-    // has to be unique on this broker, without a dependency.
-    let mut h1 = RandomState::new().build_hasher();
-    h1.write_u64(0x77_72_65_6e);
-    let a = h1.finish();
-    let mut h2 = RandomState::new().build_hasher();
-    h2.write_u64(a);
-    let b = h2.finish();
+/// Formats a server-assigned client id shaped like Mosquitto's (`auto-` and a UUID-like
+/// string), for a client that connects with an empty id [MQTT-3.1.3-6]. The 128 bits come
+/// from the broker's [`IdRng`](super::IdRng), seeded by the caller.
+fn format_client_id(a: u64, b: u64) -> String {
     format!(
         "auto-{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
         a >> 32,
@@ -62,7 +53,7 @@ impl Broker {
                 return self.refuse(id, ReasonCode::V3_IDENTIFIER_REJECTED, now);
             }
             assigned = true;
-            Arc::from(assign_client_id())
+            Arc::from(format_client_id(self.id_rng.next(), self.id_rng.next()))
         } else {
             Arc::from(c.client_id)
         };
@@ -317,14 +308,23 @@ impl Broker {
 
 #[cfg(test)]
 mod tests {
-    use super::assign_client_id;
+    use super::super::IdRng;
+    use super::format_client_id;
 
     #[test]
     fn assigned_ids_look_like_mosquittos_and_differ() {
-        let a = assign_client_id();
-        let b = assign_client_id();
+        let mut rng = IdRng::new(7);
+        let a = format_client_id(rng.next(), rng.next());
+        let b = format_client_id(rng.next(), rng.next());
         assert_ne!(a, b);
         assert!(a.starts_with("auto-"));
         assert_eq!(a.len(), "auto-".len() + 36);
+    }
+
+    #[test]
+    fn assigned_ids_repeat_for_the_same_seed() {
+        let (mut x, mut y) = (IdRng::new(42), IdRng::new(42));
+        assert_eq!(x.next(), y.next());
+        assert_ne!(IdRng::new(1).next(), IdRng::new(2).next());
     }
 }

@@ -185,6 +185,8 @@ pub struct Broker {
     scratch_props: crate::protocol::PropertiesBuf,
     /// Source of `Session::epoch` values.
     epoch: u32,
+    /// Source of server-assigned client ids ([`Broker::seed_client_ids`]).
+    id_rng: IdRng,
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -270,6 +272,25 @@ impl Lanes<'_> {
     }
 }
 
+/// SplitMix64: a tiny, seedable generator for server-assigned client ids. Uniqueness on
+/// one broker is all they need; no cryptographic strength is claimed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IdRng(u64);
+
+impl IdRng {
+    pub(crate) fn new(seed: u64) -> IdRng {
+        IdRng(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
 fn mark_transmit(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>) {
     if !conn.transmit_queued {
         conn.transmit_queued = true;
@@ -307,7 +328,15 @@ impl Broker {
             restoring: None,
             scratch_props: crate::protocol::PropertiesBuf::new(),
             epoch: 0,
+            id_rng: IdRng::new(0),
         }
+    }
+
+    /// Seeds the generator of server-assigned client ids. The broker draws no OS
+    /// randomness itself (so fuzzing and tests reproduce), so the event loop passes a
+    /// random seed here once at start; without it, ids repeat across restarts.
+    pub fn seed_client_ids(&mut self, seed: u64) {
+        self.id_rng = IdRng::new(seed);
     }
 
     pub fn config(&self) -> &Config {
