@@ -72,6 +72,8 @@ struct Budget {
     /// drawn afterwards.
     tokens: i64,
     refilled: Option<Instant>,
+    /// Whether running out has been logged since the bucket last allowed a check.
+    warned: bool,
 }
 
 /// The password and ACL files a configuration names, loaded.
@@ -118,6 +120,7 @@ impl Auth {
                 per_second: FAILED_CHECK_BUDGET,
                 tokens: FAILED_CHECK_BUDGET as i64,
                 refilled: None,
+                warned: false,
             },
         }
     }
@@ -165,8 +168,17 @@ impl Auth {
         }
         self.budget.refill(now);
         if self.budget.tokens <= 0 {
+            if !self.budget.warned {
+                self.budget.warned = true;
+                log::warn!(
+                    "failed password checks are over their budget ({FAILED_CHECK_BUDGET} \
+                     PBKDF2 iterations a second): refusing logins that are not cached, \
+                     without checking, until it refills"
+                );
+            }
             return Err(Refusal::Busy);
         }
+        self.budget.warned = false;
         if !file.verify(user, password) {
             let cost = i64::try_from(file.verify_cost(user)).unwrap_or(i64::MAX);
             self.budget.tokens = self.budget.tokens.saturating_sub(cost);

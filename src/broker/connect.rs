@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{debug, info};
 
 use super::error::refusal_code;
 use super::message::{self, Message};
@@ -59,12 +59,16 @@ impl Broker {
         };
 
         if let Err(refusal) = self.auth.authenticate(c.username, c.password, now) {
-            info!(
-                "client {client_id} refused{}: {refusal}",
-                c.username
-                    .map(|u| format!(" (user {u})"))
-                    .unwrap_or_default()
-            );
+            let user = c
+                .username
+                .map(|u| format!(" (user {u})"))
+                .unwrap_or_default();
+            // A flood over the failure budget is logged once by `Auth`, not per CONNECT.
+            if refusal == crate::auth::Refusal::Busy {
+                debug!("client {client_id} refused{user}: {refusal}");
+            } else {
+                info!("client {client_id} refused{user}: {refusal}");
+            }
             return self.refuse(id, refusal_code(refusal, c.version), now);
         }
 
