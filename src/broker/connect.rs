@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{debug, info};
 
 use super::error::refusal_code;
 use super::message::{self, Message};
@@ -58,13 +58,17 @@ impl Broker {
             Arc::from(c.client_id)
         };
 
-        if let Err(refusal) = self.auth.authenticate(c.username, c.password) {
-            info!(
-                "client {client_id} refused{}: {refusal}",
-                c.username
-                    .map(|u| format!(" (user {u})"))
-                    .unwrap_or_default()
-            );
+        if let Err(refusal) = self.auth.authenticate(c.username, c.password, now) {
+            let user = c
+                .username
+                .map(|u| format!(" (user {u})"))
+                .unwrap_or_default();
+            // A flood over the failure budget is logged once by `Auth`, not per CONNECT.
+            if refusal == crate::auth::Refusal::Busy {
+                debug!("client {client_id} refused{user}: {refusal}");
+            } else {
+                info!("client {client_id} refused{user}: {refusal}");
+            }
             return self.refuse(id, refusal_code(refusal, c.version), now);
         }
 
@@ -202,6 +206,17 @@ impl Broker {
             properties: props.as_properties(),
         };
         send(conn, id, &mut self.transmit, &Packet::Connack(connack));
+        // An acknowledgement on this connection may answer a retransmission (PUBLISH with
+        // DUP, PUBREL) whose original wrote its record in a batch that is still being made
+        // durable; the first answer was held on the old connection and went with it. So
+        // everything durable on the new connection waits for every batch already submitted
+        // [MQTT-4.3.3-2]. CONNACK itself need not wait: a crash before the session's
+        // records are durable shows at the next CONNECT as session present 0.
+        let submitted = self.journal.seq.saturating_sub(1);
+        if self.journal.holds && submitted > self.journal.durable && conn.held.is_empty() {
+            conn.held.push((submitted, Vec::new()));
+            self.held_conns.push(id);
+        }
         self.resend_inflight(key, id, now);
         self.pump(key, now);
         true
@@ -223,7 +238,9 @@ impl Broker {
 
     /// [MQTT-4.4.0-1] on reconnect with a stored session, unacknowledged PUBLISH packets are
     /// resent with DUP set, and PUBREL for QoS 2 messages already past PUBREC. A message that
-    /// expired meanwhile is dropped instead [MQTT-3.3.2-5].
+    /// expired meanwhile is dropped instead [MQTT-3.3.2-5], and so is one the client may no
+    /// longer read (a reload changed the ACL, or it comes back under another user name):
+    /// read access is checked on every send, as Mosquitto does, like the queue's in `pump`.
     fn resend_inflight(&mut self, key: usize, id: ConnId, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
@@ -232,9 +249,22 @@ impl Broker {
             return;
         };
         let (version, max) = (conn.version, conn.max_packet());
+        let acl = self.auth.has_acl().then_some(&self.auth);
+        let client = crate::auth::Client {
+            username: session.username.as_deref(),
+            client_id: &session.client_id,
+        };
         let mut lanes = lanes!(self);
         let mut expired = Vec::new();
         for inflight in session.inflight() {
+            if inflight.state != InflightState::AwaitingPubcomp
+                && acl.is_some_and(|a| {
+                    !a.check(client, &inflight.delivery.msg.topic, crate::auth::READ)
+                })
+            {
+                expired.push(inflight.packet_id);
+                continue;
+            }
             let buf = match inflight.state {
                 InflightState::AwaitingPuback => lanes.delivery(conn, id, inflight.delivery.qos),
                 _ => lanes.durable(conn, id),

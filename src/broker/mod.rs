@@ -97,6 +97,15 @@ pub struct Stats {
     pub dropped_queue_full: u64,
 }
 
+/// What a reload changed, for the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Clients the new password file or `allow_anonymous` no longer admits.
+    pub disconnected: usize,
+    /// Subscriptions the new ACL no longer allows.
+    pub subscriptions_removed: usize,
+}
+
 /// Topic aliases a 5.0 client may use towards the broker (Mosquitto's default, 10).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
@@ -238,14 +247,16 @@ impl Lanes<'_> {
     /// batch (a redelivery after a crash must not reach the client twice); QoS 1 and 0
     /// deliveries go at once: at worst a crash makes a QoS 1 message arrive twice, which
     /// QoS 1 allows, and the subscriber's inflight window refills without waiting for an
-    /// fsync.
+    /// fsync. Unless the connection already holds output: then they queue behind it, so
+    /// that the client sees packets in the order they were produced (a retained message
+    /// after its SUBACK [MQTT-3.3.1-6]).
     fn delivery<'c>(
         &mut self,
         conn: &'c mut Conn,
         id: ConnId,
         qos: crate::protocol::QoS,
     ) -> &'c mut Vec<u8> {
-        if qos == crate::protocol::QoS::ExactlyOnce {
+        if qos == crate::protocol::QoS::ExactlyOnce || !conn.held.is_empty() {
             return self.durable(conn, id);
         }
         if !conn.transmit_queued {
@@ -333,15 +344,47 @@ impl Broker {
     }
 
     /// Applies a reloaded configuration and freshly loaded password/ACL files (SIGHUP).
-    /// Connected clients stay connected; limits and permissions apply from now on.
-    /// Existing subscriptions that the new ACL no longer allows are removed, and queued
-    /// messages the subscriber may no longer read are dropped before delivery. Returns the number of
-    /// subscriptions removed.
-    pub fn reload(&mut self, config: Config, auth: Auth) -> usize {
+    ///
+    /// As Mosquitto 2.0 does, a connected client the new files no longer admit is
+    /// disconnected: an anonymous client when `allow_anonymous` is now off, a client whose
+    /// user is gone from the password file or whose entry changed (wrenmq keeps no
+    /// password to check it again, so any change to the entry counts as a revocation), a
+    /// user name when a password file appears. The others stay connected; limits and
+    /// permissions apply from now on. Subscriptions the new ACL no longer allows are
+    /// removed; queued and in-flight messages the subscriber may no longer read are
+    /// dropped before they are sent (`pump`, `resend_inflight`).
+    pub fn reload(&mut self, config: Config, auth: Auth, now: Instant) -> Reloaded {
+        let old = std::mem::replace(&mut self.auth, auth);
         self.config = config;
-        self.auth = auth;
+        let mut revoked = Vec::new();
+        for (index, slot) in self.conns.iter().enumerate() {
+            let Some(conn) = slot else { continue };
+            let Some(session) = conn.session.and_then(|k| self.sessions.get(k)) else {
+                continue;
+            };
+            let username = session.username.as_deref();
+            if !self.auth.still_admits(&old, username) {
+                info!(
+                    "client {}{}: no longer admitted by the reloaded configuration",
+                    session.client_id,
+                    username.map(|u| format!(" (user {u})")).unwrap_or_default()
+                );
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                revoked.push(ConnId {
+                    index,
+                    generation: conn.generation,
+                });
+            }
+        }
+        for &id in &revoked {
+            self.close(id, CloseReason::NotAuthorized, now, true);
+        }
+        let disconnected = revoked.len();
         if !self.auth.has_acl() {
-            return 0;
+            return Reloaded {
+                disconnected,
+                subscriptions_removed: 0,
+            };
         }
         let mut removed = 0;
         for (key, session) in self.sessions.iter_mut() {
@@ -362,6 +405,12 @@ impl Broker {
                     session.client_id
                 );
                 self.subscriptions.unsubscribe(filter, key);
+                if session.store_id != 0 {
+                    self.journal.record(crate::store::Record::Unsubscribe {
+                        session: session.store_id,
+                        filter,
+                    });
+                }
             }
             removed += denied.len();
             session
@@ -371,7 +420,10 @@ impl Broker {
             // front of the queue (`pump`), which journals it; removing them here out of order
             // would make the log's queue records replay wrongly.
         }
-        removed
+        Reloaded {
+            disconnected,
+            subscriptions_removed: removed,
+        }
     }
 
     /// Whether the session `key` may read (`auth::READ`) or write (`auth::WRITE`)
