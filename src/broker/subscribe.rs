@@ -1,5 +1,12 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the session's subscription list, the shared table, SUBACK
 //! codes and retained messages sent on subscribe (§3.8, §3.10).
+//!
+//! Bounds (issue 11): `max_filters_per_subscribe` and `max_subscriptions_per_client` refuse
+//! filters in the SUBACK. Retained messages are not collected up front: each connection
+//! with some still to send has a [`RetainedJob`] (a cursor over the retained store), which
+//! `retained_step` advances by a bounded share: at once after the SUBACK, then whenever
+//! the client's output drains (`consume_output`) or, if only the scan budget stopped it,
+//! on the next loop turn (`poll_timeout` reports a deadline already past).
 
 use std::time::Instant;
 
