@@ -162,10 +162,12 @@ def test_pre_connect_flood_is_refused_on_the_fixed_header(make_broker):
             while s.recv(65536):
                 pass
             closed += 1
+        except socket.timeout:
+            pass  # still open: the broker is waiting for the rest of the packet
         except OSError:
             closed += 1  # reset: the broker closed with our bytes unread
         s.close()
-    assert closed == 40
+    assert closed == 40, f"only {closed} of 40 oversized CONNECTs were refused"
     assert growth < 16, f"peak RSS grew {growth:.1f} MB"
     assert b.alive()
 
