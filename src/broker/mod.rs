@@ -191,6 +191,8 @@ pub struct Broker {
     retained_ready: Vec<ConnId>,
     /// Reused by each step of a retained job.
     retained_batch: Vec<Arc<Message>>,
+    /// Retained store slots the jobs may still examine this turn.
+    retained_budget: usize,
     /// Open connections (for bounding the timer heap).
     live_conns: usize,
     /// Source of server-assigned client ids ([`Broker::seed_client_ids`]).
@@ -339,6 +341,7 @@ impl Broker {
             retained_jobs: HashMap::new(),
             retained_ready: Vec::new(),
             retained_batch: Vec::new(),
+            retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
             id_rng: IdRng::new(0),
         }

@@ -247,6 +247,12 @@ impl RetainedJob {
     pub fn is_done(&self) -> bool {
         self.pending.is_empty()
     }
+
+    /// Filters still to scan.
+    #[cfg(test)]
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 #[cfg(test)]

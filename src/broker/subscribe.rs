@@ -23,8 +23,12 @@ use crate::protocol::{
 };
 use crate::store::Record;
 
-/// Store slots one turn may examine for one connection's retained job.
+/// Store slots one step of one connection's retained job may examine.
 const RETAINED_SCAN_BUDGET: usize = 4096;
+/// Store slots all retained jobs together may examine between two `run_retained_jobs`
+/// (about one loop turn), so that many tiny SUBSCRIBEs in one read, or many connections
+/// with jobs, still cost a bounded time per turn.
+pub(super) const RETAINED_TURN_BUDGET: usize = 16 * 1024;
 /// Retained messages collected before they are delivered (the scan borrows the store).
 const RETAINED_BATCH: usize = 64;
 /// Output above which a connection gets no more retained messages until it reads.
@@ -159,17 +163,21 @@ impl Broker {
     /// Sends more retained messages to connections whose jobs are ready (the loop calls
     /// this through `handle_timeout` while `poll_timeout` reports a job ready).
     pub(super) fn run_retained_jobs(&mut self, now: Instant) {
+        self.retained_budget = RETAINED_TURN_BUDGET;
         if self.retained_ready.is_empty() {
             return;
         }
         let ready = std::mem::take(&mut self.retained_ready);
-        for &id in &ready {
-            if let Some(job) = self.retained_jobs.get_mut(&id) {
-                job.ready = false;
-            }
+        let mut done = 0;
+        while done < ready.len() && self.retained_budget > 0 {
+            self.retained_step(ready[done], now);
+            done += 1;
         }
-        for &id in &ready {
-            self.retained_step(id, now);
+        if done < ready.len() {
+            // The jobs the budget did not reach go first next time, so none starves.
+            let mut next = ready[done..].to_vec();
+            next.append(&mut self.retained_ready);
+            self.retained_ready = next;
         }
     }
 
@@ -213,14 +221,16 @@ impl Broker {
     }
 
     /// One bounded share of `id`'s retained job: at most [`RETAINED_SCAN_BUDGET`] store
-    /// slots examined, stopping early when the client's output is full. Re-lists the job
-    /// as ready when only the budget stopped it.
+    /// slots examined (fewer when the turn's budget is nearly spent), stopping early when
+    /// the client's output is full. Re-lists the job as ready when only a budget stopped it.
     fn retained_step(&mut self, id: ConnId, now: Instant) {
         let Some(mut job) = self.retained_jobs.remove(&id) else {
             return;
         };
+        job.ready = false;
         let key = job.key;
-        let mut budget = RETAINED_SCAN_BUDGET;
+        let mut budget = RETAINED_SCAN_BUDGET.min(self.retained_budget);
+        let granted = budget;
         let mut batch = std::mem::take(&mut self.retained_batch);
         let mut blocked = false;
         while budget > 0 {
@@ -251,6 +261,7 @@ impl Broker {
             }
         }
         self.retained_batch = batch;
+        self.retained_budget -= granted - budget;
         if job.is_done() {
             return;
         }

@@ -1228,3 +1228,55 @@ fn qos2_retransmission_after_reconnect_waits_for_the_original_batch() {
     h.broker.handle_durable(pending);
     assert_eq!(h.take(p), [Out::Pubcomp(9)]);
 }
+
+#[test]
+fn many_subscribes_in_one_turn_share_one_retained_scan_budget() {
+    // Many small SUBSCRIBEs read in one turn, each with a wildcard filter that matches
+    // none of a large retained store, must not each scan a share of the store at once.
+    let mut h = Harness::new();
+    let publisher = h.client(connect("pub", true, 0));
+    for i in 0..20_000 {
+        let t = format!("r/{i}");
+        let Packet::Publish(mut p) = publish(&t, b"x", QoS::AtMostOnce, 0) else {
+            unreachable!("publish() builds a PUBLISH")
+        };
+        p.retain = true;
+        h.send(publisher, Packet::Publish(p));
+    }
+    let sub = h.client(connect("sub", true, 0));
+    let filters: Vec<String> = (0..100).map(|i| format!("zz/{i}/#")).collect();
+    for (i, f) in filters.iter().enumerate() {
+        let s = Subscribe {
+            packet_id: pid(i as u16 + 1),
+            properties: Properties::EMPTY,
+            filters: vec![(f.as_str(), SubscriptionOptions::default())],
+        };
+        h.send(sub, Packet::Subscribe(s));
+    }
+    let pending = h
+        .broker
+        .retained_jobs
+        .get(&sub)
+        .map_or(0, |j| j.pending_len());
+    assert!(
+        pending >= 99,
+        "{pending} filters left: the turn scanned too much"
+    );
+    let mut turns = 0;
+    while h.broker.poll_timeout().is_some_and(|at| at <= h.now) {
+        h.broker.handle_timeout(h.now);
+        turns += 1;
+        assert!(turns < 1000, "retained jobs make progress");
+    }
+    assert!(h.broker.retained_jobs.is_empty());
+    assert!(
+        turns >= 100,
+        "2,000,000 slots take many turns, not one: {turns}"
+    );
+    let subacks = h.take(sub);
+    assert_eq!(
+        subacks.len(),
+        100,
+        "SUBACKs only, no retained message matches"
+    );
+}
