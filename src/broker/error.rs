@@ -36,6 +36,11 @@ pub enum ProtocolViolation {
     UnexpectedAuth,
     /// No Local set on a shared subscription [MQTT-3.8.3-4].
     NoLocalOnSharedSubscription,
+    /// A PUBLISH from a client carrying a Subscription Identifier [MQTT-3.3.4-6].
+    SubscriptionIdInPublish,
+    /// `$share/...` without a share name or without a topic filter after it
+    /// [MQTT-4.8.2-1/2].
+    MalformedSharedSubscription,
 }
 
 /// Why a connection ended.
@@ -126,6 +131,12 @@ impl fmt::Display for ProtocolViolation {
             }
             ProtocolViolation::NoLocalOnSharedSubscription => {
                 f.write_str("no local on a shared subscription")
+            }
+            ProtocolViolation::SubscriptionIdInPublish => {
+                f.write_str("PUBLISH with a subscription identifier")
+            }
+            ProtocolViolation::MalformedSharedSubscription => {
+                f.write_str("malformed $share subscription")
             }
         }
     }
