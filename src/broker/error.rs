@@ -65,6 +65,9 @@ pub enum CloseReason {
     Protocol(ProtocolViolation),
     /// CONNECT was refused with this CONNACK code.
     ConnectRefused(ReasonCode),
+    /// The CONNACK would exceed the client's Maximum Packet Size [MQTT-3.1.2-24]: closed
+    /// without one.
+    ConnackTooLarge,
     /// A 5.0 client sent more QoS 2 PUBLISHes awaiting PUBREL than our receive maximum.
     ReceiveMaximumExceeded,
     /// A 5.0 client sent DISCONNECT with reason 0x04: publish the will.
@@ -104,6 +107,7 @@ impl CloseReason {
             }
             CloseReason::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
             CloseReason::ConnectRefused(code) => code,
+            CloseReason::ConnackTooLarge => ReasonCode::PACKET_TOO_LARGE,
         }
     }
 }
@@ -158,6 +162,9 @@ impl fmt::Display for CloseReason {
                 write!(f, "CONNECT refused with code 0x{:02X}", code.0)
             }
             CloseReason::ReceiveMaximumExceeded => f.write_str("receive maximum exceeded"),
+            CloseReason::ConnackTooLarge => {
+                f.write_str("CONNACK larger than the client's maximum packet size")
+            }
             CloseReason::ClientDisconnectWithWill => {
                 f.write_str("client sent DISCONNECT with will")
             }

@@ -668,3 +668,25 @@ fn malformed_share_subscription_is_a_protocol_error_not_a_suback_code() {
         assert!(m.is_empty(), "{bad}: the valid filter was not added either");
     }
 }
+
+#[test]
+fn connack_larger_than_the_clients_maximum_packet_size_closes_without_it() {
+    // [MQTT-3.1.2-24] With keepalive 60 the CONNACK carries the server's limits only
+    // (receive maximum, maximum packet size, topic alias maximum): 16 bytes. For "" it
+    // also carries a 41-character assigned client id.
+    let mut h = Harness::new();
+    let none = PropertiesBuf::new();
+    let (old, _) = h.connect5("small", true, 60, &none);
+    let (c, out) = h.connect5("small", true, 60, &pb(&[Property::MaximumPacketSize(15)]));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(h.is_closed(c));
+    assert!(
+        h.take5(old).is_empty(),
+        "the refused client took nothing over"
+    );
+    let (ok, out) = h.connect5("small2", true, 60, &pb(&[Property::MaximumPacketSize(16)]));
+    assert!(matches!(out[..], [V5::Connack { code: 0, .. }]), "{out:?}");
+    assert!(!h.is_closed(ok));
+    let (a, out) = h.connect5("", true, 60, &pb(&[Property::MaximumPacketSize(40)]));
+    assert!(out.is_empty() && h.is_closed(a), "{out:?}");
+}
