@@ -237,3 +237,32 @@ fn refused_connack_is_readable_while_the_client_keeps_sending() {
         Err(e) => panic!("reading the CONNACK failed: {e} (after {got:02x?})"),
     }
 }
+
+#[test]
+fn lingering_ends_for_a_client_that_never_stops_sending() {
+    // The graceful close is bounded (1 s, 8 MiB): a client that keeps writing after its
+    // refused CONNACK is cut off, its writes then fail. The 30 s cap only bounds the test.
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let broker = TestBroker::start();
+    let mut stream = std::net::TcpStream::connect(broker.addr).expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let connect = [
+        0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3c, 0x00, 0x00,
+    ];
+    stream.write_all(&connect).expect("CONNECT");
+    let chunk = [0xc0, 0x00].repeat(32 * 1024);
+    let start = Instant::now();
+    let cut_off = loop {
+        if stream.write_all(&chunk).is_err() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+    };
+    assert!(cut_off, "still accepting input 30 s after the refusal");
+}
