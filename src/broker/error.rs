@@ -6,12 +6,20 @@ use crate::auth::Refusal;
 use crate::protocol::{DecodeError, PacketType, ProtocolVersion, ReasonCode};
 
 /// The CONNACK code refusing a client: 3.1/3.1.1 return codes, 5.0 reason codes.
+///
+/// Every refusal is "not authorized", 0x05 (3.1/3.1.1) or 0x87 (5.0), as Mosquitto 2.0
+/// answers (`handle_connect.c`: `CONNACK_REFUSED_NOT_AUTHORIZED` / `MQTT_RC_NOT_AUTHORIZED`
+/// for a wrong password and an unknown user alike; checked against 2.0.11). Clients and
+/// scripts written against Mosquitto look for these codes, and one code for all refusals
+/// does not tell a prober which part was wrong. The log line says why.
 pub(super) fn refusal_code(refusal: Refusal, version: ProtocolVersion) -> ReasonCode {
     match (refusal, version) {
-        (Refusal::NotAuthorized, ProtocolVersion::V5) => ReasonCode::NOT_AUTHORIZED,
-        (Refusal::NotAuthorized, _) => ReasonCode::V3_NOT_AUTHORIZED,
-        (Refusal::BadCredentials, ProtocolVersion::V5) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-        (Refusal::BadCredentials, _) => ReasonCode::V3_BAD_USER_NAME_OR_PASSWORD,
+        (Refusal::NotAuthorized | Refusal::BadCredentials | Refusal::Busy, ProtocolVersion::V5) => {
+            ReasonCode::NOT_AUTHORIZED
+        }
+        (Refusal::NotAuthorized | Refusal::BadCredentials | Refusal::Busy, _) => {
+            ReasonCode::V3_NOT_AUTHORIZED
+        }
     }
 }
 
@@ -36,6 +44,11 @@ pub enum ProtocolViolation {
     UnexpectedAuth,
     /// No Local set on a shared subscription [MQTT-3.8.3-4].
     NoLocalOnSharedSubscription,
+    /// A PUBLISH from a client carrying a Subscription Identifier [MQTT-3.3.4-6].
+    SubscriptionIdInPublish,
+    /// `$share/...` without a share name or without a topic filter after it
+    /// [MQTT-4.8.2-1/2].
+    MalformedSharedSubscription,
 }
 
 /// Why a connection ended.
@@ -60,12 +73,18 @@ pub enum CloseReason {
     Protocol(ProtocolViolation),
     /// CONNECT was refused with this CONNACK code.
     ConnectRefused(ReasonCode),
+    /// The CONNACK would exceed the client's Maximum Packet Size [MQTT-3.1.2-24]: closed
+    /// without one.
+    ConnackTooLarge,
     /// A 5.0 client sent more QoS 2 PUBLISHes awaiting PUBREL than our receive maximum.
     ReceiveMaximumExceeded,
     /// A 5.0 client sent DISCONNECT with reason 0x04: publish the will.
     ClientDisconnectWithWill,
     /// The session's expiry interval ran out while offline (no connection to close).
     SessionExpired,
+    /// A reload no longer admits the client (user removed or changed in the password file,
+    /// anonymous access turned off).
+    NotAuthorized,
 }
 
 impl CloseReason {
@@ -98,7 +117,9 @@ impl CloseReason {
                 ReasonCode::NORMAL_DISCONNECTION
             }
             CloseReason::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
+            CloseReason::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
             CloseReason::ConnectRefused(code) => code,
+            CloseReason::ConnackTooLarge => ReasonCode::PACKET_TOO_LARGE,
         }
     }
 }
@@ -127,6 +148,12 @@ impl fmt::Display for ProtocolViolation {
             ProtocolViolation::NoLocalOnSharedSubscription => {
                 f.write_str("no local on a shared subscription")
             }
+            ProtocolViolation::SubscriptionIdInPublish => {
+                f.write_str("PUBLISH with a subscription identifier")
+            }
+            ProtocolViolation::MalformedSharedSubscription => {
+                f.write_str("malformed $share subscription")
+            }
         }
     }
 }
@@ -147,10 +174,16 @@ impl fmt::Display for CloseReason {
                 write!(f, "CONNECT refused with code 0x{:02X}", code.0)
             }
             CloseReason::ReceiveMaximumExceeded => f.write_str("receive maximum exceeded"),
+            CloseReason::ConnackTooLarge => {
+                f.write_str("CONNACK larger than the client's maximum packet size")
+            }
             CloseReason::ClientDisconnectWithWill => {
                 f.write_str("client sent DISCONNECT with will")
             }
             CloseReason::SessionExpired => f.write_str("session expired"),
+            CloseReason::NotAuthorized => {
+                f.write_str("no longer admitted by the reloaded configuration")
+            }
         }
     }
 }

@@ -98,6 +98,15 @@ pub struct Stats {
     pub dropped_queue_full: u64,
 }
 
+/// What a reload changed, for the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Clients the new password file or `allow_anonymous` no longer admits.
+    pub disconnected: usize,
+    /// Subscriptions the new ACL no longer allows.
+    pub subscriptions_removed: usize,
+}
+
 /// Topic aliases a 5.0 client may use towards the broker (Mosquitto's default, 10).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
@@ -177,6 +186,18 @@ pub struct Broker {
     scratch_props: crate::protocol::PropertiesBuf,
     /// Source of `Session::epoch` values.
     epoch: u32,
+    /// Retained messages still to send per connection (see `retained.rs`).
+    retained_jobs: HashMap<ConnId, retained::RetainedJob>,
+    /// Connections whose retained job can make progress now.
+    retained_ready: Vec<ConnId>,
+    /// Reused by each step of a retained job.
+    retained_batch: Vec<Arc<Message>>,
+    /// Retained store slots the jobs may still examine this turn.
+    retained_budget: usize,
+    /// Open connections (for bounding the timer heap).
+    live_conns: usize,
+    /// Source of server-assigned client ids ([`Broker::seed_client_ids`]).
+    id_rng: IdRng,
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -237,14 +258,16 @@ impl Lanes<'_> {
     /// batch (a redelivery after a crash must not reach the client twice); QoS 1 and 0
     /// deliveries go at once: at worst a crash makes a QoS 1 message arrive twice, which
     /// QoS 1 allows, and the subscriber's inflight window refills without waiting for an
-    /// fsync.
+    /// fsync. Unless the connection already holds output: then they queue behind it, so
+    /// that the client sees packets in the order they were produced (a retained message
+    /// after its SUBACK [MQTT-3.3.1-6]).
     fn delivery<'c>(
         &mut self,
         conn: &'c mut Conn,
         id: ConnId,
         qos: crate::protocol::QoS,
     ) -> &'c mut Vec<u8> {
-        if qos == crate::protocol::QoS::ExactlyOnce {
+        if qos == crate::protocol::QoS::ExactlyOnce || !conn.held.is_empty() {
             return self.durable(conn, id);
         }
         if !conn.transmit_queued {
@@ -257,6 +280,25 @@ impl Lanes<'_> {
     fn send(&mut self, conn: &mut Conn, id: ConnId, packet: &Packet<'_>) {
         let version = conn.version.unwrap_or(ProtocolVersion::V311);
         packet.encode(version, self.durable(conn, id));
+    }
+}
+
+/// SplitMix64: a tiny, seedable generator for server-assigned client ids. Uniqueness on
+/// one broker is all they need; no cryptographic strength is claimed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IdRng(u64);
+
+impl IdRng {
+    pub(crate) fn new(seed: u64) -> IdRng {
+        IdRng(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 }
 
@@ -297,7 +339,20 @@ impl Broker {
             restoring: None,
             scratch_props: crate::protocol::PropertiesBuf::new(),
             epoch: 0,
+            retained_jobs: HashMap::new(),
+            retained_ready: Vec::new(),
+            retained_batch: Vec::new(),
+            retained_budget: subscribe::RETAINED_TURN_BUDGET,
+            live_conns: 0,
+            id_rng: IdRng::new(0),
         }
+    }
+
+    /// Seeds the generator of server-assigned client ids. The broker draws no OS
+    /// randomness itself (so fuzzing and tests reproduce), so the event loop passes a
+    /// random seed here once at start; without it, ids repeat across restarts.
+    pub fn seed_client_ids(&mut self, seed: u64) {
+        self.id_rng = IdRng::new(seed);
     }
 
     pub fn config(&self) -> &Config {
@@ -305,15 +360,47 @@ impl Broker {
     }
 
     /// Applies a reloaded configuration and freshly loaded password/ACL files (SIGHUP).
-    /// Connected clients stay connected; limits and permissions apply from now on.
-    /// Existing subscriptions that the new ACL no longer allows are removed, and queued
-    /// messages the subscriber may no longer read are dropped before delivery. Returns the number of
-    /// subscriptions removed.
-    pub fn reload(&mut self, config: Config, auth: Auth) -> usize {
+    ///
+    /// As Mosquitto 2.0 does, a connected client the new files no longer admit is
+    /// disconnected: an anonymous client when `allow_anonymous` is now off, a client whose
+    /// user is gone from the password file or whose entry changed (wrenmq keeps no
+    /// password to check it again, so any change to the entry counts as a revocation), a
+    /// user name when a password file appears. The others stay connected; limits and
+    /// permissions apply from now on. Subscriptions the new ACL no longer allows are
+    /// removed; queued and in-flight messages the subscriber may no longer read are
+    /// dropped before they are sent (`pump`, `resend_inflight`).
+    pub fn reload(&mut self, config: Config, auth: Auth, now: Instant) -> Reloaded {
+        let old = std::mem::replace(&mut self.auth, auth);
         self.config = config;
-        self.auth = auth;
+        let mut revoked = Vec::new();
+        for (index, slot) in self.conns.iter().enumerate() {
+            let Some(conn) = slot else { continue };
+            let Some(session) = conn.session.and_then(|k| self.sessions.get(k)) else {
+                continue;
+            };
+            let username = session.username.as_deref();
+            if !self.auth.still_admits(&old, username) {
+                info!(
+                    "client {}{}: no longer admitted by the reloaded configuration",
+                    session.client_id,
+                    username.map(|u| format!(" (user {u})")).unwrap_or_default()
+                );
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                revoked.push(ConnId {
+                    index,
+                    generation: conn.generation,
+                });
+            }
+        }
+        for &id in &revoked {
+            self.close(id, CloseReason::NotAuthorized, now, true);
+        }
+        let disconnected = revoked.len();
         if !self.auth.has_acl() {
-            return 0;
+            return Reloaded {
+                disconnected,
+                subscriptions_removed: 0,
+            };
         }
         let mut removed = 0;
         for (key, session) in self.sessions.iter_mut() {
@@ -334,6 +421,12 @@ impl Broker {
                     session.client_id
                 );
                 self.subscriptions.unsubscribe(filter, key);
+                if session.store_id != 0 {
+                    self.journal.record(crate::store::Record::Unsubscribe {
+                        session: session.store_id,
+                        filter,
+                    });
+                }
             }
             removed += denied.len();
             session
@@ -343,7 +436,10 @@ impl Broker {
             // front of the queue (`pump`), which journals it; removing them here out of order
             // would make the log's queue records replay wrongly.
         }
-        removed
+        Reloaded {
+            disconnected,
+            subscriptions_removed: removed,
+        }
     }
 
     /// Whether the session `key` may read (`auth::READ`) or write (`auth::WRITE`)
@@ -403,8 +499,9 @@ impl Broker {
             v5: None,
         });
         self.stats.connections_accepted += 1;
+        self.live_conns += 1;
         self.timers
-            .schedule(now + self.config.connect_timeout, Timer::ConnectTimeout(id));
+            .schedule_in(now, self.config.connect_timeout, Timer::ConnectTimeout(id));
     }
 
     /// A decoded packet from `id`. Returns `false` if the connection is closed (or was
@@ -528,6 +625,7 @@ impl Broker {
 
     /// Fires every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.run_retained_jobs(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::KeepAlive(id) => {
@@ -537,7 +635,11 @@ impl Broker {
                     let Some(limit) = conn.keep_alive else {
                         continue;
                     };
-                    let due = conn.last_activity + Duration::from_millis(u64::from(limit.get()));
+                    let after = Duration::from_millis(u64::from(limit.get()));
+                    // Checked: past what `Instant` holds, the deadline is never reached.
+                    let Some(due) = conn.last_activity.checked_add(after) else {
+                        continue;
+                    };
                     if due <= now {
                         self.close(id, CloseReason::KeepAliveTimeout, now, true);
                     } else {
@@ -582,14 +684,22 @@ impl Broker {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let conns = &mut self.conns;
         let sessions = &self.sessions;
-        self.timers.discard_front_while(|t| match *t {
+        let mut stale = |t: &Timer| match *t {
             Timer::KeepAlive(id) => conn_slot(conns, id).is_none_or(|c| c.keep_alive.is_none()),
             Timer::ConnectTimeout(id) => conn_slot(conns, id).is_none_or(|c| c.session.is_some()),
             Timer::SessionExpiry(key, epoch) | Timer::WillDelay(key, epoch) => sessions
                 .get(key as SessionKey)
                 .is_none_or(|s| s.epoch != epoch),
-        });
-        self.timers.next_deadline()
+        };
+        // Keeps the heap O(live connections + sessions) however many have come and gone.
+        self.timers
+            .compact(self.live_conns + sessions.len(), &mut stale);
+        self.timers.discard_front_while(stale);
+        let next = self.timers.next_deadline();
+        match self.retained_deadline() {
+            Some(at) => Some(next.map_or(at, |n| n.min(at))),
+            None => next,
+        }
     }
 
     /// The protocol version the connection speaks (after CONNECT), for decoding.
@@ -647,6 +757,9 @@ impl Broker {
             if conn.out.capacity() > 4096 {
                 conn.out = Vec::new();
             }
+        }
+        if !self.retained_jobs.is_empty() {
+            self.retained_output_drained(id);
         }
     }
 
@@ -707,6 +820,10 @@ impl Broker {
             _ => None,
         };
         let Some(conn) = conn else { return };
+        self.live_conns = self.live_conns.saturating_sub(1);
+        // Retained messages not yet sent die with the connection (a `retained_ready` entry
+        // for it is skipped when it comes up).
+        self.retained_jobs.remove(&id);
         let client = conn
             .session
             .and_then(|k| self.sessions.get(k))
@@ -794,7 +911,7 @@ impl Broker {
         };
         if let Some(after) = expiry {
             self.timers
-                .schedule(now + after, Timer::SessionExpiry(timer_key(key), epoch));
+                .schedule_in(now, after, Timer::SessionExpiry(timer_key(key), epoch));
         }
         if session.store_id != 0 {
             // The expiry countdown must go on across a restart.
@@ -811,8 +928,9 @@ impl Broker {
                 // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
                 // ends first.
                 session.pending_will = Some(w);
-                self.timers.schedule(
-                    now + Duration::from_secs(u64::from(will_delay)),
+                self.timers.schedule_in(
+                    now,
+                    Duration::from_secs(u64::from(will_delay)),
                     Timer::WillDelay(timer_key(key), epoch),
                 );
                 None

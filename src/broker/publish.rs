@@ -19,10 +19,7 @@ use log::{debug, warn};
 use super::message::{self, Message};
 use super::session::{Inflight, InflightState, Queued};
 use super::subscriptions::{SessionKey, Subscriber};
-use super::{
-    conn_slot, mark_transmit, Broker, CloseReason, Conn, ConnId, ProtocolViolation,
-    TOPIC_ALIAS_MAXIMUM,
-};
+use super::{conn_slot, Broker, CloseReason, Conn, ConnId, ProtocolViolation, TOPIC_ALIAS_MAXIMUM};
 use crate::auth;
 use crate::protocol::{
     Ack, Packet, PacketId, Properties, PropertiesBuf, Property, ProtocolVersion, Publish, QoS,
@@ -189,6 +186,11 @@ impl Broker {
         let Some(key) = conn.session else {
             return false;
         };
+        // [MQTT-3.3.4-6] a Subscription Identifier flows only from server to client. An
+        // empty property block (every 3.1.1 PUBLISH) skips the scan.
+        if !p.properties.is_empty() && p.properties.subscription_identifiers().next().is_some() {
+            return self.violation(id, ProtocolViolation::SubscriptionIdInPublish, now);
+        }
         // Resolve a 5.0 topic alias [MQTT-3.3.2-10..12]; the alias table is per connection.
         let mut aliased: Option<Box<str>> = None;
         if let Some(alias) = p.properties.topic_alias() {
@@ -236,10 +238,22 @@ impl Broker {
                 // retransmission: acknowledge it again, do not deliver it again.
                 let mut reason = ReasonCode::SUCCESS;
                 if !session.awaiting_pubrel().contains(&pid) {
-                    if v5 && session.awaiting_pubrel().len() >= usize::from(receive_max) {
-                        // [MQTT-3.3.4-7] more unacknowledged QoS 2 than we allowed.
-                        self.close(id, CloseReason::ReceiveMaximumExceeded, now, true);
-                        return false;
+                    if session.awaiting_pubrel().len() >= usize::from(receive_max) {
+                        if v5 {
+                            // [MQTT-3.3.4-7] more unacknowledged QoS 2 than we allowed.
+                            self.close(id, CloseReason::ReceiveMaximumExceeded, now, true);
+                            return false;
+                        }
+                        // A 3.1.1 client was never told a limit: as Mosquitto does, the
+                        // message over it is acknowledged and dropped, so the ids a client
+                        // can make us track stay bounded (issue 11).
+                        debug!(
+                            "client {}: QoS 2 message {pid} dropped: {receive_max} already \
+                             await PUBREL",
+                            session.client_id
+                        );
+                        self.reply(id, &Packet::Pubrec(ack(pid, reason)));
+                        return true;
                     }
                     session.awaiting_pubrel_mut().push(pid);
                     if session.store_id != 0 {
@@ -469,16 +483,18 @@ impl Broker {
                     dup: false,
                     sub_ids,
                 };
+                let (version, max) = (conn.version, conn.max_packet());
+                // Straight to the write buffer, unless output is held (see `Lanes::delivery`).
+                let buf = lanes!(self).delivery(conn, id, qos);
                 if encode_publish(
-                    conn.version,
-                    conn.max_packet(),
+                    version,
+                    max,
                     &mut self.scratch_props,
-                    Some(&mut conn.out),
+                    Some(buf),
                     &o,
                     None,
                     now,
                 ) {
-                    mark_transmit(conn, id, &mut self.transmit);
                     self.stats.messages_sent += 1;
                 }
             }

@@ -133,8 +133,9 @@ impl Broker {
             };
             if let Some(after) = after {
                 match remaining(after, elapsed) {
-                    Some(left) => self.timers.schedule(
-                        now + left,
+                    Some(left) => self.timers.schedule_in(
+                        now,
+                        left,
                         Timer::SessionExpiry(super::timer_key(key), epoch),
                     ),
                     None => expired.push(key),
@@ -385,7 +386,7 @@ impl Broker {
                 let Some(s) = self.sessions.get_mut(key) else {
                     return false;
                 };
-                let Some(sub) = s.subscriptions.iter_mut().find(|x| &*x.filter == filter) else {
+                let Some(sub) = s.subscriptions.get_mut(filter) else {
                     return false;
                 };
                 sub.id = id;
@@ -403,10 +404,13 @@ impl Broker {
                     return false;
                 };
                 // Expired while the broker was down: due now, so never delivered.
-                let expires_at = (expiry != u32::MAX).then(|| {
-                    let total = Duration::from_secs(u64::from(expiry));
-                    now + remaining(total, elapsed).unwrap_or(Duration::ZERO)
-                });
+                // Checked: a deadline past what `Instant` holds is never reached.
+                let expires_at = (expiry != u32::MAX)
+                    .then(|| {
+                        let total = Duration::from_secs(u64::from(expiry));
+                        now.checked_add(remaining(total, elapsed).unwrap_or(Duration::ZERO))
+                    })
+                    .flatten();
                 let full = Message::with_properties(
                     &m.topic,
                     &m.payload,
