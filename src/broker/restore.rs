@@ -81,8 +81,23 @@ fn remaining(total: Duration, elapsed_ms: u64) -> Option<Duration> {
 impl Broker {
     /// Gives the broker the wall-clock reading that persisted times are derived from (see
     /// `journal.rs`). Call before replay, so that expiry counts across the restart.
+    ///
+    /// A reading before 2025 is not trusted (a board without a real-time clock that has
+    /// not synchronised yet reads 1970): times written under it would make the next start,
+    /// with the right time, count decades of downtime and drop every session and message
+    /// with an expiry. Without a trusted clock, expiry counts from this start, as before.
     pub fn set_wall_clock(&mut self, wall: WallClock) {
-        self.journal.wall = Some(wall);
+        /// 2025-01-01T00:00:00Z in Unix milliseconds.
+        const PLAUSIBLE_SINCE: u64 = 1_735_689_600_000;
+        if wall.unix_ms < PLAUSIBLE_SINCE {
+            warn!(
+                "the system clock reads {} ms after 1970, before this release existed; session and message expiry count from this start",
+                wall.unix_ms
+            );
+            self.journal.wall = None;
+        } else {
+            self.journal.wall = Some(wall);
+        }
     }
 
     /// Wall-clock milliseconds elapsed at `now` since the persisted time `since` (0 =
@@ -147,6 +162,7 @@ impl Broker {
                 s.queue_mut().retain(|q| !q.msg.is_expired(now));
                 if s.queue().len() != before {
                     s.queued_bytes = s.queue().iter().map(|q| q.msg.payload_len()).sum();
+                    s.release_idle_flows();
                 }
             }
         }

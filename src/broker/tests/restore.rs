@@ -207,3 +207,21 @@ fn a_restored_session_keeps_the_user_name_it_last_connected_with() {
         assert_eq!(session.username, None);
     }
 }
+
+#[test]
+fn a_clock_that_reads_1970_is_not_trusted_for_expiry() {
+    // A board without a real-time clock starts before NTP: its times would make the next
+    // start (with the right time) drop the session as decades old.
+    let mut h = journaled_at(5_000);
+    let mut log = Vec::new();
+    let expiry = pb(&[Property::SessionExpiryInterval(100)]);
+    let s = connect5(&mut h, "s", false, &expiry);
+    h.broker.handle_disconnect(s, Disconnect::PeerClosed, h.now);
+    commit(&mut h, &mut log);
+    let mut r = restarted(&log, T0);
+    assert!(r.broker.session("s").is_some(), "counts from the restart");
+    r.advance(Duration::from_secs(99));
+    assert!(r.broker.session("s").is_some());
+    r.advance(Duration::from_secs(2));
+    assert!(r.broker.session("s").is_none());
+}
