@@ -16,7 +16,9 @@ fn free_port() -> u16 {
 
 fn spawn(port: u16, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrenmq"));
-    cmd.args(["-l", &format!("127.0.0.1:{port}")])
+    // No persistence: these tests run in parallel, and one data directory admits one
+    // broker at a time.
+    cmd.args(["-l", &format!("127.0.0.1:{port}"), "--no-persistence"])
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
