@@ -50,6 +50,8 @@ enum Command {
     Append { seq: u64, bytes: Vec<u8> },
     /// Start log `index` and write snapshot `index` (the state as of this point).
     Compact { index: u64, snapshot: Vec<u8> },
+    /// Reply once every earlier command is done (see [`Store::wait_idle`]).
+    Barrier(mpsc::SyncSender<()>),
     /// Make everything durable and stop.
     Stop,
 }
@@ -168,6 +170,18 @@ impl Store {
         });
     }
 
+    /// Blocks until the writer has carried out everything submitted so far (appends and
+    /// compactions). Used once at start-up, so that the files the first compaction creates
+    /// exist before `main` hands the directory to the configured `user` and before the
+    /// broker reports ready; never on the loop's hot path.
+    pub fn wait_idle(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.tx.send(Command::Barrier(tx)).is_ok() {
+            // An Err means the writer is gone; there is nothing left to wait for.
+            let _ = rx.recv();
+        }
+    }
+
     /// Makes everything submitted durable and stops the writer.
     pub fn close(mut self) {
         self.stop();
@@ -260,6 +274,9 @@ impl Writer {
                         self.write_pending();
                     }
                     Command::Compact { index, snapshot } => self.compact(index, &snapshot),
+                    Command::Barrier(done) => {
+                        let _ = done.send(());
+                    }
                     Command::Stop => {
                         self.write_pending();
                         self.sync();
