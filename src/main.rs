@@ -199,8 +199,10 @@ fn drop_privileges(
         Some(name) => name,
     };
     let user = privileges::lookup(name)?;
-    if let Some(DataDir::Created(dir)) = &data_dir {
-        privileges::give_data_dir(dir, &user)?;
+    match &data_dir {
+        Some(DataDir::Created(dir)) => privileges::give_data_dir(dir, &user)?,
+        Some(DataDir::Existing(dir)) => privileges::give_new_files(dir, &user)?,
+        None => {}
     }
     privileges::switch_to(&user)?;
     if let Some(DataDir::Created(dir) | DataDir::Existing(dir)) = &data_dir {

@@ -68,16 +68,41 @@ pub fn lookup(name: &str) -> Result<User, PrivilegeError> {
 
 /// Gives `dir` and the files directly in it (what the store created there this start)
 /// to `user`. Not recursive: the store keeps no subdirectories, and a data directory
-/// that existed before is never chowned.
+/// that existed before is never chowned (see [`give_new_files`] for that case).
 pub fn give_data_dir(dir: &Path, user: &User) -> Result<(), PrivilegeError> {
+    give(dir, user, true)
+}
+
+/// For a data directory that existed and already belongs to `user`: gives it the files
+/// directly in it that root owns — the lock file, the start-up compaction's log and
+/// snapshot, `*.corrupt-*` copies made by recovery — so that a later start as that user
+/// (e.g. under systemd `User=`) can read them. A directory owned by someone else is left
+/// as it is.
+pub fn give_new_files(dir: &Path, user: &User) -> Result<(), PrivilegeError> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.uid() == user.uid.as_raw() => give(dir, user, false),
+        _ => Ok(()),
+    }
+}
+
+/// Chowns the entries directly in `dir` (all of them, or only root's) and, with `all`,
+/// `dir` itself.
+fn give(dir: &Path, user: &User, all: bool) -> Result<(), PrivilegeError> {
+    use std::os::unix::fs::MetadataExt;
     let owner = |path: &Path| {
         // lchown: a symlink in the directory is changed itself, never what it points to.
         std::os::unix::fs::lchown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
     };
     let result = (|| {
-        owner(dir)?;
+        if all {
+            owner(dir)?;
+        }
         for entry in std::fs::read_dir(dir)? {
-            owner(&entry?.path())?;
+            let entry = entry?;
+            if all || entry.metadata()?.uid() == 0 {
+                owner(&entry.path())?;
+            }
         }
         Ok(())
     })();

@@ -336,6 +336,49 @@ fn user_nobody_drops_root_after_binding() {
 }
 
 #[test]
+fn user_owned_existing_data_directory_gets_the_files_root_made_at_start() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let tmp = TempDir::new("user-existing");
+    let data = tmp.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw())).unwrap();
+    let port = free_port();
+    let conf = tmp.0.join("w.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser nobody\n\
+             persistence_location {}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = spawn_with_config(&conf, &[]);
+    let mut client = connect_retrying(port);
+    mqtt_connect(&mut client);
+    // Recovery and the start-up compaction ran as root, before the switch; a later start
+    // as nobody (systemd User=) must still read every file.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(
+            entry.metadata().unwrap().uid(),
+            nobody.uid.as_raw(),
+            "{:?} is not nobody's",
+            entry.path()
+        );
+    }
+    signal(&child, "TERM");
+    expect_closed(&mut client);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
 fn user_that_cannot_run_the_broker_is_a_start_up_error() {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root");
