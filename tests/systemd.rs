@@ -271,7 +271,7 @@ fn user_nobody_drops_root_after_binding() {
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let tmp = TempDir::new("user-drop");
-    let sock = TempSocket::bind("user-drop");
+    let sock = TempSocket::bind("user-drop-notify");
     {
         // systemd's notify socket is writable by every user; so must ours be.
         use std::os::unix::fs::PermissionsExt;
