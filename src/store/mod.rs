@@ -20,11 +20,13 @@
 //! [`Store::open`] first takes the data directory's lock (`files::lock`): a second broker
 //! on the same directory fails there, before reading, repairing or compacting anything.
 //!
-//! Module map: `record` (the byte format), `files` (directory layout, lock, recovery,
+//! Module map: `record` (the byte format), `scan` (reading a file's frames in bounded
+//! chunks), `files` (directory layout, lock, recovery,
 //! atomic snapshot writes), this file (the writer thread and its handle).
 
 pub mod files;
 pub mod record;
+pub mod scan;
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
