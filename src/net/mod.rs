@@ -23,6 +23,14 @@
 //!    its last bytes, input discarded until the peer closes, for at most [`LINGER_TIME`].
 //! 5. Free the slab slots of connections closed in this turn.
 //!
+//! Journal back-pressure (persistence on): the records a turn produces go to the store's
+//! writer thread at the end of the turn (`sync_store`). While the bytes the writer has not
+//! written yet plus this turn's records reach `journal_queue_bytes`, reading stops before
+//! the next read of every connection, through the same pause as a full write buffer
+//! (`paused`, `resume_paused`); the writer wakes the loop after each write, and reading
+//! resumes once there is room. So a slow or failing disk slows the clients down, memory
+//! stays within the budget plus one read's records, and the loop thread never blocks.
+//!
 //! Invariants:
 //! - Slab slots are freed only at the end of a turn (step 5), so an event fetched for a
 //!   closed connection can never reach a new one; events for slots that are gone or not
@@ -86,6 +94,10 @@ const MAX_ACCEPT_SKIPS: usize = 64;
 /// a peer that neither reads nor closes holds its descriptor only briefly.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 
+/// Journal back-pressure episodes closer together than this are logged at debug level
+/// only (a disk that is merely slow can start one per fsync under load).
+const JOURNAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// The MQTT server: listeners, connections and the broker, driven by one `mio` loop.
 pub struct Server {
     poll: Poll,
@@ -125,6 +137,10 @@ struct Core {
     lingering: VecDeque<(Instant, usize, ConnId)>,
     /// The persistence writer, when persistence is on.
     store: Option<Store>,
+    /// Since when the journal queue has been full (reading paused), if it is.
+    journal_full_since: Option<Instant>,
+    /// When a journal back-pressure episode was last logged as a warning.
+    journal_warned_at: Option<Instant>,
     /// SIGTERM/SIGINT/SIGHUP, when [`Server::handle_signals`] was called.
     signals: Option<Signals>,
     /// What SIGHUP re-reads ([`Server::set_reload`]); `None` = nothing to reload.
@@ -188,6 +204,8 @@ impl Server {
             paused: Vec::new(),
             lingering: VecDeque::new(),
             store: None,
+            journal_full_since: None,
+            journal_warned_at: None,
             signals: None,
             reload: None,
             notify: None,
@@ -347,6 +365,56 @@ impl Core {
         if store.wants_compaction() {
             store.compact(self.broker.snapshot(Instant::now()));
         }
+        // Episodes of journal back-pressure, for the log (reads themselves are paused and
+        // resumed by `read` and `resume_paused`).
+        let queued = store.queued_bytes();
+        let limit = self.broker.config().journal_queue_bytes as u64;
+        let now = Instant::now();
+        match self.journal_full_since {
+            None if queued >= limit => {
+                self.journal_full_since = Some(now);
+                if self
+                    .journal_warned_at
+                    .is_none_or(|at| now.duration_since(at) >= JOURNAL_LOG_EVERY)
+                {
+                    self.journal_warned_at = Some(now);
+                    warn!(
+                        "persistence: {queued} bytes wait for the disk (journal_queue_bytes {limit}); not reading from clients until the writer catches up"
+                    );
+                } else {
+                    debug!("persistence: journal queue full again ({queued} bytes)");
+                }
+            }
+            Some(since) if queued < limit => {
+                self.journal_full_since = None;
+                let paused = now.duration_since(since);
+                if self.journal_warned_at == Some(since) {
+                    info!(
+                        "persistence: the writer caught up after {} ms; reading from clients again",
+                        paused.as_millis()
+                    );
+                } else {
+                    debug!(
+                        "persistence: journal queue drained after {} ms",
+                        paused.as_millis()
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Journal bytes the broker may still produce before reading stops: the budget less
+    /// what the writer has not written yet. `None` without persistence.
+    fn journal_room(&self) -> Option<usize> {
+        let store = self.store.as_ref()?;
+        let queued = usize::try_from(store.queued_bytes()).unwrap_or(usize::MAX);
+        Some(
+            self.broker
+                .config()
+                .journal_queue_bytes
+                .saturating_sub(queued),
+        )
     }
 
     /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
@@ -551,6 +619,7 @@ impl Core {
 
     /// Reads one open connection and acts on how the read ended.
     fn read(&mut self, registry: &Registry, key: usize, now: Instant) {
+        let journal_room = self.journal_room();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -567,6 +636,7 @@ impl Core {
             max_packet_size: self.max_packet_size,
             turn: self.turn,
             now,
+            journal_room,
         };
         let id = conn.id;
         match conn.read(&mut cx) {
@@ -659,8 +729,15 @@ impl Core {
         self.ending = ending;
     }
 
-    /// Moves paused connections whose output has drained to the read work list.
+    /// Moves paused connections whose output has drained to the read work list, unless
+    /// the journal queue is still full (then the writer's wake-up brings the loop back).
     fn resume_paused(&mut self) {
+        let journal_full = self
+            .journal_room()
+            .is_some_and(|room| self.broker.journal_bytes() >= room);
+        if journal_full {
+            return;
+        }
         let Core {
             paused,
             conns,

@@ -37,6 +37,7 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "fsync",
     "connect_timeout",
     "max_write_buffer",
+    "journal_queue_bytes",
     "certfile",
     "keyfile",
     "psk_hint",

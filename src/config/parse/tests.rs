@@ -464,3 +464,17 @@ fn the_example_config_parses_without_errors() {
     let p = parse_str(text, Path::new("scripts/wrenmq.conf")).unwrap();
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
+
+#[test]
+fn journal_queue_bytes_is_a_byte_count_of_at_least_64_kib() {
+    assert_eq!(Config::default().journal_queue_bytes, 4 << 20);
+    assert_eq!(
+        ok("journal_queue_bytes 1048576").config.journal_queue_bytes,
+        1 << 20
+    );
+    assert_eq!(
+        err("journal_queue_bytes 100"),
+        "/etc/w.conf:1: journal_queue_bytes: invalid value '100' \
+         (expected a byte count of at least 65536)"
+    );
+}
