@@ -32,6 +32,8 @@
 //! atomic snapshot writes), this file (the writer thread and its handle).
 
 pub mod files;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod record;
 pub mod scan;
 
