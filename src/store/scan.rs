@@ -3,10 +3,11 @@
 //! Recovery used to read whole files into memory; a log can be far larger than the RAM of
 //! the boards wrenmq runs on. [`scan`] streams a file through a [`Window`]: a buffer that
 //! holds the bytes from the frame being read (or the resynchronisation point being tried)
-//! to what has been read ahead, at most one [`CHUNK`] beyond the frame. So memory during
-//! recovery is bounded by the largest frame the format accepts ([`MAX_RECORD_LEN`], the
-//! largest message plus its topic; a damaged length field is checked against it before
-//! anything is read for it), not by the file.
+//! to what has been read ahead, at most one [`CHUNK`] beyond the frame. A frame longer
+//! than 16 chunks (1 MiB) has its CRC checked as it streams past first, without keeping
+//! it, and is buffered only when it matches: a damaged length field (up to
+//! [`MAX_RECORD_LEN`], 300 MB) costs reading, not memory. So memory during recovery is
+//! bounded by the largest intact record (at least 1 MiB), not by the file.
 //!
 //! The result is exactly that of reading the whole file at once ([`scan_slice`], kept as
 //! the oracle for tests and the `store` fuzz target):
@@ -82,6 +83,8 @@ struct Window<R> {
     keep: u64,
     eof: bool,
     chunk: usize,
+    /// Largest the buffer has been (for tests).
+    peak: usize,
 }
 
 impl<R: Read + Seek> Window<R> {
@@ -93,7 +96,60 @@ impl<R: Read + Seek> Window<R> {
             keep: 0,
             eof: false,
             chunk: chunk.max(1),
+            peak: 0,
         }
+    }
+
+    /// Frames longer than this are checked before they are buffered.
+    fn check_first_above(&self) -> u64 {
+        16 * self.chunk as u64
+    }
+
+    /// Whether the `len` bytes at `from` (after `prefix`) have CRC-32 `crc`, read a chunk
+    /// at a time and not kept; `None` when the file ends first. Leaves the buffer as it was.
+    fn crc_matches(
+        &mut self,
+        from: u64,
+        len: u64,
+        prefix: &[u8],
+        crc: u32,
+    ) -> io::Result<Option<bool>> {
+        let mut h = crc32fast::Hasher::new();
+        h.update(prefix);
+        let end = from + len;
+        let have_end = self.base + self.buf.len() as u64;
+        let mut at = from;
+        if at < have_end {
+            let lo = usize::try_from(at - self.base).unwrap_or(usize::MAX);
+            let hi = usize::try_from(end.min(have_end) - self.base).unwrap_or(usize::MAX);
+            h.update(&self.buf[lo..hi]);
+            at = end.min(have_end);
+        }
+        if at < end {
+            if self.eof {
+                return Ok(None);
+            }
+            // The source is positioned at `have_end`; read on from there, then go back.
+            let mut scratch = vec![0u8; self.chunk];
+            while at < end {
+                let want = usize::try_from(end - at).map_or(self.chunk, |n| n.min(self.chunk));
+                let n = match self.src.read(&mut scratch[..want]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                if n == 0 {
+                    break;
+                }
+                h.update(&scratch[..n]);
+                at += n as u64;
+            }
+            self.src.seek(SeekFrom::Start(have_end))?;
+            if at < end {
+                return Ok(None);
+            }
+        }
+        Ok(Some(h.finalize() == crc))
     }
 
     /// Bytes `[from, end)` of the file, fewer when the file ends first. `from` must not be
@@ -123,6 +179,7 @@ impl<R: Read + Seek> Window<R> {
                 }
             };
             self.buf.truncate(old + n);
+            self.peak = self.peak.max(self.buf.len());
             self.eof = n == 0;
         }
         let have_end = self.base + self.buf.len() as u64;
@@ -164,6 +221,28 @@ impl<R: Read + Seek> Window<R> {
         ]) as u64;
         if len > record::MAX_RECORD_LEN as u64 {
             return Ok(Some(Frame::Corrupt));
+        }
+        let crc_at = if version == 1 { 4 } else { 8 };
+        let crc = u32::from_le_bytes([
+            head[crc_at],
+            head[crc_at + 1],
+            head[crc_at + 2],
+            head[crc_at + 3],
+        ]);
+        // v2's CRC covers the length field too.
+        let len_field = [
+            head[len_at],
+            head[len_at + 1],
+            head[len_at + 2],
+            head[len_at + 3],
+        ];
+        let prefix: &[u8] = if version == 1 { &[] } else { &len_field };
+        if head_len + len > self.check_first_above() {
+            match self.crc_matches(at + head_len, len, prefix, crc)? {
+                None => return Ok(Some(Frame::Torn)),
+                Some(false) => return Ok(Some(Frame::Corrupt)),
+                Some(true) => {}
+            }
         }
         // Exactly the frame (or the rest of the file, if shorter): the reader's verdict on
         // it is the same as on the whole rest of the file.
@@ -221,8 +300,18 @@ pub fn scan<R: Read + Seek>(
     src: R,
     kind: FileKind,
     chunk: usize,
-    mut apply: impl FnMut(Record<'_>),
+    apply: impl FnMut(Record<'_>),
 ) -> Result<Scan, ScanError> {
+    scan_measured(src, kind, chunk, apply).map(|(s, _)| s)
+}
+
+/// [`scan`], also returning the largest the read buffer has been.
+pub(crate) fn scan_measured<R: Read + Seek>(
+    src: R,
+    kind: FileKind,
+    chunk: usize,
+    mut apply: impl FnMut(Record<'_>),
+) -> Result<(Scan, usize), ScanError> {
     let mut w = Window::new(src, chunk);
     let header_len = record::HEADER_LEN as u64;
     let version = record::check_header(w.get(0, header_len)?, kind).map_err(ScanError::Header)?;
@@ -272,7 +361,7 @@ pub fn scan<R: Read + Seek>(
             }
         }
     }
-    Ok(s)
+    Ok((s, w.peak))
 }
 
 /// The same as [`scan`] over a file held in memory, written the straightforward way: the
@@ -323,4 +412,94 @@ pub fn scan_slice(
         }
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn message(id: u64, size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        Record::Message {
+            id,
+            qos: 1,
+            retain: false,
+            topic: "t",
+            payload: &vec![id as u8; size],
+        }
+        .encode(&mut out);
+        out
+    }
+
+    fn ids(file: &[u8], chunk: usize) -> (Scan, usize, Vec<u64>) {
+        let mut seen = Vec::new();
+        let (s, peak) = scan_measured(Cursor::new(file), FileKind::Log, chunk, |r| {
+            if let Record::Message { id, .. } = r {
+                seen.push(id);
+            }
+        })
+        .unwrap();
+        let mut whole = Vec::new();
+        let w = scan_slice(file, FileKind::Log, |r| {
+            if let Record::Message { id, .. } = r {
+                whole.push(id);
+            }
+        })
+        .unwrap();
+        assert_eq!((s, &seen), (w, &whole), "streamed = whole (chunk {chunk})");
+        (s, peak, seen)
+    }
+
+    #[test]
+    fn a_damaged_length_field_costs_reading_not_memory() {
+        // ~4 MB of records; frame 10's length now claims 268 MB (below the format's
+        // maximum, so only its CRC tells it is damaged). Buffering the claimed frame would
+        // hold the rest of the file.
+        let mut file = record::header(FileKind::Log).to_vec();
+        let mut starts = Vec::new();
+        for id in 0..4000 {
+            starts.push(file.len());
+            file.extend_from_slice(&message(id, 1000));
+        }
+        file[starts[10] + 4..starts[10] + 8].copy_from_slice(&0x0FFF_FFFFu32.to_le_bytes());
+        let (s, peak, seen) = ids(&file, CHUNK);
+        assert_eq!(seen.len(), 3999);
+        assert!(!seen.contains(&10));
+        assert_eq!(
+            (s.damaged, s.lost_bytes as usize),
+            (1, starts[11] - starts[10])
+        );
+        assert!(
+            peak <= 16 * CHUNK + 2 * CHUNK,
+            "read buffer peaked at {peak} bytes for a {} byte file",
+            file.len()
+        );
+        // Small chunks: the same result, and the check-first path at every size.
+        for chunk in [7, 64, 1000] {
+            let (_, peak, seen) = ids(&file, chunk);
+            assert_eq!(seen.len(), 3999);
+            assert!(
+                peak <= 16 * chunk + 2 * chunk + 1012,
+                "chunk {chunk}: {peak}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_longer_than_the_check_first_size_are_read_and_a_torn_one_is_a_torn_tail() {
+        let mut file = record::header(FileKind::Log).to_vec();
+        file.extend_from_slice(&message(1, 3 << 20));
+        file.extend_from_slice(&message(2, 10));
+        let big = message(3, 2 << 20);
+        file.extend_from_slice(&big[..big.len() - 1]);
+        let (s, _, seen) = ids(&file, CHUNK);
+        assert_eq!(seen, [1, 2]);
+        assert_eq!((s.torn_bytes as usize, s.damaged), (big.len() - 1, 0));
+        // A damaged byte inside the big one: skipped, the rest kept.
+        let at = record::HEADER_LEN + 1_000_000;
+        file[at] ^= 1;
+        let (s, _, seen) = ids(&file, CHUNK);
+        assert_eq!((seen, s.damaged), (vec![2], 1));
+    }
 }
