@@ -476,3 +476,40 @@ def test_memory_limit_refuses_and_recovers(make_broker):
     finally:
         p5.loop_stop()
         p5.disconnect()
+
+
+def test_memory_limit_counts_partial_input(make_broker):
+    """Partial packets the loop buffers count towards memory_limit: four sockets each
+    holding 90 KB of an unfinished CONNECT put the broker over a 300,000-byte limit, and
+    closing them brings it back."""
+    b = make_broker("memory_limit 300000")
+    c5 = r5.Raw5(b.host, b.port)
+    c5.connect5("pin")
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack("!H", 60_000) + b"c" * 90_000
+    first = bytes([0x10]) + raw.varint(99_000) + body
+    partial = []
+    for _ in range(4):
+        s = socket.create_connection(b.addr, timeout=5)
+        s.sendall(first)
+        partial.append(s)
+    pid = 1
+    deadline = time.monotonic() + 5
+    while True:
+        c5.send(r5.publish("p/t", b"x", qos=1, pid=pid))
+        ack = c5.read_until(r5.PUBACK)
+        if ack.reason == 0x97:
+            break
+        assert time.monotonic() < deadline, "partial input never counted"
+        pid += 1
+        time.sleep(0.05)
+    for s in partial:
+        s.close()
+    deadline = time.monotonic() + 5
+    while True:
+        pid += 1
+        c5.send(r5.publish("p/t", b"x", qos=1, pid=pid))
+        ack = c5.read_until(r5.PUBACK)
+        if ack.reason in (0x00, 0x10):
+            break
+        assert time.monotonic() < deadline, "closed connections' input never released"
+        time.sleep(0.05)
