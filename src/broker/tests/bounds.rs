@@ -349,3 +349,39 @@ fn memory_used_counts_a_shared_message_once_and_returns_to_zero() {
     }
     assert_eq!(h.broker.memory_used(), idle);
 }
+
+#[test]
+fn memory_used_counts_write_buffers_until_written_or_closed() {
+    let mut h = Harness::with(Config::in_memory());
+    let sub = h.client(connect("sub", true, 0));
+    h.send(sub, subscribe(1, &[("t", QoS::AtMostOnce)]));
+    h.take(sub);
+    let p = h.client(connect("p", true, 0));
+    let idle = h.broker.memory_used();
+    for _ in 0..10 {
+        h.send(p, super::publish("t", &[1u8; 5000], QoS::AtMostOnce, 0));
+    }
+    // QoS 0 goes straight to the write buffer; the loop's next poll counts it.
+    while h.broker.poll_transmit().is_some() {}
+    assert!(h.broker.memory_used() >= idle + 50_000);
+    // Written out: given back.
+    let n = h.broker.pending_output(sub).len();
+    h.broker.consume_output(sub, n);
+    // (An idle connection may keep a buffer of up to 4 KiB.)
+    assert!(
+        h.broker.memory_used() <= idle + 4096,
+        "{}",
+        h.broker.memory_used()
+    );
+    // Closed with output pending: no longer the broker's.
+    h.send(p, super::publish("t", &[1u8; 5000], QoS::AtMostOnce, 0));
+    while h.broker.poll_transmit().is_some() {}
+    assert!(h.broker.memory_used() > idle);
+    h.broker
+        .handle_disconnect(sub, Disconnect::PeerClosed, h.now);
+    assert!(
+        h.broker.memory_used() <= idle + 4096,
+        "{}",
+        h.broker.memory_used()
+    );
+}
