@@ -1043,6 +1043,7 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
 }
 
 mod auth;
+mod stress;
 mod v5;
 
 #[test]

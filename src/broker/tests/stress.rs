@@ -1,0 +1,551 @@
+//! A seeded stress test of routing against the oracle: persistent and clean sessions,
+//! takeovers, subscribe/unsubscribe with wildcard filters and empty levels, QoS 0/1/2
+//! publishes, broker restarts by journal replay (as after `kill -9`, and after a graceful
+//! shutdown) and compaction, all on a fake clock.
+//!
+//! A model of the sessions (who exists, persistent or clean, which filters at which QoS,
+//! which messages each still has to receive) is kept beside the broker. Every publish is
+//! checked against `protocol::topic::matches`: each session with a matching filter must
+//! get the message exactly once, at min(published, highest granted) QoS, as soon as it is
+//! online and its queue has drained; no other session may get it. The random generator is
+//! a fixed-seed xorshift, so a failure names a seed and a step that replay identically.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::protocol::topic;
+
+/// xorshift64* (Vigna): tiny, deterministic, good enough to pick operations.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        // Any non-zero state works; mix the seed so small seeds differ from the start.
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[self.below(from.len())]
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// Filters with wildcards and empty levels; the first ones are the shapes of the report.
+const FILTERS: &[&str] = &[
+    "+/+", "/+", "+/", "+/#", "#", "X/+", "+", "/X", "X/", "/", "//", "/#", "X/#", "+/+/+",
+    "+/X", "X", "$x/#", "$x/+", "+//+",
+];
+
+/// Topics with empty levels at either end and in the middle, and a `$` topic that
+/// wildcard-first filters must not match [MQTT-4.7.2-1].
+const TOPICS: &[&str] = &[
+    "/X", "X/", "/", "//", "X", "X/Y", "/X/", "X//", "Y/X", "$x/X", "/X/Y", "///",
+];
+
+const CLIENTS: &[&str] = &["c0", "c1", "c2", "c3", "c4", "c5"];
+
+/// What the model knows of one session.
+#[derive(Debug, Default)]
+struct ModelSession {
+    persistent: bool,
+    /// Filter → granted QoS.
+    subs: BTreeMap<&'static str, QoS>,
+    /// Messages it still has to receive: message number → delivery QoS.
+    owed: BTreeMap<u64, QoS>,
+    /// Messages it has received (a second copy is an error unless marked DUP).
+    got: BTreeSet<u64>,
+}
+
+struct Stress {
+    h: Harness,
+    rng: Rng,
+    seed: u64,
+    step: usize,
+    /// The data files as the store would hold them: snapshot then log.
+    log: Vec<u8>,
+    sessions: BTreeMap<&'static str, ModelSession>,
+    online: BTreeMap<&'static str, ConnId>,
+    /// Every published message: topic and QoS, by number.
+    messages: Vec<(&'static str, QoS)>,
+    next_packet_id: u16,
+    /// Last operations, printed when a check fails.
+    trail: Vec<String>,
+    /// Deliveries checked, to show the test exercises something.
+    delivered: usize,
+    /// Batches written to the log whose durability the store has not reported yet.
+    not_durable: Vec<u64>,
+    /// Acknowledgements a slow client has not sent yet, per client: with them pending, a
+    /// restart or takeover finds messages in flight.
+    stalled: BTreeMap<&'static str, Vec<Packet<'static>>>,
+    /// Whether clients may hold back acknowledgements during this settle.
+    may_stall: bool,
+}
+
+fn config() -> Config {
+    Config {
+        persistence: true,
+        // Unbounded queue: the model does not drop messages.
+        max_queued_messages: 0,
+        ..Config::in_memory()
+    }
+}
+
+impl Stress {
+    fn new(seed: u64) -> Stress {
+        Stress {
+            h: Harness::with(config()),
+            rng: Rng::new(seed),
+            seed,
+            step: 0,
+            log: Vec::new(),
+            sessions: BTreeMap::new(),
+            online: BTreeMap::new(),
+            messages: Vec::new(),
+            next_packet_id: 0,
+            trail: Vec::new(),
+            delivered: 0,
+            not_durable: Vec::new(),
+            stalled: BTreeMap::new(),
+            may_stall: false,
+        }
+    }
+
+    fn note(&mut self, what: String) {
+        self.trail.push(format!("step {}: {what}", self.step));
+        if self.trail.len() > 60 {
+            self.trail.remove(0);
+        }
+    }
+
+    fn fail(&self, why: String) -> ! {
+        panic!(
+            "seed {} step {}: {why}\nlast operations:\n{}",
+            self.seed,
+            self.step,
+            self.trail.join("\n")
+        );
+    }
+
+    fn packet_id(&mut self) -> u16 {
+        self.next_packet_id = self.next_packet_id % 60_000 + 1;
+        self.next_packet_id
+    }
+
+    /// End of a loop turn: the turn's records are written to the log (they survive a
+    /// `kill -9`), and the store reports them durable a little later, as its writer thread
+    /// does, so held acknowledgements and QoS 2 deliveries wait a few turns.
+    fn commit(&mut self) {
+        while let Some((seq, bytes)) = self.h.broker.poll_journal() {
+            self.log.extend_from_slice(&bytes);
+            self.not_durable.push(seq);
+        }
+        if !self.not_durable.is_empty() && self.rng.chance(50) {
+            self.make_durable();
+        }
+    }
+
+    fn make_durable(&mut self) {
+        if let Some(&seq) = self.not_durable.last() {
+            self.h.broker.handle_durable(seq);
+            self.not_durable.clear();
+        }
+    }
+
+    /// Lets every online client read and acknowledge everything until the broker is quiet.
+    /// A client may hold back some acknowledgements until the next settle.
+    fn settle(&mut self) {
+        let stalled = std::mem::take(&mut self.stalled);
+        for (client, acks) in stalled {
+            if let Some(&id) = self.online.get(client) {
+                for a in acks {
+                    self.h.send(id, a);
+                }
+            }
+        }
+        self.may_stall = self.rng.chance(20);
+        for _ in 0..200 {
+            self.commit();
+            let mut any = false;
+            let online: Vec<(&'static str, ConnId)> =
+                self.online.iter().map(|(c, id)| (*c, *id)).collect();
+            for (client, id) in online {
+                for out in self.h.take(id) {
+                    any = true;
+                    self.client_reads(client, id, out);
+                }
+            }
+            if !any {
+                if self.not_durable.is_empty() {
+                    self.check_owed_delivered();
+                    return;
+                }
+                self.make_durable();
+            }
+        }
+        self.fail("the broker kept producing output".into());
+    }
+
+    /// The client acknowledges now, or (a slow client) at the next settle.
+    fn client_sends(&mut self, client: &'static str, id: ConnId, p: Packet<'static>) {
+        if self.may_stall && self.rng.chance(30) {
+            self.stalled.entry(client).or_default().push(p);
+        } else {
+            self.h.send(id, p);
+        }
+    }
+
+    fn client_reads(&mut self, client: &'static str, id: ConnId, out: Out) {
+        match out {
+            Out::Publish {
+                topic,
+                payload,
+                qos,
+                dup,
+                id: pid,
+                ..
+            } => {
+                let n: u64 = std::str::from_utf8(&payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| self.fail(format!("payload {payload:?}")));
+                let (want_topic, _) = self.messages[n as usize];
+                if topic != want_topic {
+                    self.fail(format!("message {n} arrived with topic {topic:?}"));
+                }
+                let s = self.sessions.get_mut(client).unwrap_or_else(|| {
+                    panic!("seed {}: {client} has no model session", self.seed)
+                });
+                match s.owed.remove(&n) {
+                    Some(want_qos) if want_qos == qos => {
+                        s.got.insert(n);
+                        self.delivered += 1;
+                    }
+                    Some(want_qos) => self.fail(format!(
+                        "{client} got message {n} ({topic}) at {qos:?}, expected {want_qos:?}"
+                    )),
+                    None if dup && s.got.contains(&n) => {}
+                    None => {
+                        let subs = format!("{:?}", s.subs);
+                        self.fail(format!(
+                            "{client} got message {n} ({topic}, {qos:?}) it should not have; subs {subs}"
+                        ))
+                    }
+                }
+                match qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => self.client_sends(client, id, Packet::Puback(ack(pid))),
+                    QoS::ExactlyOnce => self.client_sends(client, id, Packet::Pubrec(ack(pid))),
+                }
+            }
+            Out::Pubrel(pid) => self.client_sends(client, id, Packet::Pubcomp(ack(pid))),
+            // Acknowledgements of the client's own publishes.
+            Out::Pubrec(pid) => {
+                self.h.send(id, Packet::Pubrel(ack(pid)));
+            }
+            Out::Connack { code: 0, .. }
+            | Out::Suback(..)
+            | Out::Unsuback(_)
+            | Out::Puback(_)
+            | Out::Pubcomp(_)
+            | Out::Pingresp => {}
+            other => self.fail(format!("{client} got unexpected {other:?}")),
+        }
+    }
+
+    /// With every client done reading, an online session is owed nothing.
+    fn check_owed_delivered(&self) {
+        for client in self.online.keys() {
+            if self.stalled.contains_key(client) {
+                continue; // its window may be full until it acknowledges
+            }
+            if let Some(s) = self.sessions.get(client) {
+                if !s.owed.is_empty() {
+                    let missing: Vec<String> = s
+                        .owed
+                        .iter()
+                        .map(|(n, q)| format!("{n} ({}, {q:?})", self.messages[*n as usize].0))
+                        .collect();
+                    self.fail(format!(
+                        "online {client} never got {}; subs {:?}",
+                        missing.join(", "),
+                        s.subs
+                    ));
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, client: &'static str, clean: bool) {
+        self.note(format!("{client} connects clean={clean}"));
+        self.drop_connection(client);
+        // [MQTT-3.1.4-2] a connection with the same client id takes over.
+        if self.online.remove(client).is_some()
+            && self.sessions.get(client).is_some_and(|s| !s.persistent)
+        {
+            self.sessions.remove(client);
+        }
+        if clean {
+            self.sessions.remove(client);
+        }
+        let present = self.sessions.contains_key(client);
+        let s = self.sessions.entry(client).or_default();
+        s.persistent = !clean;
+        let id = self.h.open();
+        self.h.send(id, Packet::Connect(connect(client, clean, 0)));
+        self.online.insert(client, id);
+        let out = self.h.take(id);
+        match out.first() {
+            Some(Out::Connack {
+                session_present,
+                code: 0,
+            }) if *session_present == present => {}
+            other => self.fail(format!(
+                "{client} CONNACK {other:?}, session present should be {present}"
+            )),
+        }
+        for o in out.into_iter().skip(1) {
+            self.client_reads(client, id, o);
+        }
+    }
+
+    /// The client's connection ends (or is about to be taken over): what it had not read
+    /// yet is gone. QoS 1/2 stays in the session and is resent; QoS 0 is simply lost.
+    fn drop_connection(&mut self, client: &'static str) {
+        self.stalled.remove(client);
+        if let Some(s) = self.sessions.get_mut(client) {
+            s.owed.retain(|_, q| *q > QoS::AtMostOnce);
+        }
+    }
+
+    fn disconnect(&mut self, client: &'static str) {
+        let Some(id) = self.online.remove(client) else {
+            return;
+        };
+        let graceful = self.rng.chance(50);
+        self.note(format!("{client} disconnects graceful={graceful}"));
+        self.drop_connection(client);
+        if graceful {
+            let d = crate::protocol::Disconnect {
+                reason: ReasonCode::SUCCESS,
+                properties: Properties::EMPTY,
+            };
+            self.h.send(id, Packet::Disconnect(d));
+        } else {
+            self.h
+                .broker
+                .handle_disconnect(id, Disconnect::PeerClosed, self.h.now);
+        }
+        if self.sessions.get(client).is_some_and(|s| !s.persistent) {
+            self.sessions.remove(client);
+        }
+    }
+
+    fn subscribe(&mut self, client: &'static str) {
+        let Some(&id) = self.online.get(client) else {
+            return;
+        };
+        let n = 1 + self.rng.below(3);
+        let mut filters = Vec::new();
+        for _ in 0..n {
+            let f = self.rng.pick(FILTERS);
+            let q = self.rng.pick(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]);
+            filters.push((f, q));
+        }
+        self.note(format!("{client} subscribes {filters:?}"));
+        let pid = self.packet_id();
+        self.h.send(id, subscribe(pid, &filters));
+        let s = self.sessions.entry(client).or_default();
+        for (f, q) in filters {
+            // [MQTT-3.8.4-3] a repeated filter replaces the subscription.
+            s.subs.insert(f, q);
+        }
+    }
+
+    fn unsubscribe(&mut self, client: &'static str) {
+        let Some(&id) = self.online.get(client) else {
+            return;
+        };
+        // Mostly a filter it has, sometimes one it has not.
+        let has: Vec<&'static str> = self
+            .sessions
+            .get(client)
+            .map(|s| s.subs.keys().copied().collect())
+            .unwrap_or_default();
+        let f = if !has.is_empty() && self.rng.chance(80) {
+            self.rng.pick(&has)
+        } else {
+            self.rng.pick(FILTERS)
+        };
+        self.note(format!("{client} unsubscribes {f}"));
+        let pid = self.packet_id();
+        let u = Unsubscribe {
+            packet_id: NonZeroU16::new(pid).unwrap_or(NonZeroU16::MIN),
+            properties: Properties::EMPTY,
+            filters: vec![f],
+        };
+        self.h.send(id, Packet::Unsubscribe(u));
+        if let Some(s) = self.sessions.get_mut(client) {
+            s.subs.remove(f);
+        }
+    }
+
+    /// Publishes one message, or (half the time) the report's pair `/X` then `X/`.
+    fn publish(&mut self, client: &'static str) {
+        let Some(&id) = self.online.get(client) else {
+            return;
+        };
+        let qos = self
+            .rng
+            .pick(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]);
+        let topics: Vec<&'static str> = if self.rng.chance(30) {
+            vec!["/X", "X/"]
+        } else {
+            vec![self.rng.pick(TOPICS)]
+        };
+        for t in topics {
+            let n = self.messages.len() as u64;
+            self.messages.push((t, qos));
+            self.note(format!("{client} publishes {n} to {t} at {qos:?}"));
+            // The oracle: every session with a filter matching `t` gets it once, at the
+            // highest granted QoS of those filters, capped by the published QoS.
+            for (c, s) in self.sessions.iter_mut() {
+                let granted = s
+                    .subs
+                    .iter()
+                    .filter(|(f, _)| topic::matches(f, t))
+                    .map(|(_, q)| *q)
+                    .max();
+                let Some(granted) = granted else { continue };
+                let q = qos.min(granted);
+                // An offline session keeps QoS 1/2 only (queue_qos0_messages is off).
+                if self.online.contains_key(c) || q > QoS::AtMostOnce {
+                    s.owed.insert(n, q);
+                }
+            }
+            let pid = if qos == QoS::AtMostOnce {
+                0
+            } else {
+                self.packet_id()
+            };
+            let payload = n.to_string();
+            self.h.send(id, publish(t, payload.as_bytes(), qos, pid));
+        }
+    }
+
+    /// The broker process ends and starts again on the same data files: after `kill -9`
+    /// (connections just vanish) or SIGTERM (each is disconnected with `Shutdown`). As
+    /// `net::Core::open_store` does, the files are replayed and a snapshot of the result
+    /// starts the new log.
+    fn restart(&mut self) {
+        let graceful = self.rng.chance(50);
+        self.note(format!("broker restarts graceful={graceful}"));
+        if graceful {
+            let ids: Vec<ConnId> = self.online.values().copied().collect();
+            for id in ids {
+                self.h
+                    .broker
+                    .handle_disconnect(id, Disconnect::Shutdown, self.h.now);
+            }
+        }
+        self.stalled.clear();
+        // What was written survives the process; durability reports die with it.
+        self.commit();
+        self.not_durable.clear();
+        let mut broker = Broker::new(config());
+        replay(&mut broker, &self.log);
+        self.log = broker.snapshot(self.h.now);
+        self.h = Harness {
+            broker,
+            now: self.h.now,
+            next: self.h.next,
+            closed: HashMap::new(),
+        };
+        self.online.clear();
+        self.sessions.retain(|_, s| s.persistent);
+        for s in self.sessions.values_mut() {
+            // QoS 0 is never kept for an offline session.
+            s.owed.retain(|_, q| *q > QoS::AtMostOnce);
+        }
+        self.check_sessions_restored();
+    }
+
+    /// Compaction: the log restarts with a snapshot of the live state.
+    fn compact(&mut self) {
+        self.note("compaction".into());
+        self.commit();
+        self.log = self.h.broker.snapshot(self.h.now);
+    }
+
+    fn check_sessions_restored(&self) {
+        for (client, s) in &self.sessions {
+            let Some(restored) = self.h.broker.session(client) else {
+                self.fail(format!("persistent session {client} was not restored"));
+            };
+            let mut subs: Vec<&str> = restored.subscriptions.iter().map(|s| &*s.filter).collect();
+            subs.sort();
+            let want: Vec<&str> = s.subs.keys().copied().collect();
+            if subs != want {
+                self.fail(format!("{client} restored with {subs:?}, expected {want:?}"));
+            }
+        }
+        if self.h.broker.session_count() != self.sessions.len() {
+            self.fail(format!(
+                "{} sessions restored, expected {}",
+                self.h.broker.session_count(),
+                self.sessions.len()
+            ));
+        }
+    }
+
+    fn run(&mut self, steps: usize) {
+        for step in 0..steps {
+            self.step = step;
+            let client = self.rng.pick(CLIENTS);
+            match self.rng.below(100) {
+                0..=14 => {
+                    let clean = self.rng.chance(50);
+                    self.connect(client, clean);
+                }
+                15..=21 => self.disconnect(client),
+                22..=39 => self.subscribe(client),
+                40..=47 => self.unsubscribe(client),
+                48..=93 => self.publish(client),
+                94..=96 => self.restart(),
+                _ => self.compact(),
+            }
+            // Sometimes several clients' packets arrive in one loop turn.
+            if self.rng.chance(70) {
+                self.settle();
+            } else {
+                self.commit();
+            }
+        }
+    }
+}
+
+#[test]
+fn routing_agrees_with_the_oracle_across_sessions_takeovers_and_restarts() {
+    let seeds: u64 = std::env::var("STRESS_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let steps: usize = std::env::var("STRESS_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let mut delivered = 0;
+    for seed in 1..=seeds {
+        let mut s = Stress::new(seed);
+        s.run(steps);
+        delivered += s.delivered;
+    }
+    eprintln!("delivered {delivered}");
+}
