@@ -79,6 +79,20 @@ impl Broker {
     /// Ends replay: numbering continues above the restored ids, and the restored (offline)
     /// sessions' expiry intervals start counting now.
     pub fn finish_restore(&mut self, now: Instant) {
+        // A session whose expiry interval was 0 when the broker stopped ended with its
+        // connection [MQTT-3.1.2-23] (a 5.0 client that resumed a stored session with
+        // expiry 0, or set 0 on DISCONNECT, and the broker died before it closed): it is
+        // not brought back, not even until the first timer fires. The snapshot written
+        // after recovery leaves it out, so the files forget it too.
+        let ended: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.expiry_interval == 0)
+            .map(|(k, _)| k)
+            .collect();
+        for key in ended {
+            self.remove_session_quietly(key);
+        }
         let keys: Vec<SessionKey> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
             let epoch = self.next_epoch();

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::protocol::topic;
+use crate::protocol::{topic, PropertiesBuf, Property};
 
 /// xorshift64* (Vigna): tiny, deterministic, good enough to pick operations.
 struct Rng(u64);
@@ -61,9 +61,16 @@ const CLIENTS: &[&str] = &["c0", "c1", "c2", "c3", "c4", "c5"];
 /// What the model knows of one session.
 #[derive(Debug, Default)]
 struct ModelSession {
+    /// Outlives its connection (clean session 0, or a 5.0 session expiry interval > 0).
     persistent: bool,
+    /// How long it is kept offline; `None`: for ever.
+    expiry: Option<Duration>,
+    /// When it went offline (or the broker restarted while it was).
+    offline_since: Option<Instant>,
     /// Filter → granted QoS.
     subs: BTreeMap<&'static str, QoS>,
+    /// Filters subscribed with the 5.0 no-local option [MQTT-3.8.3-3].
+    no_local: BTreeSet<&'static str>,
     /// Messages it still has to receive: message number → delivery QoS.
     owed: BTreeMap<u64, QoS>,
     /// Messages it has received (a second copy is an error unless marked DUP).
@@ -93,13 +100,20 @@ struct Stress {
     stalled: BTreeMap<&'static str, Vec<Packet<'static>>>,
     /// Whether clients may hold back acknowledgements during this settle.
     may_stall: bool,
+    /// Session expiry interval each online 5.0 client connected with: a DISCONNECT may
+    /// not raise it from 0 [MQTT-3.14.2-2].
+    connect_expiry: BTreeMap<&'static str, u32>,
 }
+
+/// `persistent_client_expiration` for 3.1.1 sessions in the test broker.
+const PERSISTENT_EXPIRATION: Duration = Duration::from_secs(600);
 
 fn config() -> Config {
     Config {
         persistence: true,
         // Unbounded queue: the model does not drop messages.
         max_queued_messages: 0,
+        persistent_client_expiration: Some(PERSISTENT_EXPIRATION),
         ..Config::in_memory()
     }
 }
@@ -121,6 +135,7 @@ impl Stress {
             not_durable: Vec::new(),
             stalled: BTreeMap::new(),
             may_stall: false,
+            connect_expiry: BTreeMap::new(),
         }
     }
 
@@ -183,7 +198,7 @@ impl Stress {
             let online: Vec<(&'static str, ConnId)> =
                 self.online.iter().map(|(c, id)| (*c, *id)).collect();
             for (client, id) in online {
-                for out in self.h.take(id) {
+                for out in self.take(id) {
                     any = true;
                     self.client_reads(client, id, out);
                 }
@@ -197,6 +212,49 @@ impl Stress {
             }
         }
         self.fail("the broker kept producing output".into());
+    }
+
+    /// Everything the broker has written to `id`, decoded in the connection's version.
+    fn take(&mut self, id: ConnId) -> Vec<Out> {
+        self.h.drain_closes();
+        while self.h.broker.poll_transmit().is_some() {}
+        let version = self.h.broker.protocol_version(id);
+        let bytes = self.h.broker.pending_output(id).to_vec();
+        self.h.broker.consume_output(id, bytes.len());
+        let mut rest = &bytes[..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let (p, n) = match decode(rest, version, u32::MAX) {
+                Ok(Status::Complete(x)) => x,
+                other => self.fail(format!("undecodable output: {other:?}")),
+            };
+            out.push(match p {
+                Packet::Connack(c) => Out::Connack {
+                    session_present: c.session_present,
+                    code: c.code.0,
+                },
+                Packet::Publish(p) => Out::Publish {
+                    topic: p.topic.to_string(),
+                    payload: p.payload.to_vec(),
+                    qos: p.qos,
+                    retain: p.retain,
+                    dup: p.dup,
+                    id: p.packet_id.map_or(0, |i| i.get()),
+                },
+                Packet::Puback(a) => Out::Puback(a.packet_id.get()),
+                Packet::Pubrec(a) => Out::Pubrec(a.packet_id.get()),
+                Packet::Pubrel(a) => Out::Pubrel(a.packet_id.get()),
+                Packet::Pubcomp(a) => Out::Pubcomp(a.packet_id.get()),
+                Packet::Suback(s) => {
+                    Out::Suback(s.packet_id.get(), s.codes.iter().map(|c| c.0).collect())
+                }
+                Packet::Unsuback(u) => Out::Unsuback(u.packet_id.get()),
+                Packet::Pingresp => Out::Pingresp,
+                other => self.fail(format!("unexpected packet from the broker: {other:?}")),
+            });
+            rest = &rest[n..];
+        }
+        out
     }
 
     /// The client acknowledges now, or (a slow client) at the next settle.
@@ -289,10 +347,13 @@ impl Stress {
         }
     }
 
-    fn connect(&mut self, client: &'static str, clean: bool) {
-        self.note(format!("{client} connects clean={clean}"));
+    /// Connects `client`: 3.1.1 when `v5_expiry` is `None`, else 5.0 with that session
+    /// expiry interval.
+    fn connect(&mut self, client: &'static str, clean: bool, v5_expiry: Option<u32>) {
+        self.note(format!("{client} connects clean={clean} v5 expiry={v5_expiry:?}"));
         self.drop_connection(client);
-        // [MQTT-3.1.4-2] a connection with the same client id takes over.
+        // [MQTT-3.1.4-2] a connection with the same client id takes over; a session that
+        // ended with the old connection is gone.
         if self.online.remove(client).is_some()
             && self.sessions.get(client).is_some_and(|s| !s.persistent)
         {
@@ -303,11 +364,38 @@ impl Stress {
         }
         let present = self.sessions.contains_key(client);
         let s = self.sessions.entry(client).or_default();
-        s.persistent = !clean;
+        let (persistent, expiry) = match v5_expiry {
+            None => (!clean, Some(PERSISTENT_EXPIRATION)),
+            Some(secs) => (secs > 0, Some(Duration::from_secs(u64::from(secs)))),
+        };
+        s.persistent = persistent;
+        s.expiry = expiry;
+        s.offline_since = None;
         let id = self.h.open();
-        self.h.send(id, Packet::Connect(connect(client, clean, 0)));
+        let props = match v5_expiry {
+            Some(secs) => {
+                let mut b = PropertiesBuf::new();
+                b.push(Property::SessionExpiryInterval(secs));
+                b
+            }
+            None => PropertiesBuf::new(),
+        };
+        let c = Connect {
+            version: if v5_expiry.is_some() {
+                ProtocolVersion::V5
+            } else {
+                ProtocolVersion::V311
+            },
+            properties: props.as_properties(),
+            ..connect(client, clean, 0)
+        };
+        self.h.send(id, Packet::Connect(c));
         self.online.insert(client, id);
-        let out = self.h.take(id);
+        match v5_expiry {
+            Some(e) => self.connect_expiry.insert(client, e),
+            None => self.connect_expiry.remove(client),
+        };
+        let out = self.take(id);
         match out.first() {
             Some(Out::Connack {
                 session_present,
@@ -339,9 +427,24 @@ impl Stress {
         self.note(format!("{client} disconnects graceful={graceful}"));
         self.drop_connection(client);
         if graceful {
+            // A 5.0 client may change its session expiry on the way out, but not from 0.
+            let connect_expiry = self.connect_expiry.get(client).copied();
+            let change = match connect_expiry {
+                Some(e) if e > 0 && self.rng.chance(50) => Some(self.rng.pick(&[0, 5, 300])),
+                _ => None,
+            };
+            let mut props = PropertiesBuf::new();
+            if let Some(secs) = change {
+                self.note(format!("{client} sets session expiry {secs} on DISCONNECT"));
+                props.push(Property::SessionExpiryInterval(secs));
+                if let Some(s) = self.sessions.get_mut(client) {
+                    s.persistent = secs > 0;
+                    s.expiry = Some(Duration::from_secs(u64::from(secs)));
+                }
+            }
             let d = crate::protocol::Disconnect {
                 reason: ReasonCode::SUCCESS,
-                properties: Properties::EMPTY,
+                properties: props.as_properties(),
             };
             self.h.send(id, Packet::Disconnect(d));
         } else {
@@ -349,9 +452,26 @@ impl Stress {
                 .broker
                 .handle_disconnect(id, Disconnect::PeerClosed, self.h.now);
         }
+        self.connect_expiry.remove(client);
         if self.sessions.get(client).is_some_and(|s| !s.persistent) {
             self.sessions.remove(client);
         }
+        if let Some(s) = self.sessions.get_mut(client) {
+            s.offline_since = Some(self.h.now);
+        }
+    }
+
+    /// Time passes: offline sessions whose expiry interval has run out end
+    /// [MQTT-3.1.2-23].
+    fn advance(&mut self) {
+        let secs = self.rng.pick(&[1, 4, 60, 299, 301, 700]);
+        self.note(format!("{secs} s pass"));
+        let now = self.h.now + Duration::from_secs(secs);
+        self.sessions.retain(|_, s| match (s.offline_since, s.expiry) {
+            (Some(since), Some(e)) => now < since + e,
+            _ => true,
+        });
+        self.h.advance(Duration::from_secs(secs));
     }
 
     fn subscribe(&mut self, client: &'static str) {
@@ -365,13 +485,35 @@ impl Stress {
             let q = self.rng.pick(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]);
             filters.push((f, q));
         }
-        self.note(format!("{client} subscribes {filters:?}"));
+        let v5 = self.connect_expiry.contains_key(client);
+        let no_local = v5 && self.rng.chance(30);
+        self.note(format!("{client} subscribes {filters:?} no_local={no_local}"));
         let pid = self.packet_id();
-        self.h.send(id, subscribe(pid, &filters));
+        let sub = Subscribe {
+            packet_id: NonZeroU16::new(pid).unwrap_or(NonZeroU16::MIN),
+            properties: Properties::EMPTY,
+            filters: filters
+                .iter()
+                .map(|&(f, qos)| {
+                    let o = SubscriptionOptions {
+                        qos,
+                        no_local,
+                        ..Default::default()
+                    };
+                    (f, o)
+                })
+                .collect(),
+        };
+        self.h.send(id, Packet::Subscribe(sub));
         let s = self.sessions.entry(client).or_default();
         for (f, q) in filters {
-            // [MQTT-3.8.4-3] a repeated filter replaces the subscription.
+            // [MQTT-3.8.4-3] a repeated filter replaces the subscription, options too.
             s.subs.insert(f, q);
+            if no_local {
+                s.no_local.insert(f);
+            } else {
+                s.no_local.remove(f);
+            }
         }
     }
 
@@ -400,6 +542,7 @@ impl Stress {
         self.h.send(id, Packet::Unsubscribe(u));
         if let Some(s) = self.sessions.get_mut(client) {
             s.subs.remove(f);
+            s.no_local.remove(f);
         }
     }
 
@@ -427,6 +570,8 @@ impl Stress {
                     .subs
                     .iter()
                     .filter(|(f, _)| topic::matches(f, t))
+                    // [MQTT-3.8.3-3] not back to the publisher through a no-local filter.
+                    .filter(|(f, _)| !(*c == client && s.no_local.contains(*f)))
                     .map(|(_, q)| *q)
                     .max();
                 let Some(granted) = granted else { continue };
@@ -466,7 +611,21 @@ impl Stress {
         self.commit();
         self.not_durable.clear();
         let mut broker = Broker::new(config());
-        replay(&mut broker, &self.log);
+        {
+            use crate::store::record::{decode_payload, read_frame, Frame};
+            let mut bytes = &self.log[..];
+            while let Frame::Complete { payload, len } = read_frame(bytes) {
+                match decode_payload(payload) {
+                    Ok(r) => broker.restore_record(r, self.h.now),
+                    Err(e) => self.fail(format!("log record does not decode: {e}")),
+                }
+                bytes = &bytes[len..];
+            }
+            if !bytes.is_empty() {
+                self.fail("the log has a torn frame".into());
+            }
+            broker.finish_restore(self.h.now);
+        }
         self.log = broker.snapshot(self.h.now);
         self.h = Harness {
             broker,
@@ -475,8 +634,11 @@ impl Stress {
             closed: HashMap::new(),
         };
         self.online.clear();
+        self.connect_expiry.clear();
         self.sessions.retain(|_, s| s.persistent);
         for s in self.sessions.values_mut() {
+            // Expiry counts again from the restart.
+            s.offline_since = Some(self.h.now);
             // QoS 0 is never kept for an offline session.
             s.owed.retain(|_, q| *q > QoS::AtMostOnce);
         }
@@ -518,9 +680,15 @@ impl Stress {
             match self.rng.below(100) {
                 0..=14 => {
                     let clean = self.rng.chance(50);
-                    self.connect(client, clean);
+                    let v5 = if self.rng.chance(40) {
+                        Some(self.rng.pick(&[0, 0, 5, 300, 100_000]))
+                    } else {
+                        None
+                    };
+                    self.connect(client, clean, v5);
                 }
-                15..=21 => self.disconnect(client),
+                15..=19 => self.disconnect(client),
+                20..=21 => self.advance(),
                 22..=39 => self.subscribe(client),
                 40..=47 => self.unsubscribe(client),
                 48..=93 => self.publish(client),
