@@ -68,7 +68,7 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   log "cargo build --release"
-  cargo build --release --quiet --bin wrenmq --bin wrenmq-bench
+  cargo build --release --quiet -p wrenmq -p wrenmq-bench
 fi
 GEN=target/release/wrenmq-bench
 WRENMQ=target/release/wrenmq

@@ -10,10 +10,13 @@
 #   /usr/local/bin/wrenmq                   the binary
 #   /etc/systemd/system/wrenmq.service      the unit (scripts/wrenmq.service)
 #   /etc/wrenmq/wrenmq.conf                 the default configuration, unless one exists
-# then reloads systemd and enables and (re)starts the service.
+#   /etc/wrenmq/passwd                      an empty password file, root:wrenmq 0640,
+#                                           unless one exists (then it is made so)
+# creates the system user and group `wrenmq` the unit runs as (unless they exist), then
+# reloads systemd and enables and (re)starts the service.
 #
-# DESTDIR=/some/dir installs under that directory instead and touches no service (for
-# packaging and for the CI check of this script).
+# DESTDIR=/some/dir installs under that directory instead, creates no user and touches
+# no service (for packaging and for the CI check of this script).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$here/.."
@@ -38,6 +41,13 @@ if [ -z "$dest" ] && [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# The service user: a system account without a login or home of its own.
+if [ -z "$dest" ] && ! getent passwd wrenmq >/dev/null; then
+  useradd --system --user-group --no-create-home --home-dir /var/lib/wrenmq \
+    --shell /usr/sbin/nologin wrenmq
+  echo "install.sh: created system user wrenmq"
+fi
+
 install -d "$dest/usr/local/bin" "$dest/etc/systemd/system" "$dest/etc/wrenmq"
 install -m 0755 "$binary" "$dest/usr/local/bin/wrenmq"
 install -m 0644 "$here/wrenmq.service" "$dest/etc/systemd/system/wrenmq.service"
@@ -45,6 +55,16 @@ if [ -e "$dest/etc/wrenmq/wrenmq.conf" ]; then
   echo "install.sh: keeping the existing /etc/wrenmq/wrenmq.conf"
 else
   install -m 0644 "$here/wrenmq-default.conf" "$dest/etc/wrenmq/wrenmq.conf"
+fi
+# The password file: readable by the service's group, by no one else. 'wrenmq passwd'
+# keeps this owner, group and mode when it adds or changes users.
+passwd_file="$dest/etc/wrenmq/passwd"
+if [ ! -e "$passwd_file" ]; then
+  install -m 0640 /dev/null "$passwd_file"
+fi
+if [ -z "$dest" ]; then
+  chown root:wrenmq "$passwd_file"
+  chmod 0640 "$passwd_file"
 fi
 echo "install.sh: installed $("$dest/usr/local/bin/wrenmq" --version 2>/dev/null || echo wrenmq) to ${dest:-/}"
 

@@ -42,8 +42,9 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ -z "${SKIP_RUST:-}" ]; then
   log "cargo build";  cargo build
   log "cargo fmt";    cargo fmt --all -- --check
-  log "cargo clippy"; cargo clippy --all-targets -- -D warnings
-  log "cargo test";   cargo test
+  log "cargo clippy"; cargo clippy --workspace --all-targets -- -D warnings
+  log "cargo test";   cargo test --workspace
+  log "layering";     scripts/check-layering.sh
 fi
 
 # ---- black-box interop suite

@@ -77,7 +77,9 @@ fn options() -> Options {
     opts.optmulti(
         "l",
         "listen",
-        "listen on ADDR:PORT instead of the defaults; repeatable; IPv6 as [::1]:1883",
+        "listen on ADDR:PORT instead of the defaults; repeatable; ADDR is an IP address \
+         (IPv6 as [::1]:1883) or localhost (127.0.0.1 and ::1); a bare PORT is every \
+         interface, as 'listener PORT'",
         "ADDR:PORT",
     );
     opts.optopt(
@@ -138,10 +140,13 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Command, CliError> {
         }
         (Some(port), true) => default_listeners(parse_port(&port)?),
         (None, true) => default_listeners(DEFAULT_PORT),
-        (None, false) => listen
-            .iter()
-            .map(|s| parse_listen(s))
-            .collect::<Result<_, _>>()?,
+        (None, false) => {
+            let mut all = Vec::new();
+            for s in &listen {
+                all.extend(parse_listen(s)?);
+            }
+            all
+        }
     };
     let verbosity = u8::try_from(matches.opt_count("v")).unwrap_or(u8::MAX);
     let data_dir = matches.opt_str("data-dir").map(PathBuf::from);
@@ -191,13 +196,31 @@ fn parse_port(s: &str) -> Result<u16, CliError> {
     })
 }
 
-fn parse_listen(s: &str) -> Result<SocketAddr, CliError> {
-    s.parse().map_err(|_| {
+/// One `-l` value, read as the config file's `listener PORT ADDR` reads it:
+/// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` (both loopback addresses) or a bare `PORT`
+/// (every interface, IPv4 and IPv6).
+fn parse_listen(s: &str) -> Result<Vec<SocketAddr>, CliError> {
+    let bad = || {
         CliError(format!(
-            "invalid value '{s}' for -l/--listen: expected IP:PORT such as \
-             0.0.0.0:1883 or [::1]:1883"
+            "invalid value '{s}' for -l/--listen: expected IP:PORT, [IPv6]:PORT, \
+             localhost:PORT or PORT, such as 0.0.0.0:1883 or [::1]:1883"
         ))
-    })
+    };
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+        ]);
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => {
+            Ok(default_listeners(port.parse().map_err(|_| bad())?))
+        }
+        _ => Err(bad()),
+    }
 }
 
 #[cfg(test)]
@@ -255,10 +278,38 @@ mod tests {
     }
 
     #[test]
+    fn listen_accepts_what_a_listener_line_does() {
+        // `-l localhost:1883` used to be refused; `listener 1883 localhost` works.
+        assert_eq!(
+            run(&["-l", "localhost:1884"]).listeners,
+            default_listeners(1884)
+        );
+        assert_eq!(run(&["-l", "LOCALHOST:1"]).listeners, default_listeners(1));
+        assert_eq!(
+            run(&["-l", "1883"]).listeners,
+            [
+                "0.0.0.0:1883".parse::<SocketAddr>().unwrap(),
+                "[::]:1883".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            run(&["-l", "[::1]:2", "-l", "localhost:3"]).listeners,
+            [
+                "[::1]:2".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:3".parse().unwrap(),
+                "[::1]:3".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_flag() {
         assert!(err(&["-p", "65536"]).contains("-p/--port"));
         assert!(err(&["-p", "mqtt"]).contains("'mqtt'"));
-        assert!(err(&["-l", "localhost:1883"]).contains("-l/--listen"));
+        assert!(err(&["-l", "localhost"]).contains("-l/--listen"));
+        assert!(err(&["-l", "localhost:x"]).contains("-l/--listen"));
+        assert!(err(&["-l", "broker.example:1883"]).contains("-l/--listen"));
+        assert!(err(&["-l", "70000"]).contains("-l/--listen"));
         assert!(err(&["-l", "::1:1883"]).contains("-l/--listen"));
         assert!(err(&["-l", "127.0.0.1"]).contains("-l/--listen"));
         assert!(err(&["-p", "1", "-l", "127.0.0.1:2"]).contains("-p/--port"));

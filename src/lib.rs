@@ -14,7 +14,10 @@
 //! - [`auth`]: password files (authentication) and ACL files (authorization).
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
 //! - [`passwd`]: the `wrenmq passwd` subcommand (Mosquitto password files).
+//! - [`privileges`]: dropping root to the configured `user` after start-up.
 //! - `fuzzing` (only under `cfg(fuzzing)` and tests): the cargo-fuzz harness bodies.
+
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod broker;
@@ -25,5 +28,6 @@ pub mod fuzzing;
 pub mod logging;
 pub mod net;
 pub mod passwd;
+pub mod privileges;
 pub mod protocol;
 pub mod store;

@@ -5,6 +5,8 @@
 //! start (bad configuration, password or ACL file, bind failure) or its loop fails, 2 for
 //! a bad command line.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,6 +17,7 @@ use wrenmq::config::{self, Config, Parsed};
 use wrenmq::logging;
 use wrenmq::net::Server;
 use wrenmq::passwd::{self, PasswdError};
+use wrenmq::privileges;
 
 fn main() -> ExitCode {
     let mut args = Vec::new();
@@ -46,8 +49,10 @@ fn main() -> ExitCode {
     // before anything listens; eprintln so that RUST_LOG=off cannot hide it.
     let (config, warnings) = match load(&opts) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("wrenmq: {e}");
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("wrenmq: {e}");
+            }
             return ExitCode::FAILURE;
         }
     };
@@ -56,7 +61,7 @@ fn main() -> ExitCode {
     } else {
         config.log_level.unwrap_or(LevelFilter::Info)
     };
-    logging::init_with(level, config.log_dest);
+    let log_file = logging::init_with(level, &config.log_dest);
     for w in &warnings {
         warn!("{w}");
     }
@@ -67,10 +72,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(user) = &config.user {
-        info!("user {user}: wrenmq does not switch users; run it as that user (systemd User=)");
-    }
+    warn_world_readable(&config);
     let pid_file = config.pid_file.clone();
+    let privilege_plan = (config.user.clone(), data_dir_to_give(&config));
     let server = Server::bind_with(config, auth).and_then(|mut s| s.handle_signals().map(|()| s));
     let mut server = match server {
         Ok(server) => server,
@@ -82,19 +86,43 @@ fn main() -> ExitCode {
     if opts.config.is_some() {
         let opts = opts.clone();
         server.set_reload(Box::new(move || {
+            // SIGHUP: reopen the log file first (logrotate), whatever the reload finds.
+            if let Some(f) = &log_file {
+                if let Err(e) = f.reopen() {
+                    warn!("log_dest file {}: cannot reopen: {e}", f.path().display());
+                }
+            }
             let (config, warnings) = load(&opts)?;
             for w in &warnings {
                 warn!("{w}");
             }
             let auth = Auth::load(&config)?;
+            warn_world_readable(&config);
             Ok((config, auth))
         }));
     }
-    if let Some(path) = &pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
-            eprintln!("wrenmq: pid_file {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    // A pid file is a convenience for init scripts; failing to write one (Debian's stock
+    // `/run/mosquitto/` may not exist, or be read-only under the unit's sandbox) must not
+    // keep the broker down, so it is a warning (Mosquitto exits here).
+    let pid_file =
+        pid_file.filter(
+            |path| match std::fs::write(path, format!("{}\n", std::process::id())) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(
+                        "pid_file {}: {e}; running without a pid file",
+                        path.display()
+                    );
+                    false
+                }
+            },
+        );
+    // Last thing as root: listeners are bound, the data directory is open and locked, the
+    // log and pid files are written.
+    if let Err(e) = drop_privileges(privilege_plan) {
+        eprintln!("wrenmq: {e}");
+        remove_pid_file(pid_file);
+        return ExitCode::FAILURE;
     }
     // After binding, so that READY=1 (sent when the loop starts) means "accepting".
     server.notify_systemd();
@@ -115,7 +143,7 @@ fn main() -> ExitCode {
 
 /// The configuration `opts` describes: the file if `-c` was given (with the flags that
 /// override it), the defaults otherwise.
-fn load(opts: &RunOptions) -> Result<(Config, Vec<config::Warning>), config::ConfigError> {
+fn load(opts: &RunOptions) -> Result<(Config, Vec<config::Warning>), config::ConfigErrors> {
     let Parsed {
         mut config,
         warnings,
@@ -128,6 +156,70 @@ fn load(opts: &RunOptions) -> Result<(Config, Vec<config::Warning>), config::Con
     };
     cli::apply_overrides(opts, &mut config);
     Ok((config, warnings))
+}
+
+/// The data directory as it was before start-up, when persistence is on.
+enum DataDir {
+    /// Did not exist: this start creates it, so it may be given to the `user`.
+    Created(PathBuf),
+    /// Existed: never chowned; the `user` must be able to write it.
+    Existing(PathBuf),
+}
+
+fn data_dir_to_give(config: &Config) -> Option<DataDir> {
+    let dir = config.persistence_location.clone();
+    config.persistence.then(|| {
+        if dir.exists() {
+            DataDir::Existing(dir)
+        } else {
+            DataDir::Created(dir)
+        }
+    })
+}
+
+/// Switches to the configured `user` when started as root (see [`privileges`]).
+fn drop_privileges(
+    (user, data_dir): (Option<String>, Option<DataDir>),
+) -> Result<(), privileges::PrivilegeError> {
+    if !privileges::is_root() {
+        return Ok(());
+    }
+    let name = match user.as_deref() {
+        None => {
+            warn!(
+                "running as root: set `user` in the configuration to drop privileges after \
+                 start-up (as Mosquitto does), or start wrenmq as an unprivileged user"
+            );
+            return Ok(());
+        }
+        Some("root") => {
+            warn!("running as root (user root)");
+            return Ok(());
+        }
+        Some(name) => name,
+    };
+    let user = privileges::lookup(name)?;
+    if let Some(DataDir::Created(dir)) = &data_dir {
+        privileges::give_data_dir(dir, &user)?;
+    }
+    privileges::switch_to(&user)?;
+    if let Some(DataDir::Created(dir) | DataDir::Existing(dir)) = &data_dir {
+        privileges::check_writable(dir, name)?;
+    }
+    info!(
+        "dropped privileges to user {name} (uid {}, gid {})",
+        user.uid, user.gid
+    );
+    Ok(())
+}
+
+/// Mosquitto 2.0 warns when it loads a password file anyone may read; so do we.
+fn warn_world_readable(config: &Config) {
+    if let Some(path) = &config.password_file {
+        if passwd::world_readable(path) {
+            warn!("password_file {}", passwd::world_readable_warning(path));
+        }
+    }
 }
 
 fn remove_pid_file(path: Option<PathBuf>) {

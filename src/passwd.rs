@@ -10,15 +10,25 @@
 //! Files are written as `user:$7$<iter>$<salt>$<hash>` (PBKDF2-HMAC-SHA512, 12-byte salt,
 //! 101 iterations by default), exactly what `mosquitto_passwd` 2.0 writes, so either tool
 //! and either broker can use them. The edits themselves are pure functions on the file's
-//! text; [`run`] adds the terminal and the file system. A file is replaced atomically
-//! (written beside it, then renamed), keeping its permissions; a new one is created 0600.
+//! text; [`run`] adds the terminal and the file system.
+//!
+//! Writing: a file is replaced atomically. The new text goes to a temporary file beside
+//! it with a random name, created exclusively (`O_CREAT|O_EXCL`: a symlink or file an
+//! attacker planted under a guessable name is refused, never followed or truncated) and
+//! 0600; it takes the old file's mode and, where permitted, its owner and group (so a
+//! file root edits for a broker running as `mosquitto` stays readable to it); it is
+//! fsynced, renamed over the file, and the directory is fsynced so the rename survives a
+//! power cut. A new file is 0600. A world-readable result gets a warning, as Mosquitto
+//! 2.0 gives when it loads one (the broker warns at start-up too).
 //!
 //! Prompting: on a terminal the password is read with echo off (via `stty`, so no unsafe
 //! terminal code here); otherwise two lines are read from stdin, as `mosquitto_passwd`
 //! does, which makes scripting `printf 'pw\npw\n' | wrenmq passwd FILE USER` possible.
 
 use std::fmt;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use getopts::Options;
@@ -272,16 +282,44 @@ pub fn run(action: Action) -> Result<(), PasswdError> {
                 None => prompt_twice()?,
             };
             let hash = Hash::new(password.as_bytes(), iterations).map_err(PasswdError::Random)?;
-            write(&file, &set_user(&text, &user, &hash))
+            write(&file, &set_user(&text, &user, &hash))?;
+            warn_if_world_readable(&file);
+            Ok(())
         }
         Action::Delete { file, user } => {
             let text = read(&file)?;
-            write(&file, &delete_user(&text, &user)?)
+            write(&file, &delete_user(&text, &user)?)?;
+            warn_if_world_readable(&file);
+            Ok(())
         }
         Action::Upgrade { file, iterations } => {
             let text = read(&file)?;
-            write(&file, &hash_plaintext(&text, &file, iterations)?)
+            write(&file, &hash_plaintext(&text, &file, iterations)?)?;
+            warn_if_world_readable(&file);
+            Ok(())
         }
+    }
+}
+
+/// Whether anyone on the machine may read `path` (mode `o+r`). Hashes are slow to crack,
+/// not impossible: Mosquitto 2.0 warns about such files and plans to refuse them.
+pub fn world_readable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o004 != 0)
+}
+
+/// The warning both `wrenmq passwd` and the broker give for a world-readable file.
+pub fn world_readable_warning(path: &Path) -> String {
+    format!(
+        "{} is world readable; run 'chmod o-rwx {}' (Mosquitto 2.0 warns about this too \
+         and future versions refuse such files)",
+        path.display(),
+        path.display()
+    )
+}
+
+fn warn_if_world_readable(path: &Path) {
+    if world_readable(path) {
+        eprintln!("wrenmq passwd: warning: {}", world_readable_warning(path));
     }
 }
 
@@ -292,30 +330,81 @@ fn read(file: &Path) -> Result<String, PasswdError> {
     })
 }
 
-/// Writes `text` beside `file` and renames it over, keeping the old file's permissions.
+/// Replaces `file` with `text` atomically and durably; see the module docs.
 fn write(file: &Path, text: &str) -> Result<(), PasswdError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let io_err = |error| PasswdError::Io {
         file: file.to_path_buf(),
         error,
     };
-    let mut tmp_name = file.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err)?;
-    if let Ok(meta) = std::fs::metadata(file) {
-        f.set_permissions(meta.permissions()).map_err(io_err)?;
+    let old = std::fs::metadata(file).ok();
+    let (tmp, mut f) = create_temp(file).map_err(io_err)?;
+    let result = (|| {
+        if let Some(old) = &old {
+            // Owner first: fchown may clear set-id bits, and the mode is set after it.
+            if let Err(e) = std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid())) {
+                if Some((old.uid(), old.gid())) != owner(&f) {
+                    eprintln!(
+                        "wrenmq passwd: warning: cannot keep the owner of {} ({e}); \
+                         the new file belongs to you",
+                        file.display()
+                    );
+                }
+            }
+            f.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777))?;
+        }
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        // The rename is durable only once the directory entry is on disk.
+        File::open(parent_dir(file))?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    f.write_all(text.as_bytes()).map_err(io_err)?;
-    f.sync_all().map_err(io_err)?;
-    drop(f);
-    std::fs::rename(&tmp, file).map_err(io_err)
+    result.map_err(io_err)
+}
+
+/// A new, empty 0600 file beside `file` with an unpredictable name, created exclusively:
+/// `create_new` is `O_CREAT|O_EXCL`, which fails on any existing path, a symlink
+/// included, so nothing planted there is followed.
+fn create_temp(file: &Path) -> io::Result<(PathBuf, File)> {
+    let name = file
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut last = None;
+    for _ in 0..8 {
+        let mut rand = [0u8; 8];
+        getrandom::getrandom(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(
+            ".{}.tmp",
+            rand.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        let tmp = parent_dir(file).join(tmp_name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
+}
+
+fn parent_dir(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn owner(f: &File) -> Option<(u32, u32)> {
+    f.metadata().ok().map(|m| (m.uid(), m.gid()))
 }
 
 fn prompt_twice() -> Result<String, PasswdError> {
@@ -456,6 +545,101 @@ mod tests {
             delete_user(&text, "alice"),
             Err(PasswdError::NoSuchUser(_))
         ));
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let dir =
+                std::env::temp_dir().join(format!("wrenmq-passwd-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn set_pw(file: &Path, user: &str, create: bool) {
+        run(Action::Set {
+            file: file.to_path_buf(),
+            user: user.into(),
+            password: Some("pw".into()),
+            create,
+            iterations: 1,
+        })
+        .unwrap();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn temp_file_is_never_a_planted_symlink() {
+        // The temporary file used to be FILE.tmp, opened with create+truncate: a symlink
+        // planted there made `wrenmq passwd` (often run as root) overwrite its target.
+        let d = TempDir::new("symlink");
+        let victim = d.0.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let pw = d.0.join("pw");
+        std::os::unix::fs::symlink(&victim, d.0.join("pw.tmp")).unwrap();
+        set_pw(&pw, "alice", true);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        let meta = std::fs::symlink_metadata(&pw).unwrap();
+        assert!(meta.file_type().is_file(), "pw must be a regular file");
+        assert!(PasswordFile::parse(&std::fs::read_to_string(&pw).unwrap())
+            .unwrap()
+            .verify("alice", b"pw"));
+        // Nothing left behind but the planted link.
+        let mut names: Vec<String> = std::fs::read_dir(&d.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["pw", "pw.tmp", "victim"]);
+    }
+
+    #[test]
+    fn new_files_are_0600_and_edits_keep_the_mode() {
+        let d = TempDir::new("mode");
+        let pw = d.0.join("pw");
+        set_pw(&pw, "alice", true);
+        assert_eq!(mode(&pw), 0o600);
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
+        set_pw(&pw, "bob", false);
+        assert_eq!(mode(&pw), 0o640);
+        run(Action::Delete {
+            file: pw.clone(),
+            user: "bob".into(),
+        })
+        .unwrap();
+        assert_eq!(mode(&pw), 0o640);
+        assert!(!world_readable(&pw));
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(world_readable(&pw));
+        assert!(world_readable_warning(&pw).contains("world readable"));
+        // A relative path writes beside it in the current directory's terms.
+        assert_eq!(parent_dir(Path::new("pw")), Path::new("."));
+    }
+
+    #[test]
+    fn edits_keep_the_owner_when_run_as_root() {
+        let d = TempDir::new("owner");
+        let pw = d.0.join("pw");
+        set_pw(&pw, "alice", true);
+        if std::os::unix::fs::chown(&pw, Some(65534), Some(65534)).is_err() {
+            return; // not root: cannot set up the case
+        }
+        set_pw(&pw, "bob", false);
+        let meta = std::fs::metadata(&pw).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     }
 
     #[test]

@@ -199,3 +199,164 @@ fn malformed_notify_variables_do_not_stop_the_broker() {
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{status}");
 }
+
+// ---- `user`: dropping root privileges after start-up ----------------------------------
+
+/// A temporary directory (world-traversable, so that `nobody` can reach what is in it).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("wrenmq-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spawn_with_config(conf: &std::path::Path, env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrenmq"));
+    cmd.arg("-c")
+        .arg(conf)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The real, effective, saved and filesystem ids of every thread of `pid`.
+fn thread_ids(pid: u32, field: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap()
+            .to_string();
+        out.push(line);
+    }
+    out
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+#[test]
+fn user_nobody_drops_root_after_binding() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let tmp = TempDir::new("user-drop");
+    let sock = TempSocket::bind("user-drop");
+    {
+        // systemd's notify socket is writable by every user; so must ours be.
+        use std::os::unix::fs::PermissionsExt;
+        let world = |p: &std::path::Path, m| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        world(sock.path.parent().unwrap(), 0o755);
+        world(&sock.path, 0o777);
+    }
+    let port = free_port();
+    let data = tmp.0.join("data"); // created by the broker, so given to nobody
+    let conf = tmp.0.join("w.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser nobody\n\
+             persistence_location {}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let path = sock.path.to_str().unwrap().to_owned();
+    let mut child = spawn_with_config(&conf, &[("NOTIFY_SOCKET", &path)]);
+    let first = sock.recv();
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+    // READY=1 comes after the switch: every thread (the store's writer too) is nobody.
+    let want_uid = format!("Uid:\t{0}\t{0}\t{0}\t{0}", nobody.uid);
+    let want_gid = format!("Gid:\t{0}\t{0}\t{0}\t{0}", nobody.gid);
+    for line in thread_ids(child.id(), "Uid:") {
+        assert_eq!(line, want_uid);
+    }
+    for line in thread_ids(child.id(), "Gid:") {
+        assert_eq!(line, want_gid);
+    }
+    // It serves, and its data directory is nobody's.
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    mqtt_connect(&mut client);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&data).unwrap().uid(), nobody.uid.as_raw());
+    signal(&child, "TERM");
+    expect_closed(&mut client);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
+fn user_that_cannot_run_the_broker_is_a_start_up_error() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = TempDir::new("user-bad");
+    let port = free_port();
+    // No such user: refused, as Mosquitto refuses it.
+    let conf = tmp.0.join("a.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nuser wrenmq-no-such-user\npersistence false\n"),
+    )
+    .unwrap();
+    let mut child = spawn_with_config(&conf, &[]);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("user wrenmq-no-such-user: no such user"),
+        "{err}"
+    );
+    // An existing root-owned data directory nobody cannot write: refused at start-up,
+    // not at the first compaction.
+    let data = tmp.0.join("rootdata");
+    std::fs::create_dir(&data).unwrap();
+    let conf = tmp.0.join("b.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nuser nobody\npersistence_location {}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = spawn_with_config(&conf, &[]);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not usable by user nobody") && err.contains("chown -R nobody:"),
+        "{err}"
+    );
+}

@@ -6,10 +6,12 @@
 //! - `user <name>`: the `topic` lines below it apply to that user name (not client id).
 //!   `topic` lines before any `user` line apply to anonymous clients.
 //! - `pattern [read|write|readwrite|deny] <filter>`: applies to every client, wherever it
-//!   stands; `%c` / `%u` as a whole level become the client id / user name. A pattern
-//!   with `%u` never applies to a client without user name, and a client whose id or
-//!   user name contains `+`, `#` or `/` gets no pattern access at all (it could otherwise
-//!   reach other clients' trees).
+//!   stands; every `%c` / `%u` becomes the client id / user name, inside a level too
+//!   (`dev-%c/#`), as in Mosquitto 2.0. A pattern with `%u` never applies to a client
+//!   without user name, and a client whose id or user name contains `+` or `#` gets no
+//!   pattern access at all (it would turn the pattern into a wildcard). A `/` in an id or
+//!   user name is substituted as it is, as Mosquitto 2.0 does (checked against 2.0.11):
+//!   give clients ids without `/` if patterns must keep them apart.
 //! - `#` at the start of a line is a comment.
 //!
 //! Check, as Mosquitto 2.0 does it: the client's own rules (its user's, or the anonymous
@@ -20,7 +22,9 @@
 //! Subscriptions: Mosquitto 2.0 accepts every SUBSCRIBE and checks read access per
 //! delivered message. wrenmq checks each delivered message the same way, and in addition
 //! refuses (SUBACK 0x80) a filter that no read rule overlaps or that a deny rule covers
-//! entirely, since such a subscription could never deliver anything.
+//! entirely, since such a subscription could never deliver anything. A shared
+//! subscription `$share/<group>/<filter>` is checked by its filter part, as Mosquitto
+//! does: the messages it delivers are those of the filter [MQTT-4.8.2].
 
 use std::collections::HashMap;
 
@@ -131,6 +135,13 @@ impl Acl {
     /// Whether `client` may subscribe to `filter`: some read rule overlaps it and no deny
     /// rule covers all of it (see the module docs).
     pub fn check_subscribe(&self, client: Client<'_>, filter: &str) -> bool {
+        let filter = match filter
+            .strip_prefix("$share/")
+            .and_then(|r| r.split_once('/'))
+        {
+            Some((_group, filter)) => filter,
+            None => filter,
+        };
         self.decide(
             client,
             |rule| filters_overlap(rule, filter),
@@ -160,7 +171,7 @@ impl Acl {
         if self.patterns.is_empty() {
             return false;
         }
-        let dangerous = |s: &str| s.contains(['+', '#', '/']);
+        let dangerous = |s: &str| s.contains(['+', '#']);
         if client.username.is_some_and(dangerous) || dangerous(client.client_id) {
             return false;
         }
@@ -218,23 +229,29 @@ fn parse_rule(rest: &str) -> Result<(u8, &str), String> {
     Ok((access, filter))
 }
 
-/// Expands `%c`/`%u` levels into `out`; false when the pattern needs a user name the
+/// Expands every `%c`/`%u` into `out`; false when the pattern needs a user name the
 /// client does not have.
 fn substitute(pattern: &str, client: Client<'_>, out: &mut String) -> bool {
     out.clear();
-    for (i, level) in pattern.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        match level {
-            "%c" => out.push_str(client.client_id),
-            "%u" => match client.username {
+    let mut rest = pattern;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('c') {
+            out.push_str(client.client_id);
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('u') {
+            match client.username {
                 Some(u) => out.push_str(u),
                 None => return false,
-            },
-            other => out.push_str(other),
+            }
+            rest = tail;
+        } else {
+            out.push('%');
+            rest = after;
         }
     }
+    out.push_str(rest);
     true
 }
 
@@ -368,9 +385,40 @@ pattern write users/%u/out
     #[test]
     fn dangerous_ids_get_no_pattern_access() {
         let a = acl();
-        assert!(!a.check(who(None, "a/b"), "clients/a/b/x", READ));
         assert!(!a.check(who(Some("e+"), "c"), "clients/c/x", READ));
         assert!(!a.check(who(None, "#"), "clients/#", READ));
+        assert!(!a.check(who(None, "a+b"), "clients/a+b/x", READ));
+    }
+
+    /// Mosquitto 2.0 substitutes `%c`/`%u` anywhere in a pattern, and only ids and user
+    /// names with `+` or `#` lose pattern access (checked against 2.0.11).
+    #[test]
+    fn patterns_substitute_as_mosquitto_does() {
+        let a = Acl::parse("pattern read dev-%c/#\npattern read u/%u/%c\npattern read a/%u%c/x\n")
+            .unwrap();
+        assert!(a.check(who(None, "7"), "dev-7/t", READ));
+        assert!(!a.check(who(None, "7"), "dev-8/t", READ));
+        assert!(a.check(who(Some("bob"), "c1"), "u/bob/c1", READ));
+        assert!(a.check(who(Some("bob"), "c1"), "a/bobc1/x", READ));
+        assert!(!a.check(who(None, "c1"), "u//c1", READ));
+        // A `/` in the id is substituted as it is.
+        assert!(a.check(who(None, "a/b"), "dev-a/b/t", READ));
+        // A lone `%` is literal.
+        let a = Acl::parse("pattern read p/%x/%c\n").unwrap();
+        assert!(a.check(who(None, "c"), "p/%x/c", READ));
+    }
+
+    /// `$share/<group>/<filter>` is checked by its filter part (Mosquitto 2.0); before,
+    /// every shared subscription was refused once an ACL existed.
+    #[test]
+    fn shared_subscriptions_are_checked_by_their_filter() {
+        let a = acl();
+        let alice = who(Some("alice"), "c2");
+        assert!(a.check_subscribe(alice, "$share/g/sensors/#"));
+        assert!(a.check_subscribe(alice, "$share/g/sensors/a/temp"));
+        assert!(!a.check_subscribe(alice, "$share/g/sensors/private/#"));
+        assert!(!a.check_subscribe(alice, "$share/g/other/#"));
+        assert!(a.check_subscribe(who(None, "c9"), "$share/grp/clients/c9/#"));
     }
 
     #[test]

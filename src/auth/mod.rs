@@ -16,6 +16,15 @@
 //! keyed SHA-512 digest of the password (never the password itself); the same pair is then
 //! accepted with one digest and a constant-time compare. The cache is bounded and is
 //! thrown away with the `Auth` on reload, so a changed password file takes effect at once.
+//!
+//! Failure budget: a check that misses the cache runs on the event loop, and a peer that
+//! tries password after password (or user after user: unknown users cost as much as real
+//! ones, see `password`) would keep the loop hashing. Failed checks draw their cost (in
+//! PBKDF2 iterations) from a token bucket refilled at [`FAILED_CHECK_BUDGET`] per second,
+//! holding at most one second's worth. While the bucket is empty a CONNECT that misses the
+//! cache is refused as not authorized without hashing ([`Refusal::Busy`]); cached
+//! credentials still connect. So wrong passwords cost the loop a bounded share of each
+//! second, whatever the number of peers.
 
 pub mod acl;
 pub mod password;
@@ -23,6 +32,7 @@ pub mod password;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
@@ -34,14 +44,36 @@ pub use password::{Hash, PasswordFile};
 /// Successful verifications remembered at most; past it the cache starts over.
 const CACHE_CAPACITY: usize = 4096;
 
+/// PBKDF2 iterations that failed password checks may cost per second: about 200 failed
+/// checks at Mosquitto's 101 iterations, a few per cent of a Raspberry Pi core (one check
+/// costs about 31 µs on an x86-64 desktop, roughly 10× that on a Pi).
+pub const FAILED_CHECK_BUDGET: u64 = 20_000;
+
 /// Why CONNECT is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// No user name and anonymous clients are not allowed: 3.1.1 CONNACK 0x05,
     /// 5.0 0x87.
     NotAuthorized,
-    /// Unknown user or wrong password: 3.1.1 CONNACK 0x04, 5.0 0x86.
+    /// Unknown user or wrong password. Answered like `NotAuthorized`, as Mosquitto 2.0
+    /// does.
     BadCredentials,
+    /// Too many failed checks this second: refused without checking (see the module
+    /// docs). Answered like `NotAuthorized`.
+    Busy,
+}
+
+/// Token bucket of the work failed checks may cost.
+#[derive(Debug)]
+struct Budget {
+    /// Refill per second, and the most it holds ([`FAILED_CHECK_BUDGET`]; smaller in tests).
+    per_second: u64,
+    /// May go below zero: a check is allowed while this is positive and its cost is
+    /// drawn afterwards.
+    tokens: i64,
+    refilled: Option<Instant>,
+    /// Whether running out has been logged since the bucket last allowed a check.
+    warned: bool,
 }
 
 /// The password and ACL files a configuration names, loaded.
@@ -53,6 +85,7 @@ pub struct Auth {
     cache: HashMap<Box<str>, [u8; 64]>,
     /// Key of the cache digests, random per `Auth`.
     cache_key: [u8; 32],
+    budget: Budget,
 }
 
 /// A password or ACL file that cannot be used.
@@ -83,6 +116,12 @@ impl Auth {
             acl,
             cache: HashMap::new(),
             cache_key,
+            budget: Budget {
+                per_second: FAILED_CHECK_BUDGET,
+                tokens: FAILED_CHECK_BUDGET as i64,
+                refilled: None,
+                warned: false,
+            },
         }
     }
 
@@ -103,11 +142,12 @@ impl Auth {
         Ok(Auth::new(config.allow_anonymous, passwords, acl))
     }
 
-    /// The CONNECT check.
+    /// The CONNECT check at `now` (which only paces the failure budget).
     pub fn authenticate(
         &mut self,
         username: Option<&str>,
         password: Option<&[u8]>,
+        now: Instant,
     ) -> Result<(), Refusal> {
         let Some(user) = username else {
             return if self.allow_anonymous {
@@ -126,7 +166,22 @@ impl Auth {
                 return Ok(());
             }
         }
+        self.budget.refill(now);
+        if self.budget.tokens <= 0 {
+            if !self.budget.warned {
+                self.budget.warned = true;
+                log::warn!(
+                    "failed password checks are over their budget ({FAILED_CHECK_BUDGET} \
+                     PBKDF2 iterations a second): refusing logins that are not cached, \
+                     without checking, until it refills"
+                );
+            }
+            return Err(Refusal::Busy);
+        }
+        self.budget.warned = false;
         if !file.verify(user, password) {
+            let cost = i64::try_from(file.verify_cost(user)).unwrap_or(i64::MAX);
+            self.budget.tokens = self.budget.tokens.saturating_sub(cost);
             return Err(Refusal::BadCredentials);
         }
         if self.cache.len() >= CACHE_CAPACITY {
@@ -134,6 +189,22 @@ impl Auth {
         }
         self.cache.insert(user.into(), digest);
         Ok(())
+    }
+
+    /// Whether a client admitted under `old` with `username` is still admitted under
+    /// these (reloaded) files. No password is kept after CONNECT, so a user whose password
+    /// file entry changed in any way is no longer admitted, like one whose entry is gone;
+    /// a user name that met no password file then must meet this one, so it is not
+    /// admitted either.
+    pub fn still_admits(&self, old: &Auth, username: Option<&str>) -> bool {
+        let Some(user) = username else {
+            return self.allow_anonymous;
+        };
+        match (&self.passwords, &old.passwords) {
+            (None, _) => true,
+            (Some(new), Some(old)) => new.get(user).is_some_and(|h| old.get(user) == Some(h)),
+            (Some(_), None) => false,
+        }
     }
 
     /// Whether an ACL is in force. Callers skip building a [`Client`] when it is not.
@@ -155,6 +226,14 @@ impl Auth {
             .is_none_or(|acl| acl.check_subscribe(client, filter))
     }
 
+    /// The same `Auth` with a failure budget of `per_second` (tests use a small one).
+    #[cfg(test)]
+    pub(crate) fn with_failure_budget(mut self, per_second: u64) -> Auth {
+        self.budget.per_second = per_second;
+        self.budget.tokens = i64::try_from(per_second).unwrap_or(i64::MAX);
+        self
+    }
+
     /// Number of remembered verifications (for tests and logs).
     pub fn cached_verifications(&self) -> usize {
         self.cache.len()
@@ -168,6 +247,24 @@ impl Auth {
         h.update(user.as_bytes());
         h.update(password);
         h.finalize().into()
+    }
+}
+
+impl Budget {
+    /// Adds what `now` earned since the last refill, up to one second's worth.
+    fn refill(&mut self, now: Instant) {
+        let Some(last) = self.refilled else {
+            self.refilled = Some(now);
+            return;
+        };
+        let elapsed = now.saturating_duration_since(last).as_micros();
+        let earned = elapsed.saturating_mul(u128::from(self.per_second)) / 1_000_000;
+        if earned > 0 {
+            let cap = i64::try_from(self.per_second).unwrap_or(i64::MAX);
+            let earned = i64::try_from(earned).unwrap_or(cap);
+            self.tokens = self.tokens.saturating_add(earned).min(cap);
+            self.refilled = Some(now);
+        }
     }
 }
 
@@ -195,6 +292,7 @@ impl fmt::Display for Refusal {
         f.write_str(match self {
             Refusal::NotAuthorized => "not authorized (anonymous clients are not allowed)",
             Refusal::BadCredentials => "bad user name or password",
+            Refusal::Busy => "too many failed password checks this second, not checked",
         })
     }
 }
@@ -215,11 +313,19 @@ impl std::error::Error for AuthError {}
 mod tests {
     use super::*;
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     fn file(users: &[(&str, &str)]) -> PasswordFile {
+        file_at(users, 10)
+    }
+
+    fn file_at(users: &[(&str, &str)], iterations: u32) -> PasswordFile {
         let text: String = users
             .iter()
             .map(|(u, p)| {
-                let hash = Hash::new(p.as_bytes(), 10).unwrap();
+                let hash = Hash::new(p.as_bytes(), iterations).unwrap();
                 format!("{}\n", password::format_line(u, &hash))
             })
             .collect();
@@ -229,44 +335,119 @@ mod tests {
     #[test]
     fn connect_paths() {
         let mut a = Auth::new(false, Some(file(&[("alice", "pw")])), None);
-        assert_eq!(a.authenticate(None, None), Err(Refusal::NotAuthorized));
-        assert_eq!(a.authenticate(Some("alice"), Some(b"pw")), Ok(()));
         assert_eq!(
-            a.authenticate(Some("alice"), Some(b"nope")),
+            a.authenticate(None, None, now()),
+            Err(Refusal::NotAuthorized)
+        );
+        assert_eq!(a.authenticate(Some("alice"), Some(b"pw"), now()), Ok(()));
+        assert_eq!(
+            a.authenticate(Some("alice"), Some(b"nope"), now()),
             Err(Refusal::BadCredentials)
         );
         assert_eq!(
-            a.authenticate(Some("alice"), None),
+            a.authenticate(Some("alice"), None, now()),
             Err(Refusal::BadCredentials)
         );
         assert_eq!(
-            a.authenticate(Some("mallory"), Some(b"pw")),
+            a.authenticate(Some("mallory"), Some(b"pw"), now()),
             Err(Refusal::BadCredentials)
         );
         let mut open = Auth::new(true, Some(file(&[("alice", "pw")])), None);
-        assert_eq!(open.authenticate(None, None), Ok(()));
+        assert_eq!(open.authenticate(None, None, now()), Ok(()));
         assert_eq!(
-            open.authenticate(Some("alice"), Some(b"x")),
+            open.authenticate(Some("alice"), Some(b"x"), now()),
             Err(Refusal::BadCredentials)
         );
         // Mosquitto: a user name without a password file is not checked.
         let mut none = Auth::new(false, None, None);
-        assert_eq!(none.authenticate(Some("anyone"), None), Ok(()));
-        assert_eq!(none.authenticate(None, None), Err(Refusal::NotAuthorized));
+        assert_eq!(none.authenticate(Some("anyone"), None, now()), Ok(()));
+        assert_eq!(
+            none.authenticate(None, None, now()),
+            Err(Refusal::NotAuthorized)
+        );
     }
 
     #[test]
     fn successful_verifications_are_cached_per_user_and_password() {
         let mut a = Auth::new(false, Some(file(&[("alice", "pw"), ("bob", "pw2")])), None);
         assert_eq!(a.cached_verifications(), 0);
-        a.authenticate(Some("alice"), Some(b"pw")).unwrap();
-        a.authenticate(Some("alice"), Some(b"pw")).unwrap();
+        a.authenticate(Some("alice"), Some(b"pw"), now()).unwrap();
+        a.authenticate(Some("alice"), Some(b"pw"), now()).unwrap();
         assert_eq!(a.cached_verifications(), 1);
         // A cached user with another password is verified again, and refused.
-        assert!(a.authenticate(Some("alice"), Some(b"pw2")).is_err());
-        assert!(a.authenticate(Some("bob"), Some(b"pw")).is_err());
-        a.authenticate(Some("bob"), Some(b"pw2")).unwrap();
+        assert!(a.authenticate(Some("alice"), Some(b"pw2"), now()).is_err());
+        assert!(a.authenticate(Some("bob"), Some(b"pw"), now()).is_err());
+        a.authenticate(Some("bob"), Some(b"pw2"), now()).unwrap();
         assert_eq!(a.cached_verifications(), 2);
+    }
+
+    fn hashes() -> u64 {
+        password::HASHES.with(|h| h.get())
+    }
+
+    #[test]
+    fn unknown_users_cost_a_hash_like_the_files_entries() {
+        let f = file_at(&[("alice", "pw"), ("bob", "pw"), ("carol", "pw")], 37);
+        let before = hashes();
+        assert!(!f.verify("mallory", b"pw"));
+        assert_eq!(hashes() - before, 1, "an unknown user is hashed too");
+        assert_eq!(
+            f.verify_cost("mallory"),
+            37,
+            "at the file's iteration count"
+        );
+        assert_eq!(f.verify_cost("alice"), 37);
+        let before = hashes();
+        let mut a = Auth::new(false, Some(f), None);
+        assert_eq!(
+            a.authenticate(Some("mallory"), Some(b"pw"), now()),
+            Err(Refusal::BadCredentials)
+        );
+        assert_eq!(hashes() - before, 1);
+    }
+
+    #[test]
+    fn failed_checks_over_budget_are_refused_without_hashing() {
+        // A budget of 100 iterations a second; each failed check costs 50.
+        let f = file_at(&[("alice", "pw")], 50);
+        let mut a = Auth::new(false, Some(f), None).with_failure_budget(100);
+        let t0 = now();
+        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        a.authenticate(Some("alice"), Some(b"pw"), t0).unwrap(); // cached from now on
+        for user in ["alice", "mallory"] {
+            assert_eq!(
+                a.authenticate(Some(user), Some(b"guess"), t0),
+                Err(Refusal::BadCredentials)
+            );
+        }
+        let before = hashes();
+        assert_eq!(
+            a.authenticate(Some("alice"), Some(b"guess"), t0),
+            Err(Refusal::Busy)
+        );
+        assert_eq!(
+            a.authenticate(Some("nobody"), Some(b"x"), t0),
+            Err(Refusal::Busy)
+        );
+        assert_eq!(hashes(), before, "refused without hashing");
+        // Cached credentials still connect while the budget is spent.
+        assert_eq!(a.authenticate(Some("alice"), Some(b"pw"), t0), Ok(()));
+        assert_eq!(hashes(), before);
+        // The budget comes back with time: 10 ms earn one iteration, so one more check
+        // after 10 ms, which puts the bucket 49 in debt, repaid 490 ms later.
+        assert_eq!(
+            a.authenticate(Some("alice"), Some(b"guess"), at(10)),
+            Err(Refusal::BadCredentials)
+        );
+        assert_eq!(
+            a.authenticate(Some("alice"), Some(b"guess"), at(490)),
+            Err(Refusal::Busy)
+        );
+        assert_eq!(
+            a.authenticate(Some("alice"), Some(b"guess"), at(510)),
+            Err(Refusal::BadCredentials)
+        );
+        assert_eq!(hashes() - before, 2);
     }
 
     #[test]

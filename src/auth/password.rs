@@ -3,8 +3,9 @@
 //! `$7$` is PBKDF2-HMAC-SHA512 over the password bytes with the decoded salt, 64-byte
 //! output; Mosquitto 2.0 writes 101 iterations and a 12-byte salt. `$6$` is the legacy
 //! form `SHA512(password ‖ salt)`. Base64 is the standard alphabet with padding. Comparison
-//! is constant-time (`subtle`), and an unknown user costs a hash too, so timing tells
-//! neither which part of a hash matched nor whether the user exists.
+//! is constant-time (`subtle`), and an unknown user costs a hash too, against a dummy entry
+//! shaped like the file's most common one (same kind, same iteration count), so timing
+//! tells neither which part of a hash matched nor whether the user exists.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -50,6 +51,10 @@ pub enum HashError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PasswordFile {
     users: HashMap<String, Hash>,
+    /// What an unknown user is checked against: the file's typical entry with a fixed
+    /// salt and a hash no password produces. `None` for an empty file (then the default
+    /// `$7$` cost is used).
+    dummy: Option<Hash>,
 }
 
 /// A password file line that cannot be used; the caller adds the file name.
@@ -121,6 +126,7 @@ impl Hash {
                 hash,
             } => (pbkdf2(password, salt, *iterations), hash),
             Hash::Sha512 { salt, hash } => {
+                count_hash();
                 let mut h = Sha512::new();
                 h.update(password);
                 h.update(salt);
@@ -130,9 +136,48 @@ impl Hash {
         // ct_eq on slices of different lengths is false without looking at the bytes.
         computed.ct_eq(stored).into()
     }
+
+    /// The work one verification costs, in PBKDF2 iterations (a `$6$` check is one
+    /// SHA-512, counted as 1).
+    pub fn cost(&self) -> u64 {
+        match self {
+            Hash::Pbkdf2 { iterations, .. } => u64::from(*iterations),
+            Hash::Sha512 { .. } => 1,
+        }
+    }
+
+    /// A hash of the same kind and cost as `self` that no password matches (its stored
+    /// value is all zeros), for checking unknown users at the same cost.
+    fn dummy_like(&self) -> Hash {
+        match self {
+            Hash::Pbkdf2 { iterations, .. } => Hash::Pbkdf2 {
+                iterations: *iterations,
+                salt: vec![0; SALT_LEN],
+                hash: vec![0; PBKDF2_LEN],
+            },
+            Hash::Sha512 { .. } => Hash::Sha512 {
+                salt: vec![0; SALT_LEN],
+                hash: vec![0; PBKDF2_LEN],
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Hash computations on this thread: lets tests see that a path hashes (or does not)
+    /// without measuring time.
+    pub(crate) static HASHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one hash computation for the tests (nothing outside tests).
+fn count_hash() {
+    #[cfg(test)]
+    HASHES.with(|h| h.set(h.get() + 1));
 }
 
 fn pbkdf2(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    count_hash();
     let mut out = vec![0; PBKDF2_LEN];
     pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
     out
@@ -190,7 +235,8 @@ impl PasswordFile {
             })?;
             users.insert(user.to_string(), hash);
         }
-        Ok(PasswordFile { users })
+        let dummy = typical(users.values()).map(Hash::dummy_like);
+        Ok(PasswordFile { users, dummy })
     }
 
     pub fn get(&self, user: &str) -> Option<&Hash> {
@@ -205,17 +251,50 @@ impl PasswordFile {
         self.users.is_empty()
     }
 
-    /// Whether `user` exists and `password` is theirs. An unknown user costs one hash at
-    /// the default iterations, so the answer's timing does not reveal which users exist.
+    /// Whether `user` exists and `password` is theirs. An unknown user costs one hash
+    /// like the file's typical entry, so the answer's timing does not reveal which users
+    /// exist.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         match self.users.get(user) {
             Some(hash) => hash.verify(password),
             None => {
-                let _ = pbkdf2(password, &[0; SALT_LEN], DEFAULT_ITERATIONS);
+                match &self.dummy {
+                    Some(dummy) => {
+                        let _ = dummy.verify(password);
+                    }
+                    None => {
+                        let _ = pbkdf2(password, &[0; SALT_LEN], DEFAULT_ITERATIONS);
+                    }
+                }
                 false
             }
         }
     }
+
+    /// The work [`PasswordFile::verify`] costs for `user` (see [`Hash::cost`]).
+    pub fn verify_cost(&self, user: &str) -> u64 {
+        match self.users.get(user).or(self.dummy.as_ref()) {
+            Some(hash) => hash.cost(),
+            None => u64::from(DEFAULT_ITERATIONS),
+        }
+    }
+}
+
+/// The most common kind and cost among `hashes` (the higher cost on a tie), so that the
+/// dummy costs what most real entries cost.
+fn typical<'a>(hashes: impl Iterator<Item = &'a Hash>) -> Option<&'a Hash> {
+    let mut counts: HashMap<u64, (usize, &Hash)> = HashMap::new();
+    for h in hashes {
+        let key = match h {
+            Hash::Pbkdf2 { iterations, .. } => u64::from(*iterations),
+            Hash::Sha512 { .. } => 0,
+        };
+        counts.entry(key).or_insert((0, h)).0 += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(key, (n, _))| (n, key))
+        .map(|(_, (_, h))| h)
 }
 
 /// One password file line, as `wrenmq passwd` writes it.
@@ -305,6 +384,22 @@ mod tests {
                 message: "expected user:password-hash".into()
             }
         );
+    }
+
+    #[test]
+    fn unknown_users_are_checked_against_the_most_common_entry() {
+        let line = |u: &str, i: u32| format_line(u, &Hash::new(b"pw", i).unwrap());
+        let text = [line("a", 3), line("b", 7), line("c", 7), line("d", 5)].join("\n");
+        let f = PasswordFile::parse(&text).unwrap();
+        assert_eq!(f.verify_cost("nobody"), 7);
+        let salt = b"0123456789ab";
+        let legacy = format!("x:$6${}${}\n", B64.encode(salt), B64.encode([1u8; 64]));
+        assert_eq!(PasswordFile::parse(&legacy).unwrap().verify_cost("y"), 1);
+        let empty = PasswordFile::parse("").unwrap();
+        assert_eq!(empty.verify_cost("y"), u64::from(DEFAULT_ITERATIONS));
+        let before = HASHES.with(|h| h.get());
+        assert!(!empty.verify("y", b"pw"));
+        assert_eq!(HASHES.with(|h| h.get()) - before, 1);
     }
 
     /// The cost of one verification at the default iteration count. Run with

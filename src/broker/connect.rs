@@ -1,11 +1,9 @@
 //! CONNECT: validation, authentication hook, session takeover and resumption, CONNACK.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{debug, info};
 
 use super::error::refusal_code;
 use super::message::{self, Message};
@@ -18,17 +16,10 @@ use crate::protocol::{
 };
 use crate::store::Record;
 
-/// A server-assigned client id, shaped like Mosquitto's (`auto-` and a random UUID), for a
-/// client that connects with an empty id and a clean session [MQTT-3.1.3-6].
-fn assign_client_id() -> String {
-    // RandomState is seeded from the OS per instance: enough entropy for an id that only
-    // has to be unique on this broker, without a dependency.
-    let mut h1 = RandomState::new().build_hasher();
-    h1.write_u64(0x77_72_65_6e);
-    let a = h1.finish();
-    let mut h2 = RandomState::new().build_hasher();
-    h2.write_u64(a);
-    let b = h2.finish();
+/// Formats a server-assigned client id shaped like Mosquitto's (`auto-` and a UUID-like
+/// string), for a client that connects with an empty id [MQTT-3.1.3-6]. The 128 bits come
+/// from the broker's [`IdRng`](super::IdRng), seeded by the caller.
+fn format_client_id(a: u64, b: u64) -> String {
     format!(
         "auto-{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
         a >> 32,
@@ -62,18 +53,22 @@ impl Broker {
                 return self.refuse(id, ReasonCode::V3_IDENTIFIER_REJECTED, now);
             }
             assigned = true;
-            Arc::from(assign_client_id())
+            Arc::from(format_client_id(self.id_rng.next(), self.id_rng.next()))
         } else {
             Arc::from(c.client_id)
         };
 
-        if let Err(refusal) = self.auth.authenticate(c.username, c.password) {
-            info!(
-                "client {client_id} refused{}: {refusal}",
-                c.username
-                    .map(|u| format!(" (user {u})"))
-                    .unwrap_or_default()
-            );
+        if let Err(refusal) = self.auth.authenticate(c.username, c.password, now) {
+            let user = c
+                .username
+                .map(|u| format!(" (user {u})"))
+                .unwrap_or_default();
+            // A flood over the failure budget is logged once by `Auth`, not per CONNECT.
+            if refusal == crate::auth::Refusal::Busy {
+                debug!("client {client_id} refused{user}: {refusal}");
+            } else {
+                info!("client {client_id} refused{user}: {refusal}");
+            }
             return self.refuse(id, refusal_code(refusal, c.version), now);
         }
 
@@ -165,7 +160,7 @@ impl Broker {
             let ms = u32::from(keep_alive) * 1500;
             let limit = Duration::from_millis(u64::from(ms));
             conn.keep_alive = std::num::NonZeroU32::new(ms);
-            self.timers.schedule(now + limit, Timer::KeepAlive(id));
+            self.timers.schedule_in(now, limit, Timer::KeepAlive(id));
         }
         let mut props = PropertiesBuf::new();
         if v5 {
@@ -211,6 +206,17 @@ impl Broker {
             properties: props.as_properties(),
         };
         send(conn, id, &mut self.transmit, &Packet::Connack(connack));
+        // An acknowledgement on this connection may answer a retransmission (PUBLISH with
+        // DUP, PUBREL) whose original wrote its record in a batch that is still being made
+        // durable; the first answer was held on the old connection and went with it. So
+        // everything durable on the new connection waits for every batch already submitted
+        // [MQTT-4.3.3-2]. CONNACK itself need not wait: a crash before the session's
+        // records are durable shows at the next CONNECT as session present 0.
+        let submitted = self.journal.seq.saturating_sub(1);
+        if self.journal.holds && submitted > self.journal.durable && conn.held.is_empty() {
+            conn.held.push((submitted, Vec::new()));
+            self.held_conns.push(id);
+        }
         self.resend_inflight(key, id, now);
         self.pump(key, now);
         true
@@ -232,7 +238,9 @@ impl Broker {
 
     /// [MQTT-4.4.0-1] on reconnect with a stored session, unacknowledged PUBLISH packets are
     /// resent with DUP set, and PUBREL for QoS 2 messages already past PUBREC. A message that
-    /// expired meanwhile is dropped instead [MQTT-3.3.2-5].
+    /// expired meanwhile is dropped instead [MQTT-3.3.2-5], and so is one the client may no
+    /// longer read (a reload changed the ACL, or it comes back under another user name):
+    /// read access is checked on every send, as Mosquitto does, like the queue's in `pump`.
     fn resend_inflight(&mut self, key: usize, id: ConnId, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
@@ -241,9 +249,22 @@ impl Broker {
             return;
         };
         let (version, max) = (conn.version, conn.max_packet());
+        let acl = self.auth.has_acl().then_some(&self.auth);
+        let client = crate::auth::Client {
+            username: session.username.as_deref(),
+            client_id: &session.client_id,
+        };
         let mut lanes = lanes!(self);
         let mut expired = Vec::new();
         for inflight in session.inflight() {
+            if inflight.state != InflightState::AwaitingPubcomp
+                && acl.is_some_and(|a| {
+                    !a.check(client, &inflight.delivery.msg.topic, crate::auth::READ)
+                })
+            {
+                expired.push(inflight.packet_id);
+                continue;
+            }
             let buf = match inflight.state {
                 InflightState::AwaitingPuback => lanes.delivery(conn, id, inflight.delivery.qos),
                 _ => lanes.durable(conn, id),
@@ -291,14 +312,23 @@ impl Broker {
 
 #[cfg(test)]
 mod tests {
-    use super::assign_client_id;
+    use super::super::IdRng;
+    use super::format_client_id;
 
     #[test]
     fn assigned_ids_look_like_mosquittos_and_differ() {
-        let a = assign_client_id();
-        let b = assign_client_id();
+        let mut rng = IdRng::new(7);
+        let a = format_client_id(rng.next(), rng.next());
+        let b = format_client_id(rng.next(), rng.next());
         assert_ne!(a, b);
         assert!(a.starts_with("auto-"));
         assert_eq!(a.len(), "auto-".len() + 36);
+    }
+
+    #[test]
+    fn assigned_ids_repeat_for_the_same_seed() {
+        let (mut x, mut y) = (IdRng::new(42), IdRng::new(42));
+        assert_eq!(x.next(), y.next());
+        assert_ne!(IdRng::new(1).next(), IdRng::new(2).next());
     }
 }

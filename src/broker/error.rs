@@ -6,12 +6,20 @@ use crate::auth::Refusal;
 use crate::protocol::{DecodeError, PacketType, ProtocolVersion, ReasonCode};
 
 /// The CONNACK code refusing a client: 3.1/3.1.1 return codes, 5.0 reason codes.
+///
+/// Every refusal is "not authorized", 0x05 (3.1/3.1.1) or 0x87 (5.0), as Mosquitto 2.0
+/// answers (`handle_connect.c`: `CONNACK_REFUSED_NOT_AUTHORIZED` / `MQTT_RC_NOT_AUTHORIZED`
+/// for a wrong password and an unknown user alike; checked against 2.0.11). Clients and
+/// scripts written against Mosquitto look for these codes, and one code for all refusals
+/// does not tell a prober which part was wrong. The log line says why.
 pub(super) fn refusal_code(refusal: Refusal, version: ProtocolVersion) -> ReasonCode {
     match (refusal, version) {
-        (Refusal::NotAuthorized, ProtocolVersion::V5) => ReasonCode::NOT_AUTHORIZED,
-        (Refusal::NotAuthorized, _) => ReasonCode::V3_NOT_AUTHORIZED,
-        (Refusal::BadCredentials, ProtocolVersion::V5) => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-        (Refusal::BadCredentials, _) => ReasonCode::V3_BAD_USER_NAME_OR_PASSWORD,
+        (Refusal::NotAuthorized | Refusal::BadCredentials | Refusal::Busy, ProtocolVersion::V5) => {
+            ReasonCode::NOT_AUTHORIZED
+        }
+        (Refusal::NotAuthorized | Refusal::BadCredentials | Refusal::Busy, _) => {
+            ReasonCode::V3_NOT_AUTHORIZED
+        }
     }
 }
 
@@ -66,6 +74,9 @@ pub enum CloseReason {
     ClientDisconnectWithWill,
     /// The session's expiry interval ran out while offline (no connection to close).
     SessionExpired,
+    /// A reload no longer admits the client (user removed or changed in the password file,
+    /// anonymous access turned off).
+    NotAuthorized,
 }
 
 impl CloseReason {
@@ -98,6 +109,7 @@ impl CloseReason {
                 ReasonCode::NORMAL_DISCONNECTION
             }
             CloseReason::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
+            CloseReason::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
             CloseReason::ConnectRefused(code) => code,
         }
     }
@@ -151,6 +163,9 @@ impl fmt::Display for CloseReason {
                 f.write_str("client sent DISCONNECT with will")
             }
             CloseReason::SessionExpired => f.write_str("session expired"),
+            CloseReason::NotAuthorized => {
+                f.write_str("no longer admitted by the reloaded configuration")
+            }
         }
     }
 }

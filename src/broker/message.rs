@@ -91,7 +91,8 @@ pub fn forwarded(props: &Properties<'_>, now: Instant) -> (Box<[u8]>, Option<Ins
     for p in props.iter() {
         match p {
             Property::MessageExpiryInterval(secs) => {
-                expires_at = Some(now + Duration::from_secs(u64::from(secs)));
+                // Checked: a deadline past what `Instant` holds is never reached.
+                expires_at = now.checked_add(Duration::from_secs(u64::from(secs)));
             }
             Property::TopicAlias(_)
             | Property::SubscriptionIdentifier(_)

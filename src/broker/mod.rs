@@ -97,6 +97,15 @@ pub struct Stats {
     pub dropped_queue_full: u64,
 }
 
+/// What a reload changed, for the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Clients the new password file or `allow_anonymous` no longer admits.
+    pub disconnected: usize,
+    /// Subscriptions the new ACL no longer allows.
+    pub subscriptions_removed: usize,
+}
+
 /// Topic aliases a 5.0 client may use towards the broker (Mosquitto's default, 10).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
@@ -176,6 +185,8 @@ pub struct Broker {
     scratch_props: crate::protocol::PropertiesBuf,
     /// Source of `Session::epoch` values.
     epoch: u32,
+    /// Source of server-assigned client ids ([`Broker::seed_client_ids`]).
+    id_rng: IdRng,
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -236,14 +247,16 @@ impl Lanes<'_> {
     /// batch (a redelivery after a crash must not reach the client twice); QoS 1 and 0
     /// deliveries go at once: at worst a crash makes a QoS 1 message arrive twice, which
     /// QoS 1 allows, and the subscriber's inflight window refills without waiting for an
-    /// fsync.
+    /// fsync. Unless the connection already holds output: then they queue behind it, so
+    /// that the client sees packets in the order they were produced (a retained message
+    /// after its SUBACK [MQTT-3.3.1-6]).
     fn delivery<'c>(
         &mut self,
         conn: &'c mut Conn,
         id: ConnId,
         qos: crate::protocol::QoS,
     ) -> &'c mut Vec<u8> {
-        if qos == crate::protocol::QoS::ExactlyOnce {
+        if qos == crate::protocol::QoS::ExactlyOnce || !conn.held.is_empty() {
             return self.durable(conn, id);
         }
         if !conn.transmit_queued {
@@ -256,6 +269,25 @@ impl Lanes<'_> {
     fn send(&mut self, conn: &mut Conn, id: ConnId, packet: &Packet<'_>) {
         let version = conn.version.unwrap_or(ProtocolVersion::V311);
         packet.encode(version, self.durable(conn, id));
+    }
+}
+
+/// SplitMix64: a tiny, seedable generator for server-assigned client ids. Uniqueness on
+/// one broker is all they need; no cryptographic strength is claimed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IdRng(u64);
+
+impl IdRng {
+    pub(crate) fn new(seed: u64) -> IdRng {
+        IdRng(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 }
 
@@ -296,7 +328,15 @@ impl Broker {
             restoring: None,
             scratch_props: crate::protocol::PropertiesBuf::new(),
             epoch: 0,
+            id_rng: IdRng::new(0),
         }
+    }
+
+    /// Seeds the generator of server-assigned client ids. The broker draws no OS
+    /// randomness itself (so fuzzing and tests reproduce), so the event loop passes a
+    /// random seed here once at start; without it, ids repeat across restarts.
+    pub fn seed_client_ids(&mut self, seed: u64) {
+        self.id_rng = IdRng::new(seed);
     }
 
     pub fn config(&self) -> &Config {
@@ -304,15 +344,47 @@ impl Broker {
     }
 
     /// Applies a reloaded configuration and freshly loaded password/ACL files (SIGHUP).
-    /// Connected clients stay connected; limits and permissions apply from now on.
-    /// Existing subscriptions that the new ACL no longer allows are removed, and queued
-    /// messages the subscriber may no longer read are dropped before delivery. Returns the number of
-    /// subscriptions removed.
-    pub fn reload(&mut self, config: Config, auth: Auth) -> usize {
+    ///
+    /// As Mosquitto 2.0 does, a connected client the new files no longer admit is
+    /// disconnected: an anonymous client when `allow_anonymous` is now off, a client whose
+    /// user is gone from the password file or whose entry changed (wrenmq keeps no
+    /// password to check it again, so any change to the entry counts as a revocation), a
+    /// user name when a password file appears. The others stay connected; limits and
+    /// permissions apply from now on. Subscriptions the new ACL no longer allows are
+    /// removed; queued and in-flight messages the subscriber may no longer read are
+    /// dropped before they are sent (`pump`, `resend_inflight`).
+    pub fn reload(&mut self, config: Config, auth: Auth, now: Instant) -> Reloaded {
+        let old = std::mem::replace(&mut self.auth, auth);
         self.config = config;
-        self.auth = auth;
+        let mut revoked = Vec::new();
+        for (index, slot) in self.conns.iter().enumerate() {
+            let Some(conn) = slot else { continue };
+            let Some(session) = conn.session.and_then(|k| self.sessions.get(k)) else {
+                continue;
+            };
+            let username = session.username.as_deref();
+            if !self.auth.still_admits(&old, username) {
+                info!(
+                    "client {}{}: no longer admitted by the reloaded configuration",
+                    session.client_id,
+                    username.map(|u| format!(" (user {u})")).unwrap_or_default()
+                );
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                revoked.push(ConnId {
+                    index,
+                    generation: conn.generation,
+                });
+            }
+        }
+        for &id in &revoked {
+            self.close(id, CloseReason::NotAuthorized, now, true);
+        }
+        let disconnected = revoked.len();
         if !self.auth.has_acl() {
-            return 0;
+            return Reloaded {
+                disconnected,
+                subscriptions_removed: 0,
+            };
         }
         let mut removed = 0;
         for (key, session) in self.sessions.iter_mut() {
@@ -333,6 +405,12 @@ impl Broker {
                     session.client_id
                 );
                 self.subscriptions.unsubscribe(filter, key);
+                if session.store_id != 0 {
+                    self.journal.record(crate::store::Record::Unsubscribe {
+                        session: session.store_id,
+                        filter,
+                    });
+                }
             }
             removed += denied.len();
             session
@@ -342,7 +420,10 @@ impl Broker {
             // front of the queue (`pump`), which journals it; removing them here out of order
             // would make the log's queue records replay wrongly.
         }
-        removed
+        Reloaded {
+            disconnected,
+            subscriptions_removed: removed,
+        }
     }
 
     /// Whether the session `key` may read (`auth::READ`) or write (`auth::WRITE`)
@@ -403,7 +484,7 @@ impl Broker {
         });
         self.stats.connections_accepted += 1;
         self.timers
-            .schedule(now + self.config.connect_timeout, Timer::ConnectTimeout(id));
+            .schedule_in(now, self.config.connect_timeout, Timer::ConnectTimeout(id));
     }
 
     /// A decoded packet from `id`. Returns `false` if the connection is closed (or was
@@ -536,7 +617,11 @@ impl Broker {
                     let Some(limit) = conn.keep_alive else {
                         continue;
                     };
-                    let due = conn.last_activity + Duration::from_millis(u64::from(limit.get()));
+                    let after = Duration::from_millis(u64::from(limit.get()));
+                    // Checked: past what `Instant` holds, the deadline is never reached.
+                    let Some(due) = conn.last_activity.checked_add(after) else {
+                        continue;
+                    };
                     if due <= now {
                         self.close(id, CloseReason::KeepAliveTimeout, now, true);
                     } else {
@@ -793,15 +878,16 @@ impl Broker {
         };
         if let Some(after) = expiry {
             self.timers
-                .schedule(now + after, Timer::SessionExpiry(timer_key(key), epoch));
+                .schedule_in(now, after, Timer::SessionExpiry(timer_key(key), epoch));
         }
         match will {
             Some(w) if will_delay > 0 => {
                 // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
                 // ends first.
                 session.pending_will = Some(w);
-                self.timers.schedule(
-                    now + Duration::from_secs(u64::from(will_delay)),
+                self.timers.schedule_in(
+                    now,
+                    Duration::from_secs(u64::from(will_delay)),
                     Timer::WillDelay(timer_key(key), epoch),
                 );
                 None

@@ -19,10 +19,7 @@ use log::{debug, warn};
 use super::message::{self, Message};
 use super::session::{Inflight, InflightState, Queued};
 use super::subscriptions::{SessionKey, Subscriber};
-use super::{
-    conn_slot, mark_transmit, Broker, CloseReason, Conn, ConnId, ProtocolViolation,
-    TOPIC_ALIAS_MAXIMUM,
-};
+use super::{conn_slot, Broker, CloseReason, Conn, ConnId, ProtocolViolation, TOPIC_ALIAS_MAXIMUM};
 use crate::auth;
 use crate::protocol::{
     Ack, Packet, PacketId, Properties, PropertiesBuf, Property, ProtocolVersion, Publish, QoS,
@@ -469,16 +466,18 @@ impl Broker {
                     dup: false,
                     sub_ids,
                 };
+                let (version, max) = (conn.version, conn.max_packet());
+                // Straight to the write buffer, unless output is held (see `Lanes::delivery`).
+                let buf = lanes!(self).delivery(conn, id, qos);
                 if encode_publish(
-                    conn.version,
-                    conn.max_packet(),
+                    version,
+                    max,
                     &mut self.scratch_props,
-                    Some(&mut conn.out),
+                    Some(buf),
                     &o,
                     None,
                     now,
                 ) {
-                    mark_transmit(conn, id, &mut self.transmit);
                     self.stats.messages_sent += 1;
                 }
             }

@@ -106,8 +106,9 @@ impl Broker {
                 secs => Some(Duration::from_secs(u64::from(secs))),
             };
             if let Some(after) = after {
-                self.timers.schedule(
-                    now + after,
+                self.timers.schedule_in(
+                    now,
+                    after,
                     Timer::SessionExpiry(super::timer_key(key), epoch),
                 );
             }
@@ -349,7 +350,10 @@ impl Broker {
                     return false;
                 };
                 let expires_at =
-                    (expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(expiry)));
+                    // Checked: a deadline past what `Instant` holds is never reached.
+                    (expiry != u32::MAX)
+                        .then(|| now.checked_add(Duration::from_secs(u64::from(expiry))))
+                        .flatten();
                 let full = Message::with_properties(
                     &m.topic,
                     &m.payload,

@@ -9,7 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::ConnId;
 
@@ -34,6 +34,16 @@ pub struct Timers {
 impl Timers {
     pub fn schedule(&mut self, at: Instant, timer: Timer) {
         self.heap.push(Reverse((at, timer)));
+    }
+
+    /// Schedules `timer` at `now + after`. Every delay here comes from the configuration
+    /// or a client (`persistent_client_expiration`, 0xFFFFFFFF s of session expiry or will
+    /// delay), and `Instant + Duration` panics on overflow: a deadline `Instant` cannot
+    /// represent is one the process never reaches, so it is simply not scheduled.
+    pub fn schedule_in(&mut self, now: Instant, after: Duration, timer: Timer) {
+        if let Some(at) = now.checked_add(after) {
+            self.schedule(at, timer);
+        }
     }
 
     /// The earliest entry, which may be stale (the broker re-checks when it fires).

@@ -1,7 +1,9 @@
 //! Why a configuration file cannot be used, and what in it deserves a warning.
 //!
 //! Every error names the file, and where it applies the line and the key, so that a user
-//! reading only the one line the broker printed before exiting knows what to fix.
+//! reading only the lines the broker printed before exiting knows what to fix. A file is
+//! checked to the end and every error in it reported ([`ConfigErrors`]), so one edit can
+//! fix them all instead of one restart per mistake.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,8 +24,9 @@ pub struct ConfigError {
 pub enum ErrorKind {
     /// The file (or an `include_dir` directory) cannot be read.
     Read(String),
-    /// Neither a Mosquitto key nor one of ours.
-    UnknownKey,
+    /// Neither a Mosquitto key nor one of ours; `suggestion` is the known key closest to
+    /// it, if one is close enough to be a typo.
+    UnknownKey { suggestion: Option<&'static str> },
     /// The key needs a value.
     MissingValue,
     /// The value does not parse; `expected` says what would.
@@ -58,7 +61,12 @@ impl fmt::Display for ConfigError {
         }
         match &self.kind {
             ErrorKind::Read(e) => write!(f, ": cannot read: {e}"),
-            ErrorKind::UnknownKey => f.write_str(": unknown configuration key"),
+            ErrorKind::UnknownKey { suggestion: None } => {
+                f.write_str(": unknown configuration key")
+            }
+            ErrorKind::UnknownKey {
+                suggestion: Some(s),
+            } => write!(f, ": unknown configuration key (did you mean `{s}`?)"),
             ErrorKind::MissingValue => f.write_str(": missing value"),
             ErrorKind::InvalidValue { value, expected } => {
                 write!(f, ": invalid value '{value}' (expected {expected})")
@@ -72,6 +80,37 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Every error found in a configuration (never empty), in file and line order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
+        self.0.iter()
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// One error per line.
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

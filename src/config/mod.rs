@@ -4,9 +4,9 @@
 //!   its default. Without `-c` the defaults are used as they are, which matches Mosquitto
 //!   2.0 run without a config file (local listeners only, anonymous clients allowed).
 //! - `parse`: the Mosquitto-style file format (`key value` lines, `listener` blocks,
-//!   `include_dir`). Pure: text in, [`Config`] or a [`ConfigError`] naming file, line and
-//!   key out; reading files goes through the [`Source`] trait so tests need no disk.
-//! - `error`: [`ConfigError`] and [`Warning`].
+//!   `include_dir`). Pure: text in, [`Config`] or every [`ConfigError`] in it (each naming
+//!   file, line and key) out; reading files goes through the [`Source`] trait so tests need no disk.
+//! - `error`: [`ConfigError`], [`ConfigErrors`] and [`Warning`].
 //!
 //! Some keys describe features that arrive later (persistence, MQTT 5 limits); they are
 //! parsed and validated now so a file that works today keeps working, and they take
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-pub use error::{ConfigError, ErrorKind, Warning};
+pub use error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
 
 /// The largest packet MQTT can express: a 268,435,455-byte remaining length plus a 5-byte
@@ -68,8 +68,8 @@ pub struct Config {
     pub message_size_limit: u32,
     /// MQTT 5: the largest keepalive a client may ask for (takes effect with MQTT 5).
     pub max_keepalive: u16,
-    /// Offline persistent sessions are discarded after this long; `None` = never
-    /// (takes effect with persistence).
+    /// Offline persistent sessions without an expiry of their own are discarded after
+    /// this long; `None` = never. At most 0xFFFFFFFF s when parsed from a file.
     pub persistent_client_expiration: Option<Duration>,
     /// Whether persistent sessions, their queues and retained messages are kept on disk
     /// across restarts. On by default (unlike Mosquitto): see the README's Durability.
@@ -87,8 +87,8 @@ pub struct Config {
     pub log_dest: LogDest,
     /// Write the process id here at start-up.
     pub pid_file: Option<PathBuf>,
-    /// Mosquitto drops root privileges to this user; wrenmq only records it (run it under
-    /// the service manager's `User=`) and warns if started as root.
+    /// Started as root, switch to this user once listeners and files are open (see
+    /// `privileges`). No default, unlike Mosquitto's `mosquitto`.
     pub user: Option<String>,
 }
 
@@ -113,12 +113,15 @@ pub enum Fsync {
 pub type FsyncPolicy = Fsync;
 
 /// Log destination (`log_dest`); wrenmq writes to one stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogDest {
     Stderr,
     Stdout,
     /// `log_dest none`: nothing is logged.
     None,
+    /// `log_dest file PATH`: appended to PATH, reopened on SIGHUP (for logrotate); if
+    /// PATH cannot be opened at start-up the broker warns and logs to stderr.
+    File(PathBuf),
 }
 
 impl Config {

@@ -28,8 +28,9 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use super::error::{ConfigError, ErrorKind, Warning};
+use super::error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 use super::{Config, Fsync, LogDest, MQTT_MAX_PACKET_SIZE};
+use suggest::suggest;
 
 /// The MQTT port (IANA), for listeners the file gives no port.
 const DEFAULT_PORT: u16 = 1883;
@@ -70,23 +71,24 @@ pub struct Parsed {
 }
 
 /// Reads and parses `path` (and its `include_dir` files) from the file system.
-pub fn load(path: &Path) -> Result<Parsed, ConfigError> {
+pub fn load(path: &Path) -> Result<Parsed, ConfigErrors> {
     parse_with(&Fs, path)
 }
 
 /// Parses `text` as the file `file`. An `include_dir` in it is read from the file system.
-pub fn parse_str(text: &str, file: &Path) -> Result<Parsed, ConfigError> {
+pub fn parse_str(text: &str, file: &Path) -> Result<Parsed, ConfigErrors> {
     let mut p = Parser::default();
-    p.parse_text(&Fs, text, file, false)?;
-    Ok(p.finish())
+    p.parse_text(&Fs, text, file, false);
+    p.finish()
 }
 
-/// Reads `path` through `src` and parses it.
-pub fn parse_with(src: &dyn Source, path: &Path) -> Result<Parsed, ConfigError> {
+/// Reads `path` through `src` and parses it. Every line is checked: the error lists all
+/// the lines that are wrong, not only the first.
+pub fn parse_with(src: &dyn Source, path: &Path) -> Result<Parsed, ConfigErrors> {
     let text = read(src, path)?;
     let mut p = Parser::default();
-    p.parse_text(src, &text, path, false)?;
-    Ok(p.finish())
+    p.parse_text(src, &text, path, false);
+    p.finish()
 }
 
 fn read(src: &dyn Source, path: &Path) -> Result<String, ConfigError> {
@@ -145,12 +147,15 @@ impl ListenerSpec {
 struct Parser {
     cfg: Config,
     warnings: Vec<Warning>,
+    errors: Vec<ConfigError>,
     /// The listener made of the global `port`/`bind_address`/... keys, once one is set.
     default_listener: Option<ListenerSpec>,
     blocks: Vec<ListenerSpec>,
     allow_anonymous: Option<bool>,
     /// Highest level named by a `log_type` line; `Some(Off)` only for `none` alone.
     log_level: Option<LevelFilter>,
+    /// Whether a `log_dest` line was seen (Mosquitto allows several; wrenmq uses one).
+    log_dest_set: bool,
 }
 
 /// One line being applied: enough context to build an error or a warning.
@@ -226,13 +231,8 @@ impl Line<'_> {
 }
 
 impl Parser {
-    fn parse_text(
-        &mut self,
-        src: &dyn Source,
-        text: &str,
-        file: &Path,
-        included: bool,
-    ) -> Result<(), ConfigError> {
+    /// Applies every line of `text`; a line in error is recorded and skipped.
+    fn parse_text(&mut self, src: &dyn Source, text: &str, file: &Path, included: bool) {
         for (i, raw) in text.lines().enumerate() {
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -248,16 +248,19 @@ impl Parser {
                 key,
                 value,
             };
-            if key == "include_dir" {
+            let result = if key == "include_dir" {
                 if included {
-                    return Err(line.error(ErrorKind::NestedInclude));
+                    Err(line.error(ErrorKind::NestedInclude))
+                } else {
+                    self.include_dir(src, &line)
                 }
-                self.include_dir(src, &line)?;
             } else {
-                self.apply(&line)?;
+                self.apply(&line)
+            };
+            if let Err(e) = result {
+                self.errors.push(e);
             }
         }
-        Ok(())
     }
 
     fn include_dir(&mut self, src: &dyn Source, line: &Line<'_>) -> Result<(), ConfigError> {
@@ -268,8 +271,10 @@ impl Parser {
         // Mosquitto reads them in alphabetical order, so `10-x.conf` overrides `00-x.conf`.
         files.sort();
         for path in files {
-            let text = read(src, &path)?;
-            self.parse_text(src, &text, &path, true)?;
+            match read(src, &path) {
+                Ok(text) => self.parse_text(src, &text, &path, true),
+                Err(e) => self.errors.push(e),
+            }
         }
         Ok(())
     }
@@ -419,22 +424,25 @@ impl Parser {
                 self.log_level = Some(self.log_level.map_or(level, |l| l.max(level)));
             }
             "log_dest" => {
-                let dest = line.word()?;
-                self.cfg.log_dest = match dest {
-                    "stderr" => LogDest::Stderr,
-                    "stdout" => LogDest::Stdout,
-                    "none" => LogDest::None,
-                    "syslog" | "topic" | "file" | "dlt" => {
+                let dest = parse_log_dest(line)?;
+                let dest = match dest {
+                    Ok(dest) => dest,
+                    Err(unsupported) => {
                         self.warn(
                             line,
-                            format!("log_dest {dest} is not supported; logging to stderr"),
+                            format!("log_dest {unsupported} is not supported; logging to stderr"),
                         );
                         LogDest::Stderr
                     }
-                    _ => {
-                        return Err(line.invalid("stderr, stdout, none, syslog, topic, file or dlt"))
-                    }
                 };
+                if self.log_dest_set && dest != self.cfg.log_dest {
+                    self.warn(
+                        line,
+                        "wrenmq logs to one destination: this line replaces the one above",
+                    );
+                }
+                self.log_dest_set = true;
+                self.cfg.log_dest = dest;
             }
             "pid_file" => self.cfg.pid_file = Some(line.path()?),
             "user" => self.cfg.user = Some(line.word()?.to_string()),
@@ -485,12 +493,19 @@ impl Parser {
                 "Mosquitto option not supported by wrenmq yet; ignored",
             ),
 
-            _ => return Err(line.error(ErrorKind::UnknownKey)),
+            _ => {
+                return Err(line.error(ErrorKind::UnknownKey {
+                    suggestion: suggest(line.key),
+                }))
+            }
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Parsed {
+    fn finish(mut self) -> Result<Parsed, ConfigErrors> {
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
         let mut specs: Vec<ListenerSpec> = Vec::new();
         specs.extend(self.default_listener.take());
         specs.append(&mut self.blocks);
@@ -506,15 +521,15 @@ impl Parser {
             .allow_anonymous
             .unwrap_or(!any_listener && self.cfg.password_file.is_none());
         self.cfg.log_level = self.log_level;
-        Parsed {
+        Ok(Parsed {
             config: self.cfg,
             warnings: self.warnings,
-        }
+        })
     }
 }
 
 /// Mosquitto 2.0 options accepted and ignored with a warning.
-const MOSQUITTO_IGNORED: &[&str] = &[
+pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "accept_protocol_versions",
     "allow_duplicate_messages",
     "allow_zero_length_clientid",
@@ -597,9 +612,11 @@ fn parse_host(line: &Line<'_>, addr: &str) -> Result<Host, ConfigError> {
 }
 
 /// `persistent_client_expiration`: a number and one of h, d, w, m (month = 30 days),
-/// y (year = 365 days), as in Mosquitto.
+/// y (year = 365 days), as in Mosquitto. At most 0xFFFFFFFF seconds (136 years), the
+/// longest expiry MQTT 5 can express: larger values only ever come from typos, and a
+/// deadline that far used to overflow the broker's clock arithmetic.
 fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
-    const EXPECTED: &str = "a number followed by h, d, w, m or y, such as 14d";
+    const EXPECTED: &str = "a number followed by h, d, w, m or y, such as 14d, at most 136y";
     let word = line.word()?;
     let split = word.len().saturating_sub(1);
     let (n, unit) = (word.get(..split), word.get(split..));
@@ -616,13 +633,39 @@ fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
         _ => return Err(line.invalid(EXPECTED)),
     };
     n.checked_mul(hours * 3600)
+        .filter(|&secs| secs <= u64::from(u32::MAX))
         .map(Duration::from_secs)
         .ok_or_else(|| line.invalid(EXPECTED))
 }
 
-/// `fsync batch | interval <ms> | never`.
+/// `log_dest stderr | stdout | none | file PATH` (Mosquitto's form: the path is the rest
+/// of the line); `Ok(Err(name))` for a Mosquitto destination wrenmq does not have.
+fn parse_log_dest(line: &Line<'_>) -> Result<Result<LogDest, &'static str>, ConfigError> {
+    const EXPECTED: &str = "stderr, stdout, none, file PATH, syslog, topic or dlt";
+    let value = line.text()?;
+    if let Some(path) = value.strip_prefix("file") {
+        if path.starts_with(char::is_whitespace) && !path.trim().is_empty() {
+            return Ok(Ok(LogDest::File(PathBuf::from(path.trim()))));
+        }
+        if path.trim().is_empty() {
+            return Err(line.invalid("file followed by the log file's path"));
+        }
+    }
+    Ok(match line.word()? {
+        "stderr" => Ok(LogDest::Stderr),
+        "stdout" => Ok(LogDest::Stdout),
+        "none" => Ok(LogDest::None),
+        "syslog" => Err("syslog"),
+        "topic" => Err("topic"),
+        "dlt" => Err("dlt"),
+        _ => return Err(line.invalid(EXPECTED)),
+    })
+}
+
+/// `fsync batch | interval <ms> | never`; the interval is at most a day (what a power cut
+/// may lose; longer is a typo).
 fn parse_fsync(line: &Line<'_>) -> Result<Fsync, ConfigError> {
-    const EXPECTED: &str = "batch, never or interval <milliseconds>";
+    const EXPECTED: &str = "batch, never or interval <milliseconds> (1 to 86400000)";
     let value = line.text()?;
     let words: Vec<&str> = value
         .split_whitespace()
@@ -632,7 +675,7 @@ fn parse_fsync(line: &Line<'_>) -> Result<Fsync, ConfigError> {
         ["batch"] => Ok(Fsync::Batch),
         ["never"] => Ok(Fsync::Never),
         ["interval", ms] => match ms.parse::<u64>() {
-            Ok(ms) if ms > 0 => Ok(Fsync::Interval(Duration::from_millis(ms))),
+            Ok(ms @ 1..=86_400_000) => Ok(Fsync::Interval(Duration::from_millis(ms))),
             _ => Err(line.invalid(EXPECTED)),
         },
         _ => Err(line.invalid(EXPECTED)),
@@ -666,5 +709,6 @@ impl Source for MemSource {
     }
 }
 
+mod suggest;
 #[cfg(test)]
 mod tests;

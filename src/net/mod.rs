@@ -151,10 +151,18 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), token::WAKER)?;
         let addrs = config.listeners.clone();
+        let (max_packet_size, max_connections) = (config.max_packet_size, config.max_connections);
+        let mut broker = Broker::with_auth(config, auth);
+        // The broker is sans-IO and draws no entropy; assigned client ids must differ
+        // across restarts (a 5.0 client may resume a session under one).
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed)
+            .map_err(|e| io::Error::other(format!("no OS randomness for client ids: {e}")))?;
+        broker.seed_client_ids(u64::from_le_bytes(seed));
         let core = Core {
-            max_packet_size: config.max_packet_size,
-            max_connections: config.max_connections,
-            broker: Broker::with_auth(config, auth),
+            max_packet_size,
+            max_connections,
+            broker,
             listeners: Vec::new(),
             conns: Slab::new(),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),

@@ -7,8 +7,10 @@
 //! 1. binds the listeners the new configuration adds; if one cannot be bound the reload is
 //!    abandoned as a whole and the old configuration stays (nothing half-applied);
 //! 2. closes the listeners it no longer lists (their accepted clients stay connected);
-//! 3. hands the new configuration and auth to the broker (`Broker::reload`), and takes
-//!    over the limits the loop itself enforces (`max_packet_size`, `max_connections`).
+//! 3. hands the new configuration and auth to the broker (`Broker::reload`: it also
+//!    disconnects the clients the new files no longer admit, through `poll_close`), and
+//!    takes over the limits the loop itself enforces (`max_packet_size`,
+//!    `max_connections`).
 //!
 //! Listeners are matched by their configured address (port 0 included), so a listener
 //! that is in both configurations keeps its socket and its backlog. Listener tokens are
@@ -117,11 +119,12 @@ impl Core {
 
         self.max_packet_size = config.max_packet_size;
         self.max_connections = config.max_connections;
-        let removed = self.broker.reload(config, auth);
+        let done = self.broker.reload(config, auth, now);
         info!(
-            "configuration reloaded: {} listeners, {} subscriptions removed by the new ACL",
+            "configuration reloaded: {} listeners, {} clients no longer admitted, {} subscriptions removed by the new ACL",
             self.listeners.len(),
-            removed
+            done.disconnected,
+            done.subscriptions_removed
         );
         // Connections that arrived while listeners were re-registered raise no new edge.
         for i in 0..self.listeners.len() {

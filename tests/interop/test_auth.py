@@ -151,9 +151,9 @@ def client(b, client_id=None, **kw) -> r.RawClient:
 
 
 def bad_credentials_code():
-    # Mosquitto 2.0 answers 0x05 for a wrong password too; wrenmq uses the 3.1.1 code
-    # meant for it, 0x04.
-    return 0x05 if broker_is("mosquitto") else 0x04
+    # Mosquitto 2.0 answers a wrong password or unknown user with 0x05 (not authorized),
+    # not 0x04; wrenmq answers as Mosquitto does.
+    return 0x05
 
 
 # ------------------------------------------------------------- config errors
@@ -207,6 +207,24 @@ def test_connack_paths(conf_broker, tmp_path):
     assert connack(b) == 0x05  # anonymous: allow_anonymous defaults to false
 
 
+@needs_mosquitto_passwd
+def test_wrong_password_is_refused_not_authorized_in_v5(conf_broker, tmp_path):
+    """Mosquitto 2.0 answers 0x87 (not authorized) to a 5.0 client with a wrong password or
+    an unknown user, not 0x86."""
+    import mqtt5raw as m
+    pw = tmp_path / "pw"
+    mosquitto_hash(pw, "alice", "apw", create=True)
+    b = conf_broker(f"password_file {pw}\n")
+    for user, password in (("alice", "apw"), ("alice", "wrong"), ("nobody", "apw"), ("alice", None)):
+        c = m.Raw5(b.host, b.port)
+        try:
+            kw = {"username": user} | ({"password": password} if password else {})
+            got = c.connect5(uid(), **kw).reason
+        finally:
+            c.close()
+        assert got == (0x00 if password == "apw" and user == "alice" else 0x87), (user, password, got)
+
+
 def test_listener_config_without_password_file_refuses_anonymous(conf_broker):
     b = conf_broker("")
     assert connack(b) == 0x05
@@ -226,7 +244,7 @@ def test_mosquitto_passwd_files_verify_in_wrenmq(conf_broker, tmp_path):
     b = conf_broker(f"password_file {pw}\n", name="wrenmq")
     assert connack(b, username="alice", password="s3cret pass") == 0
     assert connack(b, username="bob", password="ü-unicode") == 0
-    assert connack(b, username="bob", password="u-unicode") == 0x04
+    assert connack(b, username="bob", password="u-unicode") == 0x05
 
 
 @needs_mosquitto_passwd
@@ -354,6 +372,32 @@ def test_retained_and_will_respect_the_acl(conf_broker, tmp_path):
         c.close()
 
 
+@needs_mosquitto_passwd
+def test_shared_subscriptions_and_patterns_under_an_acl(conf_broker, tmp_path):
+    """`$share/g/filter` is checked by its filter part, `%c` is substituted inside a level,
+    and a `/` in a client id is substituted as it is: as Mosquitto 2.0 does."""
+    pw = tmp_path / "pw"
+    mosquitto_hash(pw, "alice", "apw", create=True)
+    acl = tmp_path / "acl"
+    acl.write_text("user alice\ntopic readwrite #\npattern read dev-%c/#\npattern read ids/%c/#\n")
+    b = conf_broker(f"allow_anonymous true\npassword_file {pw}\nacl_file {acl}\n")
+    alice = client(b, username="alice", password="apw")
+    ack = alice.subscribe([("$share/g/sensors/#", 1)])
+    assert ack.body[2:] == b"\x01", ack
+    dev = client(b, client_id="7")
+    assert dev.subscribe([("dev-7/#", 0)]).body[2:] == b"\x00"
+    slash = client(b, client_id="a/b")
+    assert slash.subscribe([("ids/a/b/#", 0)]).body[2:] == b"\x00"
+    alice.send(r.publish("sensors/t", b"s", qos=1, pid=1))
+    got = sorted((p.type, p.payload) for p in (alice.read_packet(), alice.read_packet()))
+    assert got == [(3, b"s"), (4, b"")]
+    alice.send(r.publish("dev-7/x", b"d"))
+    alice.send(r.publish("ids/a/b/x", b"i"))
+    assert (dev.read_packet().payload, slash.read_packet().payload) == (b"d", b"i")
+    for c in (alice, dev, slash):
+        c.close()
+
+
 # ------------------------------------------------------------- reload under load
 
 
@@ -363,6 +407,7 @@ def test_reload_under_load_keeps_everyone_connected(conf_broker, tmp_path):
     pw = tmp_path / "pw"
     mosquitto_hash(pw, "alice", "apw", create=True)
     mosquitto_hash(pw, "bob", "bpw")
+    mosquitto_hash(pw, "dave", "dpw")
     acl = tmp_path / "acl"
     acl.write_text(ACL)
     body = f"password_file {pw}\nacl_file {acl}\n"
@@ -403,10 +448,11 @@ def test_reload_under_load_keeps_everyone_connected(conf_broker, tmp_path):
         return topics
 
     assert bob_reads(0.5) >= {"sensors/p0"}
-    # New rules: bob loses sensors/# (his subscription is removed), alice's password
-    # changes, carol appears, and a second listener is added.
+    # New rules: bob loses sensors/# (his subscription is removed), dave's password
+    # changes (dave is not connected: a connected dave would be disconnected), carol
+    # appears, and a second listener is added.
     acl.write_text(ACL.replace("user bob\ntopic read sensors/#\n", "user bob\ntopic read public/#\n"))
-    mosquitto_hash(pw, "alice", "new")
+    mosquitto_hash(pw, "dave", "new")
     mosquitto_hash(pw, "carol", "cpw")
     port2 = free_port()
     b.conf.write_text(b.conf.read_text() + f"listener {port2} 127.0.0.1\n")
@@ -430,14 +476,95 @@ def test_reload_under_load_keeps_everyone_connected(conf_broker, tmp_path):
     for c in publishers + [bob]:
         assert c.is_open(), "a client was disconnected by the reload"
     # New credentials apply to new connections; the new listener works.
-    assert connack(b, username="alice", password="apw") == 0x04
-    assert connack(b, username="alice", password="new") == 0
+    assert connack(b, username="dave", password="dpw") == 0x05
+    assert connack(b, username="dave", password="new") == 0
     assert connack(b, username="carol", password="cpw") == 0
     c2 = r.RawClient(b.host, port2)
     assert c2.connect(uid(), username="carol", password="cpw").body[1] == 0
     c2.close()
     assert "configuration reloaded" in b.logs()
     for c in publishers + [bob]:
+        c.close()
+
+
+def wait_closed(c, what, timeout=5.0):
+    assert c.expect_closed(timeout), f"{what} still connected after the reload"
+
+
+@needs_mosquitto_passwd
+def test_reload_disconnects_clients_it_no_longer_admits(conf_broker, tmp_path):
+    """Mosquitto 2.0 on SIGHUP disconnects a user removed from the password file, a user
+    whose password changed, and anonymous clients once allow_anonymous is off; the
+    others stay connected."""
+    import mqtt5raw as m
+    pw = tmp_path / "pw"
+    for user in ("alice", "bob", "carol"):
+        mosquitto_hash(pw, user, user[0] + "pw", create=user == "alice")
+    b = conf_broker(f"allow_anonymous true\npassword_file {pw}\n")
+    alice = client(b, username="alice", password="apw")
+    bob = client(b, username="bob", password="bpw")
+    carol = client(b, username="carol", password="cpw")
+    anon = client(b)
+    bob5 = m.Raw5(b.host, b.port)
+    assert bob5.connect5(uid(), username="bob", password="bpw").reason == 0
+    subprocess.run([MOSQUITTO_PASSWD, "-D", str(pw), "bob"], check=True, timeout=10, capture_output=True)
+    mosquitto_hash(pw, "carol", "changed")
+    b.conf.write_text(b.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    b.hup()
+    for c, what in ((bob, "removed user"), (carol, "changed password"), (anon, "anonymous")):
+        wait_closed(c, what)
+    reason = bob5.close_reason()
+    # wrenmq tells a 5.0 client why (0x87); Mosquitto 2.0.11 just closes.
+    if broker_is("mosquitto"):
+        assert reason is None or reason.reason == 0x87
+    else:
+        assert reason is not None and reason.reason == 0x87, reason
+    assert alice.is_open()
+    assert connack(b, username="carol", password="changed") == 0
+    assert connack(b, username="bob", password="bpw") == 0x05
+    for c in (alice, bob5):
+        c.close()
+
+
+@needs_mosquitto_passwd
+def test_reload_stops_inflight_and_queued_messages_the_acl_no_longer_allows(conf_broker, tmp_path):
+    """A persistent subscriber that lost read access in a reload gets neither its
+    unacknowledged in-flight message (resent on reconnect) nor its queued one."""
+    pw = tmp_path / "pw"
+    mosquitto_hash(pw, "alice", "apw", create=True)
+    mosquitto_hash(pw, "bob", "bpw")
+    acl = tmp_path / "acl"
+    acl.write_text("user alice\ntopic readwrite #\nuser bob\ntopic read sensors/#\ntopic read other/#\n")
+    b = conf_broker(f"allow_anonymous true\npassword_file {pw}\nacl_file {acl}\n")
+    bob_id = uid("bob")
+    bob = client(b, client_id=bob_id, username="bob", password="bpw", clean=False)
+    bob.subscribe([("sensors/#", 1), ("other/#", 1)])
+    alice = client(b, username="alice", password="apw")
+    alice.send(r.publish("sensors/a", b"inflight", qos=1, pid=1))
+    assert alice.read_packet().type == 4
+    got = bob.read_packet()
+    assert (got.topic, got.payload) == ("sensors/a", b"inflight")
+    bob.close()  # without PUBACK: sensors/a stays in flight
+    time.sleep(0.2)
+    alice.send(r.publish("sensors/b", b"queued", qos=1, pid=2))
+    assert alice.read_packet().type == 4
+    acl.write_text("user alice\ntopic readwrite #\nuser bob\ntopic read other/#\n")
+    b.conf.write_text(b.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    b.hup()
+    # The reload has been applied once anonymous clients are refused.
+    deadline = time.monotonic() + 5
+    while connack(b) != 0x05:
+        assert time.monotonic() < deadline, "reload not applied"
+        time.sleep(0.05)
+    alice.send(r.publish("other/c", b"allowed", qos=1, pid=3))
+    assert alice.read_packet().type == 4
+    bob = r.RawClient(b.host, b.port)
+    ack = bob.connect(bob_id, username="bob", password="bpw", clean=False)
+    assert ack.body == b"\x01\x00", ack
+    got = bob.read_packet()
+    assert (got.topic, got.payload) == ("other/c", b"allowed"), got
+    assert bob.expect_silence(0.5)
+    for c in (alice, bob):
         c.close()
 
 

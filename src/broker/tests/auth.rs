@@ -63,20 +63,21 @@ fn connack_paths_v311() {
         connack_code(&mut h, login("a", "alice", b"apw")),
         (0x00, false)
     );
-    // Wrong password, unknown user, user without password: 0x04, closed.
+    // Wrong password, unknown user, user without password: 0x05 as Mosquitto 2.0
+    // answers, closed.
     assert_eq!(
         connack_code(&mut h, login("b", "alice", b"bpw")),
-        (0x04, true)
+        (0x05, true)
     );
     assert_eq!(
         connack_code(&mut h, login("c", "carol", b"apw")),
-        (0x04, true)
+        (0x05, true)
     );
     let no_pw = Connect {
         username: Some("alice"),
         ..connect("d", true, 0)
     };
-    assert_eq!(connack_code(&mut h, no_pw), (0x04, true));
+    assert_eq!(connack_code(&mut h, no_pw), (0x05, true));
     // Anonymous refused: 0x05, closed.
     assert_eq!(connack_code(&mut h, connect("e", true, 0)), (0x05, true));
     // Anonymous allowed when configured; credentials still checked.
@@ -87,30 +88,25 @@ fn connack_paths_v311() {
     );
     assert_eq!(
         connack_code(&mut open, login("g", "bob", b"x")),
-        (0x04, true)
+        (0x05, true)
     );
 }
 
+/// Mosquitto 2.0 answers every refusal, wrong password included, with "not authorized":
+/// 0x05 in 3.1/3.1.1 and 0x87 in 5.0.
 #[test]
-fn refusal_codes_for_v5_are_kept_for_later() {
+fn wrong_password_is_refused_not_authorized_as_mosquitto_does() {
     use super::super::error::refusal_code;
     use crate::auth::Refusal;
-    assert_eq!(
-        refusal_code(Refusal::NotAuthorized, ProtocolVersion::V5).0,
-        0x87
-    );
-    assert_eq!(
-        refusal_code(Refusal::BadCredentials, ProtocolVersion::V5).0,
-        0x86
-    );
-    assert_eq!(
-        refusal_code(Refusal::NotAuthorized, ProtocolVersion::V31).0,
-        0x05
-    );
-    assert_eq!(
-        refusal_code(Refusal::BadCredentials, ProtocolVersion::V31).0,
-        0x04
-    );
+    for refusal in [
+        Refusal::NotAuthorized,
+        Refusal::BadCredentials,
+        Refusal::Busy,
+    ] {
+        assert_eq!(refusal_code(refusal, ProtocolVersion::V5).0, 0x87);
+        assert_eq!(refusal_code(refusal, ProtocolVersion::V311).0, 0x05);
+        assert_eq!(refusal_code(refusal, ProtocolVersion::V31).0, 0x05);
+    }
 }
 
 #[test]
@@ -259,9 +255,23 @@ fn pattern_rules_use_client_id() {
     assert_eq!(h.take(a), [msg("own/dev1/x", "yes", QoS::AtMostOnce, 0)]);
 }
 
+/// A reload keeps the clients it still admits and applies the new rules to them.
 #[test]
 fn reload_keeps_clients_applies_new_rules_and_removes_denied_subscriptions() {
-    let mut h = harness(true, Some(ACL));
+    let alice_line = password::format_line("alice", &Hash::new(b"apw", 5).unwrap());
+    let bob_line = password::format_line("bob", &Hash::new(b"bpw", 5).unwrap());
+    let file = |lines: &[&str]| PasswordFile::parse(&lines.join("\n")).unwrap();
+    let auth = Auth::new(
+        true,
+        Some(file(&[&alice_line, &bob_line])),
+        Some(Acl::parse(ACL).unwrap()),
+    );
+    let mut h = Harness {
+        broker: Broker::with_auth(Config::in_memory(), auth),
+        now: Instant::now(),
+        next: 0,
+        closed: HashMap::new(),
+    };
     let alice = h.client(login("a", "alice", b"apw"));
     let bob = Connect {
         clean_start: false,
@@ -270,16 +280,22 @@ fn reload_keeps_clients_applies_new_rules_and_removes_denied_subscriptions() {
     let bob = h.client(bob);
     h.send(bob, subscribe(1, &[("sensors/#", QoS::AtLeastOnce)]));
     h.take(bob);
-    // A new ACL without bob's read rule, and alice's password changed.
+    // A new ACL without bob's read rule; carol added.
     let new_acl = "user alice\ntopic readwrite sensors/#\n";
-    let file = PasswordFile::parse(&password::format_line(
-        "alice",
-        &Hash::new(b"new", 5).unwrap(),
-    ))
-    .unwrap();
-    let auth = Auth::new(false, Some(file), Some(Acl::parse(new_acl).unwrap()));
-    let removed = h.broker.reload(Config::in_memory(), auth);
-    assert_eq!(removed, 1);
+    let carol_line = password::format_line("carol", &Hash::new(b"cpw", 5).unwrap());
+    let auth = Auth::new(
+        true,
+        Some(file(&[&alice_line, &bob_line, &carol_line])),
+        Some(Acl::parse(new_acl).unwrap()),
+    );
+    let done = h.broker.reload(Config::in_memory(), auth, h.now);
+    assert_eq!(
+        done,
+        Reloaded {
+            disconnected: 0,
+            subscriptions_removed: 1
+        }
+    );
     assert!(!h.is_closed(alice) && !h.is_closed(bob));
     assert!(h.broker.session("b").unwrap().subscriptions.is_empty());
     h.send(alice, publish("sensors/t", b"x", QoS::AtMostOnce, 0));
@@ -287,16 +303,96 @@ fn reload_keeps_clients_applies_new_rules_and_removes_denied_subscriptions() {
     // Still connected and talking.
     assert!(h.send(bob, Packet::Pingreq));
     assert_eq!(h.take(bob), [Out::Pingresp]);
-    // New credentials apply to new connections; anonymous now refused.
     assert_eq!(
-        connack_code(&mut h, login("a3", "alice", b"apw")),
-        (0x04, true)
-    );
-    assert_eq!(
-        connack_code(&mut h, login("a4", "alice", b"new")),
+        connack_code(&mut h, login("c", "carol", b"cpw")),
         (0x00, false)
     );
-    assert_eq!(connack_code(&mut h, connect("n", true, 0)), (0x05, true));
+}
+
+/// Mosquitto 2.0 disconnects, on SIGHUP, the clients the new files no longer admit: a
+/// user removed from the password file (or whose entry changed), and anonymous clients
+/// once `allow_anonymous` is off. wrenmq kept them all connected.
+#[test]
+fn reload_disconnects_clients_it_no_longer_admits() {
+    let alice_line = password::format_line("alice", &Hash::new(b"apw", 5).unwrap());
+    let bob_line = password::format_line("bob", &Hash::new(b"bpw", 5).unwrap());
+    let carol_line = password::format_line("carol", &Hash::new(b"cpw", 5).unwrap());
+    let file = |lines: &[&str]| PasswordFile::parse(&lines.join("\n")).unwrap();
+    let auth = Auth::new(
+        true,
+        Some(file(&[&alice_line, &bob_line, &carol_line])),
+        None,
+    );
+    let mut h = Harness {
+        broker: Broker::with_auth(Config::in_memory(), auth),
+        now: Instant::now(),
+        next: 0,
+        closed: HashMap::new(),
+    };
+    let alice = h.client(login("a", "alice", b"apw"));
+    let bob = h.client(login("b", "bob", b"bpw"));
+    let carol = h.client(login("c", "carol", b"cpw"));
+    let anon = h.client(connect("n", true, 0));
+    let v5 = h.open();
+    h.send(
+        v5,
+        Packet::Connect(Connect {
+            version: ProtocolVersion::V5,
+            ..login("b5", "bob", b"bpw")
+        }),
+    );
+    let connack = h.broker.pending_output(v5).len();
+    assert!(connack > 0);
+    h.broker.consume_output(v5, connack);
+    // bob removed, carol's password changed, anonymous clients no longer allowed.
+    let carol_new = password::format_line("carol", &Hash::new(b"new", 5).unwrap());
+    let auth = Auth::new(false, Some(file(&[&alice_line, &carol_new])), None);
+    let done = h.broker.reload(Config::in_memory(), auth, h.now);
+    assert_eq!(done.disconnected, 4);
+    for id in [bob, carol, anon, v5] {
+        assert!(h.is_closed(id), "{id:?} still connected");
+    }
+    assert!(!h.is_closed(alice));
+    // A 5.0 client learns why.
+    let closed = h.closed.get(&v5).cloned().unwrap_or_default();
+    assert_eq!(closed, [0xE0, 0x01, 0x87], "DISCONNECT 0x87");
+    assert!(h.send(alice, Packet::Pingreq));
+    assert_eq!(h.take(alice), [Out::Pingresp]);
+}
+
+/// In-flight messages resent on reconnect went out without a read check (the queue path
+/// had one): a reload that takes read access away must stop them too.
+#[test]
+fn inflight_resent_on_reconnect_is_checked_against_the_acl() {
+    let mut h = harness(true, Some(ACL));
+    let alice = h.client(login("a", "alice", b"apw"));
+    let bob_connect = Connect {
+        clean_start: false,
+        ..login("b", "bob", b"bpw")
+    };
+    let bob = h.client(bob_connect.clone());
+    h.send(bob, subscribe(1, &[("sensors/#", QoS::ExactlyOnce)]));
+    h.take(bob);
+    h.send(alice, publish("sensors/t", b"1", QoS::AtLeastOnce, 1));
+    h.send(alice, publish("sensors/t", b"2", QoS::ExactlyOnce, 2));
+    assert_eq!(h.take(bob).len(), 2, "both in flight, unacknowledged");
+    h.broker
+        .handle_disconnect(bob, Disconnect::PeerClosed, h.now);
+    // bob may no longer read sensors/#.
+    let new_acl = "user alice\ntopic readwrite sensors/#\nuser bob\ntopic read other/#\n";
+    let auth = Auth::new(true, Some(passwords()), Some(Acl::parse(new_acl).unwrap()));
+    h.broker.reload(Config::in_memory(), auth, h.now);
+    let bob = h.open();
+    h.send(bob, Packet::Connect(bob_connect));
+    assert_eq!(
+        h.take(bob),
+        [Out::Connack {
+            session_present: true,
+            code: 0
+        }],
+        "no resend of what bob may no longer read"
+    );
+    assert!(h.broker.session("b").unwrap().inflight().is_empty());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Configuration files, good and bad, with the exact messages users see.
 
+use super::suggest::{edit_distance, KNOWN_KEYS};
 use super::*;
 
 fn mem(files: &[(&str, &str)]) -> MemSource {
@@ -217,12 +218,12 @@ fn errors_name_file_line_and_key() {
     assert_eq!(
         err("persistent_client_expiration 3x"),
         "/etc/w.conf:1: persistent_client_expiration: invalid value '3x' \
-         (expected a number followed by h, d, w, m or y, such as 14d)"
+         (expected a number followed by h, d, w, m or y, such as 14d, at most 136y)"
     );
     assert_eq!(
         err("fsync sometimes"),
         "/etc/w.conf:1: fsync: invalid value 'sometimes' \
-         (expected batch, never or interval <milliseconds>)"
+         (expected batch, never or interval <milliseconds> (1 to 86400000))"
     );
     assert_eq!(
         err("per_listener_settings true"),
@@ -240,12 +241,174 @@ fn errors_name_file_line_and_key() {
 }
 
 #[test]
+fn huge_time_values_are_rejected_with_line_and_key() {
+    // 300000000000y used to load and then abort the broker at the first persistent
+    // disconnect (Instant overflow), and again at every restart.
+    assert_eq!(
+        err("port 1883\npersistent_client_expiration 300000000000y\n"),
+        "/etc/w.conf:2: persistent_client_expiration: invalid value '300000000000y' \
+         (expected a number followed by h, d, w, m or y, such as 14d, at most 136y)"
+    );
+    assert!(err("persistent_client_expiration 137y").contains(":1: persistent_client_expiration"));
+    assert!(err("persistent_client_expiration 18446744073709551615h").contains("invalid value"));
+    assert_eq!(
+        ok("persistent_client_expiration 136y")
+            .config
+            .persistent_client_expiration,
+        Some(Duration::from_secs(136 * 365 * 24 * 3600))
+    );
+    assert!(err("fsync interval 18446744073709551615").starts_with("/etc/w.conf:1: fsync:"));
+    assert_eq!(
+        ok("fsync interval 86400000").config.fsync,
+        Fsync::Interval(Duration::from_secs(86400))
+    );
+    assert!(err("max_keepalive 65536").starts_with("/etc/w.conf:1: max_keepalive:"));
+    assert!(err("connect_timeout 99999999999").starts_with("/etc/w.conf:1: connect_timeout:"));
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_not_only_the_first() {
+    // Used to stop at line 2: three restarts to find three typos.
+    let e = err("listener 1883\n\
+                 persistance_location /var/lib/wrenmq\n\
+                 allow_anonymous yes\n\
+                 max_keepalive 10\n\
+                 Listener 1884\n\
+                 frobnicate 1\n");
+    assert_eq!(
+        e,
+        "/etc/w.conf:2: persistance_location: unknown configuration key \
+         (did you mean `persistence_location`?)\n\
+         /etc/w.conf:3: allow_anonymous: invalid value 'yes' (expected true or false)\n\
+         /etc/w.conf:5: Listener: unknown configuration key (did you mean `listener`?)\n\
+         /etc/w.conf:6: frobnicate: unknown configuration key"
+    );
+    // Included files too, in the order they are read.
+    let src = mem(&[
+        (
+            "/etc/w.conf",
+            "lisetner 1\ninclude_dir /etc/w.d\nmax_keepalive x\n",
+        ),
+        ("/etc/w.d/a.conf", "log_dst stderr\n"),
+        ("/etc/w.d/b.conf", "include_dir /etc/w.d\n"),
+    ]);
+    let e = parse_with(&src, Path::new("/etc/w.conf")).unwrap_err();
+    let lines: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "/etc/w.conf:1: lisetner: unknown configuration key (did you mean `listener`?)",
+            "/etc/w.d/a.conf:1: log_dst: unknown configuration key (did you mean `log_dest`?)",
+            "/etc/w.d/b.conf:1: include_dir: only allowed in the main configuration file",
+            "/etc/w.conf:3: max_keepalive: invalid value 'x' (expected a number of seconds 0-65535)",
+        ]
+    );
+}
+
+#[test]
+fn did_you_mean_only_for_near_misses() {
+    assert_eq!(
+        suggest("max_inflight_message"),
+        Some("max_inflight_messages")
+    );
+    assert_eq!(suggest("psersistence"), Some("persistence"));
+    assert_eq!(suggest("allow_anonymus"), Some("allow_anonymous"));
+    assert_eq!(suggest("PORT"), Some("port"));
+    assert_eq!(suggest("sys_intervall"), Some("sys_interval")); // an ignored Mosquitto key
+    assert_eq!(suggest("frobnicate"), None);
+    assert_eq!(suggest("usr"), Some("user"));
+    assert_eq!(suggest("xy"), None);
+    assert_eq!(edit_distance("abc", "acb"), 1);
+    assert_eq!(edit_distance("", "abc"), 3);
+}
+
+#[test]
+fn every_known_key_is_known_to_the_parser() {
+    // KNOWN_KEYS feeds "did you mean": a key in it that `apply` does not accept would be
+    // suggested and then refused.
+    for key in KNOWN_KEYS.iter().chain(MOSQUITTO_IGNORED) {
+        let text = format!("{key} x\n");
+        if let Err(e) = parse_with(&mem(&[("/etc/w.conf", &text)]), Path::new("/etc/w.conf")) {
+            assert!(
+                e.iter()
+                    .all(|e| !matches!(e.kind, ErrorKind::UnknownKey { .. })),
+                "{key}: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn log_dest_file_takes_the_rest_of_the_line_as_its_path() {
+    // Mosquitto's form; it used to be refused as "a single value".
+    assert_eq!(
+        ok("log_dest file /var/log/mosquitto/mosquitto.log\n")
+            .config
+            .log_dest,
+        LogDest::File(PathBuf::from("/var/log/mosquitto/mosquitto.log"))
+    );
+    assert_eq!(
+        ok("log_dest file /var/log/my logs/w.log").config.log_dest,
+        LogDest::File(PathBuf::from("/var/log/my logs/w.log"))
+    );
+    assert_eq!(
+        err("log_dest file"),
+        "/etc/w.conf:1: log_dest: invalid value 'file' \
+         (expected file followed by the log file's path)"
+    );
+    assert!(err("log_dest files").contains("invalid value 'files'"));
+    assert_eq!(ok("log_dest stdout # c").config.log_dest, LogDest::Stdout);
+    // Several destinations (Mosquitto writes to all): the last one wins, with a warning.
+    let p = ok("log_dest stderr\nlog_dest file /tmp/w.log\n");
+    assert_eq!(
+        p.config.log_dest,
+        LogDest::File(PathBuf::from("/tmp/w.log"))
+    );
+    assert_eq!(p.warnings.len(), 1);
+    assert_eq!(p.warnings[0].line, 2);
+}
+
+#[test]
+fn debians_stock_mosquitto_conf_loads() {
+    // /etc/mosquitto/mosquitto.conf as Debian's mosquitto 2.0 package installs it, with
+    // its conf.d (which holds only a README).
+    let text = include_str!("../../../tests/data/config/debian-mosquitto.conf");
+    let src = mem(&[
+        ("/etc/mosquitto/mosquitto.conf", text),
+        (
+            "/etc/mosquitto/conf.d/README",
+            "Any files placed in this directory ...\n",
+        ),
+    ]);
+    let p = match parse_with(&src, Path::new("/etc/mosquitto/mosquitto.conf")) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let c = p.config;
+    assert_eq!(
+        c.log_dest,
+        LogDest::File(PathBuf::from("/var/log/mosquitto/mosquitto.log"))
+    );
+    assert_eq!(
+        c.pid_file,
+        Some(PathBuf::from("/run/mosquitto/mosquitto.pid"))
+    );
+    assert!(c.persistence);
+    assert_eq!(c.persistence_location, PathBuf::from("/var/lib/mosquitto/"));
+    // No listener: local only and anonymous, as Mosquitto 2.0 runs it.
+    assert_eq!(c.listeners, Config::default().listeners);
+    assert!(c.allow_anonymous);
+}
+
+#[test]
 fn missing_file_names_it() {
     let e = match parse_with(&mem(&[]), Path::new("/etc/none.conf")) {
         Err(e) => e,
         Ok(p) => panic!("{p:?}"),
     };
-    assert_eq!(e.line, 0);
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].line, 0);
     assert!(
         e.to_string().starts_with("/etc/none.conf: cannot read: "),
         "{e}"
