@@ -73,7 +73,9 @@ class Sub:
         """The connection is gone (taken over, closed, broker killed)."""
         if self.client is not None:
             try:
-                self.client.c.loop_stop()
+                # DISCONNECT (if the socket still lives) also ends paho's network thread
+                # (a daemon) without reconnecting; not joined, as a thread whose broker
+                # died can take a second to notice.
                 self.client.c.disconnect()
             except Exception:
                 pass
@@ -101,14 +103,15 @@ class Run:
 
     def restart(self, how):
         self.log.append(f"restart by {how}")
-        for s in self.subs:
-            s.drop()
+        # The broker goes first, under its clients' feet; then the clients are dropped.
         if how == "kill":
             self.broker.proc.kill()
         else:
             self.broker.proc.terminate()
         self.broker.proc.wait(10)
         self.broker.log.close()
+        for s in self.subs:
+            s.drop()
         # Clean sessions end with the process; persistent ones come back.
         self.subs = [s for s in self.subs if s.persistent]
         self.start()
@@ -174,7 +177,7 @@ def test_wildcards_with_empty_levels_across_takeovers_and_restarts(tmp_path_fact
     run.subs = [p1, p2]
     publishers = []
     try:
-        for rnd in range(4):
+        for rnd in range(6):
             run.log.append(f"--- round {rnd}")
             for s in (p1, p2):
                 s.connect(run.broker, expect_present=rnd > 0)
@@ -206,7 +209,7 @@ def test_wildcards_with_empty_levels_across_takeovers_and_restarts(tmp_path_fact
             old = p1.client
             p1.client = None
             p1.connect(run.broker, expect_present=True)
-            old.c.loop_stop()
+            old.c.disconnect()  # already closed by the broker; stops paho's thread
             burst()
             # A persistent subscriber goes offline: QoS 1 is queued for it.
             run.log.append("stress-p2 disconnects")
