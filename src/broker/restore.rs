@@ -80,10 +80,11 @@ impl Broker {
     /// sessions' expiry intervals start counting now.
     pub fn finish_restore(&mut self, now: Instant) {
         // A session whose expiry interval was 0 when the broker stopped ended with its
-        // connection [MQTT-3.1.2-23] (a 5.0 client that resumed a stored session with
-        // expiry 0, or set 0 on DISCONNECT, and the broker died before it closed): it is
-        // not brought back, not even until the first timer fires. The snapshot written
-        // after recovery leaves it out, so the files forget it too.
+        // connection [MQTT-3.1.2-23]: a 5.0 client resumed a stored session with expiry 0
+        // and the process died (kill -9, power cut) before that connection closed and
+        // journaled the delete. It is not brought back, not even until the first timer
+        // fires (its client would get session present, its filters would queue for it).
+        // The snapshot written after recovery leaves it out, so the files forget it too.
         let ended: Vec<SessionKey> = self
             .sessions
             .iter()
