@@ -198,3 +198,71 @@ fn oversize_packet_is_refused_from_its_header() {
     c.send_raw(&[0x30, 0xD0, 0x0F]).unwrap();
     assert!(c.expect_closed(), "closed before the body arrives");
 }
+
+#[test]
+fn refused_connack_is_readable_while_the_client_keeps_sending() {
+    // [MQTT-3.2.2-5] a refused CONNECT gets its CONNACK, then the close. A client that
+    // wrote more right after CONNECT must read that CONNACK and then EOF, not a reset:
+    // the broker sends FIN after it and discards input until the client closes (before
+    // the fix it closed with unread input, RST destroyed the CONNACK and the client's
+    // write failed with EPIPE).
+    use socket2::{Domain, Socket, Type};
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let broker = TestBroker::start();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    // Small, so that most of the flood is still in the client when the broker decides.
+    socket.set_send_buffer_size(64 * 1024).expect("SO_SNDBUF");
+    socket.connect(&broker.addr.into()).expect("connect");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // 3.1.1 CONNECT, clean session 0, empty client id: refused with 0x02 [MQTT-3.1.3-8].
+    let mut data = vec![
+        0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3c, 0x00, 0x00,
+    ];
+    // 2 MiB of PINGREQ: more than the socket buffers hold, under the 8 MiB linger bound.
+    data.extend([0xc0, 0x00].repeat(1 << 20));
+    if let Err(e) = stream.write_all(&data) {
+        panic!("writing after CONNECT failed: {e}");
+    }
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => assert_eq!(got, [0x20, 0x02, 0x00, 0x02]),
+        Err(e) => panic!("reading the CONNACK failed: {e} (after {got:02x?})"),
+    }
+}
+
+#[test]
+fn lingering_ends_for_a_client_that_never_stops_sending() {
+    // The graceful close is bounded (1 s, 8 MiB): a client that keeps writing after its
+    // refused CONNACK is cut off, its writes then fail. The 30 s cap only bounds the test.
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let broker = TestBroker::start();
+    let mut stream = std::net::TcpStream::connect(broker.addr).expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let connect = [
+        0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3c, 0x00, 0x00,
+    ];
+    stream.write_all(&connect).expect("CONNECT");
+    let chunk = [0xc0, 0x00].repeat(32 * 1024);
+    let start = Instant::now();
+    let cut_off = loop {
+        if stream.write_all(&chunk).is_err() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            break false;
+        }
+    };
+    assert!(cut_off, "still accepting input 30 s after the refusal");
+}

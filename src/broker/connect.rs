@@ -83,6 +83,50 @@ impl Broker {
         };
         let ends_with_connection = expiry == 0;
 
+        // 5.0: the server may impose its own keepalive [MQTT-3.2.2-21] (Mosquitto's
+        // `max_keepalive`, also applied when the client asks for none).
+        let max_keepalive = self.config.max_keepalive;
+        let mut keep_alive = c.keep_alive;
+        let mut server_keep_alive = None;
+        if v5 && (keep_alive == 0 || keep_alive > max_keepalive) && max_keepalive > 0 {
+            keep_alive = max_keepalive;
+            server_keep_alive = Some(max_keepalive);
+        }
+        let receive_maximum = self.receive_maximum();
+        let mut props = PropertiesBuf::new();
+        if v5 {
+            if assigned {
+                props.push(Property::AssignedClientIdentifier(&client_id));
+            }
+            if let Some(ka) = server_keep_alive {
+                props.push(Property::ServerKeepAlive(ka));
+            }
+            if receive_maximum != u16::MAX {
+                props.push(Property::ReceiveMaximum(receive_maximum));
+            }
+            if self.config.max_packet_size < crate::config::MQTT_MAX_PACKET_SIZE {
+                props.push(Property::MaximumPacketSize(self.config.max_packet_size));
+            }
+            props.push(Property::TopicAliasMaximum(TOPIC_ALIAS_MAXIMUM));
+            if !self.config.retain_available {
+                props.push(Property::RetainAvailable(0));
+            }
+        }
+        // [MQTT-3.1.2-24] no packet larger than the client's Maximum Packet Size may be sent
+        // to it, CONNACK included. Like Mosquitto, close without CONNACK, and before the
+        // client id can take over a session or a connection.
+        let client_max = c.properties.maximum_packet_size().unwrap_or(u32::MAX);
+        let probe = Connack {
+            session_present: false,
+            code: ReasonCode::SUCCESS,
+            properties: props.as_properties(),
+        };
+        if Packet::Connack(probe).encoded_len(c.version) > client_max as usize {
+            info!("client {client_id} refused: its maximum packet size {client_max} is smaller than CONNACK");
+            self.close(id, CloseReason::ConnackTooLarge, now, true);
+            return false;
+        }
+
         // [MQTT-3.1.4-2] a second connection with the same client id takes over: the first
         // is closed (publishing its will) before the new one is attached.
         if let Some(&key) = self.client_ids.get(&client_id) {
@@ -123,8 +167,6 @@ impl Broker {
         }
         self.set_session_expiry(key, expiry);
 
-        let max_keepalive = self.config.max_keepalive;
-        let receive_maximum = self.receive_maximum();
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
@@ -147,14 +189,6 @@ impl Broker {
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval())
             .unwrap_or(0);
-        // 5.0: the server may impose its own keepalive [MQTT-3.2.2-21] (Mosquitto's
-        // `max_keepalive`, also applied when the client asks for none).
-        let mut keep_alive = c.keep_alive;
-        let mut server_keep_alive = None;
-        if v5 && (keep_alive == 0 || keep_alive > max_keepalive) && max_keepalive > 0 {
-            keep_alive = max_keepalive;
-            server_keep_alive = Some(max_keepalive);
-        }
         if keep_alive > 0 {
             // [MQTT-3.1.2-24] the server allows one and a half keepalive periods.
             let ms = u32::from(keep_alive) * 1500;
@@ -162,30 +196,13 @@ impl Broker {
             conn.keep_alive = std::num::NonZeroU32::new(ms);
             self.timers.schedule_in(now, limit, Timer::KeepAlive(id));
         }
-        let mut props = PropertiesBuf::new();
         if v5 {
             conn.v5 = Some(Box::new(V5Conn {
                 receive_maximum: c.properties.receive_maximum().unwrap_or(u16::MAX),
-                maximum_packet_size: c.properties.maximum_packet_size().unwrap_or(u32::MAX),
+                maximum_packet_size: client_max,
                 aliases: Vec::new(),
                 connect_expiry: expiry,
             }));
-            if assigned {
-                props.push(Property::AssignedClientIdentifier(&client_id));
-            }
-            if let Some(ka) = server_keep_alive {
-                props.push(Property::ServerKeepAlive(ka));
-            }
-            if receive_maximum != u16::MAX {
-                props.push(Property::ReceiveMaximum(receive_maximum));
-            }
-            if self.config.max_packet_size < crate::config::MQTT_MAX_PACKET_SIZE {
-                props.push(Property::MaximumPacketSize(self.config.max_packet_size));
-            }
-            props.push(Property::TopicAliasMaximum(TOPIC_ALIAS_MAXIMUM));
-            if !self.config.retain_available {
-                props.push(Property::RetainAvailable(0));
-            }
         }
         info!(
             "client {client_id} connected (v{}, clean {}, keepalive {}s{})",

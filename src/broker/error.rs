@@ -44,6 +44,11 @@ pub enum ProtocolViolation {
     UnexpectedAuth,
     /// No Local set on a shared subscription [MQTT-3.8.3-4].
     NoLocalOnSharedSubscription,
+    /// A PUBLISH from a client carrying a Subscription Identifier [MQTT-3.3.4-6].
+    SubscriptionIdInPublish,
+    /// `$share/...` without a share name or without a topic filter after it
+    /// [MQTT-4.8.2-1/2].
+    MalformedSharedSubscription,
 }
 
 /// Why a connection ended.
@@ -68,6 +73,9 @@ pub enum CloseReason {
     Protocol(ProtocolViolation),
     /// CONNECT was refused with this CONNACK code.
     ConnectRefused(ReasonCode),
+    /// The CONNACK would exceed the client's Maximum Packet Size [MQTT-3.1.2-24]: closed
+    /// without one.
+    ConnackTooLarge,
     /// A 5.0 client sent more QoS 2 PUBLISHes awaiting PUBREL than our receive maximum.
     ReceiveMaximumExceeded,
     /// A 5.0 client sent DISCONNECT with reason 0x04: publish the will.
@@ -111,6 +119,7 @@ impl CloseReason {
             CloseReason::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
             CloseReason::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
             CloseReason::ConnectRefused(code) => code,
+            CloseReason::ConnackTooLarge => ReasonCode::PACKET_TOO_LARGE,
         }
     }
 }
@@ -139,6 +148,12 @@ impl fmt::Display for ProtocolViolation {
             ProtocolViolation::NoLocalOnSharedSubscription => {
                 f.write_str("no local on a shared subscription")
             }
+            ProtocolViolation::SubscriptionIdInPublish => {
+                f.write_str("PUBLISH with a subscription identifier")
+            }
+            ProtocolViolation::MalformedSharedSubscription => {
+                f.write_str("malformed $share subscription")
+            }
         }
     }
 }
@@ -159,6 +174,9 @@ impl fmt::Display for CloseReason {
                 write!(f, "CONNECT refused with code 0x{:02X}", code.0)
             }
             CloseReason::ReceiveMaximumExceeded => f.write_str("receive maximum exceeded"),
+            CloseReason::ConnackTooLarge => {
+                f.write_str("CONNACK larger than the client's maximum packet size")
+            }
             CloseReason::ClientDisconnectWithWill => {
                 f.write_str("client sent DISCONNECT with will")
             }

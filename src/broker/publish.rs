@@ -186,6 +186,11 @@ impl Broker {
         let Some(key) = conn.session else {
             return false;
         };
+        // [MQTT-3.3.4-6] a Subscription Identifier flows only from server to client. An
+        // empty property block (every 3.1.1 PUBLISH) skips the scan.
+        if !p.properties.is_empty() && p.properties.subscription_identifiers().next().is_some() {
+            return self.violation(id, ProtocolViolation::SubscriptionIdInPublish, now);
+        }
         // Resolve a 5.0 topic alias [MQTT-3.3.2-10..12]; the alias table is per connection.
         let mut aliased: Option<Box<str>> = None;
         if let Some(alias) = p.properties.topic_alias() {

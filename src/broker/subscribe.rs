@@ -26,20 +26,21 @@ impl Broker {
             return false;
         };
         let v5 = conn.v5.is_some();
+        // [MQTT-4.8.2-1/2] a `$share/` filter without a share name or a filter after it is
+        // a protocol error, as Mosquitto treats `$share` alone; checked before any filter
+        // of the packet takes effect.
+        if s.filters
+            .iter()
+            .any(|(f, _)| matches!(parse_shared(f), Some(Err(()))))
+        {
+            return self.violation(id, ProtocolViolation::MalformedSharedSubscription, now);
+        }
         // One subscription identifier per SUBSCRIBE applies to all its filters [MQTT-3.8.2-?].
         let sub_id = s.properties.subscription_identifiers().next().unwrap_or(0);
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained: Vec<(Arc<Message>, QoS, bool)> = Vec::new();
         for (filter, options) in &s.filters {
             let shared = parse_shared(filter);
-            if matches!(shared, Some(Err(()))) {
-                codes.push(if v5 {
-                    ReasonCode::TOPIC_FILTER_INVALID
-                } else {
-                    ReasonCode::SUBACK_FAILURE
-                });
-                continue;
-            }
             if shared.is_some() && options.no_local {
                 // [MQTT-3.8.3-4] no local on a shared subscription is a protocol error.
                 return self.violation(id, ProtocolViolation::NoLocalOnSharedSubscription, now);

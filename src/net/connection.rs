@@ -4,9 +4,18 @@
 //! [`super::input`]), whether WRITABLE interest is registered, and a per-turn read budget.
 //! Everything else about a client (session, output buffer) lives in the broker.
 //!
-//! Invariants: `stream` is `Some` exactly while the connection is open or ending; once it
-//! is `None` the slot only waits for the end of the event batch to be freed, and every
-//! event or queued work item for it is ignored.
+//! Invariants: `stream` is `Some` exactly while the connection is open, ending or
+//! lingering; once it is `None` the slot only waits for the end of the event batch to be
+//! freed, and every event or queued work item for it is ignored.
+//!
+//! Graceful close ("lingering"): when the broker ends a connection with final bytes (a
+//! DISCONNECT, a refusing CONNACK), closing the socket at once while the peer is still
+//! sending makes the kernel answer with RST: the peer's next write fails with EPIPE or
+//! ECONNRESET and many clients never read the reason. So the connection first writes its
+//! final bytes (as the socket accepts them), then shuts down its write side (FIN), and
+//! reads and discards what the peer still sends until the peer closes, up to
+//! [`LINGER_MAX_BYTES`] or the loop's linger deadline, whichever comes first. Nothing read
+//! is kept; the broker no longer knows the connection.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -23,6 +32,10 @@ use crate::protocol::{self, DecodeError, Packet, Status};
 /// Bytes one connection may read in one loop turn before others get their turn.
 pub(crate) const READ_BUDGET: usize = 256 * 1024;
 
+/// Input a lingering connection discards before it is closed anyway: bounds the work one
+/// peer can cause after its close was decided (the time bound is the loop's).
+pub(crate) const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
@@ -31,6 +44,9 @@ pub(crate) enum State {
     /// The broker ended it (packet refused, decode error): no more reads; waiting for its
     /// `poll_close` this turn, or closed at the end of the turn anyway.
     Ending,
+    /// The broker is done with it: writing its final bytes, then discarding input until
+    /// the peer closes or the linger bound is reached (see the module docs).
+    Lingering,
     /// Socket closed; the slot is freed after the event batch.
     Closed,
 }
@@ -52,6 +68,23 @@ pub(crate) struct Connection {
     budget_turn: u64,
     /// Bytes read during `budget_turn`.
     budget_used: usize,
+    /// Lingering: final bytes the socket has not taken yet.
+    final_out: Vec<u8>,
+    /// Lingering: input discarded so far.
+    drained: usize,
+    /// Lingering: the peer has closed its side (no more reads).
+    peer_done: bool,
+}
+
+/// What a lingering connection needs next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LingerStep {
+    /// Wait for more events (or the deadline).
+    Wait,
+    /// The turn's read budget is spent; more input may be waiting in the kernel.
+    Capped,
+    /// Close it now: the peer closed, the socket failed or the byte bound was reached.
+    Done,
 }
 
 /// How a read pass over one connection ended.
@@ -106,6 +139,9 @@ impl Connection {
             queued: false,
             budget_turn: 0,
             budget_used: 0,
+            final_out: Vec::new(),
+            drained: 0,
+            peer_done: false,
         }
     }
 
@@ -198,12 +234,25 @@ impl Connection {
     /// Closes the socket: writes `final_bytes` best effort (never blocking), sends FIN,
     /// discards unread input (closing with unread input would send RST, which can destroy
     /// the final bytes in flight), deregisters and drops the socket.
+    /// A lingering connection writes what is left of its own final bytes.
     pub(crate) fn close(&mut self, registry: &Registry, final_bytes: &[u8], scratch: &mut [u8]) {
+        let lingered = self.state == State::Lingering;
         self.state = State::Closed;
         self.tail = Vec::new();
+        let pending = std::mem::take(&mut self.final_out);
+        let final_bytes = if final_bytes.is_empty() {
+            &pending[..]
+        } else {
+            final_bytes
+        };
         let Some(mut stream) = self.stream.take() else {
             return;
         };
+        if lingered && final_bytes.is_empty() {
+            // FIN was sent and input drained as far as the linger bounds allowed.
+            let _ = registry.deregister(&mut stream);
+            return;
+        }
         if !final_bytes.is_empty() {
             let mut rest = final_bytes;
             while !rest.is_empty() {
@@ -220,6 +269,104 @@ impl Connection {
         }
         // Errors here mean the socket is already gone from the poll set; nothing to undo.
         let _ = registry.deregister(&mut stream);
+    }
+
+    /// Starts the graceful close: from now on the connection only writes `final_bytes`,
+    /// then FIN, and discards input (see the module docs). The caller drains once right
+    /// away: input already in the kernel raises no new edge-triggered event.
+    pub(crate) fn linger(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        final_bytes: Vec<u8>,
+    ) -> LingerStep {
+        self.state = State::Lingering;
+        self.tail = Vec::new();
+        self.final_out = final_bytes;
+        self.drained = 0;
+        self.linger_write(registry, token)
+    }
+
+    /// Writes what the socket takes of the final bytes; once they are all out, shuts down
+    /// the write side so the peer reads them followed by EOF.
+    pub(crate) fn linger_write(&mut self, registry: &Registry, token: Token) -> LingerStep {
+        let Some(stream) = self.stream.as_mut() else {
+            return LingerStep::Done;
+        };
+        while !self.final_out.is_empty() {
+            match stream.write(&self.final_out) {
+                Ok(0) => return LingerStep::Done,
+                Ok(n) => {
+                    self.final_out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return LingerStep::Done,
+            }
+        }
+        let want_writable = !self.final_out.is_empty();
+        if !want_writable {
+            self.final_out = Vec::new();
+            if stream.shutdown(Shutdown::Write).is_err() || self.peer_done {
+                return LingerStep::Done;
+            }
+        }
+        if want_writable != self.writable {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if registry.reregister(stream, token, interest).is_err() {
+                return LingerStep::Done;
+            }
+            self.writable = want_writable;
+        }
+        LingerStep::Wait
+    }
+
+    /// Reads and discards the peer's input until `WouldBlock`, within the turn's read
+    /// budget and [`LINGER_MAX_BYTES`] in all.
+    pub(crate) fn drain(&mut self, scratch: &mut [u8], turn: u64) -> LingerStep {
+        if self.peer_done {
+            return LingerStep::Wait;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return LingerStep::Done;
+        };
+        if self.budget_turn != turn {
+            self.budget_turn = turn;
+            self.budget_used = 0;
+        }
+        loop {
+            if self.drained >= LINGER_MAX_BYTES {
+                return LingerStep::Done;
+            }
+            let budget = READ_BUDGET.saturating_sub(self.budget_used);
+            if budget == 0 {
+                return LingerStep::Capped;
+            }
+            let limit = budget.min(scratch.len());
+            match stream.read(&mut scratch[..limit]) {
+                Ok(0) => {
+                    // The peer closed its side. Final bytes not yet written may still
+                    // reach it (it can read after a half-close): wait for them.
+                    self.peer_done = true;
+                    return if self.final_out.is_empty() {
+                        LingerStep::Done
+                    } else {
+                        LingerStep::Wait
+                    };
+                }
+                Ok(n) => {
+                    self.budget_used += n;
+                    self.drained += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return LingerStep::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return LingerStep::Done,
+            }
+        }
     }
 }
 

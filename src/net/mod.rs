@@ -18,7 +18,9 @@
 //!    `WouldBlock` or a 256 KiB per-connection budget), write on writable.
 //! 3. Fire the broker's timers if the deadline has passed, and retry accepting when a
 //!    resource backoff has expired.
-//! 4. Drain `poll_close` and `poll_transmit` and write, at most once per connection.
+//! 4. Drain `poll_close` and `poll_transmit` and write, at most once per connection. A
+//!    connection the broker ended with final bytes lingers (see `connection`): FIN after
+//!    its last bytes, input discarded until the peer closes, for at most [`LINGER_TIME`].
 //! 5. Free the slab slots of connections closed in this turn.
 //!
 //! Invariants:
@@ -42,6 +44,7 @@ mod shutdown;
 mod systemd;
 mod token;
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -59,7 +62,7 @@ use crate::auth::Auth;
 use crate::broker::{Broker, ConnId, Disconnect};
 use crate::config::Config;
 use crate::store::Store;
-use connection::{Connection, FlushEnd, Id, ReadCtx, ReadEnd, State};
+use connection::{Connection, FlushEnd, Id, LingerStep, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
@@ -78,6 +81,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Per-connection accept failures in a row after which the loop backs off as well.
 const MAX_ACCEPT_SKIPS: usize = 64;
+
+/// Longest a lingering connection (final bytes sent, input discarded) stays open, so that
+/// a peer that neither reads nor closes holds its descriptor only briefly.
+const LINGER_TIME: Duration = Duration::from_secs(1);
 
 /// The MQTT server: listeners, connections and the broker, driven by one `mio` loop.
 pub struct Server {
@@ -112,6 +119,10 @@ struct Core {
     readable_spare: Vec<(usize, ConnId)>,
     /// Connections whose reading is paused by back-pressure.
     paused: Vec<(usize, ConnId)>,
+    /// Lingering connections and when they are closed at the latest. Every entry gets the
+    /// same `LINGER_TIME` from a monotonic `now`, so the front is the earliest deadline;
+    /// entries of connections closed sooner are skipped when they reach the front.
+    lingering: VecDeque<(Instant, usize, ConnId)>,
     /// The persistence writer, when persistence is on.
     store: Option<Store>,
     /// SIGTERM/SIGINT/SIGHUP, when [`Server::handle_signals`] was called.
@@ -175,6 +186,7 @@ impl Server {
             readable: Vec::new(),
             readable_spare: Vec::new(),
             paused: Vec::new(),
+            lingering: VecDeque::new(),
             store: None,
             signals: None,
             reload: None,
@@ -335,6 +347,13 @@ impl Core {
             return Some(Duration::ZERO);
         }
         let mut deadline = self.broker.poll_timeout();
+        while let Some(&(at, key, id)) = self.lingering.front() {
+            if self.is_lingering(key, id) {
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+                break;
+            }
+            self.lingering.pop_front();
+        }
         // The watchdog deadline exists only when systemd configured one, so an idle
         // broker without a watchdog still sleeps without a timeout.
         let watchdog = self
@@ -370,7 +389,17 @@ impl Core {
             Target::Signals => self.handle_signals(registry, now),
             Target::Listener(i) => self.accept(registry, i, now),
             Target::Connection(key) => {
-                let open = self.conns.get(key).is_some_and(Connection::is_open);
+                let state = self.conns.get(key).map(|c| c.state);
+                if state == Some(State::Lingering) {
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.drain(registry, key);
+                    }
+                    if event.is_writable() || event.is_write_closed() {
+                        self.linger_write(registry, key);
+                    }
+                    return;
+                }
+                let open = state == Some(State::Open);
                 if !open {
                     return; // closed earlier in this batch, or a stale event
                 }
@@ -410,6 +439,15 @@ impl Core {
     fn handle_timers(&mut self, registry: &Registry, now: Instant) {
         if self.broker.poll_timeout().is_some_and(|d| d <= now) {
             self.broker.handle_timeout(now);
+        }
+        while let Some(&(at, key, id)) = self.lingering.front() {
+            if at > now {
+                break;
+            }
+            self.lingering.pop_front();
+            if self.is_lingering(key, id) {
+                self.close(registry, key, "linger time over", &[]);
+            }
         }
         if self.accept_backoff.is_some_and(|t| t <= now) {
             self.accept_backoff = None;
@@ -505,6 +543,10 @@ impl Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.state == State::Lingering {
+            self.drain(registry, key);
+            return;
+        }
         if !conn.is_open() {
             return;
         }
@@ -577,7 +619,11 @@ impl Core {
         loop {
             if let Some(close) = self.broker.poll_close() {
                 if let Some(key) = self.key_of(close.id) {
-                    self.close(registry, key, "closed by broker", &close.final_bytes);
+                    if close.final_bytes.is_empty() {
+                        self.close(registry, key, "closed by broker", &[]);
+                    } else {
+                        self.linger(registry, key, close.final_bytes, now);
+                    }
                 }
                 continue;
             }
@@ -634,11 +680,62 @@ impl Core {
         }
     }
 
-    /// The slab key of a live (not closed) connection with this exact id.
+    /// The slab key of a connection the broker still knows (open or ending) with this
+    /// exact id.
     fn key_of(&self, id: ConnId) -> Option<usize> {
         let key = usize::try_from(id.index).ok()?;
         let conn = self.conns.get(key)?;
-        (conn.id == id && conn.state != State::Closed).then_some(key)
+        (conn.id == id && matches!(conn.state, State::Open | State::Ending)).then_some(key)
+    }
+
+    /// Starts the graceful close of a connection the broker ended with `final_bytes`.
+    fn linger(&mut self, registry: &Registry, key: usize, final_bytes: Vec<u8>, now: Instant) {
+        let (Some(conn), Some(token)) = (self.conns.get_mut(key), token::connection(key)) else {
+            return;
+        };
+        let id = conn.id;
+        if conn.linger(registry, token, final_bytes) == LingerStep::Done {
+            self.close(registry, key, "closed by broker", &[]);
+            return;
+        }
+        debug!("{}: final bytes queued, lingering", Id(id));
+        self.lingering.push_back((now + LINGER_TIME, key, id));
+        // Input already waiting raises no new (edge-triggered) event.
+        self.drain(registry, key);
+    }
+
+    /// Discards a lingering connection's input; closes it when the peer is done.
+    fn drain(&mut self, registry: &Registry, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match conn.drain(&mut self.scratch, self.turn) {
+            LingerStep::Wait => {}
+            LingerStep::Capped => {
+                if !conn.queued {
+                    conn.queued = true;
+                    self.readable.push((key, conn.id));
+                }
+            }
+            LingerStep::Done => self.close(registry, key, "closed by broker", &[]),
+        }
+    }
+
+    /// Writes more of a lingering connection's final bytes.
+    fn linger_write(&mut self, registry: &Registry, key: usize) {
+        let (Some(conn), Some(token)) = (self.conns.get_mut(key), token::connection(key)) else {
+            return;
+        };
+        if conn.linger_write(registry, token) == LingerStep::Done {
+            self.close(registry, key, "closed by broker", &[]);
+        }
+    }
+
+    /// Whether slot `key` still holds lingering connection `id`.
+    fn is_lingering(&self, key: usize, id: ConnId) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|c| c.id == id && c.state == State::Lingering)
     }
 
     /// Closes a connection's socket; its slot is freed at the end of the turn.

@@ -71,6 +71,9 @@ pub enum DecodeError {
     PropertyNotAllowed(u8),
     /// A property value out of its range (e.g. receive maximum 0, a flag other than 0/1).
     InvalidPropertyValue(u8),
+    /// A 5.0 PUBACK/PUBREC/PUBREL/PUBCOMP reason code that the packet's table does not list
+    /// (§3.4.2.1, §3.5.2.1, §3.6.2.1, §3.7.2.1).
+    InvalidReasonCode { packet_type: u8, code: u8 },
 }
 
 impl DecodeError {
@@ -85,16 +88,21 @@ impl DecodeError {
             InvalidProtocolName | UnsupportedProtocolVersion(_) => {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
             }
-            // §2.4 / DISCONNECT 0x90: "The Topic Name is not malformed, but is not accepted".
-            InvalidTopicName => ReasonCode::TOPIC_NAME_INVALID,
             // The 5.0 text calls these a "Protocol Error" rather than malformed.
             ZeroPacketId // [MQTT-2.2.1-3]
+            // A wildcard in a topic name [MQTT-3.3.2-2]: Mosquitto 2.0 answers 0x82, not
+            // 0x90 ("not malformed, but not accepted", which fits a name the server
+            // dislikes rather than one the spec forbids).
+            | InvalidTopicName
             | TopicNameMissing // §3.3.2.1
             | NoTopicFilters // §3.8.3, §3.10.3
             | NoReasonCodes
             | InvalidSubscriptionOptions // §3.8.3.1
             | DuplicateProperty(_) // §3.x.2.x "more than once"
-            | InvalidPropertyValue(_) => ReasonCode::PROTOCOL_ERROR,
+            | InvalidPropertyValue(_)
+            // Not named by the spec; Mosquitto 2.0 answers a PUBACK/PUBREC/PUBREL/PUBCOMP
+            // reason code outside the packet's table with DISCONNECT 0x82.
+            | InvalidReasonCode { .. } => ReasonCode::PROTOCOL_ERROR,
             MalformedVariableInt
             | ReservedPacketType(_)
             | InvalidFlags { .. }
@@ -154,6 +162,12 @@ impl fmt::Display for DecodeError {
             DuplicateProperty(id) => write!(f, "property 0x{id:02X} given more than once"),
             PropertyNotAllowed(id) => write!(f, "property 0x{id:02X} not allowed in this packet"),
             InvalidPropertyValue(id) => write!(f, "invalid value for property 0x{id:02X}"),
+            InvalidReasonCode { packet_type, code } => {
+                write!(
+                    f,
+                    "reason code 0x{code:02X} not valid for packet type {packet_type}"
+                )
+            }
         }
     }
 }

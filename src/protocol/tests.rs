@@ -245,6 +245,10 @@ fn every_error_has_a_message_and_a_failure_reason_code() {
         DecodeError::DuplicateProperty(0x11),
         DecodeError::PropertyNotAllowed(0x18),
         DecodeError::InvalidPropertyValue(0x21),
+        DecodeError::InvalidReasonCode {
+            packet_type: 4,
+            code: 0x05,
+        },
     ];
     for e in errors {
         assert!(!e.to_string().is_empty());

@@ -9,6 +9,7 @@ network connection" with no bytes sent is what Mosquitto 2.0 does (observed).
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -221,6 +222,65 @@ def test_unknown_packet_ids_in_acks(broker, witness):
         c.send(r.pubrec(80))
         assert c.read_exact(4) == b"\x62\x02\x00\x50"
         assert c.is_open()
+    finally:
+        c.close()
+    witness()
+
+
+# ------------------------------------------------------------ graceful close
+
+
+def _send_flood_then_read(c, data, timeout=10.0):
+    """Sends `data` (the client does not read while it sends, like a client busy
+    publishing), then reads everything until the server closes. Returns (the send
+    error or None, raw bytes read, how the read ended: "EOF" or "reset")."""
+    # A small send buffer keeps most of the flood in the client: before the fix the
+    # broker closed with unread input, the kernel answered with RST, and the rest of
+    # the send failed with EPIPE/ECONNRESET.
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    c.sock.settimeout(timeout)
+    err = None
+    try:
+        c.sock.sendall(data)
+    except OSError as e:
+        err = e
+    got = b""
+    end = None
+    deadline = time.monotonic() + timeout
+    while end is None:
+        c.sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = c.sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            end = "reset"
+            break
+        if not chunk:
+            end = "EOF"
+        got += chunk
+    return err, got, end
+
+
+# About 2 MiB: far more than the socket buffers hold in flight when the broker decides
+# to close, and well under wrenmq's 8 MiB linger bound.
+FLOOD = publish("flood/after", b"y" * 1000) * 2048
+
+
+@pytest.mark.wrenmq_only
+def test_refused_connack_readable_by_client_still_sending_MQTT_3_2_2_5(broker, witness):
+    """A refused CONNECT (3.1.1: empty client id without clean session -> CONNACK 0x02
+    [MQTT-3.1.3-8]) is answered, then the connection is closed [MQTT-3.2.2-5]. A client
+    that sent more bytes right after its CONNECT must still get the CONNACK instead of
+    a reset: the broker sends FIN after the CONNACK and discards the client's input for
+    a short, bounded time before closing (before the fix: EPIPE on the send, and the
+    CONNACK destroyed by the RST).
+
+    wrenmq-only: Mosquitto 2.0.11 closes at once, so the sender sees a reset."""
+    c = r.RawClient(broker.host, broker.port)
+    try:
+        err, got, end = _send_flood_then_read(c, connect("", clean=False) + FLOOD)
+        assert err is None, f"sending after CONNECT failed: {err!r}"
+        assert got == b"\x20\x02\x00\x02", got[:20]
+        assert end == "EOF"
     finally:
         c.close()
     witness()

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 import mqtt5raw as m
+from conftest import broker_is
 from mqtt5raw import raw5  # noqa: F401  (fixture)
 
 
@@ -309,3 +310,140 @@ def test_maximum_packet_size_MQTT_3_1_2_24_25(broker, raw5, prefix):
         small.send(m.puback(x.pid))
     for x in got_big:
         big.send(m.puback(x.pid))
+
+
+# ------------------------------------------------------------ protocol strictness
+
+
+@pytest.mark.wrenmq_only
+def test_publish_with_subscription_identifier_disconnect_0x82_MQTT_3_3_4_6(broker, raw5, prefix):
+    """[MQTT-3.3.4-6] a PUBLISH from a client MUST NOT carry a Subscription
+    Identifier; it is a Protocol Error: DISCONNECT 0x82 and close, and the message
+    is not delivered.
+
+    wrenmq-only: Mosquitto 2.0.11 (and 2.0.22, eclipse-mosquitto#3319) accepts it
+    and answers PUBACK."""
+    topic = f"{prefix}/subid"
+    s = raw5(broker, uid("s"))
+    s.subscribe5([(topic, 0)])
+    c = raw5(broker, uid("p"))
+    c.send(m.publish(topic, b"x", qos=1, pid=3, props=[(m.SUBSCRIPTION_ID, 5)]))
+    d = closed_with(c)
+    assert d is not None and d.reason == 0x82, d
+    assert m.collect(s, quiet=0.4, ptype=m.PUBLISH) == []
+
+
+ACK_REASONS_NOT_IN_TABLE = [
+    ("PUBACK 0x05", m.PUBACK, 0x05),
+    ("PUBREC 0x92", m.PUBREC, 0x92),
+    ("PUBREL 0x80", m.PUBREL, 0x80),
+    ("PUBCOMP 0x10", m.PUBCOMP, 0x10),
+]
+
+
+@pytest.mark.wrenmq_only
+@pytest.mark.parametrize("desc,ptype,reason", ACK_REASONS_NOT_IN_TABLE,
+                         ids=[x[0].replace(" ", "-") for x in ACK_REASONS_NOT_IN_TABLE])
+def test_ack_reason_code_not_valid_for_packet_disconnect_0x82(broker, raw5, desc, ptype, reason):
+    """3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1 list the reason codes of each
+    acknowledgement; another code ends the connection with DISCONNECT 0x82, as
+    Mosquitto 2.0's broker does (its handle__pubackcomp/pubrec/pubrel return
+    MOSQ_ERR_PROTOCOL).
+
+    wrenmq-only: the Mosquitto 2.0.11 on the test machine predates that check."""
+    c = raw5(broker, uid("ack"))
+    c.send(m.ack(ptype, 9, reason))
+    d = closed_with(c)
+    assert d is not None and d.reason == 0x82, d
+
+
+def test_pubrel_unknown_id_answered_with_pubcomp_connection_stays(broker, raw5):
+    """A PUBREL for an id the server does not know is not an error: it happens after
+    a reconnect (4.3.3). The server answers PUBCOMP and keeps the connection; the
+    spec's code is 0x92 Packet Identifier not found (3.7.2.1), which wrenmq sends.
+    Mosquitto 2.0 answers PUBCOMP 0x00 (observed on 2.0.11; 2.0.20's handle__pubrel
+    sends PUBCOMP without a reason code)."""
+    c = raw5(broker, uid("rel"))
+    c.send(m.ack(m.PUBREL, 41))
+    comp = c.read_until(m.PUBCOMP)
+    assert comp.pid == 41
+    assert comp.reason == (0x00 if broker_is("mosquitto") else 0x92)
+    c.send(b"\xc0\x00")  # PINGREQ: the connection is still up
+    assert c.read_until(m.PINGRESP_T).type == m.PINGRESP_T
+
+
+@pytest.mark.wrenmq_only
+@pytest.mark.parametrize("flt", ["$share/g", "$share/g/", "$share//a"])
+def test_share_without_filter_or_name_disconnect_0x82_MQTT_4_8_2_1_2(broker, raw5, prefix, flt):
+    """[MQTT-4.8.2-1/2] a shared subscription is `$share/{ShareName}/{filter}` with a
+    non-empty ShareName and a topic filter: anything else starting with `$share/` is a
+    Protocol Error (DISCONNECT 0x82), not a SUBACK failure code; no filter of that
+    SUBSCRIBE takes effect.
+
+    wrenmq-only: Mosquitto 2.0.11 grants all three (SUBACK 0x00); it answers 0x82
+    only for `$share` alone, which wrenmq treats as an ordinary filter."""
+    c = raw5(broker, uid("share"))
+    c.send(m.subscribe(1, [(f"{prefix}/ok", 0), (flt, 0)]))
+    d = closed_with(c)
+    assert d is not None and d.reason == 0x82, d
+    w = raw5(broker, uid("w"))
+    w.send(m.publish(f"{prefix}/ok", b"x"))
+    assert w.is_open()
+
+
+def test_publish_topic_with_wildcard_disconnect_0x82_MQTT_3_3_2_2(broker, raw5):
+    """[MQTT-3.3.2-2] a Topic Name MUST NOT contain wildcards. Mosquitto 2.0 answers
+    DISCONNECT 0x82 (observed on 2.0.11 for "+" and "#" at QoS 0 and 1); wrenmq sent
+    0x90 before and now matches."""
+    for topic, qos in (("a/+", 0), ("a/#", 1)):
+        c = raw5(broker, uid("wild"))
+        c.send(m.publish(topic, b"x", qos=qos, pid=2))
+        d = closed_with(c)
+        assert d is not None and d.reason == 0x82, (topic, d)
+
+
+def test_connack_over_client_maximum_packet_size_closes_without_connack(broker, raw5):
+    """[MQTT-3.1.2-24] the server MUST NOT send a packet larger than the client's
+    Maximum Packet Size, CONNACK included. Both brokers' CONNACK here is 16 bytes;
+    with a limit of 10 the connection is closed without any CONNACK (as Mosquitto
+    2.0.11 does), and a limit of 100 connects normally."""
+    c = raw5(broker, connect=False)
+    c.send(m.connect(uid("mps"), props=[(m.MAXIMUM_PACKET_SIZE, 10)]))
+    assert c.close_reason(timeout=5.0) is None
+    ok = raw5(broker, uid("mps"), props=[(m.MAXIMUM_PACKET_SIZE, 100)])
+    assert len(ok.connack.raw) <= 100
+
+
+@pytest.mark.wrenmq_only
+def test_receive_maximum_exceeded_disconnect_readable_while_client_keeps_sending(broker, raw5, prefix):
+    """A client that sends more unacknowledged QoS 2 PUBLISHes than the Receive
+    Maximum it was given gets DISCONNECT 0x93 [MQTT-3.3.4-7]. A client that keeps
+    publishing must still be able to read it: the broker sends FIN after the
+    DISCONNECT and discards the client's input for a short, bounded time before it
+    closes. Before the fix it closed at once with unread input, the kernel answered
+    with RST and the client got EPIPE/ECONNRESET on its next write.
+
+    wrenmq-only: Mosquitto 2.0.11 does not enforce its receive maximum this way."""
+    c = raw5(broker, uid("flood"))
+    rm = c.connack.p.get(m.RECEIVE_MAXIMUM, 65535)
+    assert rm <= 1000
+    data = b"".join(m.publish(f"{prefix}/q2", b"x", qos=2, pid=i + 1) for i in range(rm + 1))
+    # About 2 MiB more: far more than the socket buffers hold in flight when the
+    # broker decides to close, and well under the 8 MiB linger bound.
+    data += m.publish(f"{prefix}/more", b"y" * 1000) * 2048
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    c.sock.settimeout(10.0)
+    try:
+        c.sock.sendall(data)
+    except OSError as e:
+        pytest.fail(f"publishing failed before the DISCONNECT could be read: {e!r}")
+    got = []
+    end = None
+    deadline = time.monotonic() + 10.0
+    while end is None and time.monotonic() < deadline:
+        try:
+            got.append(c.read5(timeout=max(0.05, deadline - time.monotonic())))
+        except m.Closed as e:
+            end = str(e)
+    assert [p.reason for p in got if p.type == m.DISCONNECT] == [0x93], got[-3:]
+    assert end == "EOF", f"connection ended by {end}"

@@ -658,3 +658,67 @@ fn a_session_resumed_with_expiry_zero_is_not_restored_after_a_crash() {
         "the snapshot after recovery forgets it too"
     );
 }
+
+#[test]
+fn publish_with_a_subscription_identifier_is_a_protocol_error() {
+    // [MQTT-3.3.4-6] only the server sends Subscription Identifiers.
+    let mut h = Harness::new();
+    let none = PropertiesBuf::new();
+    let (s, _) = h.connect5("s", true, 0, &none);
+    h.send(s, sub5(1, "t", opts(QoS::AtMostOnce), &none));
+    h.take5(s);
+    let (p, _) = h.connect5("p", true, 0, &none);
+    let with_id = pb(&[Property::SubscriptionIdentifier(5)]);
+    assert!(!h.send(p, pub5("t", b"x", QoS::AtLeastOnce, 1, &with_id)));
+    assert_eq!(h.take5(p), [V5::Disconnect(0x82)]);
+    assert!(h.take5(s).is_empty(), "the message is not routed");
+}
+
+#[test]
+fn malformed_share_subscription_is_a_protocol_error_not_a_suback_code() {
+    // [MQTT-4.8.2-1/2] `$share/{name}/{filter}`: no filter, an empty filter or an empty
+    // share name ends the connection, and no filter of that SUBSCRIBE takes effect.
+    for bad in ["$share/g", "$share/g/", "$share//a"] {
+        let mut h = Harness::new();
+        let none = PropertiesBuf::new();
+        let (c, _) = h.connect5("c", true, 0, &none);
+        let s = Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            properties: Properties::EMPTY,
+            filters: vec![
+                ("ok/t", opts(QoS::AtMostOnce)),
+                (bad, opts(QoS::AtMostOnce)),
+            ],
+        });
+        assert!(!h.send(c, s), "{bad}");
+        assert_eq!(h.take5(c), [V5::Disconnect(0x82)], "{bad}");
+        let p = h.client(connect("p", true, 0));
+        h.send(p, publish("ok/t", b"x", QoS::AtMostOnce, 0));
+        assert!(h.take5(c).is_empty());
+        let mut m = Vec::new();
+        h.broker.subscriptions.collect_matches("ok/t", &mut m);
+        assert!(m.is_empty(), "{bad}: the valid filter was not added either");
+    }
+}
+
+#[test]
+fn connack_larger_than_the_clients_maximum_packet_size_closes_without_it() {
+    // [MQTT-3.1.2-24] With keepalive 60 the CONNACK carries the server's limits only
+    // (receive maximum, maximum packet size, topic alias maximum): 16 bytes. For "" it
+    // also carries a 41-character assigned client id.
+    let mut h = Harness::new();
+    let none = PropertiesBuf::new();
+    let (old, _) = h.connect5("small", true, 60, &none);
+    let (c, out) = h.connect5("small", true, 60, &pb(&[Property::MaximumPacketSize(15)]));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(h.is_closed(c));
+    assert!(
+        h.take5(old).is_empty(),
+        "the refused client took nothing over"
+    );
+    let (ok, out) = h.connect5("small2", true, 60, &pb(&[Property::MaximumPacketSize(16)]));
+    assert!(matches!(out[..], [V5::Connack { code: 0, .. }]), "{out:?}");
+    assert!(!h.is_closed(ok));
+    let (a, out) = h.connect5("", true, 60, &pb(&[Property::MaximumPacketSize(40)]));
+    assert!(out.is_empty() && h.is_closed(a), "{out:?}");
+}
