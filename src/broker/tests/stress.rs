@@ -104,6 +104,9 @@ struct Stress {
     stalled: BTreeMap<&'static str, Vec<Packet<'static>>>,
     /// Whether clients may hold back acknowledgements during this settle.
     may_stall: bool,
+    /// Clients that acknowledge nothing for this many more settles: their inflight window
+    /// fills and the broker queues behind it.
+    slow: BTreeMap<&'static str, usize>,
     /// Session expiry interval each online 5.0 client connected with: a DISCONNECT may
     /// not raise it from 0 [MQTT-3.14.2-2].
     connect_expiry: BTreeMap<&'static str, u32>,
@@ -141,6 +144,7 @@ impl Stress {
             not_durable: Vec::new(),
             stalled: BTreeMap::new(),
             may_stall: false,
+            slow: BTreeMap::new(),
             connect_expiry: BTreeMap::new(),
             wills: BTreeMap::new(),
         }
@@ -190,8 +194,23 @@ impl Stress {
     /// Lets every online client read and acknowledge everything until the broker is quiet.
     /// A client may hold back some acknowledgements until the next settle.
     fn settle(&mut self) {
+        // Slow clients count down; the others send what they held back.
+        self.slow.retain(|_, left| {
+            *left -= 1;
+            *left > 0
+        });
+        if self.rng.chance(3) {
+            let c = self.rng.pick(CLIENTS);
+            let settles = 1 + self.rng.below(30);
+            self.note(format!("{c} stops acknowledging for {settles} settles"));
+            self.slow.insert(c, settles);
+        }
         let stalled = std::mem::take(&mut self.stalled);
         for (client, acks) in stalled {
+            if self.slow.contains_key(client) {
+                self.stalled.insert(client, acks);
+                continue;
+            }
             if let Some(&id) = self.online.get(client) {
                 for a in acks {
                     self.h.send(id, a);
@@ -266,7 +285,7 @@ impl Stress {
 
     /// The client acknowledges now, or (a slow client) at the next settle.
     fn client_sends(&mut self, client: &'static str, id: ConnId, p: Packet<'static>) {
-        if self.may_stall && self.rng.chance(30) {
+        if self.slow.contains_key(client) || (self.may_stall && self.rng.chance(30)) {
             self.stalled.entry(client).or_default().push(p);
         } else {
             self.h.send(id, p);
