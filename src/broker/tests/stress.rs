@@ -1,5 +1,6 @@
 //! A seeded stress test of routing against the oracle: persistent and clean sessions
-//! (3.1.1, and 5.0 with session expiry and no-local), takeovers, wills, subscribe and
+//! (3.1.1, and 5.0 with session expiry and no-local), takeovers, wills, retained messages
+//! sent on subscribe, subscribe and
 //! unsubscribe with wildcard filters and empty levels (`+/+`, `/+`, `+/`, `//`, ...), QoS
 //! 0/1/2 publishes (often the pair `/X` then `X/` of issue 10), clients that are slow to
 //! acknowledge, a store that reports durability a few turns late, compaction, session
@@ -77,6 +78,13 @@ struct ModelSession {
     no_local: BTreeSet<&'static str>,
     /// Messages it still has to receive: message number → delivery QoS.
     owed: BTreeMap<u64, QoS>,
+    /// Retained messages it still has to receive because it subscribed [MQTT-3.3.1-6],
+    /// with the delivery QoS. A set: one SUBSCRIBE sends a copy per matching filter, and
+    /// resends after a reconnect blur how many copies are due, so only "at least one
+    /// copy" and "no copy that was never due" are checked for retained messages.
+    owed_retained: BTreeSet<(u64, QoS)>,
+    /// Every (retained message, QoS) it was ever due.
+    retained_due: BTreeSet<(u64, QoS)>,
     /// Messages it has received (a second copy is an error unless marked DUP).
     got: BTreeSet<u64>,
 }
@@ -110,6 +118,8 @@ struct Stress {
     /// Session expiry interval each online 5.0 client connected with: a DISCONNECT may
     /// not raise it from 0 [MQTT-3.14.2-2].
     connect_expiry: BTreeMap<&'static str, u32>,
+    /// The retained message (number) of each topic [MQTT-3.3.1-5].
+    retained: BTreeMap<&'static str, u64>,
     /// The will (message number) of each online client that has one.
     wills: BTreeMap<&'static str, u64>,
 }
@@ -147,6 +157,7 @@ impl Stress {
             slow: BTreeMap::new(),
             connect_expiry: BTreeMap::new(),
             wills: BTreeMap::new(),
+            retained: BTreeMap::new(),
         }
     }
 
@@ -299,8 +310,8 @@ impl Stress {
                 payload,
                 qos,
                 dup,
+                retain,
                 id: pid,
-                ..
             } => {
                 let n: u64 = std::str::from_utf8(&payload)
                     .ok()
@@ -314,20 +325,38 @@ impl Stress {
                     .sessions
                     .get_mut(client)
                     .unwrap_or_else(|| panic!("seed {}: {client} has no model session", self.seed));
-                match s.owed.remove(&n) {
-                    Some(want_qos) if want_qos == qos => {
-                        s.got.insert(n);
-                        self.delivered += 1;
-                    }
-                    Some(want_qos) => self.fail(format!(
-                        "{client} got message {n} ({topic}) at {qos:?}, expected {want_qos:?}"
-                    )),
-                    None if dup && s.got.contains(&n) => {}
-                    None => {
+                // RETAIN is set only on retained messages sent because of a SUBSCRIBE
+                // [MQTT-3.3.1-8/9]; one SUBSCRIBE can owe several copies of one message.
+                if retain {
+                    if !s.retained_due.contains(&(n, qos)) {
                         let subs = format!("{:?}", s.subs);
                         self.fail(format!(
-                            "{client} got message {n} ({topic}, {qos:?}) it should not have; subs {subs}"
-                        ))
+                            "{client} got retained message {n} ({topic}, {qos:?}) it was not due; subs {subs}"
+                        ));
+                    }
+                    s.owed_retained.remove(&(n, qos));
+                    self.delivered += 1;
+                } else {
+                    let found = if s.owed.get(&n) == Some(&qos) {
+                        s.owed.remove(&n).is_some()
+                    } else {
+                        false
+                    };
+                    let owed_other_qos = s.owed.get(&n).copied();
+                    if found {
+                        s.got.insert(n);
+                        self.delivered += 1;
+                    } else if dup && s.got.contains(&n) {
+                        // A resend of a copy it already had (after a reconnect).
+                    } else if let Some(want_qos) = owed_other_qos {
+                        self.fail(format!(
+                            "{client} got message {n} ({topic}) at {qos:?}, expected {want_qos:?}"
+                        ));
+                    } else {
+                        let subs = format!("{:?}", s.subs);
+                        self.fail(format!(
+                        "{client} got message {n} ({topic}, {qos:?}) it should not have; subs {subs}"
+                    ));
                     }
                 }
                 match qos {
@@ -358,6 +387,12 @@ impl Stress {
                 continue; // its window may be full until it acknowledges
             }
             if let Some(s) = self.sessions.get(client) {
+                if !s.owed_retained.is_empty() {
+                    self.fail(format!(
+                        "online {client} never got retained {:?}",
+                        s.owed_retained
+                    ));
+                }
                 if !s.owed.is_empty() {
                     let missing: Vec<String> = s
                         .owed
@@ -470,6 +505,7 @@ impl Stress {
         self.stalled.remove(client);
         if let Some(s) = self.sessions.get_mut(client) {
             s.owed.retain(|_, q| *q > QoS::AtMostOnce);
+            s.owed_retained.retain(|(_, q)| *q > QoS::AtMostOnce);
         }
     }
 
@@ -572,6 +608,15 @@ impl Stress {
         };
         self.h.send(id, Packet::Subscribe(sub));
         let s = self.sessions.entry(client).or_default();
+        for &(f, q) in &filters {
+            for (t, n) in &self.retained {
+                if topic::matches(f, t) {
+                    let due = (*n, self.messages[*n as usize].1.min(q));
+                    s.owed_retained.insert(due);
+                    s.retained_due.insert(due);
+                }
+            }
+        }
         for (f, q) in filters {
             // [MQTT-3.8.4-3] a repeated filter replaces the subscription, options too.
             s.subs.insert(f, q);
@@ -636,7 +681,21 @@ impl Stress {
                 self.packet_id()
             };
             let payload = n.to_string();
-            self.h.send(id, publish(t, payload.as_bytes(), qos, pid));
+            let retain = self.rng.chance(15);
+            if retain {
+                self.note(format!("message {n} is retained"));
+                self.retained.insert(t, n);
+            }
+            let p = Packet::Publish(Publish {
+                dup: false,
+                qos,
+                retain,
+                topic: t,
+                packet_id: NonZeroU16::new(pid),
+                properties: Properties::EMPTY,
+                payload: payload.as_bytes(),
+            });
+            self.h.send(id, p);
         }
     }
 
@@ -715,6 +774,7 @@ impl Stress {
             s.offline_since = Some(self.h.now);
             // QoS 0 is never kept for an offline session.
             s.owed.retain(|_, q| *q > QoS::AtMostOnce);
+            s.owed_retained.retain(|(_, q)| *q > QoS::AtMostOnce);
         }
         self.check_sessions_restored();
     }
