@@ -573,9 +573,9 @@ impl Stress {
     }
 
     fn subscribe(&mut self, client: &'static str) {
-        let Some(&id) = self.online.get(client) else {
+        if !self.online.contains_key(client) {
             return;
-        };
+        }
         let n = 1 + self.rng.below(3);
         let mut filters = Vec::new();
         for _ in 0..n {
@@ -587,6 +587,19 @@ impl Stress {
         }
         let v5 = self.connect_expiry.contains_key(client);
         let no_local = v5 && self.rng.chance(30);
+        self.subscribe_with(client, &filters, no_local);
+    }
+
+    /// `client` (online) subscribes to `filters` in one SUBSCRIBE.
+    fn subscribe_with(
+        &mut self,
+        client: &'static str,
+        filters: &[(&'static str, QoS)],
+        no_local: bool,
+    ) {
+        let Some(&id) = self.online.get(client) else {
+            return;
+        };
         self.note(format!(
             "{client} subscribes {filters:?} no_local={no_local}"
         ));
@@ -608,7 +621,7 @@ impl Stress {
         };
         self.h.send(id, Packet::Subscribe(sub));
         let s = self.sessions.entry(client).or_default();
-        for &(f, q) in &filters {
+        for &(f, q) in filters {
             for (t, n) in &self.retained {
                 if topic::matches(f, t) {
                     let due = (*n, self.messages[*n as usize].1.min(q));
@@ -617,7 +630,7 @@ impl Stress {
                 }
             }
         }
-        for (f, q) in filters {
+        for &(f, q) in filters {
             // [MQTT-3.8.4-3] a repeated filter replaces the subscription, options too.
             s.subs.insert(f, q);
             if no_local {
@@ -659,9 +672,9 @@ impl Stress {
 
     /// Publishes one message, or (half the time) the report's pair `/X` then `X/`.
     fn publish(&mut self, client: &'static str) {
-        let Some(&id) = self.online.get(client) else {
+        if !self.online.contains_key(client) {
             return;
-        };
+        }
         let qos = self
             .rng
             .pick(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]);
@@ -670,7 +683,15 @@ impl Stress {
         } else {
             vec![self.rng.pick(TOPICS)]
         };
-        for t in topics {
+        self.publish_to(client, &topics, qos);
+    }
+
+    /// `client` publishes one message to each of `topics` in one loop turn.
+    fn publish_to(&mut self, client: &'static str, topics: &[&'static str], qos: QoS) {
+        let Some(&id) = self.online.get(client) else {
+            return;
+        };
+        for &t in topics {
             let n = self.messages.len() as u64;
             self.messages.push((t, qos));
             self.note(format!("{client} publishes {n} to {t} at {qos:?}"));
@@ -728,6 +749,10 @@ impl Stress {
     /// starts the new log.
     fn restart(&mut self) {
         let graceful = self.rng.chance(50);
+        self.restart_as(graceful);
+    }
+
+    fn restart_as(&mut self, graceful: bool) {
         self.note(format!("broker restarts graceful={graceful}"));
         if graceful {
             let ids: Vec<ConnId> = self.online.values().copied().collect();
@@ -865,4 +890,37 @@ fn routing_agrees_with_the_oracle_across_sessions_takeovers_and_restarts() {
         delivered as u64 > seeds * steps as u64 / 20,
         "only {delivered} deliveries checked"
     );
+}
+
+/// The shape of the report in issue 10, step by step: a clean `+/+` subscriber that takes
+/// over the client id (and the slab key) of a restored persistent session that had other
+/// wildcard filters with empty levels, beside persistent `/+` and `+/` subscribers, gets
+/// `/X` and then `X/` at QoS 1, around takeovers. It passed before any change; it pins
+/// the reported case down.
+#[test]
+fn clean_plus_plus_subscriber_gets_x_slash_right_after_slash_x_across_restart() {
+    let mut s = Stress::new(0);
+    s.connect("c0", false, None);
+    s.subscribe_with(
+        "c0",
+        &[("/+", QoS::AtLeastOnce), ("X/#", QoS::AtMostOnce)],
+        false,
+    );
+    s.connect("c1", false, Some(300));
+    s.subscribe_with("c1", &[("+/", QoS::AtLeastOnce)], false);
+    s.settle();
+    s.restart_as(false);
+    // The clean subscriber reuses c0's id: the restored session ends, its key is reused.
+    s.connect("c0", true, None);
+    s.connect("c2", false, None);
+    s.subscribe_with("c0", &[("+/+", QoS::AtLeastOnce)], false);
+    s.settle();
+    for _ in 0..3 {
+        s.publish_to("c2", &["/X", "X/"], QoS::AtLeastOnce);
+        s.settle();
+        s.connect("c1", false, Some(300)); // takeover of a persistent session
+        s.settle();
+    }
+    let got = &s.sessions["c0"].got;
+    assert_eq!(got.len(), 6, "{got:?}");
 }
