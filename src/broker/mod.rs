@@ -185,6 +185,16 @@ pub struct Broker {
     scratch_props: crate::protocol::PropertiesBuf,
     /// Source of `Session::epoch` values.
     epoch: u32,
+    /// Retained messages still to send per connection (see `retained.rs`).
+    retained_jobs: HashMap<ConnId, retained::RetainedJob>,
+    /// Connections whose retained job can make progress now.
+    retained_ready: Vec<ConnId>,
+    /// Reused by each step of a retained job.
+    retained_batch: Vec<Arc<Message>>,
+    /// Retained store slots the jobs may still examine this turn.
+    retained_budget: usize,
+    /// Open connections (for bounding the timer heap).
+    live_conns: usize,
     /// Source of server-assigned client ids ([`Broker::seed_client_ids`]).
     id_rng: IdRng,
 }
@@ -328,6 +338,11 @@ impl Broker {
             restoring: None,
             scratch_props: crate::protocol::PropertiesBuf::new(),
             epoch: 0,
+            retained_jobs: HashMap::new(),
+            retained_ready: Vec::new(),
+            retained_batch: Vec::new(),
+            retained_budget: subscribe::RETAINED_TURN_BUDGET,
+            live_conns: 0,
             id_rng: IdRng::new(0),
         }
     }
@@ -483,6 +498,7 @@ impl Broker {
             v5: None,
         });
         self.stats.connections_accepted += 1;
+        self.live_conns += 1;
         self.timers
             .schedule_in(now, self.config.connect_timeout, Timer::ConnectTimeout(id));
     }
@@ -608,6 +624,7 @@ impl Broker {
 
     /// Fires every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.run_retained_jobs(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::KeepAlive(id) => {
@@ -666,14 +683,22 @@ impl Broker {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let conns = &mut self.conns;
         let sessions = &self.sessions;
-        self.timers.discard_front_while(|t| match *t {
+        let mut stale = |t: &Timer| match *t {
             Timer::KeepAlive(id) => conn_slot(conns, id).is_none_or(|c| c.keep_alive.is_none()),
             Timer::ConnectTimeout(id) => conn_slot(conns, id).is_none_or(|c| c.session.is_some()),
             Timer::SessionExpiry(key, epoch) | Timer::WillDelay(key, epoch) => sessions
                 .get(key as SessionKey)
                 .is_none_or(|s| s.epoch != epoch),
-        });
-        self.timers.next_deadline()
+        };
+        // Keeps the heap O(live connections + sessions) however many have come and gone.
+        self.timers
+            .compact(self.live_conns + sessions.len(), &mut stale);
+        self.timers.discard_front_while(stale);
+        let next = self.timers.next_deadline();
+        match self.retained_deadline() {
+            Some(at) => Some(next.map_or(at, |n| n.min(at))),
+            None => next,
+        }
     }
 
     /// The protocol version the connection speaks (after CONNECT), for decoding.
@@ -731,6 +756,9 @@ impl Broker {
             if conn.out.capacity() > 4096 {
                 conn.out = Vec::new();
             }
+        }
+        if !self.retained_jobs.is_empty() {
+            self.retained_output_drained(id);
         }
     }
 
@@ -791,6 +819,10 @@ impl Broker {
             _ => None,
         };
         let Some(conn) = conn else { return };
+        self.live_conns = self.live_conns.saturating_sub(1);
+        // Retained messages not yet sent die with the connection (a `retained_ready` entry
+        // for it is skipped when it comes up).
+        self.retained_jobs.remove(&id);
         let client = conn
             .session
             .and_then(|k| self.sessions.get(k))

@@ -238,10 +238,22 @@ impl Broker {
                 // retransmission: acknowledge it again, do not deliver it again.
                 let mut reason = ReasonCode::SUCCESS;
                 if !session.awaiting_pubrel().contains(&pid) {
-                    if v5 && session.awaiting_pubrel().len() >= usize::from(receive_max) {
-                        // [MQTT-3.3.4-7] more unacknowledged QoS 2 than we allowed.
-                        self.close(id, CloseReason::ReceiveMaximumExceeded, now, true);
-                        return false;
+                    if session.awaiting_pubrel().len() >= usize::from(receive_max) {
+                        if v5 {
+                            // [MQTT-3.3.4-7] more unacknowledged QoS 2 than we allowed.
+                            self.close(id, CloseReason::ReceiveMaximumExceeded, now, true);
+                            return false;
+                        }
+                        // A 3.1.1 client was never told a limit: as Mosquitto does, the
+                        // message over it is acknowledged and dropped, so the ids a client
+                        // can make us track stay bounded (issue 11).
+                        debug!(
+                            "client {}: QoS 2 message {pid} dropped: {receive_max} already \
+                             await PUBREL",
+                            session.client_id
+                        );
+                        self.reply(id, &Packet::Pubrec(ack(pid, reason)));
+                        return true;
                     }
                     session.awaiting_pubrel_mut().push(pid);
                     if session.store_id != 0 {

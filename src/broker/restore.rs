@@ -335,7 +335,7 @@ impl Broker {
                 let Some(s) = self.sessions.get_mut(key) else {
                     return false;
                 };
-                let Some(sub) = s.subscriptions.iter_mut().find(|x| &*x.filter == filter) else {
+                let Some(sub) = s.subscriptions.get_mut(filter) else {
                     return false;
                 };
                 sub.id = id;

@@ -9,7 +9,7 @@
 //! `max_queued_bytes`, the new message is dropped for this session (the oldest queued ones
 //! stay, as in Mosquitto) and the broker logs it once until the queue has drained.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 
@@ -102,7 +102,7 @@ pub struct Session {
     /// The session's number in the persistence log; 0 for sessions that are not journaled
     /// (clean sessions, or persistence off).
     pub store_id: u64,
-    pub subscriptions: Vec<Subscription>,
+    pub subscriptions: Subscriptions,
     /// Queue, in-flight messages and inbound QoS 2 ids; allocated only while one of them is
     /// not empty, so an idle session costs 8 bytes for them instead of 88.
     flows: Option<Box<Flows>>,
@@ -125,7 +125,7 @@ impl Session {
             epoch: 0,
             pending_will: None,
             store_id: 0,
-            subscriptions: Vec::new(),
+            subscriptions: Subscriptions::default(),
             flows: None,
             queued_bytes: 0,
             dropped: 0,
@@ -172,19 +172,34 @@ impl Session {
 
     /// A packet id not used by any message in flight [MQTT-2.3.1-2]; `None` if all 65,535
     /// are in use.
+    ///
+    /// Ids are handed out in order, so the next one is almost always free and one scan of
+    /// the window confirms it. When it is not (an old message still in flight as the ids
+    /// come round), the ids in use are marked in a bitmap on the stack and the first free
+    /// one taken: O(window + 65,536 / 64) instead of a scan per candidate, which was
+    /// quadratic with a large window (issue 11).
     pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
-        if self.inflight().len() >= usize::from(u16::MAX) {
+        fn after(id: u16) -> u16 {
+            id.checked_add(1).unwrap_or(1)
+        }
+        let inflight = self.inflight();
+        if inflight.len() >= usize::from(u16::MAX) {
             return None;
         }
-        loop {
-            self.last_packet_id = self.last_packet_id.wrapping_add(1);
-            let Some(id) = NonZeroU16::new(self.last_packet_id) else {
-                continue;
-            };
-            if !self.inflight().iter().any(|i| i.packet_id == id) {
-                return Some(id);
+        let mut id = after(self.last_packet_id);
+        if inflight.iter().any(|i| i.packet_id.get() == id) {
+            let mut used = [0u64; 1024];
+            for i in inflight {
+                let v = usize::from(i.packet_id.get());
+                used[v / 64] |= 1 << (v % 64);
+            }
+            // Fewer than 65,535 ids are in use, so a free one exists.
+            while used[usize::from(id) / 64] & (1 << (id % 64)) != 0 {
+                id = after(id);
             }
         }
+        self.last_packet_id = id;
+        NonZeroU16::new(id)
     }
 
     /// Queues a delivery. Returns false, leaving the queue unchanged, when a limit is hit.
@@ -224,31 +239,125 @@ impl Session {
         options: SubscriptionOptions,
         id: u32,
     ) -> bool {
-        match self.subscriptions.iter_mut().find(|s| s.filter == *filter) {
-            Some(s) => {
-                s.options = options;
-                s.id = id;
-                false
-            }
-            None => {
-                self.subscriptions.push(Subscription {
-                    filter: filter.clone(),
-                    options,
-                    id,
-                });
-                true
-            }
-        }
+        self.subscriptions.set(filter, options, id)
     }
 
     pub fn remove_subscription(&mut self, filter: &str) -> bool {
-        match self.subscriptions.iter().position(|s| &*s.filter == filter) {
-            Some(i) => {
-                self.subscriptions.swap_remove(i);
-                true
-            }
-            None => false,
+        self.subscriptions.remove(filter)
+    }
+}
+
+/// A session's subscriptions, in no particular order, findable by filter in O(1).
+///
+/// Most sessions hold a handful, scanned linearly at no memory cost; past
+/// [`Subscriptions::INDEX_FROM`] a hash index (filter -> position) is built, so that a
+/// client subscribing n filters costs O(n), not O(n²) (issue 11: 60,000 filters stalled the
+/// loop for seconds).
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    list: Vec<Subscription>,
+    /// Boxed on purpose: 8 bytes in every session instead of 48 for a map most never need.
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<Arc<str>, usize>>>,
+}
+
+impl Subscriptions {
+    /// Below this many subscriptions a linear scan is cheaper than hashing.
+    const INDEX_FROM: usize = 16;
+
+    fn position(&self, filter: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(filter).copied(),
+            None => self.list.iter().position(|s| &*s.filter == filter),
         }
+    }
+
+    /// Whether `filter` is subscribed.
+    pub fn contains(&self, filter: &str) -> bool {
+        self.position(filter).is_some()
+    }
+
+    /// The subscription to `filter`, to change its options or identifier (not its filter).
+    pub fn get_mut(&mut self, filter: &str) -> Option<&mut Subscription> {
+        let i = self.position(filter)?;
+        self.list.get_mut(i)
+    }
+
+    /// Adds or replaces [MQTT-3.8.4-3] the subscription to `filter`; true if it is new.
+    pub fn set(&mut self, filter: &Arc<str>, options: SubscriptionOptions, id: u32) -> bool {
+        if let Some(s) = self.get_mut(filter) {
+            s.options = options;
+            s.id = id;
+            return false;
+        }
+        let at = self.list.len();
+        self.list.push(Subscription {
+            filter: filter.clone(),
+            options,
+            id,
+        });
+        match &mut self.index {
+            Some(index) => {
+                index.insert(filter.clone(), at);
+            }
+            None if self.list.len() > Self::INDEX_FROM => self.rebuild_index(),
+            None => {}
+        }
+        true
+    }
+
+    /// Removes the subscription to `filter`; true if it existed.
+    pub fn remove(&mut self, filter: &str) -> bool {
+        let Some(i) = self.position(filter) else {
+            return false;
+        };
+        self.list.swap_remove(i);
+        if let Some(index) = &mut self.index {
+            index.remove(filter);
+            if let Some(moved) = self.list.get(i) {
+                index.insert(moved.filter.clone(), i);
+            }
+        }
+        if self.list.is_empty() {
+            // An emptied session gives back both allocations.
+            *self = Subscriptions::default();
+        }
+        true
+    }
+
+    /// Keeps only the subscriptions for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&Subscription) -> bool) {
+        self.list.retain(keep);
+        if self.index.is_some() {
+            self.rebuild_index();
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        let index = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.filter.clone(), i))
+            .collect();
+        self.index = Some(Box::new(index));
+    }
+}
+
+impl std::ops::Deref for Subscriptions {
+    type Target = [Subscription];
+
+    fn deref(&self) -> &[Subscription] {
+        &self.list
+    }
+}
+
+impl<'a> IntoIterator for &'a Subscriptions {
+    type Item = &'a Subscription;
+    type IntoIter = std::slice::Iter<'a, Subscription>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
     }
 }
 
@@ -287,6 +396,34 @@ mod tests {
     }
 
     #[test]
+    fn subscriptions_index_agrees_with_the_list() {
+        let mut subs = Subscriptions::default();
+        let filters: Vec<Arc<str>> = (0..100).map(|i| Arc::from(format!("f/{i}/+"))).collect();
+        let opts = SubscriptionOptions::default();
+        for f in &filters {
+            assert!(subs.set(f, opts, 0));
+        }
+        assert!(subs.index.is_some(), "indexed past INDEX_FROM");
+        assert!(!subs.set(&filters[7], opts, 9), "a repeat replaces");
+        assert_eq!(subs.get_mut("f/7/+").map(|s| s.id), Some(9));
+        for f in filters.iter().step_by(3) {
+            assert!(subs.remove(f));
+            assert!(!subs.remove(f));
+        }
+        subs.retain(|s| &*s.filter != "f/1/+");
+        for (i, f) in filters.iter().enumerate() {
+            let want = i % 3 != 0 && i != 1;
+            assert_eq!(subs.contains(f), want, "{f}");
+            let listed = subs.iter().any(|s| s.filter == *f);
+            assert_eq!(listed, want, "{f}");
+        }
+        for f in &filters {
+            subs.remove(f);
+        }
+        assert!(subs.is_empty() && subs.index.is_none());
+    }
+
+    #[test]
     fn packet_ids_skip_zero_and_ids_in_flight() {
         let mut s = Session::new(Arc::from("c"), false);
         s.last_packet_id = u16::MAX - 1;
@@ -298,5 +435,26 @@ mod tests {
             state: InflightState::AwaitingPuback,
         });
         assert_eq!(s.allocate_packet_id().unwrap().get(), 2);
+    }
+
+    #[test]
+    fn packet_id_allocation_with_a_full_window_finds_the_one_free_id() {
+        let mut s = Session::new(Arc::from("c"), false);
+        let d = q(b"");
+        for id in (1..=u16::MAX).filter(|&i| i != 40_000) {
+            s.inflight_mut().push_back(Inflight {
+                packet_id: NonZeroU16::new(id).unwrap(),
+                delivery: d.clone(),
+                state: InflightState::AwaitingPuback,
+            });
+        }
+        s.last_packet_id = 7;
+        assert_eq!(s.allocate_packet_id().map(|p| p.get()), Some(40_000));
+        s.inflight_mut().push_back(Inflight {
+            packet_id: NonZeroU16::new(40_000).unwrap(),
+            delivery: d,
+            state: InflightState::AwaitingPuback,
+        });
+        assert_eq!(s.allocate_packet_id(), None, "all 65,535 in use");
     }
 }

@@ -1,21 +1,38 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the session's subscription list, the shared table, SUBACK
 //! codes and retained messages sent on subscribe (§3.8, §3.10).
+//!
+//! Bounds (issue 11): `max_filters_per_subscribe` and `max_subscriptions_per_client` refuse
+//! filters in the SUBACK. Retained messages are not collected up front: each connection
+//! with some still to send has a [`RetainedJob`] (a cursor over the retained store), which
+//! `retained_step` advances by a bounded share: at once after the SUBACK, then whenever
+//! the client's output drains (`consume_output`) or, if only the scan budget stopped it,
+//! on the next loop turn (`poll_timeout` reports a deadline already past).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::message::Message;
 use super::publish::Routed;
-use log::debug;
+use log::{debug, warn};
 
 use super::restore::options_byte;
+use super::retained::{PendingFilter, RetainedJob};
 use super::subscriptions::parse_shared;
 use super::{conn_slot, Broker, ConnId, ProtocolViolation, SessionKey};
 use crate::auth;
 use crate::protocol::{
-    Packet, Properties, QoS, ReasonCode, RetainHandling, Suback, Subscribe, Unsuback, Unsubscribe,
+    Packet, Properties, ReasonCode, RetainHandling, Suback, Subscribe, Unsuback, Unsubscribe,
 };
 use crate::store::Record;
+
+/// Store slots one step of one connection's retained job may examine.
+const RETAINED_SCAN_BUDGET: usize = 4096;
+/// Store slots all retained jobs together may examine between two `run_retained_jobs`
+/// (about one loop turn), so that many tiny SUBSCRIBEs in one read, or many connections
+/// with jobs, still cost a bounded time per turn.
+pub(super) const RETAINED_TURN_BUDGET: usize = 16 * 1024;
+/// Retained messages collected before they are delivered (the scan borrows the store).
+const RETAINED_BATCH: usize = 64;
+/// Output above which a connection gets no more retained messages until it reads.
+const RETAINED_OUTPUT_HIGH: usize = 64 * 1024;
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, id: ConnId, s: Subscribe<'_>, now: Instant) -> bool {
@@ -37,9 +54,24 @@ impl Broker {
         }
         // One subscription identifier per SUBSCRIBE applies to all its filters [MQTT-3.8.2-?].
         let sub_id = s.properties.subscription_identifiers().next().unwrap_or(0);
+        let quota = if v5 {
+            ReasonCode::QUOTA_EXCEEDED
+        } else {
+            ReasonCode::SUBACK_FAILURE
+        };
+        let (max_filters, max_subs) = (
+            self.config.max_filters_per_subscribe,
+            self.config.max_subscriptions_per_client,
+        );
+        let mut refused = 0usize;
         let mut codes = Vec::with_capacity(s.filters.len());
-        let mut retained: Vec<(Arc<Message>, QoS, bool)> = Vec::new();
-        for (filter, options) in &s.filters {
+        for (n, (filter, options)) in s.filters.iter().enumerate() {
+            if max_filters > 0 && n >= max_filters {
+                // Bounds the work one packet can cause; the client learns per filter.
+                codes.push(quota);
+                refused += 1;
+                continue;
+            }
             let shared = parse_shared(filter);
             if shared.is_some() && options.no_local {
                 // [MQTT-3.8.3-4] no local on a shared subscription is a protocol error.
@@ -52,6 +84,16 @@ impl Broker {
                 } else {
                     ReasonCode::SUBACK_FAILURE
                 });
+                continue;
+            }
+            let full = max_subs > 0
+                && self.sessions.get(key).is_some_and(|s| {
+                    s.subscriptions.len() >= max_subs && !s.subscriptions.contains(filter)
+                });
+            if full {
+                // A new filter over the per-client bound; replacing one is always allowed.
+                codes.push(quota);
+                refused += 1;
                 continue;
             }
             // Granted QoS is what was asked for: this broker supports all three levels.
@@ -86,12 +128,25 @@ impl Broker {
                     RetainHandling::OnNewSubscribe => is_new,
                     RetainHandling::Never => false,
                 };
-            if send_retained {
-                self.retained.for_each_match(&stored, |m| {
-                    if !m.is_expired(now) {
-                        retained.push((m.clone(), m.qos.min(granted), sub_id != 0));
-                    }
-                });
+            if send_retained && self.retained.len() > 0 {
+                let pending = PendingFilter {
+                    qos: granted,
+                    sub_id,
+                    up_to: self.retained.seq(),
+                };
+                self.retained_jobs
+                    .entry(id)
+                    .or_insert_with(|| RetainedJob::new(key, now))
+                    .push(&stored, pending);
+            }
+        }
+        if refused > 0 {
+            if let Some(s) = self.sessions.get(key) {
+                warn!(
+                    "client {}: {refused} subscriptions refused: over max_filters_per_subscribe \
+                     ({max_filters}) or max_subscriptions_per_client ({max_subs})",
+                    s.client_id
+                );
             }
         }
         let suback = Suback {
@@ -100,15 +155,122 @@ impl Broker {
             codes,
         };
         self.reply(id, &Packet::Suback(suback));
-        let ids = [sub_id];
-        for (msg, qos, with_id) in &retained {
-            // Retained messages are deliveries too: read access is checked per topic.
-            if self.allowed(key, &msg.topic, auth::READ) {
-                let ids: &[u32] = if *with_id { &ids } else { &[] };
-                self.deliver(key, &mut Routed::from_message(msg, now), *qos, true, ids);
+        // The first share of the retained messages goes out at once (all of them, usually);
+        // the rest as the client reads (see `run_retained_jobs`).
+        self.retained_step(id, now);
+        true
+    }
+
+    /// Sends more retained messages to connections whose jobs are ready (the loop calls
+    /// this through `handle_timeout` while `poll_timeout` reports a job ready).
+    pub(super) fn run_retained_jobs(&mut self, now: Instant) {
+        self.retained_budget = RETAINED_TURN_BUDGET;
+        if self.retained_ready.is_empty() {
+            return;
+        }
+        let ready = std::mem::take(&mut self.retained_ready);
+        let mut done = 0;
+        while done < ready.len() && self.retained_budget > 0 {
+            self.retained_step(ready[done], now);
+            done += 1;
+        }
+        if done < ready.len() {
+            // The jobs the budget did not reach go first next time, so none starves.
+            let mut next = ready[done..].to_vec();
+            next.append(&mut self.retained_ready);
+            self.retained_ready = next;
+        }
+    }
+
+    /// `id`'s write buffer drained some: a job waiting for room may continue.
+    pub(super) fn retained_output_drained(&mut self, id: ConnId) {
+        let Some(job) = self.retained_jobs.get(&id) else {
+            return;
+        };
+        if !job.ready && !self.retained_blocked(id, job.key) {
+            if let Some(job) = self.retained_jobs.get_mut(&id) {
+                job.ready = true;
+            }
+            self.retained_ready.push(id);
+        }
+    }
+
+    /// The instant to wake the loop at for ready retained jobs (one already past).
+    pub(super) fn retained_deadline(&self) -> Option<Instant> {
+        self.retained_ready
+            .iter()
+            .find_map(|id| self.retained_jobs.get(id).map(|j| j.since))
+    }
+
+    /// Whether `id` should not be given more retained messages yet: its output (written or
+    /// held for durability) is over half the write buffer bound, capped at
+    /// [`RETAINED_OUTPUT_HIGH`], or its session has messages waiting for the inflight
+    /// window. Both clear through `consume_output`, which re-arms the job.
+    fn retained_blocked(&self, id: ConnId, key: SessionKey) -> bool {
+        let high = (self.config.max_write_buffer / 2).clamp(1, RETAINED_OUTPUT_HIGH);
+        let out = match self.conns.get(id.index as usize) {
+            Some(Some(c)) if c.generation == id.generation => {
+                c.out.len() + c.held.iter().map(|(_, b)| b.len()).sum::<usize>()
+            }
+            _ => return true,
+        };
+        out >= high
+            || self
+                .sessions
+                .get(key)
+                .is_some_and(|s| !s.queue().is_empty())
+    }
+
+    /// One bounded share of `id`'s retained job: at most [`RETAINED_SCAN_BUDGET`] store
+    /// slots examined (fewer when the turn's budget is nearly spent), stopping early when
+    /// the client's output is full. Re-lists the job as ready when only a budget stopped it.
+    fn retained_step(&mut self, id: ConnId, now: Instant) {
+        let Some(mut job) = self.retained_jobs.remove(&id) else {
+            return;
+        };
+        job.ready = false;
+        let key = job.key;
+        let mut budget = RETAINED_SCAN_BUDGET.min(self.retained_budget);
+        let granted = budget;
+        let mut batch = std::mem::take(&mut self.retained_batch);
+        let mut blocked = false;
+        while budget > 0 {
+            if self.retained_blocked(id, key) {
+                blocked = true;
+                break;
+            }
+            let Some((filter, p, cursor)) = job.front() else {
+                break;
+            };
+            let before = *cursor;
+            let done = self.retained.scan(&filter, cursor, p.up_to, budget, |m| {
+                batch.push(m.clone());
+                batch.len() < RETAINED_BATCH
+            });
+            budget = budget.saturating_sub((*cursor - before).max(1));
+            if done {
+                job.pop_front();
+            }
+            let ids = [p.sub_id];
+            let ids: &[u32] = if p.sub_id != 0 { &ids } else { &[] };
+            for msg in batch.drain(..) {
+                // Retained messages are deliveries too: read access is checked per topic.
+                if !msg.is_expired(now) && self.allowed(key, &msg.topic, auth::READ) {
+                    let qos = msg.qos.min(p.qos);
+                    self.deliver(key, &mut Routed::from_message(&msg, now), qos, true, ids);
+                }
             }
         }
-        true
+        self.retained_batch = batch;
+        self.retained_budget -= granted - budget;
+        if job.is_done() {
+            return;
+        }
+        if !blocked {
+            job.ready = true;
+            self.retained_ready.push(id);
+        }
+        self.retained_jobs.insert(id, job);
     }
 
     /// The ACL's subscribe check (see `auth::acl`); free without an ACL file.
@@ -136,6 +298,9 @@ impl Broker {
         let mut codes = Vec::new();
         for filter in &u.filters {
             let existed = self.subscriptions.unsubscribe(filter, key);
+            if let Some(job) = self.retained_jobs.get_mut(&id) {
+                job.cancel(filter);
+            }
             if let Some(session) = self.sessions.get_mut(key) {
                 if session.remove_subscription(filter) && session.store_id != 0 {
                     self.journal.record(Record::Unsubscribe {

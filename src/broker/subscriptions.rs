@@ -2,17 +2,22 @@
 //!
 //! Flat and compact. Exact filters (no wildcard) sit in a hash map keyed by the filter, so
 //! a publish to a topic finds them with one lookup however many there are. Wildcard filters
-//! are few on a gateway; they are grouped by their first level (a literal such as `sensors`
-//! in `sensors/+/temp`) so a publish scans only the group of its own first level plus the
-//! filters that start with a wildcard. Filter text is an `Arc<str>` shared with the
-//! session's own list of subscriptions, stored once.
+//! sit in a small trie of topic levels ([`Trie`]): a publish walks only the branches its own
+//! levels select (the literal level, `+` and `#`), so unrelated wildcard filters cost
+//! nothing, including those starting with `+` or `#`; subscribing or unsubscribing one is
+//! O(levels). (Issue 11: per-publish scans over every root wildcard filter and linear
+//! searches per SUBSCRIBE let one client stall the loop for seconds.) Filter text is an
+//! `Arc<str>` shared with the session's own list of subscriptions, stored once.
 //!
 //! Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 §4.8.2, also accepted from 3.1.1
-//! clients as Mosquitto does) live in their own short list of groups; the broker picks one
-//! member per group per message (see `publish.rs`).
+//! clients as Mosquitto does) are groups in a slab (stable keys that routing refers to),
+//! found by their full text in a hash map and by topic through a trie of their inner
+//! filters; the broker picks one member per group per message (see `publish.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use slab::Slab;
 
 use crate::protocol::topic;
 use crate::protocol::SubscriptionOptions;
@@ -59,6 +64,164 @@ pub fn parse_shared(s: &str) -> Option<Result<(&str, &str), ()>> {
     Some(Ok((group, filter)))
 }
 
+/// One node of a [`Trie`]: the filters that continue with a literal level, with `+`,
+/// that end here, and that end here with `/#`.
+#[derive(Debug)]
+struct Node<T> {
+    /// Boxed: most nodes are leaves, and an empty map would cost 48 bytes in each.
+    #[allow(clippy::box_collection)]
+    children: Option<Box<HashMap<Box<str>, Node<T>>>>,
+    plus: Option<Box<Node<T>>>,
+    /// The filter that ends at this node.
+    here: Option<Box<T>>,
+    /// The filter that ends at this node followed by `#` (matches this level too,
+    /// [MQTT-4.7.1-2]).
+    hash: Option<Box<T>>,
+}
+
+impl<T> Default for Node<T> {
+    fn default() -> Self {
+        Node {
+            children: None,
+            plus: None,
+            here: None,
+            hash: None,
+        }
+    }
+}
+
+impl<T> Node<T> {
+    fn is_empty(&self) -> bool {
+        self.children.is_none() && self.plus.is_none() && self.here.is_none() && self.hash.is_none()
+    }
+
+    /// Calls `f` for the value of every filter under this node that matches the levels
+    /// `rest` (`None` once every level is consumed). `dollar` (only ever true at the root)
+    /// applies [MQTT-4.7.2-1]: a topic starting with `$` is not matched by a filter
+    /// starting with a wildcard.
+    fn for_each_match<'a>(&'a self, rest: Option<&str>, dollar: bool, f: &mut impl FnMut(&'a T)) {
+        let Some(rest) = rest else {
+            if let Some(v) = &self.here {
+                f(v);
+            }
+            if let Some(v) = &self.hash {
+                f(v);
+            }
+            return;
+        };
+        let (level, next) = match rest.split_once('/') {
+            Some((level, next)) => (level, Some(next)),
+            None => (rest, None),
+        };
+        if !dollar {
+            if let Some(v) = &self.hash {
+                f(v);
+            }
+            if let Some(plus) = &self.plus {
+                plus.for_each_match(next, false, f);
+            }
+        }
+        if let Some(child) = self.children.as_ref().and_then(|c| c.get(level)) {
+            child.for_each_match(next, false, f);
+        }
+    }
+
+    /// Removes the value of `levels` if `drop` says so; returns whether this node is now
+    /// empty (and can be pruned by its parent).
+    fn remove<'l>(
+        &mut self,
+        mut levels: impl Iterator<Item = &'l str>,
+        drop: impl FnOnce(&mut T) -> bool,
+    ) -> bool {
+        match levels.next() {
+            None => {
+                if self.here.as_deref_mut().is_some_and(drop) {
+                    self.here = None;
+                }
+            }
+            Some("#") => {
+                if self.hash.as_deref_mut().is_some_and(drop) {
+                    self.hash = None;
+                }
+            }
+            Some("+") => {
+                if self.plus.as_mut().is_some_and(|p| p.remove(levels, drop)) {
+                    self.plus = None;
+                }
+            }
+            Some(level) => {
+                if let Some(children) = self.children.as_mut() {
+                    if children
+                        .get_mut(level)
+                        .is_some_and(|c| c.remove(levels, drop))
+                    {
+                        children.remove(level);
+                    }
+                    if children.is_empty() {
+                        self.children = None;
+                    }
+                }
+            }
+        }
+        self.is_empty()
+    }
+}
+
+/// Topic filters by level, each with a value. Matching a topic visits only the branches its
+/// levels select; no allocation while matching.
+#[derive(Debug)]
+pub struct Trie<T> {
+    root: Node<T>,
+}
+
+impl<T> Default for Trie<T> {
+    fn default() -> Self {
+        Trie {
+            root: Node::default(),
+        }
+    }
+}
+
+impl<T> Trie<T> {
+    /// The value of `filter` (a valid filter), created by `make` if absent.
+    pub fn entry(&mut self, filter: &str, make: impl FnOnce() -> T) -> &mut T {
+        let mut node = &mut self.root;
+        let mut levels = filter.split('/').peekable();
+        while let Some(level) = levels.next() {
+            node = match level {
+                // Valid filters have `#` only as the last level [MQTT-4.7.1-2].
+                "#" if levels.peek().is_none() => {
+                    return node.hash.get_or_insert_with(|| Box::new(make()));
+                }
+                "+" => node.plus.get_or_insert_with(Box::default),
+                _ => node
+                    .children
+                    .get_or_insert_with(Box::default)
+                    .entry(level.into())
+                    .or_default(),
+            };
+        }
+        node.here.get_or_insert_with(|| Box::new(make()))
+    }
+
+    /// Calls `drop` on the value of `filter`; if it returns true the value is removed and
+    /// the branches it leaves empty are pruned.
+    pub fn remove_if(&mut self, filter: &str, drop: impl FnOnce(&mut T) -> bool) {
+        self.root.remove(filter.split('/'), drop);
+    }
+
+    /// Calls `f` for the value of every filter matching `topic_name` (a valid topic name).
+    pub fn for_each_match<'a>(&'a self, topic_name: &str, mut f: impl FnMut(&'a T)) {
+        let dollar = topic_name.starts_with('$');
+        self.root.for_each_match(Some(topic_name), dollar, &mut f);
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.root.is_empty()
+    }
+}
+
 #[derive(Debug)]
 struct WildcardFilter {
     filter: Arc<str>,
@@ -68,18 +231,16 @@ struct WildcardFilter {
 #[derive(Debug, Default)]
 pub struct SubscriptionTable {
     exact: HashMap<Arc<str>, Vec<Subscriber>>,
-    /// Wildcard filters whose first level is a literal, keyed by that level.
-    wildcard_by_first: HashMap<Box<str>, Vec<WildcardFilter>>,
-    /// Wildcard filters starting with `+` or `#`: they never match `$` topics.
-    wildcard_root: Vec<WildcardFilter>,
-    /// Shared subscription groups.
-    shared: Vec<SharedGroup>,
+    /// Filters with a wildcard.
+    wildcard: Trie<WildcardFilter>,
+    /// Shared subscription groups; keys are stable while a group exists.
+    shared: Slab<SharedGroup>,
+    /// Group key by full filter (`$share/g/f`).
+    shared_by_full: HashMap<Arc<str>, usize>,
+    /// Group keys by inner filter, for routing.
+    shared_by_filter: Trie<Vec<usize>>,
     /// Number of (filter, session) pairs.
     len: usize,
-}
-
-fn first_level(s: &str) -> &str {
-    s.split('/').next().unwrap_or(s)
 }
 
 fn upsert(subs: &mut Vec<Subscriber>, sub: Subscriber) -> bool {
@@ -123,26 +284,27 @@ impl SubscriptionTable {
             id,
         };
         if let Some(Ok((_, inner))) = parse_shared(filter) {
-            let filter_at = filter.len() - inner.len();
-            return match self.shared.iter_mut().find(|g| &*g.full == filter) {
-                Some(g) => {
-                    if upsert(&mut g.members, sub) {
-                        self.len += 1;
-                    }
-                    g.full.clone()
-                }
-                None => {
-                    let full: Arc<str> = Arc::from(filter);
-                    self.shared.push(SharedGroup {
-                        full: full.clone(),
-                        filter_at,
-                        members: vec![sub],
-                        next: 0,
-                    });
+            if let Some(g) = self
+                .shared_by_full
+                .get(filter)
+                .and_then(|&k| self.shared.get_mut(k))
+            {
+                if upsert(&mut g.members, sub) {
                     self.len += 1;
-                    full
                 }
-            };
+                return g.full.clone();
+            }
+            let full: Arc<str> = Arc::from(filter);
+            let key = self.shared.insert(SharedGroup {
+                full: full.clone(),
+                filter_at: filter.len() - inner.len(),
+                members: vec![sub],
+                next: 0,
+            });
+            self.shared_by_full.insert(full.clone(), key);
+            self.shared_by_filter.entry(inner, Vec::new).push(key);
+            self.len += 1;
+            return full;
         }
         let (key, added) = if !topic::has_wildcards(filter) {
             match self.exact.get_key_value(filter).map(|(k, _)| k.clone()) {
@@ -160,18 +322,12 @@ impl SubscriptionTable {
                 }
             }
         } else {
-            let group = self.wildcard_group_mut(filter);
-            match group.iter_mut().find(|w| &*w.filter == filter) {
-                Some(w) => (w.filter.clone(), upsert(&mut w.subscribers, sub)),
-                None => {
-                    let key: Arc<str> = Arc::from(filter);
-                    group.push(WildcardFilter {
-                        filter: key.clone(),
-                        subscribers: vec![sub],
-                    });
-                    (key, true)
-                }
-            }
+            let w = self.wildcard.entry(filter, || WildcardFilter {
+                filter: Arc::from(filter),
+                // Most filters have one subscriber: no room reserved for four.
+                subscribers: Vec::with_capacity(1),
+            });
+            (w.filter.clone(), upsert(&mut w.subscribers, sub))
         };
         if added {
             self.len += 1;
@@ -181,12 +337,20 @@ impl SubscriptionTable {
 
     /// Removes `session`'s subscription to `filter`. Returns true if it existed.
     pub fn unsubscribe(&mut self, filter: &str, session: SessionKey) -> bool {
-        let removed = if parse_shared(filter).is_some() {
-            match self.shared.iter().position(|g| &*g.full == filter) {
-                Some(i) => {
-                    let removed = remove(&mut self.shared[i].members, session);
-                    if self.shared[i].members.is_empty() {
-                        self.shared.swap_remove(i);
+        let removed = if let Some(shared) = parse_shared(filter) {
+            match self.shared_by_full.get(filter).copied() {
+                Some(key) => {
+                    let group = self.shared.get_mut(key);
+                    let removed = group.is_some_and(|g| remove(&mut g.members, session));
+                    if self.shared.get(key).is_some_and(|g| g.members.is_empty()) {
+                        self.shared.remove(key);
+                        self.shared_by_full.remove(filter);
+                        if let Ok((_, inner)) = shared {
+                            self.shared_by_filter.remove_if(inner, |keys| {
+                                keys.retain(|&k| k != key);
+                                keys.is_empty()
+                            });
+                        }
                     }
                     removed
                 }
@@ -204,24 +368,11 @@ impl SubscriptionTable {
                 None => false,
             }
         } else {
-            let first = first_level(filter);
-            let group = if first == "+" || first == "#" {
-                Some(&mut self.wildcard_root)
-            } else {
-                self.wildcard_by_first.get_mut(first)
-            };
             let mut removed = false;
-            if let Some(group) = group {
-                if let Some(i) = group.iter().position(|w| &*w.filter == filter) {
-                    removed = remove(&mut group[i].subscribers, session);
-                    if group[i].subscribers.is_empty() {
-                        group.swap_remove(i);
-                    }
-                }
-                if group.is_empty() && first != "+" && first != "#" {
-                    self.wildcard_by_first.remove(first);
-                }
-            }
+            self.wildcard.remove_if(filter, |w| {
+                removed = remove(&mut w.subscribers, session);
+                w.subscribers.is_empty()
+            });
             removed
         };
         if removed {
@@ -236,34 +387,22 @@ impl SubscriptionTable {
         if let Some(subs) = self.exact.get(topic_name) {
             out.extend_from_slice(subs);
         }
-        if let Some(group) = self.wildcard_by_first.get(first_level(topic_name)) {
-            for w in group {
-                if topic::matches(&w.filter, topic_name) {
-                    out.extend_from_slice(&w.subscribers);
-                }
-            }
-        }
-        // [MQTT-4.7.2-1] filters starting with a wildcard do not match `$` topics.
-        if !topic_name.starts_with('$') {
-            for w in &self.wildcard_root {
-                if topic::matches(&w.filter, topic_name) {
-                    out.extend_from_slice(&w.subscribers);
-                }
-            }
-        }
+        // [MQTT-4.7.2-1] is applied by the trie: filters starting with a wildcard do not
+        // match `$` topics.
+        self.wildcard
+            .for_each_match(topic_name, |w| out.extend_from_slice(&w.subscribers));
     }
 
-    /// Indices of the shared groups whose filter matches `topic_name`.
+    /// Keys of the shared groups whose filter matches `topic_name`.
     pub fn shared_matches<'a>(&'a self, topic_name: &'a str) -> impl Iterator<Item = usize> + 'a {
-        self.shared
-            .iter()
-            .enumerate()
-            .filter(move |(_, g)| topic::matches(g.filter(), topic_name))
-            .map(|(i, _)| i)
+        let mut keys = Vec::new();
+        self.shared_by_filter
+            .for_each_match(topic_name, |k| keys.extend_from_slice(k));
+        keys.into_iter()
     }
 
-    pub fn shared_group_mut(&mut self, index: usize) -> Option<&mut SharedGroup> {
-        self.shared.get_mut(index)
+    pub fn shared_group_mut(&mut self, key: usize) -> Option<&mut SharedGroup> {
+        self.shared.get_mut(key)
     }
 
     /// Whether any shared subscription exists (routing skips the shared step otherwise).
@@ -278,15 +417,6 @@ impl SubscriptionTable {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    fn wildcard_group_mut(&mut self, filter: &str) -> &mut Vec<WildcardFilter> {
-        let first = first_level(filter);
-        if first == "+" || first == "#" {
-            &mut self.wildcard_root
-        } else {
-            self.wildcard_by_first.entry(first.into()).or_default()
-        }
     }
 }
 
@@ -352,7 +482,7 @@ mod tests {
         assert!(table.unsubscribe("s/+/t", 7));
         assert!(!table.unsubscribe("s/+/t", 7));
         assert!(table.is_empty());
-        assert!(table.wildcard_by_first.is_empty());
+        assert!(table.wildcard.is_empty(), "emptied branches are pruned");
         table.subscribe("s/1/t", 1, opts(QoS::AtMostOnce), 0);
         assert!(table.unsubscribe("s/1/t", 1));
         assert!(table.exact.is_empty());
@@ -382,5 +512,106 @@ mod tests {
         assert!(table.unsubscribe("$share/g/a/+", 2));
         assert_eq!(table.shared_matches("a/b").count(), 1);
         assert_eq!(table.len(), 1);
+    }
+
+    /// A small deterministic generator (xorshift), so the test needs no crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn levels(&mut self, pool: &[&str], wild: bool) -> String {
+            let n = 1 + self.below(4);
+            let mut out = Vec::new();
+            for i in 0..n {
+                let last = i + 1 == n;
+                let pick = self.below(pool.len() + if wild { 3 } else { 0 });
+                out.push(match pick {
+                    p if p < pool.len() => pool[p],
+                    p if p == pool.len() && last => "#",
+                    _ => "+",
+                });
+            }
+            out.join("/")
+        }
+    }
+
+    #[test]
+    fn trie_matches_agree_with_the_naive_oracle_through_churn() {
+        let pool = ["a", "b", "", "$s", "cc"];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut filters: Vec<String> = (0..400).map(|_| rng.levels(&pool, true)).collect();
+        // An empty filter or topic is malformed and never reaches the table.
+        filters.retain(|f| !f.is_empty());
+        filters.sort();
+        filters.dedup();
+        let mut topics: Vec<String> = (0..300).map(|_| rng.levels(&pool, false)).collect();
+        topics.retain(|t| !t.is_empty());
+        let mut table = SubscriptionTable::default();
+        let mut live: Vec<(usize, &str)> = Vec::new();
+        for (i, f) in filters.iter().enumerate() {
+            // Two sessions on some filters, so removal leaves shared leaves behind.
+            for session in [i, i + 10_000].into_iter().take(1 + i % 2) {
+                table.subscribe(f, session, opts(QoS::AtMostOnce), 0);
+                table.subscribe(
+                    &format!("$share/g{}/{f}", i % 3),
+                    session,
+                    opts(QoS::AtMostOnce),
+                    0,
+                );
+                live.push((session, f));
+            }
+        }
+        let check = |table: &SubscriptionTable, live: &[(usize, &str)]| {
+            for t in &topics {
+                let mut want: Vec<SessionKey> = live
+                    .iter()
+                    .filter(|(_, f)| topic::matches(f, t))
+                    .map(|&(s, _)| s)
+                    .collect();
+                want.sort();
+                assert_eq!(matching(table, t), want, "topic {t}");
+                let mut groups: Vec<String> = table
+                    .shared_matches(t)
+                    .map(|k| table.shared[k].full.to_string())
+                    .collect();
+                groups.sort();
+                let mut want_groups: Vec<String> = live
+                    .iter()
+                    .filter(|(_, f)| topic::matches(f, t))
+                    .map(|&(s, f)| format!("$share/g{}/{f}", (s % 10_000) % 3))
+                    .collect();
+                want_groups.sort();
+                want_groups.dedup();
+                assert_eq!(groups, want_groups, "shared groups for {t}");
+            }
+        };
+        check(&table, &live);
+        // Remove every other subscription, in an order unrelated to insertion.
+        let mut gone = Vec::new();
+        for k in 0..live.len() {
+            if rng.below(2) == 0 {
+                gone.push(k);
+            }
+        }
+        for &k in gone.iter().rev() {
+            let (session, f) = live.remove(k);
+            assert!(table.unsubscribe(f, session));
+            let shared = format!("$share/g{}/{f}", (session % 10_000) % 3);
+            assert!(table.unsubscribe(&shared, session));
+        }
+        check(&table, &live);
+        assert_eq!(table.len(), 2 * live.len());
+        for (session, f) in live.clone() {
+            table.unsubscribe(f, session);
+            table.unsubscribe(&format!("$share/g{}/{f}", (session % 10_000) % 3), session);
+        }
+        assert!(table.is_empty() && table.wildcard.is_empty() && table.exact.is_empty());
+        assert!(table.shared.is_empty() && table.shared_by_filter.is_empty());
     }
 }

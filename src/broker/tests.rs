@@ -1071,6 +1071,111 @@ fn a_session_discarded_by_clean_session_stays_discarded_after_replay() {
     assert_eq!(restored.session_count(), 0);
 }
 
+#[test]
+fn timer_heap_stays_bounded_through_connect_close_cycles() {
+    // Issue 11: entries of closed connections stayed until their deadline (32 B per
+    // connect/disconnect cycle). A live client with a short keepalive keeps its entry at
+    // the front, so stale entries behind it are not popped on the way.
+    let mut h = Harness::new();
+    let _steady = h.client(connect("steady", true, 1));
+    for i in 0..5000 {
+        let id = h.client(connect(&format!("c{i}"), true, 3600));
+        let bye = crate::protocol::Disconnect {
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::EMPTY,
+        };
+        h.send(id, Packet::Disconnect(bye));
+        h.broker.poll_timeout();
+    }
+    // One live connection and its session: at most 4 entries each plus the slack.
+    let entries = h.broker.timers.len();
+    assert!(entries <= 4 * 2 + 64 + 2, "{entries} timer entries");
+}
+
+#[test]
+fn v311_inbound_qos2_ids_awaiting_pubrel_are_bounded() {
+    // Issue 11: a 3.1.1 client could make the broker track any number of QoS 2 ids. Over
+    // the receive maximum (max_inflight_messages, 20) a new one is acknowledged and dropped.
+    let mut h = Harness::new();
+    let sub = h.client(connect("sub", true, 0));
+    h.send(sub, subscribe(1, &[("q2/#", QoS::AtMostOnce)]));
+    h.take(sub);
+    let publisher = h.client(connect("pub", true, 0));
+    for n in 1..=25u16 {
+        h.send(publisher, publish("q2/t", b"x", QoS::ExactlyOnce, n));
+    }
+    let acks = h.take(publisher);
+    assert_eq!(acks.len(), 25, "every PUBLISH gets its PUBREC: {acks:?}");
+    assert!(acks.iter().all(|a| matches!(a, Out::Pubrec(_))));
+    let pending = h.broker.session("pub").unwrap().awaiting_pubrel().len();
+    assert_eq!(pending, 20);
+    let delivered = h.take(sub);
+    assert_eq!(delivered.len(), 20, "messages over the bound are dropped");
+    for n in 1..=25u16 {
+        h.send(publisher, Packet::Pubrel(ack(n)));
+    }
+    assert_eq!(
+        h.take(publisher),
+        (1..=25).map(Out::Pubcomp).collect::<Vec<_>>()
+    );
+    assert!(h
+        .broker
+        .session("pub")
+        .unwrap()
+        .awaiting_pubrel()
+        .is_empty());
+    // The window is free again.
+    h.send(publisher, publish("q2/t", b"y", QoS::ExactlyOnce, 1));
+    assert_eq!(h.take(sub).len(), 1);
+}
+
+#[test]
+fn retained_on_subscribe_go_out_as_the_client_reads_once_per_repeated_filter() {
+    // Issue 11: 40,000 `#` filters after 200 retained messages collected 8 million
+    // deliveries in one vector. Now the output stays near the high-water mark and each
+    // retained message is sent once however often the filter repeats.
+    let mut h = Harness::new();
+    let publisher = h.client(connect("pub", true, 0));
+    let payload = [7u8; 100];
+    let topics: Vec<String> = (0..3000).map(|i| format!("r/{i}")).collect();
+    for t in &topics {
+        let Packet::Publish(mut p) = publish(t, &payload, QoS::AtMostOnce, 0) else {
+            unreachable!("publish() builds a PUBLISH")
+        };
+        p.retain = true;
+        h.send(publisher, Packet::Publish(p));
+    }
+    assert_eq!(h.broker.retained_count(), 3000);
+    let sub = h.client(connect("sub", true, 0));
+    let filters = vec![("r/#", QoS::AtMostOnce); 1000];
+    h.send(sub, subscribe(1, &filters));
+    h.broker.poll_transmit();
+    let first = h.broker.pending_output(sub).len();
+    assert!(first < 64 * 1024 + 64 * 200, "{first} bytes queued at once");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut turns = 0;
+    loop {
+        for out in h.take(sub) {
+            if let Out::Publish { topic, retain, .. } = out {
+                assert!(retain, "sent with RETAIN set [MQTT-3.3.1-8]");
+                *seen.entry(topic).or_default() += 1;
+            }
+        }
+        match h.broker.poll_timeout() {
+            Some(at) if at <= h.now => h.broker.handle_timeout(h.now),
+            _ => break,
+        }
+        turns += 1;
+        assert!(turns < 1000, "retained delivery makes progress");
+    }
+    assert_eq!(seen.len(), 3000);
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "each retained message sent once"
+    );
+    assert!(turns > 1, "delivered over several turns");
+}
+
 /// A retransmitted QoS 2 PUBLISH (or PUBREL) on a new connection, in a loop turn that
 /// writes no record, must not be acknowledged before the batch holding the original's
 /// record is durable: the acknowledgement of the first connection was held and died with
@@ -1123,4 +1228,56 @@ fn qos2_retransmission_after_reconnect_waits_for_the_original_batch() {
     );
     h.broker.handle_durable(pending);
     assert_eq!(h.take(p), [Out::Pubcomp(9)]);
+}
+
+#[test]
+fn many_subscribes_in_one_turn_share_one_retained_scan_budget() {
+    // Many small SUBSCRIBEs read in one turn, each with a wildcard filter that matches
+    // none of a large retained store, must not each scan a share of the store at once.
+    let mut h = Harness::new();
+    let publisher = h.client(connect("pub", true, 0));
+    for i in 0..20_000 {
+        let t = format!("r/{i}");
+        let Packet::Publish(mut p) = publish(&t, b"x", QoS::AtMostOnce, 0) else {
+            unreachable!("publish() builds a PUBLISH")
+        };
+        p.retain = true;
+        h.send(publisher, Packet::Publish(p));
+    }
+    let sub = h.client(connect("sub", true, 0));
+    let filters: Vec<String> = (0..100).map(|i| format!("zz/{i}/#")).collect();
+    for (i, f) in filters.iter().enumerate() {
+        let s = Subscribe {
+            packet_id: pid(i as u16 + 1),
+            properties: Properties::EMPTY,
+            filters: vec![(f.as_str(), SubscriptionOptions::default())],
+        };
+        h.send(sub, Packet::Subscribe(s));
+    }
+    let pending = h
+        .broker
+        .retained_jobs
+        .get(&sub)
+        .map_or(0, |j| j.pending_len());
+    assert!(
+        pending >= 99,
+        "{pending} filters left: the turn scanned too much"
+    );
+    let mut turns = 0;
+    while h.broker.poll_timeout().is_some_and(|at| at <= h.now) {
+        h.broker.handle_timeout(h.now);
+        turns += 1;
+        assert!(turns < 1000, "retained jobs make progress");
+    }
+    assert!(h.broker.retained_jobs.is_empty());
+    assert!(
+        turns >= 100,
+        "2,000,000 slots take many turns, not one: {turns}"
+    );
+    let subacks = h.take(sub);
+    assert_eq!(
+        subacks.len(),
+        100,
+        "SUBACKs only, no retained message matches"
+    );
 }

@@ -6,6 +6,13 @@
 //! an entry comes due the broker checks the real deadline and re-arms it if it moved. So the
 //! heap holds O(connections) entries, the loop wakes only when some deadline may really have
 //! passed, and there is no periodic scan over all clients.
+//!
+//! Entries of connections that closed and sessions that came back online are not removed
+//! when that happens (a heap cannot find them); they would stay until their deadline, up to
+//! days. So once the heap holds more than [`COMPACT_FACTOR`] entries per live connection or
+//! session (plus some slack), every stale entry is dropped in one O(n) pass. At most two
+//! live entries exist per connection and per session, so a compaction at least halves the
+//! heap and the pass costs O(1) per scheduled entry, amortized.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -25,6 +32,11 @@ pub enum Timer {
     /// A delayed will is published (5.0 will delay interval).
     WillDelay(u32, u32),
 }
+
+/// Entries allowed per live connection or session before stale ones are dropped.
+const COMPACT_FACTOR: usize = 4;
+/// Entries always allowed, so a near-empty broker does not compact on every turn.
+const COMPACT_SLACK: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct Timers {
@@ -70,6 +82,24 @@ impl Timers {
         }
     }
 
+    /// Drops every stale entry if the heap holds more than [`COMPACT_FACTOR`] entries per
+    /// live connection or session (`live`).
+    pub fn compact(&mut self, live: usize, mut stale: impl FnMut(&Timer) -> bool) {
+        if self.heap.len() <= live.saturating_mul(COMPACT_FACTOR) + COMPACT_SLACK {
+            return;
+        }
+        let mut entries = std::mem::take(&mut self.heap).into_vec();
+        entries.retain(|Reverse((_, t))| !stale(t));
+        entries.shrink_to(entries.len() * 2);
+        self.heap = BinaryHeap::from(entries);
+    }
+
+    /// Number of entries, stale ones included.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
@@ -107,5 +137,28 @@ mod tests {
             Some(Timer::KeepAlive(a))
         );
         assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn compaction_drops_stale_entries_only_past_the_bound() {
+        let t0 = Instant::now();
+        let id = |index| ConnId {
+            index,
+            generation: 1,
+        };
+        let mut timers = Timers::default();
+        for i in 0..1000 {
+            timers.schedule(t0 + Duration::from_secs(60), Timer::KeepAlive(id(i)));
+        }
+        // Ten connections live: everything else is stale.
+        let stale = |t: &Timer| !matches!(t, Timer::KeepAlive(c) if c.index < 10);
+        timers.compact(1000, stale);
+        assert_eq!(timers.len(), 1000, "within the bound nothing is dropped");
+        timers.compact(10, stale);
+        assert_eq!(timers.len(), 10);
+        assert_eq!(
+            timers.pop_due(t0 + Duration::from_secs(60)).map(|_| ()),
+            Some(())
+        );
     }
 }

@@ -38,6 +38,18 @@ pub struct Config {
     /// Largest packet accepted from a client, fixed header included. A packet announcing a
     /// larger size closes the connection before its body is read.
     pub max_packet_size: u32,
+    /// Largest packet accepted before CONNECT has been handled (wrenmq's own key
+    /// `max_connect_packet_size`; Mosquitto 2.0 has a fixed 100,000-byte CONNECT limit). A
+    /// first packet announcing more closes the connection as soon as its fixed header is
+    /// read, so unauthenticated sockets cannot make the broker buffer `max_packet_size`
+    /// each. The effective limit is the smaller of this and `max_packet_size`.
+    pub max_connect_packet_size: u32,
+    /// Filters one SUBSCRIBE may carry (0 = no limit); the filters beyond it are refused
+    /// with a failure code in the SUBACK (wrenmq's own key `max_filters_per_subscribe`).
+    pub max_filters_per_subscribe: usize,
+    /// Subscriptions one session may hold (0 = no limit); a new filter beyond it is refused
+    /// with a failure code in the SUBACK (wrenmq's own key `max_subscriptions_per_client`).
+    pub max_subscriptions_per_client: usize,
     /// Outbound QoS 1/2 messages in flight per client (0 = no limit, as in Mosquitto).
     pub max_inflight_messages: u16,
     /// Messages queued per client beyond the inflight window (0 = no limit).
@@ -142,6 +154,9 @@ impl Default for Config {
                 SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 1883)),
             ],
             max_packet_size: 2_000_000,
+            max_connect_packet_size: 100_000,
+            max_filters_per_subscribe: 10_000,
+            max_subscriptions_per_client: 10_000,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,

@@ -456,6 +456,19 @@ impl Parser {
             "max_write_buffer" => {
                 self.cfg.max_write_buffer = line.usize("a byte count")?;
             }
+            "max_connect_packet_size" => {
+                self.cfg.max_connect_packet_size = line.int(
+                    20,
+                    i64::from(MQTT_MAX_PACKET_SIZE),
+                    "a size of at least 20 bytes",
+                )? as u32;
+            }
+            "max_filters_per_subscribe" => {
+                self.cfg.max_filters_per_subscribe = line.usize("0 (no limit) or a count")?;
+            }
+            "max_subscriptions_per_client" => {
+                self.cfg.max_subscriptions_per_client = line.usize("0 (no limit) or a count")?;
+            }
 
             // ---- Mosquitto keys refused: ignoring them would weaken security or change
             // what clients see.

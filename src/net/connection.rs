@@ -382,7 +382,16 @@ impl Framing for BrokerFraming<'_> {
     fn decode<'b>(&mut self, buf: &'b [u8]) -> Result<Status<(Packet<'b>, usize)>, DecodeError> {
         // Asked per packet: CONNECT changes the version mid-buffer.
         let version = self.broker.protocol_version(self.id);
-        protocol::decode(buf, version, self.max_packet_size)
+        // Before CONNECT the peer is unauthenticated: its first packet is held to the small
+        // CONNECT limit, checked on the fixed header before any body byte is buffered, so
+        // idle sockets announcing huge packets cannot fill memory (see input.rs).
+        let max = match version {
+            None => self
+                .max_packet_size
+                .min(self.broker.config().max_connect_packet_size),
+            Some(_) => self.max_packet_size,
+        };
+        protocol::decode(buf, version, max)
     }
 
     fn packet(&mut self, packet: Packet<'_>) -> bool {

@@ -11,7 +11,10 @@
 //! Memory policy: the decoder bounds `needed` by the maximum packet size before any body
 //! byte arrives, but a peer can still announce a large packet and then send nothing. So a
 //! tail reserves at most [`INITIAL_TAIL`] up front and then grows by doubling as the bytes
-//! actually arrive, never beyond the announced packet size.
+//! actually arrive, never beyond the announced packet size. Before CONNECT has been
+//! handled the decoder is given `max_connect_packet_size` (100,000 bytes by default)
+//! instead of `max_packet_size` (see `connection.rs`), so an unauthenticated socket can
+//! make the broker hold at most that much.
 //!
 //! The decoder and the broker are reached through [`Framing`], so the tail logic is tested
 //! here with a fake decoder.

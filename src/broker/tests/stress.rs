@@ -79,10 +79,10 @@ struct ModelSession {
     /// Messages it still has to receive: message number → delivery QoS.
     owed: BTreeMap<u64, QoS>,
     /// Retained messages it still has to receive because it subscribed [MQTT-3.3.1-6],
-    /// with the delivery QoS. A set: one SUBSCRIBE sends a copy per matching filter, and
-    /// resends after a reconnect blur how many copies are due, so only "at least one
-    /// copy" and "no copy that was never due" are checked for retained messages.
-    owed_retained: BTreeSet<(u64, QoS)>,
+    /// with the lowest delivery QoS they may come at. How many copies are due is left
+    /// open (a filter repeated in one SUBSCRIBE, resends after a reconnect), so only "at
+    /// least one copy" and "no copy at a QoS that was never due" are checked.
+    owed_retained: BTreeMap<u64, QoS>,
     /// Every (retained message, QoS) it was ever due.
     retained_due: BTreeSet<(u64, QoS)>,
     /// Messages it has received (a second copy is an error unless marked DUP).
@@ -230,8 +230,14 @@ impl Stress {
         }
         self.may_stall = self.rng.chance(20);
         for _ in 0..200 {
-            self.commit();
+            // As the event loop does each turn: fire what is due (retained jobs that the
+            // scan budget stopped report a deadline already past).
             let mut any = false;
+            if self.h.broker.poll_timeout().is_some_and(|d| d <= self.h.now) {
+                self.h.broker.handle_timeout(self.h.now);
+                any = true;
+            }
+            self.commit();
             let online: Vec<(&'static str, ConnId)> =
                 self.online.iter().map(|(c, id)| (*c, *id)).collect();
             for (client, id) in online {
@@ -334,7 +340,7 @@ impl Stress {
                             "{client} got retained message {n} ({topic}, {qos:?}) it was not due; subs {subs}"
                         ));
                     }
-                    s.owed_retained.remove(&(n, qos));
+                    s.owed_retained.remove(&n);
                     self.delivered += 1;
                 } else {
                     let found = if s.owed.get(&n) == Some(&qos) {
@@ -505,7 +511,7 @@ impl Stress {
         self.stalled.remove(client);
         if let Some(s) = self.sessions.get_mut(client) {
             s.owed.retain(|_, q| *q > QoS::AtMostOnce);
-            s.owed_retained.retain(|(_, q)| *q > QoS::AtMostOnce);
+            s.owed_retained.retain(|_, q| *q > QoS::AtMostOnce);
         }
     }
 
@@ -625,7 +631,8 @@ impl Stress {
             for (t, n) in &self.retained {
                 if topic::matches(f, t) {
                     let due = (*n, self.messages[*n as usize].1.min(q));
-                    s.owed_retained.insert(due);
+                    let lowest = s.owed_retained.entry(due.0).or_insert(due.1);
+                    *lowest = (*lowest).min(due.1);
                     s.retained_due.insert(due);
                 }
             }
@@ -705,7 +712,13 @@ impl Stress {
             let retain = self.rng.chance(15);
             if retain {
                 self.note(format!("message {n} is retained"));
-                self.retained.insert(t, n);
+                if let Some(old) = self.retained.insert(t, n) {
+                    // A retained job skips a message replaced after its SUBSCRIBE: the
+                    // subscription got the new one live (`retained.rs`).
+                    for s in self.sessions.values_mut() {
+                        s.owed_retained.remove(&old);
+                    }
+                }
             }
             let p = Packet::Publish(Publish {
                 dup: false,
@@ -799,7 +812,9 @@ impl Stress {
             s.offline_since = Some(self.h.now);
             // QoS 0 is never kept for an offline session.
             s.owed.retain(|_, q| *q > QoS::AtMostOnce);
-            s.owed_retained.retain(|(_, q)| *q > QoS::AtMostOnce);
+            // Retained messages a SUBSCRIBE had not sent yet are not journaled: a restart
+            // forgets them (the session keeps its subscriptions and later messages).
+            s.owed_retained.clear();
         }
         self.check_sessions_restored();
     }
@@ -880,7 +895,11 @@ fn bounds() -> (u64, usize) {
 fn routing_agrees_with_the_oracle_across_sessions_takeovers_and_restarts() {
     let (seeds, steps) = bounds();
     let mut delivered = 0;
-    for seed in 1..=seeds {
+    let first = std::env::var("STRESS_FIRST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for seed in first..=seeds {
         let mut s = Stress::new(seed);
         s.run(steps);
         delivered += s.delivered;

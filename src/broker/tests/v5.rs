@@ -660,6 +660,35 @@ fn a_session_resumed_with_expiry_zero_is_not_restored_after_a_crash() {
 }
 
 #[test]
+fn filters_over_the_subscribe_bounds_get_quota_exceeded() {
+    // Issue 11: 0x97 for a 5.0 client, per filter; the rest of the packet is handled.
+    let mut h = Harness::with(Config {
+        max_filters_per_subscribe: 3,
+        max_subscriptions_per_client: 4,
+        ..Config::in_memory()
+    });
+    let none = PropertiesBuf::new();
+    let (c, _) = h.connect5("c", true, 0, &none);
+    let o = opts(QoS::AtLeastOnce);
+    let many = |id, filters: &[&'static str]| {
+        Packet::Subscribe(Subscribe {
+            packet_id: pid(id),
+            properties: Properties::EMPTY,
+            filters: filters.iter().map(|&f| (f, o)).collect(),
+        })
+    };
+    h.send(c, many(1, &["a", "b", "c", "d"]));
+    assert_eq!(h.take5(c), [V5::Suback(vec![1, 1, 1, 0x97])]);
+    h.send(c, many(2, &["a", "d", "e"]));
+    assert_eq!(
+        h.take5(c),
+        [V5::Suback(vec![1, 1, 0x97])],
+        "a replacement fits; the fifth filter does not"
+    );
+    assert_eq!(h.broker.session("c").unwrap().subscriptions.len(), 4);
+}
+
+#[test]
 fn publish_with_a_subscription_identifier_is_a_protocol_error() {
     // [MQTT-3.3.4-6] only the server sends Subscription Identifiers.
     let mut h = Harness::new();

@@ -114,7 +114,10 @@ fn every_value_key_is_parsed() {
                 user mosquitto\n\
                 fsync interval 250\n\
                 connect_timeout 5\n\
-                max_write_buffer 65536\n")
+                max_write_buffer 65536\n\
+                max_connect_packet_size 4096\n\
+                max_filters_per_subscribe 7\n\
+                max_subscriptions_per_client 0\n")
     .config;
     assert!(c.persistence);
     assert_eq!(c.persistence_location, PathBuf::from("/var/lib/wrenmq/"));
@@ -138,6 +141,9 @@ fn every_value_key_is_parsed() {
     assert_eq!(c.fsync, Fsync::Interval(Duration::from_millis(250)));
     assert_eq!(c.connect_timeout, Duration::from_secs(5));
     assert_eq!(c.max_write_buffer, 65536);
+    assert_eq!(c.max_connect_packet_size, 4096);
+    assert_eq!(c.max_filters_per_subscribe, 7);
+    assert_eq!(c.max_subscriptions_per_client, 0);
     assert_eq!(ok("fsync never").config.fsync, Fsync::Never);
     assert_eq!(ok("fsync batch # default").config.fsync, Fsync::Batch);
     assert_eq!(ok("log_type none").config.log_level, Some(LevelFilter::Off));
