@@ -233,7 +233,12 @@ impl Stress {
             // As the event loop does each turn: fire what is due (retained jobs that the
             // scan budget stopped report a deadline already past).
             let mut any = false;
-            if self.h.broker.poll_timeout().is_some_and(|d| d <= self.h.now) {
+            if self
+                .h
+                .broker
+                .poll_timeout()
+                .is_some_and(|d| d <= self.h.now)
+            {
                 self.h.broker.handle_timeout(self.h.now);
                 any = true;
             }
