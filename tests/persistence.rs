@@ -1,7 +1,8 @@
 //! Durable state over real restarts: a clean stop and start, and `kill -9` of the broker
 //! binary under QoS 1 and QoS 2 load. The promise under test: a message whose PUBACK (or
 //! PUBREC) the broker sent reaches the persistent subscriber after a restart; QoS 2 is
-//! never delivered twice.
+//! never delivered twice. Also: a second broker on the same data directory is refused
+//! without touching it, and a restored session keeps its user name for ACL checks.
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{Client, Got, TestBroker};
 use wrenmq::config::Config;
-use wrenmq::protocol::{Ack, Packet, Properties, QoS, ReasonCode};
+use wrenmq::protocol::{Ack, Connect, Packet, Properties, ProtocolVersion, QoS, ReasonCode};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wrenmq-persist-{name}-{}", std::process::id()));
@@ -114,6 +115,14 @@ struct Proc {
     addr: SocketAddr,
 }
 
+impl Drop for Proc {
+    /// No broker outlives its test, even one that fails.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_binary(dir: &Path, port: u16) -> Proc {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
@@ -125,6 +134,25 @@ fn start_binary(dir: &Path, port: u16) -> Proc {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start wrenmq");
+    wait_listening(child, addr)
+}
+
+/// Starts the binary with a configuration file (its listener on `port`).
+fn start_with_config(config: &Path, port: u16) -> Proc {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
+        .arg("-c")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start wrenmq");
+    wait_listening(child, addr)
+}
+
+fn wait_listening(child: Child, addr: SocketAddr) -> Proc {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "broker did not start listening");
@@ -280,4 +308,212 @@ fn kill_9_loses_no_acknowledged_qos1_message() {
 #[test]
 fn kill_9_loses_no_acknowledged_qos2_message_and_never_duplicates_it() {
     crash_rounds(QoS::ExactlyOnce, 6);
+}
+
+// ---- one broker per data directory -----------------------------------------------------
+
+/// Every file in `dir` with its contents, sorted.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_directory_exits_and_touches_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("locked");
+    let mut first = start_binary(&dir, free_port());
+    {
+        let (mut sub, _) = Client::connect(first.addr, "locked-sub", false);
+        sub.subscribe(1, "lk/#", QoS::AtLeastOnce);
+        drop(sub);
+        let (mut p, _) = Client::connect(first.addr, "locked-pub", true);
+        p.publish("lk/queued", b"queued", QoS::AtLeastOnce, 1);
+        assert_eq!(p.recv(), Some(Got::Puback(1)));
+        p.send(&Packet::Publish(wrenmq::protocol::Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: "lk/kept",
+            packet_id: NonZeroU16::new(2),
+            properties: Properties::EMPTY,
+            payload: b"retained",
+        }));
+        assert_eq!(p.recv(), Some(Got::Puback(2)));
+    }
+    // The data directory and its files are private to the broker's user.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let before = contents(&dir);
+    for (path, _) in &before {
+        assert_eq!(mode(path), 0o600, "{}", path.display());
+    }
+
+    let second = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
+        .args(["-l", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a second wrenmq");
+    let mut second = Proc {
+        child: second,
+        addr: first.addr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.child.kill();
+            let _ = second.child.wait();
+            let _ = first.child.kill();
+            panic!("the second broker is still running on a locked directory");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    second
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "exits non-zero: {status:?}");
+    assert!(
+        stderr.contains(&dir.display().to_string()),
+        "names the directory: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("pid {}", first.child.id())),
+        "names the holder's PID: {stderr}"
+    );
+    assert_eq!(
+        contents(&dir),
+        before,
+        "the first broker's files are untouched"
+    );
+
+    // The first broker still serves, and its data survives its own restart.
+    let (mut p, _) = Client::connect(first.addr, "locked-pub", true);
+    p.publish("lk/after", b"after", QoS::AtLeastOnce, 3);
+    assert_eq!(p.recv(), Some(Got::Puback(3)));
+    drop(p);
+    let port = first.addr.port();
+    first.child.kill().expect("kill -9");
+    let _ = first.child.wait();
+    let mut first = start_binary(&dir, port);
+    let (mut sub, present) = Client::connect(first.addr, "locked-sub", false);
+    assert!(present, "the session survived");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match sub.recv() {
+            Some(Got::Publish { payload, id, .. }) => {
+                got.push(String::from_utf8(payload).unwrap());
+                sub.send(&Packet::Puback(ack(id)));
+            }
+            other => panic!("expected a queued message, got {other:?}"),
+        }
+    }
+    // lk/# also matched the retained message when it was published.
+    assert_eq!(got, ["queued", "retained", "after"]);
+    let (mut r, _) = Client::connect(first.addr, "locked-reader", true);
+    r.subscribe(1, "lk/kept", QoS::AtMostOnce);
+    assert!(
+        matches!(r.recv(), Some(Got::Publish { retain: true, payload, .. }) if payload == b"retained")
+    );
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- ACL identity across a restart ------------------------------------------------------
+
+fn connect_as(addr: SocketAddr, client_id: &str, user: &str, clean: bool) -> (Client, bool) {
+    let mut c = Client::open(addr);
+    c.send(&Packet::Connect(Connect {
+        version: ProtocolVersion::V311,
+        clean_start: clean,
+        keep_alive: 60,
+        properties: Properties::EMPTY,
+        client_id,
+        will: None,
+        username: Some(user),
+        password: None,
+    }));
+    match c.recv() {
+        Some(Got::Connack {
+            session_present,
+            code: 0,
+        }) => (c, session_present),
+        other => panic!("expected CONNACK accepted, got {other:?}"),
+    }
+}
+
+#[test]
+fn restored_session_keeps_its_user_for_the_acl_and_gets_its_qos1_messages() {
+    let base = temp_dir("acl");
+    let data = base.join("data");
+    std::fs::create_dir_all(&base).unwrap();
+    let acl = base.join("acl");
+    // Only alice may read, only bob may write; anonymous clients may do neither.
+    std::fs::write(
+        &acl,
+        "user alice\ntopic read acl/#\n\nuser bob\ntopic write acl/#\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let config = base.join("wrenmq.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}\nacl_file {}\n",
+            data.display(),
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let mut proc = start_with_config(&config, port);
+    {
+        let (mut sub, _) = connect_as(proc.addr, "acl-sub", "alice", false);
+        sub.subscribe(1, "acl/#", QoS::AtLeastOnce);
+        drop(sub);
+        let (mut p, _) = connect_as(proc.addr, "acl-pub", "bob", true);
+        p.publish("acl/before", b"before", QoS::AtLeastOnce, 1);
+        assert_eq!(p.recv(), Some(Got::Puback(1)));
+    }
+    proc.child.kill().expect("kill -9");
+    let _ = proc.child.wait();
+    let mut proc = start_with_config(&config, port);
+    // Routed to the restored, still offline session: checked against alice's rights.
+    let (mut p, _) = connect_as(proc.addr, "acl-pub", "bob", true);
+    p.publish("acl/after", b"after", QoS::AtLeastOnce, 2);
+    assert_eq!(p.recv(), Some(Got::Puback(2)));
+    drop(p);
+    let (mut sub, present) = connect_as(proc.addr, "acl-sub", "alice", false);
+    assert!(present);
+    let mut got = Vec::new();
+    sub.stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    while let Some(Got::Publish { payload, id, .. }) = sub.recv() {
+        got.push(String::from_utf8(payload).unwrap());
+        sub.send(&Packet::Puback(ack(id)));
+    }
+    assert_eq!(got, ["before", "after"], "nothing silently dropped");
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
+    let _ = std::fs::remove_dir_all(&base);
 }

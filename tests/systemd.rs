@@ -16,7 +16,9 @@ fn free_port() -> u16 {
 
 fn spawn(port: u16, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrenmq"));
-    cmd.args(["-l", &format!("127.0.0.1:{port}")])
+    // No persistence: these tests run in parallel, and one data directory admits one
+    // broker at a time.
+    cmd.args(["-l", &format!("127.0.0.1:{port}"), "--no-persistence"])
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
@@ -309,6 +311,24 @@ fn user_nobody_drops_root_after_binding() {
     mqtt_connect(&mut client);
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&data).unwrap().uid(), nobody.uid.as_raw());
+    // The start-up compaction's log and snapshot too: they used to be written by the
+    // store's thread after the chown and before the switch, and stay root's.
+    let mut files = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        assert_eq!(
+            meta.uid(),
+            nobody.uid.as_raw(),
+            "{:?} is not nobody's",
+            entry.path()
+        );
+        files += 1;
+    }
+    assert!(
+        files >= 2,
+        "expected a log and a snapshot, found {files} files"
+    );
     signal(&child, "TERM");
     expect_closed(&mut client);
     let status = wait_exit(&mut child, Duration::from_secs(10));

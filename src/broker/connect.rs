@@ -153,9 +153,13 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             session.conn = Some(id);
             session.epoch = epoch;
-            session.username = c.username.map(Arc::from);
+            let user_changed = session.username.as_deref() != c.username;
+            if user_changed {
+                session.username = c.username.map(Arc::from);
+            }
             // [MQTT-3.1.3-9] a delayed will is dropped when the session resumes in time.
             session.pending_will = None;
+            let mut user_changed = user_changed;
             if session.store_id == 0 && !ends_with_connection && self.journal.enabled {
                 session.store_id = self.journal.new_session_id();
                 let r = Record::SessionOpen {
@@ -163,6 +167,10 @@ impl Broker {
                     client_id: &client_id,
                 };
                 self.journal.record(r);
+                user_changed = session.username.is_some();
+            }
+            if session.store_id != 0 {
+                self.journal.session_online(session, user_changed);
             }
         }
         self.set_session_expiry(key, expiry);

@@ -16,14 +16,39 @@
 //! [MQTT-4.6.0-2]. QoS 0 and QoS 1 deliveries, CONNACK and PINGRESP never wait (a QoS 1
 //! delivery sent before its record is durable can at worst arrive twice after a crash,
 //! which QoS 1 allows; QoS 2 deliveries wait, so that they cannot).
+//!
+//! Wall-clock time: expiry must count across a restart, and `Instant` starts again with
+//! every boot, so records that start a countdown (a session going offline, a message's
+//! expiry) carry Unix milliseconds. The broker never reads a clock: the caller hands it a
+//! [`WallClock`] reading (`Broker::set_wall_clock`), and times are derived from it and the
+//! monotonic `now` of each call. Without one (tests, persistence off) those records carry
+//! 0, "unknown", and a restart counts from zero as v1 files do.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::message::Message;
+use super::session::Session;
 use super::ConnId;
 use crate::store::Record;
+
+/// One reading of the wall clock: at monotonic instant `at` it was `unix_ms` milliseconds
+/// after the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallClock {
+    pub at: Instant,
+    pub unix_ms: u64,
+}
+
+impl WallClock {
+    /// The wall-clock time at `now` (saturating: never before the reading).
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.at).as_millis();
+        self.unix_ms
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+}
 
 #[derive(Debug)]
 pub(super) struct Journal {
@@ -39,6 +64,8 @@ pub(super) struct Journal {
     pub durable: u64,
     next_message_id: u64,
     next_session_id: u64,
+    /// Where persisted times come from; `None` until the caller gives one.
+    pub wall: Option<WallClock>,
 }
 
 /// Output waiting for batch `.0` to be durable.
@@ -56,6 +83,7 @@ impl Journal {
             durable: 0,
             next_message_id: 1,
             next_session_id: 1,
+            wall: None,
         }
     }
 
@@ -83,13 +111,39 @@ impl Journal {
         });
         if !msg.properties.is_empty() || msg.expires_at.is_some() {
             let expiry = msg.remaining_expiry(now).unwrap_or(u32::MAX);
+            let written_at = self.unix_ms(now);
             self.record(Record::MessageExtra {
                 id,
                 expiry,
+                written_at,
                 properties: &msg.properties,
             });
         }
         id
+    }
+
+    /// Unix milliseconds at `now` for a persisted time; 0 (unknown) without a wall clock.
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        self.wall.map_or(0, |w| w.unix_ms(now))
+    }
+
+    /// Records for a stored session whose client (re)connected: its user name when it
+    /// changed (after a restart, ACL checks of the offline session use it) and that it is
+    /// online again (its expiry countdown stops).
+    pub fn session_online(&mut self, session: &mut Session, user_changed: bool) {
+        if user_changed {
+            self.record(Record::SessionUser {
+                session: session.store_id,
+                username: session.username.as_deref(),
+            });
+        }
+        if session.offline_since != 0 {
+            session.offline_since = 0;
+            self.record(Record::SessionOffline {
+                session: session.store_id,
+                since: 0,
+            });
+        }
     }
 
     pub fn new_session_id(&mut self) -> u64 {

@@ -52,6 +52,7 @@ use crate::config::Config;
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 
 pub use error::{CloseReason, ProtocolViolation};
+pub use journal::WallClock;
 pub use message::Message;
 pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
@@ -925,6 +926,16 @@ impl Broker {
         if let Some(after) = expiry {
             self.timers
                 .schedule_in(now, after, Timer::SessionExpiry(timer_key(key), epoch));
+        }
+        if session.store_id != 0 {
+            // The expiry countdown must go on across a restart.
+            session.offline_since = self.journal.unix_ms(now);
+            if session.offline_since != 0 {
+                self.journal.record(crate::store::Record::SessionOffline {
+                    session: session.store_id,
+                    since: session.offline_since,
+                });
+            }
         }
         match will {
             Some(w) if will_delay > 0 => {

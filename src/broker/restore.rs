@@ -3,7 +3,14 @@
 //! Replay applies records in log order to an empty broker. A record that refers to a
 //! message or session the files do not have (possible only after damage) is skipped and
 //! counted. Restored sessions are offline; their clients find them on CONNECT with
-//! session present = 1.
+//! session present = 1, and keep the user name they last connected with (ACL checks of
+//! what is routed to them while offline use it).
+//!
+//! Expiry counts wall-clock time across the restart: with a [`WallClock`] given before
+//! replay, an offline session's expiry counts from when it went offline and a message's
+//! from when its record was written; a session or message whose time ran out while the
+//! broker was down is dropped. Records without a time (v1 files, or written without a
+//! wall clock) count from the restart.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU16;
@@ -11,13 +18,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::{info, warn};
 
 use super::message::Message;
 use super::session::{Inflight, InflightState, Queued, Session};
 use super::subscriptions::SessionKey;
 use super::timers::Timer;
-use super::Broker;
+use super::{Broker, WallClock};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::store::Record;
 
@@ -65,7 +72,43 @@ fn initial_state(q: QoS) -> InflightState {
     }
 }
 
+/// What is left of `total` after `elapsed_ms`; `None` when nothing is.
+fn remaining(total: Duration, elapsed_ms: u64) -> Option<Duration> {
+    let left = total.saturating_sub(Duration::from_millis(elapsed_ms));
+    (!left.is_zero()).then_some(left)
+}
+
 impl Broker {
+    /// Gives the broker the wall-clock reading that persisted times are derived from (see
+    /// `journal.rs`). Call before replay, so that expiry counts across the restart.
+    ///
+    /// A reading before 2025 is not trusted (a board without a real-time clock that has
+    /// not synchronised yet reads 1970): times written under it would make the next start,
+    /// with the right time, count decades of downtime and drop every session and message
+    /// with an expiry. Without a trusted clock, expiry counts from this start, as before.
+    pub fn set_wall_clock(&mut self, wall: WallClock) {
+        /// 2025-01-01T00:00:00Z in Unix milliseconds.
+        const PLAUSIBLE_SINCE: u64 = 1_735_689_600_000;
+        if wall.unix_ms < PLAUSIBLE_SINCE {
+            warn!(
+                "the system clock reads {} ms after 1970, before this release existed; session and message expiry count from this start",
+                wall.unix_ms
+            );
+            self.journal.wall = None;
+        } else {
+            self.journal.wall = Some(wall);
+        }
+    }
+
+    /// Wall-clock milliseconds elapsed at `now` since the persisted time `since` (0 =
+    /// unknown: none). A clock set back counts as no time.
+    fn elapsed_since(&self, since: u64, now: Instant) -> u64 {
+        match self.journal.wall {
+            Some(w) if since != 0 => w.unix_ms(now).saturating_sub(since),
+            _ => 0,
+        }
+    }
+
     /// Applies one record read back from the data files. Call before any connection is
     /// opened, then [`Broker::finish_restore`].
     pub fn restore_record(&mut self, r: Record<'_>, now: Instant) {
@@ -76,8 +119,10 @@ impl Broker {
         self.restoring = Some(t);
     }
 
-    /// Ends replay: numbering continues above the restored ids, and the restored (offline)
-    /// sessions' expiry intervals start counting now.
+    /// Ends replay: numbering continues above the restored ids, the restored (offline)
+    /// sessions' expiry goes on counting from when they went offline (from now when that
+    /// is unknown), and sessions and messages that expired while the broker was down are
+    /// dropped.
     pub fn finish_restore(&mut self, now: Instant) {
         // A session whose expiry interval was 0 when the broker stopped ended with its
         // connection [MQTT-3.1.2-23]: a 5.0 client resumed a stored session with expiry 0
@@ -95,24 +140,61 @@ impl Broker {
             self.remove_session_quietly(key);
         }
         let keys: Vec<SessionKey> = self.sessions.iter().map(|(k, _)| k).collect();
+        let now_ms = self.journal.unix_ms(now);
+        let mut expired = Vec::new();
         for key in keys {
             let epoch = self.next_epoch();
             let default = self.config.persistent_client_expiration;
+            let Some(since) = self.sessions.get(key).map(|s| s.offline_since) else {
+                continue;
+            };
+            let elapsed = self.elapsed_since(since, now);
             let Some(s) = self.sessions.get_mut(key) else {
                 continue;
             };
             s.epoch = epoch;
+            if since == 0 {
+                // Unknown: the countdown starts now, and the next snapshot says so.
+                s.offline_since = now_ms;
+            }
             let after = match s.expiry_interval {
                 u32::MAX => default,
                 secs => Some(Duration::from_secs(u64::from(secs))),
             };
             if let Some(after) = after {
-                self.timers.schedule_in(
-                    now,
-                    after,
-                    Timer::SessionExpiry(super::timer_key(key), epoch),
-                );
+                match remaining(after, elapsed) {
+                    Some(left) => self.timers.schedule_in(
+                        now,
+                        left,
+                        Timer::SessionExpiry(super::timer_key(key), epoch),
+                    ),
+                    None => expired.push(key),
+                }
             }
+            // [MQTT-3.3.2-5] a message whose expiry passed is not delivered.
+            let before = s.queue().len();
+            if before > 0 {
+                s.queue_mut().retain(|q| !q.msg.is_expired(now));
+                if s.queue().len() != before {
+                    s.queued_bytes = s.queue().iter().map(|q| q.msg.payload_len()).sum();
+                    s.release_idle_flows();
+                }
+            }
+        }
+        for key in expired {
+            if let Some(c) = self.sessions.get(key).map(|s| s.client_id.clone()) {
+                info!("session of {c} expired while the broker was stopped");
+            }
+            self.remove_session_quietly(key);
+        }
+        let stale: Vec<Arc<str>> = self
+            .retained
+            .messages()
+            .filter(|m| m.is_expired(now))
+            .map(|m| Arc::from(&*m.topic))
+            .collect();
+        for topic in stale {
+            self.retained.remove(&topic);
         }
         if let Some(t) = self.restoring.take() {
             self.journal.resume_ids(t.max_message, t.max_session);
@@ -345,16 +427,21 @@ impl Broker {
             Record::MessageExtra {
                 id,
                 expiry,
+                written_at,
                 properties,
             } => {
+                let elapsed = self.elapsed_since(written_at, now);
                 let Some(m) = t.messages.get(&id) else {
                     return false;
                 };
-                let expires_at =
-                    // Checked: a deadline past what `Instant` holds is never reached.
-                    (expiry != u32::MAX)
-                        .then(|| now.checked_add(Duration::from_secs(u64::from(expiry))))
-                        .flatten();
+                // Expired while the broker was down: due now, so never delivered.
+                // Checked: a deadline past what `Instant` holds is never reached.
+                let expires_at = (expiry != u32::MAX)
+                    .then(|| {
+                        let total = Duration::from_secs(u64::from(expiry));
+                        now.checked_add(remaining(total, elapsed).unwrap_or(Duration::ZERO))
+                    })
+                    .flatten();
                 let full = Message::with_properties(
                     &m.topic,
                     &m.payload,
@@ -374,6 +461,24 @@ impl Broker {
                     return false;
                 };
                 s.awaiting_pubrel_mut().retain(|p| p.get() != packet_id);
+            }
+            Record::SessionUser {
+                session: sid,
+                username,
+            } => {
+                let Some(s) = self.restored_session(t, sid) else {
+                    return false;
+                };
+                s.username = username.map(Arc::from);
+            }
+            Record::SessionOffline {
+                session: sid,
+                since,
+            } => {
+                let Some(s) = self.restored_session(t, sid) else {
+                    return false;
+                };
+                s.offline_since = since;
             }
         }
         true
@@ -399,6 +504,7 @@ impl Broker {
     /// written once, before the first record that refers to them.
     pub fn snapshot(&self, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
+        let written_at = self.journal.unix_ms(now);
         let mut written: HashSet<u64> = HashSet::new();
         let mut message = |out: &mut Vec<u8>, m: &Arc<Message>| -> u64 {
             let id = m.id.load(Ordering::Relaxed);
@@ -416,6 +522,7 @@ impl Broker {
                     Record::MessageExtra {
                         id,
                         expiry,
+                        written_at,
                         properties: &m.properties,
                     }
                     .encode(out);
@@ -439,6 +546,20 @@ impl Broker {
                 client_id: &s.client_id,
             }
             .encode(&mut out);
+            if s.username.is_some() {
+                Record::SessionUser {
+                    session,
+                    username: s.username.as_deref(),
+                }
+                .encode(&mut out);
+            }
+            if s.offline_since != 0 {
+                Record::SessionOffline {
+                    session,
+                    since: s.offline_since,
+                }
+                .encode(&mut out);
+            }
             if s.expiry_interval != u32::MAX {
                 Record::SessionExpiry {
                     session,

@@ -102,6 +102,9 @@ pub struct Session {
     /// The session's number in the persistence log; 0 for sessions that are not journaled
     /// (clean sessions, or persistence off).
     pub store_id: u64,
+    /// When a stored session went offline, in Unix milliseconds (its expiry counts from
+    /// then, across restarts); 0 while online or when unknown.
+    pub offline_since: u64,
     pub subscriptions: Subscriptions,
     /// Queue, in-flight messages and inbound QoS 2 ids; allocated only while one of them is
     /// not empty, so an idle session costs 8 bytes for them instead of 88.
@@ -125,6 +128,7 @@ impl Session {
             epoch: 0,
             pending_will: None,
             store_id: 0,
+            offline_since: 0,
             subscriptions: Subscriptions::default(),
             flows: None,
             queued_bytes: 0,

@@ -1045,6 +1045,7 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
 
 mod auth;
 mod limits;
+mod restore;
 mod stress;
 mod v5;
 

@@ -307,12 +307,23 @@ impl Core {
         let notify = Box::new(move || shared.wake());
         let broker = &mut self.broker;
         let started = Instant::now();
+        // The broker reads no clock; expiry across restarts needs the calendar time.
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        broker.set_wall_clock(crate::broker::WallClock {
+            at: started,
+            unix_ms,
+        });
         let (mut store, _report) =
             Store::open(&dir, policy, notify, |r| broker.restore_record(r, started)).map_err(
                 |e| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display())),
             )?;
         broker.finish_restore(started);
         store.compact(broker.snapshot(started));
+        // The first compaction's files must exist before `main` gives the directory to
+        // `user` (else they stay root's) and before READY.
+        store.wait_idle();
         info!(
             "persistence in {} (fsync {policy:?}): {} sessions, {} retained messages",
             dir.display(),

@@ -1,27 +1,51 @@
-//! The data directory: which files exist, reading them back after a crash, and writing a
-//! snapshot atomically.
+//! The data directory: which files exist, the lock that keeps a second broker out,
+//! reading the files back after a crash, and writing a snapshot atomically.
 //!
 //! Layout: `wrenmq-<N>.snap` holds the whole state as of the moment log `wrenmq-<N>.log`
-//! was started; `wrenmq-<N>.log` holds the changes after that. Recovery loads the newest
-//! readable snapshot `S` and replays every log numbered `S` or more, in order; with no
-//! snapshot it replays every log. A snapshot is written to `*.tmp`, fsynced, renamed and the
-//! directory fsynced, so a crash leaves either the old or the new snapshot, never half of
-//! one; older files are deleted only after that.
+//! was started; `wrenmq-<N>.log` holds the changes after that. `wrenmq.lock` is held
+//! (`flock`) by the running broker and names its PID; it is left in place on exit (the
+//! lock, not the file, is what counts). Files are created 0600, the directory 0700: they
+//! hold every retained and queued message.
 //!
-//! Damage policy: a log whose tail is torn or corrupt (a power cut mid-write) is truncated
-//! at its last complete record, with a log line saying how many bytes were dropped. A
-//! file that cannot be read at all (bad header, unknown version, a corrupt snapshot) is
-//! renamed to `*.corrupt-<unix time>` and recovery goes on with what remains. The broker
-//! never refuses to start because of its data files.
+//! Recovery starts from the newest intact snapshot `S` and replays every log numbered `S`
+//! or more, in order; with no snapshot it replays every log. A snapshot is written to
+//! `*.tmp`, fsynced, renamed, the directory fsynced, and read back; only a snapshot that
+//! read back intact lets compaction delete files, and then only those older than the
+//! previous intact snapshot: the previous generation (snapshot and log) stays, so that a
+//! snapshot damaged later (the medium lied) falls back to it without losing anything.
+//!
+//! Damage policy — never delete or truncate the only copy of anything:
+//! - A frame that fails its CRC is skipped and reading resumes at the next valid frame
+//!   (v2 files; a v1 file stops at its first bad frame). The records around it are kept.
+//! - A torn tail (an incomplete last frame, or zeros: a write a power cut interrupted) is
+//!   ignored with a log line; those bytes were never acknowledged. Recovery never appends
+//!   to an old log (the next log gets a new number), so nothing needs truncating.
+//! - A file with any other damage is copied to `*.corrupt-<unix time>` and stays in
+//!   place until compaction retires it, with a log line saying what was salvaged and what
+//!   was not. A file that cannot be read at all (bad header, unknown version) is renamed
+//!   to `*.corrupt-<unix time>`.
+//! - A damaged newest snapshot: recovery falls back to the previous intact one and the
+//!   logs after it; when there is none, it salvages the damaged snapshot's readable
+//!   records and replays the logs after it.
+//!
+//! The broker never refuses to start because of its data files, only when another
+//! process holds the directory.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 
 use super::record::{self, decode_payload, FileKind, Frame, Record};
+
+/// The lock file's name inside the data directory.
+pub const LOCK_FILE: &str = "wrenmq.lock";
+/// Data files are readable by the broker's user only: they hold every message it keeps.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
 
 /// One data file found in the directory.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,16 +60,45 @@ pub struct DataFile {
 pub struct RecoveryReport {
     /// Records handed to the broker.
     pub records: u64,
-    /// Records whose payload could not be decoded (skipped).
+    /// Records whose CRC matched but whose payload this build cannot decode (skipped).
     pub bad_records: u64,
-    /// Bytes cut from torn or corrupt log tails.
-    pub truncated_bytes: u64,
-    /// Files renamed to `*.corrupt-*`.
-    pub moved_aside: Vec<PathBuf>,
-    /// Index of the snapshot loaded, if any.
+    /// Damaged stretches skipped (each may have held one or more records).
+    pub damaged: u64,
+    /// Bytes of damaged stretches, whose records are lost.
+    pub lost_bytes: u64,
+    /// Bytes of torn tails (writes interrupted by a crash), ignored.
+    pub torn_bytes: u64,
+    /// Copies of damaged files and unreadable files renamed aside (`*.corrupt-*`).
+    pub set_aside: Vec<PathBuf>,
+    /// Index of the intact snapshot recovery started from, if any.
     pub snapshot: Option<u64>,
+    /// Index of a damaged snapshot whose readable records were used because no intact
+    /// snapshot was left.
+    pub salvaged_snapshot: Option<u64>,
     /// Highest file index seen (the next log gets a higher one).
     pub last_index: u64,
+}
+
+/// Exclusive use of a data directory, held while this value lives.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// What reading one file found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Scan {
+    records: u64,
+    undecodable: u64,
+    damaged: u64,
+    lost_bytes: u64,
+    torn_bytes: u64,
+}
+
+impl Scan {
+    fn intact(&self) -> bool {
+        self.damaged == 0 && self.lost_bytes == 0 && self.torn_bytes == 0
+    }
 }
 
 pub fn log_path(dir: &Path, index: u64) -> PathBuf {
@@ -54,6 +107,53 @@ pub fn log_path(dir: &Path, index: u64) -> PathBuf {
 
 pub fn snapshot_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("wrenmq-{index}.snap"))
+}
+
+/// Creates the data directory (and missing parents) 0700 if it does not exist. An
+/// existing directory keeps its mode: the administrator chose it.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
+/// Takes the directory's lock (creating the directory if needed) and writes our PID into
+/// the lock file. Fails at once, touching nothing else, when another process holds it; the
+/// error names that process's PID.
+pub fn lock(dir: &Path) -> io::Result<DirLock> {
+    create_dir(dir)?;
+    let path = dir.join(LOCK_FILE);
+    // Not truncated on open: until we hold the lock, the PID in it is the holder's.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = Read::take(&file, 32).read_to_string(&mut holder);
+            let pid = holder.trim();
+            let pid = if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                "unknown"
+            } else {
+                pid
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "in use by another wrenmq process (pid {pid}, lock {}); stop it first or use another directory",
+                    path.display()
+                ),
+            ));
+        }
+        Err(TryLockError::Error(e)) => return Err(e),
+    }
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(DirLock { _file: file })
 }
 
 /// Data files in `dir`, sorted by index (snapshots before logs of the same index).
@@ -86,18 +186,23 @@ pub fn list(dir: &Path) -> io::Result<Vec<DataFile>> {
     Ok(files)
 }
 
-/// Renames a damaged file out of the way; returns the new path.
-fn move_aside(path: &Path, why: &str) -> Option<PathBuf> {
+/// `path` with `.corrupt-<unix time>` appended.
+fn corrupt_name(path: &Path) -> PathBuf {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut target = path.as_os_str().to_owned();
     target.push(format!(".corrupt-{secs}"));
-    let target = PathBuf::from(target);
+    PathBuf::from(target)
+}
+
+/// Renames a file nothing can be read from out of the way; returns the new path.
+fn move_aside(path: &Path, why: &str) -> Option<PathBuf> {
+    let target = corrupt_name(path);
     match fs::rename(path, &target) {
         Ok(()) => {
             warn!(
-                "{}: {why}; moved aside to {}",
+                "{}: {why}; nothing in it is readable; moved aside to {}",
                 path.display(),
                 target.display()
             );
@@ -113,41 +218,126 @@ fn move_aside(path: &Path, why: &str) -> Option<PathBuf> {
     }
 }
 
-/// Reads every frame of a file. Returns the records' count and the offset just past the last
-/// complete record, or `Err` if the header is unusable.
-fn scan(
-    bytes: &[u8],
-    kind: FileKind,
-    mut apply: impl FnMut(Record<'_>),
-) -> Result<(u64, u64, usize), String> {
-    record::check_header(bytes, kind)?;
-    let mut at = record::HEADER_LEN;
-    let (mut good, mut bad) = (0u64, 0u64);
-    while at < bytes.len() {
-        match record::read_frame(&bytes[at..]) {
-            Frame::Complete { payload, len } => {
-                match decode_payload(payload) {
-                    Ok(r) => {
-                        apply(r);
-                        good += 1;
-                    }
-                    // A frame whose CRC matches but that this build cannot read: skip it.
-                    Err(_) => bad += 1,
-                }
-                at += len;
+/// Keeps a copy of a damaged file (whose `bytes` are read) next to it, unless an earlier
+/// start already kept an identical one; returns the copy's path. The original stays in
+/// place: recovery may still need it if this start is interrupted.
+fn keep_copy(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        let prefix = format!("{name}.corrupt-");
+        for entry in fs::read_dir(dir)?.flatten() {
+            let same_name = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix));
+            if same_name
+                && entry
+                    .metadata()
+                    .is_ok_and(|m| m.len() == bytes.len() as u64)
+                && fs::read(entry.path()).is_ok_and(|b| b == bytes)
+            {
+                return Ok(entry.path());
             }
-            Frame::Torn | Frame::Corrupt => break,
         }
     }
-    Ok((good, bad, at))
+    let target = corrupt_name(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(&target)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(target)
 }
 
-/// Replays the directory's state into `apply`, repairing what it must. The directory is
-/// created if missing.
+/// Reads every frame of a file, skipping damaged stretches (v2) and stopping at a torn
+/// tail. `Err` if the header is unusable.
+fn scan(bytes: &[u8], kind: FileKind, mut apply: impl FnMut(Record<'_>)) -> Result<Scan, String> {
+    let version = record::check_header(bytes, kind)?;
+    let mut s = Scan::default();
+    let mut at = record::HEADER_LEN;
+    while at < bytes.len() {
+        let frame = record::read_frame_of(version, &bytes[at..]);
+        if let Frame::Complete { payload, len } = frame {
+            match decode_payload(payload) {
+                Ok(r) => {
+                    apply(r);
+                    s.records += 1;
+                }
+                // A frame whose CRC matches but that this build cannot read: skip it.
+                Err(_) => s.undecodable += 1,
+            }
+            at += len;
+            continue;
+        }
+        // v1 frames carry no sync marker, so a v1 file cannot be read past damage.
+        let next = if version >= 2 {
+            record::next_frame(bytes, at + 1)
+        } else {
+            None
+        };
+        match next {
+            Some(next) => {
+                s.damaged += 1;
+                s.lost_bytes += (next - at) as u64;
+                at = next;
+            }
+            None => {
+                let rest = &bytes[at..];
+                // An incomplete last frame, or zeros where a file was extended but its
+                // data never written: an interrupted write, not damage.
+                if frame == Frame::Torn || rest.iter().all(|&b| b == 0) {
+                    s.torn_bytes = rest.len() as u64;
+                } else {
+                    s.damaged += 1;
+                    s.lost_bytes += rest.len() as u64;
+                }
+                break;
+            }
+        }
+    }
+    Ok(s)
+}
+
+impl RecoveryReport {
+    fn add(&mut self, s: &Scan) {
+        self.records += s.records;
+        self.bad_records += s.undecodable;
+        self.damaged += s.damaged;
+        self.lost_bytes += s.lost_bytes;
+        self.torn_bytes += s.torn_bytes;
+    }
+
+    /// Keeps a copy of a damaged file and says what was salvaged from it.
+    fn damaged_file(&mut self, path: &Path, bytes: &[u8], s: &Scan, used: &str) {
+        let copy = match keep_copy(path, bytes) {
+            Ok(copy) => {
+                let shown = copy.display().to_string();
+                self.set_aside.push(copy);
+                format!("a copy is kept at {shown}")
+            }
+            Err(e) => format!("keeping a copy failed ({e}); the file is left in place"),
+        };
+        warn!(
+            "{}: {} damaged stretch(es), {} bytes unreadable; {} records readable{used}; {copy}",
+            path.display(),
+            s.damaged,
+            s.lost_bytes,
+            s.records
+        );
+    }
+}
+
+/// Replays the directory's state into `apply`, keeping a copy of whatever is damaged. The
+/// directory is created if missing. The caller holds the directory's [`lock`].
 pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<RecoveryReport> {
-    fs::create_dir_all(dir)?;
+    create_dir(dir)?;
     let mut report = RecoveryReport::default();
-    // Leftovers of an interrupted snapshot write.
+    // Leftovers of an interrupted snapshot write: never the only copy (the rename is what
+    // makes a snapshot count, and the files before it are deleted only after it).
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "tmp") {
@@ -157,34 +347,55 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
     let files = list(dir)?;
     report.last_index = files.iter().map(|f| f.index).max().unwrap_or(0);
 
-    // The newest snapshot that reads completely. A snapshot is all or nothing: it was
-    // fsynced before being renamed into place, so any damage means the medium lied.
-    let mut start = None;
+    // The newest intact snapshot. A damaged newer one is copied aside; the newest
+    // readable damaged one is remembered for salvage in case no intact one is left.
+    let mut base: Option<(u64, Vec<u8>)> = None;
+    let mut salvage: Option<(u64, Vec<u8>)> = None;
+    let mut damaged_newer = Vec::new();
     for f in files.iter().rev().filter(|f| f.is_snapshot) {
         let bytes = fs::read(&f.path)?;
         match scan(&bytes, FileKind::Snapshot, |_| {}) {
-            Ok((_, _, end)) if end == bytes.len() => {
-                // Valid: now replay it for real.
-                let (good, bad, _) =
-                    scan(&bytes, FileKind::Snapshot, &mut apply).unwrap_or((0, 0, 0));
-                report.records += good;
-                report.bad_records += bad;
-                start = Some(f.index);
+            Ok(s) if s.intact() => {
+                base = Some((f.index, bytes));
                 break;
             }
-            Ok(_) => {
-                if let Some(p) = move_aside(&f.path, "snapshot is damaged") {
-                    report.moved_aside.push(p);
+            Ok(s) => {
+                report.damaged_file(&f.path, &bytes, &s, " (not used yet)");
+                damaged_newer.push(f.index);
+                if salvage.is_none() {
+                    salvage = Some((f.index, bytes));
                 }
             }
             Err(why) => {
                 if let Some(p) = move_aside(&f.path, &why) {
-                    report.moved_aside.push(p);
+                    report.set_aside.push(p);
                 }
             }
         }
     }
-    report.snapshot = start;
+    let start = if let Some((index, bytes)) = base {
+        if !damaged_newer.is_empty() {
+            warn!(
+                "snapshot(s) {damaged_newer:?} damaged: falling back to snapshot {index} and the logs after it"
+            );
+        }
+        // Intact: cannot fail now.
+        let s = scan(&bytes, FileKind::Snapshot, &mut apply).unwrap_or_default();
+        report.add(&s);
+        report.snapshot = Some(index);
+        Some(index)
+    } else if let Some((index, bytes)) = salvage {
+        let s = scan(&bytes, FileKind::Snapshot, &mut apply).unwrap_or_default();
+        warn!(
+            "no intact snapshot left: salvaged {} records of damaged snapshot {index} ({} bytes lost) and replaying the logs after it",
+            s.records, s.lost_bytes
+        );
+        report.add(&s);
+        report.salvaged_snapshot = Some(index);
+        Some(index)
+    } else {
+        None
+    };
 
     for f in files
         .iter()
@@ -192,36 +403,36 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
     {
         let bytes = fs::read(&f.path)?;
         match scan(&bytes, FileKind::Log, &mut apply) {
-            Ok((good, bad, end)) => {
-                report.records += good;
-                report.bad_records += bad;
-                if end < bytes.len() {
-                    let cut = (bytes.len() - end) as u64;
+            Ok(s) => {
+                report.add(&s);
+                if s.damaged > 0 {
+                    report.damaged_file(&f.path, &bytes, &s, " and replayed");
+                }
+                if s.torn_bytes > 0 {
                     warn!(
-                        "{}: torn or corrupt tail, truncating {cut} bytes after the last complete record",
-                        f.path.display()
+                        "{}: torn tail of {} bytes (a write interrupted by a crash) ignored",
+                        f.path.display(),
+                        s.torn_bytes
                     );
-                    let file = OpenOptions::new().write(true).open(&f.path)?;
-                    file.set_len(end as u64)?;
-                    file.sync_all()?;
-                    report.truncated_bytes += cut;
                 }
             }
             Err(why) => {
                 if let Some(p) = move_aside(&f.path, &why) {
-                    report.moved_aside.push(p);
+                    report.set_aside.push(p);
                 }
             }
         }
     }
-    if report.records > 0 || !report.moved_aside.is_empty() {
+    if report.records > 0 || !report.set_aside.is_empty() || report.torn_bytes > 0 {
         info!(
-            "recovered {} records from {} (snapshot {:?}, {} bytes truncated, {} files moved aside)",
+            "recovered {} records from {} (snapshot {:?}, {} damaged stretches with {} bytes lost, {} torn bytes ignored, {} files set aside)",
             report.records,
             dir.display(),
-            report.snapshot,
-            report.truncated_bytes,
-            report.moved_aside.len()
+            report.snapshot.or(report.salvaged_snapshot),
+            report.damaged,
+            report.lost_bytes,
+            report.torn_bytes,
+            report.set_aside.len()
         );
     }
     Ok(report)
@@ -239,6 +450,7 @@ pub fn create_log(dir: &Path, index: u64) -> io::Result<File> {
         .create(true)
         .write(true)
         .truncate(true)
+        .mode(FILE_MODE)
         .open(&path)?;
     file.write_all(&record::header(FileKind::Log))?;
     file.sync_all()?;
@@ -255,6 +467,7 @@ pub fn write_snapshot(dir: &Path, index: u64, records: &[u8]) -> io::Result<()> 
             .create(true)
             .write(true)
             .truncate(true)
+            .mode(FILE_MODE)
             .open(&tmp)?;
         file.write_all(&record::header(FileKind::Snapshot))?;
         file.write_all(records)?;
@@ -264,7 +477,23 @@ pub fn write_snapshot(dir: &Path, index: u64, records: &[u8]) -> io::Result<()> 
     sync_dir(dir)
 }
 
-/// Deletes data files numbered below `index` (after snapshot `index` is durable).
+/// Reads snapshot `index` back and checks that every frame is intact: only then may the
+/// files it replaces go.
+pub fn verify_snapshot(dir: &Path, index: u64) -> Result<(), String> {
+    let bytes = fs::read(snapshot_path(dir, index)).map_err(|e| e.to_string())?;
+    let s = scan(&bytes, FileKind::Snapshot, |_| {})?;
+    if s.intact() && s.undecodable == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} damaged stretch(es), {} torn bytes",
+            s.damaged, s.torn_bytes
+        ))
+    }
+}
+
+/// Deletes data files numbered below `index`, oldest first, stopping at the first
+/// failure: a file that is left never depends on one that is gone.
 pub fn remove_older(dir: &Path, index: u64) -> io::Result<()> {
     for f in list(dir)? {
         if f.index < index {
@@ -285,9 +514,9 @@ mod tests {
         dir
     }
 
-    fn records(n: u64) -> Vec<u8> {
+    fn records(ids: std::ops::Range<u64>) -> Vec<u8> {
         let mut out = Vec::new();
-        for i in 0..n {
+        for i in ids {
             Record::Message {
                 id: i,
                 qos: 1,
@@ -298,6 +527,12 @@ mod tests {
             .encode(&mut out);
         }
         out
+    }
+
+    fn file(kind: FileKind, body: &[u8]) -> Vec<u8> {
+        let mut bytes = record::header(kind).to_vec();
+        bytes.extend_from_slice(body);
+        bytes
     }
 
     fn ids(dir: &Path) -> (Vec<u64>, RecoveryReport) {
@@ -311,15 +546,26 @@ mod tests {
         (seen, report)
     }
 
+    /// The same records in v1 framing (length, CRC of the payload, payload).
+    fn as_v1(mut v2: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Frame::Complete { payload, len } = record::read_frame(v2) {
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            out.extend_from_slice(payload);
+            v2 = &v2[len..];
+        }
+        out
+    }
+
     #[test]
-    fn torn_log_tail_is_truncated_at_every_offset() {
-        let body = records(4);
+    fn torn_log_tail_is_ignored_at_every_offset_and_the_file_left_alone() {
+        let body = records(0..4);
         let full_len = record::HEADER_LEN + body.len();
         let frame = body.len() / 4;
         for cut in (full_len - 2 * frame)..=full_len {
             let dir = tempdir(&format!("torn-{cut}"));
-            let mut bytes = record::header(FileKind::Log).to_vec();
-            bytes.extend_from_slice(&body);
+            let mut bytes = file(FileKind::Log, &body);
             bytes.truncate(cut);
             fs::write(log_path(&dir, 1), &bytes).unwrap();
             let (seen, report) = ids(&dir);
@@ -329,28 +575,124 @@ mod tests {
                 (0..complete as u64).collect::<Vec<_>>(),
                 "cut at {cut}"
             );
-            let expected_len = record::HEADER_LEN + complete * frame;
-            assert_eq!(
-                fs::metadata(log_path(&dir, 1)).unwrap().len() as usize,
-                expected_len
-            );
-            assert_eq!(report.truncated_bytes as usize, cut - expected_len);
+            let complete_len = record::HEADER_LEN + complete * frame;
+            assert_eq!(report.torn_bytes as usize, cut - complete_len);
+            assert_eq!((report.damaged, report.lost_bytes), (0, 0), "cut at {cut}");
+            assert!(report.set_aside.is_empty(), "a torn tail is no damage");
+            assert_eq!(fs::read(log_path(&dir, 1)).unwrap(), bytes, "not truncated");
             fs::remove_dir_all(&dir).unwrap();
         }
     }
 
     #[test]
-    fn flipped_byte_keeps_the_records_before_it() {
-        let body = records(4);
-        let frame = body.len() / 4;
-        let dir = tempdir("flip");
-        let mut bytes = record::header(FileKind::Log).to_vec();
-        bytes.extend_from_slice(&body);
-        let third = record::HEADER_LEN + 2 * frame + 10;
-        bytes[third] ^= 0xFF;
+    fn zeros_after_the_last_record_are_a_torn_tail() {
+        let dir = tempdir("zeros");
+        let mut bytes = file(FileKind::Log, &records(0..2));
+        bytes.extend_from_slice(&[0; 4096]);
         fs::write(log_path(&dir, 1), &bytes).unwrap();
-        let (seen, _) = ids(&dir);
-        assert_eq!(seen, vec![0, 1]);
+        let (seen, report) = ids(&dir);
+        assert_eq!(seen, [0, 1]);
+        assert_eq!((report.torn_bytes, report.damaged), (4096, 0));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bit_flip_mid_log_keeps_the_records_after_it() {
+        let body = records(0..6);
+        let frame = body.len() / 6;
+        // Every byte of the third frame: sync marker, length, CRC and payload.
+        for offset in 0..frame {
+            let dir = tempdir(&format!("flip-{offset}"));
+            let mut bytes = file(FileKind::Log, &body);
+            bytes[record::HEADER_LEN + 2 * frame + offset] ^= 0x10;
+            fs::write(log_path(&dir, 1), &bytes).unwrap();
+            let (seen, report) = ids(&dir);
+            assert_eq!(seen, [0, 1, 3, 4, 5], "flip at frame offset {offset}");
+            assert_eq!(report.damaged, 1);
+            assert_eq!(report.lost_bytes as usize, frame);
+            // The damaged file is kept as it is, and a copy of it is set aside.
+            assert_eq!(fs::read(log_path(&dir, 1)).unwrap(), bytes);
+            assert_eq!(report.set_aside.len(), 1);
+            assert_eq!(fs::read(&report.set_aside[0]).unwrap(), bytes);
+            // A second start finds the same damage and keeps no second copy.
+            let (_, again) = ids(&dir);
+            assert_eq!(again.set_aside, report.set_aside);
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn damaged_last_record_is_kept_aside_not_dropped_silently() {
+        let dir = tempdir("last");
+        let mut bytes = file(FileKind::Log, &records(0..3));
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(log_path(&dir, 1), &bytes).unwrap();
+        let (seen, report) = ids(&dir);
+        assert_eq!(seen, [0, 1]);
+        assert_eq!((report.damaged, report.torn_bytes), (1, 0));
+        assert_eq!(report.set_aside.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn v1_log_still_reads_and_stops_at_its_first_bad_frame() {
+        let body = as_v1(&records(0..4));
+        let frame = body.len() / 4;
+        let dir = tempdir("v1");
+        let mut bytes = file(FileKind::Log, &body);
+        bytes[8] = 1; // format version 1
+        fs::write(log_path(&dir, 1), &bytes).unwrap();
+        assert_eq!(ids(&dir).0, [0, 1, 2, 3]);
+        bytes[record::HEADER_LEN + 2 * frame + 10] ^= 0xFF;
+        fs::write(log_path(&dir, 1), &bytes).unwrap();
+        let (seen, report) = ids(&dir);
+        assert_eq!(seen, [0, 1], "v1 frames have no sync marker to resume at");
+        assert_eq!(report.set_aside.len(), 1, "the rest is kept aside");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_newest_snapshot_falls_back_to_the_previous_one_and_its_logs() {
+        let dir = tempdir("fallback");
+        write_snapshot(&dir, 1, &records(0..2)).unwrap();
+        fs::write(log_path(&dir, 1), file(FileKind::Log, &records(2..3))).unwrap();
+        write_snapshot(&dir, 2, &records(0..3)).unwrap();
+        fs::write(log_path(&dir, 2), file(FileKind::Log, &records(3..4))).unwrap();
+        let (seen, report) = ids(&dir);
+        assert_eq!((seen, report.snapshot), (vec![0, 1, 2, 3], Some(2)));
+
+        let mut bad = fs::read(snapshot_path(&dir, 2)).unwrap();
+        bad[record::HEADER_LEN + 20] ^= 1;
+        fs::write(snapshot_path(&dir, 2), &bad).unwrap();
+        let (seen, report) = ids(&dir);
+        assert_eq!(seen, [0, 1, 2, 3], "nothing lost");
+        assert_eq!(report.snapshot, Some(1));
+        assert_eq!(report.salvaged_snapshot, None);
+        assert_eq!(report.set_aside.len(), 1, "a copy of the damaged snapshot");
+        assert_eq!(fs::read(&report.set_aside[0]).unwrap(), bad);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_only_snapshot_is_salvaged_not_replaced_by_its_log_alone() {
+        let dir = tempdir("salvage");
+        write_snapshot(&dir, 2, &records(0..4)).unwrap();
+        fs::write(log_path(&dir, 2), file(FileKind::Log, &records(9..10))).unwrap();
+        let mut bad = fs::read(snapshot_path(&dir, 2)).unwrap();
+        let frame = (bad.len() - record::HEADER_LEN) / 4;
+        bad[record::HEADER_LEN + 2 * frame + 15] ^= 1;
+        fs::write(snapshot_path(&dir, 2), &bad).unwrap();
+        let (seen, report) = ids(&dir);
+        assert_eq!(seen, [0, 1, 3, 9], "all but the damaged record");
+        assert_eq!(report.salvaged_snapshot, Some(2));
+        assert_eq!(report.lost_bytes as usize, frame);
+        assert_eq!(
+            fs::read(snapshot_path(&dir, 2)).unwrap(),
+            bad,
+            "left in place"
+        );
+        assert_eq!(report.set_aside.len(), 1);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -358,17 +700,8 @@ mod tests {
     fn unreadable_files_are_moved_aside_and_snapshot_plus_later_logs_replayed() {
         let dir = tempdir("aside");
         fs::write(log_path(&dir, 1), b"not a log at all").unwrap();
-        write_snapshot(&dir, 2, &records(2)).unwrap();
-        let mut log = record::header(FileKind::Log).to_vec();
-        Record::Message {
-            id: 9,
-            qos: 0,
-            retain: false,
-            topic: "x",
-            payload: b"",
-        }
-        .encode(&mut log);
-        fs::write(log_path(&dir, 2), &log).unwrap();
+        write_snapshot(&dir, 2, &records(0..2)).unwrap();
+        fs::write(log_path(&dir, 2), file(FileKind::Log, &records(9..10))).unwrap();
         let (seen, report) = ids(&dir);
         assert_eq!(
             seen,
@@ -376,14 +709,48 @@ mod tests {
             "log 1 is older than snapshot 2 and is not replayed"
         );
         assert_eq!(report.snapshot, Some(2));
-        // A corrupt newest snapshot falls back to the previous one.
-        let mut bad = fs::read(snapshot_path(&dir, 2)).unwrap();
-        let last = bad.len() - 1;
-        bad[last] ^= 1;
-        fs::write(snapshot_path(&dir, 3), &bad).unwrap();
+        fs::write(snapshot_path(&dir, 3), b"WRENMQDB\x63\x00\x02\x00").unwrap();
         let (seen, report) = ids(&dir);
-        assert_eq!(seen, vec![0, 1, 9]);
-        assert_eq!(report.moved_aside.len(), 1);
+        assert_eq!(seen, vec![0, 1, 9], "a newer format version is not read");
+        assert_eq!(report.set_aside.len(), 1);
+        assert!(!snapshot_path(&dir, 3).exists(), "renamed aside");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn data_files_and_directory_are_private_to_the_broker_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempdir("modes");
+        let dir = base.join("a/b");
+        let _lock = lock(&dir).unwrap();
+        create_log(&dir, 1).unwrap();
+        write_snapshot(&dir, 1, &records(0..1)).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&base.join("a")), 0o700);
+        for f in [
+            dir.join(LOCK_FILE),
+            log_path(&dir, 1),
+            snapshot_path(&dir, 1),
+        ] {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_locked_directory_refuses_a_second_holder_and_names_the_first() {
+        let dir = tempdir("lock");
+        let first = lock(&dir).unwrap();
+        let err = lock(&dir).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(first);
+        let _again = lock(&dir).expect("free once the holder is gone");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,12 +12,16 @@
 //! Compaction ([`Store::compact`]) starts a new log and writes a snapshot of the live state
 //! (serialized by the broker on the loop thread, which is a memory copy of live state and
 //! gives a consistent cut without locks); the writer thread does the file work (tmp, fsync,
-//! rename, directory fsync) and then deletes the older files, so disk use follows live state,
-//! not traffic. Why a thread and not chunks on the loop: fsync latency on flash is
+//! rename, directory fsync, read back) and, once the new snapshot read back intact, deletes
+//! the files older than the previous snapshot, so disk use follows live state (at most two
+//! generations of snapshot and log), not traffic. Why a thread and not chunks on the loop: fsync latency on flash is
 //! unbounded (tens of ms is common), and the loop must never wait for it.
 //!
-//! Module map: `record` (the byte format), `files` (directory layout, recovery, atomic
-//! snapshot writes), this file (the writer thread and its handle).
+//! [`Store::open`] first takes the data directory's lock (`files::lock`): a second broker
+//! on the same directory fails there, before reading, repairing or compacting anything.
+//!
+//! Module map: `record` (the byte format), `files` (directory layout, lock, recovery,
+//! atomic snapshot writes), this file (the writer thread and its handle).
 
 pub mod files;
 pub mod record;
@@ -33,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info};
 
-pub use files::RecoveryReport;
+pub use files::{DirLock, RecoveryReport};
 pub use record::Record;
 
 use crate::config::FsyncPolicy;
@@ -46,6 +50,8 @@ enum Command {
     Append { seq: u64, bytes: Vec<u8> },
     /// Start log `index` and write snapshot `index` (the state as of this point).
     Compact { index: u64, snapshot: Vec<u8> },
+    /// Reply once every earlier command is done (see [`Store::wait_idle`]).
+    Barrier(mpsc::SyncSender<()>),
     /// Make everything durable and stop.
     Stop,
 }
@@ -68,19 +74,24 @@ pub struct Store {
     log_bytes: u64,
     snapshot_bytes: u64,
     dir: PathBuf,
+    /// Dropped after the writer has stopped (fields drop after `Drop::drop`).
+    _lock: DirLock,
 }
 
 impl Store {
-    /// Replays the data directory into `apply` (creating the directory if needed), then
-    /// starts the writer thread. The caller must call [`Store::compact`] with the restored
-    /// state before submitting batches, which starts a fresh log. `notify` is called from the
-    /// writer thread whenever `durable` advances (it should wake the event loop).
+    /// Takes the data directory's lock, replays the directory into `apply` (creating it if
+    /// needed), then starts the writer thread. The caller must call [`Store::compact`] with
+    /// the restored state before submitting batches, which starts a fresh log. `notify` is
+    /// called from the writer thread whenever `durable` advances (it should wake the event
+    /// loop). Fails with `ErrorKind::WouldBlock`, having touched nothing, when another
+    /// process holds the directory.
     pub fn open(
         dir: &Path,
         policy: FsyncPolicy,
         notify: Box<dyn Fn() + Send>,
         apply: impl FnMut(Record<'_>),
     ) -> io::Result<(Store, RecoveryReport)> {
+        let lock = files::lock(dir)?;
         let report = files::recover(dir, apply)?;
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
@@ -99,6 +110,7 @@ impl Store {
             pending_seq: 0,
             last_sync: Instant::now(),
             unsynced: false,
+            keep_from: report.snapshot,
         };
         let thread = std::thread::Builder::new()
             .name("wrenmq-store".into())
@@ -113,6 +125,7 @@ impl Store {
                 log_bytes: 0,
                 snapshot_bytes: 0,
                 dir: dir.to_path_buf(),
+                _lock: lock,
             },
             report,
         ))
@@ -157,6 +170,18 @@ impl Store {
         });
     }
 
+    /// Blocks until the writer has carried out everything submitted so far (appends and
+    /// compactions). Used once at start-up, so that the files the first compaction creates
+    /// exist before `main` hands the directory to the configured `user` and before the
+    /// broker reports ready; never on the loop's hot path.
+    pub fn wait_idle(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.tx.send(Command::Barrier(tx)).is_ok() {
+            // An Err means the writer is gone; there is nothing left to wait for.
+            let _ = rx.recv();
+        }
+    }
+
     /// Makes everything submitted durable and stops the writer.
     pub fn close(mut self) {
         self.stop();
@@ -193,6 +218,9 @@ struct Writer {
     pending_seq: u64,
     last_sync: Instant,
     unsynced: bool,
+    /// The newest snapshot known intact (written and read back, or recovered from): files
+    /// older than it may go once a newer snapshot is known intact too.
+    keep_from: Option<u64>,
 }
 
 /// How long a failing writer waits before trying again when no new batch arrives.
@@ -246,6 +274,9 @@ impl Writer {
                         self.write_pending();
                     }
                     Command::Compact { index, snapshot } => self.compact(index, &snapshot),
+                    Command::Barrier(done) => {
+                        let _ = done.send(());
+                    }
                     Command::Stop => {
                         self.write_pending();
                         self.sync();
@@ -336,8 +367,19 @@ impl Writer {
             self.failed("writing a snapshot", &e);
             return;
         }
-        if let Err(e) = files::remove_older(&self.dir, index) {
-            self.failed("removing compacted files", &e);
+        if let Err(why) = files::verify_snapshot(&self.dir, index) {
+            // Keep every older file: recovery falls back past this snapshot.
+            error!(
+                "persistence in {}: snapshot {index} did not read back intact ({why}); older files are kept",
+                self.dir.display()
+            );
+            return;
+        }
+        // The previous intact generation stays as the fallback for this one.
+        if let Some(previous) = self.keep_from.replace(index) {
+            if let Err(e) = files::remove_older(&self.dir, previous) {
+                self.failed("removing compacted files", &e);
+            }
         }
     }
 
@@ -425,11 +467,14 @@ mod tests {
             wait_durable(&store, 1);
             store.close();
             let mut seen = Vec::new();
-            let store = open(&dir, policy, &mut seen);
+            let mut store = open(&dir, policy, &mut seen);
             assert_eq!(seen, vec![10, 11], "{policy:?}");
-            drop(store);
+            store.compact(batch(10..12));
+            store.close();
+            // The previous generation stays as the fallback; older ones are removed.
             let files = files::list(&dir).unwrap();
-            assert!(files.len() <= 2, "old files removed: {files:?}");
+            assert!(files.len() <= 4, "old files removed: {files:?}");
+            assert!(files.iter().all(|f| f.index >= 2), "{files:?}");
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
@@ -453,6 +498,83 @@ mod tests {
         wait_durable(&store, 1);
         assert!(calls.load(Ordering::SeqCst) >= 1);
         drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_newest_snapshot_loses_nothing_after_compaction() {
+        // The issue: snapshot N damaged, recovery replayed log N onto nothing and the
+        // next compaction deleted what was left. Now the previous generation is kept.
+        let dir = tempdir("damaged-newest");
+        let mut seen = Vec::new();
+        let mut store = open(&dir, FsyncPolicy::Batch, &mut seen);
+        store.compact(Vec::new());
+        store.submit(1, batch(0..3));
+        wait_durable(&store, 1);
+        store.close();
+        let mut seen = Vec::new();
+        let mut store = open(&dir, FsyncPolicy::Batch, &mut seen);
+        store.compact(batch(0..3)); // snapshot 2: what was recovered
+        store.submit(1, batch(3..5));
+        wait_durable(&store, 1);
+        store.close();
+        let newest = files::snapshot_path(&dir, 2);
+        let mut bytes = std::fs::read(&newest).unwrap();
+        bytes[record::HEADER_LEN + 5] ^= 0x01;
+        std::fs::write(&newest, &bytes).unwrap();
+
+        let mut seen = Vec::new();
+        let mut store = open(&dir, FsyncPolicy::Batch, &mut seen);
+        assert_eq!(
+            seen,
+            [0, 1, 2, 3, 4],
+            "fell back to snapshot 1 and logs 1, 2"
+        );
+        store.compact(batch(0..5));
+        store.close();
+        let mut seen = Vec::new();
+        drop(open(&dir, FsyncPolicy::Batch, &mut seen));
+        assert_eq!(
+            seen,
+            [0, 1, 2, 3, 4],
+            "and the compaction after it kept it all"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_fails_and_touches_nothing() {
+        let dir = tempdir("second");
+        let mut seen = Vec::new();
+        let mut first = open(&dir, FsyncPolicy::Batch, &mut seen);
+        first.compact(Vec::new());
+        first.submit(1, batch(0..3));
+        wait_durable(&first, 1);
+        let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+            let mut all: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+                .collect();
+            all.sort();
+            all
+        };
+        let before = snapshot(&dir);
+        let mut replayed = 0;
+        let second = Store::open(&dir, FsyncPolicy::Batch, Box::new(|| {}), |_| replayed += 1);
+        let err = second.err().expect("the second store is refused");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(err
+            .to_string()
+            .contains(&format!("pid {}", std::process::id())));
+        assert_eq!(replayed, 0, "nothing was read");
+        assert_eq!(snapshot(&dir), before, "nothing was changed");
+        first.submit(2, batch(3..4));
+        wait_durable(&first, 2);
+        first.close();
+        let mut seen = Vec::new();
+        drop(open(&dir, FsyncPolicy::Batch, &mut seen));
+        assert_eq!(seen, [0, 1, 2, 3]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,14 +3,24 @@
 //! A file is a header followed by frames:
 //!
 //! ```text
-//! header: "WRENMQDB" (8 bytes) | format version u16 LE | file kind u8 | reserved u8
-//! frame:  payload length u32 LE | CRC-32 of the payload u32 LE | payload
-//! payload: record type u8 | fields (integers little-endian, strings and bytes u32-length-prefixed)
+//! header:   "WRENMQDB" (8 bytes) | format version u16 LE | file kind u8 | reserved u8
+//! frame v2: sync D9 5C A7 3E | payload length u32 LE | CRC-32 of length + payload u32 LE | payload
+//! frame v1: payload length u32 LE | CRC-32 of the payload u32 LE | payload
+//! payload:  record type u8 | fields (integers little-endian, strings and bytes u32-length-prefixed)
 //! ```
 //!
-//! The CRC and the length let recovery tell a complete record from a torn or corrupt tail.
+//! The CRC and the length let recovery tell a complete record from a torn or corrupt one.
+//! Version 2 adds the sync marker so that recovery can skip a damaged frame in the middle
+//! of a file and go on at the next valid one (a v1 reader can only stop at the first bad
+//! frame: a damaged length hides where the next frame starts); its CRC also covers the
+//! length, so a damaged length is caught even when it still points inside the file.
 //! The header's version lets later releases read old files: a reader refuses versions newer
-//! than it knows and keeps decoders for the older ones. Records refer to sessions by a
+//! than it knows and keeps decoders for the older ones. Record types are never reused: a
+//! record whose layout changes gets a new type (`MessageExtra` is type 18 in v1 files and
+//! type 21, with the wall-clock time it was written, in v2 files).
+//!
+//! Times that must survive a restart are wall-clock (Unix milliseconds), because the
+//! monotonic clock starts again at every boot. Records refer to sessions by a
 //! numeric id (`SessionOpen` names it once) and to messages by id (`Message` stores topic
 //! and payload once, however many sessions queue it), so the per-delivery records that
 //! dominate the log are a few bytes each.
@@ -20,11 +30,16 @@ use std::fmt;
 /// First bytes of every file.
 pub const MAGIC: &[u8; 8] = b"WRENMQDB";
 /// The format this build writes.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 12;
-/// Frame header length (length + CRC).
-pub const FRAME_HEADER_LEN: usize = 8;
+/// Marker at the start of every v2 frame: where recovery resumes after damage. Chosen to
+/// be rare in text and small integers; a false match is still rejected by the CRC.
+pub const SYNC: [u8; 4] = [0xD9, 0x5C, 0xA7, 0x3E];
+/// Frame header length in the current format (sync + length + CRC).
+pub const FRAME_HEADER_LEN: usize = 12;
+/// Frame header length in v1 files (length + CRC).
+pub const V1_FRAME_HEADER_LEN: usize = 8;
 /// Largest payload a reader accepts: a message of the largest packet size plus its topic.
 /// A length above this is treated as corruption rather than allocated.
 pub const MAX_RECORD_LEN: usize = 300 * 1024 * 1024;
@@ -122,7 +137,7 @@ pub enum Record<'a> {
     },
     /// The session's MQTT 5 expiry interval in seconds (`u32::MAX` never). Sessions
     /// without this record never expire. After a restart an offline session's interval
-    /// counts from the restart.
+    /// counts from its `SessionOffline` time, or from the restart when there is none.
     SessionExpiry {
         session: u64,
         interval: u32,
@@ -134,11 +149,26 @@ pub enum Record<'a> {
         id: u32,
     },
     /// MQTT 5 extras of message `id` (follows its `Message`): forwarded properties and the
-    /// expiry interval left when written (`u32::MAX` none; counts from the restart).
+    /// expiry interval left when written (`u32::MAX` none), measured at `written_at` (Unix
+    /// milliseconds; 0 = unknown, as in v1 files, where the interval counts from the
+    /// restart).
     MessageExtra {
         id: u64,
         expiry: u32,
+        written_at: u64,
         properties: &'a [u8],
+    },
+    /// The user name the session's client last connected with (`None`: no user name). ACL
+    /// checks of an offline session use it, so it must survive a restart.
+    SessionUser {
+        session: u64,
+        username: Option<&'a str>,
+    },
+    /// The session went offline at `since` (Unix milliseconds); 0 = it is online again.
+    /// Its expiry interval counts from `since`, across restarts.
+    SessionOffline {
+        session: u64,
+        since: u64,
     },
 }
 
@@ -182,7 +212,11 @@ mod tag {
     pub const RELEASED: u8 = 15;
     pub const SESSION_EXPIRY: u8 = 16;
     pub const SUBSCRIPTION_ID: u8 = 17;
-    pub const MESSAGE_EXTRA: u8 = 18;
+    /// v1 layout of `MessageExtra` (no `written_at`); read, never written.
+    pub const MESSAGE_EXTRA_V1: u8 = 18;
+    pub const SESSION_USER: u8 = 19;
+    pub const SESSION_OFFLINE: u8 = 20;
+    pub const MESSAGE_EXTRA: u8 = 21;
 }
 
 /// The file header for `kind`.
@@ -221,16 +255,17 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 impl Record<'_> {
-    /// Appends the framed record (length, CRC, payload) to `out`.
+    /// Appends the framed record (sync, length, CRC, payload) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
         self.encode_payload(out);
         let payload = &out[start + FRAME_HEADER_LEN..];
-        let len = payload.len() as u32;
-        let crc = crc32fast::hash(payload);
-        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        let len = (payload.len() as u32).to_le_bytes();
+        let crc = frame_crc(len, payload);
+        out[start..start + 4].copy_from_slice(&SYNC);
+        out[start + 4..start + 8].copy_from_slice(&len);
+        out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     }
 
     fn encode_payload(&self, out: &mut Vec<u8>) {
@@ -341,12 +376,28 @@ impl Record<'_> {
             Record::MessageExtra {
                 id,
                 expiry,
+                written_at,
                 properties,
             } => {
                 out.push(tag::MESSAGE_EXTRA);
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&expiry.to_le_bytes());
+                out.extend_from_slice(&written_at.to_le_bytes());
                 put_str(out, properties);
+            }
+            Record::SessionUser { session, username } => {
+                sid(out, tag::SESSION_USER, session);
+                match username {
+                    Some(name) => {
+                        out.push(1);
+                        put_str(out, name.as_bytes());
+                    }
+                    None => out.push(0),
+                }
+            }
+            Record::SessionOffline { session, since } => {
+                sid(out, tag::SESSION_OFFLINE, session);
+                out.extend_from_slice(&since.to_le_bytes());
             }
         }
     }
@@ -503,15 +554,39 @@ pub fn decode_payload(payload: &[u8]) -> Result<Record<'_>, RecordError> {
                 filter: f.str()?,
             }
         }
-        tag::MESSAGE_EXTRA => {
+        tag::MESSAGE_EXTRA_V1 => {
             let id = f.u64()?;
             let expiry = f.u32()?;
             Record::MessageExtra {
                 id,
                 expiry,
+                written_at: 0,
                 properties: f.bytes()?,
             }
         }
+        tag::MESSAGE_EXTRA => {
+            let id = f.u64()?;
+            let expiry = f.u32()?;
+            let written_at = f.u64()?;
+            Record::MessageExtra {
+                id,
+                expiry,
+                written_at,
+                properties: f.bytes()?,
+            }
+        }
+        tag::SESSION_USER => {
+            let session = f.u64()?;
+            let username = match f.u8()? {
+                0 => None,
+                _ => Some(f.str()?),
+            };
+            Record::SessionUser { session, username }
+        }
+        tag::SESSION_OFFLINE => Record::SessionOffline {
+            session: f.u64()?,
+            since: f.u64()?,
+        },
         other => return Err(RecordError::UnknownType(other)),
     };
     if !f.buf.is_empty() {
@@ -531,9 +606,60 @@ pub enum Frame<'a> {
     Corrupt,
 }
 
-/// Reads one frame from the front of `buf` (which must not be empty).
+/// The CRC of a v2 frame: over the length field and the payload.
+fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Reads one frame of a file of format `version` from the front of `buf` (which must not
+/// be empty).
+pub fn read_frame_of(version: u16, buf: &[u8]) -> Frame<'_> {
+    if version == 1 {
+        read_frame_v1(buf)
+    } else {
+        read_frame(buf)
+    }
+}
+
+/// Reads one frame of the current format from the front of `buf` (which must not be
+/// empty).
 pub fn read_frame(buf: &[u8]) -> Frame<'_> {
-    if buf.len() < FRAME_HEADER_LEN {
+    let Some(head) = buf.get(..FRAME_HEADER_LEN) else {
+        // Too short for a header: torn if what is there is the start of one.
+        let n = buf.len().min(SYNC.len());
+        return if buf[..n] == SYNC[..n] {
+            Frame::Torn
+        } else {
+            Frame::Corrupt
+        };
+    };
+    if head[..4] != SYNC {
+        return Frame::Corrupt;
+    }
+    let len_bytes = [head[4], head[5], head[6], head[7]];
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let crc = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    if len > MAX_RECORD_LEN {
+        return Frame::Corrupt;
+    }
+    let Some(payload) = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+        return Frame::Torn;
+    };
+    if frame_crc(len_bytes, payload) != crc {
+        return Frame::Corrupt;
+    }
+    Frame::Complete {
+        payload,
+        len: FRAME_HEADER_LEN + len,
+    }
+}
+
+/// Reads one v1 frame (no sync marker, CRC of the payload only).
+pub fn read_frame_v1(buf: &[u8]) -> Frame<'_> {
+    if buf.len() < V1_FRAME_HEADER_LEN {
         return Frame::Torn;
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -541,7 +667,7 @@ pub fn read_frame(buf: &[u8]) -> Frame<'_> {
     if len > MAX_RECORD_LEN {
         return Frame::Corrupt;
     }
-    let Some(payload) = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+    let Some(payload) = buf.get(V1_FRAME_HEADER_LEN..V1_FRAME_HEADER_LEN + len) else {
         return Frame::Torn;
     };
     if crc32fast::hash(payload) != crc {
@@ -549,8 +675,23 @@ pub fn read_frame(buf: &[u8]) -> Frame<'_> {
     }
     Frame::Complete {
         payload,
-        len: FRAME_HEADER_LEN + len,
+        len: V1_FRAME_HEADER_LEN + len,
     }
+}
+
+/// Where the next valid current-format frame starts at or after `from`, if any: the
+/// resynchronisation point after a damaged frame.
+pub fn next_frame(buf: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while at < buf.len() {
+        let found = buf[at..].windows(SYNC.len()).position(|w| w == SYNC)?;
+        let candidate = at + found;
+        if matches!(read_frame(&buf[candidate..]), Frame::Complete { .. }) {
+            return Some(candidate);
+        }
+        at = candidate + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -631,7 +772,24 @@ mod tests {
             Record::MessageExtra {
                 id: 7,
                 expiry: 60,
+                written_at: 1_764_820_000_123,
                 properties: b"\x03\x00\x04text",
+            },
+            Record::SessionUser {
+                session: 3,
+                username: Some("alice"),
+            },
+            Record::SessionUser {
+                session: 3,
+                username: None,
+            },
+            Record::SessionUser {
+                session: 3,
+                username: Some(""),
+            },
+            Record::SessionOffline {
+                session: 3,
+                since: 1_764_820_000_456,
             },
         ]
     }

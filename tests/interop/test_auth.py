@@ -62,7 +62,12 @@ class ConfBroker:
             # Started as root, Mosquitto reads the password file as user "mosquitto",
             # which cannot enter pytest's 0700 temporary directories.
             head += "user root\n"
-        self.conf.write_text(head + body)
+        tail = ""
+        if self.name == "wrenmq" and "persistence_location" not in body:
+            # One data directory per broker: a second wrenmq on the same one is refused.
+            # Last, so that the line numbers the tests expect stay the same.
+            tail = f"\npersistence_location {self.workdir / f'data-{self.port}'}\n"
+        self.conf.write_text(head + body + tail)
 
     def start(self, timeout=10.0):
         exe = _find_mosquitto() if self.name == "mosquitto" else _find_wrenmq()
