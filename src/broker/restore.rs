@@ -124,21 +124,6 @@ impl Broker {
     /// is unknown), and sessions and messages that expired while the broker was down are
     /// dropped.
     pub fn finish_restore(&mut self, now: Instant) {
-        // A session whose expiry interval was 0 when the broker stopped ended with its
-        // connection [MQTT-3.1.2-23]: a 5.0 client resumed a stored session with expiry 0
-        // and the process died (kill -9, power cut) before that connection closed and
-        // journaled the delete. It is not brought back, not even until the first timer
-        // fires (its client would get session present, its filters would queue for it).
-        // The snapshot written after recovery leaves it out, so the files forget it too.
-        let ended: Vec<SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.expiry_interval == 0)
-            .map(|(k, _)| k)
-            .collect();
-        for key in ended {
-            self.remove_session_quietly(key);
-        }
         let keys: Vec<SessionKey> = self.sessions.iter().map(|(k, _)| k).collect();
         let now_ms = self.journal.unix_ms(now);
         let mut expired = Vec::new();
