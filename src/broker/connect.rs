@@ -290,6 +290,12 @@ impl Broker {
         }
         self.resend_inflight(key, id, now);
         self.pump(key, now);
+        // Retained messages a SUBSCRIBE on an earlier connection was still due go on here,
+        // after what was already in flight or queued (see `Broker::close`).
+        if let Some(job) = self.retained_parked.remove(&key) {
+            self.retained_jobs.insert(id, job);
+            self.retained_step(id, now);
+        }
         true
     }
 

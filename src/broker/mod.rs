@@ -194,6 +194,9 @@ pub struct Broker {
     retained_jobs: HashMap<ConnId, retained::RetainedJob>,
     /// Connections whose retained job can make progress now.
     retained_ready: Vec<ConnId>,
+    /// Unfinished retained jobs of persistent sessions whose connection ended, until the
+    /// session resumes on a new connection or ends (in memory only: not across a restart).
+    retained_parked: HashMap<SessionKey, retained::RetainedJob>,
     /// Reused by each step of a retained job.
     retained_batch: Vec<Arc<Message>>,
     /// Retained store slots the jobs may still examine this turn.
@@ -366,6 +369,7 @@ impl Broker {
             epoch: 0,
             retained_jobs: HashMap::new(),
             retained_ready: Vec::new(),
+            retained_parked: HashMap::new(),
             retained_batch: Vec::new(),
             retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
@@ -906,9 +910,10 @@ impl Broker {
         self.live_conns = self.live_conns.saturating_sub(1);
         // Its write buffer goes to the loop (`final_bytes`) or away: no longer ours.
         self.out_bytes = self.out_bytes.saturating_sub(conn.counted_out);
-        // Retained messages not yet sent die with the connection (a `retained_ready` entry
-        // for it is skipped when it comes up).
-        self.retained_jobs.remove(&id);
+        // Retained messages not yet sent leave with the connection (a `retained_ready`
+        // entry for it is skipped when it comes up); a session that outlives the
+        // connection gets them back when it resumes (see the end of this function).
+        let retained_job = self.retained_jobs.remove(&id);
         let client = conn
             .session
             .and_then(|k| self.sessions.get(k))
@@ -962,6 +967,15 @@ impl Broker {
         if let Some(key) = conn.session {
             if self.sessions.get(key).is_some_and(|s| s.conn == Some(id)) {
                 will = self.session_offline(key, will, conn.will_delay, now);
+            }
+        }
+        // [MQTT-3.3.1-6] the retained messages a SUBSCRIBE was due are still due to a
+        // session that outlives this connection (a takeover, a reconnect): park the job
+        // until the session resumes (`handle_connect`) or ends (`remove_session`).
+        if let Some(mut job) = retained_job {
+            if self.sessions.contains(job.key) {
+                job.ready = false;
+                self.retained_parked.insert(job.key, job);
             }
         }
         if let Some(will) = will {
@@ -1048,6 +1062,8 @@ impl Broker {
         let Some(session) = self.sessions.try_remove(key) else {
             return;
         };
+        // Its slab key will be reused: a parked retained job must not follow it.
+        self.retained_parked.remove(&key);
         if session.store_id != 0 {
             let r = crate::store::Record::SessionDelete {
                 session: session.store_id,

@@ -234,7 +234,7 @@ impl Broker {
     /// One bounded share of `id`'s retained job: at most [`RETAINED_SCAN_BUDGET`] store
     /// slots examined (fewer when the turn's budget is nearly spent), stopping early when
     /// the client's output is full. Re-lists the job as ready when only a budget stopped it.
-    fn retained_step(&mut self, id: ConnId, now: Instant) {
+    pub(super) fn retained_step(&mut self, id: ConnId, now: Instant) {
         let Some(mut job) = self.retained_jobs.remove(&id) else {
             return;
         };
