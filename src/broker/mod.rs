@@ -15,6 +15,13 @@
 //! Each connection owns its write buffer here, so the broker sees how far behind a client
 //! is and applies the overflow policy itself (drop QoS 0 to a client whose buffer is over
 //! `max_write_buffer`, stop reading a client until it drains), never the socket layer.
+//!
+//! Memory accounting (`memory_limit`, issue 11): [`Broker::memory_used`] is the sum of
+//! three O(1) counters: the live messages (each counted once by its own creation and drop,
+//! see `message.rs`), the write buffers (reconciled per connection when the loop polls or
+//! drains its output, and on close) and the partial input the loop reports
+//! (`account_input`). `handle_publish` consults it once per PUBLISH; the policy at the
+//! limit is in `publish.rs` (`refuse_over_memory`).
 
 /// The output [`Lanes`] over a broker's fields, borrowed apart from the session and
 /// connection the caller already holds.

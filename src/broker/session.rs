@@ -6,8 +6,9 @@
 //! a later persistence layer can write it out as it is.
 //!
 //! Queue overflow policy: when a message would exceed `max_queued_messages` or
-//! `max_queued_bytes`, the new message is dropped for this session (the oldest queued ones
-//! stay, as in Mosquitto) and the broker logs it once until the queue has drained.
+//! `max_queued_bytes` (topic, payload and MQTT 5 properties), the new message is dropped
+//! for this session (the oldest queued ones stay, as in Mosquitto) and the broker logs it
+//! once until the queue has drained.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
