@@ -385,3 +385,20 @@ fn memory_used_counts_write_buffers_until_written_or_closed() {
         h.broker.memory_used()
     );
 }
+
+#[test]
+fn qos2_id_refused_with_pubrec_0x87_is_free_for_the_next_message() {
+    // [MQTT-4.3.3-4] a PUBREC with an error code ends the flow. The id used to stay
+    // "awaiting PUBREL", so the client's next message with it was taken for a
+    // retransmission and never delivered.
+    let mut h = Harness::new();
+    let sub = h.client(connect("sub", true, 0));
+    h.send(sub, subscribe(1, &[("t", QoS::AtMostOnce)]));
+    h.take(sub);
+    let p5 = client5(&mut h, "p5");
+    h.send(p5, super::publish("$SYS/x", b"no", QoS::ExactlyOnce, 1));
+    assert_eq!(codes5(&mut h, p5), vec![("pubrec", 0x87)]);
+    h.send(p5, super::publish("t", b"yes", QoS::ExactlyOnce, 1));
+    assert_eq!(codes5(&mut h, p5), vec![("pubrec", 0x00)]);
+    assert_eq!(h.take(sub), vec![msg("t", "yes", QoS::AtMostOnce, 0)]);
+}
