@@ -1044,6 +1044,7 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
 }
 
 mod auth;
+mod bounds;
 mod limits;
 mod restore;
 mod stress;

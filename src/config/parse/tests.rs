@@ -464,3 +464,23 @@ fn the_example_config_parses_without_errors() {
     let p = parse_str(text, Path::new("scripts/wrenmq.conf")).unwrap();
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
+
+#[test]
+fn resource_bounds_and_memory_limit_are_parsed() {
+    let text = "max_subscriptions 5\nmax_sessions 6\nmax_client_id_length 23\n\
+                max_retained_messages 7\nmax_retained_bytes 800\nmemory_limit 1048576\n";
+    let parsed = parse_with(&mem(&[("/etc/w.conf", text)]), Path::new("/etc/w.conf")).unwrap();
+    let c = parsed.config;
+    assert_eq!(
+        (c.max_subscriptions, c.max_sessions, c.max_client_id_length),
+        (5, 6, 23)
+    );
+    assert_eq!((c.max_retained_messages, c.max_retained_bytes), (7, 800));
+    assert_eq!(c.memory_limit, 1 << 20);
+    assert!(
+        parsed.warnings.is_empty(),
+        "memory_limit is honoured, not ignored"
+    );
+    let bad = "max_client_id_length 0\n";
+    assert!(parse_with(&mem(&[("/etc/w.conf", bad)]), Path::new("/etc/w.conf")).is_err());
+}
