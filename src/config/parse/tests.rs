@@ -345,6 +345,38 @@ fn every_known_key_is_known_to_the_parser() {
 }
 
 #[test]
+fn every_key_the_parser_accepts_is_offered_by_did_you_mean() {
+    // The reverse of the test above: a key added to `apply` but not to KNOWN_KEYS would
+    // never be suggested. `apply`'s key arms are the only match arms at this indentation.
+    let source = include_str!("../parse.rs");
+    let start = source.find("    fn apply(").expect("apply in parse.rs");
+    let body = &source[start..];
+    let body = &body[..body.find("\n    fn ").unwrap_or(body.len())];
+    let mut seen = 0;
+    for line in body.lines() {
+        let Some(arm) = line.strip_prefix("            \"") else {
+            continue;
+        };
+        if line.starts_with("             ") || !line.contains(" =>") {
+            continue;
+        }
+        let pattern = &arm[..arm.find(" =>").unwrap_or(arm.len())];
+        for key in pattern.split(" | ") {
+            let key = key.trim_matches('"');
+            seen += 1;
+            assert!(
+                KNOWN_KEYS.contains(&key) || MOSQUITTO_IGNORED.contains(&key),
+                "{key} is accepted by the parser but missing from KNOWN_KEYS"
+            );
+        }
+    }
+    assert!(
+        seen > 40,
+        "found only {seen} key arms: the layout of apply changed"
+    );
+}
+
+#[test]
 fn log_dest_file_takes_the_rest_of_the_line_as_its_path() {
     // Mosquitto's form; it used to be refused as "a single value".
     assert_eq!(
