@@ -2,7 +2,9 @@
 //! binary under QoS 1 and QoS 2 load. The promise under test: a message whose PUBACK (or
 //! PUBREC) the broker sent reaches the persistent subscriber after a restart; QoS 2 is
 //! never delivered twice. Also: a second broker on the same data directory is refused
-//! without touching it, and a restored session keeps its user name for ACL checks.
+//! without touching it, and a restored session keeps its user name for ACL checks. And a
+//! full disk (a file-size limit set on the running broker with `prlimit`): publishers are
+//! paused within `journal_queue_bytes`, resume when there is space, and nothing is lost.
 
 mod common;
 
@@ -563,7 +565,7 @@ fn a_full_disk_pauses_publishers_in_bounded_memory_and_they_resume_without_loss(
     use std::sync::{mpsc, Arc};
 
     const TOPICS: usize = 50;
-    const MESSAGES: usize = 24_000; // ~24 MB: far more than the socket buffers hold
+    const MESSAGES: usize = 40_000; // ~40 MB: far more than the socket buffers hold
     const PAYLOAD: usize = 1000;
     let dir = temp_dir("diskfull");
     std::fs::create_dir_all(&dir).unwrap();
