@@ -1077,15 +1077,12 @@ impl BrokerRun {
             };
             bytes = &bytes[used..];
             if let Some(v5) = self.slots[s].v5 {
-                // [MQTT-3.1.2-24] (CONNACK aside: see the harness's notes in the report of
-                // issue 11; the broker drops what it may from it).
-                if !matches!(packet, Packet::Connack(_)) {
-                    assert!(
-                        used <= v5.maximum_packet_size as usize,
-                        "{packet:?} ({used} bytes) sent to a client with maximum packet size {}",
-                        v5.maximum_packet_size
-                    );
-                }
+                // [MQTT-3.1.2-24]
+                assert!(
+                    used <= v5.maximum_packet_size as usize,
+                    "{packet:?} ({used} bytes) sent to a client with maximum packet size {}",
+                    v5.maximum_packet_size
+                );
             }
             match packet {
                 Packet::Publish(p) => {
@@ -1270,6 +1267,16 @@ mod tests {
     #[test]
     fn broker_harness_keeps_offset_of_partly_written_output() {
         let seed = "fuzz/corpus/broker/regress-final-bytes-after-partial-write";
+        let data = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(seed)).unwrap();
+        broker(&data);
+    }
+
+    /// First `broker` crash with 5.0 clients (broker bug): a session resumed by a 5.0
+    /// client with a receive maximum below its messages in flight got them all resent
+    /// (see `broker::tests::v5::a_resumed_session_resends_no_more_than_the_new_receive_maximum`).
+    #[test]
+    fn broker_resend_on_resume_respects_the_receive_maximum() {
+        let seed = "fuzz/corpus/broker/regress-resume-over-receive-maximum";
         let data = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(seed)).unwrap();
         broker(&data);
     }
