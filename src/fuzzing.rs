@@ -1205,7 +1205,7 @@ impl BrokerRun {
                 session.queue().len(),
                 config.max_queued_messages
             );
-            let bytes: usize = session.queue().iter().map(|q| q.msg.payload_len()).sum();
+            let bytes: usize = session.queue().iter().map(|q| q.msg.stored_len()).sum();
             assert_eq!(session.queued_bytes, bytes, "{c}: queued_bytes drifted");
             assert!(
                 config.max_queued_bytes == 0 || bytes <= config.max_queued_bytes,

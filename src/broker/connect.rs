@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use super::error::refusal_code;
 use super::message::{self, Message};
@@ -43,6 +43,22 @@ impl Broker {
         if v5 && c.properties.authentication_method().is_some() {
             // No enhanced authentication method is configured [MQTT-4.12.0-1].
             return self.refuse(id, ReasonCode::BAD_AUTHENTICATION_METHOD, now);
+        }
+
+        // MQTT allows 65,535 bytes; every session keeps its id (in the map, the session,
+        // the log), so a bound keeps one CONNECT from pinning 64 KiB per session.
+        let max_id = self.config.max_client_id_length;
+        if max_id > 0 && c.client_id.len() > max_id {
+            debug!(
+                "client id of {} bytes refused: over max_client_id_length ({max_id})",
+                c.client_id.len()
+            );
+            let code = if v5 {
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+            } else {
+                ReasonCode::V3_IDENTIFIER_REJECTED
+            };
+            return self.refuse(id, code, now);
         }
 
         let mut assigned = false;
@@ -127,6 +143,30 @@ impl Broker {
             return false;
         }
 
+        // `max_sessions`: a CONNECT that needs a new session is refused when the table is
+        // full; resuming or taking over an existing one always works.
+        let max_sessions = self.config.max_sessions;
+        if max_sessions > 0
+            && self.sessions.len() >= max_sessions
+            && !self.client_ids.contains_key(&client_id)
+        {
+            if !self.sessions_full_logged {
+                self.sessions_full_logged = true;
+                warn!(
+                    "max_sessions ({max_sessions}) reached: refusing CONNECTs that need a new \
+                     session until one ends"
+                );
+            }
+            debug!("client {client_id} refused: max_sessions reached");
+            let code = if v5 {
+                ReasonCode::QUOTA_EXCEEDED
+            } else {
+                ReasonCode::V3_SERVER_UNAVAILABLE
+            };
+            return self.refuse(id, code, now);
+        }
+        self.sessions_full_logged = false;
+
         // [MQTT-3.1.4-2] a second connection with the same client id takes over: the first
         // is closed (publishing its will) before the new one is attached.
         if let Some(&key) = self.client_ids.get(&client_id) {
@@ -188,8 +228,14 @@ impl Broker {
             .as_ref()
             .zip(will_props)
             .map(|(w, (properties, expires_at))| {
-                Message::with_properties(
-                    w.topic, w.payload, w.qos, w.retain, properties, expires_at,
+                Message::metered(
+                    &self.meter,
+                    w.topic,
+                    w.payload,
+                    w.qos,
+                    w.retain,
+                    properties,
+                    expires_at,
                 )
             });
         conn.will_delay = c
@@ -247,6 +293,12 @@ impl Broker {
             session.unsent = session.inflight().len();
         }
         self.pump(key, now);
+        // Retained messages a SUBSCRIBE on an earlier connection was still due go on here,
+        // after what was already in flight or queued (see `Broker::close`).
+        if let Some(job) = self.retained_parked.remove(&key) {
+            self.retained_jobs.insert(id, job);
+            self.retained_step(id, now);
+        }
         true
     }
 

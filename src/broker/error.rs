@@ -85,6 +85,10 @@ pub enum CloseReason {
     /// A reload no longer admits the client (user removed or changed in the password file,
     /// anonymous access turned off).
     NotAuthorized,
+    /// A 3.1/3.1.1 client sent a QoS 1/2 PUBLISH while the broker was over `memory_limit`:
+    /// it has no way to be told no, so, as Mosquitto does, the connection is closed (the
+    /// client resends the message after reconnecting).
+    MemoryLimit,
 }
 
 impl CloseReason {
@@ -120,6 +124,7 @@ impl CloseReason {
             CloseReason::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
             CloseReason::ConnectRefused(code) => code,
             CloseReason::ConnackTooLarge => ReasonCode::PACKET_TOO_LARGE,
+            CloseReason::MemoryLimit => ReasonCode::QUOTA_EXCEEDED,
         }
     }
 }
@@ -184,6 +189,7 @@ impl fmt::Display for CloseReason {
             CloseReason::NotAuthorized => {
                 f.write_str("no longer admitted by the reloaded configuration")
             }
+            CloseReason::MemoryLimit => f.write_str("QoS 1/2 message refused: over memory_limit"),
         }
     }
 }

@@ -3,8 +3,14 @@
 //!
 //! One `Arc<Message>` is shared by every subscriber queue, inflight slot and the retained
 //! store, so a fan-out to many subscribers holds one copy of topic and payload.
+//!
+//! Memory accounting (`memory_limit`): a message the broker creates carries a handle to
+//! its broker's [`Meter`]; its bytes are added once when it is created and given back when
+//! the last `Arc` drops it, however many queues, inflight slots and the retained store
+//! share it. No scan ever recounts, and a path that forgets a message cannot make the
+//! count drift: the count is tied to the value's life.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +33,26 @@ pub struct Message {
     pub properties: Box<[u8]>,
     /// MQTT 5 message expiry: after this instant the message is not delivered [MQTT-3.3.2-5].
     pub expires_at: Option<Instant>,
+    /// The meter this message's bytes are counted in; `None` for messages built outside a
+    /// broker (tests).
+    meter: Option<Arc<Meter>>,
 }
+
+/// Bytes held by the live messages of one broker (see the module docs). Atomic only
+/// because `Message` must stay `Sync`; the broker's one thread is the only user, so the
+/// operations are uncontended.
+#[derive(Debug, Default)]
+pub struct Meter(AtomicUsize);
+
+impl Meter {
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a message costs besides its topic, payload and properties: the `Arc` allocation
+/// that holds it (two reference counts and the struct).
+const MESSAGE_OVERHEAD: usize = std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>();
 
 impl Message {
     pub fn new(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Arc<Message> {
@@ -50,13 +75,44 @@ impl Message {
             retain,
             properties,
             expires_at,
+            meter: None,
         })
+    }
+
+    /// Like [`Message::with_properties`], counted in `meter` until the last reference is
+    /// dropped.
+    pub fn metered(
+        meter: &Arc<Meter>,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        properties: Box<[u8]>,
+        expires_at: Option<Instant>,
+    ) -> Arc<Message> {
+        let m = Message {
+            id: AtomicU64::new(0),
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain,
+            properties,
+            expires_at,
+            meter: Some(meter.clone()),
+        };
+        meter.0.fetch_add(m.memory_cost(), Ordering::Relaxed);
+        Arc::new(m)
     }
 
     /// A message from a PUBLISH (or will) whose topic is `topic` (resolved from an alias).
     pub fn from_publish(p: &Publish<'_>, topic: &str, now: Instant) -> Arc<Message> {
         let (properties, expires_at) = forwarded(&p.properties, now);
         Message::with_properties(topic, p.payload, p.qos, p.retain, properties, expires_at)
+    }
+
+    /// Bytes this message holds, as `memory_limit` counts them.
+    pub fn memory_cost(&self) -> usize {
+        MESSAGE_OVERHEAD + self.stored_len()
     }
 
     pub fn is_expired(&self, now: Instant) -> bool {
@@ -73,9 +129,11 @@ impl Message {
         })
     }
 
-    /// Bytes a queued copy of this message costs, for `max_queued_bytes`.
-    pub fn payload_len(&self) -> usize {
-        self.payload.len()
+    /// Bytes of topic, payload and MQTT 5 properties: what `max_queued_bytes` and
+    /// `max_retained_bytes` count (issue 11: properties used to be left out, so a client
+    /// could queue megabytes of user properties under a small byte cap).
+    pub fn stored_len(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.len()
     }
 }
 
@@ -101,6 +159,14 @@ pub fn forwarded(props: &Properties<'_>, now: Instant) -> (Box<[u8]>, Option<Ins
         }
     }
     (buf.as_properties().raw().into(), expires_at)
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if let Some(meter) = &self.meter {
+            meter.0.fetch_sub(self.memory_cost(), Ordering::Relaxed);
+        }
+    }
 }
 
 impl PartialEq for Message {

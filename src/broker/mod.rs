@@ -15,6 +15,13 @@
 //! Each connection owns its write buffer here, so the broker sees how far behind a client
 //! is and applies the overflow policy itself (drop QoS 0 to a client whose buffer is over
 //! `max_write_buffer`, stop reading a client until it drains), never the socket layer.
+//!
+//! Memory accounting (`memory_limit`, issue 11): [`Broker::memory_used`] is the sum of
+//! three O(1) counters: the live messages (each counted once by its own creation and drop,
+//! see `message.rs`), the write buffers (reconciled per connection when the loop polls or
+//! drains its output, and on close) and the partial input the loop reports
+//! (`account_input`). `handle_publish` consults it once per PUBLISH; the policy at the
+//! limit is in `publish.rs` (`refuse_over_memory`).
 
 /// The output [`Lanes`] over a broker's fields, borrowed apart from the session and
 /// connection the caller already holds.
@@ -53,7 +60,7 @@ use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 
 pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
-pub use message::Message;
+pub use message::{Message, Meter};
 pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
 
@@ -96,6 +103,8 @@ pub struct Stats {
     pub dropped_slow_consumer: u64,
     /// Messages dropped because a session's queue was full.
     pub dropped_queue_full: u64,
+    /// Incoming messages dropped or refused because the broker was over `memory_limit`.
+    pub dropped_memory_limit: u64,
 }
 
 /// What a reload changed, for the log.
@@ -140,6 +149,8 @@ struct Conn {
     last_activity: Instant,
     /// Encoded packets not yet written to the socket.
     out: Vec<u8>,
+    /// The capacity of `out` as last added to `Broker::out_bytes`.
+    counted_out: usize,
     /// Whether this connection is already in `Broker::transmit`.
     transmit_queued: bool,
     will: Option<Arc<Message>>,
@@ -190,6 +201,9 @@ pub struct Broker {
     retained_jobs: HashMap<ConnId, retained::RetainedJob>,
     /// Connections whose retained job can make progress now.
     retained_ready: Vec<ConnId>,
+    /// Unfinished retained jobs of persistent sessions whose connection ended, until the
+    /// session resumes on a new connection or ends (in memory only: not across a restart).
+    retained_parked: HashMap<SessionKey, retained::RetainedJob>,
     /// Reused by each step of a retained job.
     retained_batch: Vec<Arc<Message>>,
     /// Retained store slots the jobs may still examine this turn.
@@ -198,6 +212,18 @@ pub struct Broker {
     live_conns: usize,
     /// Source of server-assigned client ids ([`Broker::seed_client_ids`]).
     id_rng: IdRng,
+    /// Bytes of the live messages (see `message.rs`).
+    meter: Arc<Meter>,
+    /// Bytes of the connections' write buffers, as last reconciled (`Conn::counted_out`).
+    out_bytes: usize,
+    /// Bytes of partial input the event loop holds (`account_input`).
+    input_bytes: usize,
+    /// Whether the broker is over `memory_limit` (an episode: logged on entry and exit).
+    memory_full: bool,
+    /// Whether the current episode of a full retained store has been logged.
+    retained_full_logged: bool,
+    /// Whether the current episode of `max_sessions` refusals has been logged.
+    sessions_full_logged: bool,
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -302,6 +328,15 @@ impl IdRng {
     }
 }
 
+/// Brings `out_bytes` up to date with `conn`'s write buffer: O(1), on the paths that
+/// already touch the buffer once per loop turn (`poll_transmit`, `consume_output`), so
+/// the total lags output encoded this turn by at most one turn.
+fn recount_out(out_bytes: &mut usize, conn: &mut Conn) {
+    let now = conn.out.capacity();
+    *out_bytes = out_bytes.saturating_sub(conn.counted_out) + now;
+    conn.counted_out = now;
+}
+
 fn mark_transmit(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>) {
     if !conn.transmit_queued {
         conn.transmit_queued = true;
@@ -341,10 +376,17 @@ impl Broker {
             epoch: 0,
             retained_jobs: HashMap::new(),
             retained_ready: Vec::new(),
+            retained_parked: HashMap::new(),
             retained_batch: Vec::new(),
             retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
             id_rng: IdRng::new(0),
+            meter: Arc::default(),
+            out_bytes: 0,
+            input_bytes: 0,
+            memory_full: false,
+            retained_full_logged: false,
+            sessions_full_logged: false,
         }
     }
 
@@ -471,6 +513,51 @@ impl Broker {
         self.retained.len()
     }
 
+    /// Bytes the broker holds as `memory_limit` counts them: every live message once
+    /// (topic, payload, properties and its allocation, however many queues, inflight slots
+    /// and the retained store share it), the connections' write buffers and the partial
+    /// input the event loop reported (`account_input`). Kept in O(1) counters; a later
+    /// `$SYS` publishes it as heap/current.
+    pub fn memory_used(&self) -> usize {
+        self.meter.bytes() + self.out_bytes + self.input_bytes
+    }
+
+    /// The event loop's partial-input buffers changed from `before` to `after` bytes (one
+    /// connection's tail grew, shrank or was dropped).
+    pub fn account_input(&mut self, before: usize, after: usize) {
+        self.input_bytes = self.input_bytes.saturating_sub(before) + after;
+    }
+
+    /// Whether the broker is over `memory_limit` now. An episode starts when the count
+    /// reaches the limit and ends once it is back under 7/8 of it (so that a broker at the
+    /// edge does not flip, and log, on every message); both are logged once.
+    fn check_memory(&mut self) -> bool {
+        let limit = self.config.memory_limit;
+        if limit == 0 && !self.memory_full {
+            return false;
+        }
+        let used = self.memory_used();
+        let full = if limit == 0 {
+            false
+        } else if self.memory_full {
+            used >= limit - limit / 8
+        } else {
+            used >= limit
+        };
+        if full != self.memory_full {
+            self.memory_full = full;
+            if full {
+                warn!(
+                    "memory_limit reached ({used} of {limit} bytes): dropping QoS 0 messages \
+                     and refusing QoS 1/2 messages until memory frees"
+                );
+            } else {
+                info!("memory back under memory_limit ({used} of {limit} bytes): accepting messages again");
+            }
+        }
+        full
+    }
+
     /// A session by client id, for inspection.
     pub fn session(&self, client_id: &str) -> Option<&Session> {
         self.client_ids
@@ -491,6 +578,7 @@ impl Broker {
             keep_alive: None,
             last_activity: now,
             out: Vec::new(),
+            counted_out: 0,
             transmit_queued: false,
             will: None,
             will_delay: 0,
@@ -695,6 +783,10 @@ impl Broker {
         self.timers
             .compact(self.live_conns + sessions.len(), &mut stale);
         self.timers.discard_front_while(stale);
+        if self.memory_full {
+            // Logs the end of the episode as soon as memory frees, not at the next publish.
+            self.check_memory();
+        }
         let next = self.timers.next_deadline();
         match self.retained_deadline() {
             Some(at) => Some(next.map_or(at, |n| n.min(at))),
@@ -728,6 +820,7 @@ impl Broker {
         while let Some(id) = self.transmit.pop() {
             if let Some(conn) = conn_slot(&mut self.conns, id) {
                 conn.transmit_queued = false;
+                recount_out(&mut self.out_bytes, conn);
                 if !conn.out.is_empty() {
                     return Some(id);
                 }
@@ -758,6 +851,7 @@ impl Broker {
                 conn.out = Vec::new();
             }
         }
+        recount_out(&mut self.out_bytes, conn);
         if !self.retained_jobs.is_empty() {
             self.retained_output_drained(id);
         }
@@ -821,9 +915,12 @@ impl Broker {
         };
         let Some(conn) = conn else { return };
         self.live_conns = self.live_conns.saturating_sub(1);
-        // Retained messages not yet sent die with the connection (a `retained_ready` entry
-        // for it is skipped when it comes up).
-        self.retained_jobs.remove(&id);
+        // Its write buffer goes to the loop (`final_bytes`) or away: no longer ours.
+        self.out_bytes = self.out_bytes.saturating_sub(conn.counted_out);
+        // Retained messages not yet sent leave with the connection (a `retained_ready`
+        // entry for it is skipped when it comes up); a session that outlives the
+        // connection gets them back when it resumes (see the end of this function).
+        let retained_job = self.retained_jobs.remove(&id);
         let client = conn
             .session
             .and_then(|k| self.sessions.get(k))
@@ -877,6 +974,15 @@ impl Broker {
         if let Some(key) = conn.session {
             if self.sessions.get(key).is_some_and(|s| s.conn == Some(id)) {
                 will = self.session_offline(key, will, conn.will_delay, now);
+            }
+        }
+        // [MQTT-3.3.1-6] the retained messages a SUBSCRIBE was due are still due to a
+        // session that outlives this connection (a takeover, a reconnect): park the job
+        // until the session resumes (`handle_connect`) or ends (`remove_session`).
+        if let Some(mut job) = retained_job {
+            if self.sessions.contains(job.key) {
+                job.ready = false;
+                self.retained_parked.insert(job.key, job);
             }
         }
         if let Some(will) = will {
@@ -963,6 +1069,8 @@ impl Broker {
         let Some(session) = self.sessions.try_remove(key) else {
             return;
         };
+        // Its slab key will be reused: a parked retained job must not follow it.
+        self.retained_parked.remove(&key);
         if session.store_id != 0 {
             let r = crate::store::Record::SessionDelete {
                 session: session.store_id,

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use log::{debug, warn};
 
-use super::message::{self, Message};
+use super::message::{self, Message, Meter};
 use super::session::{Inflight, InflightState, Queued};
 use super::subscriptions::{SessionKey, Subscriber};
 use super::{conn_slot, Broker, CloseReason, Conn, ConnId, ProtocolViolation, TOPIC_ALIAS_MAXIMUM};
@@ -41,6 +41,7 @@ pub(super) struct Routed<'a> {
 
 impl<'a> Routed<'a> {
     fn from_publish(
+        meter: &Arc<Meter>,
         p: &Publish<'a>,
         topic: &'a str,
         origin: SessionKey,
@@ -59,8 +60,8 @@ impl<'a> Routed<'a> {
             // A 5.0 message with properties is kept at once: every delivery needs its
             // filtered properties and expiry.
             let (properties, expires_at) = message::forwarded(&p.properties, now);
-            routed.shared = Some(Message::with_properties(
-                topic, p.payload, p.qos, p.retain, properties, expires_at,
+            routed.shared = Some(Message::metered(
+                meter, topic, p.payload, p.qos, p.retain, properties, expires_at,
             ));
         }
         routed
@@ -78,9 +79,22 @@ impl<'a> Routed<'a> {
         }
     }
 
-    fn shared(&mut self) -> Arc<Message> {
+    /// The message as an `Arc`, made (and counted in `meter`) the first time something
+    /// must keep it.
+    fn shared(&mut self, meter: &Arc<Meter>) -> Arc<Message> {
         self.shared
-            .get_or_insert_with(|| Message::new(self.topic, self.payload, self.qos, self.retain))
+            .get_or_insert_with(|| {
+                let (topic, payload) = (self.topic, self.payload);
+                Message::metered(
+                    meter,
+                    topic,
+                    payload,
+                    self.qos,
+                    self.retain,
+                    Box::default(),
+                    None,
+                )
+            })
             .clone()
     }
 }
@@ -176,6 +190,8 @@ enum Outcome {
     Delivered,
     NoSubscribers,
     NotAuthorized,
+    /// Not accepted: a bound was reached (5.0 only).
+    QuotaExceeded,
 }
 
 impl Broker {
@@ -219,9 +235,13 @@ impl Broker {
         }
         let v5 = conn.v5.is_some();
         self.stats.messages_received += 1;
+        // A retained clear frees memory, so it is let through.
+        if !(p.retain && p.payload.is_empty()) && self.check_memory() {
+            return self.refuse_over_memory(id, key, &p, v5, now);
+        }
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
-                let outcome = self.accept_publish(key, &p, topic, now);
+                let outcome = self.accept_publish(key, &p, topic, v5, now);
                 let reason = if v5 {
                     outcome_code(outcome)
                 } else {
@@ -263,21 +283,81 @@ impl Broker {
                         };
                         self.journal.record(r);
                     }
-                    let outcome = self.accept_publish(key, &p, topic, now);
-                    // PUBREC says only "not authorized"; like Mosquitto it does not report
-                    // a missing subscriber (0x10 is allowed but tells the client nothing
-                    // it can act on before PUBREL).
-                    if v5 && matches!(outcome, Outcome::NotAuthorized) {
+                    let outcome = self.accept_publish(key, &p, topic, v5, now);
+                    // PUBREC says only "not authorized" or "quota exceeded"; like Mosquitto
+                    // it does not report a missing subscriber (0x10 is allowed but tells
+                    // the client nothing it can act on before PUBREL).
+                    if v5 && matches!(outcome, Outcome::NotAuthorized | Outcome::QuotaExceeded) {
                         reason = outcome_code(outcome);
+                        // [MQTT-4.3.3-4] a PUBREC with an error code ends the flow: no
+                        // PUBREL follows, and the id may be used for a new message.
+                        self.forget_pubrel(key, pid);
                     }
                 }
                 self.reply(id, &Packet::Pubrec(ack(pid, reason)));
             }
             _ => {
-                self.accept_publish(key, &p, topic, now);
+                self.accept_publish(key, &p, topic, v5, now);
             }
         }
         true
+    }
+
+    /// A PUBLISH while the broker is over `memory_limit`. Mosquitto, whose allocations fail
+    /// at its `memory_limit`, closes the connection of a client whose message it cannot
+    /// store ("disconnected due to out of memory"). wrenmq drops QoS 0 (nothing promised
+    /// it); refuses QoS 1/2 from a 5.0 client with PUBACK/PUBREC 0x97 quota exceeded,
+    /// which ends the flow [MQTT-4.3.3-4] and keeps the connection; and closes a 3.1.1
+    /// client's connection as Mosquitto does, since PUBACK would claim a delivery that did
+    /// not happen. A QoS 2 retransmission already accepted is still acknowledged.
+    fn refuse_over_memory(
+        &mut self,
+        id: ConnId,
+        key: SessionKey,
+        p: &Publish<'_>,
+        v5: bool,
+        now: Instant,
+    ) -> bool {
+        let (Some(pid), true) = (p.packet_id, p.qos > QoS::AtMostOnce) else {
+            self.stats.dropped_memory_limit += 1;
+            return true;
+        };
+        let retransmission = p.qos == QoS::ExactlyOnce
+            && self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.awaiting_pubrel().contains(&pid));
+        if retransmission {
+            self.reply(id, &Packet::Pubrec(ack(pid, ReasonCode::SUCCESS)));
+            return true;
+        }
+        self.stats.dropped_memory_limit += 1;
+        if !v5 {
+            self.close(id, CloseReason::MemoryLimit, now, true);
+            return false;
+        }
+        let reply = ack(pid, ReasonCode::QUOTA_EXCEEDED);
+        if p.qos == QoS::AtLeastOnce {
+            self.reply(id, &Packet::Puback(reply));
+        } else {
+            self.reply(id, &Packet::Pubrec(reply));
+        }
+        true
+    }
+
+    /// Drops `pid` from the session's inbound QoS 2 ids awaiting PUBREL.
+    fn forget_pubrel(&mut self, key: SessionKey, pid: PacketId) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        session.awaiting_pubrel_mut().retain(|p| *p != pid);
+        if session.store_id != 0 {
+            self.journal.record(Record::Released {
+                session: session.store_id,
+                packet_id: pid.get(),
+            });
+        }
+        session.release_idle_flows();
     }
 
     /// The receive maximum we announce to 5.0 clients.
@@ -296,33 +376,66 @@ impl Broker {
         publisher: SessionKey,
         p: &Publish<'_>,
         topic: &str,
+        v5: bool,
         now: Instant,
     ) -> Outcome {
         if !publish_allowed(topic) {
             return Outcome::NotAuthorized;
         }
         let limit = self.config.message_size_limit as usize;
-        if limit > 0 && p.payload.len() > limit {
-            debug!(
-                "dropped a {}-byte message to {topic}: over message_size_limit",
-                p.payload.len()
-            );
+        // MQTT 5 properties count too: they are stored and forwarded with the payload.
+        let size = p.payload.len() + p.properties.raw().len();
+        if limit > 0 && size > limit {
+            debug!("dropped a {size}-byte message to {topic}: over message_size_limit");
             return Outcome::NoSubscribers;
         }
         if !self.allowed(publisher, topic, auth::WRITE) {
             debug!("dropped a message to {topic}: not allowed by the ACL");
             return Outcome::NotAuthorized;
         }
-        let mut routed = Routed::from_publish(p, topic, publisher, now);
+        let mut routed = Routed::from_publish(&self.meter, p, topic, publisher, now);
         if p.retain && self.config.retain_available {
-            let msg = routed.shared();
-            self.store_retained(&msg, now);
+            // The forwarded properties are at most the received ones.
+            let len = topic.len() + p.payload.len() + p.properties.raw().len();
+            if p.payload.is_empty() || self.retained_room(topic, len) {
+                let msg = routed.shared(&self.meter);
+                self.store_retained(&msg, now);
+            } else if v5 && p.qos > QoS::AtMostOnce {
+                // The publisher can be told: 0x97, and the message is not accepted at all
+                // (a PUBACK error code means it was not published).
+                return Outcome::QuotaExceeded;
+            }
+            // Otherwise (QoS 0, 3.1.1) it is still delivered live, only not retained.
         }
         if self.route(&mut routed) > 0 {
             Outcome::Delivered
         } else {
             Outcome::NoSubscribers
         }
+    }
+
+    /// Whether a retained message of `len` bytes may be stored for `topic` within
+    /// `max_retained_messages` and `max_retained_bytes`; a refusal is logged once until a
+    /// store succeeds again.
+    fn retained_room(&mut self, topic: &str, len: usize) -> bool {
+        let (max_messages, max_bytes) = (
+            self.config.max_retained_messages,
+            self.config.max_retained_bytes,
+        );
+        if self.retained.has_room(topic, len, max_messages, max_bytes) {
+            self.retained_full_logged = false;
+            return true;
+        }
+        if !self.retained_full_logged {
+            self.retained_full_logged = true;
+            warn!(
+                "retained store full ({} messages, {} bytes; max_retained_messages {max_messages}, \
+                 max_retained_bytes {max_bytes}): new retained messages are not stored",
+                self.retained.len(),
+                self.retained.bytes()
+            );
+        }
+        false
     }
 
     /// Stores (or clears) a retained message and journals the change.
@@ -345,7 +458,10 @@ impl Broker {
         if !publish_allowed(&will.topic) {
             return;
         }
-        if will.retain && self.config.retain_available {
+        if will.retain
+            && self.config.retain_available
+            && (will.payload.is_empty() || self.retained_room(&will.topic, will.stored_len()))
+        {
             self.store_retained(will, now);
         }
         self.route(&mut Routed::from_message(will, now));
@@ -503,7 +619,7 @@ impl Broker {
                     return self.enqueue(key, routed, qos, retain, sub_ids);
                 };
                 let delivery = Queued {
-                    msg: routed.shared(),
+                    msg: routed.shared(&self.meter),
                     qos,
                     retain,
                     sub_ids: sub_ids.into(),
@@ -579,7 +695,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let msg = routed.shared();
+        let msg = routed.shared(&self.meter);
         if session.enqueue(
             Queued {
                 msg: msg.clone(),
@@ -823,6 +939,7 @@ fn outcome_code(o: Outcome) -> ReasonCode {
         Outcome::Delivered => ReasonCode::SUCCESS,
         Outcome::NoSubscribers => ReasonCode::NO_MATCHING_SUBSCRIBERS,
         Outcome::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
+        Outcome::QuotaExceeded => ReasonCode::QUOTA_EXCEEDED,
     }
 }
 

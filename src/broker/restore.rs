@@ -161,7 +161,7 @@ impl Broker {
             if before > 0 {
                 s.queue_mut().retain(|q| !q.msg.is_expired(now));
                 if s.queue().len() != before {
-                    s.queued_bytes = s.queue().iter().map(|q| q.msg.payload_len()).sum();
+                    s.queued_bytes = s.queue().iter().map(|q| q.msg.stored_len()).sum();
                     s.release_idle_flows();
                 }
             }
@@ -203,7 +203,15 @@ impl Broker {
                 topic,
                 payload,
             } => {
-                let msg = Message::new(topic, payload, qos(q), retain);
+                let msg = Message::metered(
+                    &self.meter,
+                    topic,
+                    payload,
+                    qos(q),
+                    retain,
+                    Box::default(),
+                    None,
+                );
                 msg.id.store(id, Ordering::Relaxed);
                 t.max_message = t.max_message.max(id);
                 t.messages.insert(id, msg);
@@ -276,7 +284,7 @@ impl Broker {
                 let Some(s) = self.sessions.get_mut(key) else {
                     return false;
                 };
-                s.queued_bytes += msg.payload_len();
+                s.queued_bytes += msg.stored_len();
                 s.queue_mut().push_back(Queued {
                     sub_ids: Box::default(),
                     msg: msg.clone(),
@@ -427,7 +435,8 @@ impl Broker {
                         now.checked_add(remaining(total, elapsed).unwrap_or(Duration::ZERO))
                     })
                     .flatten();
-                let full = Message::with_properties(
+                let full = Message::metered(
+                    &self.meter,
                     &m.topic,
                     &m.payload,
                     m.qos,

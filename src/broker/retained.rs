@@ -36,6 +36,8 @@ pub struct RetainedStore {
     free: Vec<usize>,
     /// Sequence number of the last store.
     seq: u64,
+    /// Topic, payload and property bytes of the stored messages (`max_retained_bytes`).
+    bytes: usize,
 }
 
 impl RetainedStore {
@@ -51,9 +53,12 @@ impl RetainedStore {
             msg: msg.clone(),
             seq: self.seq,
         };
+        self.bytes += msg.stored_len();
         if let Some(&i) = self.by_topic.get(&*msg.topic) {
             if let Some(s) = self.slots.get_mut(i) {
-                *s = Some(slot);
+                if let Some(old) = s.replace(slot) {
+                    self.bytes -= old.msg.stored_len();
+                }
                 return;
             }
         }
@@ -74,7 +79,9 @@ impl RetainedStore {
     pub fn remove(&mut self, topic: &str) {
         if let Some(i) = self.by_topic.remove(topic) {
             if let Some(s) = self.slots.get_mut(i) {
-                *s = None;
+                if let Some(old) = s.take() {
+                    self.bytes -= old.msg.stored_len();
+                }
                 self.free.push(i);
             }
         }
@@ -153,6 +160,25 @@ impl RetainedStore {
 
     pub fn len(&self) -> usize {
         self.by_topic.len()
+    }
+
+    /// Topic, payload and property bytes of all stored messages.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether storing `len` bytes as `topic`'s retained message keeps the store within
+    /// `max_messages` and `max_bytes` (0 = no limit). Replacing a topic's message never
+    /// adds to the count, and frees the old message's bytes.
+    pub fn has_room(&self, topic: &str, len: usize, max_messages: usize, max_bytes: usize) -> bool {
+        let old = self
+            .by_topic
+            .get(topic)
+            .and_then(|&i| self.slot(i))
+            .map(|s| s.msg.stored_len());
+        let count_ok = max_messages == 0 || old.is_some() || self.len() < max_messages;
+        let bytes_ok = max_bytes == 0 || self.bytes - old.unwrap_or(0) + len <= max_bytes;
+        count_ok && bytes_ok
     }
 }
 

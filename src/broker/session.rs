@@ -6,8 +6,9 @@
 //! a later persistence layer can write it out as it is.
 //!
 //! Queue overflow policy: when a message would exceed `max_queued_messages` or
-//! `max_queued_bytes`, the new message is dropped for this session (the oldest queued ones
-//! stay, as in Mosquitto) and the broker logs it once until the queue has drained.
+//! `max_queued_bytes` (topic, payload and MQTT 5 properties), the new message is dropped
+//! for this session (the oldest queued ones stay, as in Mosquitto) and the broker logs it
+//! once until the queue has drained.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
@@ -213,7 +214,7 @@ impl Session {
 
     /// Queues a delivery. Returns false, leaving the queue unchanged, when a limit is hit.
     pub fn enqueue(&mut self, q: Queued, limits: QueueLimits) -> bool {
-        let bytes = q.msg.payload_len();
+        let bytes = q.msg.stored_len();
         let full_count = limits.max_messages > 0 && self.queue().len() >= limits.max_messages;
         let full_bytes = limits.max_bytes > 0 && self.queued_bytes + bytes > limits.max_bytes;
         if full_count || full_bytes {
@@ -227,7 +228,7 @@ impl Session {
 
     pub fn dequeue(&mut self) -> Option<Queued> {
         let q = self.flows.as_mut()?.queue.pop_front()?;
-        self.queued_bytes -= q.msg.payload_len();
+        self.queued_bytes -= q.msg.stored_len();
         if self.queue().is_empty() {
             self.overflow_logged = false;
         }
@@ -395,13 +396,43 @@ mod tests {
         assert!(!s.enqueue(q(b"3"), limits));
         assert_eq!(s.dropped, 1);
         assert_eq!(&*s.dequeue().unwrap().msg.payload, b"1");
+        // Topic bytes count: "2" on topic "t" is 2 bytes, "abc" 4.
         let limits = QueueLimits {
             max_messages: 0,
-            max_bytes: 4,
+            max_bytes: 6,
         };
         assert!(s.enqueue(q(b"abc"), limits));
         assert!(!s.enqueue(q(b"de"), limits));
-        assert_eq!(s.queued_bytes, 4);
+        assert_eq!(s.queued_bytes, 6);
+    }
+
+    #[test]
+    fn max_queued_bytes_counts_mqtt5_properties() {
+        // Issue 11: a message with a small payload and kilobytes of user properties used to
+        // count as its payload only.
+        let mut s = Session::new(Arc::from("c"), false);
+        let limits = QueueLimits {
+            max_messages: 0,
+            max_bytes: 1000,
+        };
+        let heavy = |payload: &[u8]| Queued {
+            msg: Message::with_properties(
+                "t",
+                payload,
+                QoS::AtLeastOnce,
+                false,
+                vec![0u8; 600].into(),
+                None,
+            ),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: Box::default(),
+        };
+        assert!(s.enqueue(heavy(b"x"), limits));
+        assert_eq!(s.queued_bytes, 602);
+        assert!(!s.enqueue(heavy(b"y"), limits), "602 + 602 > 1000");
+        s.dequeue();
+        assert_eq!(s.queued_bytes, 0);
     }
 
     #[test]

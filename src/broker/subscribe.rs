@@ -1,9 +1,9 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the session's subscription list, the shared table, SUBACK
 //! codes and retained messages sent on subscribe (§3.8, §3.10).
 //!
-//! Bounds (issue 11): `max_filters_per_subscribe` and `max_subscriptions_per_client` refuse
-//! filters in the SUBACK. Retained messages are not collected up front: each connection
-//! with some still to send has a [`RetainedJob`] (a cursor over the retained store), which
+//! Bounds (issue 11): `max_filters_per_subscribe`, `max_subscriptions_per_client` and
+//! `max_subscriptions` (all sessions together) refuse filters in the SUBACK. Retained
+//! messages are not collected up front: each connection with some still to send has a [`RetainedJob`] (a cursor over the retained store), which
 //! `retained_step` advances by a bounded share: at once after the SUBACK, then whenever
 //! the client's output drains (`consume_output`) or, if only the scan budget stopped it,
 //! on the next loop turn (`poll_timeout` reports a deadline already past).
@@ -59,9 +59,10 @@ impl Broker {
         } else {
             ReasonCode::SUBACK_FAILURE
         };
-        let (max_filters, max_subs) = (
+        let (max_filters, max_subs, max_total) = (
             self.config.max_filters_per_subscribe,
             self.config.max_subscriptions_per_client,
+            self.config.max_subscriptions,
         );
         let mut refused = 0usize;
         let mut codes = Vec::with_capacity(s.filters.len());
@@ -86,12 +87,20 @@ impl Broker {
                 });
                 continue;
             }
-            let full = max_subs > 0
-                && self.sessions.get(key).is_some_and(|s| {
-                    s.subscriptions.len() >= max_subs && !s.subscriptions.contains(filter)
-                });
+            let exists = self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.subscriptions.contains(filter));
+            let full = !exists
+                && ((max_subs > 0
+                    && self
+                        .sessions
+                        .get(key)
+                        .is_some_and(|s| s.subscriptions.len() >= max_subs))
+                    || (max_total > 0 && self.subscriptions.len() >= max_total));
             if full {
-                // A new filter over the per-client bound; replacing one is always allowed.
+                // A new filter over the per-client or the broker-wide bound; replacing one
+                // is always allowed.
                 codes.push(quota);
                 refused += 1;
                 continue;
@@ -144,7 +153,8 @@ impl Broker {
             if let Some(s) = self.sessions.get(key) {
                 warn!(
                     "client {}: {refused} subscriptions refused: over max_filters_per_subscribe \
-                     ({max_filters}) or max_subscriptions_per_client ({max_subs})",
+                     ({max_filters}), max_subscriptions_per_client ({max_subs}) or \
+                     max_subscriptions ({max_total})",
                     s.client_id
                 );
             }
@@ -224,7 +234,7 @@ impl Broker {
     /// One bounded share of `id`'s retained job: at most [`RETAINED_SCAN_BUDGET`] store
     /// slots examined (fewer when the turn's budget is nearly spent), stopping early when
     /// the client's output is full. Re-lists the job as ready when only a budget stopped it.
-    fn retained_step(&mut self, id: ConnId, now: Instant) {
+    pub(super) fn retained_step(&mut self, id: ConnId, now: Instant) {
         let Some(mut job) = self.retained_jobs.remove(&id) else {
             return;
         };

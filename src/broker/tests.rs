@@ -1044,8 +1044,10 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
 }
 
 mod auth;
+mod bounds;
 mod limits;
 mod restore;
+mod stress;
 mod v5;
 
 #[test]
@@ -1280,4 +1282,47 @@ fn many_subscribes_in_one_turn_share_one_retained_scan_budget() {
         100,
         "SUBACKs only, no retained message matches"
     );
+}
+
+#[test]
+fn retained_messages_due_on_subscribe_survive_a_takeover_of_a_persistent_session() {
+    // Found by the stress test (`tests/stress.rs`): a SUBSCRIBE's retained messages wait in
+    // a job while the session has messages queued behind a full inflight window. The job
+    // died with the connection, so a persistent session resumed on a new connection never
+    // got the retained messages it was due [MQTT-3.3.1-6].
+    let mut h = Harness::with(Config {
+        max_inflight_messages: 1,
+        ..Config::in_memory()
+    });
+    let p = h.client(connect("p", true, 0));
+    let Packet::Publish(mut r) = publish("r", b"kept", QoS::AtLeastOnce, 1) else {
+        unreachable!("publish() builds a PUBLISH")
+    };
+    r.retain = true;
+    h.send(p, Packet::Publish(r));
+    let s = h.client(connect("s", false, 0));
+    h.send(s, subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    h.send(p, publish("t", b"1", QoS::AtLeastOnce, 2));
+    h.send(p, publish("t", b"2", QoS::AtLeastOnce, 3));
+    h.take(s); // SUBACK and "1" in flight; "2" is queued behind it, unacknowledged
+    h.send(s, subscribe(2, &[("r", QoS::AtLeastOnce)]));
+    assert_eq!(h.take(s), [Out::Suback(2, vec![1])], "blocked by the queue");
+    // The client comes back on a new connection (a takeover) and reads everything.
+    let s2 = h.open();
+    h.send(s2, Packet::Connect(connect("s", false, 0)));
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        while h.broker.poll_timeout().is_some_and(|at| at <= h.now) {
+            h.broker.handle_timeout(h.now);
+        }
+        for o in h.take(s2) {
+            if let Out::Publish { id, payload, .. } = &o {
+                got.push(String::from_utf8_lossy(payload).into_owned());
+                h.send(s2, Packet::Puback(ack(*id)));
+            }
+        }
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got, ["1", "2", "kept"]);
 }

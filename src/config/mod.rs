@@ -50,11 +50,30 @@ pub struct Config {
     /// Subscriptions one session may hold (0 = no limit); a new filter beyond it is refused
     /// with a failure code in the SUBACK (wrenmq's own key `max_subscriptions_per_client`).
     pub max_subscriptions_per_client: usize,
+    /// Subscriptions all sessions together may hold (0 = no limit); a new filter beyond it
+    /// is refused with a failure code in the SUBACK (wrenmq's own key `max_subscriptions`).
+    pub max_subscriptions: usize,
+    /// Sessions, online and offline (0 = no limit); a CONNECT that would create one more is
+    /// refused (wrenmq's own key `max_sessions`).
+    pub max_sessions: usize,
+    /// Longest client id accepted, in bytes (wrenmq's own key `max_client_id_length`;
+    /// MQTT allows 65,535).
+    pub max_client_id_length: usize,
+    /// Retained messages stored (0 = no limit); a message for a new retained topic beyond
+    /// it is not stored (wrenmq's own key `max_retained_messages`).
+    pub max_retained_messages: usize,
+    /// Bytes (topic, payload and properties) of all retained messages together (0 = no
+    /// limit; wrenmq's own key `max_retained_bytes`).
+    pub max_retained_bytes: usize,
+    /// Bytes of messages, write buffers and partial input the broker may hold before it
+    /// refuses new messages (Mosquitto's `memory_limit`; 0 = no limit).
+    pub memory_limit: usize,
     /// Outbound QoS 1/2 messages in flight per client (0 = no limit, as in Mosquitto).
     pub max_inflight_messages: u16,
     /// Messages queued per client beyond the inflight window (0 = no limit).
     pub max_queued_messages: usize,
-    /// Payload bytes queued per client beyond the inflight window (0 = no limit).
+    /// Bytes (payload, topic and MQTT 5 properties) queued per client beyond the inflight
+    /// window (0 = no limit).
     pub max_queued_bytes: usize,
     /// Queue QoS 0 messages for offline persistent sessions too.
     pub queue_qos0_messages: bool,
@@ -75,8 +94,8 @@ pub struct Config {
     pub password_file: Option<PathBuf>,
     /// Mosquitto-format ACL file; `None` = every client may read and write every topic.
     pub acl_file: Option<PathBuf>,
-    /// Largest PUBLISH payload accepted; larger ones are acknowledged and dropped
-    /// (0 = no limit beyond `max_packet_size`).
+    /// Largest PUBLISH payload accepted, MQTT 5 properties included; larger ones are
+    /// acknowledged and dropped (0 = no limit beyond `max_packet_size`).
     pub message_size_limit: u32,
     /// MQTT 5: the largest keepalive a client may ask for (takes effect with MQTT 5).
     pub max_keepalive: u16,
@@ -157,6 +176,12 @@ impl Default for Config {
             max_connect_packet_size: 100_000,
             max_filters_per_subscribe: 10_000,
             max_subscriptions_per_client: 10_000,
+            max_subscriptions: 1_000_000,
+            max_sessions: 100_000,
+            max_client_id_length: 1024,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 64 << 20,
+            memory_limit: 0,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,

@@ -380,6 +380,9 @@ impl Parser {
                     n => n as u32,
                 };
             }
+            "memory_limit" => {
+                self.cfg.memory_limit = line.usize("0 (no limit) or a byte count")?;
+            }
             "message_size_limit" => {
                 self.cfg.message_size_limit =
                     line.int(0, 268_435_455, "0 (no limit) or a payload size in bytes")? as u32;
@@ -468,6 +471,20 @@ impl Parser {
             }
             "max_subscriptions_per_client" => {
                 self.cfg.max_subscriptions_per_client = line.usize("0 (no limit) or a count")?;
+            }
+            "max_subscriptions" => {
+                self.cfg.max_subscriptions = line.usize("0 (no limit) or a count")?;
+            }
+            "max_sessions" => self.cfg.max_sessions = line.usize("0 (no limit) or a count")?,
+            "max_client_id_length" => {
+                self.cfg.max_client_id_length =
+                    line.int(1, 65535, "a length in bytes 1-65535")? as usize;
+            }
+            "max_retained_messages" => {
+                self.cfg.max_retained_messages = line.usize("0 (no limit) or a count")?;
+            }
+            "max_retained_bytes" => {
+                self.cfg.max_retained_bytes = line.usize("0 (no limit) or a byte count")?;
             }
 
             // ---- Mosquitto keys refused: ignoring them would weaken security or change
@@ -562,7 +579,6 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "max_inflight_bytes",
     "max_qos",
     "max_topic_alias",
-    "memory_limit",
     "retry_interval",
     "set_tcp_nodelay",
     "store_clean_interval",

@@ -183,12 +183,23 @@ impl Connection {
                 max_packet_size: cx.max_packet_size,
                 now: cx.now,
             };
-            match input::feed(&mut self.tail, &cx.scratch[..n], &mut framing) {
+            let before = self.tail.capacity();
+            let fed = input::feed(&mut self.tail, &cx.scratch[..n], &mut framing);
+            if self.tail.capacity() != before {
+                // The broker counts partial input towards `memory_limit`.
+                cx.broker.account_input(before, self.tail.capacity());
+            }
+            match fed {
                 Ok(()) => {}
                 Err(Stop::BrokerClosed) => return ReadEnd::BrokerClosed,
                 Err(Stop::CodecBug) => return ReadEnd::CodecBug,
             }
         }
+    }
+
+    /// Bytes held for a partial packet (its allocation), for `memory_limit`.
+    pub(crate) fn tail_bytes(&self) -> usize {
+        self.tail.capacity()
     }
 
     /// Writes the broker's pending output for this connection until it is empty or the

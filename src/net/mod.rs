@@ -705,6 +705,7 @@ impl Core {
             return;
         };
         let id = conn.id;
+        self.broker.account_input(conn.tail_bytes(), 0);
         if conn.linger(registry, token, final_bytes) == LingerStep::Done {
             self.close(registry, key, "closed by broker", &[]);
             return;
@@ -757,6 +758,8 @@ impl Core {
         if conn.state == State::Closed {
             return;
         }
+        // The tail of a partial packet goes with the connection (`memory_limit` counts it).
+        self.broker.account_input(conn.tail_bytes(), 0);
         conn.close(registry, final_bytes, &mut self.scratch);
         self.open -= 1;
         self.closed.push(key);

@@ -314,3 +314,202 @@ def test_v311_qos2_flood_without_pubrel_is_bounded(make_broker):
         c.send(raw.pubrel(pid))
     for _ in range(25):
         assert c.read_packet().type == 7
+
+
+# ---- Bounds with a configured cap (issue 11): what a client sees at each one.
+
+import mqtt5raw as r5  # noqa: E402
+
+
+def _connack_code(b, pkt: bytes) -> int:
+    c = raw.RawClient(b.host, b.port)
+    c.send(pkt)
+    p = c.read_packet()
+    assert p.type == 2, p
+    code = p.body[1]
+    if code:
+        assert c.expect_closed(), "a refused CONNECT is closed"
+    else:
+        c.close()
+    return code
+
+
+def test_retained_messages_beyond_max_retained_messages_are_not_stored(make_broker):
+    b = make_broker("max_retained_messages 3")
+    live = raw.connected_client(b.host, b.port, "live")
+    live.subscribe([("r/#", 0)])
+    pub = raw.connected_client(b.host, b.port, "rpub")
+    for i in range(5):
+        pub.send(raw.publish(f"r/{i}", b"v%d" % i, retain=True))
+    # Delivered live, all five.
+    got = [live.read_packet().topic for _ in range(5)]
+    assert got == [f"r/{i}" for i in range(5)]
+    # Stored: only the first three.
+    late = raw.connected_client(b.host, b.port, "late")
+    late.subscribe([("r/#", 0)])
+    stored = sorted(late.read_packet().topic for _ in range(3))
+    assert stored == ["r/0", "r/1", "r/2"]
+    assert late.expect_silence(0.5)
+    # A 5.0 publisher of a QoS 1 retained message for a new topic is told 0x97.
+    c5 = r5.Raw5(b.host, b.port)
+    c5.connect5("rpub5")
+    c5.send(r5.publish("r/new", b"x", qos=1, retain=True, pid=7))
+    ack = c5.read_until(r5.PUBACK)
+    assert (ack.pid, ack.reason) == (7, 0x97)
+    # Replacing a stored topic still works.
+    c5.send(r5.publish("r/0", b"new", qos=1, retain=True, pid=8))
+    ack = c5.read_until(r5.PUBACK)
+    assert ack.reason in (0x00, 0x10)
+
+
+def test_connect_beyond_max_sessions_is_refused(make_broker):
+    b = make_broker("max_sessions 2")
+    held = [raw.connected_client(b.host, b.port, f"s{i}", clean=False) for i in range(2)]
+    assert _connack_code(b, raw.connect("s2")) == 0x03
+    assert _connack_code(b, r5.connect("s2v5")) == 0x97
+    # An offline persistent session still counts; resuming it is allowed.
+    held[0].close()
+    time.sleep(0.2)
+    assert _connack_code(b, raw.connect("s3")) == 0x03
+    c = raw.RawClient(b.host, b.port)
+    p = c.connect("s0", clean=False)
+    assert p.body[1] == 0 and p.body[0] & 1 == 1, "session present"
+
+
+def test_client_id_over_max_client_id_length_is_rejected(make_broker):
+    b = make_broker("max_client_id_length 23")
+    assert _connack_code(b, raw.connect("x" * 23)) == 0
+    assert _connack_code(b, raw.connect("x" * 24)) == 0x02
+    assert _connack_code(b, r5.connect("x" * 24)) == 0x85
+
+
+def test_client_id_of_65535_bytes_is_rejected_by_default(make_broker):
+    b = make_broker()
+    assert _connack_code(b, raw.connect("y" * 65535)) == 0x02
+
+
+def test_subscriptions_beyond_max_subscriptions_across_clients_are_refused(make_broker):
+    b = make_broker("max_subscriptions 4")
+    a = raw.connected_client(b.host, b.port, "ta")
+    c = raw.connected_client(b.host, b.port, "tb")
+    ack = a.subscribe([("a/1", 0), ("a/2", 0), ("a/3", 0)])
+    assert list(ack.body[2:]) == [0, 0, 0]
+    ack = c.subscribe([("b/1", 1), ("b/2", 1)])
+    assert list(ack.body[2:]) == [1, 0x80]
+    a.send(raw.unsubscribe(2, ["a/1"]))
+    assert a.read_packet().type == 11
+    ack = c.subscribe([("b/2", 1)], pid=3)
+    assert list(ack.body[2:]) == [1]
+
+
+def test_memory_limit_refuses_and_recovers(make_broker):
+    """memory_limit 300000: QoS 1 messages queue for an offline subscriber until the cap;
+    then a 5.0 publisher (paho) gets PUBACK 0x97, QoS 0 is dropped, a 3.1.1 QoS 1 publisher
+    is disconnected; once the subscriber drains its queue, messages flow again."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.packettypes import PacketTypes
+
+    b = make_broker("memory_limit 300000\nmax_queued_messages 10000")
+    sub = raw.connected_client(b.host, b.port, "msub", clean=False)
+    sub.subscribe([("m/#", 1)])
+    sub.close()
+    watch = raw.connected_client(b.host, b.port, "mwatch")
+    watch.subscribe([("m/#", 0)])
+
+    acks: dict[int, int] = {}
+    done = threading.Event()
+
+    def on_publish(client, userdata, mid, reason_code, properties):
+        acks[mid] = reason_code.value
+        done.set()
+
+    p5 = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="mp5", protocol=mqtt.MQTTv5)
+    p5.on_publish = on_publish
+    props = Properties(PacketTypes.CONNECT)
+    p5.connect(b.host, b.port, 60, clean_start=True, properties=props)
+    p5.loop_start()
+    try:
+        payload = b"z" * 10_000
+        accepted = 0
+        for _ in range(100):
+            done.clear()
+            info = p5.publish("m/t", payload, qos=1)
+            assert done.wait(5), "no PUBACK"
+            code = acks[info.mid]
+            if code == 0x97:
+                break
+            assert code == 0, code
+            accepted += 1
+        else:
+            pytest.fail("memory_limit never reached")
+        assert 20 <= accepted <= 30, accepted
+        got = [watch.read_packet() for _ in range(accepted)]
+        assert all(p.payload == payload for p in got)
+        # QoS 0 is dropped: the online watcher gets nothing.
+        watch_before = time.monotonic()
+        p5.publish("m/t", b"qos0", qos=0)
+        assert watch.expect_silence(0.5), "QoS 0 dropped at the cap"
+        assert time.monotonic() - watch_before < 5
+        # A 3.1.1 client's QoS 1 message cannot be refused in-band: disconnected.
+        p3 = raw.connected_client(b.host, b.port, "mp3")
+        p3.send(raw.publish("m/t", b"q1", qos=1, pid=1))
+        assert p3.expect_closed(), "3.1.1 QoS 1 publisher disconnected at the cap"
+        # The subscriber comes back, takes its queue: memory frees.
+        s = raw.RawClient(b.host, b.port)
+        s.connect("msub", clean=False)
+        n = 0
+        while n < accepted:
+            p = s.read_packet(timeout=5)
+            if p.type == 3:
+                n += 1
+                s.send(raw.puback(p.pid))
+        assert s.expect_silence(0.3)
+        done.clear()
+        info = p5.publish("m/t", b"after", qos=1)
+        assert done.wait(5)
+        assert acks[info.mid] == 0, "accepted again once memory freed"
+        assert s.read_packet(timeout=5).payload == b"after"
+        assert b'memory_limit reached' in b.log_path.read_bytes()
+        assert b'memory back under memory_limit' in b.log_path.read_bytes()
+    finally:
+        p5.loop_stop()
+        p5.disconnect()
+
+
+def test_memory_limit_counts_partial_input(make_broker):
+    """Partial packets the loop buffers count towards memory_limit: four sockets each
+    holding 90 KB of an unfinished CONNECT put the broker over a 300,000-byte limit, and
+    closing them brings it back."""
+    b = make_broker("memory_limit 300000")
+    c5 = r5.Raw5(b.host, b.port)
+    c5.connect5("pin")
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack("!H", 60_000) + b"c" * 90_000
+    first = bytes([0x10]) + raw.varint(99_000) + body
+    partial = []
+    for _ in range(4):
+        s = socket.create_connection(b.addr, timeout=5)
+        s.sendall(first)
+        partial.append(s)
+    pid = 1
+    deadline = time.monotonic() + 5
+    while True:
+        c5.send(r5.publish("p/t", b"x", qos=1, pid=pid))
+        ack = c5.read_until(r5.PUBACK)
+        if ack.reason == 0x97:
+            break
+        assert time.monotonic() < deadline, "partial input never counted"
+        pid += 1
+        time.sleep(0.05)
+    for s in partial:
+        s.close()
+    deadline = time.monotonic() + 5
+    while True:
+        pid += 1
+        c5.send(r5.publish("p/t", b"x", qos=1, pid=pid))
+        ack = c5.read_until(r5.PUBACK)
+        if ack.reason in (0x00, 0x10):
+            break
+        assert time.monotonic() < deadline, "closed connections' input never released"
+        time.sleep(0.05)

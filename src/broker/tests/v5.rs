@@ -679,6 +679,38 @@ fn server_disconnects_carry_their_reason() {
 }
 
 #[test]
+fn a_session_resumed_with_expiry_zero_is_not_restored_after_a_crash() {
+    // Found by the stress test (`stress.rs`): a stored session that a 5.0 client resumed
+    // with session expiry 0 ends with that connection [MQTT-3.1.2-23]. When the broker
+    // died first (kill -9), replay brought it back with its subscriptions, routing to it
+    // and answering session present to its client until the first timer fired.
+    let mut h = Harness::with(Config {
+        persistence: true,
+        ..Config::in_memory()
+    });
+    let keep = pb(&[Property::SessionExpiryInterval(300)]);
+    let (c, _) = h.connect5("c", true, 0, &keep);
+    h.send(c, subscribe(1, &[("+/+", QoS::AtLeastOnce)]));
+    h.broker.handle_disconnect(c, Disconnect::PeerClosed, h.now);
+    let zero = pb(&[Property::SessionExpiryInterval(0)]);
+    let (_c, out) = h.connect5("c", false, 0, &zero);
+    assert!(matches!(out[0], V5::Connack { present: true, .. }));
+    // The process dies now: the log holds everything so far.
+    let (_, log) = h.broker.poll_journal().expect("records");
+    let mut restored = Broker::new(Config {
+        persistence: true,
+        ..Config::in_memory()
+    });
+    replay(&mut restored, &log);
+    assert!(restored.session("c").is_none());
+    assert_eq!(restored.session_count(), 0);
+    assert!(
+        restored.snapshot(Instant::now()).is_empty(),
+        "the snapshot after recovery forgets it too"
+    );
+}
+
+#[test]
 fn filters_over_the_subscribe_bounds_get_quota_exceeded() {
     // Issue 11: 0x97 for a 5.0 client, per filter; the rest of the packet is handled.
     let mut h = Harness::with(Config {

@@ -345,6 +345,38 @@ fn every_known_key_is_known_to_the_parser() {
 }
 
 #[test]
+fn every_key_the_parser_accepts_is_offered_by_did_you_mean() {
+    // The reverse of the test above: a key added to `apply` but not to KNOWN_KEYS would
+    // never be suggested. `apply`'s key arms are the only match arms at this indentation.
+    let source = include_str!("../parse.rs");
+    let start = source.find("    fn apply(").expect("apply in parse.rs");
+    let body = &source[start..];
+    let body = &body[..body.find("\n    fn ").unwrap_or(body.len())];
+    let mut seen = 0;
+    for line in body.lines() {
+        let Some(arm) = line.strip_prefix("            \"") else {
+            continue;
+        };
+        if line.starts_with("             ") || !line.contains(" =>") {
+            continue;
+        }
+        let pattern = &arm[..arm.find(" =>").unwrap_or(arm.len())];
+        for key in pattern.split(" | ") {
+            let key = key.trim_matches('"');
+            seen += 1;
+            assert!(
+                KNOWN_KEYS.contains(&key) || MOSQUITTO_IGNORED.contains(&key),
+                "{key} is accepted by the parser but missing from KNOWN_KEYS"
+            );
+        }
+    }
+    assert!(
+        seen > 40,
+        "found only {seen} key arms: the layout of apply changed"
+    );
+}
+
+#[test]
 fn log_dest_file_takes_the_rest_of_the_line_as_its_path() {
     // Mosquitto's form; it used to be refused as "a single value".
     assert_eq!(
@@ -463,4 +495,24 @@ fn the_example_config_parses_without_errors() {
     let text = include_str!("../../../scripts/wrenmq.conf");
     let p = parse_str(text, Path::new("scripts/wrenmq.conf")).unwrap();
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn resource_bounds_and_memory_limit_are_parsed() {
+    let text = "max_subscriptions 5\nmax_sessions 6\nmax_client_id_length 23\n\
+                max_retained_messages 7\nmax_retained_bytes 800\nmemory_limit 1048576\n";
+    let parsed = parse_with(&mem(&[("/etc/w.conf", text)]), Path::new("/etc/w.conf")).unwrap();
+    let c = parsed.config;
+    assert_eq!(
+        (c.max_subscriptions, c.max_sessions, c.max_client_id_length),
+        (5, 6, 23)
+    );
+    assert_eq!((c.max_retained_messages, c.max_retained_bytes), (7, 800));
+    assert_eq!(c.memory_limit, 1 << 20);
+    assert!(
+        parsed.warnings.is_empty(),
+        "memory_limit is honoured, not ignored"
+    );
+    let bad = "max_client_id_length 0\n";
+    assert!(parse_with(&mem(&[("/etc/w.conf", bad)]), Path::new("/etc/w.conf")).is_err());
 }
