@@ -87,6 +87,57 @@ def main():
         + [0x0F, 2, 0xC0, 0x00] + [0x0F, 2, 0x00, 0x00]
     write("broker", "raw-packets", bytes(raw))
 
+    # 5.0: operations on a slot whose client connected with 5.0 read extra bytes (see
+    # `BrokerRun::step`); flags & 3 == 3 picks 5.0 in CONNECT, which then reads a property
+    # selector and one byte per selected property.
+    def connect5(slot, flags, cid, keepalive=0, sel=0, *vals):
+        return [slot << 4 | 1, flags | 3, cid, keepalive, sel, *vals]
+    def sub5(slot, entries, pid=1, sid=0):
+        out = [slot << 4 | 2, len(entries) - 1]
+        for filt, qos, opts in entries:
+            out += [filt, qos, opts]
+        return out + [pid, 0, sid]
+    def pub5(slot, topic, qos, x=0, retain=False, pid=1):
+        return pub(slot, topic, qos, retain, pid) + [x]
+    def ack5(slot, kind, pick=0, x=0):
+        return [slot << 4 | kind, pick, x]
+    NO_LOCAL, RAP, SHARED_G, SHARED_H = 0x01, 0x02, 0x10, 0x30
+    SET_ALIAS, USE_ALIAS, BAD_ALIAS = 0x01, 0x02, 0x03
+    # No local, shared groups, subscription identifiers, topic aliases, user properties, a
+    # receive maximum of 2 and a maximum packet size of 64.
+    share = [0x00, open0, open1, open2] \
+        + connect5(0, 0x04, 0, 0, 0x06, 3, 6) + connect5(1, 0x04, 1) + connect5(2, 0x04, 2) \
+        + sub5(0, [(1, 1, NO_LOCAL), (0, 2, SHARED_G)], sid=5) \
+        + sub5(1, [(0, 1, SHARED_G), (3, 1, 0)], pid=2, sid=7) \
+        + sub5(2, [(0, 2, SHARED_H | RAP)], pid=3) \
+        + pub5(0, 0, 1) + pub5(0, 1, 2, SET_ALIAS | 1 << 2, pid=2) + pub5(0, 1, 1, USE_ALIAS | 1 << 2, pid=3) \
+        + pub5(1, 1, 1, 0x80, pid=1) + pub5(1, 0, 2, 0x10 | 2 << 5, retain=True, pid=2) \
+        + ack5(0, 6) + ack5(0, 7) + ack5(0, 9) + ack5(1, 6) + ack5(1, 7) + ack5(1, 8) + ack5(1, 9) \
+        + ack5(2, 7) + ack5(2, 9) + pub5(2, 0, 1, BAD_ALIAS)
+    write("broker", "v5-shared-no-local-aliases", bytes(share))
+    # Session expiry, will delay, DISCONNECT with will and a new expiry, a restart (open on
+    # a slot that has a socket) and the session resumed.
+    will = 0x08 | 0x10  # will on "a/b", QoS 0
+    expiry = [0x00, open0, open1] \
+        + connect5(0, will, 0, 0, 0x21, 2, 0x0E) + connect5(1, 0x04, 1) \
+        + sub5(1, [(1, 1, 0)]) + sub5(0, [(9, 1, RAP)], pid=2) \
+        + [0x0B, 0x01 | 2 << 2] \
+        + pub5(1, 4, 1, retain=True) + pub5(1, 4, 2, 0x10 | 3 << 5, pid=2) \
+        + [0x0D, 0x7D, 0x00] + [open1] + [open0] \
+        + connect5(0, 0x00, 0, 0, 0x01, 3) + ack5(0, 6) + ack5(0, 7) + ack5(0, 9) \
+        + [0x0D, 0x00, 0x10] + [open0] + [open0] + connect5(0, 0x00, 0) + [0x0B, 0x04]
+    write("broker", "v5-expiry-will-restart", bytes(expiry))
+    # Limits: receive maximum 1 and maximum packet size 24 against large PUBLISHes, an
+    # invalid receive maximum, AUTH, raising the session expiry from 0, takeover.
+    limits = [0x01, open0, open1, open2] \
+        + connect5(0, 0x04, 0, 0, 0x06, 1, 2) + connect5(1, 0x04, 1, 0, 0x02, 0) \
+        + [open1] + connect5(1, 0x04, 1, 0, 0x98, 1) \
+        + sub5(0, [(3, 2, 0)]) + pub5(1, 1, 1) + pub5(1, 1, 1, 0x80, pid=2) + pub5(1, 2, 2, pid=3) \
+        + pub5(1, 0, 1, pid=4) + ack5(0, 6) + ack5(0, 7) + ack5(0, 9) + ack5(0, 6, 1) \
+        + [0x1B, 0xE0] + connect5(2, 0x00, 0, 0, 0x01, 0) + [0x2B, 0x08] \
+        + [open1] + connect5(1, 0x04, 1) + sub5(1, [(1, 1, NO_LOCAL)]) + pub5(1, 1, 1)
+    write("broker", "v5-limits-auth-takeover", bytes(limits))
+
     topics = [
         ["a/b", "a/#", "+", "#", "a", "$SYS/x", "$SYS/#", "+/b", "a/+", "/", "a//b", "a/+/b"],
         ["#", "+/+", "/+", "/a", "+", "a/", "a/+", "$a", "$a/+", "+/#", "a/b/c", "a/#"],

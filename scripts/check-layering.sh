@@ -36,7 +36,8 @@ for root in src/lib.rs src/main.rs; do
   grep -q '^#!\[forbid(unsafe_code)\]' "$root" || { echo "check-layering: $root lacks #![forbid(unsafe_code)]"; fail=1; }
 done
 
-# Files still waiting for the split of issue 12 (restructure); remove them as they shrink.
+# Fuzz harnesses (`fuzzing.rs`, built only for cfg(fuzzing) and tests) are test code and
+# not counted. Files still waiting for the split of issue 12 (restructure); remove them as they shrink.
 oversize_allowed=" src/broker/publish.rs src/broker/mod.rs "
 while IFS= read -r f; do
   case "$oversize_allowed" in *" $f "*) continue ;; esac
@@ -45,7 +46,7 @@ while IFS= read -r f; do
     echo "check-layering: $f has $n non-test lines (limit 800): split it by concern"
     fail=1
   fi
-done < <(find src -name '*.rs' ! -name 'tests.rs' ! -path '*/tests/*' | sort)
+done < <(find src -name '*.rs' ! -name 'tests.rs' ! -name 'fuzzing.rs' ! -path '*/tests/*' | sort)
 
 [ "$fail" -eq 0 ] && echo "check-layering: ok"
 exit "$fail"

@@ -288,7 +288,10 @@ impl Broker {
             conn.held.push((submitted, Vec::new()));
             self.held_conns.push(id);
         }
-        self.resend_inflight(key, id, now);
+        // Every message in flight is unsent on this connection.
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.unsent = session.inflight().len();
+        }
         self.pump(key, now);
         // Retained messages a SUBSCRIBE on an earlier connection was still due go on here,
         // after what was already in flight or queued (see `Broker::close`).
@@ -318,7 +321,13 @@ impl Broker {
     /// expired meanwhile is dropped instead [MQTT-3.3.2-5], and so is one the client may no
     /// longer read (a reload changed the ACL, or it comes back under another user name):
     /// read access is checked on every send, as Mosquitto does, like the queue's in `pump`.
-    fn resend_inflight(&mut self, key: usize, id: ConnId, now: Instant) {
+    ///
+    /// The messages not yet resent on this connection are the last `Session::unsent` in
+    /// flight; they go out oldest first while the window has room, so that a client that
+    /// comes back with a smaller receive maximum gets no more than it allows and the rest
+    /// as its acknowledgements make room [MQTT-3.3.4-9]. Messages past PUBREC count too
+    /// (no PUBCOMP yet), as in `pump`. Called by `pump`.
+    pub(super) fn resend_inflight(&mut self, key: usize, id: ConnId, window: usize, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -333,7 +342,12 @@ impl Broker {
         };
         let mut lanes = lanes!(self);
         let mut expired = Vec::new();
-        for inflight in session.inflight() {
+        let inflight_len = session.inflight().len();
+        let unsent = session.unsent.min(inflight_len);
+        let sent = inflight_len - unsent;
+        let resend = unsent.min(window.saturating_sub(sent));
+        session.unsent = unsent - resend;
+        for inflight in session.inflight().range(sent..sent + resend) {
             if inflight.state != InflightState::AwaitingPubcomp
                 && acl.is_some_and(|a| {
                     !a.check(client, &inflight.delivery.msg.topic, crate::auth::READ)
@@ -375,6 +389,7 @@ impl Broker {
                 }
             }
         }
+        let dropped = !expired.is_empty();
         for pid in expired {
             session.inflight_mut().retain(|f| f.packet_id != pid);
             if session.store_id != 0 {
@@ -383,6 +398,10 @@ impl Broker {
                     packet_id: pid.get(),
                 });
             }
+        }
+        // What was dropped made room for more.
+        if dropped && session.unsent > 0 {
+            self.resend_inflight(key, id, window, now);
         }
     }
 }

@@ -734,6 +734,12 @@ impl Broker {
     /// client and messages a reload no longer lets it read are dropped on the way.
     pub(super) fn pump(&mut self, key: SessionKey, now: Instant) {
         let window = self.window(key);
+        // Messages in flight from an earlier connection go first.
+        if let Some(s) = self.sessions.get(key).filter(|s| s.unsent > 0) {
+            if let Some(id) = s.conn {
+                self.resend_inflight(key, id, window, now);
+            }
+        }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -885,6 +891,11 @@ impl Broker {
         };
         if let Some(session) = self.sessions.get_mut(key) {
             if let Some(i) = session.find_inflight(pid, state) {
+                // An acknowledgement of a message not resent on this connection yet (it
+                // had arrived before the reconnect).
+                if i >= session.inflight().len() - session.unsent.min(session.inflight().len()) {
+                    session.unsent = session.unsent.saturating_sub(1);
+                }
                 session.inflight_mut().remove(i);
                 if session.store_id != 0 {
                     let r = Record::InflightDone {

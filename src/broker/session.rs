@@ -116,6 +116,10 @@ pub struct Session {
     /// Whether the current overflow episode has been logged.
     pub overflow_logged: bool,
     pub(super) last_packet_id: u16,
+    /// How many of the last messages in flight have not been sent on the current
+    /// connection yet (resent after a reconnect as the client's window allows, see
+    /// `Broker::resend_inflight`).
+    pub(super) unsent: usize,
 }
 
 impl Session {
@@ -136,6 +140,7 @@ impl Session {
             dropped: 0,
             overflow_logged: false,
             last_packet_id: 0,
+            unsent: 0,
         }
     }
 

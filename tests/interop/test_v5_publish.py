@@ -283,6 +283,43 @@ def test_receive_maximum_never_exceeded_MQTT_3_3_4_9(broker, raw5, prefix):
     assert seen == [f"m{i}".encode() for i in range(6)]
 
 
+@pytest.mark.wrenmq_only
+def test_resumed_session_resends_within_the_new_receive_maximum_MQTT_3_3_4_9(broker, raw5, prefix):
+    """[MQTT-4.4.0-1] meets [MQTT-3.3.4-9]: a session with 4 unacknowledged QoS 1
+    messages, resumed by a connection announcing Receive Maximum 2, gets 2 of them
+    resent (DUP) and each of the others as an acknowledgement makes room, in order.
+    Found by the broker fuzz target (all 4 were resent at once).
+
+    wrenmq-only: Mosquitto 2.0.11 resends every in-flight message on reconnect (observed:
+    all 4 with Receive Maximum 2)."""
+    topic = f"{prefix}/resume-rm"
+    cid = uid("s")
+    keep = [(m.SESSION_EXPIRY, 300)]
+    s = raw5(broker, cid, props=keep, clean_start=True)
+    s.subscribe5([(topic, 1)])
+    p = raw5(broker, uid("p"))
+    for i in range(4):
+        p.send(m.publish(topic, f"m{i}", qos=1, pid=i + 1))
+    assert len([p.read_until(m.PUBACK) for _ in range(4)]) == 4
+    first = m.collect(s, quiet=0.6, ptype=m.PUBLISH)
+    assert [x.payload for x in first] == [b"m0", b"m1", b"m2", b"m3"]
+    s.close()
+    s = raw5(broker, cid, props=keep + [(m.RECEIVE_MAXIMUM, 2)], clean_start=False)
+    assert s.connack.session_present
+    inflight = m.collect(s, quiet=0.6, ptype=m.PUBLISH)
+    assert [x.payload for x in inflight] == [b"m0", b"m1"], "more than Receive Maximum resent"
+    assert all(x.dup for x in inflight)
+    seen = [x.payload for x in inflight]
+    while inflight:
+        x = inflight.pop(0)
+        s.send(m.puback(x.pid))
+        more = m.collect(s, quiet=0.4, ptype=m.PUBLISH)
+        inflight += more
+        seen += [y.payload for y in more]
+        assert len(inflight) <= 2, f"{len(inflight)} unacknowledged with Receive Maximum 2"
+    assert seen == [f"m{i}".encode() for i in range(4)]
+
+
 # ------------------------------------------------------------ maximum packet size
 
 

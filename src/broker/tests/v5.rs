@@ -431,6 +431,57 @@ fn receive_maximum_limits_what_is_in_flight_to_a_client() {
     assert_eq!(h.take5(s).len(), 1);
 }
 
+/// Found by the `broker` fuzz target: a session with 3 messages in flight (a PUBLISH, and
+/// two QoS 2 ones, one of them past PUBREC) came back as a 5.0 client with receive maximum
+/// 2 and got all 3 resent at once.
+#[test]
+fn a_resumed_session_resends_no_more_than_the_new_receive_maximum() {
+    // [MQTT-3.3.4-9] over [MQTT-4.4.0-1]: the rest follows as acknowledgements make room,
+    // in order, with DUP.
+    let mut h = Harness::new();
+    let s = h.client(connect("s", false, 0));
+    h.send(s, subscribe(1, &[("t", QoS::ExactlyOnce)]));
+    h.take(s);
+    let p = h.client(connect("p", true, 0));
+    h.send(p, publish("t", b"1", QoS::ExactlyOnce, 1));
+    h.send(p, publish("t", b"2", QoS::AtLeastOnce, 2));
+    h.send(p, publish("t", b"3", QoS::ExactlyOnce, 3));
+    h.send(p, publish("t", b"4", QoS::AtLeastOnce, 4));
+    assert_eq!(h.take(s).len(), 4);
+    h.send(s, Packet::Pubrec(ack(1)));
+    h.take(s);
+    h.broker.handle_disconnect(s, Disconnect::IoError, h.now);
+    let (s, out) = h.connect5("s", false, 0, &pb(&[Property::ReceiveMaximum(2)]));
+    let dup = |payload: &[u8], qos, id| V5::Publish {
+        topic: "t".into(),
+        payload: payload.to_vec(),
+        qos,
+        retain: false,
+        id,
+        props: vec![],
+    };
+    let pubrel = |id| V5::Ack {
+        kind: "pubrel",
+        id,
+        code: 0,
+    };
+    assert_eq!(out[1..], [pubrel(1), dup(b"2", QoS::AtLeastOnce, 2)]);
+    let ack5 = |id| crate::protocol::Ack {
+        packet_id: pid(id),
+        reason: ReasonCode::SUCCESS,
+        properties: Properties::EMPTY,
+    };
+    // A PUBACK for a message not resent yet (received before the reconnect) completes it.
+    h.send(s, Packet::Puback(ack5(4)));
+    assert_eq!(h.take5(s), []);
+    h.send(s, Packet::Pubcomp(ack5(1)));
+    assert_eq!(h.take5(s), [dup(b"3", QoS::ExactlyOnce, 3)]);
+    h.send(p, publish("t", b"5", QoS::AtLeastOnce, 5));
+    assert_eq!(h.take5(s), []);
+    h.send(s, Packet::Puback(ack5(2)));
+    assert_eq!(h.take5(s).len(), 1, "the queued message follows");
+}
+
 #[test]
 fn messages_over_the_clients_maximum_packet_size_are_dropped_for_it() {
     // [MQTT-3.1.2-25]
