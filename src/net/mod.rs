@@ -8,6 +8,8 @@
 //! - `token`: the token space (slab keys vs reserved tokens).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
+//! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
+//!   writer thread, journal back-pressure.
 //! - `systemd`: `sd_notify` READY/STOPPING/WATCHDOG messages ([`Server::notify_systemd`]).
 //!
 //! A loop turn:
@@ -23,13 +25,9 @@
 //!    its last bytes, input discarded until the peer closes, for at most [`LINGER_TIME`].
 //! 5. Free the slab slots of connections closed in this turn.
 //!
-//! Journal back-pressure (persistence on): the records a turn produces go to the store's
-//! writer thread at the end of the turn (`sync_store`). While the bytes the writer has not
-//! written yet plus this turn's records reach `journal_queue_bytes`, reading stops before
-//! the next read of every connection, through the same pause as a full write buffer
-//! (`paused`, `resume_paused`); the writer wakes the loop after each write, and reading
-//! resumes once there is room. So a slow or failing disk slows the clients down, memory
-//! stays within the budget plus one read's records, and the loop thread never blocks.
+//! Journal back-pressure (persistence on, see `persistence`): while records wait for the disk
+//! beyond `journal_queue_bytes`, every connection is paused like one whose write buffer
+//! is full, until the writer catches up.
 //!
 //! Invariants:
 //! - Slab slots are freed only at the end of a turn (step 5), so an event fetched for a
@@ -47,6 +45,7 @@ mod connection;
 // pub(crate) for the `split` fuzz harness in `crate::fuzzing`.
 pub(crate) mod input;
 mod listener;
+mod persistence;
 mod reload;
 mod shutdown;
 mod systemd;
@@ -93,10 +92,6 @@ const MAX_ACCEPT_SKIPS: usize = 64;
 /// Longest a lingering connection (final bytes sent, input discarded) stays open, so that
 /// a peer that neither reads nor closes holds its descriptor only briefly.
 const LINGER_TIME: Duration = Duration::from_secs(1);
-
-/// Journal back-pressure episodes closer together than this are logged at debug level
-/// only (a disk that is merely slow can start one per fsync under load).
-const JOURNAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The MQTT server: listeners, connections and the broker, driven by one `mio` loop.
 pub struct Server {
@@ -312,111 +307,6 @@ impl Server {
 }
 
 impl Core {
-    /// Opens the data directory (when persistence is on), replays it into the broker and
-    /// starts a fresh log with a snapshot of what was recovered.
-    fn open_store(&mut self) -> io::Result<()> {
-        let config = self.broker.config();
-        if !config.persistence {
-            return Ok(());
-        }
-        let dir = config.persistence_location.clone();
-        let policy = config.fsync;
-        let shared = Arc::clone(&self.shared);
-        let notify = Box::new(move || shared.wake());
-        let broker = &mut self.broker;
-        let started = Instant::now();
-        // The broker reads no clock; expiry across restarts needs the calendar time.
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        broker.set_wall_clock(crate::broker::WallClock {
-            at: started,
-            unix_ms,
-        });
-        let (mut store, _report) =
-            Store::open(&dir, policy, notify, |r| broker.restore_record(r, started)).map_err(
-                |e| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display())),
-            )?;
-        broker.finish_restore(started);
-        store.compact(broker.snapshot(started));
-        // The first compaction's files must exist before `main` gives the directory to
-        // `user` (else they stay root's) and before READY.
-        store.wait_idle();
-        info!(
-            "persistence in {} (fsync {policy:?}): {} sessions, {} retained messages",
-            dir.display(),
-            broker.session_count(),
-            broker.retained_count()
-        );
-        self.store = Some(store);
-        Ok(())
-    }
-
-    /// End of a turn: hands the turn's records to the writer, releases output whose
-    /// records are durable, and compacts when the log has grown.
-    fn sync_store(&mut self) {
-        let Some(store) = self.store.as_mut() else {
-            return;
-        };
-        if let Some((seq, batch)) = self.broker.poll_journal() {
-            store.submit(seq, batch);
-        }
-        self.broker.handle_durable(store.durable());
-        if store.wants_compaction() {
-            store.compact(self.broker.snapshot(Instant::now()));
-        }
-        // Episodes of journal back-pressure, for the log (reads themselves are paused and
-        // resumed by `read` and `resume_paused`).
-        let queued = store.queued_bytes();
-        let limit = self.broker.config().journal_queue_bytes as u64;
-        let now = Instant::now();
-        match self.journal_full_since {
-            None if queued >= limit => {
-                self.journal_full_since = Some(now);
-                if self
-                    .journal_warned_at
-                    .is_none_or(|at| now.duration_since(at) >= JOURNAL_LOG_EVERY)
-                {
-                    self.journal_warned_at = Some(now);
-                    warn!(
-                        "persistence: {queued} bytes wait for the disk (journal_queue_bytes {limit}); not reading from clients until the writer catches up"
-                    );
-                } else {
-                    debug!("persistence: journal queue full again ({queued} bytes)");
-                }
-            }
-            Some(since) if queued < limit => {
-                self.journal_full_since = None;
-                let paused = now.duration_since(since);
-                if self.journal_warned_at == Some(since) {
-                    info!(
-                        "persistence: the writer caught up after {} ms; reading from clients again",
-                        paused.as_millis()
-                    );
-                } else {
-                    debug!(
-                        "persistence: journal queue drained after {} ms",
-                        paused.as_millis()
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Journal bytes the broker may still produce before reading stops: the budget less
-    /// what the writer has not written yet. `None` without persistence.
-    fn journal_room(&self) -> Option<usize> {
-        let store = self.store.as_ref()?;
-        let queued = usize::try_from(store.queued_bytes()).unwrap_or(usize::MAX);
-        Some(
-            self.broker
-                .config()
-                .journal_queue_bytes
-                .saturating_sub(queued),
-        )
-    }
-
     /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
     /// with read work pending, forever otherwise.
     /// How long `poll` may sleep: until the broker's deadline, the accept backoff or the
