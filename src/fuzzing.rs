@@ -21,6 +21,8 @@
 //!   is never in the past right after the timers fired.
 //! - [`topic`]: `protocol::topic::matches` and `SubscriptionTable::collect_matches` agree
 //!   with the naive level-by-level matcher written here.
+//! - [`store`]: the data-file loader never panics, reads in chunks what a whole-file read
+//!   reads, and recovers valid records among garbage (the body lives in `store::fuzzing`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU16;
@@ -38,7 +40,7 @@ use crate::protocol::{
 use crate::store::record::{decode_payload, read_frame, Frame};
 
 /// The fuzz target names, as directories under `fuzz/corpus/`.
-pub const TARGETS: [&str; 4] = ["decode", "split", "broker", "topic"];
+pub const TARGETS: [&str; 5] = ["decode", "split", "broker", "topic", "store"];
 
 /// Runs the harness body of the named target on `data`.
 pub fn run(target: &str, data: &[u8]) {
@@ -47,8 +49,14 @@ pub fn run(target: &str, data: &[u8]) {
         "split" => split(data),
         "broker" => broker(data),
         "topic" => topic(data),
+        "store" => store(data),
         _ => panic!("unknown fuzz target {target}"),
     }
+}
+
+/// Target `store`: see `store::fuzzing`.
+pub fn store(data: &[u8]) {
+    crate::store::fuzzing::loader(data);
 }
 
 /// Target `decode`: see `protocol::fuzzing::decode_round_trip`.

@@ -2,7 +2,9 @@
 //! binary under QoS 1 and QoS 2 load. The promise under test: a message whose PUBACK (or
 //! PUBREC) the broker sent reaches the persistent subscriber after a restart; QoS 2 is
 //! never delivered twice. Also: a second broker on the same data directory is refused
-//! without touching it, and a restored session keeps its user name for ACL checks.
+//! without touching it, and a restored session keeps its user name for ACL checks. And a
+//! full disk (a file-size limit set on the running broker with `prlimit`): publishers are
+//! paused within `journal_queue_bytes`, resume when there is space, and nothing is lost.
 
 mod common;
 
@@ -516,4 +518,200 @@ fn restored_session_keeps_its_user_for_the_acl_and_gets_its_qos1_messages() {
     let _ = proc.child.kill();
     let _ = proc.child.wait();
     let _ = std::fs::remove_dir_all(&base);
+}
+
+// ---- a full disk ---------------------------------------------------------------------
+
+/// `VmHWM` (peak resident set) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+/// Sets the soft file-size limit of process `pid` (`prlimit` from util-linux): writes
+/// that would grow a file past it fail with EFBIG, as on a full disk.
+fn set_file_size_limit(pid: u32, soft: &str) {
+    let ok = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--fsize={soft}:unlimited"))
+        .status()
+        .expect("prlimit (util-linux) is needed by this test")
+        .success();
+    assert!(ok, "prlimit --fsize={soft} failed");
+}
+
+/// Waits for a broker log line containing `text`.
+fn wait_log(lines: &std::sync::mpsc::Receiver<String>, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return,
+            Ok(_) => {}
+            Err(_) => panic!("no log line with {text:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_pauses_publishers_in_bounded_memory_and_they_resume_without_loss() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{mpsc, Arc};
+
+    const TOPICS: usize = 50;
+    const MESSAGES: usize = 40_000; // ~40 MB: far more than the socket buffers hold
+    const PAYLOAD: usize = 1000;
+    let dir = temp_dir("diskfull");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let config = dir.join("wrenmq.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}\njournal_queue_bytes 262144\nallow_anonymous true\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        // SIGXFSZ ignored (inherited across exec), so that a write past the file-size
+        // limit fails with EFBIG instead of killing the process.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; exec \"$0\" -c \"$1\"")
+            .arg(env!("CARGO_BIN_EXE_wrenmq"))
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wrenmq");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("broker: {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        (wait_listening(child, addr), rx)
+    };
+    let payload = |i: usize| {
+        let mut p = format!("{i:08}").into_bytes();
+        p.resize(PAYLOAD, b'.');
+        p
+    };
+    let retained = |addr: SocketAddr| -> Vec<(String, Vec<u8>)> {
+        let (mut r, _) = Client::connect(addr, "reader", true);
+        r.subscribe(1, "r/#", QoS::AtMostOnce);
+        let mut got: Vec<(String, Vec<u8>)> = (0..TOPICS)
+            .map(|_| match r.recv() {
+                Some(Got::Publish {
+                    topic,
+                    payload,
+                    retain: true,
+                    ..
+                }) => (topic, payload),
+                other => panic!("expected a retained message, got {other:?}"),
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let mut expected: Vec<(String, Vec<u8>)> = (MESSAGES - TOPICS..MESSAGES)
+        .map(|i| (format!("r/{}", i % TOPICS), payload(i)))
+        .collect();
+    expected.sort();
+
+    let (broker, lines) = start();
+    let pid = broker.child.id();
+    let (mut publisher, _) = Client::connect(broker.addr, "retainer", true);
+    let before = peak_rss(pid);
+    set_file_size_limit(pid, "0"); // the disk is full from now on
+
+    // A QoS 0 retained publisher, the kind nothing else slows down, as fast as it can.
+    let sent = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = mpsc::channel();
+    let progress = Arc::clone(&sent);
+    let writer = std::thread::spawn(move || {
+        for i in 0..MESSAGES {
+            let mut bytes = Vec::new();
+            Packet::Publish(wrenmq::protocol::Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: true,
+                topic: &format!("r/{}", i % TOPICS),
+                packet_id: None,
+                properties: Properties::EMPTY,
+                payload: &payload(i),
+            })
+            .encode(ProtocolVersion::V311, &mut bytes);
+            publisher.stream.write_all(&bytes).expect("publish");
+            progress.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+        }
+        // In order after them all: its PUBACK means every record before it is durable.
+        publisher.publish("last", b"x", QoS::AtLeastOnce, 1);
+        let acked = publisher.recv();
+        let _ = done_tx.send(acked);
+    });
+
+    wait_log(&lines, "not reading from clients");
+    // Let the socket buffers fill: the publisher stalls once nothing is read.
+    let mut last = sent.load(Ordering::SeqCst);
+    let settle = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = sent.load(Ordering::SeqCst);
+        if now == last || Instant::now() > settle {
+            break;
+        }
+        last = now;
+    }
+    assert!(
+        done_rx.try_recv().is_err(),
+        "the publisher was not slowed down"
+    );
+    let total = (MESSAGES * (PAYLOAD + 10)) as u64;
+    assert!(
+        sent.load(Ordering::SeqCst) < total / 2,
+        "the publisher got {} of {total} bytes out while the disk was full",
+        sent.load(Ordering::SeqCst)
+    );
+    let growth = peak_rss(pid).saturating_sub(before);
+    eprintln!(
+        "disk full: publisher sent {} of {total} bytes, peak RSS grew by {growth} bytes",
+        sent.load(Ordering::SeqCst)
+    );
+    assert!(
+        growth < 16 << 20,
+        "memory grew by {growth} bytes while the disk was full"
+    );
+
+    set_file_size_limit(pid, "unlimited"); // space again
+    let acked = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the publisher finished once the disk had space");
+    assert_eq!(acked, Some(Got::Puback(1)));
+    writer.join().unwrap();
+    wait_log(&lines, "reading from clients again");
+    assert_eq!(
+        retained(broker.addr),
+        expected,
+        "the last value of every topic"
+    );
+
+    // And all of it is on disk.
+    drop(broker);
+    let (broker, _lines) = start();
+    assert_eq!(retained(broker.addr), expected, "after a restart");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -159,6 +159,11 @@ impl Journal {
     }
 
     /// Takes the open batch, if it has records.
+    /// Bytes of the open batch.
+    pub fn open_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn take_batch(&mut self) -> Option<(u64, Vec<u8>)> {
         if self.buf.is_empty() {
             return None;

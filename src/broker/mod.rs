@@ -868,6 +868,12 @@ impl Broker {
         self.journal.take_batch()
     }
 
+    /// Bytes of records this turn has journaled so far (the batch `poll_journal` returns
+    /// next): the loop counts them against its journal budget while it reads.
+    pub fn journal_bytes(&self) -> usize {
+        self.journal.open_bytes()
+    }
+
     /// Batches up to `seq` are durable: release the output that waited for them.
     pub fn handle_durable(&mut self, seq: u64) {
         if seq <= self.journal.durable {

@@ -84,6 +84,10 @@ pub struct Config {
     /// Bytes waiting in one client's write buffer beyond which QoS 0 messages to that client
     /// are dropped and the client's own input is no longer read until it drains.
     pub max_write_buffer: usize,
+    /// Journal bytes handed to the persistence writer and not yet written (wrenmq's own key
+    /// `journal_queue_bytes`): over it the loop stops reading clients until the writer
+    /// catches up, so a slow or full disk slows publishers instead of filling memory.
+    pub journal_queue_bytes: usize,
     /// Whether retained messages are stored.
     pub retain_available: bool,
     /// Whether clients without a user name may connect. Default true without a config
@@ -189,6 +193,7 @@ impl Default for Config {
             max_connections: 0,
             connect_timeout: Duration::from_secs(30),
             max_write_buffer: 1 << 20,
+            journal_queue_bytes: 4 << 20,
             retain_available: true,
             allow_anonymous: true,
             password_file: None,

@@ -459,6 +459,14 @@ impl Parser {
             "max_write_buffer" => {
                 self.cfg.max_write_buffer = line.usize("a byte count")?;
             }
+            "journal_queue_bytes" => {
+                let n = line.int(
+                    65_536,
+                    i64::from(u32::MAX),
+                    "a byte count of at least 65536",
+                )?;
+                self.cfg.journal_queue_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+            }
             "max_connect_packet_size" => {
                 self.cfg.max_connect_packet_size = line.int(
                     20,

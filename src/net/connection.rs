@@ -60,7 +60,8 @@ pub(crate) struct Connection {
     tail: Vec<u8>,
     /// Whether WRITABLE interest is registered (output left after a flush).
     writable: bool,
-    /// Reading is paused because the broker's output buffer for it is over the bound.
+    /// Reading is paused because the broker's output buffer for it is over the bound, or
+    /// the journal queue is full.
     pub(crate) paused: bool,
     /// Listed in the loop's "still readable" work list.
     pub(crate) queued: bool,
@@ -94,7 +95,8 @@ pub(crate) enum ReadEnd {
     Drained,
     /// The turn's read budget is spent; more may be waiting in the kernel.
     Capped,
-    /// The broker wants no more input until this connection's output drains.
+    /// The broker wants no more input until this connection's output drains, or the
+    /// journal is over its budget until the writer catches up.
     Paused,
     /// The peer closed its side.
     PeerClosed,
@@ -124,6 +126,10 @@ pub(crate) struct ReadCtx<'a> {
     pub(crate) max_packet_size: u32,
     pub(crate) turn: u64,
     pub(crate) now: Instant,
+    /// Journal bytes this turn may still add before reading stops (journal back-pressure:
+    /// the writer's queue plus this turn's records stay near `journal_queue_bytes`);
+    /// `None` without persistence.
+    pub(crate) journal_room: Option<usize>,
 }
 
 impl Connection {
@@ -161,7 +167,11 @@ impl Connection {
             self.budget_used = 0;
         }
         loop {
-            if !cx.broker.wants_read(id) {
+            if !cx.broker.wants_read(id)
+                || cx
+                    .journal_room
+                    .is_some_and(|room| cx.broker.journal_bytes() >= room)
+            {
                 return ReadEnd::Paused;
             }
             let budget = READ_BUDGET.saturating_sub(self.budget_used);

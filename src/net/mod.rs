@@ -8,6 +8,8 @@
 //! - `token`: the token space (slab keys vs reserved tokens).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
+//! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
+//!   writer thread, journal back-pressure.
 //! - `systemd`: `sd_notify` READY/STOPPING/WATCHDOG messages ([`Server::notify_systemd`]).
 //!
 //! A loop turn:
@@ -22,6 +24,10 @@
 //!    connection the broker ended with final bytes lingers (see `connection`): FIN after
 //!    its last bytes, input discarded until the peer closes, for at most [`LINGER_TIME`].
 //! 5. Free the slab slots of connections closed in this turn.
+//!
+//! Journal back-pressure (persistence on, see `persistence`): while records wait for the disk
+//! beyond `journal_queue_bytes`, every connection is paused like one whose write buffer
+//! is full, until the writer catches up.
 //!
 //! Invariants:
 //! - Slab slots are freed only at the end of a turn (step 5), so an event fetched for a
@@ -39,6 +45,7 @@ mod connection;
 // pub(crate) for the `split` fuzz harness in `crate::fuzzing`.
 pub(crate) mod input;
 mod listener;
+mod persistence;
 mod reload;
 mod shutdown;
 mod systemd;
@@ -125,6 +132,10 @@ struct Core {
     lingering: VecDeque<(Instant, usize, ConnId)>,
     /// The persistence writer, when persistence is on.
     store: Option<Store>,
+    /// Since when the journal queue has been full (reading paused), if it is.
+    journal_full_since: Option<Instant>,
+    /// When a journal back-pressure episode was last logged as a warning.
+    journal_warned_at: Option<Instant>,
     /// SIGTERM/SIGINT/SIGHUP, when [`Server::handle_signals`] was called.
     signals: Option<Signals>,
     /// What SIGHUP re-reads ([`Server::set_reload`]); `None` = nothing to reload.
@@ -188,6 +199,8 @@ impl Server {
             paused: Vec::new(),
             lingering: VecDeque::new(),
             store: None,
+            journal_full_since: None,
+            journal_warned_at: None,
             signals: None,
             reload: None,
             notify: None,
@@ -294,61 +307,6 @@ impl Server {
 }
 
 impl Core {
-    /// Opens the data directory (when persistence is on), replays it into the broker and
-    /// starts a fresh log with a snapshot of what was recovered.
-    fn open_store(&mut self) -> io::Result<()> {
-        let config = self.broker.config();
-        if !config.persistence {
-            return Ok(());
-        }
-        let dir = config.persistence_location.clone();
-        let policy = config.fsync;
-        let shared = Arc::clone(&self.shared);
-        let notify = Box::new(move || shared.wake());
-        let broker = &mut self.broker;
-        let started = Instant::now();
-        // The broker reads no clock; expiry across restarts needs the calendar time.
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        broker.set_wall_clock(crate::broker::WallClock {
-            at: started,
-            unix_ms,
-        });
-        let (mut store, _report) =
-            Store::open(&dir, policy, notify, |r| broker.restore_record(r, started)).map_err(
-                |e| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display())),
-            )?;
-        broker.finish_restore(started);
-        store.compact(broker.snapshot(started));
-        // The first compaction's files must exist before `main` gives the directory to
-        // `user` (else they stay root's) and before READY.
-        store.wait_idle();
-        info!(
-            "persistence in {} (fsync {policy:?}): {} sessions, {} retained messages",
-            dir.display(),
-            broker.session_count(),
-            broker.retained_count()
-        );
-        self.store = Some(store);
-        Ok(())
-    }
-
-    /// End of a turn: hands the turn's records to the writer, releases output whose
-    /// records are durable, and compacts when the log has grown.
-    fn sync_store(&mut self) {
-        let Some(store) = self.store.as_mut() else {
-            return;
-        };
-        if let Some((seq, batch)) = self.broker.poll_journal() {
-            store.submit(seq, batch);
-        }
-        self.broker.handle_durable(store.durable());
-        if store.wants_compaction() {
-            store.compact(self.broker.snapshot(Instant::now()));
-        }
-    }
-
     /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
     /// with read work pending, forever otherwise.
     /// How long `poll` may sleep: until the broker's deadline, the accept backoff or the
@@ -551,6 +509,7 @@ impl Core {
 
     /// Reads one open connection and acts on how the read ended.
     fn read(&mut self, registry: &Registry, key: usize, now: Instant) {
+        let journal_room = self.journal_room();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -567,6 +526,7 @@ impl Core {
             max_packet_size: self.max_packet_size,
             turn: self.turn,
             now,
+            journal_room,
         };
         let id = conn.id;
         match conn.read(&mut cx) {
@@ -659,8 +619,15 @@ impl Core {
         self.ending = ending;
     }
 
-    /// Moves paused connections whose output has drained to the read work list.
+    /// Moves paused connections whose output has drained to the read work list, unless
+    /// the journal queue is still full (then the writer's wake-up brings the loop back).
     fn resume_paused(&mut self) {
+        let journal_full = self
+            .journal_room()
+            .is_some_and(|room| self.broker.journal_bytes() >= room);
+        if journal_full {
+            return;
+        }
         let Core {
             paused,
             conns,

@@ -8,7 +8,9 @@
 //! hold every retained and queued message.
 //!
 //! Recovery starts from the newest intact snapshot `S` and replays every log numbered `S`
-//! or more, in order; with no snapshot it replays every log. A snapshot is written to
+//! or more, in order; with no snapshot it replays every log. Files are read in bounded
+//! chunks (`scan.rs`), so recovery needs memory for the largest record, not the largest
+//! file; damaged files are copied aside the same way. A snapshot is written to
 //! `*.tmp`, fsynced, renamed, the directory fsynced, and read back; only a snapshot that
 //! read back intact lets compaction delete files, and then only those older than the
 //! previous intact snapshot: the previous generation (snapshot and log) stays, so that a
@@ -39,7 +41,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 
-use super::record::{self, decode_payload, FileKind, Frame, Record};
+use super::record::{self, FileKind, Record};
+use super::scan::{self, Scan, ScanError, CHUNK};
 
 /// The lock file's name inside the data directory.
 pub const LOCK_FILE: &str = "wrenmq.lock";
@@ -83,22 +86,6 @@ pub struct RecoveryReport {
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
-}
-
-/// What reading one file found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Scan {
-    records: u64,
-    undecodable: u64,
-    damaged: u64,
-    lost_bytes: u64,
-    torn_bytes: u64,
-}
-
-impl Scan {
-    fn intact(&self) -> bool {
-        self.damaged == 0 && self.lost_bytes == 0 && self.torn_bytes == 0
-    }
 }
 
 pub fn log_path(dir: &Path, index: u64) -> PathBuf {
@@ -218,10 +205,29 @@ fn move_aside(path: &Path, why: &str) -> Option<PathBuf> {
     }
 }
 
-/// Keeps a copy of a damaged file (whose `bytes` are read) next to it, unless an earlier
-/// start already kept an identical one; returns the copy's path. The original stays in
-/// place: recovery may still need it if this start is interrupted.
-fn keep_copy(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+/// Whether two files have the same contents, compared a chunk at a time.
+fn same_contents(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut a, mut b) = (File::open(a)?, File::open(b)?);
+    if a.metadata()?.len() != b.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut x, mut y) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        b.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Keeps a copy of a damaged file next to it, unless an earlier start already kept an
+/// identical one; returns the copy's path. The original stays in place: recovery may
+/// still need it if this start is interrupted. Copied in chunks, never held whole.
+fn keep_copy(path: &Path) -> io::Result<PathBuf> {
     if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) {
         let prefix = format!("{name}.corrupt-");
         for entry in fs::read_dir(dir)?.flatten() {
@@ -229,12 +235,7 @@ fn keep_copy(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
                 .file_name()
                 .to_str()
                 .is_some_and(|n| n.starts_with(&prefix));
-            if same_name
-                && entry
-                    .metadata()
-                    .is_ok_and(|m| m.len() == bytes.len() as u64)
-                && fs::read(entry.path()).is_ok_and(|b| b == bytes)
-            {
+            if same_name && same_contents(path, &entry.path()).unwrap_or(false) {
                 return Ok(entry.path());
             }
         }
@@ -245,7 +246,7 @@ fn keep_copy(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
         .create_new(true)
         .mode(FILE_MODE)
         .open(&target)?;
-    file.write_all(bytes)?;
+    io::copy(&mut File::open(path)?, &mut file)?;
     file.sync_all()?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
@@ -253,53 +254,17 @@ fn keep_copy(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     Ok(target)
 }
 
-/// Reads every frame of a file, skipping damaged stretches (v2) and stopping at a torn
-/// tail. `Err` if the header is unusable.
-fn scan(bytes: &[u8], kind: FileKind, mut apply: impl FnMut(Record<'_>)) -> Result<Scan, String> {
-    let version = record::check_header(bytes, kind)?;
-    let mut s = Scan::default();
-    let mut at = record::HEADER_LEN;
-    while at < bytes.len() {
-        let frame = record::read_frame_of(version, &bytes[at..]);
-        if let Frame::Complete { payload, len } = frame {
-            match decode_payload(payload) {
-                Ok(r) => {
-                    apply(r);
-                    s.records += 1;
-                }
-                // A frame whose CRC matches but that this build cannot read: skip it.
-                Err(_) => s.undecodable += 1,
-            }
-            at += len;
-            continue;
-        }
-        // v1 frames carry no sync marker, so a v1 file cannot be read past damage.
-        let next = if version >= 2 {
-            record::next_frame(bytes, at + 1)
-        } else {
-            None
-        };
-        match next {
-            Some(next) => {
-                s.damaged += 1;
-                s.lost_bytes += (next - at) as u64;
-                at = next;
-            }
-            None => {
-                let rest = &bytes[at..];
-                // An incomplete last frame, or zeros where a file was extended but its
-                // data never written: an interrupted write, not damage.
-                if frame == Frame::Torn || rest.iter().all(|&b| b == 0) {
-                    s.torn_bytes = rest.len() as u64;
-                } else {
-                    s.damaged += 1;
-                    s.lost_bytes += rest.len() as u64;
-                }
-                break;
-            }
-        }
+/// Scans the file at `path` in bounded chunks (see `scan`).
+fn scan_file(
+    path: &Path,
+    kind: FileKind,
+    apply: impl FnMut(Record<'_>),
+) -> io::Result<Result<Scan, String>> {
+    match scan::scan(File::open(path)?, kind, CHUNK, apply) {
+        Ok(s) => Ok(Ok(s)),
+        Err(ScanError::Header(why)) => Ok(Err(why)),
+        Err(ScanError::Io(e)) => Err(e),
     }
-    Ok(s)
 }
 
 impl RecoveryReport {
@@ -312,8 +277,8 @@ impl RecoveryReport {
     }
 
     /// Keeps a copy of a damaged file and says what was salvaged from it.
-    fn damaged_file(&mut self, path: &Path, bytes: &[u8], s: &Scan, used: &str) {
-        let copy = match keep_copy(path, bytes) {
+    fn damaged_file(&mut self, path: &Path, s: &Scan, used: &str) {
+        let copy = match keep_copy(path) {
             Ok(copy) => {
                 let shown = copy.display().to_string();
                 self.set_aside.push(copy);
@@ -349,21 +314,21 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
 
     // The newest intact snapshot. A damaged newer one is copied aside; the newest
     // readable damaged one is remembered for salvage in case no intact one is left.
-    let mut base: Option<(u64, Vec<u8>)> = None;
-    let mut salvage: Option<(u64, Vec<u8>)> = None;
+    // Each is read twice (checked, then replayed), never held in memory whole.
+    let mut base: Option<&DataFile> = None;
+    let mut salvage: Option<&DataFile> = None;
     let mut damaged_newer = Vec::new();
     for f in files.iter().rev().filter(|f| f.is_snapshot) {
-        let bytes = fs::read(&f.path)?;
-        match scan(&bytes, FileKind::Snapshot, |_| {}) {
+        match scan_file(&f.path, FileKind::Snapshot, |_| {})? {
             Ok(s) if s.intact() => {
-                base = Some((f.index, bytes));
+                base = Some(f);
                 break;
             }
             Ok(s) => {
-                report.damaged_file(&f.path, &bytes, &s, " (not used yet)");
+                report.damaged_file(&f.path, &s, " (not used yet)");
                 damaged_newer.push(f.index);
                 if salvage.is_none() {
-                    salvage = Some((f.index, bytes));
+                    salvage = Some(f);
                 }
             }
             Err(why) => {
@@ -373,19 +338,25 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
             }
         }
     }
-    let start = if let Some((index, bytes)) = base {
+    let start = if let Some(&DataFile {
+        index, ref path, ..
+    }) = base
+    {
         if !damaged_newer.is_empty() {
             warn!(
                 "snapshot(s) {damaged_newer:?} damaged: falling back to snapshot {index} and the logs after it"
             );
         }
-        // Intact: cannot fail now.
-        let s = scan(&bytes, FileKind::Snapshot, &mut apply).unwrap_or_default();
+        // Intact when checked above: a header error now cannot happen.
+        let s = scan_file(path, FileKind::Snapshot, &mut apply)?.unwrap_or_default();
         report.add(&s);
         report.snapshot = Some(index);
         Some(index)
-    } else if let Some((index, bytes)) = salvage {
-        let s = scan(&bytes, FileKind::Snapshot, &mut apply).unwrap_or_default();
+    } else if let Some(&DataFile {
+        index, ref path, ..
+    }) = salvage
+    {
+        let s = scan_file(path, FileKind::Snapshot, &mut apply)?.unwrap_or_default();
         warn!(
             "no intact snapshot left: salvaged {} records of damaged snapshot {index} ({} bytes lost) and replaying the logs after it",
             s.records, s.lost_bytes
@@ -401,12 +372,11 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
         .iter()
         .filter(|f| !f.is_snapshot && start.is_none_or(|s| f.index >= s))
     {
-        let bytes = fs::read(&f.path)?;
-        match scan(&bytes, FileKind::Log, &mut apply) {
+        match scan_file(&f.path, FileKind::Log, &mut apply)? {
             Ok(s) => {
                 report.add(&s);
                 if s.damaged > 0 {
-                    report.damaged_file(&f.path, &bytes, &s, " and replayed");
+                    report.damaged_file(&f.path, &s, " and replayed");
                 }
                 if s.torn_bytes > 0 {
                     warn!(
@@ -480,8 +450,8 @@ pub fn write_snapshot(dir: &Path, index: u64, records: &[u8]) -> io::Result<()> 
 /// Reads snapshot `index` back and checks that every frame is intact: only then may the
 /// files it replaces go.
 pub fn verify_snapshot(dir: &Path, index: u64) -> Result<(), String> {
-    let bytes = fs::read(snapshot_path(dir, index)).map_err(|e| e.to_string())?;
-    let s = scan(&bytes, FileKind::Snapshot, |_| {})?;
+    let s = scan_file(&snapshot_path(dir, index), FileKind::Snapshot, |_| {})
+        .map_err(|e| e.to_string())??;
     if s.intact() && s.undecodable == 0 {
         Ok(())
     } else {
@@ -506,6 +476,7 @@ pub fn remove_older(dir: &Path, index: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::record::Frame;
 
     fn tempdir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("wrenmq-files-{name}-{}", std::process::id()));
@@ -751,6 +722,50 @@ mod tests {
         );
         drop(first);
         let _again = lock(&dir).expect("free once the holder is gone");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_log_larger_than_the_read_chunk_recovers_with_frames_across_chunk_boundaries() {
+        // 3000 records of 1000-odd bytes: ~3 MB, 50 read chunks, and frames of every
+        // alignment against the chunk edges; a damaged frame in the middle and a torn tail.
+        let mut body = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..3000u64 {
+            starts.push(body.len());
+            Record::Message {
+                id: i,
+                qos: 1,
+                retain: false,
+                topic: "big/log",
+                payload: &vec![i as u8; 1000 + (i % 97) as usize],
+            }
+            .encode(&mut body);
+        }
+        let mut bytes = file(FileKind::Log, &body);
+        bytes[record::HEADER_LEN + starts[1500] + 30] ^= 0x04;
+        bytes.truncate(bytes.len() - 7);
+        assert!(bytes.len() > 40 * scan::CHUNK);
+        let dir = tempdir("chunked");
+        fs::write(log_path(&dir, 1), &bytes).unwrap();
+        let (seen, report) = ids(&dir);
+        let expected: Vec<u64> = (0..2999).filter(|&i| i != 1500).collect();
+        assert_eq!(seen, expected);
+        assert_eq!(report.damaged, 1);
+        assert_eq!(report.lost_bytes as usize, starts[1501] - starts[1500]);
+        assert_eq!(report.torn_bytes as usize, body.len() - 7 - starts[2999]);
+        // The same with tiny chunks, against the whole-file reader.
+        for chunk in [1, 5, 13, 4096] {
+            let mut streamed = Vec::new();
+            let s = scan::scan(io::Cursor::new(&bytes), FileKind::Log, chunk, |r| {
+                streamed.push(format!("{r:?}"))
+            })
+            .unwrap();
+            let mut whole = Vec::new();
+            let w =
+                scan::scan_slice(&bytes, FileKind::Log, |r| whole.push(format!("{r:?}"))).unwrap();
+            assert_eq!((s, &streamed), (w, &whole), "chunk {chunk}");
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,6 +9,13 @@
 //! keeps serving and the next batches pile up, so a slow SD card lowers the ack rate per
 //! fsync, not the loop's responsiveness.
 //!
+//! Back-pressure: [`Store::queued_bytes`] counts the bytes submitted and not yet written.
+//! The loop stops reading clients while it is over `journal_queue_bytes` (see `net`), so
+//! a slow or full SD card slows publishers down instead of growing this queue; the writer
+//! wakes the loop after every write so that reading resumes as soon as it catches up.
+//! While writes fail, batches wait in the writer (bounded by that budget) and are retried
+//! every [`RETRY_AFTER`]; their acknowledgements stay held until they are durable.
+//!
 //! Compaction ([`Store::compact`]) starts a new log and writes a snapshot of the live state
 //! (serialized by the broker on the loop thread, which is a memory copy of live state and
 //! gives a consistent cut without locks); the writer thread does the file work (tmp, fsync,
@@ -20,11 +27,15 @@
 //! [`Store::open`] first takes the data directory's lock (`files::lock`): a second broker
 //! on the same directory fails there, before reading, repairing or compacting anything.
 //!
-//! Module map: `record` (the byte format), `files` (directory layout, lock, recovery,
+//! Module map: `record` (the byte format), `scan` (reading a file's frames in bounded
+//! chunks), `files` (directory layout, lock, recovery,
 //! atomic snapshot writes), this file (the writer thread and its handle).
 
 pub mod files;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod record;
+pub mod scan;
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -62,6 +73,13 @@ struct Shared {
     durable: AtomicU64,
     /// Set after a write error, cleared by the next successful write; logged once.
     failing: AtomicBool,
+    /// Bytes of batches submitted and not yet written to the log.
+    queued: AtomicU64,
+    /// Index of the last compaction the writer has carried out (or given up on).
+    compacted: AtomicU64,
+    /// Test hook: appends fail as on a full disk while set.
+    #[cfg(test)]
+    fail_writes: AtomicBool,
 }
 
 /// The handle the event loop owns.
@@ -97,6 +115,10 @@ impl Store {
         let shared = Arc::new(Shared {
             durable: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            queued: AtomicU64::new(0),
+            compacted: AtomicU64::new(report.last_index),
+            #[cfg(test)]
+            fail_writes: AtomicBool::new(false),
         });
         let writer = Writer {
             dir: dir.to_path_buf(),
@@ -108,6 +130,8 @@ impl Store {
             log_len: 0,
             pending: Vec::new(),
             pending_seq: 0,
+            written_seq: 0,
+            log_index: 0,
             last_sync: Instant::now(),
             unsynced: false,
             keep_from: report.snapshot,
@@ -142,6 +166,9 @@ impl Store {
     /// Queues batch `seq` (numbers increase by one per batch) of framed records.
     pub fn submit(&mut self, seq: u64, bytes: Vec<u8>) {
         self.log_bytes += bytes.len() as u64;
+        self.shared
+            .queued
+            .fetch_add(bytes.len() as u64, Ordering::AcqRel);
         // A send fails only if the writer thread is gone, which `Drop` alone causes.
         let _ = self.tx.send(Command::Append { seq, bytes });
     }
@@ -153,9 +180,25 @@ impl Store {
         self.shared.durable.load(Ordering::Acquire)
     }
 
-    /// Whether the log has grown enough to be worth compacting.
+    /// Bytes submitted and not yet written to the log (what the writer holds in memory,
+    /// besides a snapshot being written).
+    pub fn queued_bytes(&self) -> u64 {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether the log has grown enough to be worth compacting. Never while the previous
+    /// compaction is still with the writer, so at most one snapshot copy waits in memory
+    /// however long writes fail.
     pub fn wants_compaction(&self) -> bool {
-        self.log_bytes > COMPACT_MIN_LOG_BYTES && self.log_bytes > 2 * self.snapshot_bytes
+        self.log_bytes > COMPACT_MIN_LOG_BYTES
+            && self.log_bytes > 2 * self.snapshot_bytes
+            && self.shared.compacted.load(Ordering::Acquire) >= self.log_index
+    }
+
+    /// Test hook: makes appends fail (`true`) as on a full disk, or work again.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self, fail: bool) {
+        self.shared.fail_writes.store(fail, Ordering::Release);
     }
 
     /// Starts a new log and writes `snapshot` (framed records of the whole live state, as
@@ -216,6 +259,11 @@ struct Writer {
     pending: Vec<u8>,
     /// Sequence number of the last batch in `pending`.
     pending_seq: u64,
+    /// Sequence number of the last batch written to the log (durable once fsynced).
+    written_seq: u64,
+    /// Index of the log appends should go to: the last compaction's. When creating it
+    /// failed (no log is open), appending creates it first.
+    log_index: u64,
     last_sync: Instant,
     unsynced: bool,
     /// The newest snapshot known intact (written and read back, or recovered from): files
@@ -229,7 +277,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 impl Writer {
     fn run(mut self) {
         loop {
-            let wait = if !self.pending.is_empty() {
+            // Retry failed writes, and under `batch` a failed fsync: acknowledgements wait
+            // for it, and the loop may have paused reading until the queue drains.
+            let retry =
+                !self.pending.is_empty() || (self.policy == FsyncPolicy::Batch && self.unsynced);
+            let wait = if retry {
                 Some(RETRY_AFTER)
             } else {
                 match self.policy {
@@ -288,38 +340,87 @@ impl Writer {
     }
 
     /// Writes the pending batches and, under `batch`, fsyncs them; then publishes the new
-    /// durable sequence number.
+    /// durable sequence number. Wakes the loop after any progress: a durable batch
+    /// releases acknowledgements, a write frees room in the queue (see `queued_bytes`).
     fn write_pending(&mut self) {
+        let wrote = self.append_pending();
+        let synced = self.policy != FsyncPolicy::Batch || self.sync();
+        let mut progress = wrote;
+        if synced && self.written_seq > self.shared.durable.load(Ordering::Acquire) {
+            self.shared
+                .durable
+                .store(self.written_seq, Ordering::Release);
+            progress = true;
+        }
+        if progress {
+            (self.notify)();
+        }
+    }
+
+    /// Appends the pending batches to the log; returns whether anything was written.
+    fn append_pending(&mut self) -> bool {
         if self.pending.is_empty() {
-            return;
+            return false;
+        }
+        if let Some(e) = self.injected_failure() {
+            self.failed("appending to the log", &e);
+            return false;
+        }
+        if self.log.is_none() && self.log_index > 0 {
+            // Creating the log failed at the last compaction (a full disk at start-up):
+            // create it now. Nothing is lost by its missing snapshot: the files it would
+            // have replaced are all still there, and recovery replays them before it.
+            match files::create_log(&self.dir, self.log_index) {
+                Ok(file) => {
+                    self.log = Some(file);
+                    self.log_len = record::HEADER_LEN as u64;
+                }
+                Err(e) => {
+                    self.failed("creating a new log", &e);
+                    return false;
+                }
+            }
         }
         let Some(log) = self.log.as_mut() else {
             self.failed(
                 "appending to the log",
                 &io::Error::other("no log file is open"),
             );
-            return;
+            return false;
         };
         if let Err(e) = log.write_all(&self.pending) {
             // Cut a partial write back so the next attempt starts on a record boundary.
             let _ = log.set_len(self.log_len);
             let _ = log.seek(SeekFrom::Start(self.log_len));
             self.failed("appending to the log", &e);
-            return;
+            return false;
         }
-        self.log_len += self.pending.len() as u64;
+        let written = self.pending.len() as u64;
+        self.log_len += written;
+        self.shared.queued.fetch_sub(written, Ordering::AcqRel);
         self.pending.clear();
         if self.pending.capacity() > 1 << 20 {
             self.pending = Vec::new();
         }
         self.unsynced = true;
-        if self.policy == FsyncPolicy::Batch && !self.sync() {
-            return;
+        self.written_seq = self.pending_seq;
+        if self.policy != FsyncPolicy::Batch && self.shared.failing.swap(false, Ordering::AcqRel) {
+            info!("data directory {} is writable again", self.dir.display());
         }
+        true
+    }
+
+    #[cfg(test)]
+    fn injected_failure(&self) -> Option<io::Error> {
         self.shared
-            .durable
-            .store(self.pending_seq, Ordering::Release);
-        (self.notify)();
+            .fail_writes
+            .load(Ordering::Acquire)
+            .then(|| io::Error::other("injected by a test: no space left"))
+    }
+
+    #[cfg(not(test))]
+    fn injected_failure(&self) -> Option<io::Error> {
+        None
     }
 
     /// fsyncs the log; returns whether it succeeded.
@@ -347,18 +448,32 @@ impl Writer {
     }
 
     fn compact(&mut self, index: u64, snapshot: &[u8]) {
+        self.compact_files(index, snapshot);
+        self.shared.compacted.store(index, Ordering::Release);
+    }
+
+    fn compact_files(&mut self, index: u64, snapshot: &[u8]) {
         // Everything before the snapshot point must be in the old log first, so that a crash
         // before the snapshot's rename still recovers from the old files.
         self.write_pending();
         if !self.pending.is_empty() || !self.sync() {
             return; // writes are failing; keep the current log and try compacting later
         }
-        match files::create_log(&self.dir, index) {
+        let created = match self.injected_failure() {
+            Some(e) => Err(e),
+            None => files::create_log(&self.dir, index),
+        };
+        match created {
             Ok(file) => {
                 self.log = Some(file);
                 self.log_len = record::HEADER_LEN as u64;
+                self.log_index = index;
             }
             Err(e) => {
+                if self.log.is_none() {
+                    // No log to append to: the next append creates this one.
+                    self.log_index = index;
+                }
                 self.failed("creating a new log", &e);
                 return;
             }
@@ -575,6 +690,73 @@ mod tests {
         let mut seen = Vec::new();
         drop(open(&dir, FsyncPolicy::Batch, &mut seen));
         assert_eq!(seen, [0, 1, 2, 3]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn failing_writes_hold_batches_and_lose_nothing_when_the_disk_recovers() {
+        let dir = tempdir("failing");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let (mut store, _) = Store::open(
+            &dir,
+            FsyncPolicy::Batch,
+            Box::new(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            }),
+            |_| {},
+        )
+        .unwrap();
+        store.compact(Vec::new());
+        store.wait_idle();
+        store.fail_writes(true);
+        let mut submitted = 0;
+        for seq in 1..=3 {
+            let b = batch(seq * 10..seq * 10 + 5);
+            submitted += b.len() as u64;
+            store.submit(seq, b);
+        }
+        store.wait_idle();
+        // The writer tried and failed: nothing durable, every byte still counted as queued
+        // (what the loop's back-pressure looks at).
+        assert_eq!(store.durable(), 0);
+        assert_eq!(store.queued_bytes(), submitted);
+        let woken = calls.load(Ordering::SeqCst);
+        store.fail_writes(false);
+        // Retried without a new batch arriving.
+        wait_durable(&store, 3);
+        assert_eq!(store.queued_bytes(), 0);
+        assert!(calls.load(Ordering::SeqCst) > woken, "the loop was woken");
+        store.close();
+        let mut seen = Vec::new();
+        drop(open(&dir, FsyncPolicy::Batch, &mut seen));
+        let expected: Vec<u64> = (1..=3).flat_map(|s| s * 10..s * 10 + 5).collect();
+        assert_eq!(seen, expected);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_log_that_could_not_be_created_at_start_is_created_by_the_next_append() {
+        // A full disk at start-up: the first compaction cannot create the new log. Before,
+        // no log was ever opened again and acknowledgements were held for good.
+        let dir = tempdir("nolog");
+        let mut seen = Vec::new();
+        let mut store = open(&dir, FsyncPolicy::Batch, &mut seen);
+        store.compact(Vec::new());
+        store.close();
+        let mut store = open(&dir, FsyncPolicy::Batch, &mut seen);
+        store.fail_writes(true);
+        store.compact(Vec::new());
+        store.wait_idle();
+        store.submit(1, batch(0..2));
+        store.wait_idle();
+        assert_eq!(store.durable(), 0);
+        store.fail_writes(false);
+        wait_durable(&store, 1);
+        store.close();
+        let mut seen = Vec::new();
+        drop(open(&dir, FsyncPolicy::Batch, &mut seen));
+        assert_eq!(seen, [0, 1]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -37,6 +37,7 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "fsync",
     "connect_timeout",
     "max_write_buffer",
+    "journal_queue_bytes",
     "max_connect_packet_size",
     "max_filters_per_subscribe",
     "max_subscriptions_per_client",

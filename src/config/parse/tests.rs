@@ -516,3 +516,17 @@ fn resource_bounds_and_memory_limit_are_parsed() {
     let bad = "max_client_id_length 0\n";
     assert!(parse_with(&mem(&[("/etc/w.conf", bad)]), Path::new("/etc/w.conf")).is_err());
 }
+
+#[test]
+fn journal_queue_bytes_is_a_byte_count_of_at_least_64_kib() {
+    assert_eq!(Config::default().journal_queue_bytes, 4 << 20);
+    assert_eq!(
+        ok("journal_queue_bytes 1048576").config.journal_queue_bytes,
+        1 << 20
+    );
+    assert_eq!(
+        err("journal_queue_bytes 100"),
+        "/etc/w.conf:1: journal_queue_bytes: invalid value '100' \
+         (expected a byte count of at least 65536)"
+    );
+}
