@@ -118,7 +118,11 @@ fn main() -> ExitCode {
             },
         );
     // Last thing as root: listeners are bound, the data directory is open and locked, the
-    // log and pid files are written.
+    // log and pid files are written. The start-up compaction runs on the store's thread:
+    // its files must exist before the directory is given to `user`, or they stay root's.
+    if privileges::is_root() && privilege_plan.0.as_deref().is_some_and(|u| u != "root") {
+        server.wait_for_store();
+    }
     if let Err(e) = drop_privileges(privilege_plan) {
         eprintln!("wrenmq: {e}");
         remove_pid_file(pid_file);

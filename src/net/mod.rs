@@ -260,6 +260,16 @@ impl Server {
         self.core.notify = systemd::Notifier::from_env(Instant::now());
     }
 
+    /// Waits until the store's writer has done everything submitted so far, the start-up
+    /// compaction included. `main` calls it before handing the data directory to `user`,
+    /// so that the files that compaction creates are not left root's; other starts do
+    /// not wait (the loop serves while the snapshot is written).
+    pub fn wait_for_store(&self) {
+        if let Some(store) = &self.core.store {
+            store.wait_idle();
+        }
+    }
+
     /// A handle that makes [`Server::run`] return; see [`ShutdownHandle`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle::new(Arc::clone(&self.core.shared))

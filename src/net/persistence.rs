@@ -51,9 +51,6 @@ impl Core {
             )?;
         broker.finish_restore(started);
         store.compact(broker.snapshot(started));
-        // The first compaction's files must exist before `main` gives the directory to
-        // `user` (else they stay root's) and before READY.
-        store.wait_idle();
         info!(
             "persistence in {} (fsync {policy:?}): {} sessions, {} retained messages",
             dir.display(),

@@ -214,9 +214,9 @@ impl Store {
     }
 
     /// Blocks until the writer has carried out everything submitted so far (appends and
-    /// compactions). Used once at start-up, so that the files the first compaction creates
-    /// exist before `main` hands the directory to the configured `user` and before the
-    /// broker reports ready; never on the loop's hot path.
+    /// compactions). Used once at start-up when the broker drops root, so that the files
+    /// the first compaction creates exist before `main` hands the directory to the
+    /// configured `user`; never on the loop's hot path.
     pub fn wait_idle(&self) {
         let (tx, rx) = mpsc::sync_channel(1);
         if self.tx.send(Command::Barrier(tx)).is_ok() {
