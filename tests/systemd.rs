@@ -263,6 +263,19 @@ fn stderr_of(child: &mut Child) -> String {
     s
 }
 
+/// Asserts that every entry directly in `dir` belongs to `uid`; returns how many there are.
+fn assert_all_owned_by(dir: &std::path::Path, uid: u32) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let owner = entry.metadata().unwrap().uid();
+        assert_eq!(owner, uid, "{:?} belongs to uid {owner}", entry.path());
+        n += 1;
+    }
+    n
+}
+
 #[test]
 fn user_nobody_drops_root_after_binding() {
     if !nix::unistd::Uid::effective().is_root() {
@@ -313,18 +326,7 @@ fn user_nobody_drops_root_after_binding() {
     assert_eq!(std::fs::metadata(&data).unwrap().uid(), nobody.uid.as_raw());
     // The start-up compaction's log and snapshot too: they used to be written by the
     // store's thread after the chown and before the switch, and stay root's.
-    let mut files = 0;
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        assert_eq!(
-            meta.uid(),
-            nobody.uid.as_raw(),
-            "{:?} is not nobody's",
-            entry.path()
-        );
-        files += 1;
-    }
+    let files = assert_all_owned_by(&data, nobody.uid.as_raw());
     assert!(
         files >= 2,
         "expected a log and a snapshot, found {files} files"
@@ -341,7 +343,6 @@ fn user_owned_existing_data_directory_gets_the_files_root_made_at_start() {
         eprintln!("skipped: needs root");
         return;
     }
-    use std::os::unix::fs::MetadataExt;
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let tmp = TempDir::new("user-existing");
     let data = tmp.0.join("data");
@@ -363,15 +364,7 @@ fn user_owned_existing_data_directory_gets_the_files_root_made_at_start() {
     mqtt_connect(&mut client);
     // Recovery and the start-up compaction ran as root, before the switch; a later start
     // as nobody (systemd User=) must still read every file.
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let entry = entry.unwrap();
-        assert_eq!(
-            entry.metadata().unwrap().uid(),
-            nobody.uid.as_raw(),
-            "{:?} is not nobody's",
-            entry.path()
-        );
-    }
+    assert_all_owned_by(&data, nobody.uid.as_raw());
     signal(&child, "TERM");
     expect_closed(&mut client);
     let status = wait_exit(&mut child, Duration::from_secs(10));
