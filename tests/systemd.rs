@@ -14,7 +14,31 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-fn spawn(port: u16, env: &[(&str, &str)]) -> Child {
+/// A broker process that never outlives its test, even one that fails: dropped, it is
+/// killed and reaped. Derefs to the `Child` for signals and exit checks.
+struct Broker(Child);
+
+impl std::ops::Deref for Broker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Broker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(port: u16, env: &[(&str, &str)]) -> Broker {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrenmq"));
     // No persistence: these tests run in parallel, and one data directory admits one
     // broker at a time.
@@ -28,7 +52,7 @@ fn spawn(port: u16, env: &[(&str, &str)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    Broker(cmd.spawn().unwrap())
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -224,7 +248,7 @@ impl Drop for TempDir {
     }
 }
 
-fn spawn_with_config(conf: &std::path::Path, env: &[(&str, &str)]) -> Child {
+fn spawn_with_config(conf: &std::path::Path, env: &[(&str, &str)]) -> Broker {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrenmq"));
     cmd.arg("-c")
         .arg(conf)
@@ -237,7 +261,7 @@ fn spawn_with_config(conf: &std::path::Path, env: &[(&str, &str)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    Broker(cmd.spawn().unwrap())
 }
 
 /// The real, effective, saved and filesystem ids of every thread of `pid`.
