@@ -37,6 +37,8 @@ macro_rules! lanes {
 
 mod connect;
 mod error;
+#[cfg(any(fuzzing, test))]
+pub(crate) mod fuzzing;
 mod journal;
 mod message;
 mod publish;
