@@ -15,7 +15,8 @@
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
 //! - [`passwd`]: the `wrenmq passwd` subcommand (Mosquitto password files).
 //! - [`privileges`]: dropping root to the configured `user` after start-up.
-//! - `fuzzing` (only under `cfg(fuzzing)` and tests): the cargo-fuzz harness bodies.
+//! - `fuzzing` (only under `cfg(fuzzing)` and tests): the cargo-fuzz entry points; each
+//!   harness body lives beside its code (`protocol`, `net`, `broker`, `store`::fuzzing).
 
 #![forbid(unsafe_code)]
 

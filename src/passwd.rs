@@ -9,31 +9,25 @@
 //!
 //! Files are written as `user:$7$<iter>$<salt>$<hash>` (PBKDF2-HMAC-SHA512, 12-byte salt,
 //! 101 iterations by default), exactly what `mosquitto_passwd` 2.0 writes, so either tool
-//! and either broker can use them. The edits themselves are pure functions on the file's
-//! text; [`run`] adds the terminal and the file system.
-//!
-//! Writing: a file is replaced atomically. The new text goes to a temporary file beside
-//! it with a random name, created exclusively (`O_CREAT|O_EXCL`: a symlink or file an
-//! attacker planted under a guessable name is refused, never followed or truncated) and
-//! 0600; it takes the old file's mode and, where permitted, its owner and group (so a
-//! file root edits for a broker running as `mosquitto` stays readable to it); it is
-//! fsynced, renamed over the file, and the directory is fsynced so the rename survives a
-//! power cut. A new file is 0600. A world-readable result gets a warning, as Mosquitto
-//! 2.0 gives when it loads one (the broker warns at start-up too).
+//! and either broker can use them. This module is the command: arguments, prompting and
+//! messages. The file edits and the safe atomic write live in [`crate::auth::passwd_file`];
+//! a world-readable result gets a warning, as Mosquitto 2.0 gives when it loads one (the
+//! broker warns at start-up too).
 //!
 //! Prompting: on a terminal the password is read with echo off (via `stty`, so no unsafe
 //! terminal code here); otherwise two lines are read from stdin, as `mosquitto_passwd`
 //! does, which makes scripting `printf 'pw\npw\n' | wrenmq passwd FILE USER` possible.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use getopts::Options;
 
-use crate::auth::password::{format_line, Hash, DEFAULT_ITERATIONS};
+use crate::auth::passwd_file::{delete_user, hash_plaintext, read, set_user, write, FileError};
+use crate::auth::password::{Hash, DEFAULT_ITERATIONS};
+// The broker's start-up check uses these through this module too.
+pub use crate::auth::passwd_file::{world_readable, world_readable_warning};
 
 /// What the `passwd` command line asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,84 +178,6 @@ fn valid_user(user: &str) -> Result<String, PasswdError> {
     Ok(user.to_string())
 }
 
-/// `text` with `user`'s line replaced by (or, if absent, appended as) `user:hash`.
-pub fn set_user(text: &str, user: &str, hash: &Hash) -> String {
-    let new_line = format_line(user, hash);
-    let mut out = String::with_capacity(text.len() + new_line.len() + 1);
-    let mut found = false;
-    for line in text.lines() {
-        if line_user(line) == Some(user) {
-            if !found {
-                out.push_str(&new_line);
-                out.push('\n');
-                found = true;
-            }
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !found {
-        out.push_str(&new_line);
-        out.push('\n');
-    }
-    out
-}
-
-/// `text` without `user`'s line.
-pub fn delete_user(text: &str, user: &str) -> Result<String, PasswdError> {
-    let mut out = String::with_capacity(text.len());
-    let mut found = false;
-    for line in text.lines() {
-        if line_user(line) == Some(user) {
-            found = true;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if found {
-        Ok(out)
-    } else {
-        Err(PasswdError::NoSuchUser(user.to_string()))
-    }
-}
-
-/// `text` with every plain-text password hashed. Lines already hashed are kept as they
-/// are (hashing a hash, as `mosquitto_passwd -U` would, locks the user out).
-pub fn hash_plaintext(text: &str, file: &Path, iterations: u32) -> Result<String, PasswdError> {
-    let mut out = String::with_capacity(text.len() * 2);
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() || line.starts_with('#') {
-            out.push_str(line);
-        } else {
-            let Some((user, password)) = line.split_once(':') else {
-                return Err(PasswdError::BadLine {
-                    file: file.to_path_buf(),
-                    line: i + 1,
-                });
-            };
-            if Hash::parse(password).is_ok() {
-                out.push_str(line);
-            } else {
-                let hash =
-                    Hash::new(password.as_bytes(), iterations).map_err(PasswdError::Random)?;
-                out.push_str(&format_line(user, &hash));
-            }
-        }
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-fn line_user(line: &str) -> Option<&str> {
-    if line.starts_with('#') {
-        return None;
-    }
-    line.split_once(':').map(|(u, _)| u)
-}
-
 /// Carries out `action` on the file system and the terminal.
 pub fn run(action: Action) -> Result<(), PasswdError> {
     match action {
@@ -301,110 +217,10 @@ pub fn run(action: Action) -> Result<(), PasswdError> {
     }
 }
 
-/// Whether anyone on the machine may read `path` (mode `o+r`). Hashes are slow to crack,
-/// not impossible: Mosquitto 2.0 warns about such files and plans to refuse them.
-pub fn world_readable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.mode() & 0o004 != 0)
-}
-
-/// The warning both `wrenmq passwd` and the broker give for a world-readable file.
-pub fn world_readable_warning(path: &Path) -> String {
-    format!(
-        "{} is world readable; run 'chmod o-rwx {}' (Mosquitto 2.0 warns about this too \
-         and future versions refuse such files)",
-        path.display(),
-        path.display()
-    )
-}
-
 fn warn_if_world_readable(path: &Path) {
     if world_readable(path) {
         eprintln!("wrenmq passwd: warning: {}", world_readable_warning(path));
     }
-}
-
-fn read(file: &Path) -> Result<String, PasswdError> {
-    std::fs::read_to_string(file).map_err(|error| PasswdError::Io {
-        file: file.to_path_buf(),
-        error,
-    })
-}
-
-/// Replaces `file` with `text` atomically and durably; see the module docs.
-fn write(file: &Path, text: &str) -> Result<(), PasswdError> {
-    let io_err = |error| PasswdError::Io {
-        file: file.to_path_buf(),
-        error,
-    };
-    let old = std::fs::metadata(file).ok();
-    let (tmp, mut f) = create_temp(file).map_err(io_err)?;
-    let result = (|| {
-        if let Some(old) = &old {
-            // Owner first: fchown may clear set-id bits, and the mode is set after it.
-            if let Err(e) = std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid())) {
-                if Some((old.uid(), old.gid())) != owner(&f) {
-                    eprintln!(
-                        "wrenmq passwd: warning: cannot keep the owner of {} ({e}); \
-                         the new file belongs to you",
-                        file.display()
-                    );
-                }
-            }
-            f.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777))?;
-        }
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, file)?;
-        // The rename is durable only once the directory entry is on disk.
-        File::open(parent_dir(file))?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err)
-}
-
-/// A new, empty 0600 file beside `file` with an unpredictable name, created exclusively:
-/// `create_new` is `O_CREAT|O_EXCL`, which fails on any existing path, a symlink
-/// included, so nothing planted there is followed.
-fn create_temp(file: &Path) -> io::Result<(PathBuf, File)> {
-    let name = file
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
-    let mut last = None;
-    for _ in 0..8 {
-        let mut rand = [0u8; 8];
-        getrandom::getrandom(&mut rand).map_err(|e| io::Error::other(e.to_string()))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(
-            ".{}.tmp",
-            rand.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ));
-        let tmp = parent_dir(file).join(tmp_name);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
-}
-
-fn parent_dir(file: &Path) -> &Path {
-    match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-fn owner(f: &File) -> Option<(u32, u32)> {
-    f.metadata().ok().map(|m| (m.uid(), m.gid()))
 }
 
 fn prompt_twice() -> Result<String, PasswdError> {
@@ -472,10 +288,22 @@ impl fmt::Display for PasswdError {
 
 impl std::error::Error for PasswdError {}
 
+impl From<FileError> for PasswdError {
+    fn from(e: FileError) -> PasswdError {
+        match e {
+            FileError::NoSuchUser(u) => PasswdError::NoSuchUser(u),
+            FileError::Io { file, error } => PasswdError::Io { file, error },
+            FileError::BadLine { file, line } => PasswdError::BadLine { file, line },
+            FileError::Random(e) => PasswdError::Random(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::PasswordFile;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn set(args: &[&str]) -> Action {
         parse_args(args).unwrap()
@@ -527,24 +355,6 @@ mod tests {
         assert!(err(&["-I", "0", "pw", "u"]).contains("-I"));
         assert!(err(&["pw", "a:b"]).contains("invalid user name 'a:b'"));
         assert!(err(&["-H", "md5", "pw", "u"]).contains("sha512-pbkdf2"));
-    }
-
-    #[test]
-    fn set_replaces_or_appends_and_delete_removes() {
-        let h = Hash::new(b"one", 3).unwrap();
-        let text = set_user("# users\nbob:$7$1$YQ==$Yg==\n", "alice", &h);
-        assert!(text.starts_with("# users\nbob:"));
-        let h2 = Hash::new(b"two", 3).unwrap();
-        let text = set_user(&text, "alice", &h2);
-        assert_eq!(text.lines().filter(|l| l.starts_with("alice:")).count(), 1);
-        let f = PasswordFile::parse(&text).unwrap();
-        assert!(f.verify("alice", b"two"));
-        let text = delete_user(&text, "alice").unwrap();
-        assert!(!text.contains("alice"));
-        assert!(matches!(
-            delete_user(&text, "alice"),
-            Err(PasswdError::NoSuchUser(_))
-        ));
     }
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -626,7 +436,10 @@ mod tests {
         assert!(world_readable(&pw));
         assert!(world_readable_warning(&pw).contains("world readable"));
         // A relative path writes beside it in the current directory's terms.
-        assert_eq!(parent_dir(Path::new("pw")), Path::new("."));
+        assert_eq!(
+            crate::auth::passwd_file::parent_dir(Path::new("pw")),
+            Path::new(".")
+        );
     }
 
     #[test]
@@ -640,17 +453,5 @@ mod tests {
         set_pw(&pw, "bob", false);
         let meta = std::fs::metadata(&pw).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
-    }
-
-    #[test]
-    fn upgrade_hashes_plain_lines_only() {
-        let text = "alice:secret\n\n# c\nbob:$7$1$YQ==$Yg==\n";
-        let out = hash_plaintext(text, Path::new("pw"), 7).unwrap();
-        let f = PasswordFile::parse(&out).unwrap();
-        assert!(f.verify("alice", b"secret"));
-        assert!(out.contains("bob:$7$1$YQ==$Yg==\n"));
-        assert!(out.starts_with("alice:$7$7$"));
-        let e = hash_plaintext("nocolon\n", Path::new("pw"), 7).unwrap_err();
-        assert_eq!(e.to_string(), "pw:1: expected user:password");
     }
 }

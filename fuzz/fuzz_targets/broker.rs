@@ -1,3 +1,3 @@
 #![no_main]
-// Body and properties: wrenmq::fuzzing::broker (src/fuzzing.rs).
+// Body and properties: wrenmq::fuzzing::broker (src/broker/fuzzing/).
 libfuzzer_sys::fuzz_target!(|data: &[u8]| wrenmq::fuzzing::broker(data));

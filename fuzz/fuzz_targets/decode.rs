@@ -1,3 +1,3 @@
 #![no_main]
-// Body and properties: wrenmq::fuzzing::decode (src/fuzzing.rs).
+// Body and properties: wrenmq::fuzzing::decode (src/protocol/fuzzing.rs).
 libfuzzer_sys::fuzz_target!(|data: &[u8]| wrenmq::fuzzing::decode(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// Body and properties: wrenmq::fuzzing::topic (src/fuzzing.rs).
+// Body and properties: wrenmq::fuzzing::topic (src/broker/fuzzing/topic.rs).
 libfuzzer_sys::fuzz_target!(|data: &[u8]| wrenmq::fuzzing::topic(data));

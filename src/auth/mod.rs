@@ -1,6 +1,8 @@
 //! Authentication (password files) and authorization (ACL files), Mosquitto-compatible.
 //!
 //! - `password`: the `$7$`/`$6$` password file format, hashing and verification.
+//! - `passwd_file`: editing password files (set, delete, hash plain-text lines) and the
+//!   atomic, owner- and mode-keeping write `wrenmq passwd` uses.
 //! - `acl`: the ACL file format and the access check.
 //! - `mod.rs` (this file): [`Auth`], what the broker asks at CONNECT, PUBLISH, SUBSCRIBE
 //!   and delivery time, loaded from the files a [`Config`] names.
@@ -27,6 +29,7 @@
 //! second, whatever the number of peers.
 
 pub mod acl;
+pub mod passwd_file;
 pub mod password;
 
 use std::collections::HashMap;

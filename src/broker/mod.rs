@@ -10,7 +10,8 @@
 //! CONNACK; `publish.rs` routes messages and runs the QoS flows; `subscribe.rs` handles
 //! SUBSCRIBE/UNSUBSCRIBE and retained delivery; `session.rs` is the per-client-id state;
 //! `subscriptions.rs` the topic → session table; `retained.rs` the retained store;
-//! `timers.rs` the deadline heap; `error.rs` why connections end.
+//! `timers.rs` the deadline heap; `error.rs` why connections end; `fuzzing/` the `broker`
+//! and `topic` fuzz harnesses (built only for `cfg(fuzzing)` and tests).
 //!
 //! Each connection owns its write buffer here, so the broker sees how far behind a client
 //! is and applies the overflow policy itself (drop QoS 0 to a client whose buffer is over
@@ -37,6 +38,8 @@ macro_rules! lanes {
 
 mod connect;
 mod error;
+#[cfg(any(fuzzing, test))]
+pub(crate) mod fuzzing;
 mod journal;
 mod message;
 mod publish;

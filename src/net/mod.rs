@@ -42,7 +42,8 @@
 //!   itself failing in [`Server::run`] (which no client can cause).
 
 mod connection;
-// pub(crate) for the `split` fuzz harness in `crate::fuzzing`.
+#[cfg(any(fuzzing, test))]
+pub(crate) mod fuzzing;
 pub(crate) mod input;
 mod listener;
 mod persistence;

@@ -41,3 +41,40 @@ pub fn decode_round_trip(data: &[u8]) {
         }
     }
 }
+
+/// A cursor over the fuzzer's bytes, shared by the harnesses of `net` and `broker` (this
+/// module is the one both reach without a cycle); running out yields zeros so every read is total.
+pub(crate) struct Bytes<'a> {
+    pub(crate) data: &'a [u8],
+}
+
+impl<'a> Bytes<'a> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub(crate) fn u8(&mut self) -> u8 {
+        match self.data.split_first() {
+            Some((&b, rest)) => {
+                self.data = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    pub(crate) fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> &'a [u8] {
+        let n = n.min(self.data.len());
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        head
+    }
+
+    pub(crate) fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[usize::from(self.u8()) % from.len()]
+    }
+}
