@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use super::delivery::{encode_publish, Outgoing};
 use super::error::refusal_code;
 use super::message::{self, Message};
-use super::publish::{encode_publish, Outgoing};
 use super::session::{InflightState, Session};
 use super::timers::Timer;
 use super::{conn_slot, send, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};

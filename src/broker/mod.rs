@@ -7,10 +7,14 @@
 //! `poll_close` and `poll_transmit`, and asks `poll_timeout` how long it may sleep.
 //!
 //! Where things live: `connect.rs` validates CONNECT, takes sessions over and answers
-//! CONNACK; `publish.rs` routes messages and runs the QoS flows; `subscribe.rs` handles
-//! SUBSCRIBE/UNSUBSCRIBE and retained delivery; `session.rs` is the per-client-id state;
-//! `subscriptions.rs` the topic → session table; `retained.rs` the retained store;
-//! `timers.rs` the deadline heap; `error.rs` why connections end.
+//! CONNACK; `inbound.rs` takes PUBLISH from a client (aliases, validation, inbound QoS 2
+//! state, retained storage, wills); `routing.rs` finds the subscribers of a message and
+//! picks one member per shared group; `delivery.rs` encodes deliveries and runs the
+//! inflight window, the queue behind it and the pump; `acks.rs` runs the PUBACK, PUBREC,
+//! PUBREL and PUBCOMP flows; `subscribe.rs` handles SUBSCRIBE/UNSUBSCRIBE and retained
+//! delivery; `session.rs` is the per-client-id state; `subscriptions.rs` the topic →
+//! session table; `retained.rs` the retained store; `timers.rs` the deadline heap;
+//! `error.rs` why connections end.
 //!
 //! Each connection owns its write buffer here, so the broker sees how far behind a client
 //! is and applies the overflow policy itself (drop QoS 0 to a client whose buffer is over
@@ -21,7 +25,7 @@
 //! see `message.rs`), the write buffers (reconciled per connection when the loop polls or
 //! drains its output, and on close) and the partial input the loop reports
 //! (`account_input`). `handle_publish` consults it once per PUBLISH; the policy at the
-//! limit is in `publish.rs` (`refuse_over_memory`).
+//! limit is in `inbound.rs` (`refuse_over_memory`).
 
 /// The output [`Lanes`] over a broker's fields, borrowed apart from the session and
 /// connection the caller already holds.
@@ -35,13 +39,16 @@ macro_rules! lanes {
     };
 }
 
+mod acks;
 mod connect;
+mod delivery;
 mod error;
+mod inbound;
 mod journal;
 mod message;
-mod publish;
 mod restore;
 mod retained;
+mod routing;
 mod session;
 mod subscribe;
 mod subscriptions;
