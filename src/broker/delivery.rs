@@ -13,9 +13,9 @@ use log::warn;
 
 use super::message::Message;
 use super::routing::Routed;
-use super::session::{Inflight, InflightState, Queued};
+use super::session::{Inflight, InflightState, Queued, Session};
 use super::subscriptions::SessionKey;
-use super::{conn_slot, Broker, Conn};
+use super::{conn_slot, Broker, Conn, ConnId, Lanes, Stats};
 use crate::auth;
 use crate::protocol::{
     PacketId, Properties, PropertiesBuf, Property, ProtocolVersion, Publish, QoS,
@@ -178,24 +178,16 @@ impl Broker {
                         retain,
                     });
                 }
-                let mut lanes = lanes!(self);
-                let (version, max) = (conn.version, conn.max_packet());
-                let buf = lanes.delivery(conn, id, qos);
-                encode_publish(
-                    version,
-                    max,
+                send_into_inflight(
+                    lanes!(self),
                     &mut self.scratch_props,
-                    Some(buf),
-                    &Outgoing::of_queued(&delivery, false),
+                    &mut self.stats,
+                    session,
+                    (id, conn),
+                    delivery,
                     Some(packet_id),
                     now,
                 );
-                session.inflight_mut().push_back(Inflight {
-                    packet_id,
-                    delivery,
-                    state: initial_state(qos),
-                });
-                self.stats.messages_sent += 1;
             }
             Some(_) => self.enqueue(key, routed, qos, retain, sub_ids),
             None if qos > QoS::AtMostOnce || self.config.queue_qos0_messages => {
@@ -326,29 +318,55 @@ impl Broker {
                     },
                 });
             }
-            let mut lanes = lanes!(self);
-            let (version, max) = (conn.version, conn.max_packet());
-            let buf = lanes.delivery(conn, id, q.qos);
-            encode_publish(
-                version,
-                max,
+            send_into_inflight(
+                lanes!(self),
                 &mut self.scratch_props,
-                Some(buf),
-                &Outgoing::of_queued(&q, false),
+                &mut self.stats,
+                session,
+                (id, conn),
+                q,
                 packet_id,
                 now,
             );
-            if let Some(packet_id) = packet_id {
-                let state = initial_state(q.qos);
-                session.inflight_mut().push_back(Inflight {
-                    packet_id,
-                    delivery: q,
-                    state,
-                });
-            }
-            self.stats.messages_sent += 1;
         }
     }
+}
+
+/// The one step `deliver` and `pump` share: encodes `q` into the connection's delivery
+/// lane and, with a packet id (QoS 1/2), moves it into the session's inflight window. The
+/// caller has allocated the id, checked the window and journaled the move.
+#[allow(clippy::too_many_arguments)] // disjoint borrows of the broker's fields
+#[inline]
+fn send_into_inflight(
+    mut lanes: Lanes<'_>,
+    scratch: &mut PropertiesBuf,
+    stats: &mut Stats,
+    session: &mut Session,
+    (id, conn): (ConnId, &mut Conn),
+    q: Queued,
+    packet_id: Option<PacketId>,
+    now: Instant,
+) {
+    let (version, max) = (conn.version, conn.max_packet());
+    let buf = lanes.delivery(conn, id, q.qos);
+    encode_publish(
+        version,
+        max,
+        scratch,
+        Some(buf),
+        &Outgoing::of_queued(&q, false),
+        packet_id,
+        now,
+    );
+    if let Some(packet_id) = packet_id {
+        let state = initial_state(q.qos);
+        session.inflight_mut().push_back(Inflight {
+            packet_id,
+            delivery: q,
+            state,
+        });
+    }
+    stats.messages_sent += 1;
 }
 
 /// Whether `q` fits the client's maximum packet size (always, for 3.1.1 clients).
