@@ -178,13 +178,6 @@ impl Broker {
         }
     }
 
-    pub(super) fn next_epoch(&mut self) -> u32 {
-        // Wrapping: a stale timer could only be mistaken for a live one after 2^32
-        // epochs, and then only for the same session slot.
-        self.epoch = self.epoch.wrapping_add(1);
-        self.epoch
-    }
-
     /// Discards a session and its subscriptions.
     pub(super) fn remove_session(&mut self, key: SessionKey) {
         let Some(session) = self.sessions.try_remove(key) else {

@@ -768,6 +768,13 @@ impl Broker {
         false
     }
 
+    fn next_epoch(&mut self) -> u32 {
+        // Wrapping: a stale timer could only be mistaken for a live one after 2^32
+        // epochs, and then only for the same session slot.
+        self.epoch = self.epoch.wrapping_add(1);
+        self.epoch
+    }
+
     fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
             max_messages: self.config.max_queued_messages,
