@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use super::delivery::{encode_publish, Outgoing};
 use super::error::refusal_code;
 use super::message::{self, Message};
-use super::publish::{encode_publish, Outgoing};
 use super::session::{InflightState, Session};
+use super::subscriptions::SessionKey;
 use super::timers::Timer;
 use super::{conn_slot, send, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
 use crate::protocol::{
@@ -44,7 +45,75 @@ impl Broker {
             // No enhanced authentication method is configured [MQTT-4.12.0-1].
             return self.refuse(id, ReasonCode::BAD_AUTHENTICATION_METHOD, now);
         }
+        let Some((client_id, assigned)) = self.assign_id(id, &c, v5, now) else {
+            return false;
+        };
+        if !self.authenticate(id, &c, &client_id, now) {
+            return false;
+        }
 
+        // 3.1.1: clean session 1 ends the session with the connection. 5.0: the session
+        // expiry interval decides (0 = ends with it, the default) [MQTT-3.1.2-23].
+        let expiry = if v5 {
+            c.properties.session_expiry_interval().unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let (keep_alive, props) = self.connack_properties(&c, &client_id, assigned, v5);
+        // [MQTT-3.1.2-24] no packet larger than the client's Maximum Packet Size may be sent
+        // to it, CONNACK included. Like Mosquitto, close without CONNACK, and before the
+        // client id can take over a session or a connection.
+        let client_max = c.properties.maximum_packet_size().unwrap_or(u32::MAX);
+        let probe = Connack {
+            session_present: false,
+            code: ReasonCode::SUCCESS,
+            properties: props.as_properties(),
+        };
+        if Packet::Connack(probe).encoded_len(c.version) > client_max as usize {
+            info!("client {client_id} refused: its maximum packet size {client_max} is smaller than CONNACK");
+            self.close(id, CloseReason::ConnackTooLarge, now, true);
+            return false;
+        }
+        if !self.session_room(id, &client_id, v5, now) {
+            return false;
+        }
+
+        self.take_over(&client_id, c.clean_start, now);
+        let (key, session_present) = self.attach_session(id, &client_id, &c, expiry);
+        if !self.arm_will_and_keepalive(id, key, &c, keep_alive, client_max, expiry, now) {
+            return false;
+        }
+        info!(
+            "client {client_id} connected (v{}, clean {}, keepalive {}s{})",
+            c.version.level(),
+            u8::from(c.clean_start),
+            keep_alive,
+            if session_present {
+                ", session resumed"
+            } else {
+                ""
+            }
+        );
+        // [MQTT-3.2.2-2/3] session present only when a stored session is resumed.
+        if !self.send_connack(id, session_present && !c.clean_start, &props) {
+            return false;
+        }
+        self.resume_delivery(id, key, now);
+        true
+    }
+
+    /// The client id of the session: the CONNECT's, or one assigned for an empty id.
+    /// `None` when the id was refused (and the connection closed); the flag says whether
+    /// the id was assigned.
+    fn assign_id(
+        &mut self,
+        id: ConnId,
+        c: &Connect<'_>,
+        v5: bool,
+        now: Instant,
+    ) -> Option<(Arc<str>, bool)> {
         // MQTT allows 65,535 bytes; every session keeps its id (in the map, the session,
         // the log), so a bound keeps one CONNECT from pinning 64 KiB per session.
         let max_id = self.config.max_client_id_length;
@@ -58,7 +127,8 @@ impl Broker {
             } else {
                 ReasonCode::V3_IDENTIFIER_REJECTED
             };
-            return self.refuse(id, code, now);
+            self.refuse(id, code, now);
+            return None;
         }
 
         let mut assigned = false;
@@ -66,14 +136,19 @@ impl Broker {
             // [MQTT-3.1.3-8] (3.1.1) an empty id needs a clean session; 3.1 never allowed
             // one. 5.0 assigns one either way [MQTT-3.1.3-6] and says so in CONNACK.
             if !v5 && (!c.clean_start || c.version == ProtocolVersion::V31) {
-                return self.refuse(id, ReasonCode::V3_IDENTIFIER_REJECTED, now);
+                self.refuse(id, ReasonCode::V3_IDENTIFIER_REJECTED, now);
+                return None;
             }
             assigned = true;
             Arc::from(format_client_id(self.id_rng.next(), self.id_rng.next()))
         } else {
             Arc::from(c.client_id)
         };
+        Some((client_id, assigned))
+    }
 
+    /// Checks the user name and password; a refusal answers CONNACK and closes.
+    fn authenticate(&mut self, id: ConnId, c: &Connect<'_>, client_id: &str, now: Instant) -> bool {
         if let Err(refusal) = self.auth.authenticate(c.username, c.password, now) {
             let user = c
                 .username
@@ -87,18 +162,17 @@ impl Broker {
             }
             return self.refuse(id, refusal_code(refusal, c.version), now);
         }
+        true
+    }
 
-        // 3.1.1: clean session 1 ends the session with the connection. 5.0: the session
-        // expiry interval decides (0 = ends with it, the default) [MQTT-3.1.2-23].
-        let expiry = if v5 {
-            c.properties.session_expiry_interval().unwrap_or(0)
-        } else if c.clean_start {
-            0
-        } else {
-            u32::MAX
-        };
-        let ends_with_connection = expiry == 0;
-
+    /// The keepalive the connection runs with and the CONNACK properties (5.0 only).
+    fn connack_properties(
+        &self,
+        c: &Connect<'_>,
+        client_id: &str,
+        assigned: bool,
+        v5: bool,
+    ) -> (u16, PropertiesBuf) {
         // 5.0: the server may impose its own keepalive [MQTT-3.2.2-21] (Mosquitto's
         // `max_keepalive`, also applied when the client asks for none).
         let max_keepalive = self.config.max_keepalive;
@@ -112,7 +186,7 @@ impl Broker {
         let mut props = PropertiesBuf::new();
         if v5 {
             if assigned {
-                props.push(Property::AssignedClientIdentifier(&client_id));
+                props.push(Property::AssignedClientIdentifier(client_id));
             }
             if let Some(ka) = server_keep_alive {
                 props.push(Property::ServerKeepAlive(ka));
@@ -128,27 +202,18 @@ impl Broker {
                 props.push(Property::RetainAvailable(0));
             }
         }
-        // [MQTT-3.1.2-24] no packet larger than the client's Maximum Packet Size may be sent
-        // to it, CONNACK included. Like Mosquitto, close without CONNACK, and before the
-        // client id can take over a session or a connection.
-        let client_max = c.properties.maximum_packet_size().unwrap_or(u32::MAX);
-        let probe = Connack {
-            session_present: false,
-            code: ReasonCode::SUCCESS,
-            properties: props.as_properties(),
-        };
-        if Packet::Connack(probe).encoded_len(c.version) > client_max as usize {
-            info!("client {client_id} refused: its maximum packet size {client_max} is smaller than CONNACK");
-            self.close(id, CloseReason::ConnackTooLarge, now, true);
-            return false;
-        }
+        (keep_alive, props)
+    }
 
+    /// `max_sessions`: false, after refusing the CONNECT, when it needs a new session and
+    /// the table is full.
+    fn session_room(&mut self, id: ConnId, client_id: &Arc<str>, v5: bool, now: Instant) -> bool {
         // `max_sessions`: a CONNECT that needs a new session is refused when the table is
         // full; resuming or taking over an existing one always works.
         let max_sessions = self.config.max_sessions;
         if max_sessions > 0
             && self.sessions.len() >= max_sessions
-            && !self.client_ids.contains_key(&client_id)
+            && !self.client_ids.contains_key(client_id)
         {
             if !self.sessions_full_logged {
                 self.sessions_full_logged = true;
@@ -163,24 +228,43 @@ impl Broker {
             } else {
                 ReasonCode::V3_SERVER_UNAVAILABLE
             };
-            return self.refuse(id, code, now);
+            self.refuse(id, code, now);
+            return false;
         }
         self.sessions_full_logged = false;
+        true
+    }
 
+    /// Closes the connection that holds `client_id` now, and ends its session on a clean
+    /// start.
+    fn take_over(&mut self, client_id: &Arc<str>, clean_start: bool, now: Instant) {
         // [MQTT-3.1.4-2] a second connection with the same client id takes over: the first
         // is closed (publishing its will) before the new one is attached.
-        if let Some(&key) = self.client_ids.get(&client_id) {
+        if let Some(&key) = self.client_ids.get(client_id) {
             if let Some(old) = self.sessions.get(key).and_then(|s| s.conn) {
                 self.close(old, CloseReason::TakenOver, now, true);
             }
         }
         // [MQTT-3.1.2-6] [MQTT-3.1.2-4] clean session / clean start discards any previous one.
-        if c.clean_start {
-            if let Some(&key) = self.client_ids.get(&client_id) {
+        if clean_start {
+            if let Some(&key) = self.client_ids.get(client_id) {
                 self.end_session(key, now);
             }
         }
-        let (key, session_present) = match self.client_ids.get(&client_id) {
+    }
+
+    /// Attaches the connection to the client id's session (made if there is none),
+    /// journals it if persistent and sets its expiry. Returns the session and whether it
+    /// existed.
+    fn attach_session(
+        &mut self,
+        id: ConnId,
+        client_id: &Arc<str>,
+        c: &Connect<'_>,
+        expiry: u32,
+    ) -> (SessionKey, bool) {
+        let ends_with_connection = expiry == 0;
+        let (key, session_present) = match self.client_ids.get(client_id) {
             Some(&key) => (key, true),
             None => {
                 let session = Session::new(client_id.clone(), ends_with_connection);
@@ -204,7 +288,7 @@ impl Broker {
                 session.store_id = self.journal.new_session_id();
                 let r = Record::SessionOpen {
                     session: session.store_id,
-                    client_id: &client_id,
+                    client_id,
                 };
                 self.journal.record(r);
                 user_changed = session.username.is_some();
@@ -214,7 +298,22 @@ impl Broker {
             }
         }
         self.set_session_expiry(key, expiry);
+        (key, session_present)
+    }
 
+    /// Gives the connection its session, will and keepalive timer, and its 5.0 state.
+    /// False if the connection is gone.
+    #[allow(clippy::too_many_arguments)]
+    fn arm_will_and_keepalive(
+        &mut self,
+        id: ConnId,
+        key: SessionKey,
+        c: &Connect<'_>,
+        keep_alive: u16,
+        client_max: u32,
+        expiry: u32,
+        now: Instant,
+    ) -> bool {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
@@ -250,7 +349,7 @@ impl Broker {
             conn.keep_alive = std::num::NonZeroU32::new(ms);
             self.timers.schedule_in(now, limit, Timer::KeepAlive(id));
         }
-        if v5 {
+        if c.version == ProtocolVersion::V5 {
             conn.v5 = Some(Box::new(V5Conn {
                 receive_maximum: c.properties.receive_maximum().unwrap_or(u16::MAX),
                 maximum_packet_size: client_max,
@@ -258,21 +357,17 @@ impl Broker {
                 connect_expiry: expiry,
             }));
         }
-        info!(
-            "client {client_id} connected (v{}, clean {}, keepalive {}s{})",
-            c.version.level(),
-            u8::from(c.clean_start),
-            keep_alive,
-            if session_present {
-                ", session resumed"
-            } else {
-                ""
-            }
-        );
+        true
+    }
 
+    /// Answers CONNACK, and holds what follows on this connection until the batches
+    /// already submitted are durable. False if the connection is gone.
+    fn send_connack(&mut self, id: ConnId, session_present: bool, props: &PropertiesBuf) -> bool {
+        let Some(conn) = conn_slot(&mut self.conns, id) else {
+            return false;
+        };
         let connack = Connack {
-            // [MQTT-3.2.2-2/3] session present only when a stored session is resumed.
-            session_present: session_present && !c.clean_start,
+            session_present,
             code: ReasonCode::SUCCESS,
             properties: props.as_properties(),
         };
@@ -288,6 +383,12 @@ impl Broker {
             conn.held.push((submitted, Vec::new()));
             self.held_conns.push(id);
         }
+        true
+    }
+
+    /// Starts sending what the session has in flight, queued and retained-due on the new
+    /// connection.
+    fn resume_delivery(&mut self, id: ConnId, key: SessionKey, now: Instant) {
         // Every message in flight is unsent on this connection.
         if let Some(session) = self.sessions.get_mut(key) {
             session.unsent = session.inflight().len();
@@ -299,7 +400,6 @@ impl Broker {
             self.retained_jobs.insert(id, job);
             self.retained_step(id, now);
         }
-        true
     }
 
     /// Answers CONNACK with `code` and closes the connection [MQTT-3.2.2-4/5].

@@ -7,10 +7,15 @@
 //! `poll_close` and `poll_transmit`, and asks `poll_timeout` how long it may sleep.
 //!
 //! Where things live: `connect.rs` validates CONNECT, takes sessions over and answers
-//! CONNACK; `publish.rs` routes messages and runs the QoS flows; `subscribe.rs` handles
-//! SUBSCRIBE/UNSUBSCRIBE and retained delivery; `session.rs` is the per-client-id state;
-//! `subscriptions.rs` the topic → session table; `retained.rs` the retained store;
-//! `timers.rs` the deadline heap; `error.rs` why connections end; `fuzzing/` the `broker`
+//! CONNACK; `inbound.rs` takes PUBLISH from a client (aliases, validation, inbound QoS 2
+//! state, retained storage, wills); `routing.rs` finds the subscribers of a message and
+//! picks one member per shared group; `delivery.rs` encodes deliveries and runs the
+//! inflight window, the queue behind it and the pump; `acks.rs` runs the PUBACK, PUBREC,
+//! PUBREL and PUBCOMP flows; `subscribe.rs` handles SUBSCRIBE/UNSUBSCRIBE and retained
+//! delivery; `session.rs` is the per-client-id state; `subscriptions.rs` the topic →
+//! session table; `retained.rs` the retained store; `timers.rs` the deadline heap;
+//! `output.rs` the output lanes and the loop's side of the write buffers; `close.rs` ends
+//! connections and sessions; `error.rs` why connections end; `fuzzing/` the `broker`
 //! and `topic` fuzz harnesses (built only for `cfg(fuzzing)` and tests).
 //!
 //! Each connection owns its write buffer here, so the broker sees how far behind a client
@@ -22,7 +27,7 @@
 //! see `message.rs`), the write buffers (reconciled per connection when the loop polls or
 //! drains its output, and on close) and the partial input the loop reports
 //! (`account_input`). `handle_publish` consults it once per PUBLISH; the policy at the
-//! limit is in `publish.rs` (`refuse_over_memory`).
+//! limit is in `inbound.rs` (`refuse_over_memory`).
 
 /// The output [`Lanes`] over a broker's fields, borrowed apart from the session and
 /// connection the caller already holds.
@@ -36,15 +41,20 @@ macro_rules! lanes {
     };
 }
 
+mod acks;
+mod close;
 mod connect;
+mod delivery;
 mod error;
 #[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
+mod inbound;
 mod journal;
 mod message;
-mod publish;
+mod output;
 mod restore;
 mod retained;
+mod routing;
 mod session;
 mod subscribe;
 mod subscriptions;
@@ -54,7 +64,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use slab::Slab;
 
 use crate::auth::{self, Auth};
@@ -64,6 +74,7 @@ use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
 pub use message::{Message, Meter};
+use output::{send, Lanes};
 pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
 
@@ -255,63 +266,6 @@ fn conn_slot(conns: &mut [Option<Conn>], id: ConnId) -> Option<&mut Conn> {
     }
 }
 
-/// Encodes `packet` into the connection's write buffer and marks it for transmission.
-fn send(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>, packet: &Packet<'_>) {
-    packet.encode(conn.version.unwrap_or(ProtocolVersion::V311), &mut conn.out);
-    mark_transmit(conn, id, transmit);
-}
-
-/// Output lanes a connection's packets take: straight to the write buffer, or held until
-/// the open batch is durable (acknowledgements and QoS 1/2 deliveries).
-struct Lanes<'a> {
-    transmit: &'a mut Vec<ConnId>,
-    journal: &'a journal::Journal,
-    held_conns: &'a mut Vec<ConnId>,
-}
-
-impl Lanes<'_> {
-    /// The buffer a durable packet for `conn` is encoded into; marks the connection for
-    /// transmission when it is the write buffer.
-    fn durable<'c>(&mut self, conn: &'c mut Conn, id: ConnId) -> &'c mut Vec<u8> {
-        let buf = self
-            .journal
-            .target(&mut conn.out, &mut conn.held, id, self.held_conns);
-        if !conn.transmit_queued {
-            conn.transmit_queued = true;
-            self.transmit.push(id);
-        }
-        buf
-    }
-
-    /// The buffer a PUBLISH of `qos` to `conn` goes to. QoS 2 deliveries wait for the
-    /// batch (a redelivery after a crash must not reach the client twice); QoS 1 and 0
-    /// deliveries go at once: at worst a crash makes a QoS 1 message arrive twice, which
-    /// QoS 1 allows, and the subscriber's inflight window refills without waiting for an
-    /// fsync. Unless the connection already holds output: then they queue behind it, so
-    /// that the client sees packets in the order they were produced (a retained message
-    /// after its SUBACK [MQTT-3.3.1-6]).
-    fn delivery<'c>(
-        &mut self,
-        conn: &'c mut Conn,
-        id: ConnId,
-        qos: crate::protocol::QoS,
-    ) -> &'c mut Vec<u8> {
-        if qos == crate::protocol::QoS::ExactlyOnce || !conn.held.is_empty() {
-            return self.durable(conn, id);
-        }
-        if !conn.transmit_queued {
-            conn.transmit_queued = true;
-            self.transmit.push(id);
-        }
-        &mut conn.out
-    }
-
-    fn send(&mut self, conn: &mut Conn, id: ConnId, packet: &Packet<'_>) {
-        let version = conn.version.unwrap_or(ProtocolVersion::V311);
-        packet.encode(version, self.durable(conn, id));
-    }
-}
-
 /// SplitMix64: a tiny, seedable generator for server-assigned client ids. Uniqueness on
 /// one broker is all they need; no cryptographic strength is claimed.
 #[derive(Clone, Copy, Debug)]
@@ -328,22 +282,6 @@ impl IdRng {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
-    }
-}
-
-/// Brings `out_bytes` up to date with `conn`'s write buffer: O(1), on the paths that
-/// already touch the buffer once per loop turn (`poll_transmit`, `consume_output`), so
-/// the total lags output encoded this turn by at most one turn.
-fn recount_out(out_bytes: &mut usize, conn: &mut Conn) {
-    let now = conn.out.capacity();
-    *out_bytes = out_bytes.saturating_sub(conn.counted_out) + now;
-    conn.counted_out = now;
-}
-
-fn mark_transmit(conn: &mut Conn, id: ConnId, transmit: &mut Vec<ConnId>) {
-    if !conn.transmit_queued {
-        conn.transmit_queued = true;
-        transmit.push(id);
     }
 }
 
@@ -805,61 +743,6 @@ impl Broker {
         }
     }
 
-    /// Whether the loop should keep reading from `id`: false while its write buffer is over
-    /// `max_write_buffer`, so a client that does not read its acks cannot make us buffer
-    /// without bound.
-    pub fn wants_read(&self, id: ConnId) -> bool {
-        match self.conns.get(id.index as usize) {
-            Some(Some(c)) if c.generation == id.generation => {
-                let held: usize = c.held.iter().map(|(_, b)| b.len()).sum();
-                c.out.len() + held <= self.config.max_write_buffer
-            }
-            _ => false,
-        }
-    }
-
-    /// Next connection with new bytes to write (each returned once until it gets more).
-    pub fn poll_transmit(&mut self) -> Option<ConnId> {
-        while let Some(id) = self.transmit.pop() {
-            if let Some(conn) = conn_slot(&mut self.conns, id) {
-                conn.transmit_queued = false;
-                recount_out(&mut self.out_bytes, conn);
-                if !conn.out.is_empty() {
-                    return Some(id);
-                }
-            }
-        }
-        None
-    }
-
-    /// Bytes waiting to be written to `id`.
-    pub fn pending_output(&self, id: ConnId) -> &[u8] {
-        match self.conns.get(id.index as usize) {
-            Some(Some(c)) if c.generation == id.generation => &c.out,
-            _ => &[],
-        }
-    }
-
-    /// `n` bytes of `pending_output(id)` were written to the socket.
-    pub fn consume_output(&mut self, id: ConnId, n: usize) {
-        let Some(conn) = conn_slot(&mut self.conns, id) else {
-            return;
-        };
-        let n = n.min(conn.out.len());
-        conn.out.drain(..n);
-        if conn.out.is_empty() {
-            conn.slow_logged = false;
-            // Idle connections keep no large buffer: a burst's buffer is given back.
-            if conn.out.capacity() > 4096 {
-                conn.out = Vec::new();
-            }
-        }
-        recount_out(&mut self.out_bytes, conn);
-        if !self.retained_jobs.is_empty() {
-            self.retained_output_drained(id);
-        }
-    }
-
     /// Next connection the broker has ended.
     pub fn poll_close(&mut self) -> Option<Close> {
         self.closes.pop()
@@ -877,27 +760,6 @@ impl Broker {
         self.journal.open_bytes()
     }
 
-    /// Batches up to `seq` are durable: release the output that waited for them.
-    pub fn handle_durable(&mut self, seq: u64) {
-        if seq <= self.journal.durable {
-            return;
-        }
-        self.journal.durable = seq;
-        let mut still = Vec::new();
-        for id in std::mem::take(&mut self.held_conns) {
-            let Some(conn) = conn_slot(&mut self.conns, id) else {
-                continue;
-            };
-            if journal::release(&mut conn.held, &mut conn.out, seq) {
-                mark_transmit(conn, id, &mut self.transmit);
-            }
-            if !conn.held.is_empty() {
-                still.push(id);
-            }
-        }
-        self.held_conns = still;
-    }
-
     /// Whether persistence is on.
     pub fn persistent(&self) -> bool {
         self.journal.enabled
@@ -909,187 +771,11 @@ impl Broker {
         false
     }
 
-    /// Ends a connection: detaches its session (discarding a clean one), publishes its will
-    /// unless the reason forbids it, and, when the broker itself decided to close
-    /// (`notify_loop`), hands the socket side to the loop through `poll_close`.
-    fn close(&mut self, id: ConnId, reason: CloseReason, now: Instant, notify_loop: bool) {
-        let idx = id.index as usize;
-        let conn = match self.conns.get_mut(idx) {
-            Some(slot @ Some(_))
-                if slot.as_ref().is_some_and(|c| c.generation == id.generation) =>
-            {
-                slot.take()
-            }
-            _ => None,
-        };
-        let Some(conn) = conn else { return };
-        self.live_conns = self.live_conns.saturating_sub(1);
-        // Its write buffer goes to the loop (`final_bytes`) or away: no longer ours.
-        self.out_bytes = self.out_bytes.saturating_sub(conn.counted_out);
-        // Retained messages not yet sent leave with the connection (a `retained_ready`
-        // entry for it is skipped when it comes up); a session that outlives the
-        // connection gets them back when it resumes (see the end of this function).
-        let retained_job = self.retained_jobs.remove(&id);
-        let client = conn
-            .session
-            .and_then(|k| self.sessions.get(k))
-            .map(|s| s.client_id.clone());
-        match (&client, reason) {
-            (Some(c), CloseReason::ClientDisconnect) => info!("client {c} disconnected"),
-            (Some(c), CloseReason::Decode(_) | CloseReason::Protocol(_)) => {
-                warn!("client {c} disconnected: {reason}")
-            }
-            (Some(c), _) => info!("client {c} disconnected: {reason}"),
-            (None, CloseReason::Decode(_) | CloseReason::Protocol(_)) => {
-                warn!(
-                    "connection #{}.{} closed before CONNECT: {reason}",
-                    id.index, id.generation
-                )
-            }
-            (None, _) => debug!(
-                "connection #{}.{} closed before CONNECT: {reason}",
-                id.index, id.generation
-            ),
-        }
-        // Write access for the will is checked now, as the client publishes it, while its
-        // session (user name, client id) still exists.
-        let will = match (conn.will, conn.session) {
-            (Some(w), Some(key)) if reason.publishes_will() => {
-                if self.allowed(key, &w.topic, auth::WRITE) {
-                    Some(w)
-                } else {
-                    debug!(
-                        "will of connection {} dropped: not allowed by the ACL",
-                        id.index
-                    );
-                    None
-                }
-            }
-            _ => None,
-        };
-        let mut final_bytes = conn.out;
-        if notify_loop && conn.v5.is_some() && conn.session.is_some() && server_initiated(reason) {
-            // [MQTT-4.13.2-1] a 5.0 client learns why the server closes its connection.
-            let d = crate::protocol::Disconnect {
-                reason: reason.reason_code(),
-                properties: crate::protocol::Properties::EMPTY,
-            };
-            Packet::Disconnect(d).encode(ProtocolVersion::V5, &mut final_bytes);
-        }
-        if notify_loop {
-            self.closes.push(Close { id, final_bytes });
-        }
-        let mut will = will;
-        if let Some(key) = conn.session {
-            if self.sessions.get(key).is_some_and(|s| s.conn == Some(id)) {
-                will = self.session_offline(key, will, conn.will_delay, now);
-            }
-        }
-        // [MQTT-3.3.1-6] the retained messages a SUBSCRIBE was due are still due to a
-        // session that outlives this connection (a takeover, a reconnect): park the job
-        // until the session resumes (`handle_connect`) or ends (`remove_session`).
-        if let Some(mut job) = retained_job {
-            if self.sessions.contains(job.key) {
-                job.ready = false;
-                self.retained_parked.insert(job.key, job);
-            }
-        }
-        if let Some(will) = will {
-            self.publish_will(&will, now);
-        }
-    }
-
-    /// A session lost its connection: a session that ends with it is discarded; otherwise
-    /// its expiry (5.0) and its will delay start. Returns the will if it is due now.
-    fn session_offline(
-        &mut self,
-        key: SessionKey,
-        will: Option<Arc<Message>>,
-        will_delay: u32,
-        now: Instant,
-    ) -> Option<Arc<Message>> {
-        let epoch = self.next_epoch();
-        let expiry_default = self.config.persistent_client_expiration;
-        let Some(session) = self.sessions.get_mut(key) else {
-            return will;
-        };
-        session.conn = None;
-        session.epoch = epoch;
-        if session.clean {
-            // The session ends now, so its will is due now whatever its delay [MQTT-3.1.3-9].
-            self.end_session(key, now);
-            return will;
-        }
-        let expiry = match session.expiry_interval {
-            u32::MAX => expiry_default,
-            secs => Some(Duration::from_secs(u64::from(secs))),
-        };
-        if let Some(after) = expiry {
-            self.timers
-                .schedule_in(now, after, Timer::SessionExpiry(timer_key(key), epoch));
-        }
-        if session.store_id != 0 {
-            // The expiry countdown must go on across a restart.
-            session.offline_since = self.journal.unix_ms(now);
-            if session.offline_since != 0 {
-                self.journal.record(crate::store::Record::SessionOffline {
-                    session: session.store_id,
-                    since: session.offline_since,
-                });
-            }
-        }
-        match will {
-            Some(w) if will_delay > 0 => {
-                // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
-                // ends first.
-                session.pending_will = Some(w);
-                self.timers.schedule_in(
-                    now,
-                    Duration::from_secs(u64::from(will_delay)),
-                    Timer::WillDelay(timer_key(key), epoch),
-                );
-                None
-            }
-            other => other,
-        }
-    }
-
-    /// Ends a session now: a will still waiting for its delay is published first.
-    fn end_session(&mut self, key: SessionKey, now: Instant) {
-        let pending = self
-            .sessions
-            .get_mut(key)
-            .and_then(|s| s.pending_will.take());
-        self.remove_session(key);
-        if let Some(will) = pending {
-            self.publish_will(&will, now);
-        }
-    }
-
     fn next_epoch(&mut self) -> u32 {
         // Wrapping: a stale timer could only be mistaken for a live one after 2^32
         // epochs, and then only for the same session slot.
         self.epoch = self.epoch.wrapping_add(1);
         self.epoch
-    }
-
-    /// Discards a session and its subscriptions.
-    fn remove_session(&mut self, key: SessionKey) {
-        let Some(session) = self.sessions.try_remove(key) else {
-            return;
-        };
-        // Its slab key will be reused: a parked retained job must not follow it.
-        self.retained_parked.remove(&key);
-        if session.store_id != 0 {
-            let r = crate::store::Record::SessionDelete {
-                session: session.store_id,
-            };
-            self.journal.record(r);
-        }
-        for sub in &session.subscriptions {
-            self.subscriptions.unsubscribe(&sub.filter, key);
-        }
-        self.client_ids.remove(&session.client_id);
     }
 
     fn queue_limits(&self) -> QueueLimits {

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use super::publish::Routed;
+use super::routing::Routed;
 use log::{debug, warn};
 
 use super::restore::options_byte;

@@ -12,7 +12,7 @@
 //! Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 §4.8.2, also accepted from 3.1.1
 //! clients as Mosquitto does) are groups in a slab (stable keys that routing refers to),
 //! found by their full text in a hash map and by topic through a trie of their inner
-//! filters; the broker picks one member per group per message (see `publish.rs`).
+//! filters; the broker picks one member per group per message (see `routing.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,139 @@
+//! The acknowledgement flows of QoS 1 and 2 (§4.3): PUBACK, PUBREC, PUBREL, PUBCOMP.
+
+use std::time::Instant;
+
+use super::session::InflightState;
+use super::{conn_slot, Broker, ConnId};
+use crate::protocol::{Ack, Packet, PacketId, Properties, ReasonCode};
+use crate::store::Record;
+
+impl Broker {
+    pub(super) fn handle_puback(&mut self, id: ConnId, a: Ack<'_>, now: Instant) -> bool {
+        self.complete_inflight(id, a.packet_id, InflightState::AwaitingPuback, now)
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, id: ConnId, a: Ack<'_>, now: Instant) -> bool {
+        self.complete_inflight(id, a.packet_id, InflightState::AwaitingPubcomp, now)
+    }
+
+    /// PUBREC: the message is received; release it with PUBREL [MQTT-4.3.3-1]. PUBREL is
+    /// sent even for an unknown id so a client retrying PUBREC can finish its flow (5.0
+    /// says so with 0x92). A PUBREC with a failure code ends the flow [MQTT-4.3.3-4].
+    pub(super) fn handle_pubrec(&mut self, id: ConnId, a: Ack<'_>, now: Instant) -> bool {
+        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
+            return false;
+        };
+        if a.reason.is_error() {
+            return self.complete_inflight(id, a.packet_id, InflightState::AwaitingPubrec, now);
+        }
+        let mut known = false;
+        if let Some(session) = self.sessions.get_mut(key) {
+            if let Some(i) = session.find_inflight(a.packet_id, InflightState::AwaitingPubrec) {
+                session.inflight_mut()[i].state = InflightState::AwaitingPubcomp;
+                if session.store_id != 0 {
+                    let r = Record::Pubrec {
+                        session: session.store_id,
+                        packet_id: a.packet_id.get(),
+                    };
+                    self.journal.record(r);
+                }
+                known = true;
+            } else {
+                known = session
+                    .find_inflight(a.packet_id, InflightState::AwaitingPubcomp)
+                    .is_some();
+            }
+        }
+        let reason = self.packet_id_reason(id, known);
+        self.reply(id, &Packet::Pubrel(ack(a.packet_id, reason)));
+        true
+    }
+
+    /// PUBREL: the inbound QoS 2 flow ends; the id may be reused [MQTT-4.3.3-2].
+    pub(super) fn handle_pubrel(&mut self, id: ConnId, a: Ack<'_>) -> bool {
+        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
+            return false;
+        };
+        let mut known = false;
+        if let Some(session) = self.sessions.get_mut(key) {
+            let before = session.awaiting_pubrel().len();
+            session.awaiting_pubrel_mut().retain(|p| *p != a.packet_id);
+            known = session.awaiting_pubrel().len() != before;
+            if session.store_id != 0 && known {
+                let r = Record::Released {
+                    session: session.store_id,
+                    packet_id: a.packet_id.get(),
+                };
+                self.journal.record(r);
+            }
+            session.release_idle_flows();
+        }
+        let reason = self.packet_id_reason(id, known);
+        self.reply(id, &Packet::Pubcomp(ack(a.packet_id, reason)));
+        true
+    }
+
+    /// Ends an outbound flow and lets the next queued message into the window. An ack for
+    /// an id not in flight is ignored.
+    fn complete_inflight(
+        &mut self,
+        id: ConnId,
+        pid: PacketId,
+        state: InflightState,
+        now: Instant,
+    ) -> bool {
+        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
+            return false;
+        };
+        if let Some(session) = self.sessions.get_mut(key) {
+            if let Some(i) = session.find_inflight(pid, state) {
+                // An acknowledgement of a message not resent on this connection yet (it
+                // had arrived before the reconnect).
+                if i >= session.inflight().len() - session.unsent.min(session.inflight().len()) {
+                    session.unsent = session.unsent.saturating_sub(1);
+                }
+                session.inflight_mut().remove(i);
+                if session.store_id != 0 {
+                    let r = Record::InflightDone {
+                        session: session.store_id,
+                        packet_id: pid.get(),
+                    };
+                    self.journal.record(r);
+                }
+                self.pump(key, now);
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.release_idle_flows();
+                }
+            }
+        }
+        true
+    }
+
+    /// The reason code of a PUBREL/PUBCOMP answering an id: 0x92 "packet identifier not
+    /// found" for a 5.0 client when the id was unknown, success otherwise.
+    fn packet_id_reason(&mut self, id: ConnId, known: bool) -> ReasonCode {
+        let v5 = conn_slot(&mut self.conns, id).is_some_and(|c| c.v5.is_some());
+        if known || !v5 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        }
+    }
+
+    /// Sends an acknowledgement, held until the turn's records are durable.
+    pub(super) fn reply(&mut self, id: ConnId, packet: &Packet<'_>) {
+        if let Some(conn) = conn_slot(&mut self.conns, id) {
+            let mut lanes = lanes!(self);
+            lanes.send(conn, id, packet);
+        }
+    }
+}
+
+/// An acknowledgement of `packet_id` with `reason`.
+pub(super) fn ack(packet_id: PacketId, reason: ReasonCode) -> Ack<'static> {
+    Ack {
+        packet_id,
+        reason,
+        properties: Properties::EMPTY,
+    }
+}

@@ -1,0 +1,199 @@
+//! Ending connections and sessions: `close` detaches a connection's session (discarding a
+//! clean one) and publishes its will; `session_offline`, `end_session` and
+//! `remove_session` are the session side of it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use super::message::Message;
+use super::subscriptions::SessionKey;
+use super::timers::Timer;
+use super::{server_initiated, timer_key, Broker, Close, CloseReason, ConnId};
+use crate::auth;
+use crate::protocol::{Packet, ProtocolVersion};
+
+impl Broker {
+    /// Ends a connection: detaches its session (discarding a clean one), publishes its will
+    /// unless the reason forbids it, and, when the broker itself decided to close
+    /// (`notify_loop`), hands the socket side to the loop through `poll_close`.
+    pub(super) fn close(
+        &mut self,
+        id: ConnId,
+        reason: CloseReason,
+        now: Instant,
+        notify_loop: bool,
+    ) {
+        let idx = id.index as usize;
+        let conn = match self.conns.get_mut(idx) {
+            Some(slot @ Some(_))
+                if slot.as_ref().is_some_and(|c| c.generation == id.generation) =>
+            {
+                slot.take()
+            }
+            _ => None,
+        };
+        let Some(conn) = conn else { return };
+        self.live_conns = self.live_conns.saturating_sub(1);
+        // Its write buffer goes to the loop (`final_bytes`) or away: no longer ours.
+        self.out_bytes = self.out_bytes.saturating_sub(conn.counted_out);
+        // Retained messages not yet sent leave with the connection (a `retained_ready`
+        // entry for it is skipped when it comes up); a session that outlives the
+        // connection gets them back when it resumes (see the end of this function).
+        let retained_job = self.retained_jobs.remove(&id);
+        let client = conn
+            .session
+            .and_then(|k| self.sessions.get(k))
+            .map(|s| s.client_id.clone());
+        match (&client, reason) {
+            (Some(c), CloseReason::ClientDisconnect) => info!("client {c} disconnected"),
+            (Some(c), CloseReason::Decode(_) | CloseReason::Protocol(_)) => {
+                warn!("client {c} disconnected: {reason}")
+            }
+            (Some(c), _) => info!("client {c} disconnected: {reason}"),
+            (None, CloseReason::Decode(_) | CloseReason::Protocol(_)) => {
+                warn!(
+                    "connection #{}.{} closed before CONNECT: {reason}",
+                    id.index, id.generation
+                )
+            }
+            (None, _) => debug!(
+                "connection #{}.{} closed before CONNECT: {reason}",
+                id.index, id.generation
+            ),
+        }
+        // Write access for the will is checked now, as the client publishes it, while its
+        // session (user name, client id) still exists.
+        let will = match (conn.will, conn.session) {
+            (Some(w), Some(key)) if reason.publishes_will() => {
+                if self.allowed(key, &w.topic, auth::WRITE) {
+                    Some(w)
+                } else {
+                    debug!(
+                        "will of connection {} dropped: not allowed by the ACL",
+                        id.index
+                    );
+                    None
+                }
+            }
+            _ => None,
+        };
+        let mut final_bytes = conn.out;
+        if notify_loop && conn.v5.is_some() && conn.session.is_some() && server_initiated(reason) {
+            // [MQTT-4.13.2-1] a 5.0 client learns why the server closes its connection.
+            let d = crate::protocol::Disconnect {
+                reason: reason.reason_code(),
+                properties: crate::protocol::Properties::EMPTY,
+            };
+            Packet::Disconnect(d).encode(ProtocolVersion::V5, &mut final_bytes);
+        }
+        if notify_loop {
+            self.closes.push(Close { id, final_bytes });
+        }
+        let mut will = will;
+        if let Some(key) = conn.session {
+            if self.sessions.get(key).is_some_and(|s| s.conn == Some(id)) {
+                will = self.session_offline(key, will, conn.will_delay, now);
+            }
+        }
+        // [MQTT-3.3.1-6] the retained messages a SUBSCRIBE was due are still due to a
+        // session that outlives this connection (a takeover, a reconnect): park the job
+        // until the session resumes (`handle_connect`) or ends (`remove_session`).
+        if let Some(mut job) = retained_job {
+            if self.sessions.contains(job.key) {
+                job.ready = false;
+                self.retained_parked.insert(job.key, job);
+            }
+        }
+        if let Some(will) = will {
+            self.publish_will(&will, now);
+        }
+    }
+
+    /// A session lost its connection: a session that ends with it is discarded; otherwise
+    /// its expiry (5.0) and its will delay start. Returns the will if it is due now.
+    pub(super) fn session_offline(
+        &mut self,
+        key: SessionKey,
+        will: Option<Arc<Message>>,
+        will_delay: u32,
+        now: Instant,
+    ) -> Option<Arc<Message>> {
+        let epoch = self.next_epoch();
+        let expiry_default = self.config.persistent_client_expiration;
+        let Some(session) = self.sessions.get_mut(key) else {
+            return will;
+        };
+        session.conn = None;
+        session.epoch = epoch;
+        if session.clean {
+            // The session ends now, so its will is due now whatever its delay [MQTT-3.1.3-9].
+            self.end_session(key, now);
+            return will;
+        }
+        let expiry = match session.expiry_interval {
+            u32::MAX => expiry_default,
+            secs => Some(Duration::from_secs(u64::from(secs))),
+        };
+        if let Some(after) = expiry {
+            self.timers
+                .schedule_in(now, after, Timer::SessionExpiry(timer_key(key), epoch));
+        }
+        if session.store_id != 0 {
+            // The expiry countdown must go on across a restart.
+            session.offline_since = self.journal.unix_ms(now);
+            if session.offline_since != 0 {
+                self.journal.record(crate::store::Record::SessionOffline {
+                    session: session.store_id,
+                    since: session.offline_since,
+                });
+            }
+        }
+        match will {
+            Some(w) if will_delay > 0 => {
+                // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
+                // ends first.
+                session.pending_will = Some(w);
+                self.timers.schedule_in(
+                    now,
+                    Duration::from_secs(u64::from(will_delay)),
+                    Timer::WillDelay(timer_key(key), epoch),
+                );
+                None
+            }
+            other => other,
+        }
+    }
+
+    /// Ends a session now: a will still waiting for its delay is published first.
+    pub(super) fn end_session(&mut self, key: SessionKey, now: Instant) {
+        let pending = self
+            .sessions
+            .get_mut(key)
+            .and_then(|s| s.pending_will.take());
+        self.remove_session(key);
+        if let Some(will) = pending {
+            self.publish_will(&will, now);
+        }
+    }
+
+    /// Discards a session and its subscriptions.
+    pub(super) fn remove_session(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.try_remove(key) else {
+            return;
+        };
+        // Its slab key will be reused: a parked retained job must not follow it.
+        self.retained_parked.remove(&key);
+        if session.store_id != 0 {
+            let r = crate::store::Record::SessionDelete {
+                session: session.store_id,
+            };
+            self.journal.record(r);
+        }
+        for sub in &session.subscriptions {
+            self.subscriptions.unsubscribe(&sub.filter, key);
+        }
+        self.client_ids.remove(&session.client_id);
+    }
+}

@@ -1,0 +1,315 @@
+//! PUBLISH from a client: topic aliases, validation, the `memory_limit` policy, the
+//! inbound QoS 2 state (ids awaiting PUBREL), retained storage and wills, then routing
+//! (`routing.rs`) and the PUBACK/PUBREC answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{debug, warn};
+
+use super::acks::ack;
+use super::message::Message;
+use super::routing::Routed;
+use super::subscriptions::SessionKey;
+use super::{conn_slot, Broker, CloseReason, ConnId, ProtocolViolation, TOPIC_ALIAS_MAXIMUM};
+use crate::auth;
+use crate::protocol::{Packet, PacketId, Publish, QoS, ReasonCode};
+use crate::store::Record;
+
+/// Clients may not publish to `$SYS` (Mosquitto denies it too), nor to `$share/...`.
+fn publish_allowed(topic: &str) -> bool {
+    !(topic == "$SYS" || topic.starts_with("$SYS/") || topic.starts_with("$share/"))
+}
+
+/// Why an accepted PUBLISH reached nobody, for the 5.0 PUBACK/PUBREC reason code.
+enum Outcome {
+    Delivered,
+    NoSubscribers,
+    NotAuthorized,
+    /// Not accepted: a bound was reached (5.0 only).
+    QuotaExceeded,
+}
+
+impl Broker {
+    pub(super) fn handle_publish(&mut self, id: ConnId, p: Publish<'_>, now: Instant) -> bool {
+        let Some(conn) = conn_slot(&mut self.conns, id) else {
+            return false;
+        };
+        let Some(key) = conn.session else {
+            return false;
+        };
+        // [MQTT-3.3.4-6] a Subscription Identifier flows only from server to client. An
+        // empty property block (every 3.1.1 PUBLISH) skips the scan.
+        if !p.properties.is_empty() && p.properties.subscription_identifiers().next().is_some() {
+            return self.violation(id, ProtocolViolation::SubscriptionIdInPublish, now);
+        }
+        // Resolve a 5.0 topic alias [MQTT-3.3.2-10..12]; the alias table is per connection.
+        let mut aliased: Option<Box<str>> = None;
+        if let Some(alias) = p.properties.topic_alias() {
+            let Some(v5) = conn.v5.as_mut() else {
+                return self.violation(id, ProtocolViolation::EmptyTopic, now);
+            };
+            if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+                return self.violation(id, ProtocolViolation::TopicAliasInvalid, now);
+            }
+            let slot = usize::from(alias - 1);
+            if v5.aliases.len() <= slot {
+                v5.aliases.resize(slot + 1, None);
+            }
+            if p.topic.is_empty() {
+                match &v5.aliases[slot] {
+                    Some(t) => aliased = Some(t.clone()),
+                    None => return self.violation(id, ProtocolViolation::UnknownTopicAlias, now),
+                }
+            } else {
+                v5.aliases[slot] = Some(p.topic.into());
+            }
+        }
+        let topic: &str = aliased.as_deref().unwrap_or(p.topic);
+        if topic.is_empty() {
+            return self.violation(id, ProtocolViolation::EmptyTopic, now);
+        }
+        let v5 = conn.v5.is_some();
+        self.stats.messages_received += 1;
+        // A retained clear frees memory, so it is let through.
+        if !(p.retain && p.payload.is_empty()) && self.check_memory() {
+            return self.refuse_over_memory(id, key, &p, v5, now);
+        }
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(pid)) => {
+                let outcome = self.accept_publish(key, &p, topic, v5, now);
+                let reason = if v5 {
+                    outcome_code(outcome)
+                } else {
+                    ReasonCode::SUCCESS
+                };
+                self.reply(id, &Packet::Puback(ack(pid, reason)));
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                let receive_max = self.receive_maximum();
+                let Some(session) = self.sessions.get_mut(key) else {
+                    return false;
+                };
+                // [MQTT-4.3.3-2] a PUBLISH with a packet id still awaiting PUBREL is a
+                // retransmission: acknowledge it again, do not deliver it again.
+                let mut reason = ReasonCode::SUCCESS;
+                if !session.awaiting_pubrel().contains(&pid) {
+                    if session.awaiting_pubrel().len() >= usize::from(receive_max) {
+                        if v5 {
+                            // [MQTT-3.3.4-7] more unacknowledged QoS 2 than we allowed.
+                            self.close(id, CloseReason::ReceiveMaximumExceeded, now, true);
+                            return false;
+                        }
+                        // A 3.1.1 client was never told a limit: as Mosquitto does, the
+                        // message over it is acknowledged and dropped, so the ids a client
+                        // can make us track stay bounded (issue 11).
+                        debug!(
+                            "client {}: QoS 2 message {pid} dropped: {receive_max} already \
+                             await PUBREL",
+                            session.client_id
+                        );
+                        self.reply(id, &Packet::Pubrec(ack(pid, reason)));
+                        return true;
+                    }
+                    session.awaiting_pubrel_mut().push(pid);
+                    if session.store_id != 0 {
+                        let r = Record::AwaitPubrel {
+                            session: session.store_id,
+                            packet_id: pid.get(),
+                        };
+                        self.journal.record(r);
+                    }
+                    let outcome = self.accept_publish(key, &p, topic, v5, now);
+                    // PUBREC says only "not authorized" or "quota exceeded"; like Mosquitto
+                    // it does not report a missing subscriber (0x10 is allowed but tells
+                    // the client nothing it can act on before PUBREL).
+                    if v5 && matches!(outcome, Outcome::NotAuthorized | Outcome::QuotaExceeded) {
+                        reason = outcome_code(outcome);
+                        // [MQTT-4.3.3-4] a PUBREC with an error code ends the flow: no
+                        // PUBREL follows, and the id may be used for a new message.
+                        self.forget_pubrel(key, pid);
+                    }
+                }
+                self.reply(id, &Packet::Pubrec(ack(pid, reason)));
+            }
+            _ => {
+                self.accept_publish(key, &p, topic, v5, now);
+            }
+        }
+        true
+    }
+
+    /// A PUBLISH while the broker is over `memory_limit`. Mosquitto, whose allocations fail
+    /// at its `memory_limit`, closes the connection of a client whose message it cannot
+    /// store ("disconnected due to out of memory"). wrenmq drops QoS 0 (nothing promised
+    /// it); refuses QoS 1/2 from a 5.0 client with PUBACK/PUBREC 0x97 quota exceeded,
+    /// which ends the flow [MQTT-4.3.3-4] and keeps the connection; and closes a 3.1.1
+    /// client's connection as Mosquitto does, since PUBACK would claim a delivery that did
+    /// not happen. A QoS 2 retransmission already accepted is still acknowledged.
+    fn refuse_over_memory(
+        &mut self,
+        id: ConnId,
+        key: SessionKey,
+        p: &Publish<'_>,
+        v5: bool,
+        now: Instant,
+    ) -> bool {
+        let (Some(pid), true) = (p.packet_id, p.qos > QoS::AtMostOnce) else {
+            self.stats.dropped_memory_limit += 1;
+            return true;
+        };
+        let retransmission = p.qos == QoS::ExactlyOnce
+            && self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.awaiting_pubrel().contains(&pid));
+        if retransmission {
+            self.reply(id, &Packet::Pubrec(ack(pid, ReasonCode::SUCCESS)));
+            return true;
+        }
+        self.stats.dropped_memory_limit += 1;
+        if !v5 {
+            self.close(id, CloseReason::MemoryLimit, now, true);
+            return false;
+        }
+        let reply = ack(pid, ReasonCode::QUOTA_EXCEEDED);
+        if p.qos == QoS::AtLeastOnce {
+            self.reply(id, &Packet::Puback(reply));
+        } else {
+            self.reply(id, &Packet::Pubrec(reply));
+        }
+        true
+    }
+
+    /// Drops `pid` from the session's inbound QoS 2 ids awaiting PUBREL.
+    fn forget_pubrel(&mut self, key: SessionKey, pid: PacketId) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        session.awaiting_pubrel_mut().retain(|p| *p != pid);
+        if session.store_id != 0 {
+            self.journal.record(Record::Released {
+                session: session.store_id,
+                packet_id: pid.get(),
+            });
+        }
+        session.release_idle_flows();
+    }
+
+    /// The receive maximum we announce to 5.0 clients.
+    pub(super) fn receive_maximum(&self) -> u16 {
+        match self.config.max_inflight_messages {
+            0 => u16::MAX,
+            n => n,
+        }
+    }
+
+    /// Stores a retained message and routes the message to its subscribers. A message the
+    /// publisher may not write, or over `message_size_limit`, is dropped here; the caller
+    /// still acknowledges it (3.1.1 has no way to say no; 5.0 gets a reason code).
+    fn accept_publish(
+        &mut self,
+        publisher: SessionKey,
+        p: &Publish<'_>,
+        topic: &str,
+        v5: bool,
+        now: Instant,
+    ) -> Outcome {
+        if !publish_allowed(topic) {
+            return Outcome::NotAuthorized;
+        }
+        let limit = self.config.message_size_limit as usize;
+        // MQTT 5 properties count too: they are stored and forwarded with the payload.
+        let size = p.payload.len() + p.properties.raw().len();
+        if limit > 0 && size > limit {
+            debug!("dropped a {size}-byte message to {topic}: over message_size_limit");
+            return Outcome::NoSubscribers;
+        }
+        if !self.allowed(publisher, topic, auth::WRITE) {
+            debug!("dropped a message to {topic}: not allowed by the ACL");
+            return Outcome::NotAuthorized;
+        }
+        let mut routed = Routed::from_publish(&self.meter, p, topic, publisher, now);
+        if p.retain && self.config.retain_available {
+            // The forwarded properties are at most the received ones.
+            let len = topic.len() + p.payload.len() + p.properties.raw().len();
+            if p.payload.is_empty() || self.retained_room(topic, len) {
+                let msg = routed.shared(&self.meter);
+                self.store_retained(&msg, now);
+            } else if v5 && p.qos > QoS::AtMostOnce {
+                // The publisher can be told: 0x97, and the message is not accepted at all
+                // (a PUBACK error code means it was not published).
+                return Outcome::QuotaExceeded;
+            }
+            // Otherwise (QoS 0, 3.1.1) it is still delivered live, only not retained.
+        }
+        if self.route(&mut routed) > 0 {
+            Outcome::Delivered
+        } else {
+            Outcome::NoSubscribers
+        }
+    }
+
+    /// Whether a retained message of `len` bytes may be stored for `topic` within
+    /// `max_retained_messages` and `max_retained_bytes`; a refusal is logged once until a
+    /// store succeeds again.
+    fn retained_room(&mut self, topic: &str, len: usize) -> bool {
+        let (max_messages, max_bytes) = (
+            self.config.max_retained_messages,
+            self.config.max_retained_bytes,
+        );
+        if self.retained.has_room(topic, len, max_messages, max_bytes) {
+            self.retained_full_logged = false;
+            return true;
+        }
+        if !self.retained_full_logged {
+            self.retained_full_logged = true;
+            warn!(
+                "retained store full ({} messages, {} bytes; max_retained_messages {max_messages}, \
+                 max_retained_bytes {max_bytes}): new retained messages are not stored",
+                self.retained.len(),
+                self.retained.bytes()
+            );
+        }
+        false
+    }
+
+    /// Stores (or clears) a retained message and journals the change.
+    fn store_retained(&mut self, msg: &Arc<Message>, now: Instant) {
+        self.retained.store(msg);
+        if msg.payload.is_empty() {
+            self.journal
+                .record(Record::RetainClear { topic: &msg.topic });
+        } else {
+            let id = self.journal.message_id(msg, now);
+            self.journal.record(Record::Retain {
+                topic: &msg.topic,
+                id,
+            });
+        }
+    }
+
+    /// Publishes a will as if its client had sent it (§3.1.2.5).
+    pub(super) fn publish_will(&mut self, will: &Arc<Message>, now: Instant) {
+        if !publish_allowed(&will.topic) {
+            return;
+        }
+        if will.retain
+            && self.config.retain_available
+            && (will.payload.is_empty() || self.retained_room(&will.topic, will.stored_len()))
+        {
+            self.store_retained(will, now);
+        }
+        self.route(&mut Routed::from_message(will, now));
+    }
+}
+
+/// The 5.0 reason code of a PUBACK/PUBREC for an accepted message.
+fn outcome_code(o: Outcome) -> ReasonCode {
+    match o {
+        Outcome::Delivered => ReasonCode::SUCCESS,
+        Outcome::NoSubscribers => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+        Outcome::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
+        Outcome::QuotaExceeded => ReasonCode::QUOTA_EXCEEDED,
+    }
+}
