@@ -7,7 +7,8 @@
 
 use super::error::DecodeError;
 use super::fixed_header::FixedHeader;
-use super::packet::{Ack, Auth, Connack, Connect, Disconnect, Packet, PacketType, ProtocolVersion};
+use super::fixed_header::PacketType;
+use super::packet::{Ack, Auth, Connack, Connect, Disconnect, Packet, ProtocolVersion};
 use super::packet::{Publish, Suback, Subscribe, Unsuback, Unsubscribe};
 use super::reader::Reader;
 use super::writer::{packet_len, put_fixed_header};

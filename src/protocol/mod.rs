@@ -35,6 +35,7 @@ mod writer;
 
 pub use codec::decode;
 pub use error::DecodeError;
+pub use fixed_header::PacketType;
 pub use packet::*;
 pub use properties::{Properties, PropertiesBuf, Property};
 pub use reason::ReasonCode;

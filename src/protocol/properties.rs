@@ -10,7 +10,7 @@
 //! properties ([`Property::encode`], [`PropertiesBuf`]).
 
 use super::error::DecodeError;
-use super::packet::PacketType;
+use super::fixed_header::PacketType;
 use super::reader::{Reader, VARINT_MAX};
 use super::topic;
 use super::writer::{put_bin, put_str, put_u16, put_u32, put_varint, varint_len};
@@ -431,6 +431,16 @@ pub(crate) fn read_properties<'a>(
         check_value(&p)?;
     }
     Ok(Properties { raw })
+}
+
+/// A 5.0 property block with its length prefix.
+pub(crate) fn put_properties(out: &mut Vec<u8>, p: &Properties<'_>) {
+    put_varint(out, p.raw().len());
+    out.extend_from_slice(p.raw());
+}
+
+pub(crate) fn properties_len(p: &Properties<'_>) -> usize {
+    varint_len(p.raw().len()) + p.raw().len()
 }
 
 /// Value ranges the spec gives for single properties.
