@@ -8,8 +8,8 @@
 use std::num::NonZeroU16;
 
 use super::error::DecodeError;
-use super::fixed_header::PacketType;
 use super::packet::{Ack, ProtocolVersion};
+use super::packet_type::PacketType;
 use super::properties::{
     properties_len, put_properties, read_properties, Properties, PropertyContext,
 };

@@ -6,8 +6,8 @@
 //! encoder writes the shortest form. AUTH is decoded with the same leniency.
 
 use super::error::DecodeError;
-use super::fixed_header::PacketType;
 use super::packet::{Auth, Disconnect, ProtocolVersion};
+use super::packet_type::PacketType;
 use super::properties::{
     properties_len, put_properties, read_properties, Properties, PropertyContext,
 };

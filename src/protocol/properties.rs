@@ -10,7 +10,7 @@
 //! properties ([`Property::encode`], [`PropertiesBuf`]).
 
 use super::error::DecodeError;
-use super::fixed_header::PacketType;
+use super::packet_type::PacketType;
 use super::reader::{Reader, VARINT_MAX};
 use super::topic;
 use super::writer::{put_bin, put_str, put_u16, put_u32, put_varint, varint_len};

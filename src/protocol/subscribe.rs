@@ -6,11 +6,11 @@
 use std::num::NonZeroU16;
 
 use super::error::DecodeError;
-use super::fixed_header::PacketType;
 use super::packet::{
     PacketId, ProtocolVersion, QoS, RetainHandling, Suback, Subscribe, SubscriptionOptions,
     Unsuback, Unsubscribe,
 };
+use super::packet_type::PacketType;
 use super::properties::{
     properties_len, put_properties, read_properties, Properties, PropertyContext,
 };
