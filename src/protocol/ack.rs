@@ -8,11 +8,14 @@
 use std::num::NonZeroU16;
 
 use super::error::DecodeError;
-use super::packet::{Ack, PacketType, ProtocolVersion};
-use super::properties::{read_properties, Properties, PropertyContext};
+use super::packet::{Ack, ProtocolVersion};
+use super::packet_type::PacketType;
+use super::properties::{
+    properties_len, put_properties, read_properties, Properties, PropertyContext,
+};
 use super::reader::Reader;
 use super::reason::ReasonCode;
-use super::writer::{properties_len, put_properties, put_u16};
+use super::writer::put_u16;
 
 impl<'a> Ack<'a> {
     pub(crate) fn decode(

@@ -7,8 +7,9 @@
 
 use super::error::DecodeError;
 use super::fixed_header::FixedHeader;
-use super::packet::{Ack, Auth, Connack, Connect, Disconnect, Packet, PacketType, ProtocolVersion};
+use super::packet::{Ack, Auth, Connack, Connect, Disconnect, Packet, ProtocolVersion};
 use super::packet::{Publish, Suback, Subscribe, Unsuback, Unsubscribe};
+use super::packet_type::PacketType;
 use super::reader::Reader;
 use super::writer::{packet_len, put_fixed_header};
 use super::Status;

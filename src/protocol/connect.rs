@@ -5,11 +5,13 @@
 
 use super::error::DecodeError;
 use super::packet::{Connack, Connect, ProtocolVersion, QoS, Will};
-use super::properties::{read_properties, Properties, PropertyContext};
+use super::properties::{
+    properties_len, put_properties, read_properties, Properties, PropertyContext,
+};
 use super::reader::Reader;
 use super::reason::ReasonCode;
 use super::topic;
-use super::writer::{properties_len, put_bin, put_properties, put_str, put_u16};
+use super::writer::{put_bin, put_str, put_u16};
 use super::PacketType;
 
 // Connect flags (§3.1.2.3).

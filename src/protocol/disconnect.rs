@@ -6,11 +6,13 @@
 //! encoder writes the shortest form. AUTH is decoded with the same leniency.
 
 use super::error::DecodeError;
-use super::packet::{Auth, Disconnect, PacketType, ProtocolVersion};
-use super::properties::{read_properties, Properties, PropertyContext};
+use super::packet::{Auth, Disconnect, ProtocolVersion};
+use super::packet_type::PacketType;
+use super::properties::{
+    properties_len, put_properties, read_properties, Properties, PropertyContext,
+};
 use super::reader::Reader;
 use super::reason::ReasonCode;
-use super::writer::{properties_len, put_properties};
 
 /// Reason code and properties, each optional at the end of the body.
 fn decode_reason_and_properties<'a>(

@@ -5,7 +5,8 @@
 //! errors as soon as the bytes that show them arrive.
 
 use super::error::DecodeError;
-use super::packet::{PacketType, ProtocolVersion};
+use super::packet::ProtocolVersion;
+use super::packet_type::PacketType;
 use super::reader::{read_varint, VarInt};
 use super::Status;
 

@@ -5,11 +5,12 @@
 //! and checks the remaining length against the configured maximum packet size before any
 //! body byte is needed, so a peer cannot make us buffer an oversize packet.
 //!
-//! Module map: `packet` (the types), `codec` (`decode`/`encode` dispatch), `fixed_header`
-//! (type, flags, remaining length, size limit), `reader`/`writer` (bounded cursor and MQTT
-//! data types), one file per packet family for the variable header and payload
-//! (`connect`, `publish`, `ack`, `subscribe`, `disconnect`), `properties` (5.0
-//! properties), `reason` (reason and return codes), `topic` (topic name/filter rules and
+//! Module map: `packet` (the types), `packet_type` (the type nibble), `codec`
+//! (`decode`/`encode` dispatch), `fixed_header` (flags, remaining length, size limit),
+//! `reader`/`writer` (bounded cursor and MQTT data types), one file per packet family for
+//! the variable header and payload (`connect`, `publish`, `ack`, `subscribe`,
+//! `disconnect`), `properties` (5.0 properties: one table of §2.2.2.2, the property block
+//! and its encoding), `reason` (reason and return codes), `topic` (topic name/filter rules and
 //! matching), `error` (what can be wrong with the bytes, and its reason code).
 
 mod ack;
@@ -21,6 +22,7 @@ mod fixed_header;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 mod packet;
+mod packet_type;
 pub mod properties;
 mod publish;
 mod reader;
@@ -36,6 +38,7 @@ mod writer;
 pub use codec::decode;
 pub use error::DecodeError;
 pub use packet::*;
+pub use packet_type::PacketType;
 pub use properties::{Properties, PropertiesBuf, Property};
 pub use reason::ReasonCode;
 

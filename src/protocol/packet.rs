@@ -92,26 +92,6 @@ pub enum Packet<'a> {
     Auth(Auth<'a>),
 }
 
-/// The type nibble of the fixed header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PacketType {
-    Connect = 1,
-    Connack = 2,
-    Publish = 3,
-    Puback = 4,
-    Pubrec = 5,
-    Pubrel = 6,
-    Pubcomp = 7,
-    Subscribe = 8,
-    Suback = 9,
-    Unsubscribe = 10,
-    Unsuback = 11,
-    Pingreq = 12,
-    Pingresp = 13,
-    Disconnect = 14,
-    Auth = 15,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connect<'a> {
     pub version: ProtocolVersion,
@@ -234,40 +214,4 @@ pub struct Disconnect<'a> {
 pub struct Auth<'a> {
     pub reason: ReasonCode,
     pub properties: Properties<'a>,
-}
-
-impl PacketType {
-    /// The packet type for a fixed header's type nibble; `None` for the reserved value 0
-    /// (and anything above 15).
-    pub fn from_nibble(v: u8) -> Option<PacketType> {
-        use PacketType::*;
-        Some(match v {
-            1 => Connect,
-            2 => Connack,
-            3 => Publish,
-            4 => Puback,
-            5 => Pubrec,
-            6 => Pubrel,
-            7 => Pubcomp,
-            8 => Subscribe,
-            9 => Suback,
-            10 => Unsubscribe,
-            11 => Unsuback,
-            12 => Pingreq,
-            13 => Pingresp,
-            14 => Disconnect,
-            15 => Auth,
-            _ => return None,
-        })
-    }
-
-    /// The flags nibble this type must carry; PUBLISH (whose flags are DUP/QoS/RETAIN) has
-    /// none [MQTT-2.2.2-1].
-    pub fn fixed_flags(self) -> Option<u8> {
-        match self {
-            PacketType::Publish => None,
-            PacketType::Pubrel | PacketType::Subscribe | PacketType::Unsubscribe => Some(0b0010),
-            _ => Some(0),
-        }
-    }
 }

@@ -10,7 +10,7 @@
 //! properties ([`Property::encode`], [`PropertiesBuf`]).
 
 use super::error::DecodeError;
-use super::packet::PacketType;
+use super::packet_type::PacketType;
 use super::reader::{Reader, VARINT_MAX};
 use super::topic;
 use super::writer::{put_bin, put_str, put_u16, put_u32, put_varint, varint_len};
@@ -65,18 +65,6 @@ pub(crate) enum PropertyContext {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PropertiesBuf {
     buf: Vec<u8>,
-}
-
-/// How a property's value is encoded (§2.2.2.2).
-#[derive(Clone, Copy)]
-enum ValueType {
-    Byte,
-    U16,
-    U32,
-    VarInt,
-    Str,
-    Bin,
-    Pair,
 }
 
 macro_rules! getter {
@@ -185,68 +173,6 @@ impl<'a> Properties<'a> {
 }
 
 impl Property<'_> {
-    pub const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
-    pub const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
-    pub const CONTENT_TYPE: u8 = 0x03;
-    pub const RESPONSE_TOPIC: u8 = 0x08;
-    pub const CORRELATION_DATA: u8 = 0x09;
-    pub const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
-    pub const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
-    pub const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
-    pub const SERVER_KEEP_ALIVE: u8 = 0x13;
-    pub const AUTHENTICATION_METHOD: u8 = 0x15;
-    pub const AUTHENTICATION_DATA: u8 = 0x16;
-    pub const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
-    pub const WILL_DELAY_INTERVAL: u8 = 0x18;
-    pub const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
-    pub const RESPONSE_INFORMATION: u8 = 0x1A;
-    pub const SERVER_REFERENCE: u8 = 0x1C;
-    pub const REASON_STRING: u8 = 0x1F;
-    pub const RECEIVE_MAXIMUM: u8 = 0x21;
-    pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
-    pub const TOPIC_ALIAS: u8 = 0x23;
-    pub const MAXIMUM_QOS: u8 = 0x24;
-    pub const RETAIN_AVAILABLE: u8 = 0x25;
-    pub const USER_PROPERTY: u8 = 0x26;
-    pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
-    pub const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
-    pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
-    pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
-
-    /// The property identifier byte.
-    pub fn id(&self) -> u8 {
-        use Property::*;
-        match self {
-            PayloadFormatIndicator(_) => Self::PAYLOAD_FORMAT_INDICATOR,
-            MessageExpiryInterval(_) => Self::MESSAGE_EXPIRY_INTERVAL,
-            ContentType(_) => Self::CONTENT_TYPE,
-            ResponseTopic(_) => Self::RESPONSE_TOPIC,
-            CorrelationData(_) => Self::CORRELATION_DATA,
-            SubscriptionIdentifier(_) => Self::SUBSCRIPTION_IDENTIFIER,
-            SessionExpiryInterval(_) => Self::SESSION_EXPIRY_INTERVAL,
-            AssignedClientIdentifier(_) => Self::ASSIGNED_CLIENT_IDENTIFIER,
-            ServerKeepAlive(_) => Self::SERVER_KEEP_ALIVE,
-            AuthenticationMethod(_) => Self::AUTHENTICATION_METHOD,
-            AuthenticationData(_) => Self::AUTHENTICATION_DATA,
-            RequestProblemInformation(_) => Self::REQUEST_PROBLEM_INFORMATION,
-            WillDelayInterval(_) => Self::WILL_DELAY_INTERVAL,
-            RequestResponseInformation(_) => Self::REQUEST_RESPONSE_INFORMATION,
-            ResponseInformation(_) => Self::RESPONSE_INFORMATION,
-            ServerReference(_) => Self::SERVER_REFERENCE,
-            ReasonString(_) => Self::REASON_STRING,
-            ReceiveMaximum(_) => Self::RECEIVE_MAXIMUM,
-            TopicAliasMaximum(_) => Self::TOPIC_ALIAS_MAXIMUM,
-            TopicAlias(_) => Self::TOPIC_ALIAS,
-            MaximumQoS(_) => Self::MAXIMUM_QOS,
-            RetainAvailable(_) => Self::RETAIN_AVAILABLE,
-            UserProperty(..) => Self::USER_PROPERTY,
-            MaximumPacketSize(_) => Self::MAXIMUM_PACKET_SIZE,
-            WildcardSubscriptionAvailable(_) => Self::WILDCARD_SUBSCRIPTION_AVAILABLE,
-            SubscriptionIdentifierAvailable(_) => Self::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-            SharedSubscriptionAvailable(_) => Self::SHARED_SUBSCRIPTION_AVAILABLE,
-        }
-    }
-
     /// Appends identifier and value.
     pub fn encode(&self, out: &mut Vec<u8>) {
         use Property::*;
@@ -371,118 +297,107 @@ const UNSUBACK: u16 = pkt(PacketType::Unsuback);
 const DISCONNECT: u16 = pkt(PacketType::Disconnect);
 const AUTH: u16 = pkt(PacketType::Auth);
 
-/// The table of §2.2.2.2: value type and the contexts an id may appear in.
-fn describe(id: u8) -> Option<(ValueType, u16)> {
-    use ValueType::*;
-    Some(match id {
-        0x01 => (Byte, PUBLISH | WILL),
-        0x02 => (U32, PUBLISH | WILL),
-        0x03 => (Str, PUBLISH | WILL),
-        0x08 => (Str, PUBLISH | WILL),
-        0x09 => (Bin, PUBLISH | WILL),
-        0x0B => (VarInt, PUBLISH | SUBSCRIBE),
-        0x11 => (U32, CONNECT | CONNACK | DISCONNECT),
-        0x12 => (Str, CONNACK),
-        0x13 => (U16, CONNACK),
-        0x15 => (Str, CONNECT | CONNACK | AUTH),
-        0x16 => (Bin, CONNECT | CONNACK | AUTH),
-        0x17 => (Byte, CONNECT),
-        0x18 => (U32, WILL),
-        0x19 => (Byte, CONNECT),
-        0x1A => (Str, CONNACK),
-        0x1C => (Str, CONNACK | DISCONNECT),
-        0x1F => (Str, CONNACK | ACKS | SUBACK | UNSUBACK | DISCONNECT | AUTH),
-        0x21 => (U16, CONNECT | CONNACK),
-        0x22 => (U16, CONNECT | CONNACK),
-        0x23 => (U16, PUBLISH),
-        0x24 => (Byte, CONNACK),
-        0x25 => (Byte, CONNACK),
-        0x26 => (
-            Pair,
-            CONNECT
-                | CONNACK
-                | PUBLISH
-                | WILL
-                | ACKS
-                | SUBSCRIBE
-                | SUBACK
-                | UNSUBSCRIBE
-                | UNSUBACK
-                | DISCONNECT
-                | AUTH,
-        ),
-        0x27 => (U32, CONNECT | CONNACK),
-        0x28..=0x2A => (Byte, CONNACK),
-        _ => return None,
-    })
+/// Reads one value of the given type (§2.2.2.2) as `Property::$variant`.
+macro_rules! read_typed {
+    (Byte, $variant:ident, $r:ident) => {
+        Property::$variant($r.u8()?)
+    };
+    (U16, $variant:ident, $r:ident) => {
+        Property::$variant($r.u16()?)
+    };
+    (U32, $variant:ident, $r:ident) => {
+        Property::$variant($r.u32()?)
+    };
+    (VarInt, $variant:ident, $r:ident) => {
+        Property::$variant($r.varint()?)
+    };
+    (Str, $variant:ident, $r:ident) => {
+        Property::$variant($r.string()?)
+    };
+    (Bin, $variant:ident, $r:ident) => {
+        Property::$variant($r.binary()?)
+    };
+    (Pair, $variant:ident, $r:ident) => {{
+        let k = $r.string()?;
+        Property::$variant(k, $r.string()?)
+    }};
+}
+
+/// Generates, from the one table below, the id constants, [`Property::id`], the context
+/// lookup and the decoder, so an id, its variant, its value type and where it may appear
+/// cannot drift apart. A repeated id is an unreachable-pattern lint error, a repeated name a
+/// duplicate-definition error, and a variant missing from the table a non-exhaustive `id()`.
+macro_rules! property_table {
+    ($( ($id:literal, $konst:ident, $variant:ident, $ty:ident, $allowed:expr) ),* $(,)?) => {
+        impl Property<'_> {
+            $( pub const $konst: u8 = $id; )*
+
+            /// The property identifier byte.
+            pub fn id(&self) -> u8 {
+                match self {
+                    $( Property::$variant(..) => Self::$konst, )*
+                }
+            }
+        }
+
+        /// The contexts an id may appear in (bits as for [`PropertyContext::bit`]); `None`
+        /// for an id the spec does not define.
+        fn allowed_in(id: u8) -> Option<u16> {
+            match id {
+                $( $id => Some($allowed), )*
+                _ => None,
+            }
+        }
+
+        /// Reads the value of property `id`. An id not in the table is an error, never
+        /// some other property's variant.
+        fn read_value<'a>(id: u8, r: &mut Reader<'a>) -> Result<Property<'a>, DecodeError> {
+            Ok(match id {
+                $( $id => read_typed!($ty, $variant, r), )*
+                _ => return Err(DecodeError::InvalidPropertyId(id)),
+            })
+        }
+    };
+}
+
+// The table of §2.2.2.2: id, constant, variant, value type, contexts it may appear in.
+property_table! {
+    (0x01, PAYLOAD_FORMAT_INDICATOR, PayloadFormatIndicator, Byte, PUBLISH | WILL),
+    (0x02, MESSAGE_EXPIRY_INTERVAL, MessageExpiryInterval, U32, PUBLISH | WILL),
+    (0x03, CONTENT_TYPE, ContentType, Str, PUBLISH | WILL),
+    (0x08, RESPONSE_TOPIC, ResponseTopic, Str, PUBLISH | WILL),
+    (0x09, CORRELATION_DATA, CorrelationData, Bin, PUBLISH | WILL),
+    (0x0B, SUBSCRIPTION_IDENTIFIER, SubscriptionIdentifier, VarInt, PUBLISH | SUBSCRIBE),
+    (0x11, SESSION_EXPIRY_INTERVAL, SessionExpiryInterval, U32, CONNECT | CONNACK | DISCONNECT),
+    (0x12, ASSIGNED_CLIENT_IDENTIFIER, AssignedClientIdentifier, Str, CONNACK),
+    (0x13, SERVER_KEEP_ALIVE, ServerKeepAlive, U16, CONNACK),
+    (0x15, AUTHENTICATION_METHOD, AuthenticationMethod, Str, CONNECT | CONNACK | AUTH),
+    (0x16, AUTHENTICATION_DATA, AuthenticationData, Bin, CONNECT | CONNACK | AUTH),
+    (0x17, REQUEST_PROBLEM_INFORMATION, RequestProblemInformation, Byte, CONNECT),
+    (0x18, WILL_DELAY_INTERVAL, WillDelayInterval, U32, WILL),
+    (0x19, REQUEST_RESPONSE_INFORMATION, RequestResponseInformation, Byte, CONNECT),
+    (0x1A, RESPONSE_INFORMATION, ResponseInformation, Str, CONNACK),
+    (0x1C, SERVER_REFERENCE, ServerReference, Str, CONNACK | DISCONNECT),
+    (0x1F, REASON_STRING, ReasonString, Str,
+        CONNACK | ACKS | SUBACK | UNSUBACK | DISCONNECT | AUTH),
+    (0x21, RECEIVE_MAXIMUM, ReceiveMaximum, U16, CONNECT | CONNACK),
+    (0x22, TOPIC_ALIAS_MAXIMUM, TopicAliasMaximum, U16, CONNECT | CONNACK),
+    (0x23, TOPIC_ALIAS, TopicAlias, U16, PUBLISH),
+    (0x24, MAXIMUM_QOS, MaximumQoS, Byte, CONNACK),
+    (0x25, RETAIN_AVAILABLE, RetainAvailable, Byte, CONNACK),
+    (0x26, USER_PROPERTY, UserProperty, Pair,
+        CONNECT | CONNACK | PUBLISH | WILL | ACKS | SUBSCRIBE | SUBACK | UNSUBSCRIBE
+            | UNSUBACK | DISCONNECT | AUTH),
+    (0x27, MAXIMUM_PACKET_SIZE, MaximumPacketSize, U32, CONNECT | CONNACK),
+    (0x28, WILDCARD_SUBSCRIPTION_AVAILABLE, WildcardSubscriptionAvailable, Byte, CONNACK),
+    (0x29, SUBSCRIPTION_IDENTIFIER_AVAILABLE, SubscriptionIdentifierAvailable, Byte, CONNACK),
+    (0x2A, SHARED_SUBSCRIPTION_AVAILABLE, SharedSubscriptionAvailable, Byte, CONNACK),
 }
 
 /// Reads one property (identifier and value) without checking where it may appear.
 fn read_property<'a>(r: &mut Reader<'a>) -> Result<Property<'a>, DecodeError> {
     let id = r.u8()?;
-    let (ty, _) = describe(id).ok_or(DecodeError::InvalidPropertyId(id))?;
-    read_value(id, ty, r)
-}
-
-fn read_value<'a>(id: u8, ty: ValueType, r: &mut Reader<'a>) -> Result<Property<'a>, DecodeError> {
-    use Property::*;
-    Ok(match ty {
-        ValueType::Byte => {
-            let v = r.u8()?;
-            match id {
-                0x01 => PayloadFormatIndicator(v),
-                0x17 => RequestProblemInformation(v),
-                0x19 => RequestResponseInformation(v),
-                0x24 => MaximumQoS(v),
-                0x25 => RetainAvailable(v),
-                0x28 => WildcardSubscriptionAvailable(v),
-                0x29 => SubscriptionIdentifierAvailable(v),
-                _ => SharedSubscriptionAvailable(v),
-            }
-        }
-        ValueType::U16 => {
-            let v = r.u16()?;
-            match id {
-                0x13 => ServerKeepAlive(v),
-                0x21 => ReceiveMaximum(v),
-                0x22 => TopicAliasMaximum(v),
-                _ => TopicAlias(v),
-            }
-        }
-        ValueType::U32 => {
-            let v = r.u32()?;
-            match id {
-                0x02 => MessageExpiryInterval(v),
-                0x11 => SessionExpiryInterval(v),
-                0x18 => WillDelayInterval(v),
-                _ => MaximumPacketSize(v),
-            }
-        }
-        ValueType::VarInt => SubscriptionIdentifier(r.varint()?),
-        ValueType::Str => {
-            let s = r.string()?;
-            match id {
-                0x03 => ContentType(s),
-                0x08 => ResponseTopic(s),
-                0x12 => AssignedClientIdentifier(s),
-                0x15 => AuthenticationMethod(s),
-                0x1A => ResponseInformation(s),
-                0x1C => ServerReference(s),
-                _ => ReasonString(s),
-            }
-        }
-        ValueType::Bin => {
-            let b = r.binary()?;
-            match id {
-                0x09 => CorrelationData(b),
-                _ => AuthenticationData(b),
-            }
-        }
-        ValueType::Pair => {
-            let k = r.string()?;
-            UserProperty(k, r.string()?)
-        }
-    })
+    read_value(id, r)
 }
 
 /// Reads a property length and block from `r` and validates every property in it for
@@ -498,17 +413,17 @@ pub(crate) fn read_properties<'a>(
     let mut seen: u64 = 0;
     while !block.is_empty() {
         let id = block.u8()?;
-        let (ty, allowed) = describe(id).ok_or(DecodeError::InvalidPropertyId(id))?;
+        let allowed = allowed_in(id).ok_or(DecodeError::InvalidPropertyId(id))?;
         if allowed & ctx.bit() == 0 {
             return Err(DecodeError::PropertyNotAllowed(id));
         }
-        let p = read_value(id, ty, &mut block)?;
+        let p = read_value(id, &mut block)?;
         // User Property may repeat anywhere; Subscription Identifier only in PUBLISH
         // (§3.3.2.3.8); every other property at most once.
         let repeatable = id == Property::USER_PROPERTY
             || (id == Property::SUBSCRIPTION_IDENTIFIER
                 && ctx == PropertyContext::Packet(PacketType::Publish));
-        let bit = 1u64 << id; // ids are <= 0x2A, checked by `describe`
+        let bit = 1u64 << id; // ids are <= 0x2A, checked by `allowed_in`
         if seen & bit != 0 && !repeatable {
             return Err(DecodeError::DuplicateProperty(id));
         }
@@ -516,6 +431,16 @@ pub(crate) fn read_properties<'a>(
         check_value(&p)?;
     }
     Ok(Properties { raw })
+}
+
+/// A 5.0 property block with its length prefix.
+pub(crate) fn put_properties(out: &mut Vec<u8>, p: &Properties<'_>) {
+    put_varint(out, p.raw().len());
+    out.extend_from_slice(p.raw());
+}
+
+pub(crate) fn properties_len(p: &Properties<'_>) -> usize {
+    varint_len(p.raw().len()) + p.raw().len()
 }
 
 /// Value ranges the spec gives for single properties.

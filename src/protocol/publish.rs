@@ -7,12 +7,12 @@ use std::num::NonZeroU16;
 
 use super::error::DecodeError;
 use super::packet::{ProtocolVersion, Publish, QoS};
-use super::properties::{read_properties, Properties, PropertyContext};
+use super::properties::{
+    properties_len, put_properties, read_properties, Properties, PropertyContext,
+};
 use super::reader::Reader;
 use super::topic;
-use super::writer::{
-    packet_len, properties_len, put_fixed_header, put_properties, put_str, put_u16,
-};
+use super::writer::{packet_len, put_fixed_header, put_str, put_u16};
 use super::PacketType;
 
 impl<'a> Publish<'a> {

@@ -7,14 +7,17 @@ use std::num::NonZeroU16;
 
 use super::error::DecodeError;
 use super::packet::{
-    PacketId, PacketType, ProtocolVersion, QoS, RetainHandling, Suback, Subscribe,
-    SubscriptionOptions, Unsuback, Unsubscribe,
+    PacketId, ProtocolVersion, QoS, RetainHandling, Suback, Subscribe, SubscriptionOptions,
+    Unsuback, Unsubscribe,
 };
-use super::properties::{read_properties, Properties, PropertyContext};
+use super::packet_type::PacketType;
+use super::properties::{
+    properties_len, put_properties, read_properties, Properties, PropertyContext,
+};
 use super::reader::Reader;
 use super::reason::ReasonCode;
 use super::topic;
-use super::writer::{properties_len, put_properties, put_str, put_u16};
+use super::writer::{put_str, put_u16};
 
 impl SubscriptionOptions {
     /// Parses an options byte (§3.8.3.1).

@@ -4,8 +4,6 @@
 //! lengths within the variable byte integer range; longer values are truncated in the
 //! length prefix (a caller bug, never a panic).
 
-use super::properties::Properties;
-
 pub(crate) fn put_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_be_bytes());
 }
@@ -43,16 +41,6 @@ pub(crate) fn put_bin(out: &mut Vec<u8>, b: &[u8]) {
 
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_bin(out, s.as_bytes());
-}
-
-/// A 5.0 property block with its length prefix.
-pub(crate) fn put_properties(out: &mut Vec<u8>, p: &Properties<'_>) {
-    put_varint(out, p.raw().len());
-    out.extend_from_slice(p.raw());
-}
-
-pub(crate) fn properties_len(p: &Properties<'_>) -> usize {
-    varint_len(p.raw().len()) + p.raw().len()
 }
 
 /// Fixed header: first byte and remaining length.
