@@ -546,6 +546,22 @@ mod tests {
         out
     }
 
+    /// Opens `dir` under `fsync batch` with a wake-up callback that counts its calls.
+    fn open_counting_wakeups(dir: &Path) -> (Store, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let (store, _) = Store::open(
+            dir,
+            FsyncPolicy::Batch,
+            Box::new(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            }),
+            |_| {},
+        )
+        .unwrap();
+        (store, calls)
+    }
+
     fn wait_durable(store: &Store, seq: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while store.durable() < seq {
@@ -597,17 +613,7 @@ mod tests {
     #[test]
     fn the_writer_wakes_the_loop_when_a_batch_is_durable() {
         let dir = tempdir("notify");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let c = Arc::clone(&calls);
-        let (mut store, _) = Store::open(
-            &dir,
-            FsyncPolicy::Batch,
-            Box::new(move || {
-                c.fetch_add(1, Ordering::SeqCst);
-            }),
-            |_| {},
-        )
-        .unwrap();
+        let (mut store, calls) = open_counting_wakeups(&dir);
         store.compact(Vec::new());
         store.submit(1, batch(0..1));
         wait_durable(&store, 1);
@@ -696,17 +702,7 @@ mod tests {
     #[test]
     fn failing_writes_hold_batches_and_lose_nothing_when_the_disk_recovers() {
         let dir = tempdir("failing");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let c = Arc::clone(&calls);
-        let (mut store, _) = Store::open(
-            &dir,
-            FsyncPolicy::Batch,
-            Box::new(move || {
-                c.fetch_add(1, Ordering::SeqCst);
-            }),
-            |_| {},
-        )
-        .unwrap();
+        let (mut store, calls) = open_counting_wakeups(&dir);
         store.compact(Vec::new());
         store.wait_idle();
         store.fail_writes(true);
