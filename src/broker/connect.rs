@@ -347,7 +347,12 @@ impl Broker {
             let ms = u32::from(keep_alive) * 1500;
             let limit = Duration::from_millis(u64::from(ms));
             conn.keep_alive = std::num::NonZeroU32::new(ms);
-            self.timers.schedule_in(now, limit, Timer::KeepAlive(id));
+            // The connect-timeout entry fires at most `connect_timeout` from now and then
+            // checks the keepalive (`handle_timeout`): a keepalive entry of its own is only
+            // needed when the keepalive could run out before that.
+            if limit < self.config.connect_timeout {
+                self.timers.schedule_in(now, limit, Timer::KeepAlive(id));
+            }
         }
         if c.version == ProtocolVersion::V5 {
             conn.v5 = Some(Box::new(V5Conn {

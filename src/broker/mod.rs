@@ -677,8 +677,17 @@ impl Broker {
                     }
                 }
                 Timer::ConnectTimeout(id) => {
-                    if conn_slot(&mut self.conns, id).is_some_and(|c| c.session.is_none()) {
-                        self.close(id, CloseReason::ConnectTimeout, now, true);
+                    let Some(conn) = conn_slot(&mut self.conns, id) else {
+                        continue;
+                    };
+                    match conn.keep_alive {
+                        _ if conn.session.is_none() => {
+                            self.close(id, CloseReason::ConnectTimeout, now, true);
+                        }
+                        // Connected: the entry goes on as the keepalive check, so a
+                        // connection holds one timer entry, not two (see `arm_keepalive`).
+                        Some(_) => self.timers.schedule(now, Timer::KeepAlive(id)),
+                        None => {}
                     }
                 }
                 Timer::SessionExpiry(key, epoch) => {
@@ -715,7 +724,9 @@ impl Broker {
         let sessions = &self.sessions;
         let mut stale = |t: &Timer| match *t {
             Timer::KeepAlive(id) => conn_slot(conns, id).is_none_or(|c| c.keep_alive.is_none()),
-            Timer::ConnectTimeout(id) => conn_slot(conns, id).is_none_or(|c| c.session.is_some()),
+            Timer::ConnectTimeout(id) => {
+                conn_slot(conns, id).is_none_or(|c| c.session.is_some() && c.keep_alive.is_none())
+            }
             Timer::SessionExpiry(key, epoch) | Timer::WillDelay(key, epoch) => sessions
                 .get(key as SessionKey)
                 .is_none_or(|s| s.epoch != epoch),

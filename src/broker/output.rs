@@ -124,10 +124,10 @@ impl Broker {
         conn.out.drain(..n);
         if conn.out.is_empty() {
             conn.slow_logged = false;
-            // Idle connections keep no large buffer: a burst's buffer is given back.
-            if conn.out.capacity() > 4096 {
-                conn.out = Vec::new();
-            }
+            // Idle connections keep no buffer at all (issue 11: the few bytes of a CONNACK
+            // and SUBACK held 32 bytes of heap per idle client); a busy one allocates
+            // again once per loop turn, not per packet.
+            conn.out = Vec::new();
         }
         recount_out(&mut self.out_bytes, conn);
         if !self.retained_jobs.is_empty() {

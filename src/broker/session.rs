@@ -259,16 +259,26 @@ impl Session {
 
 /// A session's subscriptions, in no particular order, findable by filter in O(1).
 ///
-/// Most sessions hold a handful, scanned linearly at no memory cost; past
-/// [`Subscriptions::INDEX_FROM`] a hash index (filter -> position) is built, so that a
-/// client subscribing n filters costs O(n), not O(n²) (issue 11: 60,000 filters stalled the
-/// loop for seconds).
+/// Most sessions hold one subscription: it is stored inline, with no allocation (issue 11:
+/// a vector with room for four cost 112 bytes of heap per idle client). A handful more
+/// are a boxed list scanned linearly; past [`Subscriptions::INDEX_FROM`] a hash index
+/// (filter -> position) is built, so that a client subscribing n filters costs O(n), not
+/// O(n²) (issue 11: 60,000 filters stalled the loop for seconds).
 #[derive(Debug, Default)]
-pub struct Subscriptions {
+pub struct Subscriptions(Subs);
+
+#[derive(Debug, Default)]
+enum Subs {
+    #[default]
+    Empty,
+    One(Subscription),
+    Many(Box<ManySubs>),
+}
+
+#[derive(Debug, Default)]
+struct ManySubs {
     list: Vec<Subscription>,
-    /// Boxed on purpose: 8 bytes in every session instead of 48 for a map most never need.
-    #[allow(clippy::box_collection)]
-    index: Option<Box<HashMap<Arc<str>, usize>>>,
+    index: Option<HashMap<Arc<str>, usize>>,
 }
 
 impl Subscriptions {
@@ -276,9 +286,13 @@ impl Subscriptions {
     const INDEX_FROM: usize = 16;
 
     fn position(&self, filter: &str) -> Option<usize> {
-        match &self.index {
-            Some(index) => index.get(filter).copied(),
-            None => self.list.iter().position(|s| &*s.filter == filter),
+        match &self.0 {
+            Subs::Empty => None,
+            Subs::One(s) => (&*s.filter == filter).then_some(0),
+            Subs::Many(m) => match &m.index {
+                Some(index) => index.get(filter).copied(),
+                None => m.list.iter().position(|s| &*s.filter == filter),
+            },
         }
     }
 
@@ -290,7 +304,11 @@ impl Subscriptions {
     /// The subscription to `filter`, to change its options or identifier (not its filter).
     pub fn get_mut(&mut self, filter: &str) -> Option<&mut Subscription> {
         let i = self.position(filter)?;
-        self.list.get_mut(i)
+        match &mut self.0 {
+            Subs::Empty => None,
+            Subs::One(s) => Some(s),
+            Subs::Many(m) => m.list.get_mut(i),
+        }
     }
 
     /// Adds or replaces [MQTT-3.8.4-3] the subscription to `filter`; true if it is new.
@@ -300,18 +318,31 @@ impl Subscriptions {
             s.id = id;
             return false;
         }
-        let at = self.list.len();
-        self.list.push(Subscription {
+        let sub = Subscription {
             filter: filter.clone(),
             options,
             id,
-        });
-        match &mut self.index {
-            Some(index) => {
-                index.insert(filter.clone(), at);
+        };
+        match std::mem::take(&mut self.0) {
+            Subs::Empty => self.0 = Subs::One(sub),
+            Subs::One(first) => {
+                self.0 = Subs::Many(Box::new(ManySubs {
+                    list: vec![first, sub],
+                    index: None,
+                }));
             }
-            None if self.list.len() > Self::INDEX_FROM => self.rebuild_index(),
-            None => {}
+            Subs::Many(mut m) => {
+                let at = m.list.len();
+                m.list.push(sub);
+                match &mut m.index {
+                    Some(index) => {
+                        index.insert(filter.clone(), at);
+                    }
+                    None if m.list.len() > Self::INDEX_FROM => m.rebuild_index(),
+                    None => {}
+                }
+                self.0 = Subs::Many(m);
+            }
         }
         true
     }
@@ -321,28 +352,58 @@ impl Subscriptions {
         let Some(i) = self.position(filter) else {
             return false;
         };
-        self.list.swap_remove(i);
-        if let Some(index) = &mut self.index {
-            index.remove(filter);
-            if let Some(moved) = self.list.get(i) {
-                index.insert(moved.filter.clone(), i);
+        if let Subs::Many(m) = &mut self.0 {
+            m.list.swap_remove(i);
+            if let Some(index) = &mut m.index {
+                index.remove(filter);
+                if let Some(moved) = m.list.get(i) {
+                    index.insert(moved.filter.clone(), i);
+                }
             }
-        }
-        if self.list.is_empty() {
-            // An emptied session gives back both allocations.
-            *self = Subscriptions::default();
+            self.shrink();
+        } else {
+            self.0 = Subs::Empty;
         }
         true
     }
 
     /// Keeps only the subscriptions for which `keep` is true.
-    pub fn retain(&mut self, keep: impl FnMut(&Subscription) -> bool) {
-        self.list.retain(keep);
-        if self.index.is_some() {
-            self.rebuild_index();
+    pub fn retain(&mut self, mut keep: impl FnMut(&Subscription) -> bool) {
+        match &mut self.0 {
+            Subs::Empty => {}
+            Subs::One(s) => {
+                if !keep(s) {
+                    self.0 = Subs::Empty;
+                }
+            }
+            Subs::Many(m) => {
+                m.list.retain(keep);
+                if m.index.is_some() {
+                    m.rebuild_index();
+                }
+                self.shrink();
+            }
         }
     }
 
+    /// Goes back to the inline forms when a list is down to one subscription or none,
+    /// giving back its allocations.
+    fn shrink(&mut self) {
+        if let Subs::Many(m) = &mut self.0 {
+            if m.list.len() <= 1 {
+                self.0 = m.list.pop().map_or(Subs::Empty, Subs::One);
+            }
+        }
+    }
+
+    /// Whether the hash index is built (for tests).
+    #[cfg(test)]
+    fn indexed(&self) -> bool {
+        matches!(&self.0, Subs::Many(m) if m.index.is_some())
+    }
+}
+
+impl ManySubs {
     fn rebuild_index(&mut self) {
         let index = self
             .list
@@ -350,7 +411,7 @@ impl Subscriptions {
             .enumerate()
             .map(|(i, s)| (s.filter.clone(), i))
             .collect();
-        self.index = Some(Box::new(index));
+        self.index = Some(index);
     }
 }
 
@@ -358,7 +419,11 @@ impl std::ops::Deref for Subscriptions {
     type Target = [Subscription];
 
     fn deref(&self) -> &[Subscription] {
-        &self.list
+        match &self.0 {
+            Subs::Empty => &[],
+            Subs::One(s) => std::slice::from_ref(s),
+            Subs::Many(m) => &m.list,
+        }
     }
 }
 
@@ -367,7 +432,8 @@ impl<'a> IntoIterator for &'a Subscriptions {
     type IntoIter = std::slice::Iter<'a, Subscription>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.list.iter()
+        let list: &'a [Subscription] = self;
+        list.iter()
     }
 }
 
@@ -443,7 +509,7 @@ mod tests {
         for f in &filters {
             assert!(subs.set(f, opts, 0));
         }
-        assert!(subs.index.is_some(), "indexed past INDEX_FROM");
+        assert!(subs.indexed(), "indexed past INDEX_FROM");
         assert!(!subs.set(&filters[7], opts, 9), "a repeat replaces");
         assert_eq!(subs.get_mut("f/7/+").map(|s| s.id), Some(9));
         for f in filters.iter().step_by(3) {
@@ -460,7 +526,7 @@ mod tests {
         for f in &filters {
             subs.remove(f);
         }
-        assert!(subs.is_empty() && subs.index.is_none());
+        assert!(subs.is_empty() && matches!(subs.0, Subs::Empty));
     }
 
     #[test]

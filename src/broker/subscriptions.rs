@@ -222,6 +222,57 @@ impl<T> Trie<T> {
     }
 }
 
+/// The subscribers of one exact filter. Most exact filters have one (a device's own
+/// topic): it is stored inline in the hash entry instead of in a one-element vector of its
+/// own (issue 11, per-connection memory).
+#[derive(Debug)]
+enum Subscribers {
+    One(Subscriber),
+    Many(Vec<Subscriber>),
+}
+
+impl Subscribers {
+    fn as_slice(&self) -> &[Subscriber] {
+        match self {
+            Subscribers::One(s) => std::slice::from_ref(s),
+            Subscribers::Many(v) => v,
+        }
+    }
+
+    /// Adds or replaces `sub`; true if it is new.
+    fn upsert(&mut self, sub: Subscriber) -> bool {
+        match self {
+            Subscribers::One(s) if s.session == sub.session => {
+                *s = sub;
+                false
+            }
+            Subscribers::One(s) => {
+                *self = Subscribers::Many(vec![*s, sub]);
+                true
+            }
+            Subscribers::Many(v) => upsert(v, sub),
+        }
+    }
+
+    /// Removes `session`'s subscription; returns (removed, now empty).
+    fn remove(&mut self, session: SessionKey) -> (bool, bool) {
+        match self {
+            Subscribers::One(s) => {
+                let hit = s.session == session;
+                (hit, hit)
+            }
+            Subscribers::Many(v) => {
+                let removed = remove(v, session);
+                let empty = v.is_empty();
+                if let &[last] = v.as_slice() {
+                    *self = Subscribers::One(last);
+                }
+                (removed, empty)
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct WildcardFilter {
     filter: Arc<str>,
@@ -230,7 +281,7 @@ struct WildcardFilter {
 
 #[derive(Debug, Default)]
 pub struct SubscriptionTable {
-    exact: HashMap<Arc<str>, Vec<Subscriber>>,
+    exact: HashMap<Arc<str>, Subscribers>,
     /// Filters with a wildcard.
     wildcard: Trie<WildcardFilter>,
     /// Shared subscription groups; keys are stable while a group exists.
@@ -312,12 +363,12 @@ impl SubscriptionTable {
                     let added = self
                         .exact
                         .get_mut(filter)
-                        .is_some_and(|subs| upsert(subs, sub));
+                        .is_some_and(|subs| subs.upsert(sub));
                     (key, added)
                 }
                 None => {
                     let key: Arc<str> = Arc::from(filter);
-                    self.exact.insert(key.clone(), vec![sub]);
+                    self.exact.insert(key.clone(), Subscribers::One(sub));
                     (key, true)
                 }
             }
@@ -359,8 +410,8 @@ impl SubscriptionTable {
         } else if !topic::has_wildcards(filter) {
             match self.exact.get_mut(filter) {
                 Some(subs) => {
-                    let removed = remove(subs, session);
-                    if subs.is_empty() {
+                    let (removed, empty) = subs.remove(session);
+                    if empty {
                         self.exact.remove(filter);
                     }
                     removed
@@ -385,7 +436,7 @@ impl SubscriptionTable {
     /// with several matching filters appears once per filter; the caller merges them.
     pub fn collect_matches(&self, topic_name: &str, out: &mut Vec<Subscriber>) {
         if let Some(subs) = self.exact.get(topic_name) {
-            out.extend_from_slice(subs);
+            out.extend_from_slice(subs.as_slice());
         }
         // [MQTT-4.7.2-1] is applied by the trie: filters starting with a wildcard do not
         // match `$` topics.

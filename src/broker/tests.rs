@@ -330,6 +330,25 @@ fn keepalive_zero_never_expires() {
 }
 
 #[test]
+fn a_connected_client_holds_one_timer_entry_and_a_long_keepalive_still_expires() {
+    // Issue 11: the connect-timeout entry stayed in the heap next to the keepalive entry
+    // (64 bytes per idle client); it now goes on as the keepalive check.
+    let mut h = Harness::new();
+    let id = h.client(connect("k", true, 60));
+    assert_eq!(h.broker.timers.len(), 1, "one entry per connection");
+    h.advance(Duration::from_secs(89));
+    assert!(
+        !h.is_closed(id),
+        "the connect-timeout entry fired and re-armed"
+    );
+    h.advance(Duration::from_millis(1_100));
+    assert!(
+        h.is_closed(id),
+        "[MQTT-3.1.2-24] 1.5 x 60 s without a packet"
+    );
+}
+
+#[test]
 fn connection_without_connect_times_out() {
     let mut h = Harness::new();
     let id = h.open();

@@ -1,6 +1,8 @@
 //! Deadlines: a min-heap with lazy invalidation.
 //!
-//! Each connection has at most one keepalive entry and one connect-timeout entry; each
+//! Each connection has one entry: the connect-timeout entry, which after CONNECT goes on
+//! as the keepalive check (a second, keepalive entry only when the keepalive is shorter
+//! than the connect timeout; 32 bytes per idle client saved, issue 11); each
 //! offline session at most one expiry and one will-delay entry. Traffic
 //! does not touch the heap: a packet only moves the connection's `last_activity`, and when
 //! an entry comes due the broker checks the real deadline and re-arms it if it moved. So the

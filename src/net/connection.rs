@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -51,9 +51,10 @@ pub(crate) enum State {
     Closed,
 }
 
+/// Kept small (issue 11, per-connection memory): the peer address is logged at accept and
+/// not stored, lingering state is boxed, the read budget counts in `u32`.
 pub(crate) struct Connection {
     pub(crate) id: ConnId,
-    pub(crate) peer: SocketAddr,
     pub(crate) state: State,
     stream: Option<TcpStream>,
     /// Bytes of a partial packet; empty (and unallocated) between packets.
@@ -65,15 +66,53 @@ pub(crate) struct Connection {
     pub(crate) paused: bool,
     /// Listed in the loop's "still readable" work list.
     pub(crate) queued: bool,
-    /// Loop turn the read budget below belongs to.
-    budget_turn: u64,
-    /// Bytes read during `budget_turn`.
-    budget_used: usize,
-    /// Lingering: final bytes the socket has not taken yet.
+    /// Bytes read this loop turn.
+    budget: Budget,
+    /// Graceful-close state; `None` until the connection lingers.
+    linger: Option<Box<Linger>>,
+}
+
+/// The per-turn read budget of a connection.
+#[derive(Default)]
+struct Budget {
+    /// Loop turn `used` belongs to (its low 32 bits: a wrapped turn number matching an
+    /// old one only means one budget reset less).
+    turn: u32,
+    /// Bytes read during `turn` (at most [`READ_BUDGET`]).
+    used: u32,
+}
+
+impl Budget {
+    /// Resets the budget at the first read of loop turn `turn`.
+    fn start(&mut self, turn: u64) {
+        // Truncation intended: see `turn`.
+        let turn = turn as u32;
+        if self.turn != turn {
+            self.turn = turn;
+            self.used = 0;
+        }
+    }
+
+    /// Bytes that may still be read this turn.
+    fn left(&self) -> usize {
+        READ_BUDGET.saturating_sub(self.used as usize)
+    }
+
+    /// `n` bytes were read.
+    fn spend(&mut self, n: usize) {
+        let used = (self.used as usize).saturating_add(n).min(READ_BUDGET);
+        self.used = u32::try_from(used).unwrap_or(u32::MAX);
+    }
+}
+
+/// What a lingering connection keeps (see the module docs).
+#[derive(Default)]
+struct Linger {
+    /// Final bytes the socket has not taken yet.
     final_out: Vec<u8>,
-    /// Lingering: input discarded so far.
+    /// Input discarded so far.
     drained: usize,
-    /// Lingering: the peer has closed its side (no more reads).
+    /// The peer has closed its side (no more reads).
     peer_done: bool,
 }
 
@@ -133,21 +172,17 @@ pub(crate) struct ReadCtx<'a> {
 }
 
 impl Connection {
-    pub(crate) fn new(id: ConnId, peer: SocketAddr, stream: TcpStream) -> Connection {
+    pub(crate) fn new(id: ConnId, stream: TcpStream) -> Connection {
         Connection {
             id,
-            peer,
             state: State::Open,
             stream: Some(stream),
             tail: Vec::new(),
             writable: false,
             paused: false,
             queued: false,
-            budget_turn: 0,
-            budget_used: 0,
-            final_out: Vec::new(),
-            drained: 0,
-            peer_done: false,
+            budget: Budget::default(),
+            linger: None,
         }
     }
 
@@ -162,10 +197,7 @@ impl Connection {
         let Some(stream) = self.stream.as_mut() else {
             return ReadEnd::Drained;
         };
-        if self.budget_turn != cx.turn {
-            self.budget_turn = cx.turn;
-            self.budget_used = 0;
-        }
+        self.budget.start(cx.turn);
         loop {
             if !cx.broker.wants_read(id)
                 || cx
@@ -174,7 +206,7 @@ impl Connection {
             {
                 return ReadEnd::Paused;
             }
-            let budget = READ_BUDGET.saturating_sub(self.budget_used);
+            let budget = self.budget.left();
             if budget == 0 {
                 return ReadEnd::Capped;
             }
@@ -186,7 +218,7 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return ReadEnd::Failed(e),
             };
-            self.budget_used += n;
+            self.budget.spend(n);
             let mut framing = BrokerFraming {
                 broker: &mut *cx.broker,
                 id,
@@ -260,7 +292,7 @@ impl Connection {
         let lingered = self.state == State::Lingering;
         self.state = State::Closed;
         self.tail = Vec::new();
-        let pending = std::mem::take(&mut self.final_out);
+        let pending = self.linger.take().map(|l| l.final_out).unwrap_or_default();
         let final_bytes = if final_bytes.is_empty() {
             &pending[..]
         } else {
@@ -303,32 +335,34 @@ impl Connection {
     ) -> LingerStep {
         self.state = State::Lingering;
         self.tail = Vec::new();
-        self.final_out = final_bytes;
-        self.drained = 0;
+        self.linger = Some(Box::new(Linger {
+            final_out: final_bytes,
+            ..Linger::default()
+        }));
         self.linger_write(registry, token)
     }
 
     /// Writes what the socket takes of the final bytes; once they are all out, shuts down
     /// the write side so the peer reads them followed by EOF.
     pub(crate) fn linger_write(&mut self, registry: &Registry, token: Token) -> LingerStep {
-        let Some(stream) = self.stream.as_mut() else {
+        let (Some(stream), Some(linger)) = (self.stream.as_mut(), self.linger.as_mut()) else {
             return LingerStep::Done;
         };
-        while !self.final_out.is_empty() {
-            match stream.write(&self.final_out) {
+        while !linger.final_out.is_empty() {
+            match stream.write(&linger.final_out) {
                 Ok(0) => return LingerStep::Done,
                 Ok(n) => {
-                    self.final_out.drain(..n);
+                    linger.final_out.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return LingerStep::Done,
             }
         }
-        let want_writable = !self.final_out.is_empty();
+        let want_writable = !linger.final_out.is_empty();
         if !want_writable {
-            self.final_out = Vec::new();
-            if stream.shutdown(Shutdown::Write).is_err() || self.peer_done {
+            linger.final_out = Vec::new();
+            if stream.shutdown(Shutdown::Write).is_err() || linger.peer_done {
                 return LingerStep::Done;
             }
         }
@@ -349,45 +383,46 @@ impl Connection {
     /// Reads and discards the peer's input until `WouldBlock`, within the turn's read
     /// budget and [`LINGER_MAX_BYTES`] in all.
     pub(crate) fn drain(&mut self, scratch: &mut [u8], turn: u64) -> LingerStep {
-        if self.peer_done {
+        if self.linger.as_ref().is_some_and(|l| l.peer_done) {
             return LingerStep::Wait;
         }
-        let Some(stream) = self.stream.as_mut() else {
+        self.budget.start(turn);
+        let budget_left = self.budget.left();
+        let (Some(stream), Some(linger)) = (self.stream.as_mut(), self.linger.as_mut()) else {
             return LingerStep::Done;
         };
-        if self.budget_turn != turn {
-            self.budget_turn = turn;
-            self.budget_used = 0;
-        }
-        loop {
-            if self.drained >= LINGER_MAX_BYTES {
-                return LingerStep::Done;
+        let mut used = 0;
+        let step = loop {
+            if linger.drained >= LINGER_MAX_BYTES {
+                break LingerStep::Done;
             }
-            let budget = READ_BUDGET.saturating_sub(self.budget_used);
+            let budget = budget_left - used;
             if budget == 0 {
-                return LingerStep::Capped;
+                break LingerStep::Capped;
             }
             let limit = budget.min(scratch.len());
             match stream.read(&mut scratch[..limit]) {
                 Ok(0) => {
                     // The peer closed its side. Final bytes not yet written may still
                     // reach it (it can read after a half-close): wait for them.
-                    self.peer_done = true;
-                    return if self.final_out.is_empty() {
+                    linger.peer_done = true;
+                    break if linger.final_out.is_empty() {
                         LingerStep::Done
                     } else {
                         LingerStep::Wait
                     };
                 }
                 Ok(n) => {
-                    self.budget_used += n;
-                    self.drained += n;
+                    used += n;
+                    linger.drained += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return LingerStep::Wait,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break LingerStep::Wait,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return LingerStep::Done,
+                Err(_) => break LingerStep::Done,
             }
-        }
+        };
+        self.budget.spend(used);
+        step
     }
 }
 

@@ -512,7 +512,7 @@ impl Core {
             index,
             generation: self.generation,
         };
-        entry.insert(Connection::new(id, peer, stream));
+        entry.insert(Connection::new(id, stream));
         self.open += 1;
         debug!("accepted {peer} on {local} as {}", Id(id));
         self.broker.handle_open(id, now);
@@ -741,7 +741,7 @@ impl Core {
         conn.close(registry, final_bytes, &mut self.scratch);
         self.open -= 1;
         self.closed.push(key);
-        debug!("closed {} ({}): {why}", Id(conn.id), conn.peer);
+        debug!("closed {}: {why}", Id(conn.id));
     }
 
     /// Disconnects every client with `Disconnect::Shutdown`, flushes best effort and
