@@ -12,6 +12,12 @@
 # 10 / 1,000 / 100,000 other exact subscriptions plus 1,000 wildcards. These run with
 # persistence off in both brokers.
 #
+# QoS 1 fan-in with the subscriber as the bottleneck (issue 11), tag fanin1q: a fresh
+# broker of each kind with its queue limit raised so neither drops (max_queued_messages 0
+# = no limit in both, max_inflight_messages 20 in both, as in the other scenarios), 50
+# QoS 1 publishers into one QoS 1 subscriber with an end-to-end window of QWINDOW (5,000)
+# messages, so thousands wait in the subscriber's queue and every delivery comes from it.
+#
 # Durability (issue 6), persistence on, data directories under $OUT/pdata (the disk the
 # repository is on): per round, QoS 1 fan-in to a persistent (clean session 0) subscriber
 # against wrenmq `fsync batch`, wrenmq `fsync never` and Mosquitto with persistence on
@@ -24,7 +30,7 @@
 # The table printed at the end holds the median over rounds of every figure and the
 # ratio wrenmq/mosquitto.
 #
-# Knobs (environment): ROUNDS, DUR (seconds per throughput phase), CONNS, CONN_HOLD,
+# Knobs (environment): ROUNDS, DUR (seconds per throughput phase), QWINDOW, CONNS, CONN_HOLD,
 # WAKE_CLIENTS, WAKE_HOLD, LAT_RATE, PAYLOAD, WPORT, MPORT, OUT (results directory),
 # RECOVER_MSGS (0 skips recovery), SKIP_BUILD=1. Raw lines go to $OUT/results.txt, the
 # table to $OUT/table.md.
@@ -40,6 +46,7 @@ else
 fi
 CONNS=${CONNS:-10000}
 WAKE_CLIENTS=${WAKE_CLIENTS:-1000}
+QWINDOW=${QWINDOW:-5000}
 LAT_RATE=${LAT_RATE:-2000}
 PAYLOAD=${PAYLOAD:-16}
 WPORT=${WPORT:-18831}
@@ -84,6 +91,19 @@ max_packet_size 2000000
 log_dest stderr
 log_type error
 connection_messages false
+EOF
+
+# The subscriber-bound QoS 1 scenario: no queue limit in either broker.
+MQCONF="$OUT/mosquitto-queue.conf"
+grep -v '^max_queued_messages ' "$MCONF" >"$MQCONF"
+echo "max_queued_messages 0" >>"$MQCONF"
+cat >"$OUT/wrenmq-queue.conf" <<EOF
+listener $WPORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 20
+max_queued_messages 0
+max_packet_size 2000000
 EOF
 
 # Persistence on, for the durability scenarios. Each run gets an empty directory.
@@ -143,6 +163,12 @@ start_broker() { # name -> sets BROKER_PID, PORT
     mosquitto)
       taskset -c 0 "$MOSQUITTO" -c "$MCONF" 2>>"$OUT/mosquitto.log" &
       ;;
+    wrenmq-queue)
+      RUST_LOG=warn taskset -c 0 "$WRENMQ" -c "$OUT/wrenmq-queue.conf" 2>>"$OUT/wrenmq.log" &
+      ;;
+    mosquitto-queue)
+      taskset -c 0 "$MOSQUITTO" -c "$MQCONF" 2>>"$OUT/mosquitto.log" &
+      ;;
     wrenmq-batch | wrenmq-never)
       rm -rf "${PDATA:?}/$1"
       RUST_LOG=warn taskset -c 0 "$WRENMQ" -c "$OUT/$1.conf" 2>>"$OUT/wrenmq.log" &
@@ -199,6 +225,14 @@ run_round() { # broker round
   stop_broker
 }
 
+# QoS 1 fan-in into a subscriber that is the bottleneck, queue limits raised (tag fanin1q).
+run_queued() { # config round
+  local c=$1 r=$2 b=${1%%-*}
+  start_broker "$c"
+  TAG=fanin1q; gen "$b" "$r" fanin --qos 1 --payload "$PAYLOAD" --duration "$DUR" --window "$QWINDOW"
+  stop_broker
+}
+
 # QoS 1 fan-in to a persistent subscriber, persistence on. Tags: fanin1d_batch and
 # fanin1d_never (wrenmq), fanin1d (mosquitto).
 run_durable() { # config round
@@ -250,6 +284,10 @@ for r in $(seq "$ROUNDS"); do
     log "round $r/$ROUNDS: $b"
     run_round "$b" "$r"
   done
+  for c in wrenmq-queue mosquitto-queue; do
+    log "round $r/$ROUNDS: QoS 1 fan-in from a full queue, $c"
+    run_queued "$c" "$r"
+  done
   for c in wrenmq-batch wrenmq-never mosquitto-persist; do
     log "round $r/$ROUNDS: durable fan-in, $c"
     run_durable "$c" "$r"
@@ -294,6 +332,8 @@ FIG = [
     ("fan-in QoS 0 lost", "fanin0", "lost", None),
     ("fan-in QoS 1, 50 pubs (msg/s)", "fanin1", "msgs_per_s", ">= 1.5"),
     ("fan-in QoS 1 lost", "fanin1", "lost", "== 0"),
+    ("fan-in QoS 1, subscriber-bound, no queue limit (msg/s)", "fanin1q", "msgs_per_s", ">= 2"),
+    ("fan-in QoS 1, subscriber-bound, lost", "fanin1q", "lost", "== 0"),
     ("fan-out QoS 0, 100 subs (deliveries/s)", "fanout", "msgs_per_s", ">= 2"),
     ("fan-out lost", "fanout", "lost", None),
     ("latency p50 (us)", "latency", "p50_us", None),
@@ -349,7 +389,7 @@ sc = [a / c if (a and c) else None for a, c in zip(sw, s10)]
 ok = "met" if sc[0] is not None and sc[0] >= 0.8 else "MISSED"
 out.append(f"| rate with 100,000 subs / with 10 | {fmt(sc[0])} | {fmt(sc[1])} | | wrenmq >= 0.8 | {ok} |")
 # Generator and broker CPU (fraction of one core): is the generator the bottleneck?
-for tag, label in (("fanin0", "fan-in QoS 0"), ("fanin1", "fan-in QoS 1"), ("fanout", "fan-out"), ("subscale100000", "subscale 100k")):
+for tag, label in (("fanin0", "fan-in QoS 0"), ("fanin1", "fan-in QoS 1"), ("fanin1q", "fan-in QoS 1, subscriber-bound"), ("fanout", "fan-out"), ("subscale100000", "subscale 100k")):
     g = [med(tag, "gen_cpu", b) for b in ("wrenmq", "mosquitto")]
     c = [med(tag, "broker_cpu", b) for b in ("wrenmq", "mosquitto")]
     out.append(f"| CPU during {label}: generator / broker | {fmt(g[0])} / {fmt(c[0])} | {fmt(g[1])} / {fmt(c[1])} | | | |")

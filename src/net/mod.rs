@@ -571,7 +571,20 @@ impl Core {
                 error!("{}: decoder reported an impossible length; closing", Id(id));
                 self.broker.handle_disconnect(id, Disconnect::IoError, now);
                 self.close(registry, key, "decoder error", &[]);
+                return;
             }
+        }
+        // What this connection's own packets produced (its acks, and the deliveries its
+        // PUBACKs let out of its queue) goes out now rather than after every other
+        // connection's input of the turn: a subscriber limited by its inflight window
+        // then acknowledges the next messages while the loop is still busy with the
+        // publishers (issue 11: QoS 1 fan-in from a full queue ran ping-pong, each side
+        // waiting for the other's whole turn). Later output for it this turn is written
+        // at the end of the turn as before.
+        if self.conns.get(key).is_some_and(|c| c.is_open())
+            && !self.broker.pending_output(id).is_empty()
+        {
+            self.flush(registry, key, now);
         }
     }
 
