@@ -183,6 +183,7 @@ impl Broker {
         let Some(session) = self.sessions.try_remove(key) else {
             return;
         };
+        self.queued_entries = self.queued_entries.saturating_sub(session.queue().len());
         // Its slab key will be reused: a parked retained job must not follow it.
         self.retained_parked.remove(&key);
         if session.store_id != 0 {

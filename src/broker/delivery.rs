@@ -235,6 +235,7 @@ impl Broker {
             },
             limits,
         ) {
+            self.queued_entries += 1;
             if session.store_id != 0 {
                 let id = self.journal.message_id(&msg, routed.now);
                 let r = Record::Enqueue {
@@ -293,6 +294,7 @@ impl Broker {
                 || !fits(conn, &mut self.scratch_props, front, now)
             {
                 session.dequeue();
+                self.queued_entries = self.queued_entries.saturating_sub(1);
                 if store_id != 0 {
                     self.journal.record(Record::Dequeue { session: store_id });
                 }
@@ -309,6 +311,7 @@ impl Broker {
                 }
             };
             let Some(q) = session.dequeue() else { break };
+            self.queued_entries = self.queued_entries.saturating_sub(1);
             if store_id != 0 {
                 self.journal.record(match packet_id {
                     None => Record::Dequeue { session: store_id },

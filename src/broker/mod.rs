@@ -23,11 +23,13 @@
 //! `max_write_buffer`, stop reading a client until it drains), never the socket layer.
 //!
 //! Memory accounting (`memory_limit`, issue 11): [`Broker::memory_used`] is the sum of
-//! three O(1) counters: the live messages (each counted once by its own creation and drop,
-//! see `message.rs`), the write buffers (reconciled per connection when the loop polls or
-//! drains its output, and on close) and the partial input the loop reports
-//! (`account_input`). `handle_publish` consults it once per PUBLISH; the policy at the
-//! limit is in `inbound.rs` (`refuse_over_memory`).
+//! four O(1) counters: the live messages (each counted once by its own creation and drop,
+//! see `message.rs`), the queue entries that refer to them ([`QUEUED_ENTRY`] bytes each,
+//! counted where a queue gains or loses one and when a session with a queue ends), the
+//! write buffers and the output held for the journal (reconciled per connection when the
+//! loop polls or drains its output, and on close) and the partial input and lingering
+//! final bytes the loop reports (`account_input`). `handle_publish` consults it once per
+//! PUBLISH; the policy at the limit is in `inbound.rs` (`refuse_over_memory`).
 
 /// The output [`Lanes`] over a broker's fields, borrowed apart from the session and
 /// connection the caller already holds.
@@ -130,6 +132,10 @@ pub struct Reloaded {
     pub subscriptions_removed: usize,
 }
 
+/// What one queued delivery costs `memory_limit` besides its message (counted once by the
+/// message itself, however many queues share it): the queue entry.
+pub const QUEUED_ENTRY: usize = std::mem::size_of::<Queued>();
+
 /// Topic aliases a 5.0 client may use towards the broker (Mosquitto's default, 10).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
 
@@ -228,8 +234,11 @@ pub struct Broker {
     id_rng: IdRng,
     /// Bytes of the live messages (see `message.rs`).
     meter: Arc<Meter>,
-    /// Bytes of the connections' write buffers, as last reconciled (`Conn::counted_out`).
+    /// Bytes of the connections' write buffers and held output, as last reconciled
+    /// (`Conn::counted_out`).
     out_bytes: usize,
+    /// Entries in all sessions' queues (each costs [`QUEUED_ENTRY`]).
+    queued_entries: usize,
     /// Bytes of partial input the event loop holds (`account_input`).
     input_bytes: usize,
     /// Whether the broker is over `memory_limit` (an episode: logged on entry and exit).
@@ -324,6 +333,7 @@ impl Broker {
             id_rng: IdRng::new(0),
             meter: Arc::default(),
             out_bytes: 0,
+            queued_entries: 0,
             input_bytes: 0,
             memory_full: false,
             retained_full_logged: false,
@@ -456,15 +466,22 @@ impl Broker {
 
     /// Bytes the broker holds as `memory_limit` counts them: every live message once
     /// (topic, payload, properties and its allocation, however many queues, inflight slots
-    /// and the retained store share it), the connections' write buffers and the partial
-    /// input the event loop reported (`account_input`). Kept in O(1) counters; a later
-    /// `$SYS` publishes it as heap/current.
+    /// and the retained store share it), each queue entry ([`QUEUED_ENTRY`]), the
+    /// connections' write buffers and output held until the journal is durable, and what
+    /// the event loop reported (`account_input`: partial input, lingering final bytes).
+    /// Kept in O(1) counters; a later `$SYS` publishes it as heap/current.
     pub fn memory_used(&self) -> usize {
-        self.meter.bytes() + self.out_bytes + self.input_bytes
+        self.meter.bytes() + self.queued_entries * QUEUED_ENTRY + self.out_bytes + self.input_bytes
     }
 
-    /// The event loop's partial-input buffers changed from `before` to `after` bytes (one
-    /// connection's tail grew, shrank or was dropped).
+    /// Entries in all sessions' queues, as `memory_used` counts them.
+    pub fn queued_entries(&self) -> usize {
+        self.queued_entries
+    }
+
+    /// Bytes the event loop holds for connections changed from `before` to `after` (one
+    /// connection's partial-input tail grew, shrank or was dropped; a lingering
+    /// connection's final bytes were handed over or freed).
     pub fn account_input(&mut self, before: usize, after: usize) {
         self.input_bytes = self.input_bytes.saturating_sub(before) + after;
     }

@@ -80,11 +80,14 @@ impl Lanes<'_> {
     }
 }
 
-/// Brings `out_bytes` up to date with `conn`'s write buffer: O(1), on the paths that
-/// already touch the buffer once per loop turn (`poll_transmit`, `consume_output`), so
-/// the total lags output encoded this turn by at most one turn.
+/// Brings `out_bytes` up to date with `conn`'s write buffer and held output: O(1) for the
+/// buffer plus the held segments (one per journal batch not yet durable, usually none or
+/// one), on the paths that already touch the buffer once per loop turn (`poll_transmit`,
+/// `consume_output`; held output marks the connection for transmission too), so the total
+/// lags output encoded this turn by at most one turn.
 pub(super) fn recount_out(out_bytes: &mut usize, conn: &mut Conn) {
-    let now = conn.out.capacity();
+    let held: usize = conn.held.iter().map(|(_, b)| b.capacity()).sum();
+    let now = conn.out.capacity() + held;
     *out_bytes = out_bytes.saturating_sub(conn.counted_out) + now;
     conn.counted_out = now;
 }

@@ -181,6 +181,9 @@ impl Broker {
         for topic in stale {
             self.retained.remove(&topic);
         }
+        // Replay filled the queues record by record: count their entries once, here
+        // (`memory_used`).
+        self.queued_entries = self.sessions.iter().map(|(_, s)| s.queue().len()).sum();
         if let Some(t) = self.restoring.take() {
             self.journal.resume_ids(t.max_message, t.max_session);
             if t.dangling > 0 {

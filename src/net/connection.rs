@@ -114,6 +114,8 @@ struct Linger {
     drained: usize,
     /// The peer has closed its side (no more reads).
     peer_done: bool,
+    /// `final_out`'s allocation when lingering began, as reported for `memory_limit`.
+    counted: usize,
 }
 
 /// What a lingering connection needs next.
@@ -244,6 +246,12 @@ impl Connection {
         self.tail.capacity()
     }
 
+    /// Final bytes of a lingering connection as counted for `memory_limit` when it
+    /// started lingering (given back when it closes).
+    pub(crate) fn linger_bytes(&self) -> usize {
+        self.linger.as_ref().map_or(0, |l| l.counted)
+    }
+
     /// Writes the broker's pending output for this connection until it is empty or the
     /// socket is full, and keeps WRITABLE interest registered exactly while output is left.
     pub(crate) fn flush(
@@ -336,6 +344,7 @@ impl Connection {
         self.state = State::Lingering;
         self.tail = Vec::new();
         self.linger = Some(Box::new(Linger {
+            counted: final_bytes.capacity(),
             final_out: final_bytes,
             ..Linger::default()
         }));

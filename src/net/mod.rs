@@ -697,7 +697,10 @@ impl Core {
         };
         let id = conn.id;
         self.broker.account_input(conn.tail_bytes(), 0);
-        if conn.linger(registry, token, final_bytes) == LingerStep::Done {
+        let step = conn.linger(registry, token, final_bytes);
+        // Its final bytes are the loop's now; `memory_limit` counts them until it closes.
+        self.broker.account_input(0, conn.linger_bytes());
+        if step == LingerStep::Done {
             self.close(registry, key, "closed by broker", &[]);
             return;
         }
@@ -749,8 +752,10 @@ impl Core {
         if conn.state == State::Closed {
             return;
         }
-        // The tail of a partial packet goes with the connection (`memory_limit` counts it).
-        self.broker.account_input(conn.tail_bytes(), 0);
+        // The tail of a partial packet and lingering final bytes go with the connection
+        // (`memory_limit` counts them).
+        self.broker
+            .account_input(conn.tail_bytes() + conn.linger_bytes(), 0);
         conn.close(registry, final_bytes, &mut self.scratch);
         self.open -= 1;
         self.closed.push(key);

@@ -134,6 +134,17 @@ impl BrokerRun {
         for s in 0..CLIENTS {
             self.check_output(s);
         }
+        let entries: usize = self
+            .broker
+            .sessions
+            .iter()
+            .map(|(_, s)| s.queue().len())
+            .sum();
+        assert_eq!(
+            self.broker.queued_entries(),
+            entries,
+            "queued entries (memory_limit) drifted"
+        );
         for c in &self.clients {
             let Some(session) = self.broker.session(c) else {
                 continue;

@@ -387,6 +387,94 @@ fn memory_used_counts_write_buffers_until_written_or_closed() {
 }
 
 #[test]
+fn memory_used_counts_each_queue_entry_and_gives_them_back() {
+    // Issue 11: a message was counted once, but the queue entries referring to it were
+    // not counted at all.
+    let mut h = Harness::with(Config::in_memory());
+    let p = h.client(connect("p", true, 0));
+    let idle = h.broker.memory_used();
+    for (name, filter) in [("a", "#"), ("b", "t3"), ("c", "t3")] {
+        let s = h.client(connect(name, false, 0));
+        h.send(s, subscribe(1, &[(filter, QoS::AtLeastOnce)]));
+        h.take(s);
+        h.broker.handle_disconnect(s, Disconnect::PeerClosed, h.now);
+    }
+    let before = h.broker.memory_used();
+    h.send(p, super::publish("t1", &[0u8; 100], QoS::AtLeastOnce, 1));
+    h.take(p);
+    let one = h.broker.memory_used() - before;
+    h.send(p, super::publish("t3", &[0u8; 100], QoS::AtLeastOnce, 2));
+    h.take(p);
+    let three = h.broker.memory_used() - before - one;
+    assert_eq!(
+        three - one,
+        2 * crate::broker::QUEUED_ENTRY,
+        "two more entries"
+    );
+    assert_eq!(h.broker.queued_entries(), 4);
+    // Delivered and acknowledged: the entry goes, and the message with its last holder.
+    let a = h.open();
+    h.send(a, Packet::Connect(connect("a", false, 0)));
+    for o in h.take(a) {
+        if let Out::Publish { id, .. } = o {
+            h.send(a, Packet::Puback(ack(id)));
+        }
+    }
+    assert_eq!(h.broker.queued_entries(), 2);
+    // Left: t3's message and the two entries of b and c.
+    let entry = crate::broker::QUEUED_ENTRY;
+    assert_eq!(h.broker.memory_used(), before + three - entry);
+    // Ending the sessions takes their queues' entries.
+    for name in ["a", "b", "c"] {
+        let s = h.open();
+        h.send(s, Packet::Connect(connect(name, true, 0)));
+        h.take(s);
+        h.broker.handle_disconnect(s, Disconnect::PeerClosed, h.now);
+    }
+    assert_eq!(h.broker.queued_entries(), 0);
+    assert_eq!(h.broker.memory_used(), idle);
+}
+
+#[test]
+fn memory_used_counts_output_held_for_the_journal_until_written() {
+    // Issue 11: acknowledgements held until their batch is durable were not counted.
+    let mut h = journaled();
+    // An offline persistent subscriber: each publish is journaled, so its PUBACK is held.
+    let s = h.client(connect("s", false, 0));
+    h.send(s, subscribe(1, &[("t", QoS::AtLeastOnce)]));
+    h.broker.handle_disconnect(s, Disconnect::PeerClosed, h.now);
+    let p = h.client(connect("p", true, 0));
+    let (seq, _) = h.broker.poll_journal().expect("session records");
+    h.broker.handle_durable(seq);
+    h.take(p);
+    for i in 1..=50 {
+        h.send(p, super::publish("t", &[0u8; 10], QoS::AtLeastOnce, i));
+    }
+    // The PUBACKs wait for the batch; the loop's next poll counts them.
+    while h.broker.poll_transmit().is_some() {}
+    assert!(
+        h.broker.pending_output(p).is_empty(),
+        "held, not in the write buffer"
+    );
+    let held = h.broker.memory_used();
+    // Durable: moved to the write buffer (still counted), then written: given back.
+    let (seq, _) = h.broker.poll_journal().expect("enqueue records");
+    h.broker.handle_durable(seq);
+    while h.broker.poll_transmit().is_some() {}
+    assert_eq!(h.broker.pending_output(p).len(), 50 * 4);
+    let buffered = h.broker.memory_used();
+    h.broker.consume_output(p, 50 * 4);
+    let written = h.broker.memory_used();
+    assert!(held >= written + 50 * 4, "held: {}", held - written);
+    assert!(
+        buffered >= written + 50 * 4,
+        "buffered: {}",
+        buffered - written
+    );
+    assert_eq!(h.broker.queued_entries(), 50);
+}
+
+#[test]
 fn qos2_id_refused_with_pubrec_0x87_is_free_for_the_next_message() {
     // [MQTT-4.3.3-4] a PUBREC with an error code ends the flow. The id used to stay
     // "awaiting PUBREL", so the client's next message with it was taken for a
