@@ -45,7 +45,7 @@ impl Broker {
             }
         }
         let reason = self.packet_id_reason(id, known);
-        self.reply(id, &Packet::Pubrel(ack(a.packet_id, reason)));
+        self.send_held(id, &Packet::Pubrel(ack(a.packet_id, reason)));
         true
     }
 
@@ -69,7 +69,7 @@ impl Broker {
             session.release_idle_flows();
         }
         let reason = self.packet_id_reason(id, known);
-        self.reply(id, &Packet::Pubcomp(ack(a.packet_id, reason)));
+        self.send_held(id, &Packet::Pubcomp(ack(a.packet_id, reason)));
         true
     }
 
@@ -117,14 +117,6 @@ impl Broker {
             ReasonCode::SUCCESS
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        }
-    }
-
-    /// Sends an acknowledgement, held until the turn's records are durable.
-    pub(super) fn reply(&mut self, id: ConnId, packet: &Packet<'_>) {
-        if let Some(conn) = conn_slot(&mut self.conns, id) {
-            let mut lanes = lanes!(self);
-            lanes.send(conn, id, packet);
         }
     }
 }

@@ -11,7 +11,7 @@ use super::message::{self, Message};
 use super::session::{InflightState, Session};
 use super::subscriptions::SessionKey;
 use super::timers::Timer;
-use super::{conn_slot, send, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
+use super::{conn_slot, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
 use crate::protocol::{
     Ack, Connack, Connect, Packet, Properties, PropertiesBuf, Property, ProtocolVersion, ReasonCode,
 };
@@ -371,18 +371,15 @@ impl Broker {
             code: ReasonCode::SUCCESS,
             properties: props.as_properties(),
         };
-        send(conn, id, &mut self.transmit, &Packet::Connack(connack));
+        self.output.send_now(conn, id, &Packet::Connack(connack));
         // An acknowledgement on this connection may answer a retransmission (PUBLISH with
         // DUP, PUBREL) whose original wrote its record in a batch that is still being made
         // durable; the first answer was held on the old connection and went with it. So
         // everything durable on the new connection waits for every batch already submitted
         // [MQTT-4.3.3-2]. CONNACK itself need not wait: a crash before the session's
         // records are durable shows at the next CONNECT as session present 0.
-        let submitted = self.journal.seq.saturating_sub(1);
-        if self.journal.holds && submitted > self.journal.durable && conn.held.is_empty() {
-            conn.held.push((submitted, Vec::new()));
-            self.held_conns.push(id);
-        }
+        self.output
+            .hold_behind_submitted(&mut conn.out, id, &self.journal);
         true
     }
 
@@ -404,14 +401,12 @@ impl Broker {
 
     /// Answers CONNACK with `code` and closes the connection [MQTT-3.2.2-4/5].
     fn refuse(&mut self, id: ConnId, code: ReasonCode, now: Instant) -> bool {
-        if let Some(conn) = conn_slot(&mut self.conns, id) {
-            let connack = Connack {
-                session_present: false,
-                code,
-                properties: Properties::EMPTY,
-            };
-            send(conn, id, &mut self.transmit, &Packet::Connack(connack));
-        }
+        let connack = Connack {
+            session_present: false,
+            code,
+            properties: Properties::EMPTY,
+        };
+        self.send_now(id, &Packet::Connack(connack));
         self.close(id, CloseReason::ConnectRefused(code), now, true);
         false
     }
@@ -440,7 +435,6 @@ impl Broker {
             username: session.username.as_deref(),
             client_id: &session.client_id,
         };
-        let mut lanes = lanes!(self);
         let mut expired = Vec::new();
         let inflight_len = session.inflight().len();
         let unsent = session.unsent.min(inflight_len);
@@ -456,9 +450,13 @@ impl Broker {
                 expired.push(inflight.packet_id);
                 continue;
             }
+            let (out, journal) = (&mut conn.out, &self.journal);
             let buf = match inflight.state {
-                InflightState::AwaitingPuback => lanes.delivery(conn, id, inflight.delivery.qos),
-                _ => lanes.durable(conn, id),
+                InflightState::AwaitingPuback => {
+                    self.output
+                        .delivery(out, id, inflight.delivery.qos, journal)
+                }
+                _ => self.output.held(out, id, journal),
             };
             match inflight.state {
                 InflightState::AwaitingPuback | InflightState::AwaitingPubrec => {

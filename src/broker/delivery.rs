@@ -11,11 +11,13 @@ use std::time::Instant;
 
 use log::warn;
 
+use super::journal::Journal;
 use super::message::Message;
+use super::output::Output;
 use super::routing::Routed;
 use super::session::{Inflight, InflightState, Queued, Session};
 use super::subscriptions::SessionKey;
-use super::{conn_slot, Broker, Conn, ConnId, Lanes, Stats};
+use super::{conn_slot, Broker, Conn, ConnId, Stats};
 use crate::auth;
 use crate::protocol::{
     PacketId, Properties, PropertiesBuf, Property, ProtocolVersion, Publish, QoS,
@@ -115,7 +117,7 @@ impl Broker {
             .and_then(|id| conn_slot(&mut self.conns, id).map(|c| (id, c)));
         match online {
             Some((id, conn)) if qos == QoS::AtMostOnce => {
-                if conn.out.len() > self.config.max_write_buffer {
+                if conn.out.buf.len() > self.config.max_write_buffer {
                     // Slow consumer: QoS 0 is dropped rather than buffered without bound.
                     self.stats.dropped_slow_consumer += 1;
                     if !conn.slow_logged {
@@ -123,7 +125,7 @@ impl Broker {
                         warn!(
                             "client {} is not reading: dropping QoS 0 messages while {} bytes are unsent",
                             session.client_id,
-                            conn.out.len()
+                            conn.out.buf.len()
                         );
                     }
                     return;
@@ -138,8 +140,8 @@ impl Broker {
                     sub_ids,
                 };
                 let (version, max) = (conn.version, conn.max_packet());
-                // Straight to the write buffer, unless output is held (see `Lanes::delivery`).
-                let buf = lanes!(self).delivery(conn, id, qos);
+                // Straight to the write buffer, unless output is held (see `Output::delivery`).
+                let buf = self.output.delivery(&mut conn.out, id, qos, &self.journal);
                 if encode_publish(
                     version,
                     max,
@@ -179,7 +181,7 @@ impl Broker {
                     });
                 }
                 send_into_inflight(
-                    lanes!(self),
+                    (&mut self.output, &self.journal),
                     &mut self.scratch_props,
                     &mut self.stats,
                     session,
@@ -319,7 +321,7 @@ impl Broker {
                 });
             }
             send_into_inflight(
-                lanes!(self),
+                (&mut self.output, &self.journal),
                 &mut self.scratch_props,
                 &mut self.stats,
                 session,
@@ -332,13 +334,13 @@ impl Broker {
     }
 }
 
-/// The one step `deliver` and `pump` share: encodes `q` into the connection's delivery
-/// lane and, with a packet id (QoS 1/2), moves it into the session's inflight window. The
+/// The one step `deliver` and `pump` share: encodes `q` for the connection by QoS
+/// ([`Output::delivery`]) and, with a packet id (QoS 1/2), moves it into the session's inflight window. The
 /// caller has allocated the id, checked the window and journaled the move.
 #[allow(clippy::too_many_arguments)] // disjoint borrows of the broker's fields
 #[inline]
 fn send_into_inflight(
-    mut lanes: Lanes<'_>,
+    (output, journal): (&mut Output, &Journal),
     scratch: &mut PropertiesBuf,
     stats: &mut Stats,
     session: &mut Session,
@@ -348,7 +350,7 @@ fn send_into_inflight(
     now: Instant,
 ) {
     let (version, max) = (conn.version, conn.max_packet());
-    let buf = lanes.delivery(conn, id, q.qos);
+    let buf = output.delivery(&mut conn.out, id, q.qos, journal);
     encode_publish(
         version,
         max,

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use crate::auth::Refusal;
-use crate::protocol::{DecodeError, PacketType, ProtocolVersion, ReasonCode};
+use crate::protocol::{
+    Connack, DecodeError, Disconnect, Packet, PacketType, Properties, ProtocolVersion, ReasonCode,
+};
 
 /// The CONNACK code refusing a client: 3.1/3.1.1 return codes, 5.0 reason codes.
 ///
@@ -99,6 +101,49 @@ impl CloseReason {
             self,
             CloseReason::ClientDisconnect | CloseReason::Shutdown | CloseReason::SessionExpired
         )
+    }
+
+    /// Whether the broker, not the client or the network, ends the connection.
+    fn server_initiated(self) -> bool {
+        !matches!(
+            self,
+            CloseReason::ClientDisconnect
+                | CloseReason::ClientDisconnectWithWill
+                | CloseReason::PeerClosed
+                | CloseReason::IoError
+                | CloseReason::ConnectRefused(_)
+        )
+    }
+
+    /// The packet written last on a connection the broker closes for this reason, and the
+    /// version it is encoded for: a 5.0 client learns why the server closes its
+    /// connection [MQTT-4.13.2-1]; a CONNECT with an unsupported protocol level is
+    /// answered with CONNACK 0x01 [MQTT-3.1.2-2] in the 3.1.1 format, the only one every
+    /// client version can read (a wrong protocol name is closed without CONNACK, as
+    /// Mosquitto does).
+    pub(super) fn last_packet(
+        self,
+        v5: bool,
+        connected: bool,
+    ) -> Option<(ProtocolVersion, Packet<'static>)> {
+        match self {
+            _ if v5 && connected && self.server_initiated() => {
+                let d = Disconnect {
+                    reason: self.reason_code(),
+                    properties: Properties::EMPTY,
+                };
+                Some((ProtocolVersion::V5, Packet::Disconnect(d)))
+            }
+            CloseReason::Decode(DecodeError::UnsupportedProtocolVersion(_)) if !connected => {
+                let c = Connack {
+                    session_present: false,
+                    code: ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION,
+                    properties: Properties::EMPTY,
+                };
+                Some((ProtocolVersion::V311, Packet::Connack(c)))
+            }
+            _ => None,
+        }
     }
 
     /// The 5.0 reason code a server-sent DISCONNECT carries for this close.

@@ -83,7 +83,7 @@ impl Broker {
                 } else {
                     ReasonCode::SUCCESS
                 };
-                self.reply(id, &Packet::Puback(ack(pid, reason)));
+                self.send_held(id, &Packet::Puback(ack(pid, reason)));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
                 let receive_max = self.receive_maximum();
@@ -108,7 +108,7 @@ impl Broker {
                              await PUBREL",
                             session.client_id
                         );
-                        self.reply(id, &Packet::Pubrec(ack(pid, reason)));
+                        self.send_held(id, &Packet::Pubrec(ack(pid, reason)));
                         return true;
                     }
                     session.awaiting_pubrel_mut().push(pid);
@@ -130,7 +130,7 @@ impl Broker {
                         self.forget_pubrel(key, pid);
                     }
                 }
-                self.reply(id, &Packet::Pubrec(ack(pid, reason)));
+                self.send_held(id, &Packet::Pubrec(ack(pid, reason)));
             }
             _ => {
                 self.accept_publish(key, &p, topic, v5, now);
@@ -164,7 +164,7 @@ impl Broker {
                 .get(key)
                 .is_some_and(|s| s.awaiting_pubrel().contains(&pid));
         if retransmission {
-            self.reply(id, &Packet::Pubrec(ack(pid, ReasonCode::SUCCESS)));
+            self.send_held(id, &Packet::Pubrec(ack(pid, ReasonCode::SUCCESS)));
             return true;
         }
         self.stats.dropped_memory_limit += 1;
@@ -174,9 +174,9 @@ impl Broker {
         }
         let reply = ack(pid, ReasonCode::QUOTA_EXCEEDED);
         if p.qos == QoS::AtLeastOnce {
-            self.reply(id, &Packet::Puback(reply));
+            self.send_held(id, &Packet::Puback(reply));
         } else {
-            self.reply(id, &Packet::Pubrec(reply));
+            self.send_held(id, &Packet::Pubrec(reply));
         }
         true
     }

@@ -1,21 +1,22 @@
-//! The broker's side of persistence: turning state changes into log records, and holding
-//! back the packets that promise durability until the records they depend on are on disk.
+//! The broker's side of persistence: turning state changes into log records, and telling
+//! the output (`output.rs`) which batch the packets that promise durability must wait for.
 //!
 //! What is journaled: retained messages, and persistent sessions (clean session 0) with
 //! their subscriptions, queued and in-flight messages and inbound QoS 2 packet ids. Clean
 //! sessions are never journaled: they end with their connection, so a restart has nothing
 //! of theirs to bring back, and traffic between clean sessions costs no disk writes.
 //!
-//! Group commit: records of one loop turn form one batch with sequence number `seq`. An
-//! acknowledgement or QoS 1/2 delivery produced while the batch has records is put in the
-//! connection's held segment for `seq`, and released by `Broker::handle_durable` once the
+//! Group commit: records of one loop turn form one batch with sequence number `seq`
+//! ([`Journal::open_batch`] while it has records). Output that promises durability waits
+//! for that batch: `output.rs` holds acknowledgements and QoS 2 deliveries in the
+//! connection's held segment for `seq`, released by `Broker::handle_durable` once the
 //! store reports that batch durable: fsynced under `fsync = batch`, written to the file
 //! under `interval` and `never` (so a crash of the process never loses an acknowledged
-//! message; only a power cut can, in those two modes). A connection with
-//! held output holds everything durable after it too, so PUBACKs keep their order
-//! [MQTT-4.6.0-2]. QoS 0 and QoS 1 deliveries, CONNACK and PINGRESP never wait (a QoS 1
-//! delivery sent before its record is durable can at worst arrive twice after a crash,
-//! which QoS 1 allows; QoS 2 deliveries wait, so that they cannot).
+//! message; only a power cut can, in those two modes). QoS 0 and QoS 1 deliveries, CONNACK
+//! and PINGRESP do not wait (a QoS 1 delivery sent before its record is durable can at
+//! worst arrive twice after a crash, which QoS 1 allows), except that a connection with
+//! held output holds every delivery behind it, so the client sees packets in order.
+//! Which packet takes which route is decided in `output.rs` only.
 //!
 //! Wall-clock time: expiry must count across a restart, and `Instant` starts again with
 //! every boot, so records that start a countdown (a session going offline, a message's
@@ -30,7 +31,6 @@ use std::time::Instant;
 
 use super::message::Message;
 use super::session::Session;
-use super::ConnId;
 use crate::store::Record;
 
 /// One reading of the wall clock: at monotonic instant `at` it was `unix_ms` milliseconds
@@ -67,11 +67,6 @@ pub(super) struct Journal {
     /// Where persisted times come from; `None` until the caller gives one.
     pub wall: Option<WallClock>,
 }
-
-/// Output waiting for batch `.0` to be durable.
-/// A `Vec`, not a `VecDeque`: it holds one or two segments, and every connection carries
-/// one (8 bytes less each).
-pub(super) type Held = Vec<(u64, Vec<u8>)>;
 
 impl Journal {
     pub fn new(enabled: bool) -> Journal {
@@ -158,12 +153,12 @@ impl Journal {
         self.next_session_id = self.next_session_id.max(max_session + 1);
     }
 
-    /// Takes the open batch, if it has records.
     /// Bytes of the open batch.
     pub fn open_bytes(&self) -> usize {
         self.buf.len()
     }
 
+    /// Takes the open batch, if it has records.
     pub fn take_batch(&mut self) -> Option<(u64, Vec<u8>)> {
         if self.buf.is_empty() {
             return None;
@@ -173,44 +168,9 @@ impl Journal {
         Some((seq, std::mem::take(&mut self.buf)))
     }
 
-    /// The buffer durable output for a connection goes to: its write buffer, or a held
-    /// segment. `held_conns` learns about connections that start holding.
-    pub fn target<'a>(
-        &self,
-        out: &'a mut Vec<u8>,
-        held: &'a mut Held,
-        id: ConnId,
-        held_conns: &mut Vec<ConnId>,
-    ) -> &'a mut Vec<u8> {
-        if !self.holds {
-            return out;
-        }
-        if !self.buf.is_empty() {
-            if held.is_empty() {
-                held_conns.push(id);
-            }
-            if held.last().is_none_or(|(tag, _)| *tag != self.seq) {
-                held.push((self.seq, Vec::new()));
-            }
-        }
-        match held.last_mut() {
-            Some((_, segment)) => segment,
-            None => out,
-        }
+    /// The batch records written now go into, if it has any yet: durable output produced
+    /// now waits for it (see `output.rs`).
+    pub fn open_batch(&self) -> Option<u64> {
+        (!self.buf.is_empty()).then_some(self.seq)
     }
-}
-
-/// Moves the held segments of batches up to `durable` into `out`; true if any moved.
-pub(super) fn release(held: &mut Held, out: &mut Vec<u8>, durable: u64) -> bool {
-    let mut moved = false;
-    while held.first().is_some_and(|(tag, _)| *tag <= durable) {
-        let (_, segment) = held.remove(0);
-        if out.is_empty() {
-            *out = segment;
-        } else {
-            out.extend_from_slice(&segment);
-        }
-        moved = true;
-    }
-    moved
 }

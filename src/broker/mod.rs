@@ -14,7 +14,8 @@
 //! PUBREL and PUBCOMP flows; `subscribe.rs` handles SUBSCRIBE/UNSUBSCRIBE and retained
 //! delivery; `session.rs` is the per-client-id state; `subscriptions.rs` the topic →
 //! session table; `retained.rs` the retained store; `timers.rs` the deadline heap;
-//! `output.rs` the output lanes and the loop's side of the write buffers; `close.rs` ends
+//! `output.rs` every route bytes take to a client (send now, hold until durable, deliver by
+//! QoS) and the loop's side of the write buffers; `close.rs` ends
 //! connections and sessions; `error.rs` why connections end; `fuzzing/` the `broker`
 //! and `topic` fuzz harnesses (built only for `cfg(fuzzing)` and tests).
 //!
@@ -28,18 +29,6 @@
 //! drains its output, and on close) and the partial input the loop reports
 //! (`account_input`). `handle_publish` consults it once per PUBLISH; the policy at the
 //! limit is in `inbound.rs` (`refuse_over_memory`).
-
-/// The output [`Lanes`] over a broker's fields, borrowed apart from the session and
-/// connection the caller already holds.
-macro_rules! lanes {
-    ($broker:expr) => {
-        $crate::broker::Lanes {
-            transmit: &mut $broker.transmit,
-            journal: &$broker.journal,
-            held_conns: &mut $broker.held_conns,
-        }
-    };
-}
 
 mod acks;
 mod close;
@@ -74,7 +63,7 @@ use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
 pub use message::{Message, Meter};
-use output::{send, Lanes};
+use output::{Outbox, Output};
 pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
 
@@ -161,19 +150,13 @@ struct Conn {
     /// 1.5 × the keepalive the client asked for, in milliseconds; `None` when keepalive is 0.
     keep_alive: Option<std::num::NonZeroU32>,
     last_activity: Instant,
-    /// Encoded packets not yet written to the socket.
-    out: Vec<u8>,
-    /// The capacity of `out` as last added to `Broker::out_bytes`.
-    counted_out: usize,
-    /// Whether this connection is already in `Broker::transmit`.
-    transmit_queued: bool,
+    /// Its write buffer and held output (see `output.rs`).
+    out: Outbox,
     will: Option<Arc<Message>>,
     /// 5.0 will delay interval in seconds.
     will_delay: u32,
     /// Whether the current slow-consumer episode has been logged.
     slow_logged: bool,
-    /// Output waiting for its batch to be durable (see `journal.rs`).
-    held: journal::Held,
     /// MQTT 5 connection state; `None` for 3.1/3.1.1.
     v5: Option<Box<V5Conn>>,
 }
@@ -196,15 +179,13 @@ pub struct Broker {
     subscriptions: SubscriptionTable,
     retained: RetainedStore,
     timers: Timers,
-    /// Connections with new output since the loop last asked.
-    transmit: Vec<ConnId>,
+    /// Every route bytes take to a client (see `output.rs`).
+    output: Output,
     closes: Vec<Close>,
     /// Reused for every routing decision so routing does not allocate.
     matches: Vec<Subscriber>,
     stats: Stats,
     journal: journal::Journal,
-    /// Connections with held output.
-    held_conns: Vec<ConnId>,
     /// Lookup tables used only while replaying the data files.
     restoring: Option<restore::Tables>,
     /// Reused to build the properties of each outbound 5.0 PUBLISH.
@@ -228,7 +209,7 @@ pub struct Broker {
     id_rng: IdRng,
     /// Bytes of the live messages (see `message.rs`).
     meter: Arc<Meter>,
-    /// Bytes of the connections' write buffers, as last reconciled (`Conn::counted_out`).
+    /// Bytes of the connections' write buffers, as last reconciled (`Outbox::counted`).
     out_bytes: usize,
     /// Bytes of partial input the event loop holds (`account_input`).
     input_bytes: usize,
@@ -244,18 +225,6 @@ pub struct Broker {
 /// (keeping timer entries at 32 bytes instead of 40).
 fn timer_key(key: SessionKey) -> u32 {
     u32::try_from(key).unwrap_or(u32::MAX)
-}
-
-/// Whether the broker, not the client or the network, ends the connection for `reason`.
-fn server_initiated(reason: CloseReason) -> bool {
-    !matches!(
-        reason,
-        CloseReason::ClientDisconnect
-            | CloseReason::ClientDisconnectWithWill
-            | CloseReason::PeerClosed
-            | CloseReason::IoError
-            | CloseReason::ConnectRefused(_)
-    )
 }
 
 /// The live connection of `id`, if its slot still holds that generation.
@@ -306,12 +275,11 @@ impl Broker {
             subscriptions: SubscriptionTable::default(),
             retained: RetainedStore::default(),
             timers: Timers::default(),
-            transmit: Vec::new(),
+            output: Output::default(),
             closes: Vec::new(),
             matches: Vec::new(),
             stats: Stats::default(),
             journal,
-            held_conns: Vec::new(),
             restoring: None,
             scratch_props: crate::protocol::PropertiesBuf::new(),
             epoch: 0,
@@ -518,13 +486,10 @@ impl Broker {
             session: None,
             keep_alive: None,
             last_activity: now,
-            out: Vec::new(),
-            counted_out: 0,
-            transmit_queued: false,
+            out: Outbox::default(),
             will: None,
             will_delay: 0,
             slow_logged: false,
-            held: journal::Held::new(),
             v5: None,
         });
         self.stats.connections_accepted += 1;
@@ -556,9 +521,7 @@ impl Broker {
             Packet::Subscribe(s) => self.handle_subscribe(id, s, now),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(id, u),
             Packet::Pingreq => {
-                if let Some(conn) = conn_slot(&mut self.conns, id) {
-                    send(conn, id, &mut self.transmit, &Packet::Pingresp);
-                }
+                self.send_now(id, &Packet::Pingresp);
                 true
             }
             Packet::Disconnect(d) => self.handle_client_disconnect(id, &d, now),
@@ -626,15 +589,8 @@ impl Broker {
 
     /// The bytes from `id` could not be decoded: the connection is closed and its will
     /// published. A CONNECT with an unsupported protocol level is answered first with
-    /// CONNACK 0x01 [MQTT-3.1.2-2].
+    /// CONNACK 0x01 [MQTT-3.1.2-2] (see `CloseReason::last_packet`).
     pub fn handle_decode_error(&mut self, id: ConnId, err: DecodeError, now: Instant) {
-        if let Some(conn) = conn_slot(&mut self.conns, id) {
-            // A wrong protocol name is closed without CONNACK, as Mosquitto does.
-            if conn.session.is_none() && matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
-                // A 3.1.1-format CONNACK: the only format every client version can read.
-                conn.out.extend_from_slice(&[0x20, 0x02, 0x00, 0x01]);
-            }
-        }
         self.close(id, CloseReason::Decode(err), now, true);
     }
 

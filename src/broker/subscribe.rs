@@ -164,7 +164,7 @@ impl Broker {
             properties: Properties::EMPTY,
             codes,
         };
-        self.reply(id, &Packet::Suback(suback));
+        self.send_held(id, &Packet::Suback(suback));
         // The first share of the retained messages goes out at once (all of them, usually);
         // the rest as the client reads (see `run_retained_jobs`).
         self.retained_step(id, now);
@@ -219,9 +219,7 @@ impl Broker {
     fn retained_blocked(&self, id: ConnId, key: SessionKey) -> bool {
         let high = (self.config.max_write_buffer / 2).clamp(1, RETAINED_OUTPUT_HIGH);
         let out = match self.conns.get(id.index as usize) {
-            Some(Some(c)) if c.generation == id.generation => {
-                c.out.len() + c.held.iter().map(|(_, b)| b.len()).sum::<usize>()
-            }
+            Some(Some(c)) if c.generation == id.generation => c.out.pending_len(),
             _ => return true,
         };
         out >= high
@@ -334,7 +332,7 @@ impl Broker {
             properties: Properties::EMPTY,
             codes,
         };
-        self.reply(id, &Packet::Unsuback(unsuback));
+        self.send_held(id, &Packet::Unsuback(unsuback));
         true
     }
 }
