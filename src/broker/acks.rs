@@ -30,13 +30,9 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             if let Some(i) = session.find_inflight(a.packet_id, InflightState::AwaitingPubrec) {
                 session.inflight_mut()[i].state = InflightState::AwaitingPubcomp;
-                if session.store_id != 0 {
-                    let r = Record::Pubrec {
-                        session: session.store_id,
-                        packet_id: a.packet_id.get(),
-                    };
-                    self.journal.record(r);
-                }
+                let packet_id = a.packet_id.get();
+                self.journal
+                    .session(session, |session| Record::Pubrec { session, packet_id });
                 known = true;
             } else {
                 known = session
@@ -59,12 +55,10 @@ impl Broker {
             let before = session.awaiting_pubrel().len();
             session.awaiting_pubrel_mut().retain(|p| *p != a.packet_id);
             known = session.awaiting_pubrel().len() != before;
-            if session.store_id != 0 && known {
-                let r = Record::Released {
-                    session: session.store_id,
-                    packet_id: a.packet_id.get(),
-                };
-                self.journal.record(r);
+            if known {
+                let packet_id = a.packet_id.get();
+                self.journal
+                    .session(session, |session| Record::Released { session, packet_id });
             }
             session.release_idle_flows();
         }
@@ -93,13 +87,12 @@ impl Broker {
                     session.unsent = session.unsent.saturating_sub(1);
                 }
                 session.inflight_mut().remove(i);
-                if session.store_id != 0 {
-                    let r = Record::InflightDone {
-                        session: session.store_id,
-                        packet_id: pid.get(),
-                    };
-                    self.journal.record(r);
-                }
+                let packet_id = pid.get();
+                self.journal
+                    .session(session, |session| Record::InflightDone {
+                        session,
+                        packet_id,
+                    });
                 self.pump(key, now);
                 if let Some(session) = self.sessions.get_mut(key) {
                     session.release_idle_flows();

@@ -132,16 +132,7 @@ impl Broker {
             self.timers
                 .schedule_in(now, after, Timer::SessionExpiry(timer_key(key), epoch));
         }
-        if session.store_id != 0 {
-            // The expiry countdown must go on across a restart.
-            session.offline_since = self.journal.unix_ms(now);
-            if session.offline_since != 0 {
-                self.journal.record(crate::store::Record::SessionOffline {
-                    session: session.store_id,
-                    since: session.offline_since,
-                });
-            }
-        }
+        self.journal.session_offline(session, now);
         match will {
             Some(w) if will_delay > 0 => {
                 // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
@@ -177,12 +168,10 @@ impl Broker {
         };
         // Its slab key will be reused: a parked retained job must not follow it.
         self.retained_parked.remove(&key);
-        if session.store_id != 0 {
-            let r = crate::store::Record::SessionDelete {
-                session: session.store_id,
-            };
-            self.journal.record(r);
-        }
+        self.journal
+            .session(&session, |session| crate::store::Record::SessionDelete {
+                session,
+            });
         for sub in &session.subscriptions {
             self.subscriptions.unsubscribe(&sub.filter, key);
         }

@@ -284,18 +284,10 @@ impl Broker {
             // [MQTT-3.1.3-9] a delayed will is dropped when the session resumes in time.
             session.pending_will = None;
             let mut user_changed = user_changed;
-            if session.store_id == 0 && !ends_with_connection && self.journal.enabled {
-                session.store_id = self.journal.new_session_id();
-                let r = Record::SessionOpen {
-                    session: session.store_id,
-                    client_id,
-                };
-                self.journal.record(r);
+            if !ends_with_connection && self.journal.persist_session(session) {
                 user_changed = session.username.is_some();
             }
-            if session.store_id != 0 {
-                self.journal.session_online(session, user_changed);
-            }
+            self.journal.session_online(session, user_changed);
         }
         self.set_session_expiry(key, expiry);
         (key, session_present)
@@ -490,12 +482,12 @@ impl Broker {
         let dropped = !expired.is_empty();
         for pid in expired {
             session.inflight_mut().retain(|f| f.packet_id != pid);
-            if session.store_id != 0 {
-                self.journal.record(Record::InflightDone {
-                    session: session.store_id,
-                    packet_id: pid.get(),
+            let packet_id = pid.get();
+            self.journal
+                .session(session, |session| Record::InflightDone {
+                    session,
+                    packet_id,
                 });
-            }
         }
         // What was dropped made room for more.
         if dropped && session.unsent > 0 {

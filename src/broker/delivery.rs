@@ -168,18 +168,18 @@ impl Broker {
                     // [MQTT-3.1.2-25] too large for this client: dropped as if delivered.
                     return;
                 }
-                if session.store_id != 0 {
-                    // Journal first: the delivery is held until this record is durable.
-                    let id = self.journal.message_id(&delivery.msg, now);
-                    let (session, packet_id, qos) = (session.store_id, packet_id.get(), qos as u8);
-                    self.journal.record(Record::Inflight {
-                        session,
-                        packet_id,
-                        id,
-                        qos,
-                        retain,
+                // Journal first: a QoS 2 delivery is held until this record is durable.
+                let (packet_id_n, qos_n) = (packet_id.get(), qos as u8);
+                self.journal
+                    .session_message(session, &delivery.msg, now, |session, id| {
+                        Record::Inflight {
+                            session,
+                            packet_id: packet_id_n,
+                            id,
+                            qos: qos_n,
+                            retain,
+                        }
                     });
-                }
                 send_into_inflight(
                     (&mut self.output, &self.journal),
                     &mut self.scratch_props,
@@ -237,16 +237,14 @@ impl Broker {
             },
             limits,
         ) {
-            if session.store_id != 0 {
-                let id = self.journal.message_id(&msg, routed.now);
-                let r = Record::Enqueue {
-                    session: session.store_id,
+            let qos = qos as u8;
+            self.journal
+                .session_message(session, &msg, routed.now, |session, id| Record::Enqueue {
+                    session,
                     id,
-                    qos: qos as u8,
+                    qos,
                     retain,
-                };
-                self.journal.record(r);
-            }
+                });
         } else {
             self.stats.dropped_queue_full += 1;
             if !session.overflow_logged {
@@ -279,7 +277,6 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return;
         };
-        let store_id = session.store_id;
         let acl = self.auth.has_acl().then_some(&self.auth);
         while let Some(front) = session.queue().front() {
             let readable = acl.is_none_or(|auth| {
@@ -295,9 +292,8 @@ impl Broker {
                 || !fits(conn, &mut self.scratch_props, front, now)
             {
                 session.dequeue();
-                if store_id != 0 {
-                    self.journal.record(Record::Dequeue { session: store_id });
-                }
+                self.journal
+                    .session(session, |session| Record::Dequeue { session });
                 continue;
             }
             let packet_id = if front.qos == QoS::AtMostOnce {
@@ -311,15 +307,13 @@ impl Broker {
                 }
             };
             let Some(q) = session.dequeue() else { break };
-            if store_id != 0 {
-                self.journal.record(match packet_id {
-                    None => Record::Dequeue { session: store_id },
-                    Some(pid) => Record::QueueToInflight {
-                        session: store_id,
-                        packet_id: pid.get(),
-                    },
-                });
-            }
+            self.journal.session(session, |session| match packet_id {
+                None => Record::Dequeue { session },
+                Some(pid) => Record::QueueToInflight {
+                    session,
+                    packet_id: pid.get(),
+                },
+            });
             send_into_inflight(
                 (&mut self.output, &self.journal),
                 &mut self.scratch_props,

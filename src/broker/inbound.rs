@@ -112,13 +112,12 @@ impl Broker {
                         return true;
                     }
                     session.awaiting_pubrel_mut().push(pid);
-                    if session.store_id != 0 {
-                        let r = Record::AwaitPubrel {
-                            session: session.store_id,
-                            packet_id: pid.get(),
-                        };
-                        self.journal.record(r);
-                    }
+                    let packet_id = pid.get();
+                    self.journal
+                        .session(session, |session| Record::AwaitPubrel {
+                            session,
+                            packet_id,
+                        });
                     let outcome = self.accept_publish(key, &p, topic, v5, now);
                     // PUBREC says only "not authorized" or "quota exceeded"; like Mosquitto
                     // it does not report a missing subscriber (0x10 is allowed but tells
@@ -187,12 +186,9 @@ impl Broker {
             return;
         };
         session.awaiting_pubrel_mut().retain(|p| *p != pid);
-        if session.store_id != 0 {
-            self.journal.record(Record::Released {
-                session: session.store_id,
-                packet_id: pid.get(),
-            });
-        }
+        let packet_id = pid.get();
+        self.journal
+            .session(session, |session| Record::Released { session, packet_id });
         session.release_idle_flows();
     }
 

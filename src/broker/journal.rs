@@ -122,22 +122,76 @@ impl Journal {
         self.wall.map_or(0, |w| w.unix_ms(now))
     }
 
-    /// Records for a stored session whose client (re)connected: its user name when it
+    /// Journals a change to `session` if it is persistent, with the record `change` makes
+    /// of its store id. The one place that decides which sessions are in the log: only
+    /// those [`Journal::persist_session`] gave a store id; a clean session's changes are
+    /// never written.
+    #[inline]
+    pub fn session<'r>(&mut self, session: &Session, change: impl FnOnce(u64) -> Record<'r>) {
+        if persistent(session) {
+            self.record(change(session.store_id));
+        }
+    }
+
+    /// [`Journal::session`] for a change that refers to `msg`: the message's own record is
+    /// written first, the first time the log refers to it; `change` gets the session's
+    /// store id and the message's.
+    #[inline]
+    pub fn session_message<'r>(
+        &mut self,
+        session: &Session,
+        msg: &Arc<Message>,
+        now: Instant,
+        change: impl FnOnce(u64, u64) -> Record<'r>,
+    ) {
+        if persistent(session) {
+            let id = self.message_id(msg, now);
+            self.record(change(session.store_id, id));
+        }
+    }
+
+    /// Makes `session` persistent, unless it is already or persistence is off: it gets a
+    /// store id and its opening record. True if it became persistent now.
+    pub fn persist_session(&mut self, session: &mut Session) -> bool {
+        if persistent(session) || !self.enabled {
+            return false;
+        }
+        session.store_id = self.new_session_id();
+        self.record(Record::SessionOpen {
+            session: session.store_id,
+            client_id: &session.client_id,
+        });
+        true
+    }
+
+    /// Records for a persistent session whose client (re)connected: its user name when it
     /// changed (after a restart, ACL checks of the offline session use it) and that it is
     /// online again (its expiry countdown stops).
     pub fn session_online(&mut self, session: &mut Session, user_changed: bool) {
         if user_changed {
-            self.record(Record::SessionUser {
-                session: session.store_id,
-                username: session.username.as_deref(),
-            });
+            let username = session.username.as_deref();
+            self.session(session, |session| Record::SessionUser { session, username });
         }
+        // Only a persistent session has a time it went offline.
         if session.offline_since != 0 {
             session.offline_since = 0;
-            self.record(Record::SessionOffline {
-                session: session.store_id,
+            self.session(session, |session| Record::SessionOffline {
+                session,
                 since: 0,
             });
+        }
+    }
+
+    /// Records when a persistent session went offline: its expiry countdown must go on
+    /// across a restart. Nothing without a wall clock (the time is unknown).
+    pub fn session_offline(&mut self, session: &mut Session, now: Instant) {
+        if !persistent(session) {
+            return;
+        }
+        session.offline_since = self.unix_ms(now);
+        if session.offline_since != 0 {
+            let since = session.offline_since;
+            self.session(session, |session| Record::SessionOffline { session, since });
         }
     }
 
@@ -173,4 +227,10 @@ impl Journal {
     pub fn open_batch(&self) -> Option<u64> {
         (!self.buf.is_empty()).then_some(self.seq)
     }
+}
+
+/// Whether `session` is in the log: it has a store id (see [`Journal::persist_session`]).
+#[inline]
+pub(super) fn persistent(session: &Session) -> bool {
+    session.store_id != 0
 }

@@ -372,12 +372,11 @@ impl Broker {
                     session.client_id
                 );
                 self.subscriptions.unsubscribe(filter, key);
-                if session.store_id != 0 {
-                    self.journal.record(crate::store::Record::Unsubscribe {
-                        session: session.store_id,
+                self.journal
+                    .session(session, |session| crate::store::Record::Unsubscribe {
+                        session,
                         filter,
                     });
-                }
             }
             removed += denied.len();
             session
@@ -578,12 +577,12 @@ impl Broker {
         let changed = session.expiry_interval != interval;
         session.expiry_interval = interval;
         session.clean = interval == 0;
-        if session.store_id != 0 && changed {
-            let r = crate::store::Record::SessionExpiry {
-                session: session.store_id,
-                interval,
-            };
-            self.journal.record(r);
+        if changed {
+            self.journal
+                .session(session, |session| crate::store::Record::SessionExpiry {
+                    session,
+                    interval,
+                });
         }
     }
 

@@ -111,20 +111,19 @@ impl Broker {
             let mut is_new = true;
             if let Some(session) = self.sessions.get_mut(key) {
                 is_new = session.set_subscription(&stored, *options, sub_id);
-                if session.store_id != 0 {
-                    let options = options_byte(*options);
-                    self.journal.record(Record::Subscribe {
-                        session: session.store_id,
-                        filter: &stored,
-                        options,
-                    });
-                    if sub_id != 0 {
-                        self.journal.record(Record::SubscriptionId {
-                            session: session.store_id,
-                            filter: &stored,
+                let (filter, options) = (&stored, options_byte(*options));
+                self.journal.session(session, |session| Record::Subscribe {
+                    session,
+                    filter,
+                    options,
+                });
+                if sub_id != 0 {
+                    self.journal
+                        .session(session, |session| Record::SubscriptionId {
+                            session,
+                            filter,
                             id: sub_id,
                         });
-                    }
                 }
             }
             codes.push(ReasonCode(granted as u8));
@@ -310,11 +309,9 @@ impl Broker {
                 job.cancel(filter);
             }
             if let Some(session) = self.sessions.get_mut(key) {
-                if session.remove_subscription(filter) && session.store_id != 0 {
-                    self.journal.record(Record::Unsubscribe {
-                        session: session.store_id,
-                        filter,
-                    });
+                if session.remove_subscription(filter) {
+                    self.journal
+                        .session(session, |session| Record::Unsubscribe { session, filter });
                 }
             }
             if v5 {
