@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use super::error::packet_id_code;
 use super::session::InflightState;
 use super::{conn_slot, Broker, ConnId};
 use crate::protocol::{Ack, Packet, PacketId, Properties, ReasonCode};
@@ -40,7 +41,7 @@ impl Broker {
                     .is_some();
             }
         }
-        let reason = self.packet_id_reason(id, known);
+        let reason = packet_id_code(known, self.is_v5(id));
         self.send_held(id, &Packet::Pubrel(ack(a.packet_id, reason)));
         true
     }
@@ -62,7 +63,7 @@ impl Broker {
             }
             session.release_idle_flows();
         }
-        let reason = self.packet_id_reason(id, known);
+        let reason = packet_id_code(known, self.is_v5(id));
         self.send_held(id, &Packet::Pubcomp(ack(a.packet_id, reason)));
         true
     }
@@ -102,15 +103,9 @@ impl Broker {
         true
     }
 
-    /// The reason code of a PUBREL/PUBCOMP answering an id: 0x92 "packet identifier not
-    /// found" for a 5.0 client when the id was unknown, success otherwise.
-    fn packet_id_reason(&mut self, id: ConnId, known: bool) -> ReasonCode {
-        let v5 = conn_slot(&mut self.conns, id).is_some_and(|c| c.v5.is_some());
-        if known || !v5 {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        }
+    /// Whether `id` speaks 5.0.
+    fn is_v5(&mut self, id: ConnId) -> bool {
+        conn_slot(&mut self.conns, id).is_some_and(|c| c.v5.is_some())
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::delivery::{encode_publish, Outgoing};
-use super::error::refusal_code;
+use super::error::ConnectRefusal;
 use super::message::{self, Message};
 use super::session::{InflightState, Session};
 use super::subscriptions::SessionKey;
@@ -43,7 +43,7 @@ impl Broker {
 
         if v5 && c.properties.authentication_method().is_some() {
             // No enhanced authentication method is configured [MQTT-4.12.0-1].
-            return self.refuse(id, ReasonCode::BAD_AUTHENTICATION_METHOD, now);
+            return self.refuse(id, ConnectRefusal::AuthenticationMethod, now);
         }
         let Some((client_id, assigned)) = self.assign_id(id, &c, v5, now) else {
             return false;
@@ -76,7 +76,7 @@ impl Broker {
             self.close(id, CloseReason::ConnackTooLarge, now, true);
             return false;
         }
-        if !self.session_room(id, &client_id, v5, now) {
+        if !self.session_room(id, &client_id, now) {
             return false;
         }
 
@@ -122,12 +122,7 @@ impl Broker {
                 "client id of {} bytes refused: over max_client_id_length ({max_id})",
                 c.client_id.len()
             );
-            let code = if v5 {
-                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
-            } else {
-                ReasonCode::V3_IDENTIFIER_REJECTED
-            };
-            self.refuse(id, code, now);
+            self.refuse(id, ConnectRefusal::ClientIdTooLong, now);
             return None;
         }
 
@@ -136,7 +131,7 @@ impl Broker {
             // [MQTT-3.1.3-8] (3.1.1) an empty id needs a clean session; 3.1 never allowed
             // one. 5.0 assigns one either way [MQTT-3.1.3-6] and says so in CONNACK.
             if !v5 && (!c.clean_start || c.version == ProtocolVersion::V31) {
-                self.refuse(id, ReasonCode::V3_IDENTIFIER_REJECTED, now);
+                self.refuse(id, ConnectRefusal::EmptyClientId, now);
                 return None;
             }
             assigned = true;
@@ -160,7 +155,7 @@ impl Broker {
             } else {
                 info!("client {client_id} refused{user}: {refusal}");
             }
-            return self.refuse(id, refusal_code(refusal, c.version), now);
+            return self.refuse(id, ConnectRefusal::Auth(refusal), now);
         }
         true
     }
@@ -207,7 +202,7 @@ impl Broker {
 
     /// `max_sessions`: false, after refusing the CONNECT, when it needs a new session and
     /// the table is full.
-    fn session_room(&mut self, id: ConnId, client_id: &Arc<str>, v5: bool, now: Instant) -> bool {
+    fn session_room(&mut self, id: ConnId, client_id: &Arc<str>, now: Instant) -> bool {
         // `max_sessions`: a CONNECT that needs a new session is refused when the table is
         // full; resuming or taking over an existing one always works.
         let max_sessions = self.config.max_sessions;
@@ -223,12 +218,7 @@ impl Broker {
                 );
             }
             debug!("client {client_id} refused: max_sessions reached");
-            let code = if v5 {
-                ReasonCode::QUOTA_EXCEEDED
-            } else {
-                ReasonCode::V3_SERVER_UNAVAILABLE
-            };
-            self.refuse(id, code, now);
+            self.refuse(id, ConnectRefusal::SessionsFull, now);
             return false;
         }
         self.sessions_full_logged = false;
@@ -391,8 +381,11 @@ impl Broker {
         }
     }
 
-    /// Answers CONNACK with `code` and closes the connection [MQTT-3.2.2-4/5].
-    fn refuse(&mut self, id: ConnId, code: ReasonCode, now: Instant) -> bool {
+    /// Answers CONNACK with the code of `refusal` and closes the connection
+    /// [MQTT-3.2.2-4/5].
+    fn refuse(&mut self, id: ConnId, refusal: ConnectRefusal, now: Instant) -> bool {
+        let version = conn_slot(&mut self.conns, id).and_then(|c| c.version);
+        let code = refusal.code(version.unwrap_or(ProtocolVersion::V311));
         let connack = Connack {
             session_present: false,
             code,

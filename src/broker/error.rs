@@ -1,4 +1,14 @@
-//! Why the broker ends a connection, and how each reason maps to the wire.
+//! Why the broker says no or ends a connection, and how each reason maps to the wire: the
+//! broker's one place for reason codes (5.0) and CONNACK return codes (3.1/3.1.1). The
+//! codec's decode errors map to theirs in `protocol/error.rs` (`DecodeError::reason_code`);
+//! `CloseReason::Decode` forwards to it.
+//!
+//! - CONNECT refused: [`ConnectRefusal::code`] (and [`refusal_code`] for authentication);
+//! - PUBLISH acknowledged: [`puback_code`], [`pubrec_code`] from [`Outcome`];
+//! - SUBSCRIBE refused per filter: [`SubscribeRefusal::code`]; UNSUBSCRIBE:
+//!   [`unsuback_code`]; PUBREL/PUBCOMP: [`packet_id_code`];
+//! - connection ended: [`CloseReason::reason_code`] and [`CloseReason::last_packet`]; a
+//!   client's DISCONNECT read back: [`CloseReason::of_client_disconnect`].
 
 use std::fmt;
 
@@ -22,6 +32,111 @@ pub(super) fn refusal_code(refusal: Refusal, version: ProtocolVersion) -> Reason
         (Refusal::NotAuthorized | Refusal::BadCredentials | Refusal::Busy, _) => {
             ReasonCode::V3_NOT_AUTHORIZED
         }
+    }
+}
+
+/// Why a CONNECT is refused: answered with CONNACK and closed [MQTT-3.2.2-4/5].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ConnectRefusal {
+    /// A 5.0 CONNECT names an authentication method; none is configured [MQTT-4.12.0-1].
+    AuthenticationMethod,
+    /// A client id over `max_client_id_length`.
+    ClientIdTooLong,
+    /// An empty client id a 3.1/3.1.1 client may not use [MQTT-3.1.3-8].
+    EmptyClientId,
+    /// `max_sessions` reached and the CONNECT needs a new session.
+    SessionsFull,
+    /// The password file or `allow_anonymous` does not admit the client.
+    Auth(Refusal),
+}
+
+impl ConnectRefusal {
+    /// The CONNACK code for `version`.
+    pub(super) fn code(self, version: ProtocolVersion) -> ReasonCode {
+        let v5 = version == ProtocolVersion::V5;
+        match self {
+            ConnectRefusal::AuthenticationMethod => ReasonCode::BAD_AUTHENTICATION_METHOD,
+            ConnectRefusal::ClientIdTooLong if v5 => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            ConnectRefusal::ClientIdTooLong | ConnectRefusal::EmptyClientId => {
+                ReasonCode::V3_IDENTIFIER_REJECTED
+            }
+            ConnectRefusal::SessionsFull if v5 => ReasonCode::QUOTA_EXCEEDED,
+            ConnectRefusal::SessionsFull => ReasonCode::V3_SERVER_UNAVAILABLE,
+            ConnectRefusal::Auth(refusal) => refusal_code(refusal, version),
+        }
+    }
+}
+
+/// What became of a PUBLISH the broker accepted from a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Delivered,
+    NoSubscribers,
+    NotAuthorized,
+    /// Not accepted: a bound was reached (5.0 only).
+    QuotaExceeded,
+}
+
+/// The reason code of a PUBACK: 5.0 tells the outcome; 3.1.1 has no codes.
+pub(super) fn puback_code(o: Outcome, v5: bool) -> ReasonCode {
+    if !v5 {
+        return ReasonCode::SUCCESS;
+    }
+    match o {
+        Outcome::Delivered => ReasonCode::SUCCESS,
+        Outcome::NoSubscribers => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+        Outcome::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
+        Outcome::QuotaExceeded => ReasonCode::QUOTA_EXCEEDED,
+    }
+}
+
+/// The reason code of a PUBREC. It says only "not authorized" or "quota exceeded"; like
+/// Mosquitto it does not report a missing subscriber (0x10 is allowed but tells the client
+/// nothing it can act on before PUBREL). An error code ends the flow [MQTT-4.3.3-4].
+pub(super) fn pubrec_code(o: Outcome, v5: bool) -> ReasonCode {
+    match o {
+        Outcome::NotAuthorized | Outcome::QuotaExceeded => puback_code(o, v5),
+        Outcome::Delivered | Outcome::NoSubscribers => ReasonCode::SUCCESS,
+    }
+}
+
+/// Why one filter of a SUBSCRIBE is not granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SubscribeRefusal {
+    /// The ACL does not allow it.
+    NotAuthorized,
+    /// A subscription limit (`max_filters_per_subscribe`, `max_subscriptions_per_client`,
+    /// `max_subscriptions`).
+    Quota,
+}
+
+impl SubscribeRefusal {
+    /// The SUBACK code: 5.0 says why; 3.1.1 has only 0x80 failure.
+    pub(super) fn code(self, v5: bool) -> ReasonCode {
+        match self {
+            _ if !v5 => ReasonCode::SUBACK_FAILURE,
+            SubscribeRefusal::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
+            SubscribeRefusal::Quota => ReasonCode::QUOTA_EXCEEDED,
+        }
+    }
+}
+
+/// The 5.0 UNSUBACK code of one filter [MQTT-3.11.3-1].
+pub(super) fn unsuback_code(existed: bool) -> ReasonCode {
+    if existed {
+        ReasonCode::SUCCESS
+    } else {
+        ReasonCode::NO_SUBSCRIPTION_EXISTED
+    }
+}
+
+/// The reason code of a PUBREL/PUBCOMP answering an id: 0x92 "packet identifier not
+/// found" for a 5.0 client when the id was unknown, success otherwise.
+pub(super) fn packet_id_code(known: bool, v5: bool) -> ReasonCode {
+    if known || !v5 {
+        ReasonCode::SUCCESS
+    } else {
+        ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
     }
 }
 
@@ -101,6 +216,16 @@ impl CloseReason {
             self,
             CloseReason::ClientDisconnect | CloseReason::Shutdown | CloseReason::SessionExpired
         )
+    }
+
+    /// Why a client's DISCONNECT with `reason` ends its connection: a 5.0 client may ask
+    /// for its will with 0x04 [MQTT-3.14.4-3].
+    pub(super) fn of_client_disconnect(reason: ReasonCode, v5: bool) -> CloseReason {
+        if reason == ReasonCode::DISCONNECT_WITH_WILL && v5 {
+            CloseReason::ClientDisconnectWithWill
+        } else {
+            CloseReason::ClientDisconnect
+        }
     }
 
     /// Whether the broker, not the client or the network, ends the connection.

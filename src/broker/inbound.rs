@@ -8,6 +8,7 @@ use std::time::Instant;
 use log::{debug, warn};
 
 use super::acks::ack;
+use super::error::{puback_code, pubrec_code, Outcome};
 use super::message::Message;
 use super::routing::Routed;
 use super::subscriptions::SessionKey;
@@ -19,15 +20,6 @@ use crate::store::Record;
 /// Clients may not publish to `$SYS` (Mosquitto denies it too), nor to `$share/...`.
 fn publish_allowed(topic: &str) -> bool {
     !(topic == "$SYS" || topic.starts_with("$SYS/") || topic.starts_with("$share/"))
-}
-
-/// Why an accepted PUBLISH reached nobody, for the 5.0 PUBACK/PUBREC reason code.
-enum Outcome {
-    Delivered,
-    NoSubscribers,
-    NotAuthorized,
-    /// Not accepted: a bound was reached (5.0 only).
-    QuotaExceeded,
 }
 
 impl Broker {
@@ -78,11 +70,7 @@ impl Broker {
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
                 let outcome = self.accept_publish(key, &p, topic, v5, now);
-                let reason = if v5 {
-                    outcome_code(outcome)
-                } else {
-                    ReasonCode::SUCCESS
-                };
+                let reason = puback_code(outcome, v5);
                 self.send_held(id, &Packet::Puback(ack(pid, reason)));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
@@ -119,11 +107,8 @@ impl Broker {
                             packet_id,
                         });
                     let outcome = self.accept_publish(key, &p, topic, v5, now);
-                    // PUBREC says only "not authorized" or "quota exceeded"; like Mosquitto
-                    // it does not report a missing subscriber (0x10 is allowed but tells
-                    // the client nothing it can act on before PUBREL).
-                    if v5 && matches!(outcome, Outcome::NotAuthorized | Outcome::QuotaExceeded) {
-                        reason = outcome_code(outcome);
+                    reason = pubrec_code(outcome, v5);
+                    if reason.is_error() {
                         // [MQTT-4.3.3-4] a PUBREC with an error code ends the flow: no
                         // PUBREL follows, and the id may be used for a new message.
                         self.forget_pubrel(key, pid);
@@ -171,7 +156,7 @@ impl Broker {
             self.close(id, CloseReason::MemoryLimit, now, true);
             return false;
         }
-        let reply = ack(pid, ReasonCode::QUOTA_EXCEEDED);
+        let reply = ack(pid, puback_code(Outcome::QuotaExceeded, v5));
         if p.qos == QoS::AtLeastOnce {
             self.send_held(id, &Packet::Puback(reply));
         } else {
@@ -297,15 +282,5 @@ impl Broker {
             self.store_retained(will, now);
         }
         self.route(&mut Routed::from_message(will, now));
-    }
-}
-
-/// The 5.0 reason code of a PUBACK/PUBREC for an accepted message.
-fn outcome_code(o: Outcome) -> ReasonCode {
-    match o {
-        Outcome::Delivered => ReasonCode::SUCCESS,
-        Outcome::NoSubscribers => ReasonCode::NO_MATCHING_SUBSCRIBERS,
-        Outcome::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
-        Outcome::QuotaExceeded => ReasonCode::QUOTA_EXCEEDED,
     }
 }

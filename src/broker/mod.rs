@@ -558,13 +558,7 @@ impl Broker {
             }
             self.set_session_expiry(key, expiry);
         }
-        let reason = if d.reason == crate::protocol::ReasonCode::DISCONNECT_WITH_WILL
-            && connect_expiry.is_some()
-        {
-            CloseReason::ClientDisconnectWithWill
-        } else {
-            CloseReason::ClientDisconnect
-        };
+        let reason = CloseReason::of_client_disconnect(d.reason, connect_expiry.is_some());
         self.close(id, reason, now, true);
         false
     }

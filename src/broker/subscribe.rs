@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::routing::Routed;
 use log::{debug, warn};
 
+use super::error::{unsuback_code, SubscribeRefusal};
 use super::restore::options_byte;
 use super::retained::{PendingFilter, RetainedJob};
 use super::subscriptions::parse_shared;
@@ -54,11 +55,7 @@ impl Broker {
         }
         // One subscription identifier per SUBSCRIBE applies to all its filters [MQTT-3.8.2-?].
         let sub_id = s.properties.subscription_identifiers().next().unwrap_or(0);
-        let quota = if v5 {
-            ReasonCode::QUOTA_EXCEEDED
-        } else {
-            ReasonCode::SUBACK_FAILURE
-        };
+        let quota = SubscribeRefusal::Quota.code(v5);
         let (max_filters, max_subs, max_total) = (
             self.config.max_filters_per_subscribe,
             self.config.max_subscriptions_per_client,
@@ -80,11 +77,7 @@ impl Broker {
             }
             if !self.may_subscribe(key, filter) {
                 debug!("subscription to {filter} refused: not allowed by the ACL");
-                codes.push(if v5 {
-                    ReasonCode::NOT_AUTHORIZED
-                } else {
-                    ReasonCode::SUBACK_FAILURE
-                });
+                codes.push(SubscribeRefusal::NotAuthorized.code(v5));
                 continue;
             }
             let exists = self
@@ -316,11 +309,7 @@ impl Broker {
             }
             if v5 {
                 // [MQTT-3.11.3-1] one reason code per filter.
-                codes.push(if existed {
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::NO_SUBSCRIPTION_EXISTED
-                });
+                codes.push(unsuback_code(existed));
             }
         }
         // [MQTT-3.10.4-4] UNSUBACK even when nothing matched.
