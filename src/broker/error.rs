@@ -153,11 +153,13 @@ pub enum ProtocolViolation {
     EmptyTopic,
     /// A topic alias of 0 or above the maximum we announced [MQTT-3.3.2-8/9].
     TopicAliasInvalid,
-    /// A PUBLISH with an empty topic and an alias never set [MQTT-3.3.4-?].
+    /// A PUBLISH with an empty topic and an alias never set: a Protocol Error (5.0 §3.3.4,
+    /// "PUBLISH Actions"; the rule has no numbered statement).
     UnknownTopicAlias,
-    /// DISCONNECT raised the session expiry interval from 0 [MQTT-3.14.2-2].
+    /// DISCONNECT raised the session expiry interval from 0: a Protocol Error (5.0
+    /// §3.14.2.2.2; no numbered statement).
     SessionExpiryRaised,
-    /// AUTH without an authentication method in CONNECT [MQTT-3.15.2-?].
+    /// AUTH without an authentication method in CONNECT [MQTT-4.12.0-7].
     UnexpectedAuth,
     /// No Local set on a shared subscription [MQTT-3.8.3-4].
     NoLocalOnSharedSubscription,

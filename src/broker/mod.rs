@@ -132,10 +132,10 @@ struct V5Conn {
     /// The client's maximum packet size: larger PUBLISHes are not sent to it
     /// [MQTT-3.1.2-25].
     maximum_packet_size: u32,
-    /// Inbound topic aliases; index = alias - 1 [MQTT-3.3.2-10].
+    /// Inbound topic aliases; index = alias - 1 [MQTT-3.3.2-12].
     aliases: Vec<Option<Box<str>>>,
     /// Session expiry interval from CONNECT: a DISCONNECT may not raise it from 0
-    /// [MQTT-3.14.2-2].
+    /// (5.0 §3.14.2.2.2).
     connect_expiry: u32,
 }
 
@@ -539,7 +539,7 @@ impl Broker {
 
     /// DISCONNECT from the client: the will is discarded [MQTT-3.14.4-3], unless a 5.0 client
     /// asks for it with reason 0x04; a 5.0 client may change its session expiry interval,
-    /// but not from 0 [MQTT-3.14.2-2]. Always returns false (the connection ends).
+    /// but not from 0 (5.0 §3.14.2.2.2). Always returns false (the connection ends).
     fn handle_client_disconnect(
         &mut self,
         id: ConnId,

@@ -53,7 +53,8 @@ impl Broker {
         {
             return self.violation(id, ProtocolViolation::MalformedSharedSubscription, now);
         }
-        // One subscription identifier per SUBSCRIBE applies to all its filters [MQTT-3.8.2-?].
+        // One subscription identifier per SUBSCRIBE applies to all its filters (5.0
+        // §3.8.2.1.2; no numbered statement).
         let sub_id = s.properties.subscription_identifiers().next().unwrap_or(0);
         let quota = SubscribeRefusal::Quota.code(v5);
         let (max_filters, max_subs, max_total) = (
@@ -120,9 +121,11 @@ impl Broker {
                 }
             }
             codes.push(ReasonCode(granted as u8));
-            // [MQTT-3.3.1-6] matching retained messages are sent after the SUBACK, with
-            // RETAIN set [MQTT-3.3.1-8]; never for a shared subscription [MQTT-4.8.2-?];
-            // retain handling 1 only for a new subscription, 2 never [MQTT-3.3.1-9..11].
+            // Matching retained messages are sent after the SUBACK, with RETAIN set (3.1.1
+            // [MQTT-3.3.1-6] [MQTT-3.3.1-8]); never for a shared subscription (5.0 §3.3.1.3
+            // sends them for a new Non-shared Subscription only; no numbered statement);
+            // retain handling 1 only for a new subscription, 2 never (5.0
+            // [MQTT-3.3.1-9..11]).
             let send_retained = shared.is_none()
                 && match options.retain_handling {
                     RetainHandling::OnSubscribe => true,
