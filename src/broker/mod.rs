@@ -6,18 +6,42 @@
 //! out. The event loop calls `handle_*` for every input of a loop turn, then drains
 //! `poll_close` and `poll_transmit`, and asks `poll_timeout` how long it may sleep.
 //!
-//! Where things live: `connect.rs` validates CONNECT, takes sessions over and answers
-//! CONNACK; `inbound.rs` takes PUBLISH from a client (aliases, validation, inbound QoS 2
-//! state, retained storage, wills); `routing.rs` finds the subscribers of a message and
-//! picks one member per shared group; `delivery.rs` encodes deliveries and runs the
-//! inflight window, the queue behind it and the pump; `acks.rs` runs the PUBACK, PUBREC,
-//! PUBREL and PUBCOMP flows; `subscribe.rs` handles SUBSCRIBE/UNSUBSCRIBE and retained
-//! delivery; `session.rs` is the per-client-id state; `subscriptions.rs` the topic →
-//! session table; `retained.rs` the retained store; `timers.rs` the deadline heap;
-//! `output.rs` every route bytes take to a client (send now, hold until durable, deliver by
-//! QoS) and the loop's side of the write buffers; `close.rs` ends
-//! connections and sessions; `error.rs` why connections end; `fuzzing/` the `broker`
-//! and `topic` fuzz harnesses (built only for `cfg(fuzzing)` and tests).
+//! Module map (this file: [`Broker`], `Conn`, the `handle_*`/`poll_*` entry points,
+//! PINGREQ, DISCONNECT and the timers' dispatch):
+//! - `connect.rs`: CONNECT as named steps (refusal, id, auth, takeover, session, will and
+//!   keepalive, CONNACK) and the resend of what was in flight on reconnect.
+//! - `inbound.rs`: PUBLISH from a client: aliases, validation, inbound QoS 2 state,
+//!   retained storage, wills, the `memory_limit` policy.
+//! - `routing.rs`: the subscribers of a message, one member per shared group.
+//! - `delivery.rs`: encoding a delivery, the inflight window, the queue behind it, the pump.
+//! - `acks.rs`: the PUBACK, PUBREC, PUBREL and PUBCOMP flows.
+//! - `subscribe.rs`: SUBSCRIBE/UNSUBSCRIBE and the retained messages a subscription is due.
+//! - `output.rs`: every route bytes take to a client (send now, hold until durable, deliver
+//!   by QoS) and the loop's side of the write buffers (`poll_transmit`, `handle_durable`).
+//! - `close.rs`: ending connections and sessions.
+//! - `error.rs`: why the broker refuses or closes, and every reason code it decides.
+//! - `session.rs`: the per-client-id state; `subscriptions.rs`: the filter → session table;
+//!   `retained.rs`: the retained store and retained-delivery jobs; `message.rs`: the shared
+//!   [`Message`] and its memory [`Meter`]; `timers.rs`: the deadline heap.
+//! - `journal.rs`: state changes as log records (and which batch durable output waits
+//!   for); `restore.rs`: replaying the data files, and the snapshot of the live state.
+//! - `fuzzing/` (only `cfg(fuzzing)` and tests): the `broker` and `topic` fuzz harnesses;
+//!   `tests.rs`, `tests/`: in-process tests with a fake clock.
+//!
+//! Where this differs from `DESIGN.md`, on purpose:
+//! - DESIGN draws `broker ──► store/`. The broker only *encodes* records (`journal.rs`);
+//!   the loop takes each turn's batch (`poll_journal`) to the store's writer thread and
+//!   reports durability back (`handle_durable`), so the broker stays sans-IO and never
+//!   waits for a disk.
+//! - Files are named after the flow, not one file per packet: PUBLISH is split by
+//!   direction (`inbound`, `routing`, `delivery`, `acks`) because one file per packet held
+//!   four concerns; keepalive has no file of its own (its deadline is one entry in
+//!   `timers.rs`, its check a few lines in `handle_timeout`).
+//! - Broker tests live in `tests.rs` and `tests/`, not at the bottom of each file: they
+//!   drive the whole state machine through `handle_*`, across files.
+//! - Reason codes are mapped in one place per layer (DESIGN says one place): decode errors
+//!   in `protocol/error.rs`, which knows nothing of sessions; everything the broker decides
+//!   in `error.rs`.
 //!
 //! Each connection owns its write buffer here, so the broker sees how far behind a client
 //! is and applies the overflow policy itself (drop QoS 0 to a client whose buffer is over
