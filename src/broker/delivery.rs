@@ -169,16 +169,14 @@ impl Broker {
                     return;
                 }
                 // Journal first: a QoS 2 delivery is held until this record is durable.
-                let (packet_id_n, qos_n) = (packet_id.get(), qos as u8);
+                let msg = &delivery.msg;
                 self.journal
-                    .session_message(session, &delivery.msg, now, |session, id| {
-                        Record::Inflight {
-                            session,
-                            packet_id: packet_id_n,
-                            id,
-                            qos: qos_n,
-                            retain,
-                        }
+                    .session_message(session, msg, now, |session, id| Record::Inflight {
+                        session,
+                        packet_id: packet_id.get(),
+                        id,
+                        qos: qos as u8,
+                        retain,
                     });
                 send_into_inflight(
                     (&mut self.output, &self.journal),

@@ -365,3 +365,58 @@ impl fmt::Display for CloseReason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ProtocolVersion::{V311, V5};
+
+    #[test]
+    fn connect_refusals_use_each_versions_codes() {
+        let cases = [
+            (ConnectRefusal::ClientIdTooLong, 0x02, 0x85),
+            (ConnectRefusal::EmptyClientId, 0x02, 0x02),
+            (ConnectRefusal::SessionsFull, 0x03, 0x97),
+            (ConnectRefusal::Auth(Refusal::BadCredentials), 0x05, 0x87),
+        ];
+        for (refusal, v311, v5) in cases {
+            assert_eq!(refusal.code(V311).0, v311, "{refusal:?} 3.1.1");
+            assert_eq!(refusal.code(V5).0, v5, "{refusal:?} 5.0");
+        }
+        assert_eq!(ConnectRefusal::AuthenticationMethod.code(V5).0, 0x8C);
+    }
+
+    #[test]
+    fn unsupported_level_gets_a_311_connack_and_5_clients_a_disconnect() {
+        let bad_level = CloseReason::Decode(DecodeError::UnsupportedProtocolVersion(9));
+        let mut bytes = Vec::new();
+        if let Some((version, packet)) = bad_level.last_packet(false, false) {
+            packet.encode(version, &mut bytes);
+        }
+        assert_eq!(bytes, [0x20, 0x02, 0x00, 0x01]);
+        let last = CloseReason::KeepAliveTimeout.last_packet(true, true);
+        assert!(matches!(last, Some((V5, Packet::Disconnect(d))) if d.reason.0 == 0x8D));
+        assert!(CloseReason::KeepAliveTimeout
+            .last_packet(false, true)
+            .is_none());
+        assert!(CloseReason::ClientDisconnect
+            .last_packet(true, true)
+            .is_none());
+    }
+
+    #[test]
+    fn pubrec_reports_only_refusals_and_3_1_1_gets_no_codes() {
+        assert_eq!(
+            pubrec_code(Outcome::NoSubscribers, true),
+            ReasonCode::SUCCESS
+        );
+        assert_eq!(pubrec_code(Outcome::NotAuthorized, true).0, 0x87);
+        assert_eq!(puback_code(Outcome::NoSubscribers, true).0, 0x10);
+        assert_eq!(
+            puback_code(Outcome::QuotaExceeded, false),
+            ReasonCode::SUCCESS
+        );
+        assert_eq!(SubscribeRefusal::Quota.code(false).0, 0x80);
+        assert_eq!(packet_id_code(false, true).0, 0x92);
+    }
+}

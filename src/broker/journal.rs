@@ -234,3 +234,34 @@ impl Journal {
 pub(super) fn persistent(session: &Session) -> bool {
     session.store_id != 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_persisted_session_is_journaled() {
+        let mut journal = Journal::new(true);
+        let mut session = Session::new(Arc::from("c"), false);
+        journal.session(&session, |session| Record::SessionDelete { session });
+        assert_eq!(
+            journal.open_batch(),
+            None,
+            "a session without store id writes nothing"
+        );
+        assert!(journal.persist_session(&mut session));
+        assert!(!journal.persist_session(&mut session), "persisted once");
+        let opened = journal.open_bytes();
+        journal.session(&session, |session| Record::SessionDelete { session });
+        assert!(journal.open_bytes() > opened);
+        assert_eq!(journal.open_batch(), Some(journal.seq));
+    }
+
+    #[test]
+    fn no_session_is_persisted_without_persistence() {
+        let mut journal = Journal::new(false);
+        let mut session = Session::new(Arc::from("c"), false);
+        assert!(!journal.persist_session(&mut session));
+        assert_eq!(session.store_id, 0);
+    }
+}

@@ -294,3 +294,70 @@ impl Broker {
         self.output.release(&mut self.conns, seq);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Record;
+
+    const ID: ConnId = ConnId {
+        index: 0,
+        generation: 1,
+    };
+
+    /// A journal whose open batch has a record, as after a turn that changed stored state.
+    fn journal_with_open_batch() -> Journal {
+        let mut journal = Journal::new(true);
+        journal.record(Record::SessionDelete { session: 1 });
+        journal
+    }
+
+    #[test]
+    fn qos1_goes_at_once_while_qos2_and_acks_wait_for_the_open_batch() {
+        let journal = journal_with_open_batch();
+        let (mut output, mut out) = (Output::default(), Outbox::default());
+        output
+            .delivery(&mut out, ID, QoS::AtLeastOnce, &journal)
+            .push(1);
+        assert_eq!(out.buf, [1]);
+        output
+            .delivery(&mut out, ID, QoS::ExactlyOnce, &journal)
+            .push(2);
+        output.held(&mut out, ID, &journal).push(3);
+        assert_eq!(out.buf, [1]);
+        assert_eq!(out.pending_len(), 3);
+        // Behind held output even QoS 0 waits, so the client sees packets in order.
+        output
+            .delivery(&mut out, ID, QoS::AtMostOnce, &journal)
+            .push(4);
+        assert_eq!(out.buf, [1]);
+        assert_eq!(out.held, [(journal.seq, vec![2, 3, 4])]);
+        // Listed once for the loop, and once as holding output.
+        assert_eq!(output.transmit, [ID]);
+        assert_eq!(output.holding, [ID]);
+    }
+
+    #[test]
+    fn nothing_waits_without_an_open_batch_or_without_persistence() {
+        for journal in [Journal::new(true), Journal::new(false)] {
+            let (mut output, mut out) = (Output::default(), Outbox::default());
+            output.held(&mut out, ID, &journal).push(1);
+            output
+                .delivery(&mut out, ID, QoS::ExactlyOnce, &journal)
+                .push(2);
+            output.now(&mut out, ID).push(3);
+            assert_eq!(out.buf, [1, 2, 3]);
+            assert!(output.holding.is_empty());
+        }
+    }
+
+    #[test]
+    fn final_bytes_are_the_write_buffer_then_the_last_packet_without_held_output() {
+        let journal = journal_with_open_batch();
+        let (mut output, mut out) = (Output::default(), Outbox::default());
+        output.now(&mut out, ID).push(1);
+        output.held(&mut out, ID, &journal).push(2);
+        let bytes = out.into_final_bytes(Some((ProtocolVersion::V5, Packet::Pingresp)));
+        assert_eq!(bytes, [1, 0xD0, 0x00]);
+    }
+}
