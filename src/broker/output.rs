@@ -47,11 +47,15 @@ pub(super) struct Outbox {
     pub(super) buf: Vec<u8>,
     /// Output waiting for its batch to be durable, oldest batch first.
     held: Held,
-    /// The capacity of `buf` as last added to `Broker::out_bytes`.
-    counted: usize,
-    /// Whether this connection is already in the transmit list.
-    queued: bool,
+    /// The capacity of `buf` as last added to `Broker::out_bytes` (the low bits), and
+    /// whether this connection is already in the transmit list ([`QUEUED`], the top bit).
+    /// A `Vec`'s capacity never exceeds `isize::MAX`, so the top bit is free; a separate
+    /// `bool` would pad every connection by 8 bytes.
+    counted_queued: usize,
 }
+
+/// The bit of `Outbox::counted_queued` that says the connection is in the transmit list.
+const QUEUED: usize = 1 << (usize::BITS - 1);
 
 impl Outbox {
     /// Bytes written or held, not yet handed to the socket.
@@ -61,7 +65,23 @@ impl Outbox {
 
     /// The capacity last counted in `Broker::out_bytes` (given back on close).
     pub(super) fn counted(&self) -> usize {
-        self.counted
+        self.counted_queued & !QUEUED
+    }
+
+    fn set_counted(&mut self, capacity: usize) {
+        self.counted_queued = (self.counted_queued & QUEUED) | (capacity & !QUEUED);
+    }
+
+    fn queued(&self) -> bool {
+        self.counted_queued & QUEUED != 0
+    }
+
+    fn set_queued(&mut self, queued: bool) {
+        self.counted_queued = if queued {
+            self.counted_queued | QUEUED
+        } else {
+            self.counted_queued & !QUEUED
+        };
     }
 
     /// What is written before the socket closes: the write buffer, then `last` (encoded
@@ -169,8 +189,8 @@ impl Output {
     }
 
     fn mark(&mut self, out: &mut Outbox, id: ConnId) {
-        if !out.queued {
-            out.queued = true;
+        if !out.queued() {
+            out.set_queued(true);
             self.transmit.push(id);
         }
     }
@@ -210,8 +230,8 @@ impl Output {
 /// the total lags output encoded this turn by at most one turn.
 fn recount_out(out_bytes: &mut usize, out: &mut Outbox) {
     let now = out.buf.capacity();
-    *out_bytes = out_bytes.saturating_sub(out.counted) + now;
-    out.counted = now;
+    *out_bytes = out_bytes.saturating_sub(out.counted()) + now;
+    out.set_counted(now);
 }
 
 impl Broker {
@@ -246,7 +266,7 @@ impl Broker {
     pub fn poll_transmit(&mut self) -> Option<ConnId> {
         while let Some(id) = self.output.transmit.pop() {
             if let Some(conn) = conn_slot(&mut self.conns, id) {
-                conn.out.queued = false;
+                conn.out.set_queued(false);
                 recount_out(&mut self.out_bytes, &mut conn.out);
                 if !conn.out.buf.is_empty() {
                     return Some(id);
@@ -349,6 +369,18 @@ mod tests {
             assert_eq!(out.buf, [1, 2, 3]);
             assert!(output.holding.is_empty());
         }
+    }
+
+    #[test]
+    fn transmit_flag_and_counted_capacity_do_not_disturb_each_other() {
+        let mut out = Outbox::default();
+        out.set_counted(usize::MAX >> 1);
+        out.set_queued(true);
+        assert_eq!(out.counted(), usize::MAX >> 1);
+        out.set_counted(4096);
+        assert!(out.queued());
+        out.set_queued(false);
+        assert_eq!((out.counted(), out.queued()), (4096, false));
     }
 
     #[test]
