@@ -5,7 +5,7 @@
 //!
 //! - CONNECT refused: [`ConnectRefusal::code`] (and [`refusal_code`] for authentication);
 //! - PUBLISH acknowledged: [`puback_code`], [`pubrec_code`] from [`Outcome`];
-//! - SUBSCRIBE refused per filter: [`SubscribeRefusal::code`]; UNSUBSCRIBE:
+//! - SUBSCRIBE per filter: [`granted_code`], [`SubscribeRefusal::code`]; UNSUBSCRIBE:
 //!   [`unsuback_code`]; PUBREL/PUBCOMP: [`packet_id_code`];
 //! - connection ended: [`CloseReason::reason_code`] and [`CloseReason::last_packet`]; a
 //!   client's DISCONNECT read back: [`CloseReason::of_client_disconnect`].
@@ -14,7 +14,8 @@ use std::fmt;
 
 use crate::auth::Refusal;
 use crate::protocol::{
-    Connack, DecodeError, Disconnect, Packet, PacketType, Properties, ProtocolVersion, ReasonCode,
+    Connack, DecodeError, Disconnect, Packet, PacketType, Properties, ProtocolVersion, QoS,
+    ReasonCode,
 };
 
 /// The CONNACK code refusing a client: 3.1/3.1.1 return codes, 5.0 reason codes.
@@ -119,6 +120,12 @@ impl SubscribeRefusal {
             SubscribeRefusal::Quota => ReasonCode::QUOTA_EXCEEDED,
         }
     }
+}
+
+/// The SUBACK code of a granted filter: the maximum QoS granted [MQTT-3.8.4-7] (the
+/// same byte in 3.1.1 and 5.0).
+pub(super) fn granted_code(qos: QoS) -> ReasonCode {
+    ReasonCode(qos as u8)
 }
 
 /// The 5.0 UNSUBACK code of one filter [MQTT-3.11.3-1].

@@ -13,14 +13,14 @@ use std::time::Instant;
 use super::routing::Routed;
 use log::{debug, warn};
 
-use super::error::{unsuback_code, SubscribeRefusal};
+use super::error::{granted_code, unsuback_code, SubscribeRefusal};
 use super::restore::options_byte;
 use super::retained::{PendingFilter, RetainedJob};
 use super::subscriptions::parse_shared;
 use super::{conn_slot, Broker, ConnId, ProtocolViolation, SessionKey};
 use crate::auth;
 use crate::protocol::{
-    Packet, Properties, ReasonCode, RetainHandling, Suback, Subscribe, Unsuback, Unsubscribe,
+    Packet, Properties, RetainHandling, Suback, Subscribe, Unsuback, Unsubscribe,
 };
 use crate::store::Record;
 
@@ -120,7 +120,7 @@ impl Broker {
                         });
                 }
             }
-            codes.push(ReasonCode(granted as u8));
+            codes.push(granted_code(granted));
             // Matching retained messages are sent after the SUBACK, with RETAIN set (3.1.1
             // [MQTT-3.3.1-6] [MQTT-3.3.1-8]); never for a shared subscription (5.0 §3.3.1.3
             // sends them for a new Non-shared Subscription only; no numbered statement);
