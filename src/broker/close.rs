@@ -176,6 +176,6 @@ impl Broker {
         for sub in &session.subscriptions {
             self.subscriptions.unsubscribe(&sub.filter, key);
         }
-        self.client_ids.remove(&session.client_id);
+        self.client_ids.remove(&session.client_id, key);
     }
 }

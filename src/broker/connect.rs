@@ -208,7 +208,7 @@ impl Broker {
         let max_sessions = self.config.max_sessions;
         if max_sessions > 0
             && self.sessions.len() >= max_sessions
-            && !self.client_ids.contains_key(client_id)
+            && !self.client_ids.contains(&self.sessions, client_id)
         {
             if !self.sessions_full_logged {
                 self.sessions_full_logged = true;
@@ -230,14 +230,14 @@ impl Broker {
     fn take_over(&mut self, client_id: &Arc<str>, clean_start: bool, now: Instant) {
         // [MQTT-3.1.4-2] a second connection with the same client id takes over: the first
         // is closed (publishing its will) before the new one is attached.
-        if let Some(&key) = self.client_ids.get(client_id) {
+        if let Some(key) = self.client_ids.get(&self.sessions, client_id) {
             if let Some(old) = self.sessions.get(key).and_then(|s| s.conn) {
                 self.close(old, CloseReason::TakenOver, now, true);
             }
         }
         // [MQTT-3.1.2-6] [MQTT-3.1.2-4] clean session / clean start discards any previous one.
         if clean_start {
-            if let Some(&key) = self.client_ids.get(client_id) {
+            if let Some(key) = self.client_ids.get(&self.sessions, client_id) {
                 self.end_session(key, now);
             }
         }
@@ -254,12 +254,12 @@ impl Broker {
         expiry: u32,
     ) -> (SessionKey, bool) {
         let ends_with_connection = expiry == 0;
-        let (key, session_present) = match self.client_ids.get(client_id) {
-            Some(&key) => (key, true),
+        let (key, session_present) = match self.client_ids.get(&self.sessions, client_id) {
+            Some(key) => (key, true),
             None => {
                 let session = Session::new(client_id.clone(), ends_with_connection);
                 let key = self.sessions.insert(session);
-                self.client_ids.insert(client_id.clone(), key);
+                self.client_ids.insert(&self.sessions, key);
                 (key, false)
             }
         };

@@ -57,6 +57,7 @@
 //! PUBLISH; the policy at the limit is in `inbound.rs` (`refuse_over_memory`).
 
 mod acks;
+mod client_ids;
 mod close;
 mod connect;
 mod delivery;
@@ -205,7 +206,7 @@ pub struct Broker {
     /// Indexed by `ConnId::index`.
     conns: Vec<Option<Conn>>,
     sessions: Slab<Session>,
-    client_ids: HashMap<Arc<str>, SessionKey>,
+    client_ids: client_ids::ClientIds,
     subscriptions: SubscriptionTable,
     retained: RetainedStore,
     timers: Timers,
@@ -304,7 +305,7 @@ impl Broker {
             auth,
             conns: Vec::new(),
             sessions: Slab::new(),
-            client_ids: HashMap::new(),
+            client_ids: client_ids::ClientIds::default(),
             subscriptions: SubscriptionTable::default(),
             retained: RetainedStore::default(),
             timers: Timers::default(),
@@ -510,8 +511,8 @@ impl Broker {
     /// A session by client id, for inspection.
     pub fn session(&self, client_id: &str) -> Option<&Session> {
         self.client_ids
-            .get(client_id)
-            .and_then(|&k| self.sessions.get(k))
+            .get(&self.sessions, client_id)
+            .and_then(|k| self.sessions.get(k))
     }
 
     /// A new network connection was accepted.

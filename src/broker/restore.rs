@@ -234,13 +234,13 @@ impl Broker {
                 client_id,
             } => {
                 let client: Arc<str> = Arc::from(client_id);
-                if let Some(&old) = self.client_ids.get(&client) {
+                if let Some(old) = self.client_ids.get(&self.sessions, &client) {
                     self.remove_session_quietly(old);
                 }
                 let mut s = Session::new(client.clone(), false);
                 s.store_id = sid;
                 let key = self.sessions.insert(s);
-                self.client_ids.insert(client, key);
+                self.client_ids.insert(&self.sessions, key);
                 t.sessions.insert(sid, key);
                 t.max_session = t.max_session.max(sid);
             }
@@ -495,7 +495,7 @@ impl Broker {
         for sub in &session.subscriptions {
             self.subscriptions.unsubscribe(&sub.filter, key);
         }
-        self.client_ids.remove(&session.client_id);
+        self.client_ids.remove(&session.client_id, key);
     }
 
     /// The whole journaled state as framed records: what a snapshot holds. Messages are
