@@ -32,8 +32,10 @@
 #
 # Knobs (environment): ROUNDS, DUR (seconds per throughput phase), QWINDOW, CONNS, CONN_HOLD,
 # WAKE_CLIENTS, WAKE_HOLD, LAT_RATE, PAYLOAD, WPORT, MPORT, OUT (results directory),
-# RECOVER_MSGS (0 skips recovery), SKIP_BUILD=1. Raw lines go to $OUT/results.txt, the
-# table to $OUT/table.md.
+# RECOVER_MSGS (0 skips recovery), SKIP_BUILD=1, STATIC=1 (wrenmq linked statically, as
+# the Raspberry Pi binaries of scripts/cross-build.sh are: no shared libc pages in its
+# RSS; the default is the ordinary dynamically linked build). Raw lines go to
+# $OUT/results.txt, the table to $OUT/table.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -73,12 +75,19 @@ command -v taskset >/dev/null || { log "taskset (util-linux) is required"; exit 
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge $((CONNS + 100)) ] || { log "ulimit -n $(ulimit -n) is below CONNS=$CONNS"; exit 1; }
 
+HOST=$(rustc -vV | sed -n 's/^host: //p')
 if [ -z "${SKIP_BUILD:-}" ]; then
   log "cargo build --release"
   cargo build --release --quiet -p wrenmq -p wrenmq-bench
+  if [ -n "${STATIC:-}" ]; then
+    log "cargo build --release (static, $HOST)"
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p wrenmq \
+      --target "$HOST" --target-dir target/static
+  fi
 fi
 GEN=target/release/wrenmq-bench
 WRENMQ=target/release/wrenmq
+[ -z "${STATIC:-}" ] || WRENMQ=target/static/$HOST/release/wrenmq
 
 MCONF="$OUT/mosquitto.conf"
 cat >"$MCONF" <<EOF

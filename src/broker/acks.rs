@@ -84,7 +84,8 @@ impl Broker {
             if let Some(i) = session.find_inflight(pid, state) {
                 // An acknowledgement of a message not resent on this connection yet (it
                 // had arrived before the reconnect).
-                if i >= session.inflight().len() - session.unsent.min(session.inflight().len()) {
+                let unsent = (session.unsent as usize).min(session.inflight().len());
+                if i >= session.inflight().len() - unsent {
                     session.unsent = session.unsent.saturating_sub(1);
                 }
                 session.inflight_mut().remove(i);

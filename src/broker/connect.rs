@@ -375,7 +375,7 @@ impl Broker {
     fn resume_delivery(&mut self, id: ConnId, key: SessionKey, now: Instant) {
         // Every message in flight is unsent on this connection.
         if let Some(session) = self.sessions.get_mut(key) {
-            session.unsent = session.inflight().len();
+            session.unsent = u32::try_from(session.inflight().len()).unwrap_or(u32::MAX);
         }
         self.pump(key, now);
         // Retained messages a SUBSCRIBE on an earlier connection was still due go on here,
@@ -427,10 +427,10 @@ impl Broker {
         };
         let mut expired = Vec::new();
         let inflight_len = session.inflight().len();
-        let unsent = session.unsent.min(inflight_len);
+        let unsent = (session.unsent as usize).min(inflight_len);
         let sent = inflight_len - unsent;
         let resend = unsent.min(window.saturating_sub(sent));
-        session.unsent = unsent - resend;
+        session.unsent = u32::try_from(unsent - resend).unwrap_or(u32::MAX);
         for inflight in session.inflight().range(sent..sent + resend) {
             if inflight.state != InflightState::AwaitingPubcomp
                 && acl.is_some_and(|a| {

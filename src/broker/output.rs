@@ -35,10 +35,52 @@ use super::journal::Journal;
 use super::{conn_slot, Broker, Conn, ConnId};
 use crate::protocol::{Packet, ProtocolVersion, QoS};
 
-/// Output waiting for batch `.0` to be durable.
-/// A `Vec`, not a `VecDeque`: it holds one or two segments, and every connection carries
-/// one (8 bytes less each).
-type Held = Vec<(u64, Vec<u8>)>;
+/// Output waiting for batch `.0` to be durable, oldest batch first: one or two segments
+/// while batches are open, none otherwise. Boxed and allocated only while not empty: every
+/// connection carries one, 8 bytes instead of a `Vec`'s 24 (issue 11, per-connection
+/// memory); a `Vec`, not a `VecDeque`, inside.
+#[derive(Debug, Default)]
+struct Held(Option<Box<Vec<(u64, Vec<u8>)>>>);
+
+impl Held {
+    fn as_slice(&self) -> &[(u64, Vec<u8>)] {
+        self.0.as_deref().map_or(&[], |v| v)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, (u64, Vec<u8>)> {
+        self.as_slice().iter()
+    }
+
+    fn first(&self) -> Option<&(u64, Vec<u8>)> {
+        self.as_slice().first()
+    }
+
+    fn last(&self) -> Option<&(u64, Vec<u8>)> {
+        self.as_slice().last()
+    }
+
+    fn last_mut(&mut self) -> Option<&mut (u64, Vec<u8>)> {
+        self.0.as_mut()?.last_mut()
+    }
+
+    fn push(&mut self, segment: (u64, Vec<u8>)) {
+        self.0.get_or_insert_with(Box::default).push(segment);
+    }
+
+    /// Takes the oldest segment; gives the allocation back once none is left.
+    fn pop_first(&mut self) -> Option<(u64, Vec<u8>)> {
+        let v = self.0.as_mut()?;
+        let first = (!v.is_empty()).then(|| v.remove(0));
+        if v.is_empty() {
+            self.0 = None;
+        }
+        first
+    }
+}
 
 /// One connection's output: what is ready to write and what waits for durability.
 #[derive(Debug, Default)]
@@ -220,7 +262,9 @@ impl Output {
             let out = &mut conn.out;
             let mut moved = false;
             while out.held.first().is_some_and(|(tag, _)| *tag <= durable) {
-                let (_, segment) = out.held.remove(0);
+                let Some((_, segment)) = out.held.pop_first() else {
+                    break;
+                };
                 if out.buf.is_empty() {
                     out.buf = segment;
                 } else {
@@ -368,7 +412,7 @@ mod tests {
             .delivery(&mut out, ID, QoS::AtMostOnce, &journal)
             .push(4);
         assert_eq!(out.buf, [1]);
-        assert_eq!(out.held, [(journal.seq, vec![2, 3, 4])]);
+        assert_eq!(out.held.as_slice(), [(journal.seq, vec![2, 3, 4])]);
         // Listed once for the loop, and once as holding output.
         assert_eq!(output.transmit, [ID]);
         assert_eq!(output.holding, [ID]);
