@@ -40,10 +40,13 @@ use crate::protocol::{Packet, ProtocolVersion, QoS};
 /// connection carries one, 8 bytes instead of a `Vec`'s 24 (issue 11, per-connection
 /// memory); a `Vec`, not a `VecDeque`, inside.
 #[derive(Debug, Default)]
-struct Held(Option<Box<Vec<(u64, Vec<u8>)>>>);
+struct Held(Option<Box<Vec<Segment>>>);
+
+/// Output held for batch `.0`.
+type Segment = (u64, Vec<u8>);
 
 impl Held {
-    fn as_slice(&self) -> &[(u64, Vec<u8>)] {
+    fn as_slice(&self) -> &[Segment] {
         self.0.as_deref().map_or(&[], |v| v)
     }
 
@@ -51,28 +54,28 @@ impl Held {
         self.as_slice().is_empty()
     }
 
-    fn iter(&self) -> std::slice::Iter<'_, (u64, Vec<u8>)> {
+    fn iter(&self) -> std::slice::Iter<'_, Segment> {
         self.as_slice().iter()
     }
 
-    fn first(&self) -> Option<&(u64, Vec<u8>)> {
+    fn first(&self) -> Option<&Segment> {
         self.as_slice().first()
     }
 
-    fn last(&self) -> Option<&(u64, Vec<u8>)> {
+    fn last(&self) -> Option<&Segment> {
         self.as_slice().last()
     }
 
-    fn last_mut(&mut self) -> Option<&mut (u64, Vec<u8>)> {
+    fn last_mut(&mut self) -> Option<&mut Segment> {
         self.0.as_mut()?.last_mut()
     }
 
-    fn push(&mut self, segment: (u64, Vec<u8>)) {
+    fn push(&mut self, segment: Segment) {
         self.0.get_or_insert_with(Box::default).push(segment);
     }
 
     /// Takes the oldest segment; gives the allocation back once none is left.
-    fn pop_first(&mut self) -> Option<(u64, Vec<u8>)> {
+    fn pop_first(&mut self) -> Option<Segment> {
         let v = self.0.as_mut()?;
         let first = (!v.is_empty()).then(|| v.remove(0));
         if v.is_empty() {
