@@ -40,6 +40,7 @@ use crate::protocol::{Packet, ProtocolVersion, QoS};
 /// connection carries one, 8 bytes instead of a `Vec`'s 24 (issue 11, per-connection
 /// memory); a `Vec`, not a `VecDeque`, inside.
 #[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // boxed on purpose: 8 bytes per connection, not 24
 struct Held(Option<Box<Vec<Segment>>>);
 
 /// Output held for batch `.0`.
