@@ -477,3 +477,44 @@ impl fmt::Display for Id {
         write!(f, "#{}.{}", self.0.index, self.0.generation)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lingering_final_bytes_stay_counted_until_the_close_gives_them_back() {
+        // Issue 11: `memory_limit` did not count the final bytes of lingering connections.
+        // What `linger_bytes` reports at the start is what the close gives back, even after
+        // the bytes were written and their buffer freed.
+        let poll = mio::Poll::new().expect("poll");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("nonblocking");
+        let mut stream = TcpStream::from_std(accepted);
+        let token = Token(7);
+        poll.registry()
+            .register(&mut stream, token, Interest::READABLE)
+            .expect("register");
+        let id = ConnId {
+            index: 7,
+            generation: 1,
+        };
+        let mut conn = Connection::new(id, stream);
+        assert_eq!(conn.linger_bytes(), 0);
+        let mut final_bytes = Vec::with_capacity(1000);
+        final_bytes.extend_from_slice(&[0xE0, 0x00]);
+        conn.linger(poll.registry(), token, final_bytes);
+        assert_eq!(conn.linger_bytes(), 1000, "counted while lingering");
+        assert!(
+            conn.linger.as_ref().is_some_and(|l| l.final_out.is_empty()),
+            "written at once"
+        );
+        assert_eq!(conn.linger_bytes(), 1000, "still the amount reported");
+        conn.close(poll.registry(), &[], &mut [0u8; 64]);
+        assert_eq!(conn.linger_bytes(), 0, "given back with the close");
+        drop(client);
+    }
+}
