@@ -17,6 +17,10 @@
 #      over it; the edit survives, the broker starts again from the new package and the
 #      client gets its three messages;
 #   5. remove keeps config and data, purge deletes them.
+#
+#   scripts/check-deb.sh --arm      # after scripts/cross-build.sh: packages arm64, armhf
+#                                   # and armel from those builds, checks their contents,
+#                                   # lintian, and which binary armhf's /usr/bin/wrenmq runs
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,6 +28,54 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 fail() { echo "check-deb: $*" >&2; exit 1; }
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
+
+lint() { # DEB: no lintian error or warning (skipped when lintian cannot be installed)
+  if ! command -v lintian >/dev/null 2>&1; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian \
+      >/dev/null 2>&1 || true
+  fi
+  if command -v lintian >/dev/null 2>&1; then
+    lintian --fail-on error,warning "$1" 2>&1 | grep -v 'running with root privileges' || true
+    lintian --fail-on error,warning "$1" >/dev/null 2>&1 || fail "lintian: errors or warnings in $1"
+    echo "check-deb: lintian $1: no errors or warnings"
+  else
+    echo "check-deb: SKIPPED lintian: cannot be installed"
+  fi
+}
+
+if [ "${1:-}" = --arm ]; then
+  tmp=$(mktemp -d "$PWD/target/check-deb.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  for arch in arm64 armhf armel; do
+    WRENMQ_DEB_NO_BUILD=1 scripts/package-deb.sh "$arch"
+    deb="target/debian/wrenmq_${version}_${arch}.deb"
+    [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "$deb: wrong Architecture"
+    dpkg-deb -c "$deb" >"$tmp/contents"
+    grep -q ' ./usr/bin/wrenmq$' "$tmp/contents" || fail "$deb lacks /usr/bin/wrenmq"
+    lint "$deb"
+  done
+  # armhf: /usr/bin/wrenmq runs the ARMv6 build on armv6l and the ARMv7 one elsewhere.
+  # A fake uname says which CPU; exec fails here (no /usr/libexec/wrenmq on this
+  # machine), and its error names the binary chosen.
+  dpkg-deb -x "target/debian/wrenmq_${version}_armhf.deb" "$tmp/x"
+  dpkg-deb -c "target/debian/wrenmq_${version}_armel.deb" >"$tmp/contents"
+  ! grep -q ' ./usr/libexec' "$tmp/contents" || fail "armel carries the armhf layout"
+  dpkg-deb -I "target/debian/wrenmq_${version}_armel.deb" preinst >/dev/null \
+    || fail "armel has no preinst refusing ARMv5"
+  mkdir -p "$tmp/bin"
+  for pick in armv6l:wrenmq-armv6 armv7l:wrenmq-armv7 aarch64:wrenmq-armv7; do
+    printf '#!/bin/sh\necho %s\n' "${pick%%:*}" >"$tmp/bin/uname"
+    chmod +x "$tmp/bin/uname"
+    out=$(PATH="$tmp/bin:$PATH" sh "$tmp/x/usr/bin/wrenmq" --version 2>&1 || true)
+    grep -q "/usr/libexec/wrenmq/${pick#*:}" <<<"$out" \
+      || { echo "$out" >&2; fail "armhf /usr/bin/wrenmq on ${pick%%:*} does not run ${pick#*:}"; }
+  done
+  readelf -A "$tmp/x/usr/libexec/wrenmq/wrenmq-armv6" | grep -q 'Tag_CPU_arch: v6$' \
+    || fail "armhf's wrenmq-armv6 is not an ARMv6 binary"
+  echo "check-deb: armhf runs the ARMv6 build on armv6l, the ARMv7 build on armv7l/aarch64"
+  ls -l target/debian/*.deb
+  exit 0
+fi
 next="$version+upgradetest"
 scripts/package-deb.sh amd64
 WRENMQ_DEB_NO_BUILD=1 DEB_VERSION="$next" scripts/package-deb.sh amd64 >/dev/null
@@ -57,17 +109,7 @@ file -b "$tmp/x/usr/bin/wrenmq" | grep -q 'static' || fail "/usr/bin/wrenmq is n
 echo "check-deb: contents, permissions, conffiles and unit OK ($(stat -c %s "$deb") bytes)"
 
 # ---- 2. lintian
-if ! command -v lintian >/dev/null 2>&1; then
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian \
-    >/dev/null 2>&1 || true
-fi
-if command -v lintian >/dev/null 2>&1; then
-  lintian --fail-on error,warning "$deb" 2>&1 | grep -v 'running with root privileges' || true
-  lintian --fail-on error,warning "$deb" >/dev/null 2>&1 || fail "lintian reports errors or warnings"
-  echo "check-deb: lintian: no errors or warnings"
-else
-  echo "check-deb: SKIPPED lintian: cannot be installed"
-fi
+lint "$deb"
 
 # ---- 3. the binary runs
 "$tmp/x/usr/bin/wrenmq" --version | grep -qx "wrenmq $version" || fail "the packaged binary does not run"

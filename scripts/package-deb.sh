@@ -97,14 +97,12 @@ chmod 0644 "$stage/usr/share/doc/wrenmq/changelog.gz"
   if [ "$arch" = armhf ]; then
     echo "wrenmq: statically-linked-binary [usr/libexec/wrenmq/wrenmq-armv6]"
     echo "wrenmq: statically-linked-binary [usr/libexec/wrenmq/wrenmq-armv7]"
-    echo "# The ARMv6 build uses the soft-float calling convention (static, so invisible to the system)."
-    echo "wrenmq: binary-from-other-architecture [usr/libexec/wrenmq/wrenmq-armv6]"
-  elif [ "$arch" = armel ]; then
-    echo "wrenmq: statically-linked-binary [usr/bin/wrenmq]"
-  else
-    # The musl builds are static-pie (ET_DYN, for address randomisation): lintian takes
-    # them for a shared library.
+  elif file -b "$stage/usr/bin/wrenmq" | grep -q 'static-pie'; then
+    # x86_64 musl builds are static-pie (ET_DYN, for address randomisation): lintian
+    # takes them for a shared library.
     echo "wrenmq: shared-library-lacks-prerequisites [usr/bin/wrenmq]"
+  else
+    echo "wrenmq: statically-linked-binary [usr/bin/wrenmq]"
   fi
   echo "# wrenmq --help and README.Debian document the command; no man page yet."
   echo "wrenmq: no-manual-page [usr/bin/wrenmq]"
