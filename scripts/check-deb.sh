@@ -16,7 +16,8 @@
 #      conffile is edited; N+1 (same build, DEB_VERSION=<v>+upgradetest) is installed
 #      over it; the edit survives, the broker starts again from the new package and the
 #      client gets its three messages;
-#   5. remove keeps config and data, purge deletes them.
+#   5. remove keeps config and data, purge deletes them;
+#   6. scripts/check-deb-scripts.sh: the maintainer scripts as if systemd ran.
 #
 #   scripts/check-deb.sh --arm      # after scripts/cross-build.sh: packages arm64, armhf
 #                                   # and armel from those builds, checks their contents,
@@ -190,3 +191,6 @@ dpkg_root --remove wrenmq
 dpkg_root --purge wrenmq
 [ ! -e "$root/var/lib/wrenmq" ] && [ ! -e "$root/etc/wrenmq" ] || fail "purge left configuration or data"
 echo "check-deb: remove keeps configuration and data; purge deletes them"
+
+# ---- 6. the maintainer scripts where systemd runs (enable/start, busy port, upgrade, purge)
+scripts/check-deb-scripts.sh
