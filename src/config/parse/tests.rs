@@ -497,6 +497,21 @@ fn the_example_config_parses_without_errors() {
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
 
+/// scripts/wrenmq.conf says its values are the defaults, except its example listener and
+/// allow_anonymous lines: a changed default must change the file too.
+#[test]
+fn the_example_config_states_the_defaults() {
+    let text = include_str!("../../../scripts/wrenmq.conf");
+    let mut c = parse_str(text, Path::new("scripts/wrenmq.conf"))
+        .unwrap()
+        .config;
+    let d = Config::default();
+    assert_ne!(c.listeners, d.listeners, "the example listener is not the default");
+    c.listeners.clone_from(&d.listeners);
+    c.allow_anonymous = d.allow_anonymous;
+    assert_eq!(c, d);
+}
+
 #[test]
 fn resource_bounds_and_memory_limit_are_parsed() {
     let text = "max_subscriptions 5\nmax_sessions 6\nmax_client_id_length 23\n\
