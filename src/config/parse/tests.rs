@@ -506,7 +506,10 @@ fn the_example_config_states_the_defaults() {
         .unwrap()
         .config;
     let d = Config::default();
-    assert_ne!(c.listeners, d.listeners, "the example listener is not the default");
+    assert_ne!(
+        c.listeners, d.listeners,
+        "the example listener is not the default"
+    );
     c.listeners.clone_from(&d.listeners);
     c.allow_anonymous = d.allow_anonymous;
     assert_eq!(c, d);
