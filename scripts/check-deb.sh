@@ -30,15 +30,17 @@ fail() { echo "check-deb: $*" >&2; exit 1; }
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 
-lint() { # DEB: no lintian error or warning (skipped when lintian cannot be installed)
+lint() { # DEB...: no lintian error or warning (skipped when lintian cannot be installed)
   if ! command -v lintian >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian \
       >/dev/null 2>&1 || true
   fi
   if command -v lintian >/dev/null 2>&1; then
-    lintian --fail-on error,warning "$1" 2>&1 | grep -v 'running with root privileges' || true
-    lintian --fail-on error,warning "$1" >/dev/null 2>&1 || fail "lintian: errors or warnings in $1"
-    echo "check-deb: lintian $1: no errors or warnings"
+    local out code=0
+    out=$(lintian --fail-on error,warning "$@" 2>&1) || code=$?
+    grep -v 'running with root privileges' <<<"$out" || true
+    [ "$code" -eq 0 ] || fail "lintian: errors or warnings in $*"
+    echo "check-deb: lintian $*: no errors or warnings"
   else
     echo "check-deb: SKIPPED lintian: cannot be installed"
   fi
@@ -53,8 +55,8 @@ if [ "${1:-}" = --arm ]; then
     [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || fail "$deb: wrong Architecture"
     dpkg-deb -c "$deb" >"$tmp/contents"
     grep -q ' ./usr/bin/wrenmq$' "$tmp/contents" || fail "$deb lacks /usr/bin/wrenmq"
-    lint "$deb"
   done
+  lint target/debian/wrenmq_"${version}"_{arm64,armhf,armel}.deb
   # armhf: /usr/bin/wrenmq runs the ARMv6 build on armv6l and the ARMv7 one elsewhere.
   # A fake uname says which CPU; exec fails here (no /usr/libexec/wrenmq on this
   # machine), and its error names the binary chosen.
