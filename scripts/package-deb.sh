@@ -114,8 +114,9 @@ for s in postinst prerm postrm; do install -m 0755 "scripts/debian/$s" "$stage/D
 [ "$arch" != armel ] || install -m 0755 scripts/debian/preinst-armel "$stage/DEBIAN/preinst"
 
 # ---- control
-(cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
-  | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
+# md5sums of every file but the conffile (dpkg keeps conffile sums itself, as dh_md5sums).
+(cd "$stage" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -printf '%P\0' \
+  | LC_ALL=C sort -z | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat >"$stage/DEBIAN/control" <<EOF
 Package: wrenmq
@@ -126,7 +127,6 @@ Installed-Size: $size
 Depends: adduser
 Section: net
 Priority: optional
-Homepage: https://github.com/wrenmq/wrenmq
 Description: small, durable MQTT broker for low-power gateways
  wrenmq is an MQTT 3.1, 3.1.1 and 5.0 broker for Raspberry Pi-class gateways,
  meant as a drop-in replacement for Mosquitto 2.0: it reads Mosquitto's
