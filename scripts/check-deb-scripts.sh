@@ -7,6 +7,7 @@
 #   - first install, port free: user created, unit enabled and started;
 #   - first install, the configured port taken (as by Mosquitto): enabled, NOT started,
 #     and the message says `systemctl disable --now mosquitto`;
+#   - a unit left by scripts/install.sh in /etc/systemd/system: a warning;
 #   - upgrade with the service running: restarted, no port check (it holds its own port);
 #   - remove: stopped, configuration and data kept; purge: both deleted.
 # Needs root and unshare; SKIPPED (exit 0) otherwise.
@@ -87,6 +88,16 @@ not_called "deb-systemd-invoke start"
 grep -q "NOT started: TCP port(s) $port already in use" "$tmp/out" || fail "no port message: $(cat "$tmp/out")"
 grep -q 'systemctl disable --now mosquitto' "$tmp/out" || fail "the message does not say how to switch"
 echo "check-deb-scripts: port $port taken: enabled, not started, told to disable Mosquitto"
+
+# A unit left by scripts/install.sh overrides the package's: say so.
+mkdir -p /etc/systemd/system
+touch /etc/systemd/system/wrenmq.service
+run postinst configure
+grep -q 'overrides the packaged unit' "$tmp/out" || fail "no warning about install.sh's unit: $(cat "$tmp/out")"
+rm /etc/systemd/system/wrenmq.service
+run postinst configure
+! grep -q 'overrides the packaged unit' "$tmp/out" || fail "a warning about a unit that is not there"
+echo "check-deb-scripts: warns when install.sh's unit in /etc/systemd/system overrides the package's"
 
 # Upgrade with the service running: restart it.
 touch "$tmp/active"
