@@ -125,6 +125,7 @@ impl Broker {
         if let Some(conn) = conn_slot(&mut self.conns, id) {
             let mut lanes = lanes!(self);
             lanes.send(conn, id, packet);
+            self.stats.control_sent += 1;
         }
     }
 }

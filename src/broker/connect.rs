@@ -372,6 +372,8 @@ impl Broker {
             properties: props.as_properties(),
         };
         send(conn, id, &mut self.transmit, &Packet::Connack(connack));
+        self.stats.control_sent += 1;
+        self.stats.connects += 1;
         // An acknowledgement on this connection may answer a retransmission (PUBLISH with
         // DUP, PUBREL) whose original wrote its record in a batch that is still being made
         // durable; the first answer was held on the old connection and went with it. So
@@ -411,6 +413,7 @@ impl Broker {
                 properties: Properties::EMPTY,
             };
             send(conn, id, &mut self.transmit, &Packet::Connack(connack));
+            self.stats.control_sent += 1;
         }
         self.close(id, CloseReason::ConnectRefused(code), now, true);
         false

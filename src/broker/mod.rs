@@ -58,6 +58,7 @@ mod routing;
 mod session;
 mod subscribe;
 mod subscriptions;
+mod sys;
 mod timers;
 
 use std::collections::HashMap;
@@ -77,6 +78,7 @@ pub use message::{Message, Meter};
 use output::{send, Lanes};
 pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
+pub use sys::Stats;
 
 use retained::RetainedStore;
 use timers::{Timer, Timers};
@@ -105,20 +107,6 @@ pub enum Disconnect {
 pub struct Close {
     pub id: ConnId,
     pub final_bytes: Vec<u8>,
-}
-
-/// Counters for logs and, later, `$SYS`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub connections_accepted: u64,
-    pub messages_received: u64,
-    pub messages_sent: u64,
-    /// QoS 0 messages dropped because a client's write buffer was full.
-    pub dropped_slow_consumer: u64,
-    /// Messages dropped because a session's queue was full.
-    pub dropped_queue_full: u64,
-    /// Incoming messages dropped or refused because the broker was over `memory_limit`.
-    pub dropped_memory_limit: u64,
 }
 
 /// What a reload changed, for the log.
@@ -202,6 +190,8 @@ pub struct Broker {
     /// Reused for every routing decision so routing does not allocate.
     matches: Vec<Subscriber>,
     stats: Stats,
+    /// What `$SYS` last published (`sys.rs`).
+    sys: sys::SysTree,
     journal: journal::Journal,
     /// Connections with held output.
     held_conns: Vec<ConnId>,
@@ -310,6 +300,7 @@ impl Broker {
             closes: Vec::new(),
             matches: Vec::new(),
             stats: Stats::default(),
+            sys: sys::SysTree::default(),
             journal,
             held_conns: Vec::new(),
             restoring: None,
@@ -463,6 +454,11 @@ impl Broker {
         self.meter.bytes() + self.out_bytes + self.input_bytes
     }
 
+    /// The event loop read `n` bytes from clients (`$SYS/broker/bytes/received`).
+    pub fn count_received(&mut self, n: usize) {
+        self.stats.bytes_received += n as u64;
+    }
+
     /// The event loop's partial-input buffers changed from `before` to `after` bytes (one
     /// connection's tail grew, shrank or was dropped).
     pub fn account_input(&mut self, before: usize, after: usize) {
@@ -540,6 +536,7 @@ impl Broker {
             return false;
         };
         conn.last_activity = now;
+        self.stats.packets_received += 1;
         let connected = conn.session.is_some();
         match packet {
             Packet::Connect(c) if !connected => self.handle_connect(id, c, now),
@@ -558,6 +555,7 @@ impl Broker {
             Packet::Pingreq => {
                 if let Some(conn) = conn_slot(&mut self.conns, id) {
                     send(conn, id, &mut self.transmit, &Packet::Pingresp);
+                    self.stats.control_sent += 1;
                 }
                 true
             }
@@ -691,6 +689,7 @@ impl Broker {
                         if let Some(c) = self.sessions.get(key).map(|s| s.client_id.clone()) {
                             info!("session of {c} expired");
                         }
+                        self.stats.sessions_expired += 1;
                         self.end_session(key, now);
                     }
                 }

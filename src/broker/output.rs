@@ -122,6 +122,7 @@ impl Broker {
         };
         let n = n.min(conn.out.len());
         conn.out.drain(..n);
+        self.stats.bytes_sent += n as u64;
         if conn.out.is_empty() {
             conn.slow_logged = false;
             // Idle connections keep no large buffer: a burst's buffer is given back.

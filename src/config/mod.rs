@@ -120,6 +120,16 @@ pub struct Config {
     pub log_level: Option<LevelFilter>,
     /// Where log lines go.
     pub log_dest: LogDest,
+    /// Prefix each log line with a time stamp (`log_timestamp`, default true).
+    pub log_timestamp: bool,
+    /// strftime-style format of that time stamp (`log_timestamp_format`); `None` = Unix
+    /// seconds, as Mosquitto.
+    pub log_timestamp_format: Option<String>,
+    /// Log connects and disconnects (`connection_messages`, default true).
+    pub connection_messages: bool,
+    /// How often the `$SYS/broker/...` topics are updated (`sys_interval`, default 10 s;
+    /// zero = no `$SYS` topics and no timer).
+    pub sys_interval: Duration,
     /// Write the process id here at start-up.
     pub pid_file: Option<PathBuf>,
     /// Started as root, switch to this user once listeners and files are open (see
@@ -207,6 +217,10 @@ impl Default for Config {
             fsync: Fsync::Batch,
             log_level: None,
             log_dest: LogDest::Stderr,
+            log_timestamp: true,
+            log_timestamp_format: None,
+            connection_messages: true,
+            sys_interval: Duration::from_secs(10),
             pid_file: None,
             user: None,
         }

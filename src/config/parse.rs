@@ -447,6 +447,15 @@ impl Parser {
                 self.log_dest_set = true;
                 self.cfg.log_dest = dest;
             }
+            "log_timestamp" => self.cfg.log_timestamp = line.bool()?,
+            "log_timestamp_format" => {
+                self.cfg.log_timestamp_format = Some(line.text()?.trim().to_string())
+            }
+            "connection_messages" => self.cfg.connection_messages = line.bool()?,
+            "sys_interval" => {
+                let secs = line.int(0, 65535, "a number of seconds 0-65535 (0 = off)")?;
+                self.cfg.sys_interval = Duration::from_secs(secs as u64);
+            }
             "pid_file" => self.cfg.pid_file = Some(line.path()?),
             "user" => self.cfg.user = Some(line.word()?.to_string()),
 
@@ -576,21 +585,17 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "ciphers",
     "ciphers_tls1.3",
     "clientid_prefixes",
-    "connection_messages",
     "crlfile",
     "dhparamfile",
     "http_dir",
     "listener_allow_anonymous",
     "log_facility",
-    "log_timestamp",
-    "log_timestamp_format",
     "max_inflight_bytes",
     "max_qos",
     "max_topic_alias",
     "retry_interval",
     "set_tcp_nodelay",
     "store_clean_interval",
-    "sys_interval",
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",

@@ -187,6 +187,7 @@ impl Connection {
                 Err(e) => return ReadEnd::Failed(e),
             };
             self.budget_used += n;
+            cx.broker.count_received(n);
             let mut framing = BrokerFraming {
                 broker: &mut *cx.broker,
                 id,
