@@ -85,17 +85,24 @@ impl Broker {
         if !self.arm_will_and_keepalive(id, key, &c, keep_alive, client_max, expiry, now) {
             return false;
         }
-        info!(
-            "client {client_id} connected (v{}, clean {}, keepalive {}s{})",
-            c.version.level(),
-            u8::from(c.clean_start),
-            keep_alive,
-            if session_present {
-                ", session resumed"
-            } else {
-                ""
-            }
-        );
+        if self.config.connection_messages {
+            let peer = conn_slot(&mut self.conns, id).and_then(|c| c.peer.as_deref());
+            // Mosquitto's line (log tools match it); p is its protocol number.
+            let p = match c.version {
+                ProtocolVersion::V31 => 1,
+                ProtocolVersion::V311 => 2,
+                ProtocolVersion::V5 => 5,
+            };
+            info!(
+                "New client connected from {} as {client_id} (p{p}, c{}, k{keep_alive}{}).",
+                peer.unwrap_or("<unknown>"),
+                u8::from(c.clean_start),
+                c.username.map(|u| format!(", u'{u}'")).unwrap_or_default(),
+            );
+        }
+        if session_present {
+            debug!("client {client_id}: session resumed");
+        }
         // [MQTT-3.2.2-2/3] session present only when a stored session is resumed.
         if !self.send_connack(id, session_present && !c.clean_start, &props) {
             return false;
@@ -242,6 +249,9 @@ impl Broker {
         // is closed (publishing its will) before the new one is attached.
         if let Some(&key) = self.client_ids.get(client_id) {
             if let Some(old) = self.sessions.get(key).and_then(|s| s.conn) {
+                if self.config.connection_messages {
+                    info!("Client {client_id} already connected, closing old connection.");
+                }
                 self.close(old, CloseReason::TakenOver, now, true);
             }
         }

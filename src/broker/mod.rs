@@ -164,6 +164,8 @@ struct Conn {
     held: journal::Held,
     /// MQTT 5 connection state; `None` for 3.1/3.1.1.
     v5: Option<Box<V5Conn>>,
+    /// The peer's address as the loop reported it ([`Broker::set_peer`]), for log lines.
+    peer: Option<Box<str>>,
 }
 
 impl Conn {
@@ -522,6 +524,7 @@ impl Broker {
             slow_logged: false,
             held: journal::Held::new(),
             v5: None,
+            peer: None,
         });
         self.stats.connections_accepted += 1;
         self.live_conns += 1;

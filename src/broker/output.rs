@@ -107,6 +107,14 @@ impl Broker {
         None
     }
 
+    /// The peer address of `id` as text, for the broker's log lines (the loop calls it
+    /// after `handle_open`; the broker itself knows no sockets).
+    pub fn set_peer(&mut self, id: ConnId, peer: String) {
+        if let Some(conn) = conn_slot(&mut self.conns, id) {
+            conn.peer = Some(peer.into_boxed_str());
+        }
+    }
+
     /// Bytes waiting to be written to `id`.
     pub fn pending_output(&self, id: ConnId) -> &[u8] {
         match self.conns.get(id.index as usize) {

@@ -164,6 +164,8 @@ pub enum LogDest {
     Stdout,
     /// `log_dest none`: nothing is logged.
     None,
+    /// `log_dest syslog`: datagrams to `/dev/log` (facility daemon).
+    Syslog,
     /// `log_dest file PATH`: appended to PATH, reopened on SIGHUP (for logrotate); if
     /// PATH cannot be opened at start-up the broker warns and logs to stderr.
     File(PathBuf),

@@ -680,7 +680,7 @@ fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
         .ok_or_else(|| line.invalid(EXPECTED))
 }
 
-/// `log_dest stderr | stdout | none | file PATH` (Mosquitto's form: the path is the rest
+/// `log_dest stderr | stdout | none | syslog | file PATH` (Mosquitto's form: the path is the rest
 /// of the line); `Ok(Err(name))` for a Mosquitto destination wrenmq does not have.
 fn parse_log_dest(line: &Line<'_>) -> Result<Result<LogDest, &'static str>, ConfigError> {
     const EXPECTED: &str = "stderr, stdout, none, file PATH, syslog, topic or dlt";
@@ -697,7 +697,7 @@ fn parse_log_dest(line: &Line<'_>) -> Result<Result<LogDest, &'static str>, Conf
         "stderr" => Ok(LogDest::Stderr),
         "stdout" => Ok(LogDest::Stdout),
         "none" => Ok(LogDest::None),
-        "syslog" => Err("syslog"),
+        "syslog" => Ok(LogDest::Syslog),
         "topic" => Err("topic"),
         "dlt" => Err("dlt"),
         _ => return Err(line.invalid(EXPECTED)),

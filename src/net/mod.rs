@@ -525,7 +525,16 @@ impl Core {
         entry.insert(Connection::new(id, peer, stream));
         self.open += 1;
         debug!("accepted {peer} on {local} as {}", Id(id));
+        if self.broker.config().connection_messages {
+            // Mosquitto's line, word for word (log tools match it).
+            info!(
+                "New connection from {} on port {}.",
+                listener::peer_text(peer),
+                local.port()
+            );
+        }
         self.broker.handle_open(id, now);
+        self.broker.set_peer(id, listener::peer_text(peer));
     }
 
     /// Reads one open connection and acts on how the read ended.

@@ -162,13 +162,12 @@ fn whitespace_comments_and_crlf_are_tolerated() {
 
 #[test]
 fn unsupported_mosquitto_keys_warn_with_their_line() {
-    let p = ok("sys_interval 10\nlog_dest syslog\nset_tcp_nodelay true\n");
+    let p = ok("sys_interval 10\nlog_dest topic\nset_tcp_nodelay true\n");
     let w: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         w,
         [
-            "/etc/w.conf:1: sys_interval: Mosquitto option not supported by wrenmq yet; ignored",
-            "/etc/w.conf:2: log_dest: log_dest syslog is not supported; logging to stderr",
+            "/etc/w.conf:2: log_dest: log_dest topic is not supported; logging to stderr",
             "/etc/w.conf:3: set_tcp_nodelay: Mosquitto option not supported by wrenmq yet; ignored",
         ]
     );
