@@ -154,6 +154,17 @@ pub enum Fsync {
     Never,
 }
 
+/// As the `fsync` line says it (`batch`, `interval 100`, `never`), for log lines.
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fsync::Batch => f.write_str("batch"),
+            Fsync::Interval(d) => write!(f, "interval {}", d.as_millis()),
+            Fsync::Never => f.write_str("never"),
+        }
+    }
+}
+
 /// The name the persistence code uses.
 pub type FsyncPolicy = Fsync;
 
