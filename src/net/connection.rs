@@ -181,6 +181,11 @@ impl Connection {
             let limit = budget.min(cx.scratch.len());
             let n = match stream.read(&mut cx.scratch[..limit]) {
                 Ok(0) => return ReadEnd::PeerClosed,
+                // A reset is the peer going away, as Mosquitto counts it ("closed its
+                // connection"), not a socket error.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return ReadEnd::PeerClosed
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
