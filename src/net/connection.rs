@@ -183,9 +183,7 @@ impl Connection {
                 Ok(0) => return ReadEnd::PeerClosed,
                 // A reset is the peer going away, as Mosquitto counts it ("closed its
                 // connection"), not a socket error.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    return ReadEnd::PeerClosed
-                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return ReadEnd::PeerClosed,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

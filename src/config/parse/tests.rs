@@ -529,3 +529,22 @@ fn journal_queue_bytes_is_a_byte_count_of_at_least_64_kib() {
          (expected a byte count of at least 65536)"
     );
 }
+
+#[test]
+fn sys_interval_and_log_style_keys_are_parsed() {
+    let c = ok(
+        "sys_interval 0\nlog_timestamp false\nlog_timestamp_format %F %T\n\
+                connection_messages false\nlog_dest syslog\n",
+    )
+    .config;
+    assert_eq!(c.sys_interval, Duration::ZERO);
+    assert!(!c.log_timestamp);
+    assert_eq!(c.log_timestamp_format.as_deref(), Some("%F %T"));
+    assert!(!c.connection_messages);
+    assert_eq!(c.log_dest, LogDest::Syslog);
+    let d = Config::default();
+    assert_eq!(d.sys_interval, Duration::from_secs(10));
+    assert!(d.log_timestamp && d.connection_messages);
+    assert!(err("sys_interval -1").contains("invalid value '-1'"));
+    assert!(err("log_timestamp maybe").contains("true or false"));
+}
