@@ -351,6 +351,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn syslog_sends_one_datagram_per_line_without_the_newline() {
+        let (socket, peer) = UnixDatagram::pair().unwrap();
+        let mut s = Syslog {
+            socket,
+            line: Vec::new(),
+        };
+        s.write_all(b"<30>wrenmq[1]: one\n<27>wrenmq[1]: tw").unwrap();
+        s.write_all(b"o\n").unwrap();
+        let mut buf = [0u8; 64];
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"<30>wrenmq[1]: one");
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"<27>wrenmq[1]: two");
+    }
+
+    #[test]
     fn timestamps_format_in_utc() {
         // 2026-12-04 07:34:44 UTC, a Friday, day 338.
         let t = 1_796_369_684;

@@ -391,3 +391,40 @@ def test_log_timestamp_false_and_format(conf_broker):
     Paho(fmt, client_id="stamped").close()
     fmt.wait_line(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d: New client connected from 127\.0\.0\.1:\d+ "
                   r"as stamped \(p2, c1, k60\)\.")
+
+
+@pytest.mark.wrenmq_only
+def test_log_to_the_journal_carries_priorities_and_no_timestamp(tmp_path):
+    """Under systemd, stderr is the journal and $JOURNAL_STREAM names it (device:inode):
+    lines then start with a <N> priority instead of a time stamp."""
+    import os
+    port = free_port()
+    conf = tmp_path / "j.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "sys_interval 0\n")
+    log_path = tmp_path / "stderr"
+    with open(log_path, "wb") as log:
+        st = os.fstat(log.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        proc = subprocess.Popen([_find_wrenmq(), "-c", str(conf)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while "started" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        deadline = time.monotonic() + 5
+        while "New connection" not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        s.close()
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    lines = log_path.read_text().splitlines()
+    assert any(re.fullmatch(r"<6>New connection from 127\.0\.0\.1:\d+ on port \d+\.", l)
+               for l in lines), lines
+    assert any(l.startswith("<4>running as root") for l in lines) or os.geteuid() != 0, lines
+    assert all(re.match(r"<[3-7]>", l) for l in lines), lines
