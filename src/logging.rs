@@ -357,7 +357,8 @@ mod tests {
             socket,
             line: Vec::new(),
         };
-        s.write_all(b"<30>wrenmq[1]: one\n<27>wrenmq[1]: tw").unwrap();
+        s.write_all(b"<30>wrenmq[1]: one\n<27>wrenmq[1]: tw")
+            .unwrap();
         s.write_all(b"o\n").unwrap();
         let mut buf = [0u8; 64];
         let n = peer.recv(&mut buf).unwrap();

@@ -137,7 +137,7 @@ impl Broker {
                     RetainHandling::OnNewSubscribe => is_new,
                     RetainHandling::Never => false,
                 };
-            if send_retained && self.retained.len() > 0 {
+            if send_retained && self.retained.may_match(filter) {
                 let pending = PendingFilter {
                     qos: granted,
                     sub_id,

@@ -208,3 +208,20 @@ fn sys_messages_are_not_written_to_the_data_files() {
         "a $SYS message reached the snapshot"
     );
 }
+
+#[test]
+fn a_sys_tree_alone_costs_non_dollar_subscriptions_no_retained_scan() {
+    let mut h = Harness::new();
+    h.broker.handle_sys_update(h.now);
+    let s = h.client(connect("s", true, 0));
+    let filters: Vec<(&'static str, QoS)> = vec![("#", QoS::AtMostOnce), ("a/+", QoS::AtMostOnce)];
+    h.send(s, subscribe(1, &filters));
+    assert!(
+        h.broker.retained_jobs.is_empty(),
+        "a retained job for filters that cannot match"
+    );
+    h.send(s, subscribe(2, &[("$SYS/broker/uptime", QoS::AtMostOnce)]));
+    h.advance(Duration::ZERO);
+    let got = pubs(&h.take(s));
+    assert_eq!(value(&got, "uptime"), Some("0 seconds"));
+}
