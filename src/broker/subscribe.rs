@@ -110,6 +110,8 @@ impl Broker {
             let stored = self.subscriptions.subscribe(filter, key, *options, sub_id);
             let mut is_new = true;
             if let Some(session) = self.sessions.get_mut(key) {
+                // Mosquitto's `log_type subscribe` line: client id, QoS, filter.
+                debug!("{} {} {filter}", session.client_id, granted as u8);
                 is_new = session.set_subscription(&stored, *options, sub_id);
                 if session.store_id != 0 {
                     let options = options_byte(*options);
@@ -312,6 +314,8 @@ impl Broker {
                 job.cancel(filter);
             }
             if let Some(session) = self.sessions.get_mut(key) {
+                // Mosquitto's `log_type unsubscribe` line: client id, filter.
+                debug!("{} {filter}", session.client_id);
                 if session.remove_subscription(filter) && session.store_id != 0 {
                     self.journal.record(Record::Unsubscribe {
                         session: session.store_id,

@@ -428,3 +428,13 @@ def test_log_to_the_journal_carries_priorities_and_no_timestamp(tmp_path):
                for l in lines), lines
     assert any(l.startswith("<4>running as root") for l in lines) or os.geteuid() != 0, lines
     assert all(re.match(r"<[3-7]>", l) for l in lines), lines
+
+
+def test_log_subscribe_and_unsubscribe_lines(conf_broker):
+    b = conf_broker("log_type all", sys_interval=0)
+    c = Paho(b, client_id="subber")
+    c.subscribe("log/+/x", qos=1)
+    b.wait_line(STAMP + r"subber 1 log/\+/x")
+    rc, mid = c.c.unsubscribe("log/+/x")
+    b.wait_line(STAMP + r"subber log/\+/x")
+    c.close()
