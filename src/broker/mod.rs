@@ -13,7 +13,8 @@
 //! inflight window, the queue behind it and the pump; `acks.rs` runs the PUBACK, PUBREC,
 //! PUBREL and PUBCOMP flows; `subscribe.rs` handles SUBSCRIBE/UNSUBSCRIBE and retained
 //! delivery; `session.rs` is the per-client-id state; `subscriptions.rs` the topic →
-//! session table; `retained.rs` the retained store; `timers.rs` the deadline heap;
+//! session table; `retained.rs` the retained store; `sys.rs` the counters and the `$SYS`
+//! tree; `timers.rs` the deadline heap;
 //! `output.rs` the output lanes and the loop's side of the write buffers; `close.rs` ends
 //! connections and sessions; `error.rs` why connections end; `fuzzing/` the `broker`
 //! and `topic` fuzz harnesses (built only for `cfg(fuzzing)` and tests).
