@@ -51,6 +51,8 @@ pub struct LogStyle {
     pub timestamp: bool,
     /// strftime-style; `None` = Unix seconds, as Mosquitto.
     pub timestamp_format: Option<String>,
+    /// `log_facility`: syslog local0-local7; `None` = daemon.
+    pub facility: Option<u8>,
 }
 
 impl Default for LogStyle {
@@ -58,6 +60,7 @@ impl Default for LogStyle {
         LogStyle {
             timestamp: true,
             timestamp_format: None,
+            facility: None,
         }
     }
 }
@@ -136,13 +139,14 @@ pub fn init_styled(level: LevelFilter, dest: &LogDest, style: &LogStyle) -> Opti
     });
     let style = style.clone();
     let pid = std::process::id();
+    // Facility daemon (3), or local0-local7 (16-23) from `log_facility`.
+    let facility = style.facility.map_or(3, |n| 16 + n.min(7));
     builder.format(move |buf, record| {
         let args = record.args();
         match framing {
             Framing::Journal => writeln!(buf, "<{}>{args}", priority(record.level())),
             Framing::Syslog => {
-                // Facility daemon (3).
-                let pri = 3 * 8 + priority(record.level());
+                let pri = facility * 8 + priority(record.level());
                 writeln!(buf, "<{pri}>wrenmq[{pid}]: {args}")
             }
             Framing::Plain if style.timestamp => {

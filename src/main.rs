@@ -64,6 +64,7 @@ fn main() -> ExitCode {
     let style = logging::LogStyle {
         timestamp: config.log_timestamp,
         timestamp_format: config.log_timestamp_format.clone(),
+        facility: config.log_facility,
     };
     let log_file = logging::init_styled(level, &config.log_dest, &style);
     for w in &warnings {

@@ -125,6 +125,9 @@ pub struct Config {
     /// strftime-style format of that time stamp (`log_timestamp_format`); `None` = Unix
     /// seconds, as Mosquitto.
     pub log_timestamp_format: Option<String>,
+    /// `log_facility N`: syslog facility local0-local7 for `log_dest syslog`; `None` =
+    /// daemon (as Mosquitto).
+    pub log_facility: Option<u8>,
     /// Log connects and disconnects (`connection_messages`, default true).
     pub connection_messages: bool,
     /// How often the `$SYS/broker/...` topics are updated (`sys_interval`, default 10 s;
@@ -232,6 +235,7 @@ impl Default for Config {
             log_dest: LogDest::Stderr,
             log_timestamp: true,
             log_timestamp_format: None,
+            log_facility: None,
             connection_messages: true,
             sys_interval: Duration::from_secs(10),
             pid_file: None,

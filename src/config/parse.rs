@@ -452,6 +452,9 @@ impl Parser {
                 self.cfg.log_timestamp_format = Some(line.text()?.trim().to_string())
             }
             "connection_messages" => self.cfg.connection_messages = line.bool()?,
+            "log_facility" => {
+                self.cfg.log_facility = Some(line.int(0, 7, "0-7 (local0 to local7)")? as u8);
+            }
             "sys_interval" => {
                 let secs = line.int(0, 65535, "a number of seconds 0-65535 (0 = off)")?;
                 self.cfg.sys_interval = Duration::from_secs(secs as u64);
@@ -589,7 +592,6 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "dhparamfile",
     "http_dir",
     "listener_allow_anonymous",
-    "log_facility",
     "max_inflight_bytes",
     "max_qos",
     "max_topic_alias",

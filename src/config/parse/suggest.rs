@@ -36,6 +36,7 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "log_timestamp_format",
     "connection_messages",
     "sys_interval",
+    "log_facility",
     "pid_file",
     "user",
     "fsync",

@@ -542,6 +542,8 @@ fn sys_interval_and_log_style_keys_are_parsed() {
     assert_eq!(c.log_timestamp_format.as_deref(), Some("%F %T"));
     assert!(!c.connection_messages);
     assert_eq!(c.log_dest, LogDest::Syslog);
+    assert_eq!(ok("log_facility 5").config.log_facility, Some(5));
+    assert!(err("log_facility 8").contains("0-7"));
     let d = Config::default();
     assert_eq!(d.sys_interval, Duration::from_secs(10));
     assert!(d.log_timestamp && d.connection_messages);
