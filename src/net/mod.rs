@@ -12,6 +12,7 @@
 //!   writer thread, journal back-pressure.
 //! - `sys_timer`: the one `$SYS` timer (none with `sys_interval 0`).
 //! - `systemd`: `sd_notify` READY/STOPPING/WATCHDOG messages ([`Server::notify_systemd`]).
+//! - `fuzzing` (only `cfg(fuzzing)` and tests): the `split` harness for `input`.
 //!
 //! A loop turn:
 //! 1. Sleep in `poll` until an event, the broker's next deadline, or the accept backoff;

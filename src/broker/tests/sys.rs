@@ -225,3 +225,19 @@ fn a_sys_tree_alone_costs_non_dollar_subscriptions_no_retained_scan() {
     let got = pubs(&h.take(s));
     assert_eq!(value(&got, "uptime"), Some("0 seconds"));
 }
+
+#[test]
+fn peer_addresses_are_kept_only_until_connect_or_close() {
+    let mut h = Harness::new();
+    let a = h.open();
+    h.broker.set_peer(a, "127.0.0.1:5000".into());
+    let b = h.open();
+    h.broker.set_peer(b, "127.0.0.1:5001".into());
+    assert_eq!(h.broker.peers.len(), 2);
+    assert!(h.send(a, Packet::Connect(connect("a", true, 0))));
+    assert_eq!(h.broker.peers.len(), 1, "kept after CONNECT");
+    h.broker.handle_disconnect(b, Disconnect::PeerClosed, h.now);
+    assert!(h.broker.peers.is_empty(), "kept after close");
+    h.broker.set_peer(a, "127.0.0.1:5000".into()); // late: after CONNECT, not kept
+    assert!(h.broker.peers.is_empty());
+}
