@@ -1067,6 +1067,7 @@ mod bounds;
 mod limits;
 mod restore;
 mod stress;
+mod sys;
 mod v5;
 
 #[test]
