@@ -8,8 +8,13 @@
 //!
 //! Invariant: every listed key is a session in the slab passed to `get`/`insert`, under the
 //! client id it was listed with (a session's client id never changes).
+//!
+//! Client ids come from clients, so the hash is keyed against collision floods: SipHash
+//! (std's `DefaultHasher`) over a secret 64-bit key and then the id. The broker draws no
+//! entropy itself (sans-IO): the key is a random value the event loop passes once at start
+//! ([`super::Broker::seed_client_ids`]); tests and fuzzing run with key 0.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use hashbrown::HashTable;
 use slab::Slab;
@@ -19,7 +24,14 @@ use super::{Session, SessionKey};
 #[derive(Debug, Default)]
 pub(super) struct ClientIds {
     table: HashTable<u32>,
-    hasher: RandomState,
+    key: u64,
+}
+
+fn hash(key: u64, client_id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    h.write_u64(key);
+    client_id.hash(&mut h);
+    h.finish()
 }
 
 /// A session key as the table stores it: slab keys count live sessions, far below
@@ -29,11 +41,19 @@ fn slot(key: SessionKey) -> u32 {
 }
 
 impl ClientIds {
+    /// Keys the hash with `key` (rehashing what is listed, normally nothing yet).
+    pub(super) fn seed(&mut self, sessions: &Slab<Session>, key: u64) {
+        self.key = key;
+        let listed: Vec<u32> = self.table.drain().collect();
+        for k in listed {
+            self.insert(sessions, k as usize);
+        }
+    }
+
     /// The session of `client_id`.
     pub(super) fn get(&self, sessions: &Slab<Session>, client_id: &str) -> Option<SessionKey> {
-        let hash = self.hasher.hash_one(client_id);
         self.table
-            .find(hash, |&k| {
+            .find(hash(self.key, client_id), |&k| {
                 sessions
                     .get(k as usize)
                     .is_some_and(|s| &*s.client_id == client_id)
@@ -51,20 +71,22 @@ impl ClientIds {
         let Some(session) = sessions.get(key) else {
             return;
         };
-        let hasher = &self.hasher;
-        let hash = hasher.hash_one(&*session.client_id);
-        self.table.insert_unique(hash, slot(key), |&k| {
+        let seed = self.key;
+        let h = hash(seed, &session.client_id);
+        self.table.insert_unique(h, slot(key), |&k| {
             sessions
                 .get(k as usize)
-                .map_or(0, |s| hasher.hash_one(&*s.client_id))
+                .map_or(0, |s| hash(seed, &s.client_id))
         });
     }
 
     /// Unlists session `key`, listed under `client_id` (the session may already be gone
     /// from the slab).
     pub(super) fn remove(&mut self, client_id: &str, key: SessionKey) {
-        let hash = self.hasher.hash_one(client_id);
-        if let Ok(entry) = self.table.find_entry(hash, |&k| k == slot(key)) {
+        if let Ok(entry) = self
+            .table
+            .find_entry(hash(self.key, client_id), |&k| k == slot(key))
+        {
             entry.remove();
         }
     }
@@ -101,5 +123,10 @@ mod tests {
         assert_eq!(ids.get(&sessions, "new"), Some(key));
         assert!(!ids.contains(&sessions, "c0"));
         assert_eq!(ids.get(&sessions, "c1"), Some(keys[1]));
+        // Re-keyed: everything listed is still found.
+        ids.seed(&sessions, 0x5eed);
+        assert_eq!(ids.get(&sessions, "new"), Some(key));
+        assert_eq!(ids.get(&sessions, "c3"), Some(keys[3]));
+        assert!(!ids.contains(&sessions, "c2"));
     }
 }

@@ -329,11 +329,14 @@ impl Broker {
         }
     }
 
-    /// Seeds the generator of server-assigned client ids. The broker draws no OS
-    /// randomness itself (so fuzzing and tests reproduce), so the event loop passes a
-    /// random seed here once at start; without it, ids repeat across restarts.
-    pub fn seed_client_ids(&mut self, seed: u64) {
+    /// Seeds the generator of server-assigned client ids and keys the client-id index's
+    /// hash. The broker draws no OS randomness itself (so fuzzing and tests reproduce), so
+    /// the event loop passes random values here once at start; without them, ids repeat
+    /// across restarts. Two independent values: an assigned id reveals the generator's
+    /// state, which must not give away the hash key.
+    pub fn seed_client_ids(&mut self, seed: u64, hash_key: u64) {
         self.id_rng = IdRng::new(seed);
+        self.client_ids.seed(&self.sessions, hash_key);
     }
 
     pub fn config(&self) -> &Config {

@@ -183,10 +183,11 @@ impl Server {
         let mut broker = Broker::with_auth(config, auth);
         // The broker is sans-IO and draws no entropy; assigned client ids must differ
         // across restarts (a 5.0 client may resume a session under one).
-        let mut seed = [0u8; 8];
+        let mut seed = [0u8; 16];
         getrandom::getrandom(&mut seed)
             .map_err(|e| io::Error::other(format!("no OS randomness for client ids: {e}")))?;
-        broker.seed_client_ids(u64::from_le_bytes(seed));
+        let seed = u128::from_le_bytes(seed);
+        broker.seed_client_ids(seed as u64, (seed >> 64) as u64);
         let core = Core {
             max_packet_size,
             max_connections,
@@ -325,8 +326,6 @@ impl Server {
 }
 
 impl Core {
-    /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
-    /// with read work pending, forever otherwise.
     /// How long `poll` may sleep: until the broker's deadline, the accept backoff or the
     /// systemd watchdog, zero with read work pending, forever otherwise.
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
@@ -591,21 +590,9 @@ impl Core {
                 error!("{}: decoder reported an impossible length; closing", Id(id));
                 self.broker.handle_disconnect(id, Disconnect::IoError, now);
                 self.close(registry, key, "decoder error", &[]);
-                return;
             }
         }
-        // What this connection's own packets produced (its acks, and the deliveries its
-        // PUBACKs let out of its queue) goes out now rather than after every other
-        // connection's input of the turn: a subscriber limited by its inflight window
-        // then acknowledges the next messages while the loop is still busy with the
-        // publishers (issue 11: QoS 1 fan-in from a full queue ran ping-pong, each side
-        // waiting for the other's whole turn). Later output for it this turn is written
-        // at the end of the turn as before.
-        if self.conns.get(key).is_some_and(|c| c.is_open())
-            && !self.broker.pending_output(id).is_empty()
-        {
-            self.flush(registry, key, now);
-        }
+        self.flush_own_output(registry, key, id, now);
     }
 
     /// Writes the broker's pending output for one connection.
@@ -716,11 +703,10 @@ impl Core {
             return;
         };
         let id = conn.id;
-        self.broker.account_input(conn.tail_bytes(), 0);
-        let step = conn.linger(registry, token, final_bytes);
-        // Its final bytes are the loop's now; `memory_limit` counts them until it closes.
-        self.broker.account_input(0, conn.linger_bytes());
-        if step == LingerStep::Done {
+        // The tail goes; the final bytes are the loop's until it closes (`memory_limit`).
+        self.broker
+            .account_input(conn.tail_bytes(), final_bytes.capacity());
+        if conn.linger(registry, token, final_bytes) == LingerStep::Done {
             self.close(registry, key, "closed by broker", &[]);
             return;
         }
@@ -772,10 +758,9 @@ impl Core {
         if conn.state == State::Closed {
             return;
         }
-        // The tail of a partial packet and lingering final bytes go with the connection
-        // (`memory_limit` counts them).
-        self.broker
-            .account_input(conn.tail_bytes() + conn.linger_bytes(), 0);
+        // Its partial input and lingering final bytes go with it (`memory_limit` counts them).
+        let held = conn.tail_bytes() + conn.linger_bytes();
+        self.broker.account_input(held, 0);
         conn.close(registry, final_bytes, &mut self.scratch);
         self.open -= 1;
         self.closed.push(key);
