@@ -344,6 +344,7 @@ impl Broker {
             // checks the keepalive (`handle_timeout`): a keepalive entry of its own is only
             // needed when the keepalive could run out before that.
             if limit < self.config.connect_timeout {
+                conn.keepalive_entry = true;
                 self.timers.schedule_in(now, limit, Timer::KeepAlive(id));
             }
         }

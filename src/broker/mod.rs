@@ -177,6 +177,9 @@ struct Conn {
     will_delay: u32,
     /// Whether the current slow-consumer episode has been logged.
     slow_logged: bool,
+    /// The keepalive has a timer entry of its own (it is shorter than the connect
+    /// timeout); otherwise the connect-timeout entry goes on as the keepalive check.
+    keepalive_entry: bool,
     /// MQTT 5 connection state; `None` for 3.1/3.1.1.
     v5: Option<Box<V5Conn>>,
 }
@@ -534,6 +537,7 @@ impl Broker {
             will: None,
             will_delay: 0,
             slow_logged: false,
+            keepalive_entry: false,
             v5: None,
         });
         self.stats.connections_accepted += 1;
@@ -680,8 +684,12 @@ impl Broker {
                             self.close(id, CloseReason::ConnectTimeout, now, true);
                         }
                         // Connected: the entry goes on as the keepalive check, so a
-                        // connection holds one timer entry, not two (see `arm_keepalive`).
-                        Some(_) => self.timers.schedule(now, Timer::KeepAlive(id)),
+                        // connection holds one timer entry, not two (see
+                        // `arm_will_and_keepalive`).
+                        Some(_) if !conn.keepalive_entry => {
+                            self.timers.schedule(now, Timer::KeepAlive(id))
+                        }
+                        Some(_) => {}
                         None => {}
                     }
                 }
@@ -720,9 +728,9 @@ impl Broker {
         let sessions = &self.sessions;
         let mut stale = |t: &Timer| match *t {
             Timer::KeepAlive(id) => conn_slot(conns, id).is_none_or(|c| c.keep_alive.is_none()),
-            Timer::ConnectTimeout(id) => {
-                conn_slot(conns, id).is_none_or(|c| c.session.is_some() && c.keep_alive.is_none())
-            }
+            Timer::ConnectTimeout(id) => conn_slot(conns, id).is_none_or(|c| {
+                c.session.is_some() && (c.keep_alive.is_none() || c.keepalive_entry)
+            }),
             Timer::SessionExpiry(key, epoch) | Timer::WillDelay(key, epoch) => sessions
                 .get(key as SessionKey)
                 .is_none_or(|s| s.epoch != epoch),

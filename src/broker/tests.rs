@@ -349,6 +349,27 @@ fn a_connected_client_holds_one_timer_entry_and_a_long_keepalive_still_expires()
 }
 
 #[test]
+fn a_short_keepalive_keeps_one_timer_entry_after_the_connect_timeout() {
+    // The keepalive shorter than the connect timeout has its own entry; the connect-timeout
+    // entry must not start a second keepalive chain when it fires.
+    let mut h = Harness::new();
+    let id = h.client(connect("k", true, 10));
+    for _ in 0..5 {
+        h.advance(Duration::from_secs(10));
+        assert!(h.send(id, Packet::Pingreq));
+        h.take(id);
+    }
+    h.broker.poll_timeout();
+    assert!(!h.is_closed(id));
+    assert_eq!(h.broker.timers.len(), 1, "one keepalive entry, 50 s in");
+    h.advance(Duration::from_millis(15_100));
+    assert!(
+        h.is_closed(id),
+        "[MQTT-3.1.2-24] 1.5 x 10 s without a packet"
+    );
+}
+
+#[test]
 fn connection_without_connect_times_out() {
     let mut h = Harness::new();
     let id = h.open();
