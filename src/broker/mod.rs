@@ -93,7 +93,7 @@ pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
 pub use message::{Message, Meter};
 use output::{Outbox, Output};
-pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
+pub use session::{Inflight, InflightState, QueueLimits, Queued, Session, QUEUED_ENTRY};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
 pub use sys::Stats;
 
@@ -134,10 +134,6 @@ pub struct Reloaded {
     /// Subscriptions the new ACL no longer allows.
     pub subscriptions_removed: usize,
 }
-
-/// What one queued delivery costs `memory_limit` besides its message (counted once by the
-/// message itself, however many queues share it): the queue entry.
-pub const QUEUED_ENTRY: usize = std::mem::size_of::<Queued>();
 
 /// Topic aliases a 5.0 client may use towards the broker (Mosquitto's default, 10).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;

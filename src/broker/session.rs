@@ -31,6 +31,10 @@ pub struct Queued {
     pub sub_ids: Box<[u32]>,
 }
 
+/// What one queued delivery costs `memory_limit` besides its message (counted once by the
+/// message itself, however many queues share it): the queue entry.
+pub const QUEUED_ENTRY: usize = std::mem::size_of::<Queued>();
+
 /// One subscription of a session, as the client asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
