@@ -7,11 +7,13 @@
 //!   `include_dir`). Pure: text in, [`Config`] or every [`ConfigError`] in it (each naming
 //!   file, line and key) out; reading files goes through the [`Source`] trait so tests need no disk.
 //! - `error`: [`ConfigError`], [`ConfigErrors`] and [`Warning`].
+//! - [`bridge`]: [`BridgeConfig`], one per `connection` block (parsed by `parse::bridge`).
 //!
 //! Some keys describe features that arrive later (persistence, MQTT 5 limits); they are
 //! parsed and validated now so a file that works today keeps working, and they take
 //! effect when their feature lands. The README lists which.
 
+pub mod bridge;
 mod error;
 mod parse;
 
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use bridge::BridgeConfig;
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
 
@@ -125,6 +128,8 @@ pub struct Config {
     /// Started as root, switch to this user once listeners and files are open (see
     /// `privileges`). No default, unlike Mosquitto's `mosquitto`.
     pub user: Option<String>,
+    /// `connection` blocks, in file order.
+    pub bridges: Vec<BridgeConfig>,
 }
 
 /// When the log is fsynced, and so what a power cut can lose (wrenmq's own key `fsync`;
@@ -209,6 +214,7 @@ impl Default for Config {
             log_dest: LogDest::Stderr,
             pid_file: None,
             user: None,
+            bridges: Vec::new(),
         }
     }
 }
