@@ -10,6 +10,9 @@
 //! - [`broker`]: sessions, subscriptions, retained messages, wills, QoS flows, timers;
 //!   driven with `handle_*` / `poll_*` and an explicit `now`.
 //! - [`net`]: the single-threaded `mio` event loop; the only module that does I/O.
+//! - [`bridge`]: the outbound client to an upstream broker (`connection` blocks), a sans-IO
+//!   state machine beside `broker` with the same `handle_*` / `poll_*` shape; not yet
+//!   driven by `net`.
 //! - [`config`]: typed configuration, defaults and the Mosquitto-style file.
 //! - [`auth`]: password files (authentication) and ACL files (authorization).
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod config;
