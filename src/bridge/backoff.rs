@@ -65,7 +65,9 @@ impl Backoff {
                 let lo = base.as_millis() as u64;
                 let hi = (self.last.as_millis() as u64).saturating_mul(3).max(lo);
                 let span = hi - lo + 1;
-                let d = Duration::from_millis(lo + rng.next_u64() % span).min(cap);
+                // Multiply-shift maps the draw onto 0..span without modulo bias.
+                let offset = ((u128::from(rng.next_u64()) * u128::from(span)) >> 64) as u64;
+                let d = Duration::from_millis(lo + offset).min(cap);
                 self.last = d;
                 d
             }
@@ -188,7 +190,7 @@ mod tests {
         }
         // The largest draws reach the cap: 5 -> 15 -> 30 (capped from 45).
         let mut b = Backoff::new(restart);
-        let mut max = Fixed(vec![u64::MAX - 1]);
+        let mut max = Fixed(vec![u64::MAX]);
         let draws: Vec<_> = (0..3).map(|_| b.next(&mut max).as_secs()).collect();
         assert_eq!(draws, [15, 30, 30]);
         b.reset();

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{is_v5, Bridge, Limits, OutboundQueue, Phase, Stage};
+use super::{Bridge, Limits, OutboundQueue, Phase, Stage};
 use crate::config::bridge::Direction;
 use crate::protocol::properties::{PropertiesBuf, Property};
 use crate::protocol::{
@@ -18,7 +18,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         let b = &self.s.bridge;
         let version = b.protocol_version;
         let mut props = PropertiesBuf::new();
-        if is_v5(version) {
+        if version.is_v5() {
             if !b.clean_session {
                 // 5.0 ends a session at disconnect unless told otherwise; a persistent
                 // bridge session must outlive outages as in 3.1.1 [MQTT-3.1.2-23].
@@ -47,7 +47,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             password: b
                 .remote_password
                 .as_deref()
-                .filter(|_| b.remote_username.is_some() || is_v5(version))
+                .filter(|_| b.remote_username.is_some() || version.is_v5())
                 .map(str::as_bytes),
         };
         if self.private_ok {
@@ -63,7 +63,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             self.abandon_link(now); // a second CONNACK is a protocol error
             return;
         };
-        let v5 = is_v5(self.s.bridge.protocol_version);
+        let v5 = self.s.bridge.protocol_version.is_v5();
         if ack.code != ReasonCode::SUCCESS {
             self.actions.push_back(super::Action::Close);
             if !v5 && self.private_ok && ack.code == ReasonCode::V3_UNACCEPTABLE_PROTOCOL_VERSION {
@@ -141,7 +141,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
     /// `bridge_attempt_unsubscribe`, UNSUBSCRIBE from those of `out` lines (a subscription
     /// left over from an earlier configuration would echo our messages back).
     fn subscribe(&mut self) {
-        let v5 = is_v5(self.s.bridge.protocol_version);
+        let v5 = self.s.bridge.protocol_version.is_v5();
         let mut filters: Vec<(String, SubscriptionOptions)> = Vec::new();
         let mut unsub: Vec<String> = Vec::new();
         for t in &self.s.bridge.topics {

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use super::{
-    is_v5, Action, Bridge, DropReason, InFlight, InboundAck, LocalMessage, OutboundQueue, Phase,
-    QueueId, QueuedMessage, Stage,
+    Action, Bridge, DropReason, InFlight, InboundAck, LocalMessage, OutboundQueue, Phase, QueueId,
+    QueuedMessage, Stage,
 };
 use crate::protocol::{Ack, Packet, PacketId, Properties, Publish, QoS, ReasonCode};
 
@@ -116,7 +116,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         // where it is not available; `bridge_outgoing_retain false` clears it too.
         msg.qos = msg.qos.min(self.limits.max_qos);
         msg.retain &= self.limits.retain_available && self.s.bridge.outgoing_retain;
-        let v5 = is_v5(self.s.bridge.protocol_version);
+        let v5 = self.s.bridge.protocol_version.is_v5();
         let size = publish(&msg, None, false, v5).encoded_len(self.s.bridge.protocol_version);
         if size > self.limits.max_packet_size as usize {
             // [MQTT-3.2.2-15] the upstream would have to disconnect us.

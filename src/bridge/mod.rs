@@ -62,7 +62,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::bridge::{BridgeAddress, BridgeConfig, StartType};
-use crate::protocol::{self, Packet, PacketId, ProtocolVersion, QoS, ReasonCode, Status};
+use crate::protocol::{self, Packet, PacketId, QoS, ReasonCode, Status};
 
 pub use backoff::{Rng, XorShift};
 pub use queue::{MemQueue, OutboundQueue, QueueFull, QueueId, QueuedMessage};
@@ -113,7 +113,8 @@ pub enum Action {
     /// Open a connection to `Settings::bridge.addresses[index]`, then call
     /// `handle_connected` or `handle_closed`.
     Dial { index: usize },
-    /// Close the current connection (the bridge already considers it gone).
+    /// Write what `poll_transmit` still returns (a DISCONNECT, when we end the link
+    /// cleanly), then close the connection. The bridge already considers it gone.
     Close,
     /// Check whether `addresses[index]` (the primary) accepts connections, without
     /// disturbing the current link; report with `handle_probe`.
@@ -285,6 +286,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             inbound_qos1: HashSet::new(),
         };
         b.notify_local(false);
+        b.handle_timeout(now);
         b
     }
 
@@ -568,8 +570,8 @@ impl<Q: OutboundQueue> Bridge<Q> {
 
     /// Forget what belonged to the link; keep the outbound flows to resend.
     fn link_down(&mut self) {
+        // `out` is kept: it may end with our DISCONNECT, written before the close.
         self.inbuf.clear();
-        self.out.clear();
         self.ping_outstanding = false;
         self.probe_at = None;
         self.control.clear();
@@ -617,9 +619,4 @@ impl Limits {
             topic_alias_max: 0,
         }
     }
-}
-
-/// 3.1.1 has no Receive Maximum: on a v3 link the configured window stands.
-fn is_v5(v: ProtocolVersion) -> bool {
-    v.is_v5()
 }
