@@ -14,6 +14,8 @@
 //!   state machine beside `broker` with the same `handle_*` / `poll_*` shape; not yet
 //!   driven by `net`.
 //! - [`config`]: typed configuration, defaults and the Mosquitto-style file.
+//! - [`store`]: persistence: the append-only log and snapshots in the data directory,
+//!   written by one writer thread (the broker encodes the records, the loop hands them over).
 //! - [`auth`]: password files (authentication) and ACL files (authorization).
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
 //! - [`passwd`]: the `wrenmq passwd` subcommand (Mosquitto password files).
