@@ -980,3 +980,63 @@ fn split_input_is_reassembled() {
         .collect();
     assert_eq!(got.len(), 1);
 }
+
+#[test]
+fn bridge_max_packet_size_bounds_what_the_upstream_may_send() {
+    let mut h = h("topic in/# in 0\nbridge_max_packet_size 64\nnotifications false\n");
+    h.connect();
+    h.actions();
+    let mut buf = Vec::new();
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "in/x",
+        packet_id: None,
+        properties: Properties::EMPTY,
+        payload: &[1; 100],
+    })
+    .encode(h.version, &mut buf);
+    // Refused from the fixed header alone, before the body is buffered.
+    h.b.handle_bytes(h.now, &buf[..2]);
+    assert_eq!(h.actions()[0], Action::Close);
+    assert!(matches!(h.b.phase(), Phase::Idle { at: Some(_) }));
+}
+
+#[test]
+fn a_qos1_ack_for_a_link_that_is_gone_is_not_sent() {
+    let mut h = h("topic in/# in 1\nnotifications false\nrestart_timeout 1\n");
+    h.connect();
+    h.sent();
+    h.feed(Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "in/a",
+        packet_id: Some(pid(3)),
+        properties: Properties::EMPTY,
+        payload: b"m",
+    }));
+    let Some(Action::PublishLocal(m)) = h.actions().pop() else {
+        panic!()
+    };
+    h.b.handle_closed(h.now);
+    h.advance(Duration::from_secs(1));
+    h.connect_with(true, &[]);
+    h.sent();
+    // The upstream redelivers packet 3 on the new link; the old ack must not answer it.
+    h.b.handle_local_durable(h.now, m.ack.unwrap());
+    assert_eq!(h.sent(), []);
+}
+
+#[test]
+fn a_lazy_bridge_that_loses_its_link_with_nothing_queued_waits_for_the_threshold() {
+    let mut h = h("start_type lazy\nthreshold 1\nnotifications false\n");
+    h.queue(msg("out/t", QoS::AtMostOnce, b"go"));
+    h.connect();
+    assert_eq!(H::publishes(&h.sent()).len(), 1);
+    h.b.handle_closed(h.now);
+    assert_eq!(h.b.phase(), Phase::Idle { at: None });
+    h.queue(msg("out/t", QoS::AtMostOnce, b"again"));
+    assert!(matches!(h.b.phase(), Phase::Dialing { .. }));
+}
