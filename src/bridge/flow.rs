@@ -51,6 +51,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
         if !matches!(self.phase, Phase::Up { .. }) {
             return;
         }
+        if self.resend_hold.is_some_and(|t| now < t) {
+            return;
+        }
+        self.resend_hold = None;
         let window = usize::from(self.limits.window);
         let before = self.out.len();
         self.resend(window);
@@ -177,9 +181,30 @@ impl<Q: OutboundQueue> Bridge<Q> {
             .get(&pid)
             .is_some_and(|f| f.msg.qos == QoS::AtLeastOnce && f.stage == Stage::Published)
         {
-            self.finish_flow(pid, a.reason);
-            self.pump(now);
+            self.end_flow(now, pid, a.reason);
         }
+    }
+
+    /// Ends flow `pid` with `reason`: done, or (a transient 5.0 refusal) held for a retry.
+    fn end_flow(&mut self, now: Instant, pid: u16, reason: ReasonCode) {
+        if matches!(
+            reason,
+            ReasonCode::QUOTA_EXCEEDED | ReasonCode::PACKET_IDENTIFIER_IN_USE
+        ) {
+            // Not the message's fault: keep it (never drop what we accepted), send
+            // nothing for a moment, then resend it first so the order holds.
+            if let Some(f) = self.inflight.get_mut(&pid) {
+                if f.on_link {
+                    f.on_link = false;
+                    self.on_link -= 1;
+                }
+                f.stage = Stage::Published;
+            }
+            self.resend_hold = Some(now + super::RETRY_AFTER_REFUSAL);
+            return;
+        }
+        self.finish_flow(pid, reason);
+        self.pump(now);
     }
 
     fn handle_pubrec(&mut self, now: Instant, a: Ack<'_>) {
@@ -192,8 +217,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         }
         if a.reason.is_error() {
             // 5.0: refused; the flow ends here, no PUBREL (§4.3.3).
-            self.finish_flow(pid, a.reason);
-            self.pump(now);
+            self.end_flow(now, pid, a.reason);
             return;
         }
         // A repeated PUBREC (after a resent PUBLISH) gets the PUBREL again.

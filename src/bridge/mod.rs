@@ -27,7 +27,9 @@
 //!   stock Mosquitto upstream's limit), so the upstream never has a reason to drop us.
 //! - A message leaves the queue only when the upstream has it (PUBACK, PUBCOMP, or written
 //!   at QoS 0), or when it can never be sent (larger than the upstream's Maximum Packet
-//!   Size, or refused with a 5.0 error reason code): [`Action::Dropped`] reports those.
+//!   Size, or refused with a 5.0 error reason code other than the transient Quota
+//!   Exceeded / Packet Identifier In Use, which are retried after
+//!   [`RETRY_AFTER_REFUSAL`]): [`Action::Dropped`] reports those.
 //! - An inbound QoS 1/2 message is acknowledged upstream only after the caller reports it
 //!   durable locally ([`Bridge::handle_local_durable`]); an inbound QoS 2 packet id stays
 //!   known until PUBREL, across reconnects, so a redelivery is not published twice.
@@ -38,7 +40,7 @@
 //! (CONNECT, CONNACK, SUBSCRIBE), `flow` (outbound window and acks, inbound messages),
 //! `queue` ([`OutboundQueue`], [`MemQueue`]), `backoff` (restart delay, address order).
 //!
-//! What remains to wire (issue 14), see the README's roadmap in the report:
+//! What remains to wire (issue 14):
 //! - `net/`: one outbound connection per bridge through the transport seam (plain TCP or
 //!   TLS from `BridgeConfig::tls`), non-blocking connect to `addresses[index]` with host
 //!   name resolution off the loop, `bridge_bind_address`, feeding `handle_connected`,
@@ -72,6 +74,10 @@ use backoff::{AddressPlan, Backoff};
 /// While connected to a backup address (without `round_robin`), how often the primary is
 /// probed (Mosquitto: every 5 s).
 pub const PRIMARY_RETRY: Duration = Duration::from_secs(5);
+
+/// After a 5.0 upstream refuses a message for a transient reason (Quota Exceeded, Packet
+/// Identifier In Use), how long the bridge sends nothing before resending it.
+pub const RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(1);
 
 /// What the bridge needs besides its `connection` block.
 #[derive(Clone, Debug)]
@@ -230,6 +236,8 @@ pub struct Bridge<Q: OutboundQueue> {
     last_activity: Instant,
     ping_outstanding: bool,
     probe_at: Option<Instant>,
+    /// After a transient refusal: send nothing until then.
+    resend_hold: Option<Instant>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     actions: VecDeque<Action>,
@@ -273,6 +281,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             last_activity: now,
             ping_outstanding: false,
             probe_at: None,
+            resend_hold: None,
             inbuf: Vec::new(),
             out: Vec::new(),
             actions: VecDeque::new(),
@@ -340,7 +349,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 if !self.ping_outstanding {
                     t = t.min(self.last_sent.min(self.last_received) + self.keepalive);
                 }
-                if let Some(p) = self.probe_at {
+                for p in [self.probe_at, self.resend_hold].into_iter().flatten() {
                     t = t.min(p);
                 }
                 if self.s.bridge.start_type == StartType::Lazy {
@@ -512,6 +521,9 @@ impl<Q: OutboundQueue> Bridge<Q> {
             self.last_sent = now;
             self.ping_outstanding = true;
         }
+        if self.resend_hold.is_some_and(|t| now >= t) {
+            self.pump(now);
+        }
         if self.probe_at.is_some_and(|p| now >= p) {
             self.actions.push_back(Action::Probe { index: 0 });
             self.probe_at = Some(now + PRIMARY_RETRY);
@@ -574,6 +586,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.inbuf.clear();
         self.ping_outstanding = false;
         self.probe_at = None;
+        self.resend_hold = None;
         self.control.clear();
         self.inflight.retain(|_, f| f.id.is_some());
         for f in self.inflight.values_mut() {

@@ -1040,3 +1040,41 @@ fn a_lazy_bridge_that_loses_its_link_with_nothing_queued_waits_for_the_threshold
     h.queue(msg("out/t", QoS::AtMostOnce, b"again"));
     assert!(matches!(h.b.phase(), Phase::Dialing { .. }));
 }
+
+#[test]
+fn quota_exceeded_is_retried_after_a_pause_never_dropped() {
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let mut h = h("bridge_protocol_version mqttv50\nnotifications false\n");
+        h.connect();
+        h.sent();
+        h.queue(msg("out/t", qos, b"a"));
+        h.queue(msg("out/t", qos, b"b"));
+        let first = H::publishes(&h.sent());
+        assert_eq!(first.len(), 2);
+        let refusal = Ack {
+            packet_id: pid(first[0].0),
+            reason: ReasonCode::QUOTA_EXCEEDED,
+            properties: Properties::EMPTY,
+        };
+        h.feed(match qos {
+            QoS::ExactlyOnce => Packet::Pubrec(refusal),
+            _ => Packet::Puback(refusal),
+        });
+        h.queue(msg("out/t", qos, b"c"));
+        assert_eq!(h.sent(), [], "nothing while held");
+        assert!(!h
+            .actions()
+            .iter()
+            .any(|a| matches!(a, Action::Dropped { .. })));
+        assert_eq!(h.b.queue().len(), 3);
+        h.advance(RETRY_AFTER_REFUSAL);
+        let again = H::publishes(&h.sent());
+        let payloads: Vec<(bool, &[u8])> =
+            again.iter().map(|(_, d, p)| (*d, p.as_slice())).collect();
+        assert_eq!(
+            payloads,
+            [(true, &b"a"[..]), (false, &b"c"[..])],
+            "the refused one first, then what waited ({qos:?})"
+        );
+    }
+}

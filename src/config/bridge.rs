@@ -190,6 +190,9 @@ pub enum BridgeError {
     TlsWithoutCa,
     /// `bridge_certfile` without `bridge_keyfile`, or the reverse.
     CertWithoutKey,
+    /// `remote_password` without `remote_username` on 3.1/3.1.1, where CONNECT cannot
+    /// carry it [MQTT-3.1.2-22].
+    PasswordWithoutUsername,
 }
 
 impl fmt::Display for BridgeError {
@@ -216,6 +219,9 @@ impl fmt::Display for BridgeError {
             BridgeError::CertWithoutKey => {
                 f.write_str("`bridge_certfile` and `bridge_keyfile` must be given together")
             }
+            BridgeError::PasswordWithoutUsername => f.write_str(
+                "`remote_password` needs `remote_username` before MQTT 5 (bridge_protocol_version)",
+            ),
         }
     }
 }

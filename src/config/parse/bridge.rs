@@ -159,6 +159,12 @@ impl BridgeParser {
                     errors.push(at(b, BridgeError::CertWithoutKey));
                 }
             }
+            if b.remote_password.is_some()
+                && b.remote_username.is_none()
+                && !b.protocol_version.is_v5()
+            {
+                errors.push(at(b, BridgeError::PasswordWithoutUsername));
+            }
             // Default ids contain the bridge's (unique) name; only fixed ones can clash.
             if let Some(id) = b.local_clientid_if_fixed() {
                 let clash = self.list[..i]
