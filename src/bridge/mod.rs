@@ -41,17 +41,27 @@
 //! `queue` ([`OutboundQueue`], [`MemQueue`]), `backoff` (restart delay, address order).
 //!
 //! What remains to wire (issue 14):
-//! - `net/`: one outbound connection per bridge through the transport seam (plain TCP or
-//!   TLS from `BridgeConfig::tls`), non-blocking connect to `addresses[index]` with host
-//!   name resolution off the loop, `bridge_bind_address`, feeding `handle_connected`,
-//!   `handle_bytes`, `handle_closed`, and the primary probe (`Action::Probe`).
-//! - `broker/`: a local session for the bridge (`local_clientid`, `local_cleansession`)
-//!   whose `out` subscriptions append to the queue (`Settings::route_out`), and the
-//!   execution of `Action::PublishLocal` as a local publish whose durability is reported
-//!   back with `handle_local_durable`.
+//! - `net/`: a [`Bridge`] per `connection`, its link on a reserved token outside the
+//!   client slab, opened through the transport seam's client side (non-blocking
+//!   `TcpStream::connect` from `bridge_bind_address`, then TLS from `BridgeConfig::tls`);
+//!   host names resolved off the loop (a helper thread reporting through the waker),
+//!   `Action::Probe` as a second non-blocking connect closed once writable. The loop
+//!   feeds `handle_connected` / `handle_bytes` / `handle_closed`, writes `poll_transmit`,
+//!   executes `poll_action`, and sleeps until the earliest `poll_timeout`. The host name
+//!   for the default client id comes from the runtime (`Settings::new`).
+//! - `broker/`: the bridge's local side as an internal session (`local_clientid`,
+//!   `local_cleansession`, ACL as `local_username`) whose `out` subscriptions append to
+//!   the queue through `Settings::route_out`, and that never receives what the bridge
+//!   itself published locally (loop prevention on `both`). `Action::PublishLocal` is a
+//!   publish by that session; `handle_local_durable` follows the journal fsync of its turn.
 //! - The durable queue: the persistent log with an acknowledged cursor and a persisted
-//!   packet id ↔ record map (see `queue`); the inbound QoS 2 id set persisted likewise.
-//! - Retained messages changed while the link was down (not the whole set) on reconnect.
+//!   packet id ↔ record map, so PUBREL resumes after a restart (see `queue`); the inbound
+//!   QoS 2 id set persisted like the broker's inbound QoS 2 state.
+//! - As an upstream, wrenmq drops the bridge bit of a 3.1.1 CONNECT: keeping it (no echo,
+//!   retain kept) is needed for wrenmq-to-wrenmq `both` topics on 3.1.1.
+//! - On reconnect, only retained messages changed while the link was down; Message
+//!   Expiry of queued 5.0 messages reduced by the time queued; SIGHUP restarting only
+//!   the bridges whose block changed.
 
 mod backoff;
 mod connect;

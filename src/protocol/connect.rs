@@ -162,7 +162,7 @@ impl<'a> Connect<'a> {
 
 impl Connect<'_> {
     /// Appends the whole CONNECT packet as a bridge sends it: for 3.1 and 3.1.1 the level
-    /// byte carries [`BRIDGE_BIT`] (Mosquitto's `try_private`), telling a Mosquitto
+    /// byte carries the bridge bit 0x80 (Mosquitto's `try_private`), telling a Mosquitto
     /// upstream not to echo our own messages back and to keep their retain flag. 5.0 has
     /// No Local and Retain As Published instead, so a 5.0 CONNECT is encoded unchanged.
     pub fn encode_as_bridge(&self, out: &mut Vec<u8>) {
