@@ -58,7 +58,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         let window = usize::from(self.limits.window);
         let before = self.out.len();
         self.resend(window);
-        while self.on_link < window {
+        'fill: while self.on_link < window {
             let batch = self.queue.peek(self.taken, window - self.on_link);
             if batch.is_empty() {
                 break;
@@ -67,10 +67,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 if self.on_link >= window {
                     break;
                 }
-                self.taken = Some(id);
                 if !self.start_flow(Some(id), msg) {
-                    break;
+                    break 'fill; // no packet id free: this message goes first next time
                 }
+                self.taken = Some(id);
             }
         }
         if self.out.len() > before {

@@ -1078,3 +1078,26 @@ fn quota_exceeded_is_retried_after_a_pause_never_dropped() {
         );
     }
 }
+
+#[test]
+fn a_message_waiting_for_a_free_packet_id_is_not_skipped() {
+    // Window 65,535 (max_inflight 0) while the UNSUBSCRIBE of out/# holds packet id 1:
+    // the 65,535th message finds no free id and must be sent once one frees up.
+    let mut h = h_with("notifications false\n", 0, 1);
+    let total = 65_536u32;
+    for i in 0..total {
+        h.b.queue_mut()
+            .push(msg("out/t", QoS::AtLeastOnce, &i.to_be_bytes()))
+            .unwrap();
+    }
+    h.connect();
+    let first = H::publishes(&h.sent());
+    assert_eq!(first.len(), 65_534);
+    h.feed(Packet::Puback(ack(first[0].0)));
+    h.feed(Packet::Puback(ack(first[1].0)));
+    let next: Vec<u32> = H::publishes(&h.sent())
+        .iter()
+        .map(|(_, _, p)| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+        .collect();
+    assert_eq!(next, [65_534, 65_535]);
+}
