@@ -203,6 +203,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             self.resend_hold = Some(now + super::RETRY_AFTER_REFUSAL);
             return;
         }
+        self.last_activity = now;
         self.finish_flow(pid, reason);
         self.pump(now);
     }
@@ -232,6 +233,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             .get(&pid)
             .is_some_and(|f| f.stage == Stage::Released)
         {
+            self.last_activity = now;
             self.finish_flow(pid, ReasonCode::SUCCESS);
             self.pump(now);
         }

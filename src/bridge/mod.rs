@@ -362,7 +362,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 for p in [self.probe_at, self.resend_hold].into_iter().flatten() {
                     t = t.min(p);
                 }
-                if self.s.bridge.start_type == StartType::Lazy {
+                if self.lazy_idle_possible() {
                     t = t.min(self.last_activity + self.s.bridge.idle_timeout);
                 }
                 Some(t)
@@ -483,6 +483,11 @@ impl<Q: OutboundQueue> Bridge<Q> {
             && self.queue.len() >= self.s.bridge.threshold as usize
     }
 
+    /// A lazy bridge with nothing to send and nothing in flight may stop when idle.
+    fn lazy_idle_possible(&self) -> bool {
+        self.s.bridge.start_type == StartType::Lazy && self.queue.is_empty() && self.on_link == 0
+    }
+
     /// No CONNACK (or no dial) within one keepalive, at least 5 s: try the next address.
     fn connect_timeout(&self) -> Duration {
         self.keepalive.max(Duration::from_secs(5))
@@ -507,11 +512,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             self.abandon_link(now);
             return;
         }
-        if self.s.bridge.start_type == StartType::Lazy
-            && now >= self.last_activity + self.s.bridge.idle_timeout
-            && self.queue.is_empty()
-            && self.on_link == 0
-        {
+        if self.lazy_idle_possible() && now >= self.last_activity + self.s.bridge.idle_timeout {
             self.send(&Packet::Disconnect(protocol::Disconnect {
                 reason: ReasonCode::NORMAL_DISCONNECTION,
                 properties: protocol::Properties::EMPTY,

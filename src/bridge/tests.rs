@@ -1101,3 +1101,27 @@ fn a_message_waiting_for_a_free_packet_id_is_not_skipped() {
         .collect();
     assert_eq!(next, [65_534, 65_535]);
 }
+
+#[test]
+fn a_lazy_bridge_stays_up_while_messages_are_in_flight_and_times_idle_from_the_last_ack() {
+    let mut h = h("start_type lazy\nthreshold 1\nidle_timeout 30\nnotifications false\n");
+    h.queue(msg("out/t", QoS::AtLeastOnce, b"slow"));
+    h.connect();
+    let (p, ..) = H::publishes(&h.sent())[0].clone();
+    h.now += Duration::from_secs(45);
+    h.feed(Packet::Pingresp); // the upstream is alive, just slow to acknowledge
+    assert!(
+        h.b.poll_timeout().is_some_and(|t| t > h.now),
+        "no deadline in the past"
+    );
+    h.advance(Duration::ZERO);
+    assert!(matches!(h.b.phase(), Phase::Up { .. }));
+    h.feed(Packet::Puback(ack(p)));
+    h.advance(Duration::from_secs(29));
+    assert!(
+        matches!(h.b.phase(), Phase::Up { .. }),
+        "idle counts from the ack"
+    );
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.b.phase(), Phase::Idle { at: None });
+}
