@@ -1125,3 +1125,129 @@ fn a_lazy_bridge_stays_up_while_messages_are_in_flight_and_times_idle_from_the_l
     h.advance(Duration::from_secs(1));
     assert_eq!(h.b.phase(), Phase::Idle { at: None });
 }
+
+/// Random traffic, acks, silences and link drops against a simulated upstream: the
+/// window is never exceeded, no deadline is left in the past after `handle_timeout` (no
+/// busy loop), and every message queued is delivered once the upstream behaves.
+#[test]
+fn random_schedules_keep_the_window_and_never_leave_a_deadline_in_the_past() {
+    for seed in 1..40u64 {
+        let v5 = seed % 2 == 0;
+        let extra = format!(
+            "notifications {}\nrestart_timeout 1 4\nkeepalive_interval 10\n{}{}",
+            seed % 3 == 0,
+            if seed % 4 == 1 {
+                "start_type lazy\nthreshold 1\nidle_timeout 5\n"
+            } else {
+                ""
+            },
+            if v5 {
+                "bridge_protocol_version mqttv50\n"
+            } else {
+                ""
+            }
+        );
+        let mut h = h_with(&extra, 5, seed);
+        let mut rng = XorShift::new(seed * 7919);
+        let mut open: Vec<(u16, QoS)> = Vec::new(); // PUBLISH/PUBREL awaiting our answer
+        let mut window = 5usize;
+        let mut delivered = std::collections::BTreeSet::new();
+        let mut queued = 0u32;
+        for step in 0..3000 {
+            let r = rng.next_u64() % 100;
+            let calm = step >= 2500; // at the end the upstream answers everything
+            if r < 25 && queued < 300 {
+                let qos = QoS::from_u8((rng.next_u64() % 3) as u8).unwrap();
+                h.queue(msg("out/t", qos, &queued.to_be_bytes()));
+                queued += 1;
+            } else if r < 60 || calm {
+                if let Phase::Dialing { .. } = h.b.phase() {
+                    h.b.handle_connected(h.now);
+                }
+            } else if r < 63 && !calm {
+                h.b.handle_closed(h.now);
+                open.clear();
+            } else if r < 80 {
+                h.now += Duration::from_millis(rng.next_u64() % 3000);
+                h.b.handle_timeout(h.now);
+                if let Some(t) = h.b.poll_timeout() {
+                    assert!(t > h.now, "seed {seed} step {step}: deadline in the past");
+                }
+            }
+            // The upstream reads what was sent and answers some of it.
+            for seen in h.sent() {
+                match seen {
+                    Seen::Connect { .. } => {
+                        window = if v5 {
+                            1 + (rng.next_u64() % 8) as usize
+                        } else {
+                            5
+                        };
+                        let mut p = PropertiesBuf::new();
+                        if v5 {
+                            p.push(Property::ReceiveMaximum(window as u16));
+                        }
+                        h.feed(Packet::Connack(Connack {
+                            session_present: true,
+                            code: ReasonCode::SUCCESS,
+                            properties: p.as_properties(),
+                        }));
+                    }
+                    Seen::Publish {
+                        pid: Some(p),
+                        qos,
+                        payload,
+                        ..
+                    } => {
+                        if payload.len() == 4 {
+                            delivered.insert(u32::from_be_bytes([
+                                payload[0], payload[1], payload[2], payload[3],
+                            ]));
+                        }
+                        open.retain(|(o, _)| *o != p);
+                        open.push((p, qos));
+                    }
+                    Seen::Publish { payload, .. } => {
+                        if payload.len() == 4 {
+                            delivered.insert(u32::from_be_bytes([
+                                payload[0], payload[1], payload[2], payload[3],
+                            ]));
+                        }
+                    }
+                    Seen::Pubrel(p) => {
+                        open.retain(|(o, _)| *o != p);
+                        open.push((p, QoS::AtMostOnce)); // marks "answer with PUBCOMP"
+                    }
+                    Seen::Pingreq => {
+                        if rng.next_u64() % 4 != 0 || calm {
+                            h.feed(Packet::Pingresp);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if matches!(h.b.phase(), Phase::Up { .. }) {
+                assert!(
+                    h.b.in_flight() <= window,
+                    "seed {seed} step {step}: {} in flight, window {window}",
+                    h.b.in_flight()
+                );
+            }
+            if !open.is_empty() && (rng.next_u64() % 2 == 0 || calm) {
+                let i = (rng.next_u64() % open.len() as u64) as usize;
+                let (p, kind) = open.swap_remove(i);
+                h.feed(match kind {
+                    QoS::AtLeastOnce => Packet::Puback(ack(p)),
+                    QoS::ExactlyOnce => Packet::Pubrec(ack(p)),
+                    QoS::AtMostOnce => Packet::Pubcomp(ack(p)),
+                });
+            }
+        }
+        assert!(
+            h.b.queue().is_empty(),
+            "seed {seed}: {} left",
+            h.b.queue().len()
+        );
+        assert_eq!(delivered.len() as u32, queued, "seed {seed}");
+    }
+}
