@@ -1194,34 +1194,22 @@ fn random_schedules_keep_the_window_and_never_leave_a_deadline_in_the_past() {
                         }));
                     }
                     Seen::Publish {
-                        pid: Some(p),
-                        qos,
-                        payload,
-                        ..
+                        pid, qos, payload, ..
                     } => {
-                        if payload.len() == 4 {
-                            delivered.insert(u32::from_be_bytes([
-                                payload[0], payload[1], payload[2], payload[3],
-                            ]));
+                        if let Ok(b) = <[u8; 4]>::try_from(payload.as_slice()) {
+                            delivered.insert(u32::from_be_bytes(b));
                         }
-                        open.retain(|(o, _)| *o != p);
-                        open.push((p, qos));
-                    }
-                    Seen::Publish { payload, .. } => {
-                        if payload.len() == 4 {
-                            delivered.insert(u32::from_be_bytes([
-                                payload[0], payload[1], payload[2], payload[3],
-                            ]));
+                        if let Some(p) = pid {
+                            open.retain(|(o, _)| *o != p);
+                            open.push((p, qos));
                         }
                     }
                     Seen::Pubrel(p) => {
                         open.retain(|(o, _)| *o != p);
                         open.push((p, QoS::AtMostOnce)); // marks "answer with PUBCOMP"
                     }
-                    Seen::Pingreq => {
-                        if rng.next_u64() % 4 != 0 || calm {
-                            h.feed(Packet::Pingresp);
-                        }
+                    Seen::Pingreq if !rng.next_u64().is_multiple_of(4) || calm => {
+                        h.feed(Packet::Pingresp)
                     }
                     _ => {}
                 }
@@ -1233,7 +1221,7 @@ fn random_schedules_keep_the_window_and_never_leave_a_deadline_in_the_past() {
                     h.b.in_flight()
                 );
             }
-            if !open.is_empty() && (rng.next_u64() % 2 == 0 || calm) {
+            if !open.is_empty() && (rng.next_u64().is_multiple_of(2) || calm) {
                 let i = (rng.next_u64() % open.len() as u64) as usize;
                 let (p, kind) = open.swap_remove(i);
                 h.feed(match kind {
