@@ -24,8 +24,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 // bridge session must outlive outages as in 3.1.1 [MQTT-3.1.2-23].
                 props.push(Property::SessionExpiryInterval(u32::MAX));
             }
-            if b.max_packet_size > 0 {
-                props.push(Property::MaximumPacketSize(b.max_packet_size));
+            if self.s.max_packet_in < crate::config::MQTT_MAX_PACKET_SIZE {
+                // What the local broker accepts from anyone [MQTT-3.2.2-?]: the upstream
+                // must not send more (§3.1.2.11.4).
+                props.push(Property::MaximumPacketSize(self.s.max_packet_in));
             }
         }
         let will = (b.notifications && !b.notifications_local_only).then(|| Will {
@@ -84,11 +86,13 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.limits = if v5 {
             let p = &ack.properties;
             Limits {
-                // [MQTT-3.2.2-?] absent = 65,535 (§3.2.2.3.3).
+                // Absent = 65,535 (§3.2.2.3.3).
                 window: p.receive_maximum().unwrap_or(u16::MAX),
+                // The smaller of the upstream's and `bridge_max_packet_size` (Mosquitto).
                 max_packet_size: p
                     .maximum_packet_size()
-                    .unwrap_or(crate::config::MQTT_MAX_PACKET_SIZE),
+                    .unwrap_or(crate::config::MQTT_MAX_PACKET_SIZE)
+                    .min(out_limit(self.s.bridge.max_packet_size)),
                 max_qos: p
                     .maximum_qos()
                     .and_then(QoS::from_u8)
@@ -97,7 +101,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 topic_alias_max: p.topic_alias_maximum().unwrap_or(0),
             }
         } else {
-            Limits::v3(self.s.max_inflight)
+            Limits::v3(self.s.max_inflight, self.s.bridge.max_packet_size)
         };
         // [MQTT-3.2.2-21] the server's keepalive replaces ours.
         if let Some(k) = ack.properties.server_keep_alive().filter(|&k| k > 0) {
@@ -221,5 +225,13 @@ impl<Q: OutboundQueue> Bridge<Q> {
             properties: Vec::new(),
         };
         self.start_flow(None, msg);
+    }
+}
+
+/// `bridge_max_packet_size` as a limit (0 = none).
+pub(super) fn out_limit(configured: u32) -> u32 {
+    match configured {
+        0 => crate::config::MQTT_MAX_PACKET_SIZE,
+        n => n,
     }
 }

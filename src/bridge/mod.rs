@@ -100,6 +100,9 @@ pub struct Settings {
     /// The outbound window on 3.1/3.1.1 (Mosquitto's `max_inflight_messages`, default 20;
     /// 0 = 65,535). On 5.0 the upstream's Receive Maximum is used.
     pub max_inflight: u16,
+    /// The largest packet accepted from the upstream: the broker's `max_packet_size`
+    /// (announced to a 5.0 upstream). `Settings::new` sets MQTT's maximum.
+    pub max_packet_in: u32,
 }
 
 impl Settings {
@@ -109,6 +112,7 @@ impl Settings {
             notification_topic: bridge.notification_topic(hostname),
             bridge,
             max_inflight,
+            max_packet_in: crate::config::MQTT_MAX_PACKET_SIZE,
         }
     }
 
@@ -279,7 +283,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             backoff: Backoff::new(s.bridge.restart),
             plan: AddressPlan::new(s.bridge.addresses.len(), s.bridge.round_robin),
             private_ok: s.bridge.try_private,
-            limits: Limits::v3(s.max_inflight),
+            limits: Limits::v3(s.max_inflight, s.bridge.max_packet_size),
             s,
             queue,
             rng,
@@ -430,10 +434,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         let mut buf = std::mem::take(&mut self.inbuf);
         let mut used = 0;
         let version = self.s.bridge.protocol_version;
-        let max = match self.s.bridge.max_packet_size {
-            0 => crate::config::MQTT_MAX_PACKET_SIZE,
-            n => n,
-        };
+        let max = self.s.max_packet_in;
         let link = self.link;
         loop {
             match protocol::decode(&buf[used..], Some(version), max) {
@@ -629,15 +630,16 @@ impl<Q: OutboundQueue> Bridge<Q> {
 }
 
 impl Limits {
-    /// 3.1/3.1.1: the configured window; everything else as MQTT allows.
-    fn v3(max_inflight: u16) -> Limits {
+    /// 3.1/3.1.1: the configured window and `bridge_max_packet_size`; everything else as
+    /// MQTT allows.
+    fn v3(max_inflight: u16, max_packet_size: u32) -> Limits {
         Limits {
             window: if max_inflight == 0 {
                 u16::MAX
             } else {
                 max_inflight
             },
-            max_packet_size: crate::config::MQTT_MAX_PACKET_SIZE,
+            max_packet_size: connect::out_limit(max_packet_size),
             max_qos: QoS::ExactlyOnce,
             retain_available: true,
             topic_alias_max: 0,

@@ -63,11 +63,17 @@ fn h(extra: &str) -> H {
 }
 
 fn h_with(extra: &str, max_inflight: u16, seed: u64) -> H {
+    h_custom(extra, seed, |s| s.max_inflight = max_inflight)
+}
+
+fn h_custom(extra: &str, seed: u64, tweak: impl FnOnce(&mut Settings)) -> H {
     let cfg = bridge_config(extra);
     let version = cfg.protocol_version;
     let now = Instant::now();
+    let mut settings = Settings::new(cfg, "gw", 20);
+    tweak(&mut settings);
     let b = Bridge::new(
-        Settings::new(cfg, "gw", max_inflight),
+        settings,
         MemQueue::new(0, 0),
         Box::new(XorShift::new(seed)),
         now,
@@ -270,9 +276,11 @@ fn connect_carries_clean_session_will_credentials_and_private_bit() {
 
 #[test]
 fn v5_connect_keeps_the_session_and_announces_the_packet_limit() {
-    let mut h = h(
-        "bridge_protocol_version mqttv50\ncleansession false\nbridge_max_packet_size 4096\n\
-                   notifications_local_only true\nremote_clientid r1\n",
+    let mut h = h_custom(
+        "bridge_protocol_version mqttv50\ncleansession false\nnotifications_local_only true\n\
+         remote_clientid r1\n",
+        1,
+        |s| s.max_packet_in = 4096, // the local broker's max_packet_size
     );
     h.actions();
     h.b.handle_connected(h.now);
@@ -982,8 +990,10 @@ fn split_input_is_reassembled() {
 }
 
 #[test]
-fn bridge_max_packet_size_bounds_what_the_upstream_may_send() {
-    let mut h = h("topic in/# in 0\nbridge_max_packet_size 64\nnotifications false\n");
+fn the_local_packet_limit_bounds_what_the_upstream_may_send() {
+    let mut h = h_custom("topic in/# in 0\nnotifications false\n", 1, |s| {
+        s.max_packet_in = 64
+    });
     h.connect();
     h.actions();
     let mut buf = Vec::new();
@@ -1237,5 +1247,33 @@ fn random_schedules_keep_the_window_and_never_leave_a_deadline_in_the_past() {
             h.b.queue().len()
         );
         assert_eq!(delivered.len() as u32, queued, "seed {seed}");
+    }
+}
+
+#[test]
+fn bridge_max_packet_size_bounds_what_goes_upstream() {
+    // 3.1.1: the configured limit alone; 5.0: the smaller of it and the upstream's.
+    for (extra, props, max) in [
+        ("bridge_max_packet_size 100\n", vec![], 100),
+        (
+            "bridge_max_packet_size 100\nbridge_protocol_version mqttv50\n",
+            vec![Property::MaximumPacketSize(1000)],
+            100,
+        ),
+        (
+            "bridge_max_packet_size 1000\nbridge_protocol_version mqttv50\n",
+            vec![Property::MaximumPacketSize(150)],
+            150,
+        ),
+    ] {
+        let mut h = h(&format!("{extra}notifications false\n"));
+        h.connect_with(false, &props);
+        h.sent();
+        assert_eq!(h.b.limits().max_packet_size, max, "{extra}");
+        let big = h.queue(msg("out/t", QoS::AtLeastOnce, &[0; 200]));
+        h.queue(msg("out/t", QoS::AtLeastOnce, &[0; 10]));
+        assert_eq!(H::publishes(&h.sent()).len(), 1, "{extra}");
+        assert!(h.actions().iter().any(|a| matches!(a,
+            Action::Dropped { id, why: DropReason::TooLarge { max: m, .. } } if *id == big && *m == max)));
     }
 }

@@ -83,8 +83,8 @@ pub struct BridgeConfig {
     /// `bridge_outgoing_retain` (default true): false clears the retain flag on messages
     /// sent upstream.
     pub outgoing_retain: bool,
-    /// `bridge_max_packet_size` (default 0 = no limit): the largest packet we accept from
-    /// the upstream (5.0 Maximum Packet Size in CONNECT).
+    /// `bridge_max_packet_size` (default 0 = no limit): the largest packet sent to the
+    /// upstream; with a 5.0 upstream the smaller of this and its Maximum Packet Size.
     pub max_packet_size: u32,
     /// `bridge_bind_address`: the local address the outgoing connection uses.
     pub bind_address: Option<IpAddr>,
