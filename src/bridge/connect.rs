@@ -25,8 +25,8 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 props.push(Property::SessionExpiryInterval(u32::MAX));
             }
             if self.s.max_packet_in < crate::config::MQTT_MAX_PACKET_SIZE {
-                // What the local broker accepts from anyone [MQTT-3.2.2-?]: the upstream
-                // must not send more (§3.1.2.11.4).
+                // What the local broker accepts from anyone: the upstream must not send
+                // more (§3.1.2.11.4).
                 props.push(Property::MaximumPacketSize(self.s.max_packet_in));
             }
         }
