@@ -262,7 +262,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
     /// acknowledged once the caller reports them durable.
     fn handle_publish(&mut self, now: Instant, p: Publish<'_>) {
         if p.properties.topic_alias().is_some() {
-            // We announce no Topic Alias Maximum, so none may be used [MQTT-3.3.2-9].
+            // We announce no Topic Alias Maximum, so none may be sent to us [MQTT-3.3.2-11].
             self.abandon_link(now);
             return;
         }

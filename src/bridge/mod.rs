@@ -527,7 +527,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             && (now >= self.last_sent + self.keepalive
                 || now >= self.last_received + self.keepalive)
         {
-            // [MQTT-3.1.2-23] a packet within each keepalive; also probes a link we only
+            // A packet within each keepalive ([MQTT-3.1.2-20] in 5.0, -23 in 3.1.1); also probes a link we only
             // send on, so a black hole is noticed.
             self.send(&Packet::Pingreq);
             self.last_sent = now;
