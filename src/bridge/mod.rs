@@ -527,8 +527,8 @@ impl<Q: OutboundQueue> Bridge<Q> {
             && (now >= self.last_sent + self.keepalive
                 || now >= self.last_received + self.keepalive)
         {
-            // A packet within each keepalive ([MQTT-3.1.2-20] in 5.0, -23 in 3.1.1); also probes a link we only
-            // send on, so a black hole is noticed.
+            // A packet within each keepalive ([MQTT-3.1.2-20] in 5.0, -23 in 3.1.1); also
+            // probes a link we only send on, so a black hole is noticed.
             self.send(&Packet::Pingreq);
             self.last_sent = now;
             self.ping_outstanding = true;
