@@ -592,6 +592,7 @@ impl Core {
                 self.close(registry, key, "decoder error", &[]);
             }
         }
+        self.flush_own_output(registry, key, id, now);
     }
 
     /// Writes the broker's pending output for one connection.
