@@ -150,7 +150,7 @@ impl Broker {
                 });
             }
         }
-        match will {
+        let will = match will {
             Some(w) if will_delay > 0 => {
                 // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
                 // ends first.
@@ -163,7 +163,10 @@ impl Broker {
                 None
             }
             other => other,
-        }
+        };
+        // Its queue can move to disk now that nobody drains it (`ondisk.rs`).
+        self.list_for_spill(key);
+        will
     }
 
     /// Ends a session now: a will still waiting for its delay is published first.

@@ -12,6 +12,7 @@ use std::time::Instant;
 use log::warn;
 
 use super::message::Message;
+use super::ondisk;
 use super::routing::Routed;
 use super::session::{Inflight, InflightState, Queued, Session};
 use super::subscriptions::SessionKey;
@@ -152,7 +153,7 @@ impl Broker {
                     self.stats.messages_sent += 1;
                 }
             }
-            Some((id, conn)) if session.queue().is_empty() && session.inflight().len() < window => {
+            Some((id, conn)) if !session.has_queued() && session.inflight().len() < window => {
                 let Some(packet_id) = session.allocate_packet_id() else {
                     return self.enqueue(key, routed, qos, retain, sub_ids);
                 };
@@ -244,6 +245,10 @@ impl Broker {
                     retain,
                 };
                 self.journal.record(r);
+                if session.conn.is_none() {
+                    // Moves to disk once written (`ondisk.rs`).
+                    self.list_for_spill(key);
+                }
             }
         } else {
             self.stats.dropped_queue_full += 1;
@@ -252,7 +257,7 @@ impl Broker {
                 warn!(
                     "queue of client {} is full ({} messages, {} bytes): dropping new messages until it drains",
                     session.client_id,
-                    session.queue().len(),
+                    session.queued_len(),
                     session.queued_bytes
                 );
             }
@@ -279,7 +284,15 @@ impl Broker {
         };
         let store_id = session.store_id;
         let acl = self.auth.has_acl().then_some(&self.auth);
-        while let Some(front) = session.queue().front() {
+        loop {
+            if session.needs_load() {
+                // Read ahead what the window can take, and at least a batch (`ondisk.rs`).
+                let room = window.saturating_sub(session.inflight().len());
+                let n = room.max(ondisk::LOAD_AHEAD);
+                let wall = self.journal.wall;
+                ondisk::load_front(&mut self.disk, session, n, &self.meter, wall, now);
+            }
+            let Some(front) = session.front() else { break };
             let readable = acl.is_none_or(|auth| {
                 let client = auth::Client {
                     username: session.username.as_deref(),

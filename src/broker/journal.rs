@@ -24,14 +24,15 @@
 //! monotonic `now` of each call. Without one (tests, persistence off) those records carry
 //! 0, "unknown", and a restart counts from zero as v1 files do.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::message::Message;
 use super::session::Session;
 use super::ConnId;
-use crate::store::Record;
+use crate::store::{Location, Record};
 
 /// One reading of the wall clock: at monotonic instant `at` it was `unix_ms` milliseconds
 /// after the Unix epoch.
@@ -66,6 +67,11 @@ pub(super) struct Journal {
     next_session_id: u64,
     /// Where persisted times come from; `None` until the caller gives one.
     pub wall: Option<WallClock>,
+    /// Messages learn where their records land (queues kept on disk, `ondisk.rs`).
+    pub locating: bool,
+    /// Messages whose `Message` records are in batches not written yet: batch, offset of
+    /// the frame in it, the message (weak: a message nothing holds needs no location).
+    unlocated: VecDeque<(u64, usize, Weak<Message>)>,
 }
 
 /// Output waiting for batch `.0` to be durable.
@@ -84,6 +90,8 @@ impl Journal {
             next_message_id: 1,
             next_session_id: 1,
             wall: None,
+            locating: false,
+            unlocated: VecDeque::new(),
         }
     }
 
@@ -102,6 +110,11 @@ impl Journal {
         let id = self.next_message_id;
         self.next_message_id += 1;
         msg.id.store(id, Ordering::Relaxed);
+        if self.locating {
+            let at = self.buf.len();
+            self.unlocated
+                .push_back((self.seq, at, Arc::downgrade(msg)));
+        }
         self.record(Record::Message {
             id,
             qos: msg.qos as u8,
@@ -120,6 +133,27 @@ impl Journal {
             });
         }
         id
+    }
+
+    /// The writer wrote batches starting where `written` says: the messages in them learn
+    /// their location.
+    pub fn locate(&mut self, written: &[(u64, Location)]) {
+        for &(seq, start) in written {
+            while let Some((s, at, msg)) = self.unlocated.front() {
+                if *s > seq {
+                    break;
+                }
+                if *s == seq {
+                    if let (Some(msg), Some(loc)) = (msg.upgrade(), start.plus(*at as u64)) {
+                        msg.loc.store(loc.raw(), Ordering::Relaxed);
+                    }
+                }
+                self.unlocated.pop_front();
+            }
+        }
+        if self.unlocated.is_empty() && self.unlocated.capacity() > 1024 {
+            self.unlocated = VecDeque::new();
+        }
     }
 
     /// Unix milliseconds at `now` for a persisted time; 0 (unknown) without a wall clock.

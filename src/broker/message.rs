@@ -21,6 +21,10 @@ use crate::protocol::{Properties, PropertiesBuf, Property, Publish, QoS};
 pub struct Message {
     /// The message's number in the persistence log; 0 until something durable refers to it.
     pub id: AtomicU64,
+    /// Where its `Message` record is in the data files (a packed `store::Location`), once
+    /// the writer has written it; 0 until then. Queues of offline sessions then keep the
+    /// location instead of the message (see `ondisk.rs`).
+    pub loc: AtomicU64,
     pub topic: Box<str>,
     pub payload: Box<[u8]>,
     /// QoS it was published with (the ceiling for every delivery).
@@ -48,6 +52,16 @@ impl Meter {
     pub fn bytes(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Counts `n` more bytes held by something other than a message (on-disk queue
+    /// indexes, see `ondisk.rs`).
+    pub fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn sub(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
 }
 
 /// What a message costs besides its topic, payload and properties: the `Arc` allocation
@@ -69,6 +83,7 @@ impl Message {
     ) -> Arc<Message> {
         Arc::new(Message {
             id: AtomicU64::new(0),
+            loc: AtomicU64::new(0),
             topic: topic.into(),
             payload: payload.into(),
             qos,
@@ -92,6 +107,7 @@ impl Message {
     ) -> Arc<Message> {
         let m = Message {
             id: AtomicU64::new(0),
+            loc: AtomicU64::new(0),
             topic: topic.into(),
             payload: payload.into(),
             qos,

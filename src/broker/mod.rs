@@ -51,6 +51,7 @@ pub(crate) mod fuzzing;
 mod inbound;
 mod journal;
 mod message;
+mod ondisk;
 mod output;
 mod restore;
 mod retained;
@@ -238,6 +239,8 @@ pub struct Broker {
     retained_full_logged: bool,
     /// Whether the current episode of `max_sessions` refusals has been logged.
     sessions_full_logged: bool,
+    /// Queues kept on disk: the reader and the sessions to move there (`ondisk.rs`).
+    disk: ondisk::DiskState,
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -328,6 +331,7 @@ impl Broker {
             memory_full: false,
             retained_full_logged: false,
             sessions_full_logged: false,
+            disk: ondisk::DiskState::default(),
         }
     }
 

@@ -27,13 +27,22 @@
 //! [`Store::open`] first takes the data directory's lock (`files::lock`): a second broker
 //! on the same directory fails there, before reading, repairing or compacting anything.
 //!
+//! On-disk queues (issue 11): after each write the writer reports where every batch
+//! landed ([`Store::take_located`]), so that the broker can keep a queued message as a
+//! [`Location`] and read it back through a [`Reader`] instead of holding it in memory.
+//! Compaction is told which files such locations still point into and keeps them (see
+//! [`Store::compact_keeping`]): queued payloads are never copied into snapshots, and a
+//! file is deleted only once no queue (in the new snapshot or the one before) uses it.
+//!
 //! Module map: `record` (the byte format), `scan` (reading a file's frames in bounded
 //! chunks), `files` (directory layout, lock, recovery,
-//! atomic snapshot writes), this file (the writer thread and its handle).
+//! atomic snapshot writes), `reader` (reading single frames back by position), this file
+//! (the writer thread and its handle).
 
 pub mod files;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+pub mod reader;
 pub mod record;
 pub mod scan;
 
@@ -42,13 +51,14 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{error, info};
 
 pub use files::{DirLock, RecoveryReport};
+pub use reader::{FrameSource, Location, ReadError, Reader};
 pub use record::Record;
 
 use crate::config::FsyncPolicy;
@@ -59,8 +69,13 @@ const COMPACT_MIN_LOG_BYTES: u64 = 16 * 1024 * 1024;
 enum Command {
     /// Append a batch of framed records; `seq` numbers batches in submission order.
     Append { seq: u64, bytes: Vec<u8> },
-    /// Start log `index` and write snapshot `index` (the state as of this point).
-    Compact { index: u64, snapshot: Vec<u8> },
+    /// Start log `index` and write snapshot `index` (the state as of this point); the
+    /// files in `keep` (by `Location::file_key`) are not deleted.
+    Compact {
+        index: u64,
+        snapshot: Vec<u8>,
+        keep: Vec<u32>,
+    },
     /// Reply once every earlier command is done (see [`Store::wait_idle`]).
     Barrier(mpsc::SyncSender<()>),
     /// Make everything durable and stop.
@@ -77,6 +92,8 @@ struct Shared {
     queued: AtomicU64,
     /// Index of the last compaction the writer has carried out (or given up on).
     compacted: AtomicU64,
+    /// Where the batches written since the loop last asked start: (seq, location).
+    located: Mutex<Vec<(u64, Location)>>,
     /// Test hook: appends fail as on a full disk while set.
     #[cfg(test)]
     fail_writes: AtomicBool,
@@ -107,16 +124,27 @@ impl Store {
         dir: &Path,
         policy: FsyncPolicy,
         notify: Box<dyn Fn() + Send>,
-        apply: impl FnMut(Record<'_>),
+        mut apply: impl FnMut(Record<'_>),
+    ) -> io::Result<(Store, RecoveryReport)> {
+        Store::open_at(dir, policy, notify, |r, _| apply(r))
+    }
+
+    /// [`Store::open`], handing each record over with where its frame is.
+    pub fn open_at(
+        dir: &Path,
+        policy: FsyncPolicy,
+        notify: Box<dyn Fn() + Send>,
+        apply: impl FnMut(Record<'_>, Option<Location>),
     ) -> io::Result<(Store, RecoveryReport)> {
         let lock = files::lock(dir)?;
-        let report = files::recover(dir, apply)?;
+        let report = files::recover_at(dir, apply)?;
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             durable: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             queued: AtomicU64::new(0),
             compacted: AtomicU64::new(report.last_index),
+            located: Mutex::new(Vec::new()),
             #[cfg(test)]
             fail_writes: AtomicBool::new(false),
         });
@@ -129,12 +157,14 @@ impl Store {
             log: None,
             log_len: 0,
             pending: Vec::new(),
+            pending_starts: Vec::new(),
             pending_seq: 0,
             written_seq: 0,
             log_index: 0,
             last_sync: Instant::now(),
             unsynced: false,
             keep_from: report.snapshot,
+            kept: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("wrenmq-store".into())
@@ -204,13 +234,35 @@ impl Store {
     /// Starts a new log and writes `snapshot` (framed records of the whole live state, as
     /// of everything submitted so far) as its snapshot.
     pub fn compact(&mut self, snapshot: Vec<u8>) {
+        self.compact_keeping(snapshot, Vec::new());
+    }
+
+    /// [`Store::compact`], keeping the files `keep` names (by [`Location::file_key`]):
+    /// those the snapshot's on-disk queue entries point into. They stay until a
+    /// compaction after the next one no longer names them, so that the previous
+    /// snapshot (recovery's fallback) stays readable too.
+    pub fn compact_keeping(&mut self, snapshot: Vec<u8>, keep: Vec<u32>) {
         self.log_index += 1;
         self.log_bytes = 0;
         self.snapshot_bytes = snapshot.len() as u64;
         let _ = self.tx.send(Command::Compact {
             index: self.log_index,
             snapshot,
+            keep,
         });
+    }
+
+    /// Moves the locations of the batches written since the last call into `out`: batch
+    /// `seq` starts at that location (its records follow one another from there).
+    pub fn take_located(&self, out: &mut Vec<(u64, Location)>) {
+        if let Ok(mut located) = self.shared.located.lock() {
+            out.append(&mut located);
+        }
+    }
+
+    /// A reader of this directory's files, for the broker's on-disk queues.
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.dir.clone())
     }
 
     /// Blocks until the writer has carried out everything submitted so far (appends and
@@ -257,6 +309,8 @@ struct Writer {
     log_len: u64,
     /// Batches not yet written (normally empty; holds them while writes fail).
     pending: Vec<u8>,
+    /// Sequence number and offset in `pending` of each batch in it.
+    pending_starts: Vec<(u64, usize)>,
     /// Sequence number of the last batch in `pending`.
     pending_seq: u64,
     /// Sequence number of the last batch written to the log (durable once fsynced).
@@ -269,6 +323,9 @@ struct Writer {
     /// The newest snapshot known intact (written and read back, or recovered from): files
     /// older than it may go once a newer snapshot is known intact too.
     keep_from: Option<u64>,
+    /// Files the last compaction was told to keep (on-disk queues of the snapshot that is
+    /// now the fallback still point into them).
+    kept: Vec<u32>,
 }
 
 /// How long a failing writer waits before trying again when no new batch arrives.
@@ -309,11 +366,13 @@ impl Writer {
                     Command::Append { seq, bytes } => {
                         // Group commit: gather every batch already waiting, then one write
                         // and one fsync for all of them.
+                        self.pending_starts.push((seq, self.pending.len()));
                         self.pending.extend_from_slice(&bytes);
                         self.pending_seq = seq;
                         while let Ok(more) = self.rx.try_recv() {
                             match more {
                                 Command::Append { seq, bytes } => {
+                                    self.pending_starts.push((seq, self.pending.len()));
                                     self.pending.extend_from_slice(&bytes);
                                     self.pending_seq = seq;
                                 }
@@ -325,7 +384,11 @@ impl Writer {
                         }
                         self.write_pending();
                     }
-                    Command::Compact { index, snapshot } => self.compact(index, &snapshot),
+                    Command::Compact {
+                        index,
+                        snapshot,
+                        keep,
+                    } => self.compact(index, &snapshot, keep),
                     Command::Barrier(done) => {
                         let _ = done.send(());
                     }
@@ -396,6 +459,15 @@ impl Writer {
             return false;
         }
         let written = self.pending.len() as u64;
+        if let Ok(mut located) = self.shared.located.lock() {
+            for &(seq, start) in &self.pending_starts {
+                if let Some(at) = Location::new(self.log_index, false, self.log_len + start as u64)
+                {
+                    located.push((seq, at));
+                }
+            }
+        }
+        self.pending_starts.clear();
         self.log_len += written;
         self.shared.queued.fetch_sub(written, Ordering::AcqRel);
         self.pending.clear();
@@ -447,12 +519,12 @@ impl Writer {
         }
     }
 
-    fn compact(&mut self, index: u64, snapshot: &[u8]) {
-        self.compact_files(index, snapshot);
+    fn compact(&mut self, index: u64, snapshot: &[u8], keep: Vec<u32>) {
+        self.compact_files(index, snapshot, keep);
         self.shared.compacted.store(index, Ordering::Release);
     }
 
-    fn compact_files(&mut self, index: u64, snapshot: &[u8]) {
+    fn compact_files(&mut self, index: u64, snapshot: &[u8], keep: Vec<u32>) {
         // Everything before the snapshot point must be in the old log first, so that a crash
         // before the snapshot's rename still recovers from the old files.
         self.write_pending();
@@ -491,8 +563,13 @@ impl Writer {
             return;
         }
         // The previous intact generation stays as the fallback for this one.
+        let kept = std::mem::replace(&mut self.kept, keep);
         if let Some(previous) = self.keep_from.replace(index) {
-            if let Err(e) = files::remove_older(&self.dir, previous) {
+            let keep = |f: &files::DataFile| {
+                let key = Location::key_of(f);
+                self.kept.iter().chain(&kept).any(|&k| u64::from(k) == key)
+            };
+            if let Err(e) = files::remove_older(&self.dir, previous, keep) {
                 self.failed("removing compacted files", &e);
             }
         }
