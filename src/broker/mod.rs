@@ -76,7 +76,7 @@ pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
 pub use message::{Message, Meter};
 use output::{send, Lanes};
-pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
+pub use session::{Inflight, InflightState, QueueLimits, Queued, QueuedRef, Session};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
 
 use retained::RetainedStore;

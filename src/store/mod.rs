@@ -809,6 +809,51 @@ mod tests {
     }
 
     #[test]
+    fn written_batches_are_located_and_compaction_keeps_the_files_queues_point_into() {
+        let dir = tempdir("keep");
+        let mut seen = Vec::new();
+        let mut store = open(&dir, FsyncPolicy::Batch, &mut seen);
+        store.compact(Vec::new());
+        store.submit(1, batch(0..3));
+        store.submit(2, batch(3..4));
+        wait_durable(&store, 2);
+        let mut located = Vec::new();
+        store.take_located(&mut located);
+        assert_eq!(located.iter().map(|l| l.0).collect::<Vec<_>>(), [1, 2]);
+        let mut reader = store.reader();
+        let id_at = |reader: &mut Reader, at| {
+            let (payload, _) = reader.frame(at).expect("readable");
+            match record::decode_payload(payload) {
+                Ok(Record::Message { id, .. }) => id,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(id_at(&mut reader, located[0].1), 0);
+        assert_eq!(id_at(&mut reader, located[1].1), 3);
+        let log1 = files::log_path(&dir, 1);
+        let key = located[0].1.file_key();
+        for _ in 0..3 {
+            store.compact_keeping(batch(10..11), vec![key]);
+            store.wait_idle();
+        }
+        assert!(log1.exists(), "kept while a queue points into it");
+        assert_eq!(id_at(&mut Reader::new(dir.clone()), located[1].1), 3);
+        // No longer named: kept one more compaction (the fallback snapshot names it).
+        store.compact(batch(10..11));
+        store.wait_idle();
+        assert!(log1.exists());
+        store.compact(batch(10..11));
+        store.wait_idle();
+        assert!(!log1.exists());
+        store.close();
+        // Recovery replays the newest snapshot and its log, not the kept old files.
+        let mut seen = Vec::new();
+        drop(open(&dir, FsyncPolicy::Batch, &mut seen));
+        assert_eq!(seen, [10]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_log_that_could_not_be_created_at_start_is_created_by_the_next_append() {
         // A full disk at start-up: the first compaction cannot create the new log. Before,
         // no log was ever opened again and acknowledgements were held for good.
