@@ -110,6 +110,24 @@ impl Journal {
         let id = self.next_message_id;
         self.next_message_id += 1;
         msg.id.store(id, Ordering::Relaxed);
+        self.write_message(id, msg, now);
+        id
+    }
+
+    /// Writes message `msg`'s records again, for a message whose earlier records may be
+    /// compacted away (`message::NOWHERE`) and that a queue wants to keep on disk: it
+    /// learns its new location once they are written.
+    pub fn relocate(&mut self, msg: &Arc<Message>, now: Instant) {
+        let id = msg.id.load(Ordering::Relaxed);
+        if id == 0 || !self.enabled {
+            return;
+        }
+        msg.loc.store(0, Ordering::Relaxed);
+        self.write_message(id, msg, now);
+    }
+
+    /// The `Message` (and `MessageExtra`) records of message `id`.
+    fn write_message(&mut self, id: u64, msg: &Arc<Message>, now: Instant) {
         if self.locating {
             let at = self.buf.len();
             self.unlocated
@@ -132,7 +150,6 @@ impl Journal {
                 properties: &msg.properties,
             });
         }
-        id
     }
 
     /// The writer wrote batches starting where `written` says: the messages in them learn

@@ -22,8 +22,9 @@ pub struct Message {
     /// The message's number in the persistence log; 0 until something durable refers to it.
     pub id: AtomicU64,
     /// Where its `Message` record is in the data files (a packed `store::Location`), once
-    /// the writer has written it; 0 until then. Queues of offline sessions then keep the
-    /// location instead of the message (see `ondisk.rs`).
+    /// the writer has written it; 0 until then; [`NOWHERE`] once a snapshot copied it
+    /// (the file may go). Queues of offline sessions keep the location instead of the
+    /// message (see `ondisk.rs`).
     pub loc: AtomicU64,
     pub topic: Box<str>,
     pub payload: Box<[u8]>,
@@ -41,6 +42,11 @@ pub struct Message {
     /// broker (tests).
     meter: Option<Arc<Meter>>,
 }
+
+/// `Message::loc` of a message whose record may be gone with a compacted file: a queue
+/// that wants to keep it on disk has it written again (`Journal::relocate`). Not a valid
+/// location (offset 1 is inside the file header).
+pub const NOWHERE: u64 = 1;
 
 /// Bytes held by the live messages of one broker (see the module docs). Atomic only
 /// because `Message` must stay `Sync`; the broker's one thread is the only user, so the

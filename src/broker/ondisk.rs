@@ -349,18 +349,20 @@ impl Broker {
     /// The writer has written batches: `written` says where each starts. Messages in them
     /// learn their location, and offline sessions move what they can of their queues to
     /// disk.
-    pub fn handle_written(&mut self, written: &[(u64, Location)]) {
+    pub fn handle_written(&mut self, written: &[(u64, Location)], now: Instant) {
         if written.is_empty() || self.disk.loader.is_none() {
             return;
         }
         self.journal.locate(written);
         let meter = &self.meter;
         let sessions = &mut self.sessions;
+        let journal = &mut self.journal;
         self.disk.spill.retain(|&key| {
             let Some(s) = sessions.get_mut(key) else {
                 return false;
             };
-            let waiting = s.conn.is_none() && s.spill(meter) == Spill::Waiting;
+            let waiting =
+                s.conn.is_none() && s.spill(meter, |m| journal.relocate(m, now)) == Spill::Waiting;
             if !waiting {
                 s.unlist_for_spill();
             }

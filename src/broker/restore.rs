@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::message::Message;
+use super::message::{Message, NOWHERE};
 use super::ondisk::{self, DiskEntry};
 use super::session::{Inflight, InflightState, Queued, QueuedRef, Session};
 use super::subscriptions::SessionKey;
@@ -78,6 +78,22 @@ fn options_from_byte(b: u8) -> SubscriptionOptions {
             _ => RetainHandling::OnSubscribe,
         },
     }
+}
+
+/// The `EnqueueAt` record of disk entry `e` of `session`; its file is kept.
+fn enqueue_at(out: &mut Vec<u8>, keep: &mut HashSet<u32>, session: u64, e: DiskEntry) {
+    let Some(at) = e.location() else { return };
+    keep.insert(at.file_key());
+    Record::EnqueueAt {
+        session,
+        qos: e.qos() as u8,
+        retain: e.retain(),
+        extra: e.extra(),
+        at: at.raw(),
+        // Fits: disk entries count at most u32::MAX bytes.
+        bytes: e.bytes() as u32,
+    }
+    .encode(out);
 }
 
 fn initial_state(q: QoS) -> InflightState {
@@ -636,6 +652,8 @@ impl Broker {
                     payload: &m.payload,
                 }
                 .encode(out);
+                // Copied: where it was may be compacted away (see `message::NOWHERE`).
+                m.loc.store(NOWHERE, Ordering::Relaxed);
                 if !m.properties.is_empty() || m.expires_at.is_some() {
                     let expiry = m.remaining_expiry(now).unwrap_or(u32::MAX);
                     Record::MessageExtra {
@@ -720,6 +738,13 @@ impl Broker {
                 }
             }
             s.for_each_queued(|q| match q {
+                QueuedRef::Memory(q) if DiskEntry::of_queued(q).is_some() => {
+                    // Written already: point at it rather than copy it.
+                    let Some(e) = DiskEntry::of_queued(q) else {
+                        return;
+                    };
+                    enqueue_at(&mut out, &mut keep, session, e);
+                }
                 QueuedRef::Memory(q) => {
                     let id = message(&mut out, &q.msg);
                     Record::Enqueue {
@@ -730,20 +755,7 @@ impl Broker {
                     }
                     .encode(&mut out);
                 }
-                QueuedRef::Disk(e) => {
-                    let Some(at) = e.location() else { return };
-                    keep.insert(at.file_key());
-                    Record::EnqueueAt {
-                        session,
-                        qos: e.qos() as u8,
-                        retain: e.retain(),
-                        extra: e.extra(),
-                        at: at.raw(),
-                        // Fits: disk entries count at most u32::MAX bytes.
-                        bytes: e.bytes() as u32,
-                    }
-                    .encode(&mut out);
-                }
+                QueuedRef::Disk(e) => enqueue_at(&mut out, &mut keep, session, e),
             });
             for p in s.awaiting_pubrel() {
                 Record::AwaitPubrel {

@@ -311,20 +311,23 @@ impl Session {
     }
 
     /// Moves the in-memory messages after the disk queue to it, front first, as long as
-    /// their records are written (see `ondisk.rs`).
-    pub fn spill(&mut self, meter: &Arc<Meter>) -> Spill {
+    /// their records are written (see `ondisk.rs`). A message whose record a compaction
+    /// may have removed (`message::NOWHERE`) is handed to `relocate` (to be written again)
+    /// and waited for.
+    pub fn spill(&mut self, meter: &Arc<Meter>, mut relocate: impl FnMut(&Arc<Message>)) -> Spill {
+        use std::sync::atomic::Ordering::Relaxed;
         let Some(f) = self.flows.as_mut() else {
             return Spill::Done;
         };
         while let Some(q) = f.queue.get(f.loaded) {
             let Some(e) = DiskEntry::of_queued(q) else {
-                let unwritten = q.sub_ids.is_empty()
-                    && q.msg.id.load(std::sync::atomic::Ordering::Relaxed) != 0;
-                return if unwritten {
-                    Spill::Waiting
-                } else {
-                    Spill::Stuck
-                };
+                if !q.sub_ids.is_empty() || q.msg.id.load(Relaxed) == 0 {
+                    return Spill::Stuck;
+                }
+                if q.msg.loc.load(Relaxed) == super::message::NOWHERE {
+                    relocate(&q.msg);
+                }
+                return Spill::Waiting;
             };
             f.queue.remove(f.loaded);
             f.disk.push_back(e, meter);

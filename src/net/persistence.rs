@@ -77,7 +77,7 @@ impl Core {
             store.submit(seq, batch);
         }
         store.take_located(&mut self.located);
-        self.broker.handle_written(&self.located);
+        self.broker.handle_written(&self.located, Instant::now());
         self.located.clear();
         self.broker.handle_durable(store.durable());
         if store.wants_compaction() {

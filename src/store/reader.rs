@@ -72,15 +72,19 @@ impl Location {
     /// numbers do not fit (a file past 1 TiB, or 8 million compactions).
     pub fn new(index: u64, snapshot: bool, offset: u64) -> Option<Location> {
         let key = index.checked_mul(2)? | u64::from(snapshot);
-        if key >> (64 - OFFSET_BITS) != 0 || offset > OFFSET_MASK || offset == 0 {
+        if key >> (64 - OFFSET_BITS) != 0
+            || offset > OFFSET_MASK
+            || offset < record::HEADER_LEN as u64
+        {
             return None;
         }
         Some(Location(key << OFFSET_BITS | offset))
     }
 
-    /// A location from [`Location::raw`]; `None` for 0.
+    /// A location from [`Location::raw`]; `None` for 0 and other offsets inside the file
+    /// header (which callers use as markers).
     pub fn from_raw(raw: u64) -> Option<Location> {
-        (raw & OFFSET_MASK != 0).then_some(Location(raw))
+        (raw & OFFSET_MASK >= record::HEADER_LEN as u64).then_some(Location(raw))
     }
 
     pub fn raw(self) -> u64 {
@@ -292,6 +296,8 @@ mod tests {
         assert_eq!(Location::from_raw(l.raw()), Some(l));
         assert_eq!(Location::from_raw(0), None);
         assert_eq!(Location::new(1, false, 0), None, "offset 0 is the header");
+        assert_eq!(Location::new(1, false, 11), None, "so is 11");
+        assert_eq!(Location::from_raw(1), None);
         assert_eq!(Location::new(1, false, 1 << 40), None);
         assert_eq!(Location::new(1 << 23, false, 12), None);
         assert!(Location::new((1 << 23) - 1, true, (1 << 40) - 1).is_some());

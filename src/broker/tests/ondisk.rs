@@ -48,7 +48,7 @@ impl FakeSource {
         let mut files = self.0.lock().unwrap();
         let file = files
             .files
-            .entry(Location::new(index, false, 1).unwrap().file_key())
+            .entry(Location::new(index, false, 12).unwrap().file_key())
             .or_insert_with(|| record::header(FileKind::Log).to_vec());
         let at = Location::new(index, false, file.len() as u64).unwrap();
         file.extend_from_slice(bytes);
@@ -56,7 +56,7 @@ impl FakeSource {
     }
 
     fn file(&self, index: u64) -> Vec<u8> {
-        let key = Location::new(index, false, 1).unwrap().file_key();
+        let key = Location::new(index, false, 12).unwrap().file_key();
         self.0.lock().unwrap().files[&key].clone()
     }
 }
@@ -79,7 +79,7 @@ fn broker_on(src: &FakeSource) -> Harness {
 fn write(h: &mut Harness, src: &FakeSource, index: u64) {
     if let Some((seq, bytes)) = h.broker.poll_journal() {
         let at = src.append(index, &bytes);
-        h.broker.handle_written(&[(seq, at)]);
+        h.broker.handle_written(&[(seq, at)], h.now);
         h.broker.handle_durable(seq);
     }
 }
@@ -181,7 +181,7 @@ fn a_restored_queue_stays_on_disk_and_comes_back_in_order() {
 
     // The snapshot points at the log instead of copying the payloads, and says to keep it.
     let (snapshot, keep) = r.broker.snapshot_keeping(r.now);
-    assert_eq!(keep, [Location::new(1, false, 1).unwrap().file_key()]);
+    assert_eq!(keep, [Location::new(1, false, 12).unwrap().file_key()]);
     let mut bytes = &snapshot[..];
     let mut at_records = 0;
     while let Frame::Complete { payload, len } = read_frame(bytes) {
@@ -334,4 +334,46 @@ fn an_unreadable_disk_entry_is_dropped_and_the_rest_delivered() {
     }
     assert_eq!(drain(&mut h, "s"), ["m00000", "m00002"]);
     assert_eq!(h.broker.session("s").unwrap().queued_bytes, 0);
+}
+
+#[test]
+fn a_queued_message_whose_record_a_compaction_may_remove_is_written_again_before_it_goes_to_disk() {
+    // A retained message is copied into every snapshot, so the log its first record is in
+    // goes at a later compaction. Before, a queue it was delivered to later (on
+    // SUBSCRIBE, behind a full window) pointed its disk entry there once offline, and
+    // the message was lost with the file.
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    h.broker.config.max_inflight_messages = 1;
+    let b = h.client(connect("b", false, 0));
+    h.send(b, subscribe(1, &[("x", QoS::AtLeastOnce)]));
+    let p = h.client(connect("p", true, 0));
+    publish_n(&mut h, p, "x", 0..1);
+    h.send(
+        p,
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: "t",
+            packet_id: NonZeroU16::new(2),
+            properties: Properties::EMPTY,
+            payload: b"retained",
+        }),
+    );
+    write(&mut h, &src, 1);
+    let (_, keep) = h.broker.snapshot_keeping(h.now);
+    let log1 = Location::new(1, false, 12).unwrap().file_key();
+    assert!(!keep.contains(&log1), "no queue points into log 1");
+    // Compactions remove it.
+    src.0.lock().unwrap().files.remove(&log1);
+    // Delivered on SUBSCRIBE behind the full window: queued in memory.
+    h.send(b, subscribe(2, &[("t", QoS::AtLeastOnce)]));
+    assert_eq!(h.broker.session("b").unwrap().queue().len(), 1);
+    h.broker.handle_disconnect(b, Disconnect::PeerClosed, h.now);
+    write(&mut h, &src, 2);
+    write(&mut h, &src, 2);
+    let s = h.broker.session("b").unwrap();
+    assert_eq!((s.queued_len(), s.queue().len()), (1, 0), "on disk");
+    assert_eq!(drain(&mut h, "b"), ["m00000", "retained"]);
 }
