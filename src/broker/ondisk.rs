@@ -395,7 +395,14 @@ pub(super) fn load_front(
     now: Instant,
 ) {
     match disk.loader.as_mut() {
-        Some(loader) => session.load_front(n, |e| loader.load(e, meter, wall, now)),
-        None => session.load_front(n, |_| None),
-    };
+        Some(loader) => {
+            session.load_front(n, |e| loader.load(e, meter, wall, now));
+            if !session.needs_load() && session.queued_len() == session.queue().len() {
+                loader.source.release();
+            }
+        }
+        None => {
+            session.load_front(n, |_| None);
+        }
+    }
 }

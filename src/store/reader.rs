@@ -62,6 +62,11 @@ impl fmt::Display for ReadError {
 pub trait FrameSource: Send {
     /// The payload of the frame at `at` and where the next frame starts.
     fn frame(&mut self, at: Location) -> Result<(&[u8], Location), ReadError>;
+
+    /// Nothing is expected to be read soon (a queue was drained): give back open files
+    /// (a compaction may have deleted them; an open handle would keep their space in
+    /// use) and buffers.
+    fn release(&mut self) {}
 }
 
 const OFFSET_BITS: u32 = 40;
@@ -220,6 +225,12 @@ impl Reader {
 }
 
 impl FrameSource for Reader {
+    fn release(&mut self) {
+        self.files.clear();
+        self.buf = Vec::new();
+        self.buf_key = u32::MAX;
+    }
+
     fn frame(&mut self, at: Location) -> Result<(&[u8], Location), ReadError> {
         let (key, offset) = (at.file_key(), at.offset());
         let end = self.buf_at + self.buf.len() as u64;
@@ -331,6 +342,22 @@ mod tests {
         assert_eq!(r.frame(inside).unwrap_err(), ReadError::Damaged);
         let missing = Location::new(4, false, 12).unwrap();
         assert!(matches!(r.frame(missing), Err(ReadError::Io(_))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn release_lets_go_of_files_a_compaction_deleted() {
+        let dir = tempdir("release");
+        let mut file = record::header(FileKind::Log).to_vec();
+        file.extend_from_slice(&message(1, 10));
+        std::fs::write(files::log_path(&dir, 2), &file).unwrap();
+        let mut r = Reader::new(dir.clone());
+        let at = Location::new(2, false, record::HEADER_LEN as u64).unwrap();
+        assert_eq!(id_at(&mut r, at).0, 1);
+        std::fs::remove_file(files::log_path(&dir, 2)).unwrap();
+        r.release();
+        assert!(r.files.is_empty() && r.buf.capacity() == 0);
+        assert!(matches!(r.frame(at), Err(ReadError::Io(_))));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
