@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::journal;
 use super::message::{Message, NOWHERE};
 use super::ondisk::{self, DiskEntry};
 use super::session::{Inflight, InflightState, Queued, QueuedRef, Session};
@@ -676,7 +677,7 @@ impl Broker {
             }
             .encode(&mut out);
         }
-        for (_, s) in self.sessions.iter().filter(|(_, s)| s.store_id != 0) {
+        for (_, s) in self.sessions.iter().filter(|(_, s)| journal::persistent(s)) {
             let session = s.store_id;
             Record::SessionOpen {
                 session,
