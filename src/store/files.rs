@@ -15,6 +15,10 @@
 //! read back intact lets compaction delete files, and then only those older than the
 //! previous intact snapshot: the previous generation (snapshot and log) stays, so that a
 //! snapshot damaged later (the medium lied) falls back to it without losing anything.
+//! Older files that on-disk queues still point into (named by the broker at each
+//! compaction, see `reader.rs`) are kept too; recovery never replays them, it reads
+//! single records from them by position when a queue is drained. (With no snapshot left
+//! at all, recovery replays every log, kept ones included, as before.)
 //!
 //! Damage policy — never delete or truncate the only copy of anything:
 //! - A frame that fails its CRC is skipped and reading resumes at the next valid frame

@@ -20,8 +20,9 @@
 //! (serialized by the broker on the loop thread, which is a memory copy of live state and
 //! gives a consistent cut without locks); the writer thread does the file work (tmp, fsync,
 //! rename, directory fsync, read back) and, once the new snapshot read back intact, deletes
-//! the files older than the previous snapshot, so disk use follows live state (at most two
-//! generations of snapshot and log), not traffic. Why a thread and not chunks on the loop: fsync latency on flash is
+//! the files older than the previous snapshot (except those on-disk queues still read, see
+//! below), so disk use follows live state (at most two generations of snapshot and log,
+//! plus kept logs), not traffic. Why a thread and not chunks on the loop: fsync latency on flash is
 //! unbounded (tens of ms is common), and the loop must never wait for it.
 //!
 //! [`Store::open`] first takes the data directory's lock (`files::lock`): a second broker
