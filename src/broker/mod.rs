@@ -49,7 +49,8 @@
 //!
 //! Memory accounting (`memory_limit`, issue 11): [`Broker::memory_used`] is the sum of
 //! three O(1) counters: the live messages (each counted once by its own creation and drop,
-//! see `message.rs`), the write buffers (reconciled per connection when the loop polls or
+//! see `message.rs`) and the 16-byte entries of queues kept on disk (`ondisk.rs`, counted
+//! the same way), the write buffers (reconciled per connection when the loop polls or
 //! drains its output, and on close) and the partial input the loop reports
 //! (`account_input`). `handle_publish` consults it once per PUBLISH; the policy at the
 //! limit is in `inbound.rs` (`refuse_over_memory`).
@@ -451,8 +452,8 @@ impl Broker {
 
     /// Bytes the broker holds as `memory_limit` counts them: every live message once
     /// (topic, payload, properties and its allocation, however many queues, inflight slots
-    /// and the retained store share it), the connections' write buffers and the partial
-    /// input the event loop reported (`account_input`). Kept in O(1) counters; a later
+    /// and the retained store share it), the entries of queues kept on disk (not their
+    /// payloads), the connections' write buffers and the partial input the event loop reported (`account_input`). Kept in O(1) counters; a later
     /// `$SYS` publishes it as heap/current.
     pub fn memory_used(&self) -> usize {
         self.meter.bytes() + self.out_bytes + self.input_bytes
