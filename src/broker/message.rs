@@ -52,7 +52,7 @@ pub const NOWHERE: u64 = 1;
 /// because `Message` must stay `Sync`; the broker's one thread is the only user, so the
 /// operations are uncontended.
 #[derive(Debug, Default)]
-pub struct Meter(AtomicUsize);
+pub struct Meter(AtomicUsize, AtomicUsize);
 
 impl Meter {
     pub fn bytes(&self) -> usize {
@@ -67,6 +67,11 @@ impl Meter {
 
     pub fn sub(&self, n: usize) {
         self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Number of live messages (`$SYS/broker/store/messages/count`).
+    pub fn count(&self) -> usize {
+        self.1.load(Ordering::Relaxed)
     }
 }
 
@@ -123,6 +128,7 @@ impl Message {
             meter: Some(meter.clone()),
         };
         meter.0.fetch_add(m.memory_cost(), Ordering::Relaxed);
+        meter.1.fetch_add(1, Ordering::Relaxed);
         Arc::new(m)
     }
 
@@ -187,6 +193,7 @@ impl Drop for Message {
     fn drop(&mut self) {
         if let Some(meter) = &self.meter {
             meter.0.fetch_sub(self.memory_cost(), Ordering::Relaxed);
+            meter.1.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

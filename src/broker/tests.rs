@@ -1049,6 +1049,7 @@ mod limits;
 mod ondisk;
 mod restore;
 mod stress;
+mod sys;
 mod v5;
 
 #[test]

@@ -7,6 +7,7 @@
 //!   `include_dir`). Pure: text in, [`Config`] or every [`ConfigError`] in it (each naming
 //!   file, line and key) out; reading files goes through the [`Source`] trait so tests need no disk.
 //! - `error`: [`ConfigError`], [`ConfigErrors`] and [`Warning`].
+//! - [`bridge`]: [`BridgeConfig`], one per `connection` block (parsed by `parse::bridge`).
 //!
 //! `DESIGN.md` names one `config.rs`; the Mosquitto file format (includes, listener
 //! blocks, per-key errors with file and line) is most of the code, so it has its own
@@ -17,6 +18,7 @@
 //! and compacts by size, so it has no periodic save). Mosquitto keys wrenmq does not
 //! implement at all are accepted with a warning (`parse.rs`); the README lists both.
 
+pub mod bridge;
 mod error;
 mod parse;
 
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use bridge::BridgeConfig;
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
 
@@ -127,11 +130,26 @@ pub struct Config {
     pub log_level: Option<LevelFilter>,
     /// Where log lines go.
     pub log_dest: LogDest,
+    /// Prefix each log line with a time stamp (`log_timestamp`, default true).
+    pub log_timestamp: bool,
+    /// strftime-style format of that time stamp (`log_timestamp_format`); `None` = Unix
+    /// seconds, as Mosquitto.
+    pub log_timestamp_format: Option<String>,
+    /// `log_facility N`: syslog facility local0-local7 for `log_dest syslog`; `None` =
+    /// daemon (as Mosquitto).
+    pub log_facility: Option<u8>,
+    /// Log connects and disconnects (`connection_messages`, default true).
+    pub connection_messages: bool,
+    /// How often the `$SYS/broker/...` topics are updated (`sys_interval`, default 10 s;
+    /// zero = no `$SYS` topics and no timer).
+    pub sys_interval: Duration,
     /// Write the process id here at start-up.
     pub pid_file: Option<PathBuf>,
     /// Started as root, switch to this user once listeners and files are open (see
     /// `privileges`). No default, unlike Mosquitto's `mosquitto`.
     pub user: Option<String>,
+    /// `connection` blocks, in file order.
+    pub bridges: Vec<BridgeConfig>,
 }
 
 /// When the log is fsynced, and so what a power cut can lose (wrenmq's own key `fsync`;
@@ -151,6 +169,17 @@ pub enum Fsync {
     Never,
 }
 
+/// As the `fsync` line says it (`batch`, `interval 100`, `never`), for log lines.
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fsync::Batch => f.write_str("batch"),
+            Fsync::Interval(d) => write!(f, "interval {}", d.as_millis()),
+            Fsync::Never => f.write_str("never"),
+        }
+    }
+}
+
 /// The name the persistence code uses.
 pub type FsyncPolicy = Fsync;
 
@@ -161,6 +190,8 @@ pub enum LogDest {
     Stdout,
     /// `log_dest none`: nothing is logged.
     None,
+    /// `log_dest syslog`: datagrams to `/dev/log` (facility daemon).
+    Syslog,
     /// `log_dest file PATH`: appended to PATH, reopened on SIGHUP (for logrotate); if
     /// PATH cannot be opened at start-up the broker warns and logs to stderr.
     File(PathBuf),
@@ -214,8 +245,14 @@ impl Default for Config {
             fsync: Fsync::Batch,
             log_level: None,
             log_dest: LogDest::Stderr,
+            log_timestamp: true,
+            log_timestamp_format: None,
+            log_facility: None,
+            connection_messages: true,
+            sys_interval: Duration::from_secs(10),
             pid_file: None,
             user: None,
+            bridges: Vec::new(),
         }
     }
 }

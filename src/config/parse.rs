@@ -14,7 +14,7 @@
 //! Differences, on purpose: a value must not be followed by more words (a trailing
 //! `# comment` is allowed), because Mosquitto silently ignores them and that hides typos;
 //! Mosquitto settings that would change security or what clients see if ignored (TLS
-//! certificates, websockets, bridges, plugins, mount points) are errors rather than
+//! certificates, websockets, plugins, mount points) are errors rather than
 //! warnings; `max_connections` is enforced for all listeners together (the sum of the
 //! per-listener limits; unlimited if one listener is).
 //!
@@ -156,6 +156,8 @@ struct Parser {
     log_level: Option<LevelFilter>,
     /// Whether a `log_dest` line was seen (Mosquitto allows several; wrenmq uses one).
     log_dest_set: bool,
+    /// `connection` blocks.
+    bridges: bridge::BridgeParser,
 }
 
 /// One line being applied: enough context to build an error or a warning.
@@ -233,6 +235,7 @@ impl Line<'_> {
 impl Parser {
     /// Applies every line of `text`; a line in error is recorded and skipped.
     fn parse_text(&mut self, src: &dyn Source, text: &str, file: &Path, included: bool) {
+        let outer_bridge = self.bridges.enter_file();
         for (i, raw) in text.lines().enumerate() {
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -261,6 +264,7 @@ impl Parser {
                 self.errors.push(e);
             }
         }
+        self.bridges.leave_file(outer_bridge);
     }
 
     fn include_dir(&mut self, src: &dyn Source, line: &Line<'_>) -> Result<(), ConfigError> {
@@ -447,6 +451,18 @@ impl Parser {
                 self.log_dest_set = true;
                 self.cfg.log_dest = dest;
             }
+            "log_timestamp" => self.cfg.log_timestamp = line.bool()?,
+            "log_timestamp_format" => {
+                self.cfg.log_timestamp_format = Some(line.text()?.trim().to_string())
+            }
+            "connection_messages" => self.cfg.connection_messages = line.bool()?,
+            "log_facility" => {
+                self.cfg.log_facility = Some(line.int(0, 7, "0-7 (local0 to local7)")? as u8);
+            }
+            "sys_interval" => {
+                let secs = line.int(0, 65535, "a number of seconds 0-65535 (0 = off)")?;
+                self.cfg.sys_interval = Duration::from_secs(secs as u64);
+            }
             "pid_file" => self.cfg.pid_file = Some(line.path()?),
             "user" => self.cfg.user = Some(line.word()?.to_string()),
 
@@ -514,9 +530,12 @@ impl Parser {
                     "binding to an interface; use listener PORT ADDRESS",
                 )))
             }
-            "connection" => return Err(line.error(ErrorKind::Unsupported("bridges"))),
-            k if k.starts_with("bridge_") => {
-                return Err(line.error(ErrorKind::Unsupported("bridges")))
+            // ---- bridges (see `bridge`)
+            "connection" => self.bridges.connection(line)?,
+            k if bridge::is_bridge_key(k) => {
+                if let Some(notice) = self.bridges.apply(line)? {
+                    self.warn(line, notice);
+                }
             }
             "auth_plugin" | "plugin" | "global_plugin" => {
                 return Err(line.error(ErrorKind::Unsupported("plugins")))
@@ -541,6 +560,7 @@ impl Parser {
     }
 
     fn finish(mut self) -> Result<Parsed, ConfigErrors> {
+        self.cfg.bridges = std::mem::take(&mut self.bridges).finish(&mut self.errors);
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -576,21 +596,16 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "ciphers",
     "ciphers_tls1.3",
     "clientid_prefixes",
-    "connection_messages",
     "crlfile",
     "dhparamfile",
     "http_dir",
     "listener_allow_anonymous",
-    "log_facility",
-    "log_timestamp",
-    "log_timestamp_format",
     "max_inflight_bytes",
     "max_qos",
     "max_topic_alias",
     "retry_interval",
     "set_tcp_nodelay",
     "store_clean_interval",
-    "sys_interval",
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
@@ -675,7 +690,7 @@ fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
         .ok_or_else(|| line.invalid(EXPECTED))
 }
 
-/// `log_dest stderr | stdout | none | file PATH` (Mosquitto's form: the path is the rest
+/// `log_dest stderr | stdout | none | syslog | file PATH` (Mosquitto's form: the path is the rest
 /// of the line); `Ok(Err(name))` for a Mosquitto destination wrenmq does not have.
 fn parse_log_dest(line: &Line<'_>) -> Result<Result<LogDest, &'static str>, ConfigError> {
     const EXPECTED: &str = "stderr, stdout, none, file PATH, syslog, topic or dlt";
@@ -692,7 +707,7 @@ fn parse_log_dest(line: &Line<'_>) -> Result<Result<LogDest, &'static str>, Conf
         "stderr" => Ok(LogDest::Stderr),
         "stdout" => Ok(LogDest::Stdout),
         "none" => Ok(LogDest::None),
-        "syslog" => Err("syslog"),
+        "syslog" => Ok(LogDest::Syslog),
         "topic" => Err("topic"),
         "dlt" => Err("dlt"),
         _ => return Err(line.invalid(EXPECTED)),
@@ -746,6 +761,7 @@ impl Source for MemSource {
     }
 }
 
+mod bridge;
 mod suggest;
 #[cfg(test)]
 mod tests;

@@ -58,7 +58,7 @@ impl Core {
         let (snapshot, keep) = broker.snapshot_keeping(started);
         store.compact_keeping(snapshot, keep);
         info!(
-            "persistence in {} (fsync {policy:?}): {} sessions, {} retained messages",
+            "persistence in {} (fsync {policy}): {} sessions, {} retained messages",
             dir.display(),
             broker.session_count(),
             broker.retained_count()
