@@ -239,7 +239,8 @@ impl Loader {
         })
     }
 
-    /// A message `Message` loaded from `e`'s records.
+    /// The message whose `Message` record is at `at` (with its `MessageExtra` right after
+    /// it when `extra`), read back into memory (retained and in-flight messages at replay).
     pub fn message(
         &mut self,
         at: Location,
