@@ -32,7 +32,7 @@
 //! `memory_limit` counts the 16 bytes of each disk entry (through the message meter, tied
 //! to the entry's life like a message's bytes), not the payload on disk.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -328,6 +328,22 @@ pub fn expires_at(
     // Expired already: due now, so never delivered. Checked: a deadline past what
     // `Instant` holds is never reached.
     now.checked_add(total.saturating_sub(Duration::from_millis(elapsed)))
+}
+
+/// The `EnqueueAt` record of disk entry `e` of `session`; its file is kept.
+pub(super) fn enqueue_at(out: &mut Vec<u8>, keep: &mut HashSet<u32>, session: u64, e: DiskEntry) {
+    let Some(at) = e.location() else { return };
+    keep.insert(at.file_key());
+    Record::EnqueueAt {
+        session,
+        qos: e.qos() as u8,
+        retain: e.retain(),
+        extra: e.extra(),
+        at: at.raw(),
+        // Fits: disk entries count at most u32::MAX bytes.
+        bytes: e.bytes() as u32,
+    }
+    .encode(out);
 }
 
 /// The broker's side of on-disk queues.

@@ -81,20 +81,29 @@ fn options_from_byte(b: u8) -> SubscriptionOptions {
     }
 }
 
-/// The `EnqueueAt` record of disk entry `e` of `session`; its file is kept.
-fn enqueue_at(out: &mut Vec<u8>, keep: &mut HashSet<u32>, session: u64, e: DiskEntry) {
-    let Some(at) = e.location() else { return };
-    keep.insert(at.file_key());
-    Record::EnqueueAt {
-        session,
-        qos: e.qos() as u8,
-        retain: e.retain(),
-        extra: e.extra(),
-        at: at.raw(),
-        // Fits: disk entries count at most u32::MAX bytes.
-        bytes: e.bytes() as u32,
+impl Broker {
+    /// About the size of [`Broker::snapshot`]'s output.
+    fn snapshot_estimate(&self) -> usize {
+        const RECORD: usize = 64;
+        let retained: usize = self
+            .retained
+            .messages()
+            .map(|m| m.stored_len() + RECORD)
+            .sum();
+        let sessions: usize = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.store_id != 0)
+            .map(|(_, s)| {
+                let in_memory: usize = s.queue().iter().map(|q| q.msg.stored_len() + RECORD).sum();
+                (2 + s.subscriptions.len() + s.inflight().len()) * RECORD
+                    + s.client_id.len()
+                    + s.queued_len() * 36
+                    + in_memory
+            })
+            .sum();
+        retained + sessions
     }
-    .encode(out);
 }
 
 fn initial_state(q: QoS) -> InflightState {
@@ -639,7 +648,9 @@ impl Broker {
     /// `Location::file_key`), which compaction must keep.
     pub fn snapshot_keeping(&self, now: Instant) -> (Vec<u8>, Vec<u32>) {
         let mut keep: HashSet<u32> = HashSet::new();
-        let mut out = Vec::new();
+        // Sized up front: one allocation, not a doubling series whose freed steps stay in
+        // the heap (a million-entry queue's snapshot is tens of MB).
+        let mut out = Vec::with_capacity(self.snapshot_estimate());
         let written_at = self.journal.unix_ms(now);
         let mut written: HashSet<u64> = HashSet::new();
         let mut message = |out: &mut Vec<u8>, m: &Arc<Message>| -> u64 {
@@ -749,7 +760,7 @@ impl Broker {
                     let Some(e) = DiskEntry::of_queued(q) else {
                         return;
                     };
-                    enqueue_at(&mut out, &mut keep, session, e);
+                    ondisk::enqueue_at(&mut out, &mut keep, session, e);
                 }
                 QueuedRef::Memory(q) => {
                     let id = message(&mut out, &q.msg);
@@ -761,7 +772,7 @@ impl Broker {
                     }
                     .encode(&mut out);
                 }
-                QueuedRef::Disk(e) => enqueue_at(&mut out, &mut keep, session, e),
+                QueuedRef::Disk(e) => ondisk::enqueue_at(&mut out, &mut keep, session, e),
             });
             for p in s.awaiting_pubrel() {
                 Record::AwaitPubrel {
