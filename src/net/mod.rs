@@ -6,6 +6,7 @@
 //! - `connection`: per-connection socket state, reading and flushing.
 //! - `input`: framing bytes into packets with a per-connection partial tail.
 //! - `token`: the token space (slab keys vs reserved tokens).
+//! - `websocket`: the sans-IO WebSocket server layer (feature `websockets`).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
 //! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
@@ -51,6 +52,9 @@ mod reload;
 mod shutdown;
 mod systemd;
 mod token;
+#[cfg(feature = "websockets")]
+#[allow(dead_code)] // Until the listeners use it (next commit).
+pub(crate) mod websocket;
 
 use std::collections::VecDeque;
 use std::io;
