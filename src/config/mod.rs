@@ -28,6 +28,9 @@ pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
 /// fixed header. `max_packet_size 0` in a file (Mosquitto's "no limit") maps to it.
 pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_460;
 
+/// Mosquitto 2.0's `websockets_headers_size` default (libwebsockets' header buffer).
+pub const DEFAULT_WEBSOCKETS_HEADERS_SIZE: usize = 4096;
+
 /// Everything the broker and the event loop need to know, with Mosquitto 2.0's defaults
 /// unless the README says otherwise.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +38,12 @@ pub struct Config {
     /// Addresses to listen on. Default: `127.0.0.1:1883` and `[::1]:1883` (local only, as
     /// Mosquitto 2.0 does without a config file).
     pub listeners: Vec<SocketAddr>,
+    /// The configured addresses in `listeners` that speak MQTT over WebSockets
+    /// (`protocol websockets`). Default: none.
+    pub websockets: Vec<SocketAddr>,
+    /// Largest WebSocket upgrade request header, in bytes (`websockets_headers_size`,
+    /// global as in Mosquitto); a larger one is answered 431.
+    pub websockets_headers_size: usize,
     /// Largest packet accepted from a client, fixed header included. A packet announcing a
     /// larger size closes the connection before its body is read.
     pub max_packet_size: u32,
@@ -160,6 +169,11 @@ pub enum LogDest {
 }
 
 impl Config {
+    /// Whether the listener configured as `addr` is a WebSockets listener.
+    pub fn is_websockets(&self, addr: SocketAddr) -> bool {
+        self.websockets.contains(&addr)
+    }
+
     /// The defaults with persistence off: state lives in memory only (tests, benchmarks).
     pub fn in_memory() -> Config {
         Config {
@@ -176,6 +190,8 @@ impl Default for Config {
                 SocketAddr::from(([127, 0, 0, 1], 1883)),
                 SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 1883)),
             ],
+            websockets: Vec::new(),
+            websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
             max_packet_size: 2_000_000,
             max_connect_packet_size: 100_000,
             max_filters_per_subscribe: 10_000,
