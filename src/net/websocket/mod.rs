@@ -183,6 +183,19 @@ impl WsServer {
         wire.extend_from_slice(app);
     }
 
+    /// Ends the connection from our side: appends MQTT's last bytes (`app`, e.g. a
+    /// refusing CONNACK) as a binary frame, then a close frame with `code`
+    /// [RFC 6455 5.5.1], if the handshake is done and no close was sent yet. Before the
+    /// handshake nothing is sent (the peer does not speak WebSocket yet).
+    pub(crate) fn close(&mut self, app: &[u8], code: u16, wire: &mut Vec<u8>) {
+        if !self.is_open() {
+            return;
+        }
+        self.write(app, wire);
+        push_close(wire, Some(code));
+        self.phase = Phase::Closed;
+    }
+
     /// A close frame has been sent: the connection ends once `wire` is written.
     pub(crate) fn is_closed(&self) -> bool {
         self.phase == Phase::Closed

@@ -384,3 +384,19 @@ fn fuzz_harness_checks_generated_frames() {
     assert_eq!(payload, [9, 10, 11, 20, 21, 22, 23, 24]);
     assert!(stream.len() > REQUEST.len());
 }
+
+#[test]
+fn close_from_our_side_sends_last_bytes_then_close_once() {
+    let mut ws = open();
+    let mut wire = Vec::new();
+    ws.close(&[0x20, 0x02, 0x00, 0x05], close_code::NORMAL, &mut wire);
+    assert_eq!(wire, [0x82, 4, 0x20, 0x02, 0x00, 0x05, 0x88, 2, 0x03, 0xE8]);
+    assert!(ws.is_closed());
+    wire.clear();
+    ws.close(&[], close_code::NORMAL, &mut wire);
+    assert!(wire.is_empty(), "second close frame");
+    // Before the handshake: nothing (the peer does not speak WebSocket yet).
+    let mut fresh = WsServer::new(4096);
+    fresh.close(&[1], close_code::NORMAL, &mut wire);
+    assert!(wire.is_empty());
+}
