@@ -14,6 +14,7 @@
 
 mod error;
 mod parse;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use log::LevelFilter;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
+pub use tls::{CertIdentity, ListenerTls, TlsSettings, TlsVersion, TLS12_SUITES, TLS13_SUITES};
 
 /// The largest packet MQTT can express: a 268,435,455-byte remaining length plus a 5-byte
 /// fixed header. `max_packet_size 0` in a file (Mosquitto's "no limit") maps to it.
@@ -35,6 +37,9 @@ pub struct Config {
     /// Addresses to listen on. Default: `127.0.0.1:1883` and `[::1]:1883` (local only, as
     /// Mosquitto 2.0 does without a config file).
     pub listeners: Vec<SocketAddr>,
+    /// TLS settings of the listeners that have them, by configured address (one entry per
+    /// address in `listeners` that is a TLS listener). Default: none.
+    pub tls: Vec<ListenerTls>,
     /// Largest packet accepted from a client, fixed header included. A packet announcing a
     /// larger size closes the connection before its body is read.
     pub max_packet_size: u32,
@@ -160,6 +165,14 @@ pub enum LogDest {
 }
 
 impl Config {
+    /// The TLS settings of the listener configured as `addr`, if it is a TLS listener.
+    pub fn tls_for(&self, addr: SocketAddr) -> Option<&TlsSettings> {
+        self.tls
+            .iter()
+            .find(|t| t.addr == addr)
+            .map(|t| &t.settings)
+    }
+
     /// The defaults with persistence off: state lives in memory only (tests, benchmarks).
     pub fn in_memory() -> Config {
         Config {
@@ -176,6 +189,7 @@ impl Default for Config {
                 SocketAddr::from(([127, 0, 0, 1], 1883)),
                 SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 1883)),
             ],
+            tls: Vec::new(),
             max_packet_size: 2_000_000,
             max_connect_packet_size: 100_000,
             max_filters_per_subscribe: 10_000,

@@ -29,6 +29,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use super::error::{ConfigError, ConfigErrors, ErrorKind, Warning};
+use super::tls::{ListenerTls, TlsSettings};
 use super::{Config, Fsync, LogDest, MQTT_MAX_PACKET_SIZE};
 use suggest::suggest;
 
@@ -124,6 +125,10 @@ struct ListenerSpec {
     /// `None` = unlimited.
     max_connections: Option<usize>,
     domain: Option<Domain>,
+    /// TLS settings (`certfile`, ...), if any TLS key was given for this listener.
+    tls: Option<TlsSettings>,
+    /// Where the first TLS key was, for errors about the settings as a whole.
+    tls_origin: Option<tls::TlsOrigin>,
 }
 
 impl ListenerSpec {
@@ -497,17 +502,7 @@ impl Parser {
 
             // ---- Mosquitto keys refused: ignoring them would weaken security or change
             // what clients see.
-            "certfile"
-            | "keyfile"
-            | "psk_hint"
-            | "psk_file"
-            | "cafile"
-            | "capath"
-            | "require_certificate" => {
-                return Err(line.error(ErrorKind::Unsupported(
-                    "TLS; the listener would be unencrypted (terminate TLS in front of wrenmq)",
-                )))
-            }
+            k if tls::TLS_KEYS.contains(&k) => self.apply_tls(line)?,
             "mount_point" => return Err(line.error(ErrorKind::Unsupported("mount points"))),
             "bind_interface" => {
                 return Err(line.error(ErrorKind::Unsupported(
@@ -541,6 +536,15 @@ impl Parser {
     }
 
     fn finish(mut self) -> Result<Parsed, ConfigErrors> {
+        let specs = self.default_listener.iter().chain(&self.blocks);
+        for spec in specs {
+            if let (Some(settings), Some(origin)) = (&spec.tls, &spec.tls_origin) {
+                match tls::check(settings, origin) {
+                    Ok(()) => {}
+                    Err(e) => self.errors.push(e),
+                }
+            }
+        }
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -550,6 +554,16 @@ impl Parser {
         let any_listener = !specs.is_empty();
         if any_listener {
             self.cfg.listeners = specs.iter().flat_map(ListenerSpec::addrs).collect();
+            self.cfg.tls = specs
+                .iter()
+                .filter_map(|s| s.tls.as_ref().map(|t| (s.addrs(), t)))
+                .flat_map(|(addrs, t)| {
+                    addrs.into_iter().map(|addr| ListenerTls {
+                        addr,
+                        settings: t.clone(),
+                    })
+                })
+                .collect();
             let limits: Option<Vec<usize>> = specs.iter().map(|s| s.max_connections).collect();
             self.cfg.max_connections = limits.map_or(0, |l| l.iter().sum());
         }
@@ -573,12 +587,8 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "allow_zero_length_clientid",
     "auto_id_prefix",
     "check_retain_source",
-    "ciphers",
-    "ciphers_tls1.3",
     "clientid_prefixes",
     "connection_messages",
-    "crlfile",
-    "dhparamfile",
     "http_dir",
     "listener_allow_anonymous",
     "log_facility",
@@ -591,13 +601,7 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "set_tcp_nodelay",
     "store_clean_interval",
     "sys_interval",
-    "tls_engine",
-    "tls_engine_kpass_sha1",
-    "tls_keyform",
-    "tls_version",
     "upgrade_outgoing_qos",
-    "use_identity_as_username",
-    "use_subject_as_username",
     "use_username_as_clientid",
     "websockets_headers_size",
     "websockets_log_level",
@@ -749,3 +753,6 @@ impl Source for MemSource {
 mod suggest;
 #[cfg(test)]
 mod tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
