@@ -12,6 +12,7 @@ use super::session::{InflightState, Session};
 use super::subscriptions::SessionKey;
 use super::timers::Timer;
 use super::{conn_slot, send, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
+use crate::auth::Refusal;
 use crate::protocol::{
     Ack, Connack, Connect, Packet, Properties, PropertiesBuf, Property, ProtocolVersion, ReasonCode,
 };
@@ -48,9 +49,27 @@ impl Broker {
         let Some((client_id, assigned)) = self.assign_id(id, &c, v5, now) else {
             return false;
         };
-        if !self.authenticate(id, &c, &client_id, now) {
-            return false;
-        }
+        // A listener that names clients by their certificate: that name is the user name
+        // (ACLs apply to it), whatever the CONNECT says; no password check (Mosquitto's
+        // use_identity_as_username/use_subject_as_username).
+        let cert_name = self.cert_identities.remove(&id);
+        let c = match cert_name {
+            None => {
+                if !self.authenticate(id, &c, &client_id, now) {
+                    return false;
+                }
+                c
+            }
+            Some(None) => {
+                info!("client {client_id} refused: its TLS certificate gives no user name");
+                return self.refuse(id, refusal_code(Refusal::BadCredentials, c.version), now);
+            }
+            Some(Some(ref name)) => Connect {
+                username: Some(name),
+                password: None,
+                ..c
+            },
+        };
 
         // 3.1.1: clean session 1 ends the session with the connection. 5.0: the session
         // expiry interval decides (0 = ends with it, the default) [MQTT-3.1.2-23].

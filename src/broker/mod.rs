@@ -191,6 +191,10 @@ pub struct Broker {
     auth: Auth,
     /// Indexed by `ConnId::index`.
     conns: Vec<Option<Conn>>,
+    /// User names that TLS client certificates give connections of listeners with
+    /// `use_identity_as_username`/`use_subject_as_username` (`None`: the certificate gives
+    /// none, refuse). Taken by CONNECT; a side table so that plain connections pay nothing.
+    cert_identities: HashMap<ConnId, Option<Arc<str>>>,
     sessions: Slab<Session>,
     client_ids: HashMap<Arc<str>, SessionKey>,
     subscriptions: SubscriptionTable,
@@ -321,6 +325,7 @@ impl Broker {
             retained_batch: Vec::new(),
             retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
+            cert_identities: HashMap::new(),
             id_rng: IdRng::new(0),
             meter: Arc::default(),
             out_bytes: 0,
@@ -531,6 +536,15 @@ impl Broker {
         self.live_conns += 1;
         self.timers
             .schedule_in(now, self.config.connect_timeout, Timer::ConnectTimeout(id));
+    }
+
+    /// The TLS handshake of `id` finished on a listener that takes the user name from the
+    /// client certificate: `name` is that user name, `None` if the certificate gives none
+    /// (the CONNECT is then refused). The CONNECT's own user name and password are ignored.
+    pub fn handle_cert_identity(&mut self, id: ConnId, name: Option<&str>) {
+        if conn_slot(&mut self.conns, id).is_some() {
+            self.cert_identities.insert(id, name.map(Arc::from));
+        }
     }
 
     /// A decoded packet from `id`. Returns `false` if the connection is closed (or was

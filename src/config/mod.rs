@@ -14,6 +14,7 @@
 
 mod error;
 mod parse;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use log::LevelFilter;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
+pub use tls::{CertIdentity, ListenerTls, TlsSettings, TlsVersion, TLS12_SUITES, TLS13_SUITES};
 
 /// The largest packet MQTT can express: a 268,435,455-byte remaining length plus a 5-byte
 /// fixed header. `max_packet_size 0` in a file (Mosquitto's "no limit") maps to it.
@@ -44,6 +46,9 @@ pub struct Config {
     /// Largest WebSocket upgrade request header, in bytes (`websockets_headers_size`,
     /// global as in Mosquitto); a larger one is answered 431.
     pub websockets_headers_size: usize,
+    /// TLS settings of the listeners that have them, by configured address (one entry per
+    /// address in `listeners` that is a TLS listener). Default: none.
+    pub tls: Vec<ListenerTls>,
     /// Largest packet accepted from a client, fixed header included. A packet announcing a
     /// larger size closes the connection before its body is read.
     pub max_packet_size: u32,
@@ -174,6 +179,14 @@ impl Config {
         self.websockets.contains(&addr)
     }
 
+    /// The TLS settings of the listener configured as `addr`, if it is a TLS listener.
+    pub fn tls_for(&self, addr: SocketAddr) -> Option<&TlsSettings> {
+        self.tls
+            .iter()
+            .find(|t| t.addr == addr)
+            .map(|t| &t.settings)
+    }
+
     /// The defaults with persistence off: state lives in memory only (tests, benchmarks).
     pub fn in_memory() -> Config {
         Config {
@@ -192,6 +205,7 @@ impl Default for Config {
             ],
             websockets: Vec::new(),
             websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
+            tls: Vec::new(),
             max_packet_size: 2_000_000,
             max_connect_packet_size: 100_000,
             max_filters_per_subscribe: 10_000,

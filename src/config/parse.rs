@@ -29,6 +29,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use super::error::{ConfigError, ConfigErrors, ErrorKind, Warning};
+use super::tls::{ListenerTls, TlsSettings};
 use super::{Config, Fsync, LogDest, MQTT_MAX_PACKET_SIZE};
 use suggest::suggest;
 
@@ -126,6 +127,10 @@ struct ListenerSpec {
     domain: Option<Domain>,
     /// `protocol websockets`.
     websockets: bool,
+    /// TLS settings (`certfile`, ...), if any TLS key was given for this listener.
+    tls: Option<TlsSettings>,
+    /// Where the first TLS key was, for errors about the settings as a whole.
+    tls_origin: Option<tls::TlsOrigin>,
 }
 
 impl ListenerSpec {
@@ -522,17 +527,7 @@ impl Parser {
 
             // ---- Mosquitto keys refused: ignoring them would weaken security or change
             // what clients see.
-            "certfile"
-            | "keyfile"
-            | "psk_hint"
-            | "psk_file"
-            | "cafile"
-            | "capath"
-            | "require_certificate" => {
-                return Err(line.error(ErrorKind::Unsupported(
-                    "TLS; the listener would be unencrypted (terminate TLS in front of wrenmq)",
-                )))
-            }
+            k if tls::TLS_KEYS.contains(&k) => self.apply_tls(line)?,
             "mount_point" => return Err(line.error(ErrorKind::Unsupported("mount points"))),
             "bind_interface" => {
                 return Err(line.error(ErrorKind::Unsupported(
@@ -566,6 +561,15 @@ impl Parser {
     }
 
     fn finish(mut self) -> Result<Parsed, ConfigErrors> {
+        let specs = self.default_listener.iter().chain(&self.blocks);
+        for spec in specs {
+            if let (Some(settings), Some(origin)) = (&spec.tls, &spec.tls_origin) {
+                match tls::check(settings, origin) {
+                    Ok(()) => {}
+                    Err(e) => self.errors.push(e),
+                }
+            }
+        }
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -579,6 +583,16 @@ impl Parser {
                 .iter()
                 .filter(|s| s.websockets)
                 .flat_map(ListenerSpec::addrs)
+                .collect();
+            self.cfg.tls = specs
+                .iter()
+                .filter_map(|s| s.tls.as_ref().map(|t| (s.addrs(), t)))
+                .flat_map(|(addrs, t)| {
+                    addrs.into_iter().map(|addr| ListenerTls {
+                        addr,
+                        settings: t.clone(),
+                    })
+                })
                 .collect();
             let limits: Option<Vec<usize>> = specs.iter().map(|s| s.max_connections).collect();
             self.cfg.max_connections = limits.map_or(0, |l| l.iter().sum());
@@ -603,12 +617,8 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "allow_zero_length_clientid",
     "auto_id_prefix",
     "check_retain_source",
-    "ciphers",
-    "ciphers_tls1.3",
     "clientid_prefixes",
     "connection_messages",
-    "crlfile",
-    "dhparamfile",
     "listener_allow_anonymous",
     "log_facility",
     "log_timestamp",
@@ -620,13 +630,7 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "set_tcp_nodelay",
     "store_clean_interval",
     "sys_interval",
-    "tls_engine",
-    "tls_engine_kpass_sha1",
-    "tls_keyform",
-    "tls_version",
     "upgrade_outgoing_qos",
-    "use_identity_as_username",
-    "use_subject_as_username",
     "use_username_as_clientid",
 ];
 
@@ -776,3 +780,6 @@ impl Source for MemSource {
 mod suggest;
 #[cfg(test)]
 mod tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;

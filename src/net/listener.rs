@@ -20,6 +20,8 @@ use std::net::SocketAddr;
 use log::{info, warn};
 use mio::net::TcpListener;
 
+use super::transport::ListenerLayers;
+
 /// One bound listening socket.
 pub(crate) struct Listener {
     pub(crate) socket: TcpListener,
@@ -27,6 +29,8 @@ pub(crate) struct Listener {
     pub(crate) addr: SocketAddr,
     /// The address as configured (port 0 kept), which reload compares against.
     pub(crate) configured: SocketAddr,
+    /// TLS (and later WebSocket) layers of its connections; replaced on reload.
+    pub(crate) layers: ListenerLayers,
 }
 
 /// What an accept error means for the loop.
@@ -55,6 +59,7 @@ pub(crate) fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<Listener>> {
                     socket,
                     addr,
                     configured,
+                    layers: ListenerLayers::default(),
                 });
             }
             Err(e) if addr.is_ipv6() && ipv6_unavailable(&e) => {

@@ -52,6 +52,7 @@ mod reload;
 mod shutdown;
 mod systemd;
 mod token;
+pub(crate) mod transport;
 #[cfg(feature = "websockets")]
 #[allow(dead_code)] // Until the listeners use it (next commit).
 pub(crate) mod websocket;
@@ -78,12 +79,18 @@ use connection::{Connection, FlushEnd, Id, LingerStep, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
+use transport::ListenerLayers;
 
 pub use reload::Reload;
 pub use shutdown::ShutdownHandle;
 
 /// Size of the one read buffer the loop shares between all connections.
 const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Reads of connections still in a TLS handshake per loop turn: a burst of handshakes
+/// (each costs a key exchange and a signature, milliseconds on a Pi) must not starve
+/// established clients; the rest wait for the next turn.
+const HANDSHAKES_PER_TURN: usize = 16;
 
 /// Readiness events fetched per `poll`.
 const EVENTS_CAPACITY: usize = 256;
@@ -112,6 +119,10 @@ struct Core {
     listeners: Vec<Listener>,
     conns: Slab<Connection>,
     scratch: Box<[u8]>,
+    /// Plaintext out of transports (TLS), shared like `scratch`; empty between reads.
+    plain: Vec<u8>,
+    /// Handshake steps left in this turn ([`HANDSHAKES_PER_TURN`]).
+    handshakes: usize,
     shared: Arc<Shared>,
     max_packet_size: u32,
     max_connections: usize,
@@ -178,6 +189,8 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), token::WAKER)?;
         let addrs = config.listeners.clone();
+        let layers = load_layers(&config, &addrs)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (max_packet_size, max_connections) = (config.max_packet_size, config.max_connections);
         let mut broker = Broker::with_auth(config, auth);
         // The broker is sans-IO and draws no entropy; assigned client ids must differ
@@ -193,8 +206,10 @@ impl Server {
             listeners: Vec::new(),
             conns: Slab::new(),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            plain: Vec::new(),
             shared: Arc::new(Shared::new(waker)),
             generation: 0,
+            handshakes: HANDSHAKES_PER_TURN,
             turn: 0,
             open: 0,
             closed: Vec::new(),
@@ -216,6 +231,7 @@ impl Server {
         // Recover first, listen second: a client that can connect finds its session.
         core.open_store()?;
         let mut listeners = listener::bind_all(&addrs)?;
+        set_layers(&mut listeners, &layers);
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(&mut l.socket, token::listener(i), Interest::READABLE)?;
@@ -303,6 +319,7 @@ impl Server {
                 return Err(e);
             }
             core.turn += 1;
+            core.handshakes = HANDSHAKES_PER_TURN;
             let now = Instant::now();
             let registry = poll.registry();
             core.handle_readable_work(registry, now);
@@ -507,6 +524,16 @@ impl Core {
             warn!("refused {peer} on {local}: connection table full");
             return;
         };
+        let transport = match self.listeners.iter().find(|l| l.addr == local) {
+            Some(l) => match l.layers.accept() {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!("refused {peer} on {local}: {e}");
+                    return;
+                }
+            },
+            None => None,
+        };
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
             warn!("refused {peer} on {local}: cannot register socket: {e}");
             return;
@@ -516,7 +543,7 @@ impl Core {
             index,
             generation: self.generation,
         };
-        entry.insert(Connection::new(id, peer, stream));
+        entry.insert(Connection::new(id, peer, stream, transport));
         self.open += 1;
         debug!("accepted {peer} on {local} as {}", Id(id));
         self.broker.handle_open(id, now);
@@ -542,11 +569,13 @@ impl Core {
             turn: self.turn,
             now,
             journal_room,
+            plain: &mut self.plain,
+            handshakes: &mut self.handshakes,
         };
         let id = conn.id;
         match conn.read(&mut cx) {
             ReadEnd::Drained => {}
-            ReadEnd::Capped => {
+            ReadEnd::Capped | ReadEnd::HandshakeDeferred => {
                 if !conn.queued {
                     conn.queued = true;
                     self.readable.push((key, id));
@@ -571,11 +600,23 @@ impl Core {
                 conn.state = State::Ending;
                 self.ending.push(key);
             }
+            ReadEnd::TransportFailed(e) => {
+                self.broker.handle_disconnect(id, Disconnect::IoError, now);
+                self.close(registry, key, &format!("{e}"), &[]);
+            }
             ReadEnd::CodecBug => {
                 error!("{}: decoder reported an impossible length; closing", Id(id));
                 self.broker.handle_disconnect(id, Disconnect::IoError, now);
                 self.close(registry, key, "decoder error", &[]);
             }
+        }
+        // A transport's answer to what it read (TLS handshake records, alerts).
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.is_open() && c.wants_flush())
+        {
+            self.flush(registry, key, now);
         }
     }
 
@@ -776,6 +817,27 @@ impl Core {
         }
         for l in &mut self.listeners {
             let _ = registry.deregister(&mut l.socket);
+        }
+    }
+}
+
+/// The transport layers of every configured listener, in order; the error names the
+/// listener and the file that could not be used.
+fn load_layers(
+    config: &Config,
+    addrs: &[SocketAddr],
+) -> Result<Vec<(SocketAddr, ListenerLayers)>, String> {
+    addrs
+        .iter()
+        .map(|&a| ListenerLayers::load(config, a).map(|l| (a, l)))
+        .collect()
+}
+
+/// Gives each bound listener the layers loaded for its configured address.
+fn set_layers(listeners: &mut [Listener], layers: &[(SocketAddr, ListenerLayers)]) {
+    for l in listeners {
+        if let Some((_, layers)) = layers.iter().find(|(a, _)| *a == l.configured) {
+            l.layers = layers.clone();
         }
     }
 }

@@ -213,8 +213,8 @@ fn errors_name_file_line_and_key() {
     );
     assert_eq!(
         err("listener 8883\ncertfile /etc/cert.pem"),
-        "/etc/w.conf:2: certfile: not supported: TLS; the listener would be unencrypted \
-         (terminate TLS in front of wrenmq)"
+        "/etc/w.conf:2: certfile: not supported: a TLS listener needs both certfile and \
+         keyfile (refused rather than run unencrypted)"
     );
     assert_eq!(
         err("max_packet_size 10"),
