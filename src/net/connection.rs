@@ -217,6 +217,8 @@ impl Connection {
                 Err(e) => return ReadEnd::Failed(e),
             };
             self.budget_used += n;
+            // Partial input held: the packet tail and a transport's partial handshake.
+            let held_before = self.tail.capacity() + handshake_bytes(&self.transport);
             let mut peer_closed = false;
             let bytes: &[u8] = match self.transport.as_deref_mut() {
                 None => &cx.scratch[..n],
@@ -248,11 +250,11 @@ impl Connection {
                 max_packet_size: cx.max_packet_size,
                 now: cx.now,
             };
-            let before = self.tail.capacity();
             let fed = input::feed(&mut self.tail, bytes, &mut framing);
-            if self.tail.capacity() != before {
+            let held = self.tail.capacity() + handshake_bytes(&self.transport);
+            if held != held_before {
                 // The broker counts partial input towards `memory_limit`.
-                cx.broker.account_input(before, self.tail.capacity());
+                cx.broker.account_input(held_before, held);
             }
             match fed {
                 Ok(()) => {}
@@ -273,9 +275,10 @@ impl Connection {
             .is_some_and(Transport::wants_write)
     }
 
-    /// Bytes held for a partial packet (its allocation), for `memory_limit`.
+    /// Bytes held for a partial packet (its allocation) and a transport's partial
+    /// handshake, for `memory_limit`.
     pub(crate) fn tail_bytes(&self) -> usize {
-        self.tail.capacity()
+        self.tail.capacity() + handshake_bytes(&self.transport)
     }
 
     /// Writes the broker's pending output for this connection until it is empty or the
@@ -330,10 +333,12 @@ impl Connection {
         self.state = State::Closed;
         self.tail = Vec::new();
         let mut pending = std::mem::take(&mut self.final_out);
-        let final_bytes = if final_bytes.is_empty() {
-            &pending[..]
-        } else if let Some(t) = self.transport.as_deref_mut() {
+        let final_bytes = if let Some(t) = self.transport.as_deref_mut() {
+            // Even without final MQTT bytes the transport may have its own last words (a
+            // WebSocket close answer still unwritten, its close frame, close_notify).
             t.seal_final(final_bytes, &mut pending);
+            &pending[..]
+        } else if final_bytes.is_empty() {
             &pending[..]
         } else {
             final_bytes
@@ -469,6 +474,16 @@ impl Connection {
             }
         }
     }
+}
+
+/// A transport's partial handshake held (the WebSocket upgrade request), in bytes.
+fn handshake_bytes(transport: &Option<Box<Transport>>) -> usize {
+    #[cfg(feature = "websockets")]
+    if let Some(t) = transport.as_deref() {
+        return t.handshake_bytes();
+    }
+    let _ = transport;
+    0
 }
 
 /// Flushes a connection with a transport: pending transport bytes to the socket first,

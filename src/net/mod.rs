@@ -54,7 +54,6 @@ mod systemd;
 mod token;
 pub(crate) mod transport;
 #[cfg(feature = "websockets")]
-#[allow(dead_code)] // Until the listeners use it (next commit).
 pub(crate) mod websocket;
 
 use std::collections::VecDeque;

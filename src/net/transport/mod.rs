@@ -26,7 +26,10 @@
 //! deframer; `out` below is freed when written).
 
 // Built without any layer feature, no transport is ever constructed.
-#![cfg_attr(not(feature = "tls"), allow(dead_code, unused_mut, unused_variables))]
+#![cfg_attr(
+    not(any(feature = "tls", feature = "websockets")),
+    allow(dead_code, unused_mut, unused_variables)
+)]
 
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
@@ -37,7 +40,15 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
+#[cfg(feature = "websockets")]
+use super::websocket::{close_code, WsError, WsServer};
 use crate::config::Config;
+
+/// WebSocket frames queued for the layer below (socket or TLS) beyond which
+/// [`Transport::write`] takes no more MQTT bytes: the broker's output buffer keeps its
+/// back-pressure role, and a 1 MiB message goes out as 64 KiB frames, framed once each.
+#[cfg(feature = "websockets")]
+const WS_OUT_ROOM: usize = 64 * 1024;
 
 #[cfg(feature = "tls")]
 pub(crate) use tls::PeerIdentity;
@@ -49,7 +60,9 @@ pub(crate) use tls::PeerIdentity;
 pub(crate) struct ListenerLayers {
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<tls::ServerTls>,
-    // The WebSocket settings go here (`ws: Option<usize>`: max header bytes).
+    /// `protocol websockets`: the largest upgrade request header.
+    #[cfg(feature = "websockets")]
+    pub(crate) ws: Option<usize>,
 }
 
 impl ListenerLayers {
@@ -72,6 +85,17 @@ impl ListenerLayers {
                 settings.origin
             ));
         }
+        if config.is_websockets(addr) {
+            #[cfg(feature = "websockets")]
+            {
+                layers.ws = Some(config.websockets_headers_size);
+            }
+            #[cfg(not(feature = "websockets"))]
+            return Err(format!(
+                "listener {addr} is configured for websockets, but this wrenmq was built \
+                 without the `websockets` feature"
+            ));
+        }
         Ok(layers)
     }
 
@@ -79,7 +103,22 @@ impl ListenerLayers {
     pub(crate) fn accept(&self) -> Result<Option<Box<Transport>>, TransportError> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            return Transport::tls_server(tls).map(|t| Some(Box::new(t)));
+            let mut t = Transport::tls_server(tls)?;
+            #[cfg(feature = "websockets")]
+            {
+                t.ws = self.ws.map(WsServer::new);
+            }
+            return Ok(Some(Box::new(t)));
+        }
+        #[cfg(feature = "websockets")]
+        if let Some(max_header) = self.ws {
+            return Ok(Some(Box::new(Transport {
+                #[cfg(feature = "tls")]
+                tls: None,
+                ws: Some(WsServer::new(max_header)),
+                out: Vec::new(),
+                out_pos: 0,
+            })));
         }
         Ok(None)
     }
@@ -90,6 +129,8 @@ impl ListenerLayers {
 pub(crate) enum TransportError {
     #[cfg(feature = "tls")]
     Tls(tls::TlsError),
+    #[cfg(feature = "websockets")]
+    Ws(WsError),
 }
 
 impl fmt::Display for TransportError {
@@ -97,6 +138,8 @@ impl fmt::Display for TransportError {
         match *self {
             #[cfg(feature = "tls")]
             TransportError::Tls(ref e) => e.fmt(f),
+            #[cfg(feature = "websockets")]
+            TransportError::Ws(ref e) => e.fmt(f),
         }
     }
 }
@@ -115,11 +158,14 @@ pub(crate) enum ReadState {
 pub(crate) struct Transport {
     #[cfg(feature = "tls")]
     tls: Option<tls::TlsLayer>,
-    // The WebSocket layer goes here (`ws: Option<WsServer>`), above TLS; see `read` and
-    // `write` for where it plugs in.
-    /// Bytes for the socket produced by a layer with no TLS below it; unused with TLS
-    /// (its records queue inside rustls).
+    /// WebSocket framing, above TLS when both are present.
+    #[cfg(feature = "websockets")]
+    ws: Option<WsServer>,
+    /// Bytes for the layer below that it has not taken yet: for the socket without TLS,
+    /// WebSocket frames TLS had no room for with it. `out[out_pos..]` is pending; freed
+    /// once written.
     out: Vec<u8>,
+    out_pos: usize,
 }
 
 impl Transport {
@@ -128,7 +174,10 @@ impl Transport {
     pub(crate) fn tls_server(config: &tls::ServerTls) -> Result<Transport, TransportError> {
         Ok(Transport {
             tls: Some(tls::TlsLayer::server(config).map_err(TransportError::Tls)?),
+            #[cfg(feature = "websockets")]
+            ws: None,
             out: Vec::new(),
+            out_pos: 0,
         })
     }
 
@@ -141,11 +190,16 @@ impl Transport {
     ) -> Result<Transport, TransportError> {
         Ok(Transport {
             tls: Some(tls::TlsLayer::client(config, server_name).map_err(TransportError::Tls)?),
+            #[cfg(feature = "websockets")]
+            ws: None,
             out: Vec::new(),
+            out_pos: 0,
         })
     }
 
-    /// Turns `input` (socket bytes) into MQTT bytes appended to `app`.
+    /// Turns `input` (socket bytes) into MQTT bytes appended to `app`. On an error, what
+    /// the layers had to say (an HTTP refusal, a close frame, a TLS alert) is pending: see
+    /// [`Transport::write_to`].
     pub(crate) fn read(
         &mut self,
         input: &[u8],
@@ -153,10 +207,35 @@ impl Transport {
     ) -> Result<ReadState, TransportError> {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
-            // With WebSockets above: decrypt into a buffer of its own, then
-            // `ws.read(&plain, app, &mut wire)` and `tls.write(&wire)` (pongs, close).
+            #[cfg(feature = "websockets")]
+            if let Some(ws) = self.ws.as_mut() {
+                // Decrypt into a buffer of this call's own: the WebSocket layer reads it
+                // into `app`. Its answers (upgrade response, pongs, close) queue in `out`
+                // behind frames waiting for room in TLS, then go to TLS as far as it has
+                // room (the WebSocket layer bounds that backlog by skipping pongs).
+                let mut plain = Vec::new();
+                let tls_closed = tls.read(input, &mut plain).map_err(TransportError::Tls)?;
+                let result = ws.read(&plain, app, &mut self.out);
+                push_pending(tls, &mut self.out, &mut self.out_pos);
+                result.map_err(TransportError::Ws)?;
+                return Ok(if tls_closed || ws.is_closed() {
+                    ReadState::Closed
+                } else {
+                    ReadState::Open
+                });
+            }
             let closed = tls.read(input, app).map_err(TransportError::Tls)?;
             return Ok(if closed {
+                ReadState::Closed
+            } else {
+                ReadState::Open
+            });
+        }
+        #[cfg(feature = "websockets")]
+        if let Some(ws) = self.ws.as_mut() {
+            ws.read(input, app, &mut self.out)
+                .map_err(TransportError::Ws)?;
+            return Ok(if ws.is_closed() {
                 ReadState::Closed
             } else {
                 ReadState::Open
@@ -169,8 +248,26 @@ impl Transport {
 
     /// Takes as much of `app` (MQTT bytes) as the layers have room for; returns how much.
     pub(crate) fn write(&mut self, app: &[u8]) -> usize {
-        // With WebSockets above: `ws.write(app, &mut frames)` and hand `frames` to TLS or
-        // `out` (taking all of `app` only when the layer below has room).
+        #[cfg(feature = "websockets")]
+        if let Some(ws) = self.ws.as_mut() {
+            // Frames wait in `out` for the layer below; take MQTT bytes only while fewer
+            // than WS_OUT_ROOM bytes wait, and frame them once.
+            #[cfg(feature = "tls")]
+            if let Some(tls) = self.tls.as_mut() {
+                push_pending(tls, &mut self.out, &mut self.out_pos);
+            }
+            let waiting = self.out.len() - self.out_pos;
+            let n = app.len().min(WS_OUT_ROOM.saturating_sub(waiting));
+            if n == 0 {
+                return 0;
+            }
+            ws.write(&app[..n], &mut self.out);
+            #[cfg(feature = "tls")]
+            if let Some(tls) = self.tls.as_mut() {
+                push_pending(tls, &mut self.out, &mut self.out_pos);
+            }
+            return n;
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
             return tls.write(app);
@@ -183,9 +280,10 @@ impl Transport {
     pub(crate) fn wants_write(&self) -> bool {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_ref() {
-            return tls.wants_write();
+            // Frames waiting for room in TLS count: `write_to` hands them over.
+            return tls.wants_write() || self.out_pos < self.out.len();
         }
-        !self.out.is_empty()
+        self.out_pos < self.out.len()
     }
 
     /// Writes pending bytes to `w` (the socket) once; `Ok(0)` when nothing is pending or
@@ -193,36 +291,70 @@ impl Transport {
     pub(crate) fn write_to(&mut self, w: &mut dyn Write) -> io::Result<usize> {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
-            return tls.write_to(w);
+            let n = tls.write_to(w)?;
+            push_pending(tls, &mut self.out, &mut self.out_pos);
+            return Ok(n);
         }
-        let n = w.write(&self.out)?;
-        self.out.drain(..n);
-        if self.out.is_empty() {
+        let n = w.write(&self.out[self.out_pos..])?;
+        // An offset, not `drain`: a large frame written in small pieces moves no bytes.
+        self.out_pos += n;
+        if self.out_pos == self.out.len() {
             self.out = Vec::new();
+            self.out_pos = 0;
         }
         Ok(n)
     }
 
     /// Appends to `out` everything for the socket: what is pending, then `app` (final MQTT
-    /// bytes, taken whole), then the end of the session (TLS close_notify).
+    /// bytes, taken whole), then the end of the session (WebSocket close frame, TLS
+    /// close_notify).
     pub(crate) fn seal_final(&mut self, app: &[u8], out: &mut Vec<u8>) {
-        #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_mut() {
-            tls.seal_final(app, out);
+        // Bytes the layer below has not taken yet come first.
+        let mut pending = std::mem::take(&mut self.out);
+        pending.drain(..std::mem::take(&mut self.out_pos));
+        #[cfg(feature = "websockets")]
+        if let Some(ws) = self.ws.as_mut() {
+            // [RFC 6455 7.4.1] 1000: the broker ends the MQTT session normally (the
+            // reason, if any, is in the final MQTT bytes). Nothing once a close was sent.
+            ws.close(app, close_code::NORMAL, &mut pending);
+            self.seal_below(&pending, out);
             return;
         }
-        out.append(&mut self.out);
-        out.extend_from_slice(app);
+        pending.extend_from_slice(app);
+        self.seal_below(&pending, out);
+    }
+
+    /// The TLS end of [`Transport::seal_final`]: `bytes` for the socket, sealed by TLS if
+    /// there is a TLS layer.
+    fn seal_below(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_mut() {
+            tls.seal_final(bytes, out);
+            return;
+        }
+        out.extend_from_slice(bytes);
     }
 
     /// Whether a handshake is still in progress (its work counts against the loop's
-    /// per-turn handshake budget).
+    /// per-turn handshake budget). The WebSocket upgrade counts too: cheap (one SHA-1),
+    /// but a burst of them is bounded all the same.
     pub(crate) fn is_handshaking(&self) -> bool {
         #[cfg(feature = "tls")]
-        if let Some(tls) = self.tls.as_ref() {
-            return tls.is_handshaking();
+        if self.tls.as_ref().is_some_and(tls::TlsLayer::is_handshaking) {
+            return true;
+        }
+        #[cfg(feature = "websockets")]
+        if let Some(ws) = self.ws.as_ref() {
+            return !ws.is_open() && !ws.is_closed();
         }
         false
+    }
+
+    /// Heap bytes the layers hold for a partial handshake (the WebSocket upgrade request),
+    /// for the broker's pre-CONNECT memory accounting.
+    #[cfg(feature = "websockets")]
+    pub(crate) fn handshake_bytes(&self) -> usize {
+        self.ws.as_ref().map_or(0, WsServer::buffered)
     }
 
     /// Once the handshake is done, once: the user name the peer's certificate gives, for
@@ -232,3 +364,21 @@ impl Transport {
         self.tls.as_mut().and_then(tls::TlsLayer::poll_identity)
     }
 }
+
+/// Hands WebSocket frames waiting in `out[*pos..]` to TLS as far as it has room.
+#[cfg(all(feature = "tls", feature = "websockets"))]
+fn push_pending(tls: &mut tls::TlsLayer, out: &mut Vec<u8>, pos: &mut usize) {
+    while *pos < out.len() {
+        let n = tls.write(&out[*pos..]);
+        if n == 0 {
+            return;
+        }
+        *pos += n;
+    }
+    *out = Vec::new();
+    *pos = 0;
+}
+
+/// Without WebSockets nothing waits in `out` under TLS.
+#[cfg(all(feature = "tls", not(feature = "websockets")))]
+fn push_pending(_tls: &mut tls::TlsLayer, _out: &mut Vec<u8>, _pos: &mut usize) {}

@@ -37,6 +37,9 @@ pub(crate) const MAX_FRAME_LEN: u64 = 1 << 32;
 /// Largest control frame payload [RFC 6455 5.5].
 const MAX_CONTROL_LEN: usize = 125;
 
+/// Bytes waiting for the peer (in the caller's `wire`) beyond which pings get no pong.
+pub(crate) const PONG_BACKLOG: usize = 128 * 1024;
+
 /// Close status codes [RFC 6455 7.4.1].
 pub(crate) mod close_code {
     pub(crate) const NORMAL: u16 = 1000;
@@ -412,8 +415,11 @@ impl WsServer {
     fn control_frame(&mut self, wire: &mut Vec<u8>) -> Result<(), WsError> {
         let payload = &self.control[..self.frame.pos];
         match self.frame.opcode {
-            opcode::PING => {
-                // [RFC 6455 5.5.2] a pong carries the ping's payload.
+            // [RFC 6455 5.5.2] a pong carries the ping's payload. A peer that sends pings
+            // and reads nothing would make pongs pile up: past PONG_BACKLOG bytes waiting
+            // for the peer, pings go unanswered ([RFC 6455 5.5.3] allows answering only
+            // the most recent ping).
+            opcode::PING if wire.len() < PONG_BACKLOG => {
                 push_header(wire, opcode::PONG, payload.len() as u64);
                 wire.extend_from_slice(payload);
             }

@@ -400,3 +400,19 @@ fn close_from_our_side_sends_last_bytes_then_close_once() {
     fresh.close(&[1], close_code::NORMAL, &mut wire);
     assert!(wire.is_empty());
 }
+
+#[test]
+fn pings_from_a_peer_that_reads_nothing_do_not_pile_up_pongs() {
+    let mut ws = open();
+    let ping = frame(0x89, &[0x55; 125]);
+    let mut wire = Vec::new();
+    for _ in 0..10_000 {
+        ws.read(&ping, &mut Vec::new(), &mut wire).unwrap();
+    }
+    assert!(
+        wire.len() < PONG_BACKLOG + 127,
+        "{} bytes of pongs",
+        wire.len()
+    );
+    assert!(!ws.is_closed());
+}
