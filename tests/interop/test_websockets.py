@@ -2,7 +2,8 @@
 
 The broker runs with a plain MQTT listener and a WebSockets listener. paho-mqtt with
 `transport="websockets"` checks round trips (3.1.1 and 5.0, QoS 0/1/2) and a 1 MiB message;
-raw-socket clients check the refusals: HTTP without Upgrade, an oversize header, an
+paho over `wss` (WebSockets over TLS) the same seam with TLS below; raw-socket
+clients check the refusals: HTTP without Upgrade, an oversize header, an
 unmasked frame, a 2^63-byte frame, garbage, and a client that never handshakes (closed
 within the connect timeout while another client keeps working).
 """
@@ -14,6 +15,7 @@ import os
 import queue
 import socket
 import struct
+import subprocess
 import time
 import uuid
 
@@ -34,13 +36,13 @@ def ws_broker(tmp_path):
     """A broker with a TCP listener (.port) and a WebSockets listener (.ws_port)."""
     made = []
 
-    def make(extra: str = ""):
+    def make(extra: str = "", tls: str = ""):
         b = ConfBroker(tmp_path)
         b.ws_port = free_ws_port()
         b.write_conf(
             "allow_anonymous true\npersistence false\n"
             f"{extra}"
-            f"listener {b.ws_port} 127.0.0.1\nprotocol websockets\n"
+            f"listener {b.ws_port} 127.0.0.1\nprotocol websockets\n{tls}"
         )
         made.append(b)
         b.start()
@@ -365,3 +367,64 @@ def test_silent_client_is_closed_within_connect_timeout_while_others_work(ws_bro
     finally:
         silent.close()
         half.close()
+
+
+# ------------------------------------------------------------------ wss (WebSockets over TLS)
+
+
+@pytest.fixture
+def wss_broker(tmp_path, ws_broker):
+    """A broker with a TCP listener (.port) and a WebSockets-over-TLS one (.ws_port);
+    .ca is the certificate to trust (self-signed for 127.0.0.1)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=30)
+    b = ws_broker(tls=f"certfile {cert}\nkeyfile {key}\n")
+    b.ca = str(cert)
+    return b
+
+
+@pytest.mark.parametrize("version", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["v311", "v5"])
+def test_paho_round_trip_over_wss(wss_broker, version):
+    b = wss_broker
+    sub = WsPaho(b.ws_port, version, ca_certs=b.ca)
+    pub = WsPaho(b.ws_port, version, ca_certs=b.ca)
+    try:
+        sub.subscribe("wss/rt", 2)
+        pub.publish("wss/rt", b"hello over wss", 2)
+        m = sub.messages.get(timeout=WAIT)
+        assert (m.topic, m.payload, m.qos) == ("wss/rt", b"hello over wss", 2)
+        big = os.urandom(300_000)
+        pub.publish("wss/rt", big, 1)
+        assert sub.messages.get(timeout=30).payload == big
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_tcp_publisher_reaches_wss_subscriber(wss_broker):
+    b = wss_broker
+    sub = WsPaho(b.ws_port, ca_certs=b.ca)
+    pub = WsPaho(b.port, ws=False)
+    try:
+        sub.subscribe("cross/#", 1)
+        pub.publish("cross/tls", b"tcp to wss", 1)
+        assert sub.messages.get(timeout=WAIT).payload == b"tcp to wss"
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_plain_websocket_client_on_a_wss_port_is_closed(wss_broker):
+    b = wss_broker
+    c = RawWs(b.ws_port)
+    try:
+        c.send(upgrade_request())
+        data, closed = c.read_all_until_closed()
+        assert closed and not data.startswith(b"HTTP/1.1 101"), data[:100]
+    finally:
+        c.close()
+    assert b.alive()
