@@ -382,3 +382,117 @@ fn push_pending(tls: &mut tls::TlsLayer, out: &mut Vec<u8>, pos: &mut usize) {
 /// Without WebSockets nothing waits in `out` under TLS.
 #[cfg(all(feature = "tls", not(feature = "websockets")))]
 fn push_pending(_tls: &mut tls::TlsLayer, _out: &mut Vec<u8>, _pos: &mut usize) {}
+
+#[cfg(all(test, feature = "websockets"))]
+mod ws_tests {
+    use super::*;
+    use crate::net::websocket::fuzzing::{push_client_frame, REQUEST};
+
+    fn plain_ws() -> Transport {
+        let layers = ListenerLayers {
+            ws: Some(4096),
+            ..ListenerLayers::default()
+        };
+        let mut t = *layers.accept().unwrap().unwrap();
+        let mut app = Vec::new();
+        assert_eq!(t.read(REQUEST, &mut app).unwrap(), ReadState::Open);
+        let mut answer = Vec::new();
+        while t.wants_write() {
+            t.write_to(&mut answer).unwrap();
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 101 "));
+        t
+    }
+
+    /// A socket that takes at most `max` bytes per write.
+    struct Trickle {
+        got: Vec<u8>,
+        max: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.max);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn ws_write_takes_at_most_the_room_and_keeps_order_over_partial_writes() {
+        let mut t = plain_ws();
+        let msg: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let mut sock = Trickle {
+            got: Vec::new(),
+            max: 1000,
+        };
+        let mut taken = 0;
+        while taken < msg.len() {
+            let n = t.write(&msg[taken..]);
+            assert!(n <= WS_OUT_ROOM, "took {n}");
+            // Nothing more is taken while a full room waits.
+            assert_eq!(t.write(&msg[taken + n..]), 0);
+            taken += n;
+            while t.wants_write() {
+                t.write_to(&mut sock).unwrap();
+            }
+        }
+        assert!(t.out.capacity() == 0, "out kept after it was written");
+        // Unframe what went out: binary frames holding the message in order.
+        let mut rest = &sock.got[..];
+        let mut back = Vec::new();
+        while !rest.is_empty() {
+            assert_eq!(rest[0], 0x82);
+            let (len, off) = match rest[1] {
+                126 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+                127 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&rest[2..10]);
+                    (u64::from_be_bytes(b) as usize, 10)
+                }
+                n => (usize::from(n), 2),
+            };
+            back.extend_from_slice(&rest[off..off + len]);
+            rest = &rest[off + len..];
+        }
+        assert!(back == msg);
+    }
+
+    #[test]
+    fn ws_seal_final_sends_what_waits_then_the_last_bytes_then_close() {
+        let mut t = plain_ws();
+        assert_eq!(t.write(&[1, 2, 3]), 3);
+        let mut out = Vec::new();
+        t.seal_final(&[0xE0, 0x00], &mut out);
+        assert_eq!(
+            out,
+            [0x82, 3, 1, 2, 3, 0x82, 2, 0xE0, 0x00, 0x88, 2, 0x03, 0xE8]
+        );
+        // A close answer queued by a read goes out when the connection closes.
+        let mut t = plain_ws();
+        let mut close = Vec::new();
+        push_client_frame(&mut close, 0x88, &[0x03, 0xE8], [9, 8, 7, 6]);
+        assert_eq!(t.read(&close, &mut Vec::new()).unwrap(), ReadState::Closed);
+        let mut out = Vec::new();
+        t.seal_final(&[], &mut out);
+        assert_eq!(out, [0x88, 2, 0x03, 0xE8]);
+    }
+
+    #[test]
+    fn ws_upgrade_counts_as_a_handshake_and_its_buffer_as_held_input() {
+        let layers = ListenerLayers {
+            ws: Some(4096),
+            ..ListenerLayers::default()
+        };
+        let mut t = layers.accept().unwrap().unwrap();
+        assert!(t.is_handshaking());
+        t.read(&REQUEST[..20], &mut Vec::new()).unwrap();
+        assert!(t.handshake_bytes() >= 20);
+        t.read(&REQUEST[20..], &mut Vec::new()).unwrap();
+        assert!(!t.is_handshaking());
+        assert_eq!(t.handshake_bytes(), 0);
+    }
+}
