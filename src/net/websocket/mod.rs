@@ -100,7 +100,6 @@ enum Phase {
 #[derive(Clone, Copy, Debug)]
 struct Frame {
     opcode: u8,
-    fin: bool,
     mask: [u8; 4],
     /// Payload bytes still to read.
     remaining: u64,
@@ -137,7 +136,6 @@ impl WsServer {
             hdr_len: 0,
             frame: Frame {
                 opcode: 0,
-                fin: false,
                 mask: [0; 4],
                 remaining: 0,
                 pos: 0,
@@ -367,7 +365,6 @@ impl WsServer {
             self.in_message = !fin;
         }
         self.frame.opcode = op;
-        self.frame.fin = fin;
         Ok(())
     }
 
