@@ -103,11 +103,12 @@ impl ListenerLayers {
     pub(crate) fn accept(&self) -> Result<Option<Box<Transport>>, TransportError> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            let mut t = Transport::tls_server(tls)?;
+            let t = Transport::tls_server(tls)?;
             #[cfg(feature = "websockets")]
-            {
-                t.ws = self.ws.map(WsServer::new);
-            }
+            let t = Transport {
+                ws: self.ws.map(WsServer::new),
+                ..t
+            };
             return Ok(Some(Box::new(t)));
         }
         #[cfg(feature = "websockets")]
@@ -388,11 +389,20 @@ mod ws_tests {
     use super::*;
     use crate::net::websocket::fuzzing::{push_client_frame, REQUEST};
 
-    fn plain_ws() -> Transport {
-        let layers = ListenerLayers {
-            ws: Some(4096),
-            ..ListenerLayers::default()
+    /// The layers `load` gives a `protocol websockets` listener.
+    fn ws_layers() -> ListenerLayers {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let config = Config {
+            websockets: vec![addr],
+            ..Config::in_memory()
         };
+        let layers = ListenerLayers::load(&config, addr).unwrap();
+        assert_eq!(layers.ws, Some(4096));
+        layers
+    }
+
+    fn plain_ws() -> Transport {
+        let layers = ws_layers();
         let mut t = *layers.accept().unwrap().unwrap();
         let mut app = Vec::new();
         assert_eq!(t.read(REQUEST, &mut app).unwrap(), ReadState::Open);
@@ -483,10 +493,7 @@ mod ws_tests {
 
     #[test]
     fn ws_upgrade_counts_as_a_handshake_and_its_buffer_as_held_input() {
-        let layers = ListenerLayers {
-            ws: Some(4096),
-            ..ListenerLayers::default()
-        };
+        let layers = ws_layers();
         let mut t = layers.accept().unwrap().unwrap();
         assert!(t.is_handshaking());
         t.read(&REQUEST[..20], &mut Vec::new()).unwrap();
