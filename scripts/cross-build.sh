@@ -9,7 +9,8 @@
 #                                    (-C target-feature=+crt-static, .cargo/config.toml)
 #
 # Installs what is missing: the Rust targets (rustup target add) and the Debian cross
-# linkers (gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf with libc6-dev-armhf-cross).
+# linkers and C headers (gcc-aarch64-linux-gnu with libc6-dev-arm64-cross,
+# gcc-arm-linux-gnueabihf with libc6-dev-armhf-cross: ring, under TLS, compiles C).
 # Binaries: target/<TARGET>/release/wrenmq (stripped by the release profile). Prints each
 # one's size. Exit 3 when a tool cannot be installed (callers such as .ci/run may skip).
 set -euo pipefail
@@ -34,7 +35,7 @@ apt_install() {
 
 for t in "${targets[@]}"; do
   case "$t" in
-    aarch64-unknown-linux-musl) linker=aarch64-linux-gnu-gcc; pkgs=(gcc-aarch64-linux-gnu) ;;
+    aarch64-unknown-linux-musl) linker=aarch64-linux-gnu-gcc; pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
     armv7-unknown-linux-gnueabihf) linker=arm-linux-gnueabihf-gcc; pkgs=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
     *) echo "cross-build: unsupported target $t" >&2; exit 2 ;;
   esac
@@ -42,7 +43,9 @@ for t in "${targets[@]}"; do
     echo "==> rustup target add $t"
     rustup target add "$t" || { echo "cross-build: cannot add Rust target $t" >&2; exit 3; }
   fi
-  if ! command -v "$linker" >/dev/null 2>&1; then
+  # The C headers too: ring (TLS) compiles C for the target.
+  if ! command -v "$linker" >/dev/null 2>&1 \
+    || { command -v dpkg >/dev/null 2>&1 && ! dpkg -s "${pkgs[@]}" >/dev/null 2>&1; }; then
     echo "==> installing ${pkgs[*]}"
     apt_install "${pkgs[@]}" || { echo "cross-build: cannot install ${pkgs[*]}" >&2; exit 3; }
   fi

@@ -232,3 +232,16 @@ impl Transport {
         self.tls.as_mut().and_then(tls::TlsLayer::poll_identity)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_connection_pays_one_pointer_for_the_seam() {
+        assert_eq!(
+            std::mem::size_of::<Option<Box<Transport>>>(),
+            std::mem::size_of::<usize>()
+        );
+    }
+}
