@@ -33,6 +33,15 @@ fn format_client_id(a: u64, b: u64) -> String {
 }
 
 impl Broker {
+    /// The TLS handshake of `id` finished on a listener that takes the user name from the
+    /// client certificate: `name` is that user name, `None` if the certificate gives none
+    /// (the CONNECT is then refused). The CONNECT's own user name and password are ignored.
+    pub fn handle_cert_identity(&mut self, id: ConnId, name: Option<&str>) {
+        if conn_slot(&mut self.conns, id).is_some() {
+            self.cert_identities.insert(id, name.map(Arc::from));
+        }
+    }
+
     /// Handles the first CONNECT of a connection. Returns false if the connection was
     /// refused and closed.
     pub(super) fn handle_connect(&mut self, id: ConnId, c: Connect<'_>, now: Instant) -> bool {

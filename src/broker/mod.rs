@@ -191,9 +191,7 @@ pub struct Broker {
     auth: Auth,
     /// Indexed by `ConnId::index`.
     conns: Vec<Option<Conn>>,
-    /// User names that TLS client certificates give connections of listeners with
-    /// `use_identity_as_username`/`use_subject_as_username` (`None`: the certificate gives
-    /// none, refuse). Taken by CONNECT; a side table so that plain connections pay nothing.
+    /// User names from TLS client certificates, taken by CONNECT (see `connect.rs`).
     cert_identities: HashMap<ConnId, Option<Arc<str>>>,
     sessions: Slab<Session>,
     client_ids: HashMap<Arc<str>, SessionKey>,
@@ -536,15 +534,6 @@ impl Broker {
         self.live_conns += 1;
         self.timers
             .schedule_in(now, self.config.connect_timeout, Timer::ConnectTimeout(id));
-    }
-
-    /// The TLS handshake of `id` finished on a listener that takes the user name from the
-    /// client certificate: `name` is that user name, `None` if the certificate gives none
-    /// (the CONNECT is then refused). The CONNECT's own user name and password are ignored.
-    pub fn handle_cert_identity(&mut self, id: ConnId, name: Option<&str>) {
-        if conn_slot(&mut self.conns, id).is_some() {
-            self.cert_identities.insert(id, name.map(Arc::from));
-        }
     }
 
     /// A decoded packet from `id`. Returns `false` if the connection is closed (or was

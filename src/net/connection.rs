@@ -26,7 +26,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::input::{self, Framing, Stop};
-use super::transport::{ReadState, Transport, TransportError};
+use super::transport::{ReadState, Transport};
 use crate::broker::{Broker, ConnId};
 use crate::protocol::{self, DecodeError, Packet, Status};
 
@@ -110,8 +110,6 @@ pub(crate) enum ReadEnd {
     BrokerClosed,
     /// The decoder misbehaved (see [`Stop::CodecBug`]).
     CodecBug,
-    /// The transport (TLS) failed: the peer broke its protocol.
-    TransportFailed(TransportError),
     /// The loop's handshake budget for this turn is spent; read again next turn.
     HandshakeDeferred,
 }
@@ -228,7 +226,11 @@ impl Connection {
                         Err(e) => {
                             // Best effort: the alert rustls queued tells the peer why.
                             let _ = t.write_to(stream);
-                            return ReadEnd::TransportFailed(e);
+                            // The peer broke the transport's protocol (TLS).
+                            return ReadEnd::Failed(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                e.to_string(),
+                            ));
                         }
                     }
                     #[cfg(feature = "tls")]
@@ -268,9 +270,11 @@ impl Connection {
     /// Whether the transport has bytes for the socket (a handshake answer after a read):
     /// the loop flushes then.
     pub(crate) fn wants_flush(&self) -> bool {
-        self.transport
-            .as_deref()
-            .is_some_and(Transport::wants_write)
+        self.is_open()
+            && self
+                .transport
+                .as_deref()
+                .is_some_and(Transport::wants_write)
     }
 
     /// Bytes held for a partial packet (its allocation), for `memory_limit`.

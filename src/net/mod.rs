@@ -75,18 +75,13 @@ use connection::{Connection, FlushEnd, Id, LingerStep, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
-use transport::ListenerLayers;
+use transport::HANDSHAKES_PER_TURN;
 
 pub use reload::Reload;
 pub use shutdown::ShutdownHandle;
 
 /// Size of the one read buffer the loop shares between all connections.
 const SCRATCH_SIZE: usize = 64 * 1024;
-
-/// Reads of connections still in a TLS handshake per loop turn: a burst of handshakes
-/// (each costs a key exchange and a signature, milliseconds on a Pi) must not starve
-/// established clients; the rest wait for the next turn.
-const HANDSHAKES_PER_TURN: usize = 16;
 
 /// Readiness events fetched per `poll`.
 const EVENTS_CAPACITY: usize = 256;
@@ -185,7 +180,7 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), token::WAKER)?;
         let addrs = config.listeners.clone();
-        let layers = load_layers(&config, &addrs)
+        let layers = listener::load_layers(&config, &addrs)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (max_packet_size, max_connections) = (config.max_packet_size, config.max_connections);
         let mut broker = Broker::with_auth(config, auth);
@@ -227,7 +222,7 @@ impl Server {
         // Recover first, listen second: a client that can connect finds its session.
         core.open_store()?;
         let mut listeners = listener::bind_all(&addrs)?;
-        set_layers(&mut listeners, &layers);
+        listener::set_layers(&mut listeners, &layers);
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(&mut l.socket, token::listener(i), Interest::READABLE)?;
@@ -335,8 +330,6 @@ impl Server {
 }
 
 impl Core {
-    /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
-    /// with read work pending, forever otherwise.
     /// How long `poll` may sleep: until the broker's deadline, the accept backoff or the
     /// systemd watchdog, zero with read work pending, forever otherwise.
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
@@ -520,15 +513,10 @@ impl Core {
             warn!("refused {peer} on {local}: connection table full");
             return;
         };
-        let transport = match self.listeners.iter().find(|l| l.addr == local) {
-            Some(l) => match l.layers.accept() {
-                Ok(t) => t,
-                Err(e) => {
-                    warn!("refused {peer} on {local}: {e}");
-                    return;
-                }
-            },
-            None => None,
+        let Ok(transport) = listener::transport_for(&self.listeners, local)
+            .map_err(|e| warn!("refused {peer} on {local}: {e}"))
+        else {
+            return;
         };
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
             warn!("refused {peer} on {local}: cannot register socket: {e}");
@@ -596,10 +584,6 @@ impl Core {
                 conn.state = State::Ending;
                 self.ending.push(key);
             }
-            ReadEnd::TransportFailed(e) => {
-                self.broker.handle_disconnect(id, Disconnect::IoError, now);
-                self.close(registry, key, &format!("{e}"), &[]);
-            }
             ReadEnd::CodecBug => {
                 error!("{}: decoder reported an impossible length; closing", Id(id));
                 self.broker.handle_disconnect(id, Disconnect::IoError, now);
@@ -607,11 +591,8 @@ impl Core {
             }
         }
         // A transport's answer to what it read (TLS handshake records, alerts).
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|c| c.is_open() && c.wants_flush())
-        {
+        let answer = self.conns.get(key).is_some_and(Connection::wants_flush);
+        if answer {
             self.flush(registry, key, now);
         }
     }
@@ -813,27 +794,6 @@ impl Core {
         }
         for l in &mut self.listeners {
             let _ = registry.deregister(&mut l.socket);
-        }
-    }
-}
-
-/// The transport layers of every configured listener, in order; the error names the
-/// listener and the file that could not be used.
-fn load_layers(
-    config: &Config,
-    addrs: &[SocketAddr],
-) -> Result<Vec<(SocketAddr, ListenerLayers)>, String> {
-    addrs
-        .iter()
-        .map(|&a| ListenerLayers::load(config, a).map(|l| (a, l)))
-        .collect()
-}
-
-/// Gives each bound listener the layers loaded for its configured address.
-fn set_layers(listeners: &mut [Listener], layers: &[(SocketAddr, ListenerLayers)]) {
-    for l in listeners {
-        if let Some((_, layers)) = layers.iter().find(|(a, _)| *a == l.configured) {
-            l.layers = layers.clone();
         }
     }
 }

@@ -419,7 +419,10 @@ fn certificate_identity_replaces_the_connect_user_name_and_skips_the_password() 
     let id = h.open();
     h.broker.handle_cert_identity(id, Some("bob"));
     h.send(id, Packet::Connect(login("cert", "alice", b"wrong")));
-    assert!(matches!(h.take(id).first(), Some(Out::Connack { code: 0, .. })));
+    assert!(matches!(
+        h.take(id).first(),
+        Some(Out::Connack { code: 0, .. })
+    ));
     assert_eq!(
         h.broker.session("cert").unwrap().username.as_deref(),
         Some("bob")
@@ -442,6 +445,9 @@ fn certificate_without_identity_is_refused_at_connect() {
     let id = h.open();
     h.broker.handle_cert_identity(id, None);
     h.send(id, Packet::Connect(login("nocn", "alice", b"apw")));
-    assert!(matches!(h.take(id).first(), Some(Out::Connack { code: 0x05, .. })));
+    assert!(matches!(
+        h.take(id).first(),
+        Some(Out::Connack { code: 0x05, .. })
+    ));
     assert!(h.is_closed(id));
 }

@@ -42,6 +42,11 @@ use crate::config::Config;
 #[cfg(feature = "tls")]
 pub(crate) use tls::PeerIdentity;
 
+/// Reads of connections still in a handshake per loop turn: a burst of TLS handshakes
+/// (each costs a key exchange and a signature, milliseconds on a Pi) must not starve
+/// established clients; the rest wait for the next turn.
+pub(crate) const HANDSHAKES_PER_TURN: usize = 16;
+
 /// What a listener puts under the MQTT stream of the connections it accepts, loaded from
 /// the configuration at start-up and on reload (each accepted connection builds its own
 /// [`Transport`] from it; the configuration inside is shared).
