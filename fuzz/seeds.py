@@ -4,7 +4,7 @@
 - decode: every codec vector of tests/data/codec/*.txt as a binary file.
 - split:  the valid vectors of one protocol version concatenated into a stream (a CONNECT
           first), with the harness's prefix (size-limit selector, split points).
-- broker: hand-written operation sequences (format: src/fuzzing.rs, `broker`).
+- broker: hand-written operation sequences (format: src/broker/fuzzing/mod.rs, `broker`).
 - topic:  0xFF-separated filters and topics.
 
 Run from anywhere: python3 fuzz/seeds.py

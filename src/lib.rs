@@ -11,6 +11,8 @@
 //!   driven with `handle_*` / `poll_*` and an explicit `now`.
 //! - [`net`]: the single-threaded `mio` event loop; the only module that does I/O.
 //! - [`config`]: typed configuration, defaults and the Mosquitto-style file.
+//! - [`store`]: persistence: the append-only log and snapshots in the data directory,
+//!   written by one writer thread (the broker encodes the records, the loop hands them over).
 //! - [`auth`]: password files (authentication) and ACL files (authorization).
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
 //! - [`passwd`]: the `wrenmq passwd` subcommand (Mosquitto password files).

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use super::error::packet_id_code;
 use super::session::InflightState;
 use super::{conn_slot, Broker, ConnId};
 use crate::protocol::{Ack, Packet, PacketId, Properties, ReasonCode};
@@ -30,13 +31,9 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             if let Some(i) = session.find_inflight(a.packet_id, InflightState::AwaitingPubrec) {
                 session.inflight_mut()[i].state = InflightState::AwaitingPubcomp;
-                if session.store_id != 0 {
-                    let r = Record::Pubrec {
-                        session: session.store_id,
-                        packet_id: a.packet_id.get(),
-                    };
-                    self.journal.record(r);
-                }
+                let packet_id = a.packet_id.get();
+                self.journal
+                    .session(session, |session| Record::Pubrec { session, packet_id });
                 known = true;
             } else {
                 known = session
@@ -44,8 +41,8 @@ impl Broker {
                     .is_some();
             }
         }
-        let reason = self.packet_id_reason(id, known);
-        self.reply(id, &Packet::Pubrel(ack(a.packet_id, reason)));
+        let reason = packet_id_code(known, self.is_v5(id));
+        self.send_held(id, &Packet::Pubrel(ack(a.packet_id, reason)));
         true
     }
 
@@ -59,17 +56,15 @@ impl Broker {
             let before = session.awaiting_pubrel().len();
             session.awaiting_pubrel_mut().retain(|p| *p != a.packet_id);
             known = session.awaiting_pubrel().len() != before;
-            if session.store_id != 0 && known {
-                let r = Record::Released {
-                    session: session.store_id,
-                    packet_id: a.packet_id.get(),
-                };
-                self.journal.record(r);
+            if known {
+                let packet_id = a.packet_id.get();
+                self.journal
+                    .session(session, |session| Record::Released { session, packet_id });
             }
             session.release_idle_flows();
         }
-        let reason = self.packet_id_reason(id, known);
-        self.reply(id, &Packet::Pubcomp(ack(a.packet_id, reason)));
+        let reason = packet_id_code(known, self.is_v5(id));
+        self.send_held(id, &Packet::Pubcomp(ack(a.packet_id, reason)));
         true
     }
 
@@ -93,13 +88,12 @@ impl Broker {
                     session.unsent = session.unsent.saturating_sub(1);
                 }
                 session.inflight_mut().remove(i);
-                if session.store_id != 0 {
-                    let r = Record::InflightDone {
-                        session: session.store_id,
-                        packet_id: pid.get(),
-                    };
-                    self.journal.record(r);
-                }
+                let packet_id = pid.get();
+                self.journal
+                    .session(session, |session| Record::InflightDone {
+                        session,
+                        packet_id,
+                    });
                 self.pump(key, now);
                 if let Some(session) = self.sessions.get_mut(key) {
                     session.release_idle_flows();
@@ -109,23 +103,9 @@ impl Broker {
         true
     }
 
-    /// The reason code of a PUBREL/PUBCOMP answering an id: 0x92 "packet identifier not
-    /// found" for a 5.0 client when the id was unknown, success otherwise.
-    fn packet_id_reason(&mut self, id: ConnId, known: bool) -> ReasonCode {
-        let v5 = conn_slot(&mut self.conns, id).is_some_and(|c| c.v5.is_some());
-        if known || !v5 {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        }
-    }
-
-    /// Sends an acknowledgement, held until the turn's records are durable.
-    pub(super) fn reply(&mut self, id: ConnId, packet: &Packet<'_>) {
-        if let Some(conn) = conn_slot(&mut self.conns, id) {
-            let mut lanes = lanes!(self);
-            lanes.send(conn, id, packet);
-        }
+    /// Whether `id` speaks 5.0.
+    fn is_v5(&mut self, id: ConnId) -> bool {
+        conn_slot(&mut self.conns, id).is_some_and(|c| c.v5.is_some())
     }
 }
 

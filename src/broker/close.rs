@@ -10,9 +10,8 @@ use log::{debug, info, warn};
 use super::message::Message;
 use super::subscriptions::SessionKey;
 use super::timers::Timer;
-use super::{server_initiated, timer_key, Broker, Close, CloseReason, ConnId};
+use super::{timer_key, Broker, Close, CloseReason, ConnId};
 use crate::auth;
-use crate::protocol::{Packet, ProtocolVersion};
 
 impl Broker {
     /// Ends a connection: detaches its session (discarding a clean one), publishes its will
@@ -38,7 +37,7 @@ impl Broker {
         self.cert_identities.remove(&id);
         self.live_conns = self.live_conns.saturating_sub(1);
         // Its write buffer goes to the loop (`final_bytes`) or away: no longer ours.
-        self.out_bytes = self.out_bytes.saturating_sub(conn.counted_out);
+        self.out_bytes = self.out_bytes.saturating_sub(conn.out.counted());
         // Retained messages not yet sent leave with the connection (a `retained_ready`
         // entry for it is skipped when it comes up); a session that outlives the
         // connection gets them back when it resumes (see the end of this function).
@@ -80,16 +79,9 @@ impl Broker {
             }
             _ => None,
         };
-        let mut final_bytes = conn.out;
-        if notify_loop && conn.v5.is_some() && conn.session.is_some() && server_initiated(reason) {
-            // [MQTT-4.13.2-1] a 5.0 client learns why the server closes its connection.
-            let d = crate::protocol::Disconnect {
-                reason: reason.reason_code(),
-                properties: crate::protocol::Properties::EMPTY,
-            };
-            Packet::Disconnect(d).encode(ProtocolVersion::V5, &mut final_bytes);
-        }
         if notify_loop {
+            let last = reason.last_packet(conn.v5.is_some(), conn.session.is_some());
+            let final_bytes = conn.out.into_final_bytes(last);
             self.closes.push(Close { id, final_bytes });
         }
         let mut will = will;
@@ -141,16 +133,7 @@ impl Broker {
             self.timers
                 .schedule_in(now, after, Timer::SessionExpiry(timer_key(key), epoch));
         }
-        if session.store_id != 0 {
-            // The expiry countdown must go on across a restart.
-            session.offline_since = self.journal.unix_ms(now);
-            if session.offline_since != 0 {
-                self.journal.record(crate::store::Record::SessionOffline {
-                    session: session.store_id,
-                    since: session.offline_since,
-                });
-            }
-        }
+        self.journal.session_offline(session, now);
         match will {
             Some(w) if will_delay > 0 => {
                 // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
@@ -186,12 +169,10 @@ impl Broker {
         };
         // Its slab key will be reused: a parked retained job must not follow it.
         self.retained_parked.remove(&key);
-        if session.store_id != 0 {
-            let r = crate::store::Record::SessionDelete {
-                session: session.store_id,
-            };
-            self.journal.record(r);
-        }
+        self.journal
+            .session(&session, |session| crate::store::Record::SessionDelete {
+                session,
+            });
         for sub in &session.subscriptions {
             self.subscriptions.unsubscribe(&sub.filter, key);
         }

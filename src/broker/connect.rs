@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::delivery::{encode_publish, Outgoing};
-use super::error::refusal_code;
+use super::error::ConnectRefusal;
 use super::message::{self, Message};
 use super::session::{InflightState, Session};
 use super::subscriptions::SessionKey;
 use super::timers::Timer;
-use super::{conn_slot, send, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
+use super::{conn_slot, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
 use crate::auth::Refusal;
 use crate::protocol::{
     Ack, Connack, Connect, Packet, Properties, PropertiesBuf, Property, ProtocolVersion, ReasonCode,
@@ -53,7 +53,7 @@ impl Broker {
 
         if v5 && c.properties.authentication_method().is_some() {
             // No enhanced authentication method is configured [MQTT-4.12.0-1].
-            return self.refuse(id, ReasonCode::BAD_AUTHENTICATION_METHOD, now);
+            return self.refuse(id, ConnectRefusal::AuthenticationMethod, now);
         }
         let Some((client_id, assigned)) = self.assign_id(id, &c, v5, now) else {
             return false;
@@ -71,7 +71,7 @@ impl Broker {
             }
             Some(None) => {
                 info!("client {client_id} refused: its TLS certificate gives no user name");
-                return self.refuse(id, refusal_code(Refusal::BadCredentials, c.version), now);
+                return self.refuse(id, ConnectRefusal::Auth(Refusal::BadCredentials), now);
             }
             Some(Some(ref name)) => Connect {
                 username: Some(name),
@@ -104,7 +104,7 @@ impl Broker {
             self.close(id, CloseReason::ConnackTooLarge, now, true);
             return false;
         }
-        if !self.session_room(id, &client_id, v5, now) {
+        if !self.session_room(id, &client_id, now) {
             return false;
         }
 
@@ -150,12 +150,7 @@ impl Broker {
                 "client id of {} bytes refused: over max_client_id_length ({max_id})",
                 c.client_id.len()
             );
-            let code = if v5 {
-                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
-            } else {
-                ReasonCode::V3_IDENTIFIER_REJECTED
-            };
-            self.refuse(id, code, now);
+            self.refuse(id, ConnectRefusal::ClientIdTooLong, now);
             return None;
         }
 
@@ -164,7 +159,7 @@ impl Broker {
             // [MQTT-3.1.3-8] (3.1.1) an empty id needs a clean session; 3.1 never allowed
             // one. 5.0 assigns one either way [MQTT-3.1.3-6] and says so in CONNACK.
             if !v5 && (!c.clean_start || c.version == ProtocolVersion::V31) {
-                self.refuse(id, ReasonCode::V3_IDENTIFIER_REJECTED, now);
+                self.refuse(id, ConnectRefusal::EmptyClientId, now);
                 return None;
             }
             assigned = true;
@@ -188,7 +183,7 @@ impl Broker {
             } else {
                 info!("client {client_id} refused{user}: {refusal}");
             }
-            return self.refuse(id, refusal_code(refusal, c.version), now);
+            return self.refuse(id, ConnectRefusal::Auth(refusal), now);
         }
         true
     }
@@ -235,7 +230,7 @@ impl Broker {
 
     /// `max_sessions`: false, after refusing the CONNECT, when it needs a new session and
     /// the table is full.
-    fn session_room(&mut self, id: ConnId, client_id: &Arc<str>, v5: bool, now: Instant) -> bool {
+    fn session_room(&mut self, id: ConnId, client_id: &Arc<str>, now: Instant) -> bool {
         // `max_sessions`: a CONNECT that needs a new session is refused when the table is
         // full; resuming or taking over an existing one always works.
         let max_sessions = self.config.max_sessions;
@@ -251,12 +246,7 @@ impl Broker {
                 );
             }
             debug!("client {client_id} refused: max_sessions reached");
-            let code = if v5 {
-                ReasonCode::QUOTA_EXCEEDED
-            } else {
-                ReasonCode::V3_SERVER_UNAVAILABLE
-            };
-            self.refuse(id, code, now);
+            self.refuse(id, ConnectRefusal::SessionsFull, now);
             return false;
         }
         self.sessions_full_logged = false;
@@ -312,18 +302,10 @@ impl Broker {
             // [MQTT-3.1.3-9] a delayed will is dropped when the session resumes in time.
             session.pending_will = None;
             let mut user_changed = user_changed;
-            if session.store_id == 0 && !ends_with_connection && self.journal.enabled {
-                session.store_id = self.journal.new_session_id();
-                let r = Record::SessionOpen {
-                    session: session.store_id,
-                    client_id,
-                };
-                self.journal.record(r);
+            if !ends_with_connection && self.journal.persist_session(session) {
                 user_changed = session.username.is_some();
             }
-            if session.store_id != 0 {
-                self.journal.session_online(session, user_changed);
-            }
+            self.journal.session_online(session, user_changed);
         }
         self.set_session_expiry(key, expiry);
         (key, session_present)
@@ -399,18 +381,15 @@ impl Broker {
             code: ReasonCode::SUCCESS,
             properties: props.as_properties(),
         };
-        send(conn, id, &mut self.transmit, &Packet::Connack(connack));
+        self.output.send_now(conn, id, &Packet::Connack(connack));
         // An acknowledgement on this connection may answer a retransmission (PUBLISH with
         // DUP, PUBREL) whose original wrote its record in a batch that is still being made
         // durable; the first answer was held on the old connection and went with it. So
         // everything durable on the new connection waits for every batch already submitted
         // [MQTT-4.3.3-2]. CONNACK itself need not wait: a crash before the session's
         // records are durable shows at the next CONNECT as session present 0.
-        let submitted = self.journal.seq.saturating_sub(1);
-        if self.journal.holds && submitted > self.journal.durable && conn.held.is_empty() {
-            conn.held.push((submitted, Vec::new()));
-            self.held_conns.push(id);
-        }
+        self.output
+            .hold_behind_submitted(&mut conn.out, id, &self.journal);
         true
     }
 
@@ -430,16 +409,17 @@ impl Broker {
         }
     }
 
-    /// Answers CONNACK with `code` and closes the connection [MQTT-3.2.2-4/5].
-    fn refuse(&mut self, id: ConnId, code: ReasonCode, now: Instant) -> bool {
-        if let Some(conn) = conn_slot(&mut self.conns, id) {
-            let connack = Connack {
-                session_present: false,
-                code,
-                properties: Properties::EMPTY,
-            };
-            send(conn, id, &mut self.transmit, &Packet::Connack(connack));
-        }
+    /// Answers CONNACK with the code of `refusal` and closes the connection
+    /// [MQTT-3.2.2-4/5].
+    fn refuse(&mut self, id: ConnId, refusal: ConnectRefusal, now: Instant) -> bool {
+        let version = conn_slot(&mut self.conns, id).and_then(|c| c.version);
+        let code = refusal.code(version.unwrap_or(ProtocolVersion::V311));
+        let connack = Connack {
+            session_present: false,
+            code,
+            properties: Properties::EMPTY,
+        };
+        self.send_now(id, &Packet::Connack(connack));
         self.close(id, CloseReason::ConnectRefused(code), now, true);
         false
     }
@@ -468,7 +448,6 @@ impl Broker {
             username: session.username.as_deref(),
             client_id: &session.client_id,
         };
-        let mut lanes = lanes!(self);
         let mut expired = Vec::new();
         let inflight_len = session.inflight().len();
         let unsent = session.unsent.min(inflight_len);
@@ -484,9 +463,13 @@ impl Broker {
                 expired.push(inflight.packet_id);
                 continue;
             }
+            let (out, journal) = (&mut conn.out, &self.journal);
             let buf = match inflight.state {
-                InflightState::AwaitingPuback => lanes.delivery(conn, id, inflight.delivery.qos),
-                _ => lanes.durable(conn, id),
+                InflightState::AwaitingPuback => {
+                    self.output
+                        .delivery(out, id, inflight.delivery.qos, journal)
+                }
+                _ => self.output.held(out, id, journal),
             };
             match inflight.state {
                 InflightState::AwaitingPuback | InflightState::AwaitingPubrec => {
@@ -520,12 +503,12 @@ impl Broker {
         let dropped = !expired.is_empty();
         for pid in expired {
             session.inflight_mut().retain(|f| f.packet_id != pid);
-            if session.store_id != 0 {
-                self.journal.record(Record::InflightDone {
-                    session: session.store_id,
-                    packet_id: pid.get(),
+            let packet_id = pid.get();
+            self.journal
+                .session(session, |session| Record::InflightDone {
+                    session,
+                    packet_id,
                 });
-            }
         }
         // What was dropped made room for more.
         if dropped && session.unsent > 0 {

@@ -11,11 +11,13 @@ use std::time::Instant;
 
 use log::warn;
 
+use super::journal::Journal;
 use super::message::Message;
+use super::output::Output;
 use super::routing::Routed;
 use super::session::{Inflight, InflightState, Queued, Session};
 use super::subscriptions::SessionKey;
-use super::{conn_slot, Broker, Conn, ConnId, Lanes, Stats};
+use super::{conn_slot, Broker, Conn, ConnId, Stats};
 use crate::auth;
 use crate::protocol::{
     PacketId, Properties, PropertiesBuf, Property, ProtocolVersion, Publish, QoS,
@@ -115,7 +117,7 @@ impl Broker {
             .and_then(|id| conn_slot(&mut self.conns, id).map(|c| (id, c)));
         match online {
             Some((id, conn)) if qos == QoS::AtMostOnce => {
-                if conn.out.len() > self.config.max_write_buffer {
+                if conn.out.buf.len() > self.config.max_write_buffer {
                     // Slow consumer: QoS 0 is dropped rather than buffered without bound.
                     self.stats.dropped_slow_consumer += 1;
                     if !conn.slow_logged {
@@ -123,7 +125,7 @@ impl Broker {
                         warn!(
                             "client {} is not reading: dropping QoS 0 messages while {} bytes are unsent",
                             session.client_id,
-                            conn.out.len()
+                            conn.out.buf.len()
                         );
                     }
                     return;
@@ -138,8 +140,8 @@ impl Broker {
                     sub_ids,
                 };
                 let (version, max) = (conn.version, conn.max_packet());
-                // Straight to the write buffer, unless output is held (see `Lanes::delivery`).
-                let buf = lanes!(self).delivery(conn, id, qos);
+                // Straight to the write buffer, unless output is held (see `Output::delivery`).
+                let buf = self.output.delivery(&mut conn.out, id, qos, &self.journal);
                 if encode_publish(
                     version,
                     max,
@@ -166,20 +168,18 @@ impl Broker {
                     // [MQTT-3.1.2-25] too large for this client: dropped as if delivered.
                     return;
                 }
-                if session.store_id != 0 {
-                    // Journal first: the delivery is held until this record is durable.
-                    let id = self.journal.message_id(&delivery.msg, now);
-                    let (session, packet_id, qos) = (session.store_id, packet_id.get(), qos as u8);
-                    self.journal.record(Record::Inflight {
+                // Journal first: a QoS 2 delivery is held until this record is durable.
+                let msg = &delivery.msg;
+                self.journal
+                    .session_message(session, msg, now, |session, id| Record::Inflight {
                         session,
-                        packet_id,
+                        packet_id: packet_id.get(),
                         id,
-                        qos,
+                        qos: qos as u8,
                         retain,
                     });
-                }
                 send_into_inflight(
-                    lanes!(self),
+                    (&mut self.output, &self.journal),
                     &mut self.scratch_props,
                     &mut self.stats,
                     session,
@@ -235,16 +235,14 @@ impl Broker {
             },
             limits,
         ) {
-            if session.store_id != 0 {
-                let id = self.journal.message_id(&msg, routed.now);
-                let r = Record::Enqueue {
-                    session: session.store_id,
+            let qos = qos as u8;
+            self.journal
+                .session_message(session, &msg, routed.now, |session, id| Record::Enqueue {
+                    session,
                     id,
-                    qos: qos as u8,
+                    qos,
                     retain,
-                };
-                self.journal.record(r);
-            }
+                });
         } else {
             self.stats.dropped_queue_full += 1;
             if !session.overflow_logged {
@@ -277,7 +275,6 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return;
         };
-        let store_id = session.store_id;
         let acl = self.auth.has_acl().then_some(&self.auth);
         while let Some(front) = session.queue().front() {
             let readable = acl.is_none_or(|auth| {
@@ -293,9 +290,8 @@ impl Broker {
                 || !fits(conn, &mut self.scratch_props, front, now)
             {
                 session.dequeue();
-                if store_id != 0 {
-                    self.journal.record(Record::Dequeue { session: store_id });
-                }
+                self.journal
+                    .session(session, |session| Record::Dequeue { session });
                 continue;
             }
             let packet_id = if front.qos == QoS::AtMostOnce {
@@ -309,17 +305,15 @@ impl Broker {
                 }
             };
             let Some(q) = session.dequeue() else { break };
-            if store_id != 0 {
-                self.journal.record(match packet_id {
-                    None => Record::Dequeue { session: store_id },
-                    Some(pid) => Record::QueueToInflight {
-                        session: store_id,
-                        packet_id: pid.get(),
-                    },
-                });
-            }
+            self.journal.session(session, |session| match packet_id {
+                None => Record::Dequeue { session },
+                Some(pid) => Record::QueueToInflight {
+                    session,
+                    packet_id: pid.get(),
+                },
+            });
             send_into_inflight(
-                lanes!(self),
+                (&mut self.output, &self.journal),
                 &mut self.scratch_props,
                 &mut self.stats,
                 session,
@@ -332,13 +326,13 @@ impl Broker {
     }
 }
 
-/// The one step `deliver` and `pump` share: encodes `q` into the connection's delivery
-/// lane and, with a packet id (QoS 1/2), moves it into the session's inflight window. The
+/// The one step `deliver` and `pump` share: encodes `q` for the connection by QoS
+/// ([`Output::delivery`]) and, with a packet id (QoS 1/2), moves it into the session's inflight window. The
 /// caller has allocated the id, checked the window and journaled the move.
 #[allow(clippy::too_many_arguments)] // disjoint borrows of the broker's fields
 #[inline]
 fn send_into_inflight(
-    mut lanes: Lanes<'_>,
+    (output, journal): (&mut Output, &Journal),
     scratch: &mut PropertiesBuf,
     stats: &mut Stats,
     session: &mut Session,
@@ -348,7 +342,7 @@ fn send_into_inflight(
     now: Instant,
 ) {
     let (version, max) = (conn.version, conn.max_packet());
-    let buf = lanes.delivery(conn, id, q.qos);
+    let buf = output.delivery(&mut conn.out, id, q.qos, journal);
     encode_publish(
         version,
         max,

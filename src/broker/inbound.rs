@@ -8,6 +8,7 @@ use std::time::Instant;
 use log::{debug, warn};
 
 use super::acks::ack;
+use super::error::{puback_code, pubrec_code, Outcome};
 use super::message::Message;
 use super::routing::Routed;
 use super::subscriptions::SessionKey;
@@ -19,15 +20,6 @@ use crate::store::Record;
 /// Clients may not publish to `$SYS` (Mosquitto denies it too), nor to `$share/...`.
 fn publish_allowed(topic: &str) -> bool {
     !(topic == "$SYS" || topic.starts_with("$SYS/") || topic.starts_with("$share/"))
-}
-
-/// Why an accepted PUBLISH reached nobody, for the 5.0 PUBACK/PUBREC reason code.
-enum Outcome {
-    Delivered,
-    NoSubscribers,
-    NotAuthorized,
-    /// Not accepted: a bound was reached (5.0 only).
-    QuotaExceeded,
 }
 
 impl Broker {
@@ -78,12 +70,8 @@ impl Broker {
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
                 let outcome = self.accept_publish(key, &p, topic, v5, now);
-                let reason = if v5 {
-                    outcome_code(outcome)
-                } else {
-                    ReasonCode::SUCCESS
-                };
-                self.reply(id, &Packet::Puback(ack(pid, reason)));
+                let reason = puback_code(outcome, v5);
+                self.send_held(id, &Packet::Puback(ack(pid, reason)));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
                 let receive_max = self.receive_maximum();
@@ -108,29 +96,25 @@ impl Broker {
                              await PUBREL",
                             session.client_id
                         );
-                        self.reply(id, &Packet::Pubrec(ack(pid, reason)));
+                        self.send_held(id, &Packet::Pubrec(ack(pid, reason)));
                         return true;
                     }
                     session.awaiting_pubrel_mut().push(pid);
-                    if session.store_id != 0 {
-                        let r = Record::AwaitPubrel {
-                            session: session.store_id,
-                            packet_id: pid.get(),
-                        };
-                        self.journal.record(r);
-                    }
+                    let packet_id = pid.get();
+                    self.journal
+                        .session(session, |session| Record::AwaitPubrel {
+                            session,
+                            packet_id,
+                        });
                     let outcome = self.accept_publish(key, &p, topic, v5, now);
-                    // PUBREC says only "not authorized" or "quota exceeded"; like Mosquitto
-                    // it does not report a missing subscriber (0x10 is allowed but tells
-                    // the client nothing it can act on before PUBREL).
-                    if v5 && matches!(outcome, Outcome::NotAuthorized | Outcome::QuotaExceeded) {
-                        reason = outcome_code(outcome);
+                    reason = pubrec_code(outcome, v5);
+                    if reason.is_error() {
                         // [MQTT-4.3.3-4] a PUBREC with an error code ends the flow: no
                         // PUBREL follows, and the id may be used for a new message.
                         self.forget_pubrel(key, pid);
                     }
                 }
-                self.reply(id, &Packet::Pubrec(ack(pid, reason)));
+                self.send_held(id, &Packet::Pubrec(ack(pid, reason)));
             }
             _ => {
                 self.accept_publish(key, &p, topic, v5, now);
@@ -164,7 +148,7 @@ impl Broker {
                 .get(key)
                 .is_some_and(|s| s.awaiting_pubrel().contains(&pid));
         if retransmission {
-            self.reply(id, &Packet::Pubrec(ack(pid, ReasonCode::SUCCESS)));
+            self.send_held(id, &Packet::Pubrec(ack(pid, ReasonCode::SUCCESS)));
             return true;
         }
         self.stats.dropped_memory_limit += 1;
@@ -172,11 +156,11 @@ impl Broker {
             self.close(id, CloseReason::MemoryLimit, now, true);
             return false;
         }
-        let reply = ack(pid, ReasonCode::QUOTA_EXCEEDED);
+        let reply = ack(pid, puback_code(Outcome::QuotaExceeded, v5));
         if p.qos == QoS::AtLeastOnce {
-            self.reply(id, &Packet::Puback(reply));
+            self.send_held(id, &Packet::Puback(reply));
         } else {
-            self.reply(id, &Packet::Pubrec(reply));
+            self.send_held(id, &Packet::Pubrec(reply));
         }
         true
     }
@@ -187,12 +171,9 @@ impl Broker {
             return;
         };
         session.awaiting_pubrel_mut().retain(|p| *p != pid);
-        if session.store_id != 0 {
-            self.journal.record(Record::Released {
-                session: session.store_id,
-                packet_id: pid.get(),
-            });
-        }
+        let packet_id = pid.get();
+        self.journal
+            .session(session, |session| Record::Released { session, packet_id });
         session.release_idle_flows();
     }
 
@@ -301,15 +282,5 @@ impl Broker {
             self.store_retained(will, now);
         }
         self.route(&mut Routed::from_message(will, now));
-    }
-}
-
-/// The 5.0 reason code of a PUBACK/PUBREC for an accepted message.
-fn outcome_code(o: Outcome) -> ReasonCode {
-    match o {
-        Outcome::Delivered => ReasonCode::SUCCESS,
-        Outcome::NoSubscribers => ReasonCode::NO_MATCHING_SUBSCRIBERS,
-        Outcome::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
-        Outcome::QuotaExceeded => ReasonCode::QUOTA_EXCEEDED,
     }
 }

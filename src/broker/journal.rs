@@ -1,21 +1,22 @@
-//! The broker's side of persistence: turning state changes into log records, and holding
-//! back the packets that promise durability until the records they depend on are on disk.
+//! The broker's side of persistence: turning state changes into log records, and telling
+//! the output (`output.rs`) which batch the packets that promise durability must wait for.
 //!
 //! What is journaled: retained messages, and persistent sessions (clean session 0) with
 //! their subscriptions, queued and in-flight messages and inbound QoS 2 packet ids. Clean
 //! sessions are never journaled: they end with their connection, so a restart has nothing
 //! of theirs to bring back, and traffic between clean sessions costs no disk writes.
 //!
-//! Group commit: records of one loop turn form one batch with sequence number `seq`. An
-//! acknowledgement or QoS 1/2 delivery produced while the batch has records is put in the
-//! connection's held segment for `seq`, and released by `Broker::handle_durable` once the
+//! Group commit: records of one loop turn form one batch with sequence number `seq`
+//! ([`Journal::open_batch`] while it has records). Output that promises durability waits
+//! for that batch: `output.rs` holds acknowledgements and QoS 2 deliveries in the
+//! connection's held segment for `seq`, released by `Broker::handle_durable` once the
 //! store reports that batch durable: fsynced under `fsync = batch`, written to the file
 //! under `interval` and `never` (so a crash of the process never loses an acknowledged
-//! message; only a power cut can, in those two modes). A connection with
-//! held output holds everything durable after it too, so PUBACKs keep their order
-//! [MQTT-4.6.0-2]. QoS 0 and QoS 1 deliveries, CONNACK and PINGRESP never wait (a QoS 1
-//! delivery sent before its record is durable can at worst arrive twice after a crash,
-//! which QoS 1 allows; QoS 2 deliveries wait, so that they cannot).
+//! message; only a power cut can, in those two modes). QoS 0 and QoS 1 deliveries, CONNACK
+//! and PINGRESP do not wait (a QoS 1 delivery sent before its record is durable can at
+//! worst arrive twice after a crash, which QoS 1 allows), except that a connection with
+//! held output holds every delivery behind it, so the client sees packets in order.
+//! Which packet takes which route is decided in `output.rs` only.
 //!
 //! Wall-clock time: expiry must count across a restart, and `Instant` starts again with
 //! every boot, so records that start a countdown (a session going offline, a message's
@@ -30,7 +31,6 @@ use std::time::Instant;
 
 use super::message::Message;
 use super::session::Session;
-use super::ConnId;
 use crate::store::Record;
 
 /// One reading of the wall clock: at monotonic instant `at` it was `unix_ms` milliseconds
@@ -67,11 +67,6 @@ pub(super) struct Journal {
     /// Where persisted times come from; `None` until the caller gives one.
     pub wall: Option<WallClock>,
 }
-
-/// Output waiting for batch `.0` to be durable.
-/// A `Vec`, not a `VecDeque`: it holds one or two segments, and every connection carries
-/// one (8 bytes less each).
-pub(super) type Held = Vec<(u64, Vec<u8>)>;
 
 impl Journal {
     pub fn new(enabled: bool) -> Journal {
@@ -127,22 +122,76 @@ impl Journal {
         self.wall.map_or(0, |w| w.unix_ms(now))
     }
 
-    /// Records for a stored session whose client (re)connected: its user name when it
+    /// Journals a change to `session` if it is persistent, with the record `change` makes
+    /// of its store id. The one place that decides which sessions are in the log: only
+    /// those [`Journal::persist_session`] gave a store id; a clean session's changes are
+    /// never written.
+    #[inline]
+    pub fn session<'r>(&mut self, session: &Session, change: impl FnOnce(u64) -> Record<'r>) {
+        if persistent(session) {
+            self.record(change(session.store_id));
+        }
+    }
+
+    /// [`Journal::session`] for a change that refers to `msg`: the message's own record is
+    /// written first, the first time the log refers to it; `change` gets the session's
+    /// store id and the message's.
+    #[inline]
+    pub fn session_message<'r>(
+        &mut self,
+        session: &Session,
+        msg: &Arc<Message>,
+        now: Instant,
+        change: impl FnOnce(u64, u64) -> Record<'r>,
+    ) {
+        if persistent(session) {
+            let id = self.message_id(msg, now);
+            self.record(change(session.store_id, id));
+        }
+    }
+
+    /// Makes `session` persistent, unless it is already or persistence is off: it gets a
+    /// store id and its opening record. True if it became persistent now.
+    pub fn persist_session(&mut self, session: &mut Session) -> bool {
+        if persistent(session) || !self.enabled {
+            return false;
+        }
+        session.store_id = self.new_session_id();
+        self.record(Record::SessionOpen {
+            session: session.store_id,
+            client_id: &session.client_id,
+        });
+        true
+    }
+
+    /// Records for a persistent session whose client (re)connected: its user name when it
     /// changed (after a restart, ACL checks of the offline session use it) and that it is
     /// online again (its expiry countdown stops).
     pub fn session_online(&mut self, session: &mut Session, user_changed: bool) {
         if user_changed {
-            self.record(Record::SessionUser {
-                session: session.store_id,
-                username: session.username.as_deref(),
-            });
+            let username = session.username.as_deref();
+            self.session(session, |session| Record::SessionUser { session, username });
         }
+        // Only a persistent session has a time it went offline.
         if session.offline_since != 0 {
             session.offline_since = 0;
-            self.record(Record::SessionOffline {
-                session: session.store_id,
+            self.session(session, |session| Record::SessionOffline {
+                session,
                 since: 0,
             });
+        }
+    }
+
+    /// Records when a persistent session went offline: its expiry countdown must go on
+    /// across a restart. Nothing without a wall clock (the time is unknown).
+    pub fn session_offline(&mut self, session: &mut Session, now: Instant) {
+        if !persistent(session) {
+            return;
+        }
+        session.offline_since = self.unix_ms(now);
+        if session.offline_since != 0 {
+            let since = session.offline_since;
+            self.session(session, |session| Record::SessionOffline { session, since });
         }
     }
 
@@ -158,12 +207,12 @@ impl Journal {
         self.next_session_id = self.next_session_id.max(max_session + 1);
     }
 
-    /// Takes the open batch, if it has records.
     /// Bytes of the open batch.
     pub fn open_bytes(&self) -> usize {
         self.buf.len()
     }
 
+    /// Takes the open batch, if it has records.
     pub fn take_batch(&mut self) -> Option<(u64, Vec<u8>)> {
         if self.buf.is_empty() {
             return None;
@@ -173,44 +222,46 @@ impl Journal {
         Some((seq, std::mem::take(&mut self.buf)))
     }
 
-    /// The buffer durable output for a connection goes to: its write buffer, or a held
-    /// segment. `held_conns` learns about connections that start holding.
-    pub fn target<'a>(
-        &self,
-        out: &'a mut Vec<u8>,
-        held: &'a mut Held,
-        id: ConnId,
-        held_conns: &mut Vec<ConnId>,
-    ) -> &'a mut Vec<u8> {
-        if !self.holds {
-            return out;
-        }
-        if !self.buf.is_empty() {
-            if held.is_empty() {
-                held_conns.push(id);
-            }
-            if held.last().is_none_or(|(tag, _)| *tag != self.seq) {
-                held.push((self.seq, Vec::new()));
-            }
-        }
-        match held.last_mut() {
-            Some((_, segment)) => segment,
-            None => out,
-        }
+    /// The batch records written now go into, if it has any yet: durable output produced
+    /// now waits for it (see `output.rs`).
+    pub fn open_batch(&self) -> Option<u64> {
+        (!self.buf.is_empty()).then_some(self.seq)
     }
 }
 
-/// Moves the held segments of batches up to `durable` into `out`; true if any moved.
-pub(super) fn release(held: &mut Held, out: &mut Vec<u8>, durable: u64) -> bool {
-    let mut moved = false;
-    while held.first().is_some_and(|(tag, _)| *tag <= durable) {
-        let (_, segment) = held.remove(0);
-        if out.is_empty() {
-            *out = segment;
-        } else {
-            out.extend_from_slice(&segment);
-        }
-        moved = true;
+/// Whether `session` is in the log: it has a store id (see [`Journal::persist_session`]).
+#[inline]
+pub(super) fn persistent(session: &Session) -> bool {
+    session.store_id != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_persisted_session_is_journaled() {
+        let mut journal = Journal::new(true);
+        let mut session = Session::new(Arc::from("c"), false);
+        journal.session(&session, |session| Record::SessionDelete { session });
+        assert_eq!(
+            journal.open_batch(),
+            None,
+            "a session without store id writes nothing"
+        );
+        assert!(journal.persist_session(&mut session));
+        assert!(!journal.persist_session(&mut session), "persisted once");
+        let opened = journal.open_bytes();
+        journal.session(&session, |session| Record::SessionDelete { session });
+        assert!(journal.open_bytes() > opened);
+        assert_eq!(journal.open_batch(), Some(journal.seq));
     }
-    moved
+
+    #[test]
+    fn no_session_is_persisted_without_persistence() {
+        let mut journal = Journal::new(false);
+        let mut session = Session::new(Arc::from("c"), false);
+        assert!(!journal.persist_session(&mut session));
+        assert_eq!(session.store_id, 0);
+    }
 }

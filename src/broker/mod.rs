@@ -6,17 +6,42 @@
 //! out. The event loop calls `handle_*` for every input of a loop turn, then drains
 //! `poll_close` and `poll_transmit`, and asks `poll_timeout` how long it may sleep.
 //!
-//! Where things live: `connect.rs` validates CONNECT, takes sessions over and answers
-//! CONNACK; `inbound.rs` takes PUBLISH from a client (aliases, validation, inbound QoS 2
-//! state, retained storage, wills); `routing.rs` finds the subscribers of a message and
-//! picks one member per shared group; `delivery.rs` encodes deliveries and runs the
-//! inflight window, the queue behind it and the pump; `acks.rs` runs the PUBACK, PUBREC,
-//! PUBREL and PUBCOMP flows; `subscribe.rs` handles SUBSCRIBE/UNSUBSCRIBE and retained
-//! delivery; `session.rs` is the per-client-id state; `subscriptions.rs` the topic →
-//! session table; `retained.rs` the retained store; `timers.rs` the deadline heap;
-//! `output.rs` the output lanes and the loop's side of the write buffers; `close.rs` ends
-//! connections and sessions; `error.rs` why connections end; `fuzzing/` the `broker`
-//! and `topic` fuzz harnesses (built only for `cfg(fuzzing)` and tests).
+//! Module map (this file: [`Broker`], `Conn`, the `handle_*`/`poll_*` entry points,
+//! PINGREQ, DISCONNECT and the timers' dispatch):
+//! - `connect.rs`: CONNECT as named steps (refusal, id, auth, takeover, session, will and
+//!   keepalive, CONNACK) and the resend of what was in flight on reconnect.
+//! - `inbound.rs`: PUBLISH from a client: aliases, validation, inbound QoS 2 state,
+//!   retained storage, wills, the `memory_limit` policy.
+//! - `routing.rs`: the subscribers of a message, one member per shared group.
+//! - `delivery.rs`: encoding a delivery, the inflight window, the queue behind it, the pump.
+//! - `acks.rs`: the PUBACK, PUBREC, PUBREL and PUBCOMP flows.
+//! - `subscribe.rs`: SUBSCRIBE/UNSUBSCRIBE and the retained messages a subscription is due.
+//! - `output.rs`: every route bytes take to a client (send now, hold until durable, deliver
+//!   by QoS) and the loop's side of the write buffers (`poll_transmit`, `handle_durable`).
+//! - `close.rs`: ending connections and sessions.
+//! - `error.rs`: why the broker refuses or closes, and every reason code it decides.
+//! - `session.rs`: the per-client-id state; `subscriptions.rs`: the filter → session table;
+//!   `retained.rs`: the retained store and retained-delivery jobs; `message.rs`: the shared
+//!   [`Message`] and its memory [`Meter`]; `timers.rs`: the deadline heap.
+//! - `journal.rs`: state changes as log records (and which batch durable output waits
+//!   for); `restore.rs`: replaying the data files, and the snapshot of the live state.
+//! - `fuzzing/` (only `cfg(fuzzing)` and tests): the `broker` and `topic` fuzz harnesses;
+//!   `tests.rs`, `tests/`: in-process tests with a fake clock.
+//!
+//! Where this differs from `DESIGN.md`, on purpose:
+//! - DESIGN draws `broker ──► store/`. The broker only *encodes* records (`journal.rs`);
+//!   the loop takes each turn's batch (`poll_journal`) to the store's writer thread and
+//!   reports durability back (`handle_durable`), so the broker stays sans-IO and never
+//!   waits for a disk.
+//! - Files are named after the flow, not one file per packet: PUBLISH is split by
+//!   direction (`inbound`, `routing`, `delivery`, `acks`) because one file per packet held
+//!   four concerns; keepalive has no file of its own (its deadline is one entry in
+//!   `timers.rs`, its check a few lines in `handle_timeout`).
+//! - Broker tests live in `tests.rs` and `tests/`, not at the bottom of each file: they
+//!   drive the whole state machine through `handle_*`, across files.
+//! - Reason codes are mapped in one place per layer (DESIGN says one place): decode errors
+//!   in `protocol/error.rs`, which knows nothing of sessions; everything the broker decides
+//!   in `error.rs`.
 //!
 //! Each connection owns its write buffer here, so the broker sees how far behind a client
 //! is and applies the overflow policy itself (drop QoS 0 to a client whose buffer is over
@@ -28,18 +53,6 @@
 //! drains its output, and on close) and the partial input the loop reports
 //! (`account_input`). `handle_publish` consults it once per PUBLISH; the policy at the
 //! limit is in `inbound.rs` (`refuse_over_memory`).
-
-/// The output [`Lanes`] over a broker's fields, borrowed apart from the session and
-/// connection the caller already holds.
-macro_rules! lanes {
-    ($broker:expr) => {
-        $crate::broker::Lanes {
-            transmit: &mut $broker.transmit,
-            journal: &$broker.journal,
-            held_conns: &mut $broker.held_conns,
-        }
-    };
-}
 
 mod acks;
 mod close;
@@ -74,7 +87,7 @@ use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
 pub use message::{Message, Meter};
-use output::{send, Lanes};
+use output::{Outbox, Output};
 pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
 
@@ -143,10 +156,10 @@ struct V5Conn {
     /// The client's maximum packet size: larger PUBLISHes are not sent to it
     /// [MQTT-3.1.2-25].
     maximum_packet_size: u32,
-    /// Inbound topic aliases; index = alias - 1 [MQTT-3.3.2-10].
+    /// Inbound topic aliases; index = alias - 1 [MQTT-3.3.2-12].
     aliases: Vec<Option<Box<str>>>,
     /// Session expiry interval from CONNECT: a DISCONNECT may not raise it from 0
-    /// [MQTT-3.14.2-2].
+    /// (5.0 §3.14.2.2.2).
     connect_expiry: u32,
 }
 
@@ -161,19 +174,13 @@ struct Conn {
     /// 1.5 × the keepalive the client asked for, in milliseconds; `None` when keepalive is 0.
     keep_alive: Option<std::num::NonZeroU32>,
     last_activity: Instant,
-    /// Encoded packets not yet written to the socket.
-    out: Vec<u8>,
-    /// The capacity of `out` as last added to `Broker::out_bytes`.
-    counted_out: usize,
-    /// Whether this connection is already in `Broker::transmit`.
-    transmit_queued: bool,
+    /// Its write buffer and held output (see `output.rs`).
+    out: Outbox,
     will: Option<Arc<Message>>,
     /// 5.0 will delay interval in seconds.
     will_delay: u32,
     /// Whether the current slow-consumer episode has been logged.
     slow_logged: bool,
-    /// Output waiting for its batch to be durable (see `journal.rs`).
-    held: journal::Held,
     /// MQTT 5 connection state; `None` for 3.1/3.1.1.
     v5: Option<Box<V5Conn>>,
 }
@@ -198,15 +205,13 @@ pub struct Broker {
     subscriptions: SubscriptionTable,
     retained: RetainedStore,
     timers: Timers,
-    /// Connections with new output since the loop last asked.
-    transmit: Vec<ConnId>,
+    /// Every route bytes take to a client (see `output.rs`).
+    output: Output,
     closes: Vec<Close>,
     /// Reused for every routing decision so routing does not allocate.
     matches: Vec<Subscriber>,
     stats: Stats,
     journal: journal::Journal,
-    /// Connections with held output.
-    held_conns: Vec<ConnId>,
     /// Lookup tables used only while replaying the data files.
     restoring: Option<restore::Tables>,
     /// Reused to build the properties of each outbound 5.0 PUBLISH.
@@ -230,7 +235,7 @@ pub struct Broker {
     id_rng: IdRng,
     /// Bytes of the live messages (see `message.rs`).
     meter: Arc<Meter>,
-    /// Bytes of the connections' write buffers, as last reconciled (`Conn::counted_out`).
+    /// Bytes of the connections' write buffers, as last reconciled (`Outbox::counted`).
     out_bytes: usize,
     /// Bytes of partial input the event loop holds (`account_input`).
     input_bytes: usize,
@@ -246,18 +251,6 @@ pub struct Broker {
 /// (keeping timer entries at 32 bytes instead of 40).
 fn timer_key(key: SessionKey) -> u32 {
     u32::try_from(key).unwrap_or(u32::MAX)
-}
-
-/// Whether the broker, not the client or the network, ends the connection for `reason`.
-fn server_initiated(reason: CloseReason) -> bool {
-    !matches!(
-        reason,
-        CloseReason::ClientDisconnect
-            | CloseReason::ClientDisconnectWithWill
-            | CloseReason::PeerClosed
-            | CloseReason::IoError
-            | CloseReason::ConnectRefused(_)
-    )
 }
 
 /// The live connection of `id`, if its slot still holds that generation.
@@ -308,12 +301,11 @@ impl Broker {
             subscriptions: SubscriptionTable::default(),
             retained: RetainedStore::default(),
             timers: Timers::default(),
-            transmit: Vec::new(),
+            output: Output::default(),
             closes: Vec::new(),
             matches: Vec::new(),
             stats: Stats::default(),
             journal,
-            held_conns: Vec::new(),
             restoring: None,
             scratch_props: crate::protocol::PropertiesBuf::new(),
             epoch: 0,
@@ -407,12 +399,11 @@ impl Broker {
                     session.client_id
                 );
                 self.subscriptions.unsubscribe(filter, key);
-                if session.store_id != 0 {
-                    self.journal.record(crate::store::Record::Unsubscribe {
-                        session: session.store_id,
+                self.journal
+                    .session(session, |session| crate::store::Record::Unsubscribe {
+                        session,
                         filter,
                     });
-                }
             }
             removed += denied.len();
             session
@@ -521,13 +512,10 @@ impl Broker {
             session: None,
             keep_alive: None,
             last_activity: now,
-            out: Vec::new(),
-            counted_out: 0,
-            transmit_queued: false,
+            out: Outbox::default(),
             will: None,
             will_delay: 0,
             slow_logged: false,
-            held: journal::Held::new(),
             v5: None,
         });
         self.stats.connections_accepted += 1;
@@ -559,9 +547,7 @@ impl Broker {
             Packet::Subscribe(s) => self.handle_subscribe(id, s, now),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(id, u),
             Packet::Pingreq => {
-                if let Some(conn) = conn_slot(&mut self.conns, id) {
-                    send(conn, id, &mut self.transmit, &Packet::Pingresp);
-                }
+                self.send_now(id, &Packet::Pingresp);
                 true
             }
             Packet::Disconnect(d) => self.handle_client_disconnect(id, &d, now),
@@ -580,7 +566,7 @@ impl Broker {
 
     /// DISCONNECT from the client: the will is discarded [MQTT-3.14.4-3], unless a 5.0 client
     /// asks for it with reason 0x04; a 5.0 client may change its session expiry interval,
-    /// but not from 0 [MQTT-3.14.2-2]. Always returns false (the connection ends).
+    /// but not from 0 (5.0 §3.14.2.2.2). Always returns false (the connection ends).
     fn handle_client_disconnect(
         &mut self,
         id: ConnId,
@@ -599,13 +585,7 @@ impl Broker {
             }
             self.set_session_expiry(key, expiry);
         }
-        let reason = if d.reason == crate::protocol::ReasonCode::DISCONNECT_WITH_WILL
-            && connect_expiry.is_some()
-        {
-            CloseReason::ClientDisconnectWithWill
-        } else {
-            CloseReason::ClientDisconnect
-        };
+        let reason = CloseReason::of_client_disconnect(d.reason, connect_expiry.is_some());
         self.close(id, reason, now, true);
         false
     }
@@ -618,26 +598,19 @@ impl Broker {
         let changed = session.expiry_interval != interval;
         session.expiry_interval = interval;
         session.clean = interval == 0;
-        if session.store_id != 0 && changed {
-            let r = crate::store::Record::SessionExpiry {
-                session: session.store_id,
-                interval,
-            };
-            self.journal.record(r);
+        if changed {
+            self.journal
+                .session(session, |session| crate::store::Record::SessionExpiry {
+                    session,
+                    interval,
+                });
         }
     }
 
     /// The bytes from `id` could not be decoded: the connection is closed and its will
     /// published. A CONNECT with an unsupported protocol level is answered first with
-    /// CONNACK 0x01 [MQTT-3.1.2-2].
+    /// CONNACK 0x01 [MQTT-3.1.2-2] (see `CloseReason::last_packet`).
     pub fn handle_decode_error(&mut self, id: ConnId, err: DecodeError, now: Instant) {
-        if let Some(conn) = conn_slot(&mut self.conns, id) {
-            // A wrong protocol name is closed without CONNACK, as Mosquitto does.
-            if conn.session.is_none() && matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
-                // A 3.1.1-format CONNACK: the only format every client version can read.
-                conn.out.extend_from_slice(&[0x20, 0x02, 0x00, 0x01]);
-            }
-        }
         self.close(id, CloseReason::Decode(err), now, true);
     }
 

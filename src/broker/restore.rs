@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::journal;
 use super::message::Message;
 use super::session::{Inflight, InflightState, Queued, Session};
 use super::subscriptions::SessionKey;
@@ -533,7 +534,7 @@ impl Broker {
             }
             .encode(&mut out);
         }
-        for (_, s) in self.sessions.iter().filter(|(_, s)| s.store_id != 0) {
+        for (_, s) in self.sessions.iter().filter(|(_, s)| journal::persistent(s)) {
             let session = s.store_id;
             Record::SessionOpen {
                 session,

@@ -2,8 +2,8 @@
 //!
 //! A session owns its subscriptions (mirrored in the subscription table), the messages
 //! queued for it, its outbound messages in flight, the inbound QoS 2 packet ids awaiting
-//! PUBREL and its packet-id counter. It holds no socket and no clock, only plain data, so
-//! a later persistence layer can write it out as it is.
+//! PUBREL and its packet-id counter. It holds no socket and no clock, only plain data;
+//! `journal.rs` records its changes and `restore.rs` rebuilds it after a restart.
 //!
 //! Queue overflow policy: when a message would exceed `max_queued_messages` or
 //! `max_queued_bytes` (topic, payload and MQTT 5 properties), the new message is dropped

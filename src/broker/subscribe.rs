@@ -13,13 +13,14 @@ use std::time::Instant;
 use super::routing::Routed;
 use log::{debug, warn};
 
+use super::error::{granted_code, unsuback_code, SubscribeRefusal};
 use super::restore::options_byte;
 use super::retained::{PendingFilter, RetainedJob};
 use super::subscriptions::parse_shared;
 use super::{conn_slot, Broker, ConnId, ProtocolViolation, SessionKey};
 use crate::auth;
 use crate::protocol::{
-    Packet, Properties, ReasonCode, RetainHandling, Suback, Subscribe, Unsuback, Unsubscribe,
+    Packet, Properties, RetainHandling, Suback, Subscribe, Unsuback, Unsubscribe,
 };
 use crate::store::Record;
 
@@ -52,13 +53,10 @@ impl Broker {
         {
             return self.violation(id, ProtocolViolation::MalformedSharedSubscription, now);
         }
-        // One subscription identifier per SUBSCRIBE applies to all its filters [MQTT-3.8.2-?].
+        // One subscription identifier per SUBSCRIBE applies to all its filters (5.0
+        // §3.8.2.1.2; no numbered statement).
         let sub_id = s.properties.subscription_identifiers().next().unwrap_or(0);
-        let quota = if v5 {
-            ReasonCode::QUOTA_EXCEEDED
-        } else {
-            ReasonCode::SUBACK_FAILURE
-        };
+        let quota = SubscribeRefusal::Quota.code(v5);
         let (max_filters, max_subs, max_total) = (
             self.config.max_filters_per_subscribe,
             self.config.max_subscriptions_per_client,
@@ -80,11 +78,7 @@ impl Broker {
             }
             if !self.may_subscribe(key, filter) {
                 debug!("subscription to {filter} refused: not allowed by the ACL");
-                codes.push(if v5 {
-                    ReasonCode::NOT_AUTHORIZED
-                } else {
-                    ReasonCode::SUBACK_FAILURE
-                });
+                codes.push(SubscribeRefusal::NotAuthorized.code(v5));
                 continue;
             }
             let exists = self
@@ -111,26 +105,27 @@ impl Broker {
             let mut is_new = true;
             if let Some(session) = self.sessions.get_mut(key) {
                 is_new = session.set_subscription(&stored, *options, sub_id);
-                if session.store_id != 0 {
-                    let options = options_byte(*options);
-                    self.journal.record(Record::Subscribe {
-                        session: session.store_id,
-                        filter: &stored,
-                        options,
-                    });
-                    if sub_id != 0 {
-                        self.journal.record(Record::SubscriptionId {
-                            session: session.store_id,
-                            filter: &stored,
+                let (filter, options) = (&stored, options_byte(*options));
+                self.journal.session(session, |session| Record::Subscribe {
+                    session,
+                    filter,
+                    options,
+                });
+                if sub_id != 0 {
+                    self.journal
+                        .session(session, |session| Record::SubscriptionId {
+                            session,
+                            filter,
                             id: sub_id,
                         });
-                    }
                 }
             }
-            codes.push(ReasonCode(granted as u8));
-            // [MQTT-3.3.1-6] matching retained messages are sent after the SUBACK, with
-            // RETAIN set [MQTT-3.3.1-8]; never for a shared subscription [MQTT-4.8.2-?];
-            // retain handling 1 only for a new subscription, 2 never [MQTT-3.3.1-9..11].
+            codes.push(granted_code(granted));
+            // Matching retained messages are sent after the SUBACK, with RETAIN set (3.1.1
+            // [MQTT-3.3.1-6] [MQTT-3.3.1-8]); never for a shared subscription (5.0 §3.3.1.3
+            // sends them for a new Non-shared Subscription only; no numbered statement);
+            // retain handling 1 only for a new subscription, 2 never (5.0
+            // [MQTT-3.3.1-9..11]).
             let send_retained = shared.is_none()
                 && match options.retain_handling {
                     RetainHandling::OnSubscribe => true,
@@ -164,7 +159,7 @@ impl Broker {
             properties: Properties::EMPTY,
             codes,
         };
-        self.reply(id, &Packet::Suback(suback));
+        self.send_held(id, &Packet::Suback(suback));
         // The first share of the retained messages goes out at once (all of them, usually);
         // the rest as the client reads (see `run_retained_jobs`).
         self.retained_step(id, now);
@@ -219,9 +214,7 @@ impl Broker {
     fn retained_blocked(&self, id: ConnId, key: SessionKey) -> bool {
         let high = (self.config.max_write_buffer / 2).clamp(1, RETAINED_OUTPUT_HIGH);
         let out = match self.conns.get(id.index as usize) {
-            Some(Some(c)) if c.generation == id.generation => {
-                c.out.len() + c.held.iter().map(|(_, b)| b.len()).sum::<usize>()
-            }
+            Some(Some(c)) if c.generation == id.generation => c.out.pending_len(),
             _ => return true,
         };
         out >= high
@@ -312,20 +305,14 @@ impl Broker {
                 job.cancel(filter);
             }
             if let Some(session) = self.sessions.get_mut(key) {
-                if session.remove_subscription(filter) && session.store_id != 0 {
-                    self.journal.record(Record::Unsubscribe {
-                        session: session.store_id,
-                        filter,
-                    });
+                if session.remove_subscription(filter) {
+                    self.journal
+                        .session(session, |session| Record::Unsubscribe { session, filter });
                 }
             }
             if v5 {
                 // [MQTT-3.11.3-1] one reason code per filter.
-                codes.push(if existed {
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::NO_SUBSCRIPTION_EXISTED
-                });
+                codes.push(unsuback_code(existed));
             }
         }
         // [MQTT-3.10.4-4] UNSUBACK even when nothing matched.
@@ -334,7 +321,7 @@ impl Broker {
             properties: Properties::EMPTY,
             codes,
         };
-        self.reply(id, &Packet::Unsuback(unsuback));
+        self.send_held(id, &Packet::Unsuback(unsuback));
         true
     }
 }

@@ -5,7 +5,9 @@
 //! does not touch the heap: a packet only moves the connection's `last_activity`, and when
 //! an entry comes due the broker checks the real deadline and re-arms it if it moved. So the
 //! heap holds O(connections) entries, the loop wakes only when some deadline may really have
-//! passed, and there is no periodic scan over all clients.
+//! passed, and there is no periodic scan over all clients. (These are `DESIGN.md`'s "small
+//! fixed set of deadlines per client"; one heap over all of them gives the next wake-up
+//! without visiting every client.)
 //!
 //! Entries of connections that closed and sessions that came back online are not removed
 //! when that happens (a heap cannot find them); they would stay until their deadline, up to

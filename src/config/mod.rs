@@ -8,9 +8,14 @@
 //!   file, line and key) out; reading files goes through the [`Source`] trait so tests need no disk.
 //! - `error`: [`ConfigError`], [`ConfigErrors`] and [`Warning`].
 //!
-//! Some keys describe features that arrive later (persistence, MQTT 5 limits); they are
-//! parsed and validated now so a file that works today keeps working, and they take
-//! effect when their feature lands. The README lists which.
+//! `DESIGN.md` names one `config.rs`; the Mosquitto file format (includes, listener
+//! blocks, per-key errors with file and line) is most of the code, so it has its own
+//! files and this one keeps only the typed result.
+//!
+//! Every key in [`Config`] takes effect, except `autosave_interval`: it is parsed and
+//! validated so Mosquitto files keep working, and ignored (wrenmq journals every change
+//! and compacts by size, so it has no periodic save). Mosquitto keys wrenmq does not
+//! implement at all are accepted with a warning (`parse.rs`); the README lists both.
 
 mod error;
 mod parse;
@@ -106,7 +111,8 @@ pub struct Config {
     /// Largest PUBLISH payload accepted, MQTT 5 properties included; larger ones are
     /// acknowledged and dropped (0 = no limit beyond `max_packet_size`).
     pub message_size_limit: u32,
-    /// MQTT 5: the largest keepalive a client may ask for (takes effect with MQTT 5).
+    /// MQTT 5: the largest keepalive a client may ask for; a 5.0 client asking for more
+    /// (or for none) is told this value as Server Keep Alive.
     pub max_keepalive: u16,
     /// Offline persistent sessions without an expiry of their own are discarded after
     /// this long; `None` = never. At most 0xFFFFFFFF s when parsed from a file.
@@ -116,8 +122,9 @@ pub struct Config {
     pub persistence: bool,
     /// Directory for the data files (default `./wrenmq-data`).
     pub persistence_location: PathBuf,
-    /// How often in-memory state is saved when persistence is on (Mosquitto's
-    /// `autosave_interval`; 0 = only on shutdown).
+    /// Mosquitto's `autosave_interval`: parsed and validated for compatibility, and read by
+    /// nothing. wrenmq writes every change to its log as it happens and compacts the log by
+    /// size (`store/`), so it has no periodic save to time.
     pub autosave_interval: Duration,
     /// When the persistence log is flushed to stable storage.
     pub fsync: Fsync,

@@ -400,7 +400,7 @@ impl Parser {
             }
             "retain_available" => self.cfg.retain_available = line.bool()?,
 
-            // ---- persistence (takes effect with the persistence layer)
+            // ---- persistence
             "persistence" => self.cfg.persistence = line.bool()?,
             "persistence_location" => self.cfg.persistence_location = line.path()?,
             "autosave_interval" => {

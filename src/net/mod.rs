@@ -11,6 +11,7 @@
 //! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
 //!   writer thread, journal back-pressure.
 //! - `systemd`: `sd_notify` READY/STOPPING/WATCHDOG messages ([`Server::notify_systemd`]).
+//! - `fuzzing` (only `cfg(fuzzing)` and tests): the `split` harness for `input`.
 //!
 //! A loop turn:
 //! 1. Sleep in `poll` until an event, the broker's next deadline, or the accept backoff;

@@ -11,7 +11,9 @@
 //! the variable header and payload (`connect`, `publish`, `ack`, `subscribe`,
 //! `disconnect`), `properties` (5.0 properties: one table of §2.2.2.2, the property block
 //! and its encoding), `reason` (reason and return codes), `topic` (topic name/filter rules and
-//! matching), `error` (what can be wrong with the bytes, and its reason code).
+//! matching), `error` (what can be wrong with the bytes, and its reason code: the codec's
+//! one place for reason codes), `fuzzing` (harness bodies for `cfg(fuzzing)` and tests),
+//! `vectors` and `tests` (test-only: codec vectors and round trips).
 
 mod ack;
 mod codec;

@@ -29,7 +29,8 @@
 //!
 //! Module map: `record` (the byte format), `scan` (reading a file's frames in bounded
 //! chunks), `files` (directory layout, lock, recovery,
-//! atomic snapshot writes), this file (the writer thread and its handle).
+//! atomic snapshot writes), `fuzzing` (the `store` harness: the loader fed arbitrary bytes;
+//! `cfg(fuzzing)` and tests), this file (the writer thread and its handle).
 
 pub mod files;
 #[cfg(any(fuzzing, test))]

@@ -236,7 +236,7 @@ impl BrokerRun {
                         ReasonCode::MESSAGE_RATE_TOO_HIGH,
                     ][usize::from(x & 3)];
                     match (x >> 2) & 3 {
-                        // Raising it from 0 at CONNECT is a protocol error [MQTT-3.14.2-2].
+                        // Raising it from 0 at CONNECT is a protocol error (5.0 §3.14.2.2.2).
                         1 => dp.push(Property::SessionExpiryInterval(0)),
                         2 => dp.push(Property::SessionExpiryInterval(30)),
                         3 => dp.push(Property::SessionExpiryInterval(u32::MAX)),

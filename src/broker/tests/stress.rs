@@ -116,7 +116,7 @@ struct Stress {
     /// fills and the broker queues behind it.
     slow: BTreeMap<&'static str, usize>,
     /// Session expiry interval each online 5.0 client connected with: a DISCONNECT may
-    /// not raise it from 0 [MQTT-3.14.2-2].
+    /// not raise it from 0 (5.0 §3.14.2.2.2).
     connect_expiry: BTreeMap<&'static str, u32>,
     /// The retained message (number) of each topic [MQTT-3.3.1-5].
     retained: BTreeMap<&'static str, u64>,

@@ -227,7 +227,7 @@ fn session_expiry_keeps_the_session_for_its_interval_only() {
 
 #[test]
 fn disconnect_may_not_raise_the_session_expiry_from_zero() {
-    // [MQTT-3.14.2-2]
+    // 5.0 §3.14.2.2.2
     let mut h = Harness::new();
     let (s, _) = h.connect5("s", true, 0, &PropertiesBuf::new());
     let raise = pb(&[Property::SessionExpiryInterval(60)]);
