@@ -93,19 +93,24 @@ def pki(tmp_path_factory):
 ACL = """\
 topic readwrite t/#
 topic read sensors/#
+topic read subject/#
 
 user sensor-1
 topic readwrite sensors/sensor-1/#
 
 user admin
 topic readwrite #
+
+user CN=sensor-1,O=Wren
+topic readwrite subject/#
 """
 
 
 class TlsBroker:
     """The broker under test with listeners: plain, TLS, mutual TLS (CN as user name)."""
 
-    def __init__(self, workdir: Path, pki: Pki, extra_tls="", extra=""):
+    def __init__(self, workdir: Path, pki: Pki, extra_tls="", extra="",
+                 identity="use_identity_as_username"):
         self.name = "mosquitto" if broker_is("mosquitto") else "wrenmq"
         self.workdir = workdir
         self.pki = pki
@@ -124,7 +129,7 @@ class TlsBroker:
             f"listener {self.plain} 127.0.0.1\n"
             f"listener {self.tls} 127.0.0.1\ncertfile {self.crt}\nkeyfile {self.key}\n{extra_tls}"
             f"listener {self.mtls} 127.0.0.1\ncertfile {self.crt}\nkeyfile {self.key}\n"
-            f"cafile {pki.ca}\nrequire_certificate true\nuse_identity_as_username true\n")
+            f"cafile {pki.ca}\nrequire_certificate true\n{identity} true\n")
         self.log_path = workdir / "broker.log"
 
     def start(self):
@@ -283,6 +288,21 @@ def test_mutual_tls_cn_is_the_user_name_under_the_acl(tls_broker, pki):
     out, err, rc = finish(s)
     assert rc == 0, err
     # The first (and only) message the wildcard subscriber saw is the allowed one.
+    assert out.strip() == f"{own} allowed"
+
+
+def test_subject_as_user_name_in_rfc2253_form(tls_broker, pki):
+    """use_subject_as_username: the user is `CN=sensor-1,O=Wren` (last RDN first), the
+    name Mosquitto gives it too."""
+    b = tls_broker(identity="use_subject_as_username")
+    own, other = f"subject/{uuid.uuid4().hex[:6]}", f"sensors/sensor-1/{uuid.uuid4().hex[:6]}"
+    s = sub_proc(b.plain, "#", count=1, extra=["-F", "%t %p"])
+    time.sleep(0.3)
+    mtls = ["--cafile", str(pki.ca), "--cert", str(pki.sensor[0]), "--key", str(pki.sensor[1])]
+    pub(b.mtls, other, "user sensor-1 may, this user may not", tls=mtls)
+    pub(b.mtls, own, "allowed", tls=mtls)
+    out, err, rc = finish(s)
+    assert rc == 0, err
     assert out.strip() == f"{own} allowed"
 
 
