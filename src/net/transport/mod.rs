@@ -31,6 +31,8 @@
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 #[cfg(feature = "tls")]
+mod unbuffered;
+#[cfg(feature = "tls")]
 mod x509;
 
 use std::fmt;
