@@ -220,7 +220,13 @@ impl Connection {
                 None => &cx.scratch[..n],
                 Some(t) => {
                     cx.plain.clear();
-                    match t.read(&cx.scratch[..n], cx.plain) {
+                    let held = t.input_bytes();
+                    let read = t.read(&cx.scratch[..n], cx.plain);
+                    if t.input_bytes() != held {
+                        // Partial TLS records count like a partial packet (`memory_limit`).
+                        cx.broker.account_input(held, t.input_bytes());
+                    }
+                    match read {
                         Ok(ReadState::Open) => {}
                         Ok(ReadState::Closed) => peer_closed = true,
                         Err(e) => {
@@ -277,9 +283,10 @@ impl Connection {
                 .is_some_and(Transport::wants_write)
     }
 
-    /// Bytes held for a partial packet (its allocation), for `memory_limit`.
+    /// Bytes held for a partial packet or TLS record (their allocations), for
+    /// `memory_limit`.
     pub(crate) fn tail_bytes(&self) -> usize {
-        self.tail.capacity()
+        self.tail.capacity() + self.transport.as_deref().map_or(0, Transport::input_bytes)
     }
 
     /// Writes the broker's pending output for this connection until it is empty or the

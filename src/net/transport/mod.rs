@@ -222,6 +222,16 @@ impl Transport {
         out.extend_from_slice(app);
     }
 
+    /// Bytes of received input the layers hold (a partial TLS record or handshake
+    /// message), for `memory_limit`.
+    pub(crate) fn input_bytes(&self) -> usize {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_ref() {
+            return tls.input_bytes();
+        }
+        0
+    }
+
     /// Whether a handshake is still in progress (its work counts against the loop's
     /// per-turn handshake budget).
     pub(crate) fn is_handshaking(&self) -> bool {

@@ -326,6 +326,14 @@ impl TlsLayer {
         }
     }
 
+    /// Received bytes held for a partial record (server side; rustls holds the client's).
+    pub(crate) fn input_bytes(&self) -> usize {
+        match &self.side {
+            Side::Server(s) => s.input_bytes(),
+            Side::Client(_) => 0,
+        }
+    }
+
     pub(crate) fn is_handshaking(&self) -> bool {
         match &self.side {
             Side::Server(s) => s.is_handshaking(),

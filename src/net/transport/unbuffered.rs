@@ -181,6 +181,11 @@ impl ServerSide {
         self.conn.is_handshaking()
     }
 
+    /// Received bytes held (the allocation of `incoming`); changes only in `read`.
+    pub(crate) fn input_bytes(&self) -> usize {
+        self.incoming.capacity()
+    }
+
     /// Bytes of buffers held (their allocations).
     #[cfg(test)]
     pub(crate) fn held_bytes(&self) -> usize {
