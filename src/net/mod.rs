@@ -6,6 +6,7 @@
 //! - `connection`: per-connection socket state, reading and flushing.
 //! - `input`: framing bytes into packets with a per-connection partial tail.
 //! - `token`: the token space (slab keys vs reserved tokens).
+//! - `transport`: sans-IO layers under the MQTT bytes (TLS); plain connections have none.
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
 //! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
@@ -76,7 +77,6 @@ use connection::{Connection, FlushEnd, Id, LingerStep, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
-use transport::HANDSHAKES_PER_TURN;
 
 pub use reload::Reload;
 pub use shutdown::ShutdownHandle;
@@ -113,7 +113,7 @@ struct Core {
     scratch: Box<[u8]>,
     /// Plaintext out of transports (TLS), shared like `scratch`; empty between reads.
     plain: Vec<u8>,
-    /// Handshake steps left in this turn ([`HANDSHAKES_PER_TURN`]).
+    /// Handshake steps left in this turn ([`transport::HANDSHAKES_PER_TURN`]).
     handshakes: usize,
     shared: Arc<Shared>,
     max_packet_size: u32,
@@ -201,7 +201,7 @@ impl Server {
             plain: Vec::new(),
             shared: Arc::new(Shared::new(waker)),
             generation: 0,
-            handshakes: HANDSHAKES_PER_TURN,
+            handshakes: transport::HANDSHAKES_PER_TURN,
             turn: 0,
             open: 0,
             closed: Vec::new(),
@@ -311,7 +311,7 @@ impl Server {
                 return Err(e);
             }
             core.turn += 1;
-            core.handshakes = HANDSHAKES_PER_TURN;
+            core.handshakes = transport::HANDSHAKES_PER_TURN;
             let now = Instant::now();
             let registry = poll.registry();
             core.handle_readable_work(registry, now);
