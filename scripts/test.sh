@@ -29,12 +29,25 @@ fi
 # apt's mosquitto package may start a system broker on :1883; the suite uses its
 # own ports, so that does not matter.
 
-# ---- python packages
+# ---- python packages: the system's when it has them, else a virtualenv in target/venv
+# (never pip into the system Python).
 PY=${PYTHON:-python3}
-if ! "$PY" -c 'import paho.mqtt, pytest; assert int(paho.mqtt.__version__.split(".")[0]) >= 2' 2>/dev/null; then
-  log "installing paho-mqtt>=2 and pytest"
-  "$PY" -m pip install -q 'paho-mqtt>=2,<3' pytest \
-    || "$PY" -m pip install -q --break-system-packages 'paho-mqtt>=2,<3' pytest
+have_py_deps() { "$1" -c 'import paho.mqtt, pytest; assert int(paho.mqtt.__version__.split(".")[0]) >= 2' 2>/dev/null; }
+if ! have_py_deps "$PY"; then
+  venv=target/venv
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    "$PY" -m venv "$venv" 2>/dev/null || {
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+      rm -rf "$venv"
+      "$PY" -m venv "$venv"
+    }
+  fi
+  PY="$venv/bin/python"
+  if ! have_py_deps "$PY"; then
+    log "installing paho-mqtt>=2 and pytest into $venv"
+    "$PY" -m pip install -q 'paho-mqtt>=2,<3' pytest
+  fi
 fi
 
 # 1,000-client load test needs many descriptors

@@ -209,12 +209,16 @@ impl Connection {
             let limit = budget.min(cx.scratch.len());
             let n = match stream.read(&mut cx.scratch[..limit]) {
                 Ok(0) => return ReadEnd::PeerClosed,
+                // A reset is the peer going away, as Mosquitto counts it ("closed its
+                // connection"), not a socket error.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return ReadEnd::PeerClosed,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return ReadEnd::Failed(e),
             };
             self.budget_used += n;
+            cx.broker.count_received(n);
             let mut peer_closed = false;
             let bytes: &[u8] = match self.transport.as_deref_mut() {
                 None => &cx.scratch[..n],

@@ -175,6 +175,11 @@ mod errno {
     pub(super) const RESOURCES: [i32; 4] = [EMFILE, ENFILE, ENOBUFS, ENOMEM];
 }
 
+/// A peer address as Mosquitto prints it in log lines: `IP:port`, IPv6 without brackets.
+pub(super) fn peer_text(peer: SocketAddr) -> String {
+    format!("{}:{}", peer.ip(), peer.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

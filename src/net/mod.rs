@@ -11,6 +11,7 @@
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
 //! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
 //!   writer thread, journal back-pressure.
+//! - `sys_timer`: the one `$SYS` timer (none with `sys_interval 0`).
 //! - `systemd`: `sd_notify` READY/STOPPING/WATCHDOG messages ([`Server::notify_systemd`]).
 //! - `fuzzing` (only `cfg(fuzzing)` and tests): the `split` harness for `input`.
 //!
@@ -51,6 +52,7 @@ mod listener;
 mod persistence;
 mod reload;
 mod shutdown;
+mod sys_timer;
 mod systemd;
 mod token;
 pub(crate) mod transport;
@@ -152,6 +154,8 @@ struct Core {
     notify: Option<systemd::Notifier>,
     /// Accepting is suspended until then (out of descriptors or memory).
     accept_backoff: Option<Instant>,
+    /// The next `$SYS` update; `None` with `sys_interval 0` (see `sys_timer`).
+    sys_due: Option<Instant>,
     /// A resource warning was logged in the current burst of accept failures (a burst
     /// ends when a listener's backlog has been drained).
     accept_warned: bool,
@@ -217,6 +221,7 @@ impl Server {
             reload: None,
             notify: None,
             accept_backoff: None,
+            sys_due: None,
             accept_warned: false,
         };
         let mut core = core;
@@ -295,6 +300,7 @@ impl Server {
         if let Some(n) = core.notify.as_mut() {
             n.notify("READY=1\nSTATUS=accepting connections");
         }
+        core.handle_sys(Instant::now());
         loop {
             if core.shared.stop_requested() {
                 if let Some(n) = core.notify.as_mut() {
@@ -351,7 +357,10 @@ impl Core {
             .notify
             .as_ref()
             .and_then(systemd::Notifier::next_deadline);
-        for extra in [self.accept_backoff, watchdog].into_iter().flatten() {
+        for extra in [self.accept_backoff, watchdog, self.sys_due]
+            .into_iter()
+            .flatten()
+        {
             deadline = Some(deadline.map_or(extra, |d| d.min(extra)));
         }
         deadline.map(|d| d.saturating_duration_since(now))
@@ -431,6 +440,7 @@ impl Core {
         if self.broker.poll_timeout().is_some_and(|d| d <= now) {
             self.broker.handle_timeout(now);
         }
+        self.handle_sys(now);
         while let Some(&(at, key, id)) = self.lingering.front() {
             if at > now {
                 break;
@@ -531,7 +541,16 @@ impl Core {
         entry.insert(Connection::new(id, peer, stream, transport));
         self.open += 1;
         debug!("accepted {peer} on {local} as {}", Id(id));
+        if self.broker.config().connection_messages {
+            // Mosquitto's line, word for word (log tools match it).
+            info!(
+                "New connection from {} on port {}.",
+                listener::peer_text(peer),
+                local.port()
+            );
+        }
         self.broker.handle_open(id, now);
+        self.broker.set_peer(id, listener::peer_text(peer));
     }
 
     /// Reads one open connection and acts on how the read ended.
