@@ -7,6 +7,7 @@
 //! - `input`: framing bytes into packets with a per-connection partial tail.
 //! - `token`: the token space (slab keys vs reserved tokens).
 //! - `transport`: sans-IO layers under the MQTT bytes (TLS); plain connections have none.
+//! - `linger`: the loop's side of lingering connections (graceful close).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
 //! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
@@ -48,6 +49,7 @@ mod connection;
 #[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
 pub(crate) mod input;
+mod linger;
 mod listener;
 mod persistence;
 mod reload;
@@ -75,7 +77,7 @@ use crate::auth::Auth;
 use crate::broker::{Broker, ConnId, Disconnect};
 use crate::config::Config;
 use crate::store::Store;
-use connection::{Connection, FlushEnd, Id, LingerStep, ReadCtx, ReadEnd, State};
+use connection::{Connection, FlushEnd, Id, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
@@ -717,57 +719,6 @@ impl Core {
         let key = usize::try_from(id.index).ok()?;
         let conn = self.conns.get(key)?;
         (conn.id == id && matches!(conn.state, State::Open | State::Ending)).then_some(key)
-    }
-
-    /// Starts the graceful close of a connection the broker ended with `final_bytes`.
-    fn linger(&mut self, registry: &Registry, key: usize, final_bytes: Vec<u8>, now: Instant) {
-        let (Some(conn), Some(token)) = (self.conns.get_mut(key), token::connection(key)) else {
-            return;
-        };
-        let id = conn.id;
-        self.broker.account_input(conn.tail_bytes(), 0);
-        if conn.linger(registry, token, final_bytes) == LingerStep::Done {
-            self.close(registry, key, "closed by broker", &[]);
-            return;
-        }
-        debug!("{}: final bytes queued, lingering", Id(id));
-        self.lingering.push_back((now + LINGER_TIME, key, id));
-        // Input already waiting raises no new (edge-triggered) event.
-        self.drain(registry, key);
-    }
-
-    /// Discards a lingering connection's input; closes it when the peer is done.
-    fn drain(&mut self, registry: &Registry, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        match conn.drain(&mut self.scratch, self.turn) {
-            LingerStep::Wait => {}
-            LingerStep::Capped => {
-                if !conn.queued {
-                    conn.queued = true;
-                    self.readable.push((key, conn.id));
-                }
-            }
-            LingerStep::Done => self.close(registry, key, "closed by broker", &[]),
-        }
-    }
-
-    /// Writes more of a lingering connection's final bytes.
-    fn linger_write(&mut self, registry: &Registry, key: usize) {
-        let (Some(conn), Some(token)) = (self.conns.get_mut(key), token::connection(key)) else {
-            return;
-        };
-        if conn.linger_write(registry, token) == LingerStep::Done {
-            self.close(registry, key, "closed by broker", &[]);
-        }
-    }
-
-    /// Whether slot `key` still holds lingering connection `id`.
-    fn is_lingering(&self, key: usize, id: ConnId) -> bool {
-        self.conns
-            .get(key)
-            .is_some_and(|c| c.id == id && c.state == State::Lingering)
     }
 
     /// Closes a connection's socket; its slot is freed at the end of the turn.
