@@ -20,6 +20,22 @@ mode=$(stat -c %a "$tmp/root/etc/wrenmq/passwd")
 [ "$mode" = 640 ] || { echo "check-unit: /etc/wrenmq/passwd is $mode, not 640" >&2; exit 1; }
 echo "check-unit: install.sh (DESTDIR) installs binary, unit, config and a 0640 password file"
 
+# install.sh picks the build for the CPU (an ARMv7 binary on a Pi Zero dies with SIGILL)
+# and refuses a CPU it has no build for. Whether or not the build exists, its path is named.
+for pick in armv6l:arm-unknown-linux-gnueabi armv7l:armv7-unknown-linux-gnueabihf \
+  aarch64:aarch64-unknown-linux-musl; do
+  out=$(WRENMQ_INSTALL_MACHINE=${pick%%:*} DESTDIR="$tmp/pick" scripts/install.sh 2>&1 || true)
+  grep -q "target/${pick#*:}/release/wrenmq" <<<"$out" \
+    || { echo "$out" >&2; echo "check-unit: install.sh on ${pick%%:*} did not pick ${pick#*:}" >&2; exit 1; }
+done
+if out=$(WRENMQ_INSTALL_MACHINE=mips DESTDIR="$tmp/pick" scripts/install.sh 2>&1) \
+  || ! grep -q 'no wrenmq build for this CPU (mips)' <<<"$out"; then
+  echo "$out" >&2
+  echo "check-unit: install.sh did not refuse an unknown CPU" >&2
+  exit 1
+fi
+echo "check-unit: install.sh picks the ARMv6/ARMv7/aarch64 build by CPU and refuses others"
+
 # A DynamicUser= cannot be in the password file's group: the unit must name the user.
 unit=scripts/wrenmq.service
 if grep -qE '^DynamicUser=(yes|true|1)' "$unit" || ! grep -qx 'User=wrenmq' "$unit" \

@@ -3,9 +3,16 @@
 #
 #   sudo scripts/install.sh [BINARY]
 #
-# BINARY defaults to the first cross build found for this machine's architecture
-# (target/aarch64-unknown-linux-musl/release/wrenmq on aarch64,
-# target/armv7-unknown-linux-gnueabihf/release/wrenmq on armv7), else target/release/wrenmq.
+# On Debian or Raspberry Pi OS prefer the package (scripts/package-deb.sh, then dpkg -i);
+# this script is for other systems and for hand-built binaries.
+#
+# BINARY defaults to the cross build for this machine's CPU (`uname -m`):
+#   aarch64, arm64   target/aarch64-unknown-linux-musl/release/wrenmq
+#   armv7l, armv8l   target/armv7-unknown-linux-gnueabihf/release/wrenmq
+#   armv6l           target/arm-unknown-linux-gnueabi/release/wrenmq   (ARMv6 build)
+#   x86_64           target/x86_64-unknown-linux-musl/release/wrenmq, else target/release/wrenmq
+# and refuses any other CPU (an ARMv7 binary on a Pi Zero dies with an illegal
+# instruction; say BINARY explicitly if you know better).
 # It installs:
 #   /usr/local/bin/wrenmq                   the binary
 #   /etc/systemd/system/wrenmq.service      the unit (scripts/wrenmq.service)
@@ -24,14 +31,20 @@ dest=${DESTDIR:-}
 
 binary=${1:-}
 if [ -z "$binary" ]; then
-  case "$(uname -m)" in
-    aarch64|arm64) candidates=(aarch64-unknown-linux-musl) ;;
-    armv7l|armv7*|armv6l) candidates=(armv7-unknown-linux-gnueabihf) ;;
-    *) candidates=() ;;
+  machine=${WRENMQ_INSTALL_MACHINE:-$(uname -m)}   # override: tests only
+  case "$machine" in
+    aarch64 | arm64) candidates=(target/aarch64-unknown-linux-musl/release/wrenmq) ;;
+    armv7l | armv8l) candidates=(target/armv7-unknown-linux-gnueabihf/release/wrenmq) ;;
+    armv6l) candidates=(target/arm-unknown-linux-gnueabi/release/wrenmq) ;;
+    x86_64 | amd64) candidates=(target/x86_64-unknown-linux-musl/release/wrenmq target/release/wrenmq) ;;
+    *)
+      echo "install.sh: no wrenmq build for this CPU ($machine): builds exist for aarch64, armv7l, armv6l and x86_64" >&2
+      exit 1
+      ;;
   esac
-  binary="$root/target/release/wrenmq"
-  for t in "${candidates[@]}"; do
-    if [ -x "$root/target/$t/release/wrenmq" ]; then binary="$root/target/$t/release/wrenmq"; break; fi
+  binary="$root/${candidates[0]}"
+  for c in "${candidates[@]}"; do
+    if [ -x "$root/$c" ]; then binary="$root/$c"; break; fi
   done
 fi
 [ -f "$binary" ] || { echo "install.sh: no binary at $binary (build one with scripts/cross-build.sh)" >&2; exit 1; }
@@ -48,6 +61,7 @@ if [ -z "$dest" ] && ! getent passwd wrenmq >/dev/null; then
   echo "install.sh: created system user wrenmq"
 fi
 
+echo "install.sh: installing $binary"
 install -d "$dest/usr/local/bin" "$dest/etc/systemd/system" "$dest/etc/wrenmq"
 install -m 0755 "$binary" "$dest/usr/local/bin/wrenmq"
 install -m 0644 "$here/wrenmq.service" "$dest/etc/systemd/system/wrenmq.service"

@@ -2,7 +2,10 @@
 # Runs the cross-built ARM binaries under qemu user emulation and checks an MQTT round
 # trip with mosquitto_sub/mosquitto_pub on a loopback port, then a clean SIGTERM stop.
 #
-#   scripts/qemu-smoke.sh [TARGET...]   # default: both targets of scripts/cross-build.sh
+#   scripts/qemu-smoke.sh [TARGET...]   # default: the ARM targets of scripts/cross-build.sh
+#
+# The ARMv6 build runs with "-cpu arm1176" (the Pi Zero / Pi 1 core), so an ARMv7
+# instruction on the tested paths is an illegal instruction here, as on the board.
 #
 # Expects target/<TARGET>/release/wrenmq (scripts/cross-build.sh builds them). Installs
 # qemu-user-static (or qemu-user) and mosquitto-clients when missing; exits 3 when it
@@ -11,13 +14,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
+[ "${#targets[@]}" -gt 0 ] || targets=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf arm-unknown-linux-gnueabi)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 qemu_for() {
   case "$1" in
     aarch64-*) arch=aarch64 ;;
-    armv7-*) arch=arm ;;
+    armv7-* | arm-*) arch=arm ;;
     *) echo "qemu-smoke: unsupported target $1" >&2; exit 2 ;;
   esac
   command -v "qemu-$arch-static" 2>/dev/null || command -v "qemu-$arch" 2>/dev/null || true
@@ -49,7 +52,9 @@ for t in "${targets[@]}"; do
   port=$(free_port)
   log=$(mktemp)
   echo "==> $t under $(basename "$qemu") on 127.0.0.1:$port"
-  "$qemu" "$bin" -l "127.0.0.1:$port" -v >"$log" 2>&1 &
+  cpu=()
+  [ "$t" = arm-unknown-linux-gnueabi ] && cpu=(-cpu arm1176)
+  "$qemu" "${cpu[@]}" "$bin" -l "127.0.0.1:$port" -v >"$log" 2>&1 &
   broker=$!
   pids+=("$broker")
 

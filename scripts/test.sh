@@ -19,7 +19,8 @@ command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 
   || need_apt+=(mosquitto-clients)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v stdbuf >/dev/null 2>&1 || need_apt+=(coreutils)
-# openssl CLI: the wss interop tests make a self-signed certificate.
+# tests/interop/test_tls.py and the wss tests of test_websockets.py make their
+# certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
@@ -29,12 +30,25 @@ fi
 # apt's mosquitto package may start a system broker on :1883; the suite uses its
 # own ports, so that does not matter.
 
-# ---- python packages
+# ---- python packages: the system's when it has them, else a virtualenv in target/venv
+# (never pip into the system Python).
 PY=${PYTHON:-python3}
-if ! "$PY" -c 'import paho.mqtt, pytest; assert int(paho.mqtt.__version__.split(".")[0]) >= 2' 2>/dev/null; then
-  log "installing paho-mqtt>=2 and pytest"
-  "$PY" -m pip install -q 'paho-mqtt>=2,<3' pytest \
-    || "$PY" -m pip install -q --break-system-packages 'paho-mqtt>=2,<3' pytest
+have_py_deps() { "$1" -c 'import paho.mqtt, pytest; assert int(paho.mqtt.__version__.split(".")[0]) >= 2' 2>/dev/null; }
+if ! have_py_deps "$PY"; then
+  venv=target/venv
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    "$PY" -m venv "$venv" 2>/dev/null || {
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+      rm -rf "$venv"
+      "$PY" -m venv "$venv"
+    }
+  fi
+  PY="$venv/bin/python"
+  if ! have_py_deps "$PY"; then
+    log "installing paho-mqtt>=2 and pytest into $venv"
+    "$PY" -m pip install -q 'paho-mqtt>=2,<3' pytest
+  fi
 fi
 
 # 1,000-client load test needs many descriptors

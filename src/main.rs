@@ -61,7 +61,12 @@ fn main() -> ExitCode {
     } else {
         config.log_level.unwrap_or(LevelFilter::Info)
     };
-    let log_file = logging::init_with(level, &config.log_dest);
+    let style = logging::LogStyle {
+        timestamp: config.log_timestamp,
+        timestamp_format: config.log_timestamp_format.clone(),
+        facility: config.log_facility,
+    };
+    let log_file = logging::init_styled(level, &config.log_dest, &style);
     for w in &warnings {
         warn!("{w}");
     }

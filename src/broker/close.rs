@@ -35,6 +35,7 @@ impl Broker {
         };
         let Some(conn) = conn else { return };
         self.cert_identities.remove(&id);
+        self.peers.remove(&id);
         self.live_conns = self.live_conns.saturating_sub(1);
         // Its write buffer goes to the loop (`final_bytes`) or away: no longer ours.
         self.out_bytes = self.out_bytes.saturating_sub(conn.out.counted());
@@ -46,23 +47,7 @@ impl Broker {
             .session
             .and_then(|k| self.sessions.get(k))
             .map(|s| s.client_id.clone());
-        match (&client, reason) {
-            (Some(c), CloseReason::ClientDisconnect) => info!("client {c} disconnected"),
-            (Some(c), CloseReason::Decode(_) | CloseReason::Protocol(_)) => {
-                warn!("client {c} disconnected: {reason}")
-            }
-            (Some(c), _) => info!("client {c} disconnected: {reason}"),
-            (None, CloseReason::Decode(_) | CloseReason::Protocol(_)) => {
-                warn!(
-                    "connection #{}.{} closed before CONNECT: {reason}",
-                    id.index, id.generation
-                )
-            }
-            (None, _) => debug!(
-                "connection #{}.{} closed before CONNECT: {reason}",
-                id.index, id.generation
-            ),
-        }
+        log_close(client.as_deref(), reason, self.config.connection_messages);
         // Write access for the will is checked now, as the client publishes it, while its
         // session (user name, client id) still exists.
         let will = match (conn.will, conn.session) {
@@ -177,5 +162,32 @@ impl Broker {
             self.subscriptions.unsubscribe(&sub.filter, key);
         }
         self.client_ids.remove(&session.client_id);
+    }
+}
+
+/// Logs why a connection ended, in Mosquitto's words where it has them (tools match its
+/// lines; checked against 2.0.11). `connection_messages false` silences the ordinary ones;
+/// protocol errors are always logged.
+fn log_close(client: Option<&str>, reason: CloseReason, connection_messages: bool) {
+    let name = client.unwrap_or("<unknown>");
+    match reason {
+        CloseReason::Decode(_) | CloseReason::Protocol(_) => {
+            warn!("Bad client {name}: {reason}.");
+            info!("Client {name} disconnected due to protocol error.");
+        }
+        _ if !connection_messages => {}
+        CloseReason::ClientDisconnect | CloseReason::ClientDisconnectWithWill => {
+            info!("Client {name} disconnected.")
+        }
+        CloseReason::PeerClosed => info!("Client {name} closed its connection."),
+        CloseReason::IoError => info!("Socket error on client {name}, disconnecting."),
+        CloseReason::KeepAliveTimeout | CloseReason::ConnectTimeout => {
+            info!("Client {name} has exceeded timeout, disconnecting.")
+        }
+        CloseReason::ConnectRefused(_) => info!("Client {name} disconnected, not authorised."),
+        // Logged by `take_over` ("already connected, closing old connection").
+        CloseReason::TakenOver => debug!("Client {name}: {reason}."),
+        CloseReason::Shutdown => debug!("Client {name}: {reason}."),
+        _ => info!("Client {name} disconnected: {reason}."),
     }
 }

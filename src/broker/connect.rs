@@ -33,6 +33,15 @@ fn format_client_id(a: u64, b: u64) -> String {
 }
 
 impl Broker {
+    /// The TLS handshake of `id` finished on a listener that takes the user name from the
+    /// client certificate: `name` is that user name, `None` if the certificate gives none
+    /// (the CONNECT is then refused). The CONNECT's own user name and password are ignored.
+    pub fn handle_cert_identity(&mut self, id: ConnId, name: Option<&str>) {
+        if conn_slot(&mut self.conns, id).is_some() {
+            self.cert_identities.insert(id, name.map(Arc::from));
+        }
+    }
+
     /// Handles the first CONNECT of a connection. Returns false if the connection was
     /// refused and closed.
     pub(super) fn handle_connect(&mut self, id: ConnId, c: Connect<'_>, now: Instant) -> bool {
@@ -104,17 +113,25 @@ impl Broker {
         if !self.arm_will_and_keepalive(id, key, &c, keep_alive, client_max, expiry, now) {
             return false;
         }
-        info!(
-            "client {client_id} connected (v{}, clean {}, keepalive {}s{})",
-            c.version.level(),
-            u8::from(c.clean_start),
-            keep_alive,
-            if session_present {
-                ", session resumed"
-            } else {
-                ""
-            }
-        );
+        // Needed only for this line: an established connection keeps no copy.
+        let peer = self.peers.remove(&id);
+        if self.config.connection_messages {
+            // Mosquitto's line (log tools match it); p is its protocol number.
+            let p = match c.version {
+                ProtocolVersion::V31 => 1,
+                ProtocolVersion::V311 => 2,
+                ProtocolVersion::V5 => 5,
+            };
+            info!(
+                "New client connected from {} as {client_id} (p{p}, c{}, k{keep_alive}{}).",
+                peer.as_deref().unwrap_or("<unknown>"),
+                u8::from(c.clean_start),
+                c.username.map(|u| format!(", u'{u}'")).unwrap_or_default(),
+            );
+        }
+        if session_present {
+            debug!("client {client_id}: session resumed");
+        }
         // [MQTT-3.2.2-2/3] session present only when a stored session is resumed.
         if !self.send_connack(id, session_present && !c.clean_start, &props) {
             return false;
@@ -251,6 +268,9 @@ impl Broker {
         // is closed (publishing its will) before the new one is attached.
         if let Some(&key) = self.client_ids.get(client_id) {
             if let Some(old) = self.sessions.get(key).and_then(|s| s.conn) {
+                if self.config.connection_messages {
+                    info!("Client {client_id} already connected, closing old connection.");
+                }
                 self.close(old, CloseReason::TakenOver, now, true);
             }
         }
@@ -373,6 +393,8 @@ impl Broker {
             properties: props.as_properties(),
         };
         self.output.send_now(conn, id, &Packet::Connack(connack));
+        self.stats.control_sent += 1;
+        self.stats.connects += 1;
         // An acknowledgement on this connection may answer a retransmission (PUBLISH with
         // DUP, PUBREL) whose original wrote its record in a batch that is still being made
         // durable; the first answer was held on the old connection and went with it. So

@@ -152,6 +152,7 @@ impl Broker {
                     now,
                 ) {
                     self.stats.messages_sent += 1;
+                    self.stats.publish_bytes_sent += o.payload.len() as u64;
                 }
             }
             Some((id, conn)) if session.queue().is_empty() && session.inflight().len() < window => {
@@ -342,6 +343,7 @@ fn send_into_inflight(
     now: Instant,
 ) {
     let (version, max) = (conn.version, conn.max_packet());
+    let payload_len = q.msg.payload.len();
     let buf = output.delivery(&mut conn.out, id, q.qos, journal);
     encode_publish(
         version,
@@ -361,6 +363,7 @@ fn send_into_inflight(
         });
     }
     stats.messages_sent += 1;
+    stats.publish_bytes_sent += payload_len as u64;
 }
 
 /// Whether `q` fits the client's maximum packet size (always, for 3.1.1 clients).

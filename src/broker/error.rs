@@ -312,11 +312,11 @@ impl fmt::Display for ProtocolViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProtocolViolation::FirstPacketNotConnect(t) => {
-                write!(f, "first packet was {t:?}, not CONNECT")
+                write!(f, "first packet was {t}, not CONNECT")
             }
             ProtocolViolation::SecondConnect => f.write_str("second CONNECT on one connection"),
             ProtocolViolation::ServerOnlyPacket(t) => {
-                write!(f, "client sent {t:?}, a server-only packet")
+                write!(f, "client sent {t}, a server-only packet")
             }
             ProtocolViolation::EmptyTopic => f.write_str("PUBLISH with an empty topic"),
             ProtocolViolation::TopicAliasInvalid => f.write_str("topic alias out of range"),

@@ -63,6 +63,7 @@ impl Broker {
         }
         let v5 = conn.v5.is_some();
         self.stats.messages_received += 1;
+        self.stats.publish_bytes_received += p.payload.len() as u64;
         // A retained clear frees memory, so it is let through.
         if !(p.retain && p.payload.is_empty()) && self.check_memory() {
             return self.refuse_over_memory(id, key, &p, v5, now);

@@ -42,11 +42,16 @@ pub struct Message {
 /// because `Message` must stay `Sync`; the broker's one thread is the only user, so the
 /// operations are uncontended.
 #[derive(Debug, Default)]
-pub struct Meter(AtomicUsize);
+pub struct Meter(AtomicUsize, AtomicUsize);
 
 impl Meter {
     pub fn bytes(&self) -> usize {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// Number of live messages (`$SYS/broker/store/messages/count`).
+    pub fn count(&self) -> usize {
+        self.1.load(Ordering::Relaxed)
     }
 }
 
@@ -101,6 +106,7 @@ impl Message {
             meter: Some(meter.clone()),
         };
         meter.0.fetch_add(m.memory_cost(), Ordering::Relaxed);
+        meter.1.fetch_add(1, Ordering::Relaxed);
         Arc::new(m)
     }
 
@@ -165,6 +171,7 @@ impl Drop for Message {
     fn drop(&mut self) {
         if let Some(meter) = &self.meter {
             meter.0.fetch_sub(self.memory_cost(), Ordering::Relaxed);
+            meter.1.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

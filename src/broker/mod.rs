@@ -22,7 +22,8 @@
 //! - `error.rs`: why the broker refuses or closes, and every reason code it decides.
 //! - `session.rs`: the per-client-id state; `subscriptions.rs`: the filter → session table;
 //!   `retained.rs`: the retained store and retained-delivery jobs; `message.rs`: the shared
-//!   [`Message`] and its memory [`Meter`]; `timers.rs`: the deadline heap.
+//!   [`Message`] and its memory [`Meter`]; `timers.rs`: the deadline heap; `sys.rs`:
+//!   the counters and the `$SYS` tree.
 //! - `journal.rs`: state changes as log records (and which batch durable output waits
 //!   for); `restore.rs`: replaying the data files, and the snapshot of the live state.
 //! - `fuzzing/` (only `cfg(fuzzing)` and tests): the `broker` and `topic` fuzz harnesses;
@@ -71,6 +72,7 @@ mod routing;
 mod session;
 mod subscribe;
 mod subscriptions;
+mod sys;
 mod timers;
 
 use std::collections::HashMap;
@@ -90,6 +92,7 @@ pub use message::{Message, Meter};
 use output::{Outbox, Output};
 pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
+pub use sys::Stats;
 
 use retained::RetainedStore;
 use timers::{Timer, Timers};
@@ -118,20 +121,6 @@ pub enum Disconnect {
 pub struct Close {
     pub id: ConnId,
     pub final_bytes: Vec<u8>,
-}
-
-/// Counters for logs and, later, `$SYS`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub connections_accepted: u64,
-    pub messages_received: u64,
-    pub messages_sent: u64,
-    /// QoS 0 messages dropped because a client's write buffer was full.
-    pub dropped_slow_consumer: u64,
-    /// Messages dropped because a session's queue was full.
-    pub dropped_queue_full: u64,
-    /// Incoming messages dropped or refused because the broker was over `memory_limit`.
-    pub dropped_memory_limit: u64,
 }
 
 /// What a reload changed, for the log.
@@ -198,9 +187,7 @@ pub struct Broker {
     auth: Auth,
     /// Indexed by `ConnId::index`.
     conns: Vec<Option<Conn>>,
-    /// User names that TLS client certificates give connections of listeners with
-    /// `use_identity_as_username`/`use_subject_as_username` (`None`: the certificate gives
-    /// none, refuse). Taken by CONNECT; a side table so that plain connections pay nothing.
+    /// User names from TLS client certificates, taken by CONNECT (see `connect.rs`).
     cert_identities: HashMap<ConnId, Option<Arc<str>>>,
     sessions: Slab<Session>,
     client_ids: HashMap<Arc<str>, SessionKey>,
@@ -213,6 +200,8 @@ pub struct Broker {
     /// Reused for every routing decision so routing does not allocate.
     matches: Vec<Subscriber>,
     stats: Stats,
+    /// What `$SYS` last published (`sys.rs`).
+    sys: sys::SysTree,
     journal: journal::Journal,
     /// Lookup tables used only while replaying the data files.
     restoring: Option<restore::Tables>,
@@ -227,6 +216,8 @@ pub struct Broker {
     /// Unfinished retained jobs of persistent sessions whose connection ended, until the
     /// session resumes on a new connection or ends (in memory only: not across a restart).
     retained_parked: HashMap<SessionKey, retained::RetainedJob>,
+    /// Peer addresses of connections not yet past CONNECT, for its log line (`set_peer`).
+    peers: HashMap<ConnId, Box<str>>,
     /// Reused by each step of a retained job.
     retained_batch: Vec<Arc<Message>>,
     /// Retained store slots the jobs may still examine this turn.
@@ -307,6 +298,7 @@ impl Broker {
             closes: Vec::new(),
             matches: Vec::new(),
             stats: Stats::default(),
+            sys: sys::SysTree::default(),
             journal,
             restoring: None,
             scratch_props: crate::protocol::PropertiesBuf::new(),
@@ -314,6 +306,7 @@ impl Broker {
             retained_jobs: HashMap::new(),
             retained_ready: Vec::new(),
             retained_parked: HashMap::new(),
+            peers: HashMap::new(),
             retained_batch: Vec::new(),
             retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
@@ -459,6 +452,11 @@ impl Broker {
         self.meter.bytes() + self.out_bytes + self.input_bytes
     }
 
+    /// The event loop read `n` bytes from clients (`$SYS/broker/bytes/received`).
+    pub fn count_received(&mut self, n: usize) {
+        self.stats.bytes_received += n as u64;
+    }
+
     /// The event loop's partial-input buffers changed from `before` to `after` bytes (one
     /// connection's tail grew, shrank or was dropped).
     pub fn account_input(&mut self, before: usize, after: usize) {
@@ -526,15 +524,6 @@ impl Broker {
             .schedule_in(now, self.config.connect_timeout, Timer::ConnectTimeout(id));
     }
 
-    /// The TLS handshake of `id` finished on a listener that takes the user name from the
-    /// client certificate: `name` is that user name, `None` if the certificate gives none
-    /// (the CONNECT is then refused). The CONNECT's own user name and password are ignored.
-    pub fn handle_cert_identity(&mut self, id: ConnId, name: Option<&str>) {
-        if conn_slot(&mut self.conns, id).is_some() {
-            self.cert_identities.insert(id, name.map(Arc::from));
-        }
-    }
-
     /// A decoded packet from `id`. Returns `false` if the connection is closed (or was
     /// closed while handling it): the caller must not feed it more packets.
     pub fn handle_packet(&mut self, id: ConnId, packet: Packet<'_>, now: Instant) -> bool {
@@ -542,6 +531,7 @@ impl Broker {
             return false;
         };
         conn.last_activity = now;
+        self.stats.packets_received += 1;
         let connected = conn.session.is_some();
         match packet {
             Packet::Connect(c) if !connected => self.handle_connect(id, c, now),
@@ -678,6 +668,7 @@ impl Broker {
                         if let Some(c) = self.sessions.get(key).map(|s| s.client_id.clone()) {
                             info!("session of {c} expired");
                         }
+                        self.stats.sessions_expired += 1;
                         self.end_session(key, now);
                     }
                 }

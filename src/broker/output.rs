@@ -239,6 +239,7 @@ impl Broker {
     pub(super) fn send_now(&mut self, id: ConnId, packet: &Packet<'_>) {
         if let Some(conn) = conn_slot(&mut self.conns, id) {
             self.output.send_now(conn, id, packet);
+            self.stats.control_sent += 1;
         }
     }
 
@@ -247,6 +248,7 @@ impl Broker {
     pub(super) fn send_held(&mut self, id: ConnId, packet: &Packet<'_>) {
         if let Some(conn) = conn_slot(&mut self.conns, id) {
             self.output.send_held(conn, id, packet, &self.journal);
+            self.stats.control_sent += 1;
         }
     }
 
@@ -276,6 +278,14 @@ impl Broker {
         None
     }
 
+    /// The peer address of `id` as text, for the CONNECT log line (the loop calls it after
+    /// `handle_open`; the broker itself knows no sockets). Kept only until CONNECT.
+    pub fn set_peer(&mut self, id: ConnId, peer: String) {
+        if conn_slot(&mut self.conns, id).is_some_and(|c| c.session.is_none()) {
+            self.peers.insert(id, peer.into_boxed_str());
+        }
+    }
+
     /// Bytes waiting to be written to `id`.
     pub fn pending_output(&self, id: ConnId) -> &[u8] {
         match self.conns.get(id.index as usize) {
@@ -292,6 +302,7 @@ impl Broker {
         let out = &mut conn.out;
         let n = n.min(out.buf.len());
         out.buf.drain(..n);
+        self.stats.bytes_sent += n as u64;
         if out.buf.is_empty() {
             conn.slow_logged = false;
             // Idle connections keep no large buffer: a burst's buffer is given back.

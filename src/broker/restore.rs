@@ -525,7 +525,12 @@ impl Broker {
             }
             id
         };
-        for m in self.retained.messages() {
+        // `$SYS` is rebuilt at every start and never written (see `sys.rs`).
+        for m in self
+            .retained
+            .messages()
+            .filter(|m| !m.topic.starts_with("$SYS/"))
+        {
             // Retained messages always have an id once persistence is on.
             let id = message(&mut out, m);
             Record::Retain {

@@ -38,6 +38,15 @@ pub struct RetainedStore {
     seq: u64,
     /// Topic, payload and property bytes of the stored messages (`max_retained_bytes`).
     bytes: usize,
+    /// Messages and bytes of the broker's own `$SYS/` topics (see `sys.rs`), which the
+    /// limits on clients' retained messages leave out.
+    sys_count: usize,
+    sys_bytes: usize,
+}
+
+/// Whether `topic` is one of the broker's own (clients cannot publish under `$SYS/`).
+fn is_sys(topic: &str) -> bool {
+    topic.starts_with("$SYS/")
 }
 
 impl RetainedStore {
@@ -53,14 +62,24 @@ impl RetainedStore {
             msg: msg.clone(),
             seq: self.seq,
         };
+        let sys = is_sys(&msg.topic);
         self.bytes += msg.stored_len();
+        if sys {
+            self.sys_bytes += msg.stored_len();
+        }
         if let Some(&i) = self.by_topic.get(&*msg.topic) {
             if let Some(s) = self.slots.get_mut(i) {
                 if let Some(old) = s.replace(slot) {
                     self.bytes -= old.msg.stored_len();
+                    if sys {
+                        self.sys_bytes -= old.msg.stored_len();
+                    }
                 }
                 return;
             }
+        }
+        if sys {
+            self.sys_count += 1;
         }
         let i = match self.free.pop() {
             Some(i) => {
@@ -81,6 +100,10 @@ impl RetainedStore {
             if let Some(s) = self.slots.get_mut(i) {
                 if let Some(old) = s.take() {
                     self.bytes -= old.msg.stored_len();
+                    if is_sys(topic) {
+                        self.sys_count -= 1;
+                        self.sys_bytes -= old.msg.stored_len();
+                    }
                 }
                 self.free.push(i);
             }
@@ -162,6 +185,18 @@ impl RetainedStore {
         self.by_topic.len()
     }
 
+    /// Whether some stored message could match `filter`: not when the store is empty, nor
+    /// when it holds only `$SYS` messages and the filter does not start with `$` (those
+    /// never match `$` topics [MQTT-4.7.2-1]). Spares a SUBSCRIBE the retained scan a
+    /// non-empty `$SYS` tree would otherwise cost every filter.
+    pub fn may_match(&self, filter: &str) -> bool {
+        if filter.starts_with('$') {
+            self.len() > 0
+        } else {
+            self.len() > self.sys_count
+        }
+    }
+
     /// Topic, payload and property bytes of all stored messages.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -169,15 +204,17 @@ impl RetainedStore {
 
     /// Whether storing `len` bytes as `topic`'s retained message keeps the store within
     /// `max_messages` and `max_bytes` (0 = no limit). Replacing a topic's message never
-    /// adds to the count, and frees the old message's bytes.
+    /// adds to the count, and frees the old message's bytes. The broker's own `$SYS`
+    /// messages do not count: the limits are on what clients can make it store.
     pub fn has_room(&self, topic: &str, len: usize, max_messages: usize, max_bytes: usize) -> bool {
         let old = self
             .by_topic
             .get(topic)
             .and_then(|&i| self.slot(i))
             .map(|s| s.msg.stored_len());
-        let count_ok = max_messages == 0 || old.is_some() || self.len() < max_messages;
-        let bytes_ok = max_bytes == 0 || self.bytes - old.unwrap_or(0) + len <= max_bytes;
+        let (count, bytes) = (self.len() - self.sys_count, self.bytes - self.sys_bytes);
+        let count_ok = max_messages == 0 || old.is_some() || count < max_messages;
+        let bytes_ok = max_bytes == 0 || bytes - old.unwrap_or(0) + len <= max_bytes;
         count_ok && bytes_ok
     }
 }
@@ -347,6 +384,27 @@ mod tests {
             false
         }));
         assert_eq!((n, from), (1, 1));
+    }
+
+    #[test]
+    fn sys_messages_do_not_count_against_the_limits() {
+        let mut s = RetainedStore::default();
+        s.store(&msg("$SYS/broker/uptime", b"1 seconds"));
+        s.store(&msg("$SYS/broker/uptime", b"22 seconds"));
+        s.store(&msg("$SYS/broker/version", b"v"));
+        assert_eq!(s.len(), 2);
+        assert!(s.has_room("a", 1, 1, 1));
+        s.store(&msg("a", b"x"));
+        assert!(!s.has_room("b", 1, 1, 0));
+        assert!(!s.has_room("b", 1, 0, 2)); // "ax" (2 bytes) + 1 over 2
+        s.remove("$SYS/broker/version");
+        s.remove("$SYS/broker/uptime");
+        assert_eq!((s.sys_count, s.sys_bytes), (0, 0));
+        assert!(s.may_match("#"));
+        s.remove("a");
+        s.store(&msg("$SYS/broker/uptime", b"1 seconds"));
+        assert!(!s.may_match("#") && !s.may_match("a/+") && s.may_match("$SYS/#"));
+        assert!(s.has_room("a", 2, 1, 3));
     }
 
     #[test]

@@ -104,6 +104,8 @@ impl Broker {
             let stored = self.subscriptions.subscribe(filter, key, *options, sub_id);
             let mut is_new = true;
             if let Some(session) = self.sessions.get_mut(key) {
+                // Mosquitto's `log_type subscribe` line: client id, QoS, filter.
+                debug!("{} {} {filter}", session.client_id, granted as u8);
                 is_new = session.set_subscription(&stored, *options, sub_id);
                 let (filter, options) = (&stored, options_byte(*options));
                 self.journal.session(session, |session| Record::Subscribe {
@@ -132,7 +134,7 @@ impl Broker {
                     RetainHandling::OnNewSubscribe => is_new,
                     RetainHandling::Never => false,
                 };
-            if send_retained && self.retained.len() > 0 {
+            if send_retained && self.retained.may_match(filter) {
                 let pending = PendingFilter {
                     qos: granted,
                     sub_id,
@@ -305,6 +307,8 @@ impl Broker {
                 job.cancel(filter);
             }
             if let Some(session) = self.sessions.get_mut(key) {
+                // Mosquitto's `log_type unsubscribe` line: client id, filter.
+                debug!("{} {filter}", session.client_id);
                 if session.remove_subscription(filter) {
                     self.journal
                         .session(session, |session| Record::Unsubscribe { session, filter });

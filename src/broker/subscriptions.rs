@@ -410,6 +410,11 @@ impl SubscriptionTable {
         !self.shared.is_empty()
     }
 
+    /// Number of shared subscriptions (members of all groups), counted when asked.
+    pub fn shared_len(&self) -> usize {
+        self.shared.iter().map(|(_, g)| g.members.len()).sum()
+    }
+
     /// Number of (filter, session) subscriptions.
     pub fn len(&self) -> usize {
         self.len

@@ -1048,6 +1048,7 @@ mod bounds;
 mod limits;
 mod restore;
 mod stress;
+mod sys;
 mod v5;
 
 #[test]

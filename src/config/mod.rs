@@ -141,6 +141,19 @@ pub struct Config {
     pub log_level: Option<LevelFilter>,
     /// Where log lines go.
     pub log_dest: LogDest,
+    /// Prefix each log line with a time stamp (`log_timestamp`, default true).
+    pub log_timestamp: bool,
+    /// strftime-style format of that time stamp (`log_timestamp_format`); `None` = Unix
+    /// seconds, as Mosquitto.
+    pub log_timestamp_format: Option<String>,
+    /// `log_facility N`: syslog facility local0-local7 for `log_dest syslog`; `None` =
+    /// daemon (as Mosquitto).
+    pub log_facility: Option<u8>,
+    /// Log connects and disconnects (`connection_messages`, default true).
+    pub connection_messages: bool,
+    /// How often the `$SYS/broker/...` topics are updated (`sys_interval`, default 10 s;
+    /// zero = no `$SYS` topics and no timer).
+    pub sys_interval: Duration,
     /// Write the process id here at start-up.
     pub pid_file: Option<PathBuf>,
     /// Started as root, switch to this user once listeners and files are open (see
@@ -165,6 +178,17 @@ pub enum Fsync {
     Never,
 }
 
+/// As the `fsync` line says it (`batch`, `interval 100`, `never`), for log lines.
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fsync::Batch => f.write_str("batch"),
+            Fsync::Interval(d) => write!(f, "interval {}", d.as_millis()),
+            Fsync::Never => f.write_str("never"),
+        }
+    }
+}
+
 /// The name the persistence code uses.
 pub type FsyncPolicy = Fsync;
 
@@ -175,6 +199,8 @@ pub enum LogDest {
     Stdout,
     /// `log_dest none`: nothing is logged.
     None,
+    /// `log_dest syslog`: datagrams to `/dev/log` (facility daemon).
+    Syslog,
     /// `log_dest file PATH`: appended to PATH, reopened on SIGHUP (for logrotate); if
     /// PATH cannot be opened at start-up the broker warns and logs to stderr.
     File(PathBuf),
@@ -244,6 +270,11 @@ impl Default for Config {
             fsync: Fsync::Batch,
             log_level: None,
             log_dest: LogDest::Stderr,
+            log_timestamp: true,
+            log_timestamp_format: None,
+            log_facility: None,
+            connection_messages: true,
+            sys_interval: Duration::from_secs(10),
             pid_file: None,
             user: None,
         }

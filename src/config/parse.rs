@@ -477,6 +477,18 @@ impl Parser {
                 self.log_dest_set = true;
                 self.cfg.log_dest = dest;
             }
+            "log_timestamp" => self.cfg.log_timestamp = line.bool()?,
+            "log_timestamp_format" => {
+                self.cfg.log_timestamp_format = Some(line.text()?.trim().to_string())
+            }
+            "connection_messages" => self.cfg.connection_messages = line.bool()?,
+            "log_facility" => {
+                self.cfg.log_facility = Some(line.int(0, 7, "0-7 (local0 to local7)")? as u8);
+            }
+            "sys_interval" => {
+                let secs = line.int(0, 65535, "a number of seconds 0-65535 (0 = off)")?;
+                self.cfg.sys_interval = Duration::from_secs(secs as u64);
+            }
             "pid_file" => self.cfg.pid_file = Some(line.path()?),
             "user" => self.cfg.user = Some(line.word()?.to_string()),
 
@@ -618,18 +630,13 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "auto_id_prefix",
     "check_retain_source",
     "clientid_prefixes",
-    "connection_messages",
     "listener_allow_anonymous",
-    "log_facility",
-    "log_timestamp",
-    "log_timestamp_format",
     "max_inflight_bytes",
     "max_qos",
     "max_topic_alias",
     "retry_interval",
     "set_tcp_nodelay",
     "store_clean_interval",
-    "sys_interval",
     "upgrade_outgoing_qos",
     "use_username_as_clientid",
 ];
@@ -706,7 +713,7 @@ fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
         .ok_or_else(|| line.invalid(EXPECTED))
 }
 
-/// `log_dest stderr | stdout | none | file PATH` (Mosquitto's form: the path is the rest
+/// `log_dest stderr | stdout | none | syslog | file PATH` (Mosquitto's form: the path is the rest
 /// of the line); `Ok(Err(name))` for a Mosquitto destination wrenmq does not have.
 fn parse_log_dest(line: &Line<'_>) -> Result<Result<LogDest, &'static str>, ConfigError> {
     const EXPECTED: &str = "stderr, stdout, none, file PATH, syslog, topic or dlt";
@@ -723,7 +730,7 @@ fn parse_log_dest(line: &Line<'_>) -> Result<Result<LogDest, &'static str>, Conf
         "stderr" => Ok(LogDest::Stderr),
         "stdout" => Ok(LogDest::Stdout),
         "none" => Ok(LogDest::None),
-        "syslog" => Err("syslog"),
+        "syslog" => Ok(LogDest::Syslog),
         "topic" => Err("topic"),
         "dlt" => Err("dlt"),
         _ => return Err(line.invalid(EXPECTED)),

@@ -26,7 +26,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::input::{self, Framing, Stop};
-use super::transport::{ReadState, Transport, TransportError};
+use super::transport::{ReadState, Transport};
 use crate::broker::{Broker, ConnId};
 use crate::protocol::{self, DecodeError, Packet, Status};
 
@@ -110,8 +110,6 @@ pub(crate) enum ReadEnd {
     BrokerClosed,
     /// The decoder misbehaved (see [`Stop::CodecBug`]).
     CodecBug,
-    /// The transport (TLS) failed: the peer broke its protocol.
-    TransportFailed(TransportError),
     /// The loop's handshake budget for this turn is spent; read again next turn.
     HandshakeDeferred,
 }
@@ -211,26 +209,39 @@ impl Connection {
             let limit = budget.min(cx.scratch.len());
             let n = match stream.read(&mut cx.scratch[..limit]) {
                 Ok(0) => return ReadEnd::PeerClosed,
+                // A reset is the peer going away, as Mosquitto counts it ("closed its
+                // connection"), not a socket error.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return ReadEnd::PeerClosed,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return ReadEnd::Failed(e),
             };
             self.budget_used += n;
-            // Partial input held: the packet tail and a transport's partial handshake.
-            let held_before = self.tail.capacity() + handshake_bytes(&self.transport);
+            cx.broker.count_received(n);
             let mut peer_closed = false;
             let bytes: &[u8] = match self.transport.as_deref_mut() {
                 None => &cx.scratch[..n],
                 Some(t) => {
                     cx.plain.clear();
-                    match t.read(&cx.scratch[..n], cx.plain) {
+                    let held = t.input_bytes();
+                    let read = t.read(&cx.scratch[..n], cx.plain);
+                    if t.input_bytes() != held {
+                        // Partial TLS records and a partial WebSocket upgrade request count like a
+                        // partial packet (`memory_limit`).
+                        cx.broker.account_input(held, t.input_bytes());
+                    }
+                    match read {
                         Ok(ReadState::Open) => {}
                         Ok(ReadState::Closed) => peer_closed = true,
                         Err(e) => {
                             // Best effort: the alert rustls queued tells the peer why.
                             let _ = t.write_to(stream);
-                            return ReadEnd::TransportFailed(e);
+                            // The peer broke the transport's protocol (TLS).
+                            return ReadEnd::Failed(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                e.to_string(),
+                            ));
                         }
                     }
                     #[cfg(feature = "tls")]
@@ -250,11 +261,11 @@ impl Connection {
                 max_packet_size: cx.max_packet_size,
                 now: cx.now,
             };
+            let before = self.tail.capacity();
             let fed = input::feed(&mut self.tail, bytes, &mut framing);
-            let held = self.tail.capacity() + handshake_bytes(&self.transport);
-            if held != held_before {
+            if self.tail.capacity() != before {
                 // The broker counts partial input towards `memory_limit`.
-                cx.broker.account_input(held_before, held);
+                cx.broker.account_input(before, self.tail.capacity());
             }
             match fed {
                 Ok(()) => {}
@@ -270,15 +281,17 @@ impl Connection {
     /// Whether the transport has bytes for the socket (a handshake answer after a read):
     /// the loop flushes then.
     pub(crate) fn wants_flush(&self) -> bool {
-        self.transport
-            .as_deref()
-            .is_some_and(Transport::wants_write)
+        self.is_open()
+            && self
+                .transport
+                .as_deref()
+                .is_some_and(Transport::wants_write)
     }
 
-    /// Bytes held for a partial packet (its allocation) and a transport's partial
-    /// handshake, for `memory_limit`.
+    /// Bytes held for a partial packet, TLS record or WebSocket upgrade request (their
+    /// allocations), for `memory_limit`.
     pub(crate) fn tail_bytes(&self) -> usize {
-        self.tail.capacity() + handshake_bytes(&self.transport)
+        self.tail.capacity() + self.transport.as_deref().map_or(0, Transport::input_bytes)
     }
 
     /// Writes the broker's pending output for this connection until it is empty or the
@@ -474,16 +487,6 @@ impl Connection {
             }
         }
     }
-}
-
-/// A transport's partial handshake held (the WebSocket upgrade request), in bytes.
-fn handshake_bytes(transport: &Option<Box<Transport>>) -> usize {
-    #[cfg(feature = "websockets")]
-    if let Some(t) = transport.as_deref() {
-        return t.handshake_bytes();
-    }
-    let _ = transport;
-    0
 }
 
 /// Flushes a connection with a transport: pending transport bytes to the socket first,

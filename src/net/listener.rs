@@ -20,7 +20,8 @@ use std::net::SocketAddr;
 use log::{info, warn};
 use mio::net::TcpListener;
 
-use super::transport::ListenerLayers;
+use super::transport::{ListenerLayers, Transport, TransportError};
+use crate::config::Config;
 
 /// One bound listening socket.
 pub(crate) struct Listener {
@@ -83,6 +84,39 @@ pub(crate) fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<Listener>> {
     Ok(listeners)
 }
 
+/// The transport layers of every configured listener, in order; the error names the
+/// listener and the file that could not be used (TLS certificates are read here).
+pub(crate) fn load_layers(
+    config: &Config,
+    addrs: &[SocketAddr],
+) -> Result<Vec<(SocketAddr, ListenerLayers)>, String> {
+    addrs
+        .iter()
+        .map(|&a| ListenerLayers::load(config, a).map(|l| (a, l)))
+        .collect()
+}
+
+/// Gives each bound listener the layers loaded for its configured address.
+pub(crate) fn set_layers(listeners: &mut [Listener], layers: &[(SocketAddr, ListenerLayers)]) {
+    for l in listeners {
+        if let Some((_, layers)) = layers.iter().find(|(a, _)| *a == l.configured) {
+            l.layers = layers.clone();
+        }
+    }
+}
+
+/// The transport for a connection accepted on the listener bound to `local`; `None` for
+/// plain TCP.
+pub(crate) fn transport_for(
+    listeners: &[Listener],
+    local: SocketAddr,
+) -> Result<Option<Box<Transport>>, TransportError> {
+    match listeners.iter().find(|l| l.addr == local) {
+        Some(l) => l.layers.accept(),
+        None => Ok(None),
+    }
+}
+
 /// Binds one listening socket; IPv6 ones only for IPv6 (see the module docs).
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     if addr.is_ipv4() {
@@ -139,6 +173,11 @@ mod errno {
     pub(super) const EADDRNOTAVAIL: i32 = 49;
 
     pub(super) const RESOURCES: [i32; 4] = [EMFILE, ENFILE, ENOBUFS, ENOMEM];
+}
+
+/// A peer address as Mosquitto prints it in log lines: `IP:port`, IPv6 without brackets.
+pub(super) fn peer_text(peer: SocketAddr) -> String {
+    format!("{}:{}", peer.ip(), peer.port())
 }
 
 #[cfg(test)]

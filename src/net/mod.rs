@@ -6,11 +6,15 @@
 //! - `connection`: per-connection socket state, reading and flushing.
 //! - `input`: framing bytes into packets with a per-connection partial tail.
 //! - `token`: the token space (slab keys vs reserved tokens).
+//! - `transport`: sans-IO layers under the MQTT bytes (TLS, WebSocket); plain connections
+//!   have none.
 //! - `websocket`: the sans-IO WebSocket server layer (feature `websockets`).
+//! - `linger`: the loop's side of lingering connections (graceful close).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
 //! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
 //!   writer thread, journal back-pressure.
+//! - `sys_timer`: the one `$SYS` timer (none with `sys_interval 0`).
 //! - `systemd`: `sd_notify` READY/STOPPING/WATCHDOG messages ([`Server::notify_systemd`]).
 //! - `fuzzing` (only `cfg(fuzzing)` and tests): the `split` harness for `input`.
 //!
@@ -47,10 +51,12 @@ mod connection;
 #[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
 pub(crate) mod input;
+mod linger;
 mod listener;
 mod persistence;
 mod reload;
 mod shutdown;
+mod sys_timer;
 mod systemd;
 mod token;
 pub(crate) mod transport;
@@ -75,22 +81,16 @@ use crate::auth::Auth;
 use crate::broker::{Broker, ConnId, Disconnect};
 use crate::config::Config;
 use crate::store::Store;
-use connection::{Connection, FlushEnd, Id, LingerStep, ReadCtx, ReadEnd, State};
+use connection::{Connection, FlushEnd, Id, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
-use transport::ListenerLayers;
 
 pub use reload::Reload;
 pub use shutdown::ShutdownHandle;
 
 /// Size of the one read buffer the loop shares between all connections.
 const SCRATCH_SIZE: usize = 64 * 1024;
-
-/// Reads of connections still in a TLS handshake per loop turn: a burst of handshakes
-/// (each costs a key exchange and a signature, milliseconds on a Pi) must not starve
-/// established clients; the rest wait for the next turn.
-const HANDSHAKES_PER_TURN: usize = 16;
 
 /// Readiness events fetched per `poll`.
 const EVENTS_CAPACITY: usize = 256;
@@ -121,7 +121,7 @@ struct Core {
     scratch: Box<[u8]>,
     /// Plaintext out of transports (TLS), shared like `scratch`; empty between reads.
     plain: Vec<u8>,
-    /// Handshake steps left in this turn ([`HANDSHAKES_PER_TURN`]).
+    /// Handshake steps left in this turn ([`transport::HANDSHAKES_PER_TURN`]).
     handshakes: usize,
     shared: Arc<Shared>,
     max_packet_size: u32,
@@ -160,6 +160,8 @@ struct Core {
     notify: Option<systemd::Notifier>,
     /// Accepting is suspended until then (out of descriptors or memory).
     accept_backoff: Option<Instant>,
+    /// The next `$SYS` update; `None` with `sys_interval 0` (see `sys_timer`).
+    sys_due: Option<Instant>,
     /// A resource warning was logged in the current burst of accept failures (a burst
     /// ends when a listener's backlog has been drained).
     accept_warned: bool,
@@ -189,7 +191,7 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), token::WAKER)?;
         let addrs = config.listeners.clone();
-        let layers = load_layers(&config, &addrs)
+        let layers = listener::load_layers(&config, &addrs)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (max_packet_size, max_connections) = (config.max_packet_size, config.max_connections);
         let mut broker = Broker::with_auth(config, auth);
@@ -209,7 +211,7 @@ impl Server {
             plain: Vec::new(),
             shared: Arc::new(Shared::new(waker)),
             generation: 0,
-            handshakes: HANDSHAKES_PER_TURN,
+            handshakes: transport::HANDSHAKES_PER_TURN,
             turn: 0,
             open: 0,
             closed: Vec::new(),
@@ -225,13 +227,14 @@ impl Server {
             reload: None,
             notify: None,
             accept_backoff: None,
+            sys_due: None,
             accept_warned: false,
         };
         let mut core = core;
         // Recover first, listen second: a client that can connect finds its session.
         core.open_store()?;
         let mut listeners = listener::bind_all(&addrs)?;
-        set_layers(&mut listeners, &layers);
+        listener::set_layers(&mut listeners, &layers);
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(&mut l.socket, token::listener(i), Interest::READABLE)?;
@@ -303,6 +306,7 @@ impl Server {
         if let Some(n) = core.notify.as_mut() {
             n.notify("READY=1\nSTATUS=accepting connections");
         }
+        core.handle_sys(Instant::now());
         loop {
             if core.shared.stop_requested() {
                 if let Some(n) = core.notify.as_mut() {
@@ -319,7 +323,7 @@ impl Server {
                 return Err(e);
             }
             core.turn += 1;
-            core.handshakes = HANDSHAKES_PER_TURN;
+            core.handshakes = transport::HANDSHAKES_PER_TURN;
             let now = Instant::now();
             let registry = poll.registry();
             core.handle_readable_work(registry, now);
@@ -339,8 +343,6 @@ impl Server {
 }
 
 impl Core {
-    /// How long `poll` may sleep: until the broker's deadline or the accept backoff, zero
-    /// with read work pending, forever otherwise.
     /// How long `poll` may sleep: until the broker's deadline, the accept backoff or the
     /// systemd watchdog, zero with read work pending, forever otherwise.
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
@@ -361,7 +363,10 @@ impl Core {
             .notify
             .as_ref()
             .and_then(systemd::Notifier::next_deadline);
-        for extra in [self.accept_backoff, watchdog].into_iter().flatten() {
+        for extra in [self.accept_backoff, watchdog, self.sys_due]
+            .into_iter()
+            .flatten()
+        {
             deadline = Some(deadline.map_or(extra, |d| d.min(extra)));
         }
         deadline.map(|d| d.saturating_duration_since(now))
@@ -441,6 +446,7 @@ impl Core {
         if self.broker.poll_timeout().is_some_and(|d| d <= now) {
             self.broker.handle_timeout(now);
         }
+        self.handle_sys(now);
         while let Some(&(at, key, id)) = self.lingering.front() {
             if at > now {
                 break;
@@ -524,15 +530,10 @@ impl Core {
             warn!("refused {peer} on {local}: connection table full");
             return;
         };
-        let transport = match self.listeners.iter().find(|l| l.addr == local) {
-            Some(l) => match l.layers.accept() {
-                Ok(t) => t,
-                Err(e) => {
-                    warn!("refused {peer} on {local}: {e}");
-                    return;
-                }
-            },
-            None => None,
+        let Ok(transport) = listener::transport_for(&self.listeners, local)
+            .map_err(|e| warn!("refused {peer} on {local}: {e}"))
+        else {
+            return;
         };
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
             warn!("refused {peer} on {local}: cannot register socket: {e}");
@@ -546,7 +547,16 @@ impl Core {
         entry.insert(Connection::new(id, peer, stream, transport));
         self.open += 1;
         debug!("accepted {peer} on {local} as {}", Id(id));
+        if self.broker.config().connection_messages {
+            // Mosquitto's line, word for word (log tools match it).
+            info!(
+                "New connection from {} on port {}.",
+                listener::peer_text(peer),
+                local.port()
+            );
+        }
         self.broker.handle_open(id, now);
+        self.broker.set_peer(id, listener::peer_text(peer));
     }
 
     /// Reads one open connection and acts on how the read ended.
@@ -600,10 +610,6 @@ impl Core {
                 conn.state = State::Ending;
                 self.ending.push(key);
             }
-            ReadEnd::TransportFailed(e) => {
-                self.broker.handle_disconnect(id, Disconnect::IoError, now);
-                self.close(registry, key, &format!("{e}"), &[]);
-            }
             ReadEnd::CodecBug => {
                 error!("{}: decoder reported an impossible length; closing", Id(id));
                 self.broker.handle_disconnect(id, Disconnect::IoError, now);
@@ -611,11 +617,8 @@ impl Core {
             }
         }
         // A transport's answer to what it read (TLS handshake records, alerts).
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|c| c.is_open() && c.wants_flush())
-        {
+        let answer = self.conns.get(key).is_some_and(Connection::wants_flush);
+        if answer {
             self.flush(registry, key, now);
         }
     }
@@ -722,57 +725,6 @@ impl Core {
         (conn.id == id && matches!(conn.state, State::Open | State::Ending)).then_some(key)
     }
 
-    /// Starts the graceful close of a connection the broker ended with `final_bytes`.
-    fn linger(&mut self, registry: &Registry, key: usize, final_bytes: Vec<u8>, now: Instant) {
-        let (Some(conn), Some(token)) = (self.conns.get_mut(key), token::connection(key)) else {
-            return;
-        };
-        let id = conn.id;
-        self.broker.account_input(conn.tail_bytes(), 0);
-        if conn.linger(registry, token, final_bytes) == LingerStep::Done {
-            self.close(registry, key, "closed by broker", &[]);
-            return;
-        }
-        debug!("{}: final bytes queued, lingering", Id(id));
-        self.lingering.push_back((now + LINGER_TIME, key, id));
-        // Input already waiting raises no new (edge-triggered) event.
-        self.drain(registry, key);
-    }
-
-    /// Discards a lingering connection's input; closes it when the peer is done.
-    fn drain(&mut self, registry: &Registry, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        match conn.drain(&mut self.scratch, self.turn) {
-            LingerStep::Wait => {}
-            LingerStep::Capped => {
-                if !conn.queued {
-                    conn.queued = true;
-                    self.readable.push((key, conn.id));
-                }
-            }
-            LingerStep::Done => self.close(registry, key, "closed by broker", &[]),
-        }
-    }
-
-    /// Writes more of a lingering connection's final bytes.
-    fn linger_write(&mut self, registry: &Registry, key: usize) {
-        let (Some(conn), Some(token)) = (self.conns.get_mut(key), token::connection(key)) else {
-            return;
-        };
-        if conn.linger_write(registry, token) == LingerStep::Done {
-            self.close(registry, key, "closed by broker", &[]);
-        }
-    }
-
-    /// Whether slot `key` still holds lingering connection `id`.
-    fn is_lingering(&self, key: usize, id: ConnId) -> bool {
-        self.conns
-            .get(key)
-            .is_some_and(|c| c.id == id && c.state == State::Lingering)
-    }
-
     /// Closes a connection's socket; its slot is freed at the end of the turn.
     fn close(&mut self, registry: &Registry, key: usize, why: &str, final_bytes: &[u8]) {
         let Some(conn) = self.conns.get_mut(key) else {
@@ -817,27 +769,6 @@ impl Core {
         }
         for l in &mut self.listeners {
             let _ = registry.deregister(&mut l.socket);
-        }
-    }
-}
-
-/// The transport layers of every configured listener, in order; the error names the
-/// listener and the file that could not be used.
-fn load_layers(
-    config: &Config,
-    addrs: &[SocketAddr],
-) -> Result<Vec<(SocketAddr, ListenerLayers)>, String> {
-    addrs
-        .iter()
-        .map(|&a| ListenerLayers::load(config, a).map(|l| (a, l)))
-        .collect()
-}
-
-/// Gives each bound listener the layers loaded for its configured address.
-fn set_layers(listeners: &mut [Listener], layers: &[(SocketAddr, ListenerLayers)]) {
-    for l in listeners {
-        if let Some((_, layers)) = layers.iter().find(|(a, _)| *a == l.configured) {
-            l.layers = layers.clone();
         }
     }
 }

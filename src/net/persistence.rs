@@ -52,7 +52,7 @@ impl Core {
         broker.finish_restore(started);
         store.compact(broker.snapshot(started));
         info!(
-            "persistence in {} (fsync {policy:?}): {} sessions, {} retained messages",
+            "persistence in {} (fsync {policy}): {} sessions, {} retained messages",
             dir.display(),
             broker.session_count(),
             broker.retained_count()

@@ -74,7 +74,7 @@ impl Core {
         };
         // Certificates are re-read for every TLS listener, kept or new: a renewed
         // certificate is what a SIGHUP is usually for. Existing connections keep theirs.
-        let layers = match super::load_layers(&config, &config.listeners) {
+        let layers = match listener::load_layers(&config, &config.listeners) {
             Ok(layers) => layers,
             Err(e) => {
                 error!("reload failed, keeping the current configuration: {e}");
@@ -114,7 +114,7 @@ impl Core {
             }
         }
         self.listeners.append(&mut added);
-        super::set_layers(&mut self.listeners, &layers);
+        listener::set_layers(&mut self.listeners, &layers);
         for (i, l) in self.listeners.iter_mut().enumerate() {
             let token = token::listener(i);
             let registered = if i < kept {

@@ -23,6 +23,29 @@ pub enum PacketType {
     Auth = 15,
 }
 
+/// The packet's name as the specification writes it (`PUBLISH`), for log lines.
+impl std::fmt::Display for PacketType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PacketType::Connect => "CONNECT",
+            PacketType::Connack => "CONNACK",
+            PacketType::Publish => "PUBLISH",
+            PacketType::Puback => "PUBACK",
+            PacketType::Pubrec => "PUBREC",
+            PacketType::Pubrel => "PUBREL",
+            PacketType::Pubcomp => "PUBCOMP",
+            PacketType::Subscribe => "SUBSCRIBE",
+            PacketType::Suback => "SUBACK",
+            PacketType::Unsubscribe => "UNSUBSCRIBE",
+            PacketType::Unsuback => "UNSUBACK",
+            PacketType::Pingreq => "PINGREQ",
+            PacketType::Pingresp => "PINGRESP",
+            PacketType::Disconnect => "DISCONNECT",
+            PacketType::Auth => "AUTH",
+        })
+    }
+}
+
 impl PacketType {
     /// The packet type for a fixed header's type nibble; `None` for the reserved value 0
     /// (and anything above 15).

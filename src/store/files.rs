@@ -343,8 +343,10 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
     }) = base
     {
         if !damaged_newer.is_empty() {
+            let damaged: Vec<String> = damaged_newer.iter().map(u64::to_string).collect();
             warn!(
-                "snapshot(s) {damaged_newer:?} damaged: falling back to snapshot {index} and the logs after it"
+                "snapshot(s) {} damaged: falling back to snapshot {index} and the logs after it",
+                damaged.join(", ")
             );
         }
         // Intact when checked above: a header error now cannot happen.
@@ -395,10 +397,13 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
     }
     if report.records > 0 || !report.set_aside.is_empty() || report.torn_bytes > 0 {
         info!(
-            "recovered {} records from {} (snapshot {:?}, {} damaged stretches with {} bytes lost, {} torn bytes ignored, {} files set aside)",
+            "recovered {} records from {} ({}, {} damaged stretches with {} bytes lost, {} torn bytes ignored, {} files set aside)",
             report.records,
             dir.display(),
-            report.snapshot.or(report.salvaged_snapshot),
+            report
+                .snapshot
+                .or(report.salvaged_snapshot)
+                .map_or_else(|| "no snapshot".to_string(), |i| format!("snapshot {i}")),
             report.damaged,
             report.lost_bytes,
             report.torn_bytes,

@@ -193,9 +193,9 @@ def test_missing_config_file_is_an_error(tmp_path):
 
 @pytest.mark.wrenmq_only
 def test_unsupported_mosquitto_key_warns_and_runs(conf_broker):
-    b = conf_broker("allow_anonymous true\nsys_interval 10\n")
+    b = conf_broker("allow_anonymous true\nset_tcp_nodelay true\n")
     assert connack(b) == 0
-    assert "broker.conf:3: sys_interval: Mosquitto option not supported" in b.logs()
+    assert "broker.conf:3: set_tcp_nodelay: Mosquitto option not supported" in b.logs()
 
 
 # ------------------------------------------------------------- CONNACK paths

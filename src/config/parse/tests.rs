@@ -162,13 +162,12 @@ fn whitespace_comments_and_crlf_are_tolerated() {
 
 #[test]
 fn unsupported_mosquitto_keys_warn_with_their_line() {
-    let p = ok("sys_interval 10\nlog_dest syslog\nset_tcp_nodelay true\n");
+    let p = ok("sys_interval 10\nlog_dest topic\nset_tcp_nodelay true\n");
     let w: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         w,
         [
-            "/etc/w.conf:1: sys_interval: Mosquitto option not supported by wrenmq yet; ignored",
-            "/etc/w.conf:2: log_dest: log_dest syslog is not supported; logging to stderr",
+            "/etc/w.conf:2: log_dest: log_dest topic is not supported; logging to stderr",
             "/etc/w.conf:3: set_tcp_nodelay: Mosquitto option not supported by wrenmq yet; ignored",
         ]
     );
@@ -498,6 +497,24 @@ fn the_example_config_parses_without_errors() {
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
 
+/// scripts/wrenmq.conf says its values are the defaults, except its example listener and
+/// allow_anonymous lines: a changed default must change the file too.
+#[test]
+fn the_example_config_states_the_defaults() {
+    let text = include_str!("../../../scripts/wrenmq.conf");
+    let mut c = parse_str(text, Path::new("scripts/wrenmq.conf"))
+        .unwrap()
+        .config;
+    let d = Config::default();
+    assert_ne!(
+        c.listeners, d.listeners,
+        "the example listener is not the default"
+    );
+    c.listeners.clone_from(&d.listeners);
+    c.allow_anonymous = d.allow_anonymous;
+    assert_eq!(c, d);
+}
+
 #[test]
 fn resource_bounds_and_memory_limit_are_parsed() {
     let text = "max_subscriptions 5\nmax_sessions 6\nmax_client_id_length 23\n\
@@ -567,4 +584,25 @@ fn websockets_headers_size_and_log_level() {
     );
     assert!(err("websockets_headers_size 70000").contains("invalid value '70000'"));
     assert!(err("protocol http").contains("expected mqtt or websockets"));
+}
+
+#[test]
+fn sys_interval_and_log_style_keys_are_parsed() {
+    let c = ok(
+        "sys_interval 0\nlog_timestamp false\nlog_timestamp_format %F %T\n\
+                connection_messages false\nlog_dest syslog\n",
+    )
+    .config;
+    assert_eq!(c.sys_interval, Duration::ZERO);
+    assert!(!c.log_timestamp);
+    assert_eq!(c.log_timestamp_format.as_deref(), Some("%F %T"));
+    assert!(!c.connection_messages);
+    assert_eq!(c.log_dest, LogDest::Syslog);
+    assert_eq!(ok("log_facility 5").config.log_facility, Some(5));
+    assert!(err("log_facility 8").contains("0-7"));
+    let d = Config::default();
+    assert_eq!(d.sys_interval, Duration::from_secs(10));
+    assert!(d.log_timestamp && d.connection_messages);
+    assert!(err("sys_interval -1").contains("invalid value '-1'"));
+    assert!(err("log_timestamp maybe").contains("true or false"));
 }

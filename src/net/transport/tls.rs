@@ -25,10 +25,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
-    ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
-    SupportedCipherSuite, SupportedProtocolVersion,
+    ClientConfig, ClientConnection, RootCertStore, ServerConfig, SupportedCipherSuite,
+    SupportedProtocolVersion,
 };
 
+use super::unbuffered::ServerSide;
 use super::x509;
 use crate::config::{CertIdentity, TlsSettings, TlsVersion};
 
@@ -216,19 +217,23 @@ impl fmt::Display for TlsError {
 
 /// One TLS connection, server or client side.
 pub(crate) struct TlsLayer {
-    conn: Connection,
+    side: Side,
     identity: CertIdentity,
     /// The handshake finished and the identity (if any) was handed out.
     identity_taken: bool,
 }
 
+/// The server side holds no buffer while idle (unbuffered API, see `unbuffered`); the
+/// client side (one per bridge, not thousands) uses rustls's buffered connection.
+enum Side {
+    Server(ServerSide),
+    Client(ClientConnection),
+}
+
 impl TlsLayer {
     pub(crate) fn server(tls: &ServerTls) -> Result<TlsLayer, TlsError> {
-        let mut conn =
-            ServerConnection::new(Arc::clone(&tls.config)).map_err(TlsError::Protocol)?;
-        conn.set_buffer_limit(Some(SEND_BUFFER));
         Ok(TlsLayer {
-            conn: Connection::Server(conn),
+            side: Side::Server(ServerSide::new(Arc::clone(&tls.config))?),
             identity: tls.identity,
             identity_taken: false,
         })
@@ -243,7 +248,7 @@ impl TlsLayer {
             ClientConnection::new(Arc::clone(&tls.config), name).map_err(TlsError::Protocol)?;
         conn.set_buffer_limit(Some(SEND_BUFFER));
         Ok(TlsLayer {
-            conn: Connection::Client(conn),
+            side: Side::Client(conn),
             identity: CertIdentity::None,
             identity_taken: true,
         })
@@ -253,22 +258,23 @@ impl TlsLayer {
     /// Returns whether the peer closed the TLS session (close_notify). Records to send
     /// back (handshake, alerts) are queued: see [`TlsLayer::wants_write`].
     pub(crate) fn read(&mut self, mut input: &[u8], plain: &mut Vec<u8>) -> Result<bool, TlsError> {
+        let conn = match &mut self.side {
+            Side::Server(s) => return s.read(input, plain),
+            Side::Client(c) => c,
+        };
         let mut closed = false;
         while !input.is_empty() {
-            match self.conn.read_tls(&mut input) {
+            match conn.read_tls(&mut input) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => return Err(TlsError::Buffer(e)),
             }
-            let state = self
-                .conn
-                .process_new_packets()
-                .map_err(TlsError::Protocol)?;
+            let state = conn.process_new_packets().map_err(TlsError::Protocol)?;
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
                 let start = plain.len();
                 plain.resize(start + n, 0);
-                if let Err(e) = self.conn.reader().read_exact(&mut plain[start..]) {
+                if let Err(e) = conn.reader().read_exact(&mut plain[start..]) {
                     plain.truncate(start);
                     return Err(TlsError::Buffer(e));
                 }
@@ -280,17 +286,24 @@ impl TlsLayer {
 
     /// Takes as much of `plain` as the send buffer has room for; returns how much.
     pub(crate) fn write(&mut self, plain: &[u8]) -> usize {
-        self.conn.writer().write(plain).unwrap_or(0)
+        match &mut self.side {
+            Side::Server(s) => s.write(plain),
+            Side::Client(c) => c.writer().write(plain).unwrap_or(0),
+        }
     }
 
     /// Encrypts all of `plain` regardless of the buffer limit, adds close_notify, and
     /// appends everything pending for the socket to `out` (a connection's last words).
     pub(crate) fn seal_final(&mut self, plain: &[u8], out: &mut Vec<u8>) {
-        self.conn.set_buffer_limit(None);
-        let _ = self.conn.writer().write_all(plain);
-        self.conn.send_close_notify();
-        while self.conn.wants_write() {
-            match self.conn.write_tls(out) {
+        let conn = match &mut self.side {
+            Side::Server(s) => return s.seal_final(plain, out),
+            Side::Client(c) => c,
+        };
+        conn.set_buffer_limit(None);
+        let _ = conn.writer().write_all(plain);
+        conn.send_close_notify();
+        while conn.wants_write() {
+            match conn.write_tls(out) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -299,26 +312,47 @@ impl TlsLayer {
 
     /// Whether records wait for the socket.
     pub(crate) fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        match &self.side {
+            Side::Server(s) => s.wants_write(),
+            Side::Client(c) => c.wants_write(),
+        }
     }
 
     /// Writes pending records to `w` (the socket) once.
     pub(crate) fn write_to(&mut self, w: &mut dyn Write) -> io::Result<usize> {
-        self.conn.write_tls(w)
+        match &mut self.side {
+            Side::Server(s) => s.write_to(w),
+            Side::Client(c) => c.write_tls(w),
+        }
+    }
+
+    /// Received bytes held for a partial record (server side; rustls holds the client's).
+    pub(crate) fn input_bytes(&self) -> usize {
+        match &self.side {
+            Side::Server(s) => s.input_bytes(),
+            Side::Client(_) => 0,
+        }
     }
 
     pub(crate) fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        match &self.side {
+            Side::Server(s) => s.is_handshaking(),
+            Side::Client(c) => c.is_handshaking(),
+        }
     }
 
     /// After the handshake, once: the user name the client certificate gives, if the
     /// listener takes it from there.
     pub(crate) fn poll_identity(&mut self) -> Option<PeerIdentity> {
-        if self.identity_taken || self.conn.is_handshaking() {
+        if self.identity_taken || self.is_handshaking() {
             return None;
         }
         self.identity_taken = true;
-        let cert = self.conn.peer_certificates().and_then(|c| c.first());
+        let certs = match &self.side {
+            Side::Server(s) => s.peer_certificates(),
+            Side::Client(c) => c.peer_certificates(),
+        };
+        let cert = certs.and_then(|c| c.first());
         let name = match self.identity {
             CertIdentity::None => return None,
             CertIdentity::CommonName => cert.and_then(|c| x509::common_name(c)),
@@ -692,6 +726,37 @@ mod tests {
         let mut c = TlsLayer::client(&insecure, "localhost").unwrap();
         c.write(b"hi");
         assert_eq!(pump(&mut c, &mut s).unwrap().1, b"hi");
+    }
+
+    #[test]
+    fn idle_server_connection_holds_no_buffers() {
+        let pki = Pki::new("idle", "x");
+        let mut s = TlsLayer::server(&pki.server(false, CertIdentity::None)).unwrap();
+        let mut c = TlsLayer::client(&pki.client(false, TlsVersion::Tls13), "localhost").unwrap();
+        // A large message split over many records, both ways.
+        let big = vec![0x5a; 200_000];
+        let mut sent = 0;
+        while sent < big.len() {
+            sent += c.write(&big[sent..]);
+            pump(&mut c, &mut s).unwrap();
+        }
+        let mut sent = 0;
+        while sent < big.len() {
+            sent += s.write(&big[sent..]);
+            pump(&mut c, &mut s).unwrap();
+        }
+        let Side::Server(side) = &s.side else {
+            panic!("server side expected")
+        };
+        assert_eq!(side.held_bytes(), 0);
+        // A partial record is kept, and only that.
+        let mut plain = Vec::new();
+        s.read(&[0x17, 0x03, 0x03, 0x00, 0x40, 1, 2], &mut plain)
+            .unwrap();
+        let Side::Server(side) = &s.side else {
+            panic!("server side expected")
+        };
+        assert!(side.held_bytes() > 0);
     }
 
     #[test]
