@@ -347,9 +347,13 @@ impl Connection {
         self.tail = Vec::new();
         let mut pending = std::mem::take(&mut self.final_out);
         let final_bytes = if let Some(t) = self.transport.as_deref_mut() {
-            // Even without final MQTT bytes the transport may have its own last words (a
-            // WebSocket close answer still unwritten, its close frame, close_notify).
-            t.seal_final(final_bytes, &mut pending);
+            if final_bytes.is_empty() {
+                // The transport's own last words, if any (a WebSocket close answer still
+                // unwritten, a close frame).
+                t.seal_quiet(&mut pending);
+            } else {
+                t.seal_final(final_bytes, &mut pending);
+            }
             &pending[..]
         } else if final_bytes.is_empty() {
             &pending[..]

@@ -126,6 +126,8 @@ impl ListenerLayers {
                 ws: Some(WsServer::new(max_header)),
                 out: Vec::new(),
                 out_pos: 0,
+                #[cfg(feature = "tls")]
+                tls_failed: false,
             })));
         }
         Ok(None)
@@ -174,6 +176,10 @@ pub(crate) struct Transport {
     /// once written.
     out: Vec<u8>,
     out_pos: usize,
+    /// TLS reported an error (and sent its alert): nothing more may be sealed by it
+    /// (rustls asserts that no close_notify follows a fatal alert).
+    #[cfg(feature = "tls")]
+    tls_failed: bool,
 }
 
 impl Transport {
@@ -186,6 +192,7 @@ impl Transport {
             ws: None,
             out: Vec::new(),
             out_pos: 0,
+            tls_failed: false,
         })
     }
 
@@ -202,6 +209,7 @@ impl Transport {
             ws: None,
             out: Vec::new(),
             out_pos: 0,
+            tls_failed: false,
         })
     }
 
@@ -222,7 +230,13 @@ impl Transport {
                 // behind frames waiting for room in TLS, then go to TLS as far as it has
                 // room (the WebSocket layer bounds that backlog by skipping pongs).
                 let mut plain = Vec::new();
-                let tls_closed = tls.read(input, &mut plain).map_err(TransportError::Tls)?;
+                let tls_closed = match tls.read(input, &mut plain) {
+                    Ok(closed) => closed,
+                    Err(e) => {
+                        self.tls_failed = true;
+                        return Err(TransportError::Tls(e));
+                    }
+                };
                 let result = ws.read(&plain, app, &mut self.out);
                 push_pending(tls, &mut self.out, &mut self.out_pos);
                 result.map_err(TransportError::Ws)?;
@@ -232,7 +246,13 @@ impl Transport {
                     ReadState::Open
                 });
             }
-            let closed = tls.read(input, app).map_err(TransportError::Tls)?;
+            let closed = match tls.read(input, app) {
+                Ok(closed) => closed,
+                Err(e) => {
+                    self.tls_failed = true;
+                    return Err(TransportError::Tls(e));
+                }
+            };
             return Ok(if closed {
                 ReadState::Closed
             } else {
@@ -332,12 +352,30 @@ impl Transport {
         self.seal_below(&pending, out);
     }
 
+    /// The last words when the loop, not the broker, ends the connection (EOF, a socket
+    /// or protocol error, the connect timeout): what still waits for the socket (an HTTP
+    /// refusal, a WebSocket close answer) and, on an open WebSocket, a close frame. TLS
+    /// alone adds nothing here, and a failed TLS layer seals nothing.
+    pub(crate) fn seal_quiet(&mut self, out: &mut Vec<u8>) {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            #[cfg(feature = "websockets")]
+            if self.ws.is_some() && !self.tls_failed {
+                self.seal_final(&[], out);
+            }
+            return;
+        }
+        self.seal_final(&[], out);
+    }
+
     /// The TLS end of [`Transport::seal_final`]: `bytes` for the socket, sealed by TLS if
-    /// there is a TLS layer.
+    /// there is a TLS layer (one that failed can seal nothing: its alert was the end).
     fn seal_below(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_mut() {
-            tls.seal_final(bytes, out);
+            if !self.tls_failed {
+                tls.seal_final(bytes, out);
+            }
             return;
         }
         out.extend_from_slice(bytes);
