@@ -34,6 +34,7 @@ impl Broker {
             _ => None,
         };
         let Some(conn) = conn else { return };
+        self.cert_identities.remove(&id);
         self.peers.remove(&id);
         self.live_conns = self.live_conns.saturating_sub(1);
         // Its write buffer goes to the loop (`final_bytes`) or away: no longer ours.

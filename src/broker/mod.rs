@@ -189,6 +189,8 @@ pub struct Broker {
     auth: Auth,
     /// Indexed by `ConnId::index`.
     conns: Vec<Option<Conn>>,
+    /// User names from TLS client certificates, taken by CONNECT (see `connect.rs`).
+    cert_identities: HashMap<ConnId, Option<Arc<str>>>,
     sessions: Slab<Session>,
     client_ids: HashMap<Arc<str>, SessionKey>,
     subscriptions: SubscriptionTable,
@@ -312,6 +314,7 @@ impl Broker {
             retained_batch: Vec::new(),
             retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
+            cert_identities: HashMap::new(),
             id_rng: IdRng::new(0),
             meter: Arc::default(),
             out_bytes: 0,
