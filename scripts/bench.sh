@@ -27,6 +27,10 @@
 # subscriber goes offline, RECOVER_MSGS QoS 1 messages are queued for it under
 # `fsync batch`, the broker is killed with SIGKILL, and the time from starting wrenmq
 # again to its first CONNACK is measured, with the record count it logs and its RSS.
+# TLS (issue 13), persistence off, an ECDSA P-256 certificate made here with openssl: per
+# round and broker, handshakes per second (TLS_HANDSHAKES new clients, 16 in flight,
+# each done at its CONNACK), RSS per idle TLS connection (TLS_CONNS held) and QoS 0
+# fan-in over TLS. Tags: tls_handshakes, tls_conns, tls_fanin0.
 # The table printed at the end holds the median over rounds of every figure and the
 # ratio wrenmq/mosquitto.
 #
@@ -47,6 +51,8 @@ else
   RECOVER_MSGS=${RECOVER_MSGS:-1000000}
 fi
 CONNS=${CONNS:-10000}
+TLS_CONNS=${TLS_CONNS:-2000}
+TLS_HANDSHAKES=${TLS_HANDSHAKES:-500}
 WAKE_CLIENTS=${WAKE_CLIENTS:-1000}
 QWINDOW=${QWINDOW:-5000}
 LAT_RATE=${LAT_RATE:-2000}
@@ -114,6 +120,25 @@ max_inflight_messages 20
 max_queued_messages 0
 max_packet_size 2000000
 EOF
+# TLS: one CA and a server certificate for localhost; both brokers use the same files.
+TLSDIR="$PWD/$OUT/tls"
+mkdir -p "$TLSDIR"
+if [ ! -s "$TLSDIR/server.crt" ]; then
+  ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  openssl req -x509 "${ec[@]}" -keyout "$TLSDIR/ca.key" -out "$TLSDIR/ca.crt" -days 30 \
+    -subj "/CN=wrenmq bench CA" 2>/dev/null
+  openssl req "${ec[@]}" -keyout "$TLSDIR/server.key" -out "$TLSDIR/server.csr" \
+    -subj "/CN=localhost" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$TLSDIR/san.ext"
+  openssl x509 -req -in "$TLSDIR/server.csr" -CA "$TLSDIR/ca.crt" -CAkey "$TLSDIR/ca.key" \
+    -CAcreateserial -out "$TLSDIR/server.crt" -days 30 -extfile "$TLSDIR/san.ext" 2>/dev/null
+  chmod 0644 "$TLSDIR"/*  # Mosquitto started as root reads them as user mosquitto
+fi
+tls_keys() { printf 'certfile %s\nkeyfile %s\n' "$TLSDIR/server.crt" "$TLSDIR/server.key"; }
+{ cat "$MCONF"; tls_keys; } >"$OUT/mosquitto-tls.conf"
+{ printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$WPORT"
+  printf 'max_inflight_messages 20\nmax_queued_messages 1000\nmax_packet_size 2000000\n'
+  tls_keys; } >"$OUT/wrenmq-tls.conf"
 
 # Persistence on, for the durability scenarios. Each run gets an empty directory.
 PDATA="$PWD/$OUT/pdata"
@@ -177,6 +202,12 @@ start_broker() { # name -> sets BROKER_PID, PORT
       ;;
     mosquitto-queue)
       taskset -c 0 "$MOSQUITTO" -c "$MQCONF" 2>>"$OUT/mosquitto.log" &
+      ;;
+    wrenmq-tls)
+      RUST_LOG=warn taskset -c 0 "$WRENMQ" -c "$OUT/wrenmq-tls.conf" 2>>"$OUT/wrenmq.log" &
+      ;;
+    mosquitto-tls)
+      taskset -c 0 "$MOSQUITTO" -c "$OUT/mosquitto-tls.conf" 2>>"$OUT/mosquitto.log" &
       ;;
     wrenmq-batch | wrenmq-never)
       rm -rf "${PDATA:?}/$1"
@@ -242,6 +273,18 @@ run_queued() { # config round
   stop_broker
 }
 
+# The TLS scenarios (every generator connection over TLS).
+run_tls() { # broker round
+  local b=$1 r=$2
+  start_broker "$b-tls"
+  export WRENMQ_BENCH_TLS_CA="$TLSDIR/ca.crt"
+  TAG=tls_handshakes; gen "$b" "$r" handshakes --count "$TLS_HANDSHAKES" --concurrency 16
+  TAG=tls_conns;      gen "$b" "$r" conns --count "$TLS_CONNS" --keepalive 60 --hold "$CONN_HOLD"
+  TAG=tls_fanin0;     gen "$b" "$r" fanin --qos 0 --payload "$PAYLOAD" --duration "$DUR"
+  unset WRENMQ_BENCH_TLS_CA
+  stop_broker
+}
+
 # QoS 1 fan-in to a persistent subscriber, persistence on. Tags: fanin1d_batch and
 # fanin1d_never (wrenmq), fanin1d (mosquitto).
 run_durable() { # config round
@@ -292,6 +335,8 @@ for r in $(seq "$ROUNDS"); do
   for b in wrenmq mosquitto; do
     log "round $r/$ROUNDS: $b"
     run_round "$b" "$r"
+    log "round $r/$ROUNDS: $b over TLS"
+    run_tls "$b" "$r"
   done
   for c in wrenmq-queue mosquitto-queue; do
     log "round $r/$ROUNDS: QoS 1 fan-in from a full queue, $c"
@@ -335,6 +380,10 @@ FIG = [
     ("idle VmHWM (kB)", "idle", "hwm_kb", None),
     ("RSS, 10,000 conns held (kB)", "conns", "rss_held_kb", None),
     ("RSS per idle connection (B)", "conns", "bytes_per_conn", "<= 0.33"),
+    ("TLS handshakes per second (16 in flight)", "tls_handshakes", "handshakes_per_s", None),
+    ("RSS per idle TLS connection (B)", "tls_conns", "bytes_per_conn", "<= 0.5"),
+    ("fan-in QoS 0 over TLS, 50 pubs (msg/s)", "tls_fanin0", "msgs_per_s", None),
+    ("fan-in QoS 0 over TLS lost", "tls_fanin0", "lost", None),
     ("connect+subscribe rate (conn/s)", "conns", "conn_per_s", None),
     ("idle wake-ups, 1,000 clients (/s)", "wakeups", "wakeups_per_s", "== 0"),
     ("fan-in QoS 0, 50 pubs (msg/s)", "fanin0", "msgs_per_s", ">= 2"),

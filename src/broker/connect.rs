@@ -12,6 +12,7 @@ use super::session::{InflightState, Session};
 use super::subscriptions::SessionKey;
 use super::timers::Timer;
 use super::{conn_slot, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
+use crate::auth::Refusal;
 use crate::protocol::{
     Ack, Connack, Connect, Packet, Properties, PropertiesBuf, Property, ProtocolVersion, ReasonCode,
 };
@@ -32,6 +33,15 @@ fn format_client_id(a: u64, b: u64) -> String {
 }
 
 impl Broker {
+    /// The TLS handshake of `id` finished on a listener that takes the user name from the
+    /// client certificate: `name` is that user name, `None` if the certificate gives none
+    /// (the CONNECT is then refused). The CONNECT's own user name and password are ignored.
+    pub fn handle_cert_identity(&mut self, id: ConnId, name: Option<&str>) {
+        if conn_slot(&mut self.conns, id).is_some() {
+            self.cert_identities.insert(id, name.map(Arc::from));
+        }
+    }
+
     /// Handles the first CONNECT of a connection. Returns false if the connection was
     /// refused and closed.
     pub(super) fn handle_connect(&mut self, id: ConnId, c: Connect<'_>, now: Instant) -> bool {
@@ -48,9 +58,27 @@ impl Broker {
         let Some((client_id, assigned)) = self.assign_id(id, &c, v5, now) else {
             return false;
         };
-        if !self.authenticate(id, &c, &client_id, now) {
-            return false;
-        }
+        // A listener that names clients by their certificate: that name is the user name
+        // (ACLs apply to it), whatever the CONNECT says; no password check (Mosquitto's
+        // use_identity_as_username/use_subject_as_username).
+        let cert_name = self.cert_identities.remove(&id);
+        let c = match cert_name {
+            None => {
+                if !self.authenticate(id, &c, &client_id, now) {
+                    return false;
+                }
+                c
+            }
+            Some(None) => {
+                info!("client {client_id} refused: its TLS certificate gives no user name");
+                return self.refuse(id, ConnectRefusal::Auth(Refusal::BadCredentials), now);
+            }
+            Some(Some(ref name)) => Connect {
+                username: Some(name),
+                password: None,
+                ..c
+            },
+        };
 
         // 3.1.1: clean session 1 ends the session with the connection. 5.0: the session
         // expiry interval decides (0 = ends with it, the default) [MQTT-3.1.2-23].

@@ -49,12 +49,11 @@
 //! `max_write_buffer`, stop reading a client until it drains), never the socket layer.
 //!
 //! Memory accounting (`memory_limit`, issue 11): [`Broker::memory_used`] is the sum of
-//! four O(1) counters: the live messages (each counted once by its own creation and drop,
-//! see `message.rs`), the queue entries that refer to them ([`QUEUED_ENTRY`] bytes each,
-//! counted where a queue gains or loses one and when a session with a queue ends), the
-//! write buffers and the output held for the journal (reconciled per connection when the
-//! loop polls or drains its output, and on close) and the partial input and lingering
-//! final bytes the loop reports (`account_input`). `handle_publish` consults it once per
+//! O(1) counters: the live messages and the 16-byte entries of queues kept on disk (each
+//! counted by its own creation and drop, `message.rs`, `ondisk.rs`), in-memory queue
+//! entries ([`QUEUED_ENTRY`] each, where a queue gains or loses one), write buffers and
+//! held output (reconciled per connection when the loop polls or drains it, and on close),
+//! and what the loop reports (`account_input`). `handle_publish` consults it once per
 //! PUBLISH; the policy at the limit is in `inbound.rs` (`refuse_over_memory`).
 
 mod acks;
@@ -68,6 +67,7 @@ pub(crate) mod fuzzing;
 mod inbound;
 mod journal;
 mod message;
+mod ondisk;
 mod output;
 mod restore;
 mod retained;
@@ -93,7 +93,7 @@ pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
 pub use message::{Message, Meter};
 use output::{Outbox, Output};
-pub use session::{Inflight, InflightState, QueueLimits, Queued, Session, QUEUED_ENTRY};
+pub use session::{Inflight, InflightState, QueueLimits, Queued, QueuedRef, Session, QUEUED_ENTRY};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
 pub use sys::Stats;
 
@@ -173,8 +173,7 @@ struct Conn {
     will_delay: u32,
     /// Whether the current slow-consumer episode has been logged.
     slow_logged: bool,
-    /// The keepalive has a timer entry of its own (it is shorter than the connect
-    /// timeout); otherwise the connect-timeout entry goes on as the keepalive check.
+    /// The keepalive has a timer entry of its own (else the connect-timeout entry checks it).
     keepalive_entry: bool,
     /// MQTT 5 connection state; `None` for 3.1/3.1.1.
     v5: Option<Box<V5Conn>>,
@@ -193,6 +192,8 @@ pub struct Broker {
     auth: Auth,
     /// Indexed by `ConnId::index`.
     conns: Vec<Option<Conn>>,
+    /// User names from TLS client certificates, taken by CONNECT (see `connect.rs`).
+    cert_identities: HashMap<ConnId, Option<Arc<str>>>,
     sessions: Slab<Session>,
     client_ids: client_ids::ClientIds,
     subscriptions: SubscriptionTable,
@@ -245,6 +246,8 @@ pub struct Broker {
     retained_full_logged: bool,
     /// Whether the current episode of `max_sessions` refusals has been logged.
     sessions_full_logged: bool,
+    /// Queues kept on disk: the reader and the sessions to move there (`ondisk.rs`).
+    disk: ondisk::DiskState,
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -317,6 +320,7 @@ impl Broker {
             retained_batch: Vec::new(),
             retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
+            cert_identities: HashMap::new(),
             id_rng: IdRng::new(0),
             meter: Arc::default(),
             out_bytes: 0,
@@ -325,14 +329,13 @@ impl Broker {
             memory_full: false,
             retained_full_logged: false,
             sessions_full_logged: false,
+            disk: ondisk::DiskState::default(),
         }
     }
 
-    /// Seeds the generator of server-assigned client ids and keys the client-id index's
-    /// hash. The broker draws no OS randomness itself (so fuzzing and tests reproduce), so
-    /// the event loop passes random values here once at start; without them, ids repeat
-    /// across restarts. Two independent values: an assigned id reveals the generator's
-    /// state, which must not give away the hash key.
+    /// Seeds the assigned-client-id generator and keys the client-id index's hash, once at
+    /// start (the broker draws no OS randomness itself). Independent values: an assigned
+    /// id reveals the generator's state, which must not give away the hash key.
     pub fn seed_client_ids(&mut self, seed: u64, hash_key: u64) {
         self.id_rng = IdRng::new(seed);
         self.client_ids.seed(&self.sessions, hash_key);
@@ -455,17 +458,13 @@ impl Broker {
 
     /// Bytes the broker holds as `memory_limit` counts them: every live message once
     /// (topic, payload, properties and its allocation, however many queues, inflight slots
-    /// and the retained store share it), each queue entry ([`QUEUED_ENTRY`]), the
-    /// connections' write buffers and output held until the journal is durable, and what
-    /// the event loop reported (`account_input`: partial input, lingering final bytes).
-    /// Kept in O(1) counters; a later `$SYS` publishes it as heap/current.
+    /// and the retained store share it), each in-memory queue entry ([`QUEUED_ENTRY`]),
+    /// the entries of queues kept on disk (not their payloads), the connections' write
+    /// buffers and output held until the journal is durable, and what the event loop
+    /// reported (`account_input`: partial input, lingering final bytes). Kept in O(1)
+    /// counters; a later `$SYS` publishes it as heap/current.
     pub fn memory_used(&self) -> usize {
         self.meter.bytes() + self.queued_entries * QUEUED_ENTRY + self.out_bytes + self.input_bytes
-    }
-
-    /// Entries in all sessions' queues, as `memory_used` counts them.
-    pub fn queued_entries(&self) -> usize {
-        self.queued_entries
     }
 
     /// The event loop read `n` bytes from clients (`$SYS/broker/bytes/received`).

@@ -21,6 +21,7 @@
 pub mod bridge;
 mod error;
 mod parse;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,10 +32,14 @@ use log::LevelFilter;
 pub use bridge::BridgeConfig;
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
+pub use tls::{CertIdentity, ListenerTls, TlsSettings, TlsVersion, TLS12_SUITES, TLS13_SUITES};
 
 /// The largest packet MQTT can express: a 268,435,455-byte remaining length plus a 5-byte
 /// fixed header. `max_packet_size 0` in a file (Mosquitto's "no limit") maps to it.
 pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_460;
+
+/// Mosquitto 2.0's `websockets_headers_size` default (libwebsockets' header buffer).
+pub const DEFAULT_WEBSOCKETS_HEADERS_SIZE: usize = 4096;
 
 /// Everything the broker and the event loop need to know, with Mosquitto 2.0's defaults
 /// unless the README says otherwise.
@@ -43,6 +48,15 @@ pub struct Config {
     /// Addresses to listen on. Default: `127.0.0.1:1883` and `[::1]:1883` (local only, as
     /// Mosquitto 2.0 does without a config file).
     pub listeners: Vec<SocketAddr>,
+    /// The configured addresses in `listeners` that speak MQTT over WebSockets
+    /// (`protocol websockets`). Default: none.
+    pub websockets: Vec<SocketAddr>,
+    /// Largest WebSocket upgrade request header, in bytes (`websockets_headers_size`,
+    /// global as in Mosquitto); a larger one is answered 431.
+    pub websockets_headers_size: usize,
+    /// TLS settings of the listeners that have them, by configured address (one entry per
+    /// address in `listeners` that is a TLS listener). Default: none.
+    pub tls: Vec<ListenerTls>,
     /// Largest packet accepted from a client, fixed header included. A packet announcing a
     /// larger size closes the connection before its body is read.
     pub max_packet_size: u32,
@@ -198,6 +212,19 @@ pub enum LogDest {
 }
 
 impl Config {
+    /// Whether the listener configured as `addr` is a WebSockets listener.
+    pub fn is_websockets(&self, addr: SocketAddr) -> bool {
+        self.websockets.contains(&addr)
+    }
+
+    /// The TLS settings of the listener configured as `addr`, if it is a TLS listener.
+    pub fn tls_for(&self, addr: SocketAddr) -> Option<&TlsSettings> {
+        self.tls
+            .iter()
+            .find(|t| t.addr == addr)
+            .map(|t| &t.settings)
+    }
+
     /// The defaults with persistence off: state lives in memory only (tests, benchmarks).
     pub fn in_memory() -> Config {
         Config {
@@ -214,6 +241,9 @@ impl Default for Config {
                 SocketAddr::from(([127, 0, 0, 1], 1883)),
                 SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 1883)),
             ],
+            websockets: Vec::new(),
+            websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
+            tls: Vec::new(),
             max_packet_size: 2_000_000,
             max_connect_packet_size: 100_000,
             max_filters_per_subscribe: 10_000,

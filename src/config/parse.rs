@@ -14,7 +14,7 @@
 //! Differences, on purpose: a value must not be followed by more words (a trailing
 //! `# comment` is allowed), because Mosquitto silently ignores them and that hides typos;
 //! Mosquitto settings that would change security or what clients see if ignored (TLS
-//! certificates, websockets, plugins, mount points) are errors rather than
+//! certificates, `http_dir`, plugins, mount points) are errors rather than
 //! warnings; `max_connections` is enforced for all listeners together (the sum of the
 //! per-listener limits; unlimited if one listener is).
 //!
@@ -29,6 +29,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use super::error::{ConfigError, ConfigErrors, ErrorKind, Warning};
+use super::tls::{ListenerTls, TlsSettings};
 use super::{Config, Fsync, LogDest, MQTT_MAX_PACKET_SIZE};
 use suggest::suggest;
 
@@ -124,6 +125,12 @@ struct ListenerSpec {
     /// `None` = unlimited.
     max_connections: Option<usize>,
     domain: Option<Domain>,
+    /// `protocol websockets`.
+    websockets: bool,
+    /// TLS settings (`certfile`, ...), if any TLS key was given for this listener.
+    tls: Option<TlsSettings>,
+    /// Where the first TLS key was, for errors about the settings as a whole.
+    tls_origin: Option<tls::TlsOrigin>,
 }
 
 impl ListenerSpec {
@@ -334,16 +341,39 @@ impl Parser {
                 self.listener().domain = Some(domain);
             }
             "protocol" => match line.word()? {
-                "mqtt" => {
-                    self.listener();
+                "mqtt" => self.listener().websockets = false,
+                "websockets" if cfg!(feature = "websockets") => {
+                    self.listener().websockets = true;
                 }
                 "websockets" => {
                     return Err(line.error(ErrorKind::Unsupported(
-                        "websockets listeners (only protocol mqtt)",
+                        "websockets listeners (built without the websockets feature)",
                     )))
                 }
-                _ => return Err(line.invalid("mqtt")),
+                _ => return Err(line.invalid("mqtt or websockets")),
             },
+            "websockets_headers_size" => {
+                // Mosquitto: global, 0 means the default; libwebsockets holds it in 16 bits.
+                let n = line.int(0, 65535, "a byte count 0-65535 (0 for the default 4096)")?;
+                self.cfg.websockets_headers_size = match usize::try_from(n) {
+                    Ok(0) | Err(_) => super::DEFAULT_WEBSOCKETS_HEADERS_SIZE,
+                    Ok(n) => n,
+                };
+            }
+            "websockets_log_level" => {
+                line.int(i64::MIN, i64::MAX, "a libwebsockets log level number")?;
+                self.warn(
+                    line,
+                    "ignored: wrenmq has no libwebsockets; WebSocket handshake and framing \
+                     errors are logged at debug level (log_type debug)",
+                );
+            }
+            "http_dir" => {
+                return Err(line.error(ErrorKind::Unsupported(
+                    "serving files over HTTP (websockets listeners answer plain HTTP \
+                     requests with 400); serve them with a web server",
+                )))
+            }
 
             // ---- security
             "allow_anonymous" => self.allow_anonymous = Some(line.bool()?),
@@ -513,17 +543,7 @@ impl Parser {
 
             // ---- Mosquitto keys refused: ignoring them would weaken security or change
             // what clients see.
-            "certfile"
-            | "keyfile"
-            | "psk_hint"
-            | "psk_file"
-            | "cafile"
-            | "capath"
-            | "require_certificate" => {
-                return Err(line.error(ErrorKind::Unsupported(
-                    "TLS; the listener would be unencrypted (terminate TLS in front of wrenmq)",
-                )))
-            }
+            k if tls::TLS_KEYS.contains(&k) => self.apply_tls(line)?,
             "mount_point" => return Err(line.error(ErrorKind::Unsupported("mount points"))),
             "bind_interface" => {
                 return Err(line.error(ErrorKind::Unsupported(
@@ -560,6 +580,15 @@ impl Parser {
     }
 
     fn finish(mut self) -> Result<Parsed, ConfigErrors> {
+        let specs = self.default_listener.iter().chain(&self.blocks);
+        for spec in specs {
+            if let (Some(settings), Some(origin)) = (&spec.tls, &spec.tls_origin) {
+                match tls::check(settings, origin) {
+                    Ok(()) => {}
+                    Err(e) => self.errors.push(e),
+                }
+            }
+        }
         self.cfg.bridges = std::mem::take(&mut self.bridges).finish(&mut self.errors);
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
@@ -570,6 +599,21 @@ impl Parser {
         let any_listener = !specs.is_empty();
         if any_listener {
             self.cfg.listeners = specs.iter().flat_map(ListenerSpec::addrs).collect();
+            self.cfg.websockets = specs
+                .iter()
+                .filter(|s| s.websockets)
+                .flat_map(ListenerSpec::addrs)
+                .collect();
+            self.cfg.tls = specs
+                .iter()
+                .filter_map(|s| s.tls.as_ref().map(|t| (s.addrs(), t)))
+                .flat_map(|(addrs, t)| {
+                    addrs.into_iter().map(|addr| ListenerTls {
+                        addr,
+                        settings: t.clone(),
+                    })
+                })
+                .collect();
             let limits: Option<Vec<usize>> = specs.iter().map(|s| s.max_connections).collect();
             self.cfg.max_connections = limits.map_or(0, |l| l.iter().sum());
         }
@@ -593,12 +637,7 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "allow_zero_length_clientid",
     "auto_id_prefix",
     "check_retain_source",
-    "ciphers",
-    "ciphers_tls1.3",
     "clientid_prefixes",
-    "crlfile",
-    "dhparamfile",
-    "http_dir",
     "listener_allow_anonymous",
     "max_inflight_bytes",
     "max_qos",
@@ -606,16 +645,8 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "retry_interval",
     "set_tcp_nodelay",
     "store_clean_interval",
-    "tls_engine",
-    "tls_engine_kpass_sha1",
-    "tls_keyform",
-    "tls_version",
     "upgrade_outgoing_qos",
-    "use_identity_as_username",
-    "use_subject_as_username",
     "use_username_as_clientid",
-    "websockets_headers_size",
-    "websockets_log_level",
 ];
 
 /// `listener PORT [ADDRESS]`.
@@ -765,3 +796,6 @@ mod bridge;
 mod suggest;
 #[cfg(test)]
 mod tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;

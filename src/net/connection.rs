@@ -26,6 +26,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::input::{self, Framing, Stop};
+use super::transport::{ReadState, Transport};
 use crate::broker::{Broker, ConnId};
 use crate::protocol::{self, DecodeError, Packet, Status};
 
@@ -57,6 +58,9 @@ pub(crate) struct Connection {
     pub(crate) id: ConnId,
     pub(crate) state: State,
     stream: Option<TcpStream>,
+    /// The layers between socket and MQTT (TLS, WebSocket); `None` for plain TCP, which
+    /// reads and writes the socket directly (see `transport`).
+    transport: Option<Box<Transport>>,
     /// Bytes of a partial packet; empty (and unallocated) between packets.
     tail: Vec<u8>,
     /// Whether WRITABLE interest is registered (output left after a flush).
@@ -147,6 +151,8 @@ pub(crate) enum ReadEnd {
     BrokerClosed,
     /// The decoder misbehaved (see [`Stop::CodecBug`]).
     CodecBug,
+    /// The loop's handshake budget for this turn is spent; read again next turn.
+    HandshakeDeferred,
 }
 
 /// How a flush ended.
@@ -167,6 +173,10 @@ pub(crate) struct ReadCtx<'a> {
     pub(crate) max_packet_size: u32,
     pub(crate) turn: u64,
     pub(crate) now: Instant,
+    /// Plaintext from transports (shared by all connections, empty between reads).
+    pub(crate) plain: &'a mut Vec<u8>,
+    /// Handshake steps (reads of a connection still handshaking) left in this turn.
+    pub(crate) handshakes: &'a mut usize,
     /// Journal bytes this turn may still add before reading stops (journal back-pressure:
     /// the writer's queue plus this turn's records stay near `journal_queue_bytes`);
     /// `None` without persistence.
@@ -174,11 +184,16 @@ pub(crate) struct ReadCtx<'a> {
 }
 
 impl Connection {
-    pub(crate) fn new(id: ConnId, stream: TcpStream) -> Connection {
+    pub(crate) fn new(
+        id: ConnId,
+        stream: TcpStream,
+        transport: Option<Box<Transport>>,
+    ) -> Connection {
         Connection {
             id,
             state: State::Open,
             stream: Some(stream),
+            transport,
             tail: Vec::new(),
             writable: false,
             paused: false,
@@ -200,7 +215,19 @@ impl Connection {
             return ReadEnd::Drained;
         };
         self.budget.start(cx.turn);
+        let mut handshake_counted = false;
         loop {
+            if let Some(t) = self.transport.as_deref() {
+                // A handshake step costs CPU (key exchange, signatures): a burst of new
+                // TLS clients gets a bounded share of each turn.
+                if t.is_handshaking() && !handshake_counted {
+                    if *cx.handshakes == 0 {
+                        return ReadEnd::HandshakeDeferred;
+                    }
+                    *cx.handshakes -= 1;
+                    handshake_counted = true;
+                }
+            }
             if !cx.broker.wants_read(id)
                 || cx
                     .journal_room
@@ -225,6 +252,42 @@ impl Connection {
             };
             self.budget.spend(n);
             cx.broker.count_received(n);
+            let mut peer_closed = false;
+            let bytes: &[u8] = match self.transport.as_deref_mut() {
+                None => &cx.scratch[..n],
+                Some(t) => {
+                    cx.plain.clear();
+                    let held = t.input_bytes();
+                    let read = t.read(&cx.scratch[..n], cx.plain);
+                    if t.input_bytes() != held {
+                        // Partial TLS records and a partial WebSocket upgrade request count like a
+                        // partial packet (`memory_limit`).
+                        cx.broker.account_input(held, t.input_bytes());
+                    }
+                    match read {
+                        Ok(ReadState::Open) => {}
+                        Ok(ReadState::Closed) => peer_closed = true,
+                        Err(e) => {
+                            // Best effort: the alert rustls queued tells the peer why.
+                            let _ = t.write_to(stream);
+                            // The peer broke the transport's protocol (TLS).
+                            return ReadEnd::Failed(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                e.to_string(),
+                            ));
+                        }
+                    }
+                    #[cfg(feature = "tls")]
+                    if let Some(identity) = t.poll_identity() {
+                        let name = match &identity {
+                            super::transport::PeerIdentity::Name(n) => Some(n.as_str()),
+                            super::transport::PeerIdentity::Missing => None,
+                        };
+                        cx.broker.handle_cert_identity(id, name);
+                    }
+                    &cx.plain[..]
+                }
+            };
             let mut framing = BrokerFraming {
                 broker: &mut *cx.broker,
                 id,
@@ -232,7 +295,7 @@ impl Connection {
                 now: cx.now,
             };
             let before = self.tail.capacity();
-            let fed = input::feed(&mut self.tail, &cx.scratch[..n], &mut framing);
+            let fed = input::feed(&mut self.tail, bytes, &mut framing);
             if self.tail.capacity() != before {
                 // The broker counts partial input towards `memory_limit`.
                 cx.broker.account_input(before, self.tail.capacity());
@@ -242,12 +305,26 @@ impl Connection {
                 Err(Stop::BrokerClosed) => return ReadEnd::BrokerClosed,
                 Err(Stop::CodecBug) => return ReadEnd::CodecBug,
             }
+            if peer_closed {
+                return ReadEnd::PeerClosed;
+            }
         }
     }
 
-    /// Bytes held for a partial packet (its allocation), for `memory_limit`.
+    /// Whether the transport has bytes for the socket (a handshake answer after a read):
+    /// the loop flushes then.
+    pub(crate) fn wants_flush(&self) -> bool {
+        self.is_open()
+            && self
+                .transport
+                .as_deref()
+                .is_some_and(Transport::wants_write)
+    }
+
+    /// Bytes held for a partial packet, TLS record or WebSocket upgrade request (their
+    /// allocations), for `memory_limit`.
     pub(crate) fn tail_bytes(&self) -> usize {
-        self.tail.capacity()
+        self.tail.capacity() + self.transport.as_deref().map_or(0, Transport::input_bytes)
     }
 
     /// Final bytes of a lingering connection as counted for `memory_limit` when it
@@ -268,18 +345,21 @@ impl Connection {
         let Some(stream) = self.stream.as_mut() else {
             return FlushEnd::Drained;
         };
-        let end = loop {
-            let out = broker.pending_output(id);
-            if out.is_empty() {
-                break FlushEnd::Drained;
-            }
-            match stream.write(out) {
-                Ok(0) => break FlushEnd::Failed(io::ErrorKind::WriteZero.into()),
-                Ok(n) => broker.consume_output(id, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break FlushEnd::Blocked,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break FlushEnd::Failed(e),
-            }
+        let end = match self.transport.as_deref_mut() {
+            Some(t) => flush_through(t, stream, broker, id),
+            None => loop {
+                let out = broker.pending_output(id);
+                if out.is_empty() {
+                    break FlushEnd::Drained;
+                }
+                match stream.write(out) {
+                    Ok(0) => break FlushEnd::Failed(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => broker.consume_output(id, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break FlushEnd::Blocked,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => break FlushEnd::Failed(e),
+                }
+            },
         };
         let want_writable = matches!(end, FlushEnd::Blocked);
         if want_writable != self.writable {
@@ -304,12 +384,22 @@ impl Connection {
         let lingered = self.state == State::Lingering;
         self.state = State::Closed;
         self.tail = Vec::new();
-        let pending = self.linger.take().map(|l| l.final_out).unwrap_or_default();
-        let final_bytes = if final_bytes.is_empty() {
+        let mut pending = self.linger.take().map(|l| l.final_out).unwrap_or_default();
+        let final_bytes = if let Some(t) = self.transport.as_deref_mut() {
+            if final_bytes.is_empty() {
+                // The transport's own last words, if any (a WebSocket close answer still
+                // unwritten, a close frame).
+                t.seal_quiet(&mut pending);
+            } else {
+                t.seal_final(final_bytes, &mut pending);
+            }
+            &pending[..]
+        } else if final_bytes.is_empty() {
             &pending[..]
         } else {
             final_bytes
         };
+        self.transport = None;
         let Some(mut stream) = self.stream.take() else {
             return;
         };
@@ -347,9 +437,19 @@ impl Connection {
     ) -> LingerStep {
         self.state = State::Lingering;
         self.tail = Vec::new();
+        // Counted as the loop reported it (`Core::linger`), before any transport framing.
+        let counted = final_bytes.capacity();
+        let final_out = match self.transport.take() {
+            Some(mut t) => {
+                let mut sealed = Vec::new();
+                t.seal_final(&final_bytes, &mut sealed);
+                sealed
+            }
+            None => final_bytes,
+        };
         self.linger = Some(Box::new(Linger {
-            counted: final_bytes.capacity(),
-            final_out: final_bytes,
+            counted,
+            final_out,
             ..Linger::default()
         }));
         self.linger_write(registry, token)
@@ -455,11 +555,47 @@ impl super::Core {
         id: ConnId,
         now: Instant,
     ) {
-        if self.conns.get(key).is_some_and(Connection::is_open)
-            && !self.broker.pending_output(id).is_empty()
+        // Also a transport's answer to what it read (TLS handshake records, alerts).
+        let transport = self.conns.get(key).is_some_and(Connection::wants_flush);
+        if transport
+            || self.conns.get(key).is_some_and(Connection::is_open)
+                && !self.broker.pending_output(id).is_empty()
         {
             self.flush(registry, key, now);
         }
+    }
+}
+
+/// Flushes a connection with a transport: pending transport bytes to the socket first,
+/// then as much broker output as the transport takes, until the output is empty or the
+/// socket is full.
+fn flush_through(
+    t: &mut Transport,
+    stream: &mut TcpStream,
+    broker: &mut Broker,
+    id: ConnId,
+) -> FlushEnd {
+    loop {
+        while t.wants_write() {
+            match t.write_to(stream) {
+                Ok(0) => return FlushEnd::Failed(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return FlushEnd::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return FlushEnd::Failed(e),
+            }
+        }
+        let out = broker.pending_output(id);
+        if out.is_empty() {
+            return FlushEnd::Drained;
+        }
+        let n = t.write(out);
+        if n == 0 {
+            // The transport's buffer is full yet nothing waits for the socket: cannot
+            // happen with rustls (a full buffer is pending records); do not spin.
+            return FlushEnd::Drained;
+        }
+        broker.consume_output(id, n);
     }
 }
 
@@ -530,7 +666,7 @@ mod tests {
             index: 7,
             generation: 1,
         };
-        let mut conn = Connection::new(id, stream);
+        let mut conn = Connection::new(id, stream, None);
         assert_eq!(conn.linger_bytes(), 0);
         let mut final_bytes = Vec::with_capacity(1000);
         final_bytes.extend_from_slice(&[0xE0, 0x00]);

@@ -20,6 +20,9 @@ use std::net::SocketAddr;
 use log::{info, warn};
 use mio::net::TcpListener;
 
+use super::transport::{ListenerLayers, Transport, TransportError};
+use crate::config::Config;
+
 /// One bound listening socket.
 pub(crate) struct Listener {
     pub(crate) socket: TcpListener,
@@ -27,6 +30,8 @@ pub(crate) struct Listener {
     pub(crate) addr: SocketAddr,
     /// The address as configured (port 0 kept), which reload compares against.
     pub(crate) configured: SocketAddr,
+    /// TLS (and later WebSocket) layers of its connections; replaced on reload.
+    pub(crate) layers: ListenerLayers,
 }
 
 /// What an accept error means for the loop.
@@ -55,6 +60,7 @@ pub(crate) fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<Listener>> {
                     socket,
                     addr,
                     configured,
+                    layers: ListenerLayers::default(),
                 });
             }
             Err(e) if addr.is_ipv6() && ipv6_unavailable(&e) => {
@@ -76,6 +82,39 @@ pub(crate) fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<Listener>> {
         ));
     }
     Ok(listeners)
+}
+
+/// The transport layers of every configured listener, in order; the error names the
+/// listener and the file that could not be used (TLS certificates are read here).
+pub(crate) fn load_layers(
+    config: &Config,
+    addrs: &[SocketAddr],
+) -> Result<Vec<(SocketAddr, ListenerLayers)>, String> {
+    addrs
+        .iter()
+        .map(|&a| ListenerLayers::load(config, a).map(|l| (a, l)))
+        .collect()
+}
+
+/// Gives each bound listener the layers loaded for its configured address.
+pub(crate) fn set_layers(listeners: &mut [Listener], layers: &[(SocketAddr, ListenerLayers)]) {
+    for l in listeners {
+        if let Some((_, layers)) = layers.iter().find(|(a, _)| *a == l.configured) {
+            l.layers = layers.clone();
+        }
+    }
+}
+
+/// The transport for a connection accepted on the listener bound to `local`; `None` for
+/// plain TCP.
+pub(crate) fn transport_for(
+    listeners: &[Listener],
+    local: SocketAddr,
+) -> Result<Option<Box<Transport>>, TransportError> {
+    match listeners.iter().find(|l| l.addr == local) {
+        Some(l) => l.layers.accept(),
+        None => Ok(None),
+    }
 }
 
 /// Binds one listening socket; IPv6 ones only for IPv6 (see the module docs).

@@ -6,6 +6,10 @@
 //! - `connection`: per-connection socket state, reading and flushing.
 //! - `input`: framing bytes into packets with a per-connection partial tail.
 //! - `token`: the token space (slab keys vs reserved tokens).
+//! - `transport`: sans-IO layers under the MQTT bytes (TLS, WebSocket); plain connections
+//!   have none.
+//! - `websocket`: the sans-IO WebSocket server layer (feature `websockets`).
+//! - `linger`: the loop's side of lingering connections (graceful close).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
 //! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
@@ -47,6 +51,7 @@ mod connection;
 #[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
 pub(crate) mod input;
+mod linger;
 mod listener;
 mod persistence;
 mod reload;
@@ -54,6 +59,9 @@ mod shutdown;
 mod sys_timer;
 mod systemd;
 mod token;
+pub(crate) mod transport;
+#[cfg(feature = "websockets")]
+pub(crate) mod websocket;
 
 use std::collections::VecDeque;
 use std::io;
@@ -73,7 +81,7 @@ use crate::auth::Auth;
 use crate::broker::{Broker, ConnId, Disconnect};
 use crate::config::Config;
 use crate::store::Store;
-use connection::{Connection, FlushEnd, Id, LingerStep, ReadCtx, ReadEnd, State};
+use connection::{Connection, FlushEnd, Id, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
@@ -111,6 +119,10 @@ struct Core {
     listeners: Vec<Listener>,
     conns: Slab<Connection>,
     scratch: Box<[u8]>,
+    /// Plaintext out of transports (TLS), shared like `scratch`; empty between reads.
+    plain: Vec<u8>,
+    /// Handshake steps left in this turn ([`transport::HANDSHAKES_PER_TURN`]).
+    handshakes: usize,
     shared: Arc<Shared>,
     max_packet_size: u32,
     max_connections: usize,
@@ -140,6 +152,8 @@ struct Core {
     journal_full_since: Option<Instant>,
     /// When a journal back-pressure episode was last logged as a warning.
     journal_warned_at: Option<Instant>,
+    /// Where the writer's batches landed, handed to the broker each turn (reused).
+    located: Vec<(u64, crate::store::Location)>,
     /// SIGTERM/SIGINT/SIGHUP, when [`Server::handle_signals`] was called.
     signals: Option<Signals>,
     /// What SIGHUP re-reads ([`Server::set_reload`]); `None` = nothing to reload.
@@ -179,6 +193,8 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), token::WAKER)?;
         let addrs = config.listeners.clone();
+        let layers = listener::load_layers(&config, &addrs)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (max_packet_size, max_connections) = (config.max_packet_size, config.max_connections);
         let mut broker = Broker::with_auth(config, auth);
         // The broker is sans-IO and draws no entropy; assigned client ids must differ
@@ -195,8 +211,10 @@ impl Server {
             listeners: Vec::new(),
             conns: Slab::new(),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            plain: Vec::new(),
             shared: Arc::new(Shared::new(waker)),
             generation: 0,
+            handshakes: transport::HANDSHAKES_PER_TURN,
             turn: 0,
             open: 0,
             closed: Vec::new(),
@@ -208,6 +226,7 @@ impl Server {
             store: None,
             journal_full_since: None,
             journal_warned_at: None,
+            located: Vec::new(),
             signals: None,
             reload: None,
             notify: None,
@@ -219,6 +238,7 @@ impl Server {
         // Recover first, listen second: a client that can connect finds its session.
         core.open_store()?;
         let mut listeners = listener::bind_all(&addrs)?;
+        listener::set_layers(&mut listeners, &layers);
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(&mut l.socket, token::listener(i), Interest::READABLE)?;
@@ -307,6 +327,7 @@ impl Server {
                 return Err(e);
             }
             core.turn += 1;
+            core.handshakes = transport::HANDSHAKES_PER_TURN;
             let now = Instant::now();
             let registry = poll.registry();
             core.handle_readable_work(registry, now);
@@ -513,6 +534,11 @@ impl Core {
             warn!("refused {peer} on {local}: connection table full");
             return;
         };
+        let Ok(transport) = listener::transport_for(&self.listeners, local)
+            .map_err(|e| warn!("refused {peer} on {local}: {e}"))
+        else {
+            return;
+        };
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
             warn!("refused {peer} on {local}: cannot register socket: {e}");
             return;
@@ -522,7 +548,7 @@ impl Core {
             index,
             generation: self.generation,
         };
-        entry.insert(Connection::new(id, stream));
+        entry.insert(Connection::new(id, stream, transport));
         self.open += 1;
         debug!("accepted {peer} on {local} as {}", Id(id));
         if self.broker.config().connection_messages {
@@ -557,11 +583,13 @@ impl Core {
             turn: self.turn,
             now,
             journal_room,
+            plain: &mut self.plain,
+            handshakes: &mut self.handshakes,
         };
         let id = conn.id;
         match conn.read(&mut cx) {
             ReadEnd::Drained => {}
-            ReadEnd::Capped => {
+            ReadEnd::Capped | ReadEnd::HandshakeDeferred => {
                 if !conn.queued {
                     conn.queued = true;
                     self.readable.push((key, id));
@@ -695,59 +723,6 @@ impl Core {
         let key = usize::try_from(id.index).ok()?;
         let conn = self.conns.get(key)?;
         (conn.id == id && matches!(conn.state, State::Open | State::Ending)).then_some(key)
-    }
-
-    /// Starts the graceful close of a connection the broker ended with `final_bytes`.
-    fn linger(&mut self, registry: &Registry, key: usize, final_bytes: Vec<u8>, now: Instant) {
-        let (Some(conn), Some(token)) = (self.conns.get_mut(key), token::connection(key)) else {
-            return;
-        };
-        let id = conn.id;
-        // The tail goes; the final bytes are the loop's until it closes (`memory_limit`).
-        self.broker
-            .account_input(conn.tail_bytes(), final_bytes.capacity());
-        if conn.linger(registry, token, final_bytes) == LingerStep::Done {
-            self.close(registry, key, "closed by broker", &[]);
-            return;
-        }
-        debug!("{}: final bytes queued, lingering", Id(id));
-        self.lingering.push_back((now + LINGER_TIME, key, id));
-        // Input already waiting raises no new (edge-triggered) event.
-        self.drain(registry, key);
-    }
-
-    /// Discards a lingering connection's input; closes it when the peer is done.
-    fn drain(&mut self, registry: &Registry, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        match conn.drain(&mut self.scratch, self.turn) {
-            LingerStep::Wait => {}
-            LingerStep::Capped => {
-                if !conn.queued {
-                    conn.queued = true;
-                    self.readable.push((key, conn.id));
-                }
-            }
-            LingerStep::Done => self.close(registry, key, "closed by broker", &[]),
-        }
-    }
-
-    /// Writes more of a lingering connection's final bytes.
-    fn linger_write(&mut self, registry: &Registry, key: usize) {
-        let (Some(conn), Some(token)) = (self.conns.get_mut(key), token::connection(key)) else {
-            return;
-        };
-        if conn.linger_write(registry, token) == LingerStep::Done {
-            self.close(registry, key, "closed by broker", &[]);
-        }
-    }
-
-    /// Whether slot `key` still holds lingering connection `id`.
-    fn is_lingering(&self, key: usize, id: ConnId) -> bool {
-        self.conns
-            .get(key)
-            .is_some_and(|c| c.id == id && c.state == State::Lingering)
     }
 
     /// Closes a connection's socket; its slot is freed at the end of the turn.

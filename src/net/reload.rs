@@ -72,6 +72,15 @@ impl Core {
                 return;
             }
         };
+        // Certificates are re-read for every TLS listener, kept or new: a renewed
+        // certificate is what a SIGHUP is usually for. Existing connections keep theirs.
+        let layers = match listener::load_layers(&config, &config.listeners) {
+            Ok(layers) => layers,
+            Err(e) => {
+                error!("reload failed, keeping the current configuration: {e}");
+                return;
+            }
+        };
         let current: Vec<SocketAddr> = self.listeners.iter().map(|l| l.configured).collect();
         let plan = plan(&current, &config.listeners);
         let kept = current.len() - plan.remove.len();
@@ -105,6 +114,7 @@ impl Core {
             }
         }
         self.listeners.append(&mut added);
+        listener::set_layers(&mut self.listeners, &layers);
         for (i, l) in self.listeners.iter_mut().enumerate() {
             let token = token::listener(i);
             let registered = if i < kept {

@@ -22,7 +22,9 @@
 //! wrenmq-bench conns    [--count 10000] [--keepalive 60] [--hold 3] --pid PID
 //! wrenmq-bench subscale [--exact 100000] [--wildcards 1000] [--duration 5]
 //! common: [--host 127.0.0.1:1883] [--label NAME] [--pid PID] [--window N] [--max-msgs N]
-//! environment: WRENMQ_BENCH_V5=1 makes every client speak MQTT 5.0 instead of 3.1.1
+//! wrenmq-bench handshakes [--count 500] [--concurrency 16]   (with WRENMQ_BENCH_TLS_CA)
+//! environment: WRENMQ_BENCH_V5=1 makes every client speak MQTT 5.0 instead of 3.1.1;
+//!   WRENMQ_BENCH_TLS_CA=ca.pem makes every client connect over TLS (any scenario)
 //! ```
 //!
 //! Durability: `fanin --sub-clean 0` subscribes with a persistent session (clean session
@@ -34,6 +36,7 @@
 //! was started) a TCP connect succeeds and a CONNACK arrives, i.e. the broker's recovery.
 
 mod net;
+mod tls;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -768,6 +771,7 @@ fn main() -> ExitCode {
         "latency" => latency(&args, &mut line),
         "conns" => conns(&args, &mut line),
         "subscale" => subscale(&args, &mut line),
+        "handshakes" => tls::handshakes(&args, &mut line),
         s => Err(format!("unknown scenario {s}")),
     };
     match result {

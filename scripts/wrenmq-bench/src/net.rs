@@ -47,6 +47,8 @@ pub struct State {
 
 pub struct Conn {
     stream: TcpStream,
+    /// TLS client session when `WRENMQ_BENCH_TLS_CA` is set (see `tls.rs`).
+    tls: Option<Box<rustls::ClientConnection>>,
     rbuf: Vec<u8>,
     pub st: State,
 }
@@ -56,6 +58,8 @@ pub struct Net {
     events: Events,
     pub conns: Vec<Conn>,
     scratch: Vec<u8>,
+    /// Decrypted bytes of the connection being read (TLS only).
+    plain: Vec<u8>,
     dirty: Vec<usize>,
     /// Events of the current turn, copied out of `events` (reused).
     ready: Vec<(usize, bool, bool)>,
@@ -89,6 +93,7 @@ impl Net {
             events: Events::with_capacity(1024),
             conns: Vec::new(),
             scratch: vec![0; SCRATCH],
+            plain: Vec::new(),
             dirty: Vec::new(),
             ready: Vec::new(),
             addr,
@@ -173,6 +178,7 @@ impl Net {
                 let i = self.conns.len();
                 let mut conn = Conn {
                     stream,
+                    tls: crate::tls::client()?,
                     rbuf: Vec::new(),
                     st: State::default(),
                 };
@@ -302,8 +308,9 @@ impl Net {
                 self.read(i, h);
             }
             if writable && !self.conns[i].st.closed {
+                let tls_pending = self.conns[i].tls.as_ref().is_some_and(|t| t.wants_write());
                 let st = &mut self.conns[i].st;
-                if !st.dirty && st.wpos < st.wbuf.len() {
+                if !st.dirty && (st.wpos < st.wbuf.len() || tls_pending) {
                     st.dirty = true;
                     self.dirty.push(i);
                 }
@@ -318,6 +325,7 @@ impl Net {
             let Net {
                 conns,
                 scratch,
+                plain,
                 dirty,
                 connacks,
                 subacks,
@@ -349,11 +357,29 @@ impl Net {
                 publishes,
             };
             let before = conn.st.wbuf.len();
+            let input: &[u8] = match conn.tls.as_deref_mut() {
+                None => &scratch[..n],
+                Some(t) => match crate::tls::decrypt(t, &scratch[..n], plain) {
+                    Ok(()) => {
+                        if t.wants_write() && !conn.st.dirty {
+                            conn.st.dirty = true;
+                            dirty.push(i);
+                        }
+                        &plain[..]
+                    }
+                    Err(e) => {
+                        eprintln!("wrenmq-bench: TLS: {e}");
+                        conn.st.closed = true;
+                        *closed += 1;
+                        return;
+                    }
+                },
+            };
             if conn.rbuf.is_empty() {
-                let used = scan(&scratch[..n], i, &mut conn.st, &mut cx, h);
-                conn.rbuf.extend_from_slice(&scratch[used..n]);
+                let used = scan(input, i, &mut conn.st, &mut cx, h);
+                conn.rbuf.extend_from_slice(&input[used..]);
             } else {
-                conn.rbuf.extend_from_slice(&scratch[..n]);
+                conn.rbuf.extend_from_slice(input);
                 let rbuf = std::mem::take(&mut conn.rbuf);
                 let used = scan(&rbuf, i, &mut conn.st, &mut cx, h);
                 conn.rbuf = rbuf;
@@ -381,7 +407,22 @@ impl Net {
                 st.wpos = 0;
                 continue;
             }
-            let Conn { stream, st, .. } = &mut self.conns[i];
+            let Conn {
+                stream, st, tls, ..
+            } = &mut self.conns[i];
+            if let Some(t) = tls.as_deref_mut() {
+                // rustls buffers the records (no limit set); the socket takes what it can.
+                let _ = t.writer().write_all(&st.wbuf[st.wpos..]);
+                st.wpos = st.wbuf.len();
+                while t.wants_write() {
+                    match t.write_tls(stream) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
             while st.wpos < st.wbuf.len() {
                 match stream.write(&st.wbuf[st.wpos..]) {
                     Ok(0) => break,

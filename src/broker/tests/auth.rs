@@ -411,3 +411,43 @@ fn message_size_limit_drops_big_payloads_after_the_ack() {
         [Out::Puback(5), msg("t", "123", QoS::AtMostOnce, 0)]
     );
 }
+
+#[test]
+fn certificate_identity_replaces_the_connect_user_name_and_skips_the_password() {
+    let mut h = harness(false, Some(ACL));
+    // The CONNECT claims alice with a wrong password; the certificate says bob.
+    let id = h.open();
+    h.broker.handle_cert_identity(id, Some("bob"));
+    h.send(id, Packet::Connect(login("cert", "alice", b"wrong")));
+    assert!(matches!(
+        h.take(id).first(),
+        Some(Out::Connack { code: 0, .. })
+    ));
+    assert_eq!(
+        h.broker.session("cert").unwrap().username.as_deref(),
+        Some("bob")
+    );
+    // bob may not write sensors/# (alice may): the ACL applies to the certificate's name.
+    h.send(id, subscribe(1, &[("sensors/#", QoS::AtMostOnce)]));
+    h.take(id);
+    let other = h.open();
+    h.send(other, Packet::Connect(login("alice", "alice", b"apw")));
+    h.take(other);
+    h.send(other, subscribe(1, &[("sensors/#", QoS::AtMostOnce)]));
+    h.take(other);
+    h.send(id, publish("sensors/t", b"from bob", QoS::AtMostOnce, 0));
+    assert!(h.take(other).is_empty(), "bob's publish reached alice");
+}
+
+#[test]
+fn certificate_without_identity_is_refused_at_connect() {
+    let mut h = harness(true, None);
+    let id = h.open();
+    h.broker.handle_cert_identity(id, None);
+    h.send(id, Packet::Connect(login("nocn", "alice", b"apw")));
+    assert!(matches!(
+        h.take(id).first(),
+        Some(Out::Connack { code: 0x05, .. })
+    ));
+    assert!(h.is_closed(id));
+}

@@ -411,7 +411,7 @@ fn memory_used_counts_each_queue_entry_and_gives_them_back() {
         2 * crate::broker::QUEUED_ENTRY,
         "two more entries"
     );
-    assert_eq!(h.broker.queued_entries(), 4);
+    assert_eq!(h.broker.queued_entries, 4);
     // Delivered and acknowledged: the entry goes, and the message with its last holder.
     let a = h.open();
     h.send(a, Packet::Connect(connect("a", false, 0)));
@@ -420,7 +420,7 @@ fn memory_used_counts_each_queue_entry_and_gives_them_back() {
             h.send(a, Packet::Puback(ack(id)));
         }
     }
-    assert_eq!(h.broker.queued_entries(), 2);
+    assert_eq!(h.broker.queued_entries, 2);
     // Left: t3's message and the two entries of b and c.
     let entry = crate::broker::QUEUED_ENTRY;
     assert_eq!(h.broker.memory_used(), before + three - entry);
@@ -431,7 +431,7 @@ fn memory_used_counts_each_queue_entry_and_gives_them_back() {
         h.take(s);
         h.broker.handle_disconnect(s, Disconnect::PeerClosed, h.now);
     }
-    assert_eq!(h.broker.queued_entries(), 0);
+    assert_eq!(h.broker.queued_entries, 0);
     assert_eq!(h.broker.memory_used(), idle);
 }
 
@@ -471,7 +471,7 @@ fn memory_used_counts_output_held_for_the_journal_until_written() {
         "buffered: {}",
         buffered - written
     );
-    assert_eq!(h.broker.queued_entries(), 50);
+    assert_eq!(h.broker.queued_entries, 50);
 }
 
 #[test]
