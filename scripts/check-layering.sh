@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Keeps the sans-IO layers honest (shared/DESIGN.md): `src/protocol` and `src/broker` may not
+# Keeps the sans-IO layers honest (shared/DESIGN.md): `src/protocol`, `src/broker` and `src/bridge` may not
 # use the clock, sockets, files, threads or OS randomness — `now` and seeds are passed in —
 # and `protocol` depends on nothing else in the crate. Test code (files named tests.rs or
 # under tests/, and everything after a `#[cfg(test)]` line) is exempt. Also: the crate
@@ -16,7 +16,7 @@ non_test() {
 }
 
 io='Instant::now|SystemTime|std::net|\bmio::|std::fs|std::thread|std::process|RandomState|getrandom|std::env'
-for dir in src/protocol src/broker; do
+for dir in src/protocol src/broker src/bridge; do
   hits=$(non_test "$dir" | grep -E "$io" || true)
   if [ -n "$hits" ]; then
     echo "check-layering: $dir must stay sans-IO (clock, sockets, files, threads, randomness):"

@@ -10,6 +10,9 @@
 //! - [`broker`]: sessions, subscriptions, retained messages, wills, QoS flows, timers;
 //!   driven with `handle_*` / `poll_*` and an explicit `now`.
 //! - [`net`]: the single-threaded `mio` event loop; the only module that does I/O.
+//! - [`bridge`]: the outbound client to an upstream broker (`connection` blocks), a sans-IO
+//!   state machine beside `broker` with the same `handle_*` / `poll_*` shape; not yet
+//!   driven by `net`.
 //! - [`config`]: typed configuration, defaults and the Mosquitto-style file.
 //! - [`store`]: persistence: the append-only log and snapshots in the data directory,
 //!   written by one writer thread (the broker encodes the records, the loop hands them over).
@@ -23,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod config;

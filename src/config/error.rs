@@ -8,6 +8,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::bridge::BridgeError;
+
 /// A configuration file that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -39,6 +41,8 @@ pub enum ErrorKind {
     Unsupported(&'static str),
     /// `include_dir` in an included file (Mosquitto allows it only in the main file).
     NestedInclude,
+    /// A bridge (`connection` block) that cannot be used.
+    Bridge(BridgeError),
 }
 
 /// A setting accepted but not (fully) honoured; logged at start-up and on reload.
@@ -75,6 +79,7 @@ impl fmt::Display for ConfigError {
             ErrorKind::NestedInclude => {
                 f.write_str(": only allowed in the main configuration file")
             }
+            ErrorKind::Bridge(e) => write!(f, ": {e}"),
         }
     }
 }

@@ -7,6 +7,7 @@
 //!   `include_dir`). Pure: text in, [`Config`] or every [`ConfigError`] in it (each naming
 //!   file, line and key) out; reading files goes through the [`Source`] trait so tests need no disk.
 //! - `error`: [`ConfigError`], [`ConfigErrors`] and [`Warning`].
+//! - [`bridge`]: [`BridgeConfig`], one per `connection` block (parsed by `parse::bridge`).
 //!
 //! `DESIGN.md` names one `config.rs`; the Mosquitto file format (includes, listener
 //! blocks, per-key errors with file and line) is most of the code, so it has its own
@@ -17,6 +18,7 @@
 //! and compacts by size, so it has no periodic save). Mosquitto keys wrenmq does not
 //! implement at all are accepted with a warning (`parse.rs`); the README lists both.
 
+pub mod bridge;
 mod error;
 mod parse;
 mod tls;
@@ -27,6 +29,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use bridge::BridgeConfig;
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 pub use parse::{load, parse_str, parse_with, Fs, MemSource, Parsed, Source};
 pub use tls::{CertIdentity, ListenerTls, TlsSettings, TlsVersion, TLS12_SUITES, TLS13_SUITES};
@@ -150,6 +153,8 @@ pub struct Config {
     /// Started as root, switch to this user once listeners and files are open (see
     /// `privileges`). No default, unlike Mosquitto's `mosquitto`.
     pub user: Option<String>,
+    /// `connection` blocks, in file order.
+    pub bridges: Vec<BridgeConfig>,
 }
 
 /// When the log is fsynced, and so what a power cut can lose (wrenmq's own key `fsync`;
@@ -261,6 +266,7 @@ impl Default for Config {
             sys_interval: Duration::from_secs(10),
             pid_file: None,
             user: None,
+            bridges: Vec::new(),
         }
     }
 }

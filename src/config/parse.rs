@@ -14,7 +14,7 @@
 //! Differences, on purpose: a value must not be followed by more words (a trailing
 //! `# comment` is allowed), because Mosquitto silently ignores them and that hides typos;
 //! Mosquitto settings that would change security or what clients see if ignored (TLS
-//! certificates, websockets, bridges, plugins, mount points) are errors rather than
+//! certificates, websockets, plugins, mount points) are errors rather than
 //! warnings; `max_connections` is enforced for all listeners together (the sum of the
 //! per-listener limits; unlimited if one listener is).
 //!
@@ -161,6 +161,8 @@ struct Parser {
     log_level: Option<LevelFilter>,
     /// Whether a `log_dest` line was seen (Mosquitto allows several; wrenmq uses one).
     log_dest_set: bool,
+    /// `connection` blocks.
+    bridges: bridge::BridgeParser,
 }
 
 /// One line being applied: enough context to build an error or a warning.
@@ -238,6 +240,7 @@ impl Line<'_> {
 impl Parser {
     /// Applies every line of `text`; a line in error is recorded and skipped.
     fn parse_text(&mut self, src: &dyn Source, text: &str, file: &Path, included: bool) {
+        let outer_bridge = self.bridges.enter_file();
         for (i, raw) in text.lines().enumerate() {
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -266,6 +269,7 @@ impl Parser {
                 self.errors.push(e);
             }
         }
+        self.bridges.leave_file(outer_bridge);
     }
 
     fn include_dir(&mut self, src: &dyn Source, line: &Line<'_>) -> Result<(), ConfigError> {
@@ -521,9 +525,12 @@ impl Parser {
                     "binding to an interface; use listener PORT ADDRESS",
                 )))
             }
-            "connection" => return Err(line.error(ErrorKind::Unsupported("bridges"))),
-            k if k.starts_with("bridge_") => {
-                return Err(line.error(ErrorKind::Unsupported("bridges")))
+            // ---- bridges (see `bridge`)
+            "connection" => self.bridges.connection(line)?,
+            k if bridge::is_bridge_key(k) => {
+                if let Some(notice) = self.bridges.apply(line)? {
+                    self.warn(line, notice);
+                }
             }
             "auth_plugin" | "plugin" | "global_plugin" => {
                 return Err(line.error(ErrorKind::Unsupported("plugins")))
@@ -557,6 +564,7 @@ impl Parser {
                 }
             }
         }
+        self.cfg.bridges = std::mem::take(&mut self.bridges).finish(&mut self.errors);
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
         }
@@ -757,6 +765,7 @@ impl Source for MemSource {
     }
 }
 
+mod bridge;
 mod suggest;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use super::properties::{
 use super::reader::Reader;
 use super::reason::ReasonCode;
 use super::topic;
-use super::writer::{put_bin, put_str, put_u16};
+use super::writer::{packet_len, put_bin, put_str, put_u16};
 use super::PacketType;
 
 // Connect flags (§3.1.2.3).
@@ -160,6 +160,26 @@ impl<'a> Connect<'a> {
     }
 }
 
+impl Connect<'_> {
+    /// Appends the whole CONNECT packet as a bridge sends it: for 3.1 and 3.1.1 the level
+    /// byte carries the bridge bit 0x80 (Mosquitto's `try_private`), telling a Mosquitto
+    /// upstream not to echo our own messages back and to keep their retain flag. 5.0 has
+    /// No Local and Retain As Published instead, so a 5.0 CONNECT is encoded unchanged.
+    pub fn encode_as_bridge(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        super::Packet::Connect(self.clone()).encode(self.version, out);
+        if self.version.is_v5() {
+            return;
+        }
+        // Level byte: after the fixed header and the length-prefixed protocol name.
+        let header_len = packet_len(self.body_len()) - self.body_len();
+        let level = start + header_len + 2 + self.version.protocol_name().len();
+        if let Some(b) = out.get_mut(level) {
+            *b |= BRIDGE_BIT;
+        }
+    }
+}
+
 impl<'a> Connack<'a> {
     pub(crate) fn decode(
         r: &mut Reader<'a>,
@@ -221,6 +241,44 @@ fn protocol_version(name: &[u8], level: u8) -> Result<ProtocolVersion, DecodeErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_connect_sets_the_level_bit_on_v3_only() {
+        for (version, level) in [
+            (ProtocolVersion::V31, 0x83),
+            (ProtocolVersion::V311, 0x84),
+            (ProtocolVersion::V5, 0x05),
+        ] {
+            let c = Connect {
+                version,
+                clean_start: false,
+                keep_alive: 60,
+                properties: Properties::EMPTY,
+                client_id: "gw.cloud",
+                will: None,
+                username: Some("u"),
+                password: Some(b"p"),
+            };
+            let mut plain = Vec::new();
+            super::super::Packet::Connect(c.clone()).encode(version, &mut plain);
+            let mut out = vec![0xAA]; // appends: bytes already there stay
+            c.encode_as_bridge(&mut out);
+            assert_eq!(out[0], 0xAA);
+            let out = &out[1..];
+            let at = 2 + 2 + version.protocol_name().len();
+            assert_eq!(out[at], level, "{version:?}");
+            // Only the level byte differs, and the broker's decoder accepts it.
+            let diff: Vec<usize> = (0..out.len()).filter(|&i| out[i] != plain[i]).collect();
+            assert!(diff.is_empty() || diff == [at]);
+            match super::super::decode(out, None, 1 << 20) {
+                Ok(crate::protocol::Status::Complete((super::super::Packet::Connect(d), n))) => {
+                    assert_eq!(n, out.len());
+                    assert_eq!(d, c);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn protocol_names_and_levels() {

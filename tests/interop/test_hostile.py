@@ -272,7 +272,11 @@ def test_filter_flood_does_not_stall_other_clients(make_broker):
     innocent.c.send(raw.publish("x/123/y", b"hit"))
     p = att.read_packet(timeout=10)
     assert p.topic == "x/123/y"
-    assert worst < 1.0, f"innocent round trip took {worst:.2f} s"
+    # The bound is 1 s for the shipped (release) build. A debug build does the same
+    # work 10-30x slower and CI runs it on 2 shared cores, so it gets 5 s: still far below
+    # the tens of seconds the linear filter scans used to cost, which is what this catches.
+    bound = 5.0 if "/debug/" in _find_wrenmq() else 1.0
+    assert worst < bound, f"innocent round trip took {worst:.2f} s (bound {bound} s)"
 
 
 def test_filters_over_the_per_client_bound_are_refused(make_broker):

@@ -1,8 +1,9 @@
 //! "Did you mean": the known configuration key closest to a misspelt one.
 
+use super::bridge::BRIDGE_KEYS;
 use super::MOSQUITTO_IGNORED;
 
-/// Every key `Parser::apply` knows (besides the `bridge_`,
+/// Every key `Parser::apply` knows (besides the bridge keys, `bridge::BRIDGE_KEYS`, and the
 /// `auth_opt_` and `plugin_opt_` families), for "did you mean"; a test checks that none
 /// of them is unknown to `apply`.
 pub(super) const KNOWN_KEYS: &[&str] = &[
@@ -86,6 +87,7 @@ pub(super) fn suggest(key: &str) -> Option<&'static str> {
     KNOWN_KEYS
         .iter()
         .chain(MOSQUITTO_IGNORED)
+        .chain(BRIDGE_KEYS)
         .map(|&k| (edit_distance(&key, k), k))
         .filter(|&(d, _)| d <= limit)
         .min_by_key(|&(d, _)| d)

@@ -237,7 +237,8 @@ fn errors_name_file_line_and_key() {
     );
     assert_eq!(
         err("connection bridge1"),
-        "/etc/w.conf:1: connection: not supported: bridges"
+        "/etc/w.conf:1: connection: bridge has no `address`\n\
+         /etc/w.conf:1: connection: bridge has no `topic`"
     );
     assert_eq!(
         err("protocol websockets"),

@@ -1,0 +1,178 @@
+//! The bridge's outbound queue: messages waiting for the upstream, in order, until it
+//! acknowledges them.
+//!
+//! [`OutboundQueue`] is what the state machine needs; [`MemQueue`] is a bounded in-memory
+//! implementation for tests and for the first wiring. The durable implementation will be
+//! a cursor over the persistent log (issue 14: "the bridge reads them back from there; an
+//! acknowledged cursor advances on PUBACK/PUBCOMP"), reusing the index of the on-disk
+//! offline queues (`broker::ondisk`, `store::reader`): a [`QueueId`] is then a log
+//! position, `peek` reads records after it, and `ack` advances the acknowledged cursor
+//! (acks can arrive out of order across QoS 1 and 2, so the cursor is the lowest id not
+//! yet acknowledged).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::protocol::QoS;
+
+/// A message's place in the queue: increasing in queue order, never reused.
+pub type QueueId = u64;
+
+/// A message as it is sent upstream: topic already remapped (see
+/// [`crate::bridge::Settings::route_out`]), QoS already the lower of the message's and the
+/// `topic` line's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// The remote topic name.
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    /// A 5.0 PUBLISH property block (without Topic Alias or Subscription Identifier),
+    /// forwarded to a 5.0 upstream, dropped for 3.1.1. Usually empty.
+    pub properties: Vec<u8>,
+}
+
+/// Messages waiting for the upstream.
+pub trait OutboundQueue {
+    /// Up to `n` messages after `after` (`None`: from the oldest), oldest first. Messages
+    /// handed out before stay in the queue until [`OutboundQueue::ack`].
+    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)>;
+    /// The upstream has the message (PUBACK, PUBCOMP, or written for QoS 0): forget it.
+    fn ack(&mut self, id: QueueId);
+    /// Messages not yet acknowledged.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why [`MemQueue::push`] refused a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueFull;
+
+impl fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bridge queue full")
+    }
+}
+
+/// A bounded queue in memory. Full means full: a message over a bound is refused (the
+/// caller tells the publisher), never one already accepted dropped.
+#[derive(Debug)]
+pub struct MemQueue {
+    messages: BTreeMap<QueueId, QueuedMessage>,
+    next: QueueId,
+    bytes: usize,
+    /// 0 = no limit.
+    max_messages: usize,
+    /// Topic + payload + properties bytes; 0 = no limit.
+    max_bytes: usize,
+}
+
+impl MemQueue {
+    pub fn new(max_messages: usize, max_bytes: usize) -> MemQueue {
+        MemQueue {
+            messages: BTreeMap::new(),
+            next: 1,
+            bytes: 0,
+            max_messages,
+            max_bytes,
+        }
+    }
+
+    /// Appends `msg`, or refuses it when a bound would be exceeded.
+    pub fn push(&mut self, msg: QueuedMessage) -> Result<QueueId, QueueFull> {
+        let size = size(&msg);
+        if (self.max_messages > 0 && self.messages.len() >= self.max_messages)
+            || (self.max_bytes > 0 && self.bytes + size > self.max_bytes)
+        {
+            return Err(QueueFull);
+        }
+        let id = self.next;
+        self.next += 1;
+        self.bytes += size;
+        self.messages.insert(id, msg);
+        Ok(id)
+    }
+
+    /// Bytes held (topic, payload and properties).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+fn size(m: &QueuedMessage) -> usize {
+    m.topic.len() + m.payload.len() + m.properties.len()
+}
+
+impl OutboundQueue for MemQueue {
+    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        self.messages
+            .range(from..)
+            .take(n)
+            .map(|(id, m)| (*id, m.clone()))
+            .collect()
+    }
+
+    fn ack(&mut self, id: QueueId) {
+        if let Some(m) = self.messages.remove(&id) {
+            self.bytes -= size(&m);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.messages.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(topic: &str, payload: &[u8]) -> QueuedMessage {
+        QueuedMessage {
+            topic: topic.into(),
+            payload: payload.to_vec(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn peek_after_and_out_of_order_acks() {
+        let mut q = MemQueue::new(0, 0);
+        let ids: Vec<_> = (0..5).map(|i| q.push(msg("t", &[i])).unwrap()).collect();
+        let first: Vec<_> = q.peek(None, 2).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(first, ids[..2]);
+        let next: Vec<_> = q
+            .peek(Some(ids[1]), 10)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(next, ids[2..]);
+        q.ack(ids[2]);
+        q.ack(ids[0]);
+        q.ack(ids[0]); // twice is harmless
+        assert_eq!(q.len(), 3);
+        let left: Vec<_> = q.peek(None, 10).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(left, [ids[1], ids[3], ids[4]]);
+    }
+
+    #[test]
+    fn bounds_refuse_new_messages_and_free_on_ack() {
+        let mut q = MemQueue::new(2, 0);
+        let a = q.push(msg("t", b"1")).unwrap();
+        q.push(msg("t", b"2")).unwrap();
+        assert_eq!(q.push(msg("t", b"3")), Err(QueueFull));
+        q.ack(a);
+        assert!(q.push(msg("t", b"3")).is_ok());
+
+        let mut q = MemQueue::new(0, 10);
+        q.push(msg("t", b"12345")).unwrap(); // 6 bytes
+        assert_eq!(q.push(msg("t", b"12345")), Err(QueueFull));
+        assert_eq!(q.bytes(), 6);
+    }
+}
