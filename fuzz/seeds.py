@@ -6,6 +6,8 @@
           first), with the harness's prefix (size-limit selector, split points).
 - broker: hand-written operation sequences (format: src/broker/fuzzing/mod.rs, `broker`).
 - topic:  0xFF-separated filters and topics.
+- websocket: raw client streams after the harness's upgrade request (mode byte 0), a raw
+          request (mode 4/6), and generated frames (mode 1; format: net/websocket/fuzzing.rs).
 
 Run from anywhere: python3 fuzz/seeds.py
 """
@@ -144,6 +146,44 @@ def main():
     ]
     for i, words in enumerate(topics):
         write("topic", f"words-{i}", b"\xff".join(w.encode() for w in words))
+
+    websocket_seeds(connects["3.1.1"])
+
+
+def ws_frame(b0, payload, mask=b"\x37\xfa\x21\x3d"):
+    """A masked client frame with first byte b0 (RFC 6455 5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([b0, 0x80 | n])
+    elif n < 65536:
+        head = bytes([b0, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, 0x80 | 127]) + struct.pack(">Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def websocket_seeds(connect):
+    cuts = [3, 9, 40]
+    split = bytes([len(cuts)]) + b"".join(struct.pack("<H", c) for c in cuts)
+    ping_req = b"\xc0\x00"
+    frames = ws_frame(0x82, connect + ping_req) + ws_frame(0x02, connect[:4]) \
+        + ws_frame(0x89, b"ping") + ws_frame(0x80, connect[4:]) + ws_frame(0x82, bytes(300)) \
+        + ws_frame(0x88, b"\x03\xe8bye")
+    write("websocket", "frames", bytes([0]) + split + frames)
+    write("websocket", "unmasked", bytes([0, 0]) + b"\x82\x02\xc0\x00")
+    write("websocket", "text", bytes([0, 0]) + ws_frame(0x81, b"hello"))
+    write("websocket", "length-2-pow-63",
+          bytes([0, 0]) + b"\x82\xff" + struct.pack(">Q", 1 << 63) + b"\x00" * 4)
+    write("websocket", "control-126", bytes([0, 0]) + ws_frame(0x89, bytes(126)))
+    request = (b"GET /mqtt HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqttv3.1\r\n\r\n")
+    write("websocket", "raw-request", bytes([4]) + split + request + ws_frame(0x82, connect))
+    write("websocket", "raw-request-over-64", bytes([6, 0]) + request)
+    write("websocket", "plain-http", bytes([4, 0]) + b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    # Generated: ping + 3-byte fragment, then a final 5-byte continuation.
+    write("websocket", "generated", bytes([1, 0, 0xC3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                           0x05, 0, 0, 0, 0, 20, 21, 22, 23, 24]))
 
 
 if __name__ == "__main__":

@@ -92,12 +92,12 @@ export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-cc}
 for t in "${targets[@]}"; do
   echo "==> cargo build --release --target $t"
   if [ "$t" = arm-unknown-linux-gnueabi ]; then
-    # Without TLS (feature `tls` off: TLS listeners are refused at start-up): ring's ARM
-    # assembly is tagged ARMv7/NEON, which check_armv6 rejects, although ring only runs it
-    # after detecting such a CPU (the TLS build passed a TLS round trip under
+    # Without TLS (feature `tls` off: TLS listeners are refused at start-up; WebSockets
+    # stay on): ring's ARM assembly is tagged ARMv7/NEON, which check_armv6 rejects,
+    # although ring only runs it after detecting such a CPU (the TLS build passed a TLS round trip under
     # `qemu-arm -cpu arm1176`). Whether to relax the check for it is open.
     RUSTC_BOOTSTRAP=1 cargo build --release --locked --target "$t" --bin wrenmq \
-      --no-default-features -Z build-std=std,panic_abort
+      --no-default-features --features websockets -Z build-std=std,panic_abort
     check_armv6 "target/$t/release/wrenmq"
   else
     cargo build --release --locked --target "$t" --bin wrenmq

@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(decode split broker topic store)
+[ "${#targets[@]}" -gt 0 ] || targets=(decode split broker topic store websocket)
 
 unavailable() {
   if [ -n "${FUZZ_SKIP_MISSING:-}" ]; then

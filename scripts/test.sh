@@ -19,7 +19,8 @@ command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 
   || need_apt+=(mosquitto-clients)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v stdbuf >/dev/null 2>&1 || need_apt+=(coreutils)
-# tests/interop/test_tls.py makes its certificates with the openssl CLI.
+# tests/interop/test_tls.py and the wss tests of test_websockets.py make their
+# certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"

@@ -23,6 +23,9 @@
 //!   with a naive level-by-level matcher (`broker::fuzzing::naive_matches`).
 //! - [`store`]: the data-file loader never panics, reads in chunks what a whole-file read
 //!   reads, and recovers valid records among garbage (the body lives in `store::fuzzing`).
+//! - [`websocket`]: the WebSocket layer never panics, reads a stream in arbitrary chunks
+//!   exactly as in one read, and passes MQTT bytes cut into valid frames through unchanged
+//!   (the body lives in `net::websocket::fuzzing`).
 //!
 //! Each body lives beside the code it exercises: `protocol::fuzzing`, `net::fuzzing`,
 //! `broker::fuzzing` and `store::fuzzing`; this module is the thin entry point the
@@ -31,6 +34,10 @@
 use std::time::Instant;
 
 /// The fuzz target names, as directories under `fuzz/corpus/`.
+#[cfg(feature = "websockets")]
+pub const TARGETS: [&str; 6] = ["decode", "split", "broker", "topic", "store", "websocket"];
+/// The fuzz target names, as directories under `fuzz/corpus/`.
+#[cfg(not(feature = "websockets"))]
 pub const TARGETS: [&str; 5] = ["decode", "split", "broker", "topic", "store"];
 
 /// Runs the harness body of the named target on `data`.
@@ -41,8 +48,16 @@ pub fn run(target: &str, data: &[u8]) {
         "broker" => broker(data),
         "topic" => topic(data),
         "store" => store(data),
+        #[cfg(feature = "websockets")]
+        "websocket" => websocket(data),
         _ => panic!("unknown fuzz target {target}"),
     }
+}
+
+/// Target `websocket`: see `net::websocket::fuzzing`.
+#[cfg(feature = "websockets")]
+pub fn websocket(data: &[u8]) {
+    crate::net::websocket::fuzzing::websocket(data);
 }
 
 /// Target `store`: see `store::fuzzing`.

@@ -38,6 +38,9 @@ pub use tls::{CertIdentity, ListenerTls, TlsSettings, TlsVersion, TLS12_SUITES, 
 /// fixed header. `max_packet_size 0` in a file (Mosquitto's "no limit") maps to it.
 pub const MQTT_MAX_PACKET_SIZE: u32 = 268_435_460;
 
+/// Mosquitto 2.0's `websockets_headers_size` default (libwebsockets' header buffer).
+pub const DEFAULT_WEBSOCKETS_HEADERS_SIZE: usize = 4096;
+
 /// Everything the broker and the event loop need to know, with Mosquitto 2.0's defaults
 /// unless the README says otherwise.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +48,12 @@ pub struct Config {
     /// Addresses to listen on. Default: `127.0.0.1:1883` and `[::1]:1883` (local only, as
     /// Mosquitto 2.0 does without a config file).
     pub listeners: Vec<SocketAddr>,
+    /// The configured addresses in `listeners` that speak MQTT over WebSockets
+    /// (`protocol websockets`). Default: none.
+    pub websockets: Vec<SocketAddr>,
+    /// Largest WebSocket upgrade request header, in bytes (`websockets_headers_size`,
+    /// global as in Mosquitto); a larger one is answered 431.
+    pub websockets_headers_size: usize,
     /// TLS settings of the listeners that have them, by configured address (one entry per
     /// address in `listeners` that is a TLS listener). Default: none.
     pub tls: Vec<ListenerTls>,
@@ -203,6 +212,11 @@ pub enum LogDest {
 }
 
 impl Config {
+    /// Whether the listener configured as `addr` is a WebSockets listener.
+    pub fn is_websockets(&self, addr: SocketAddr) -> bool {
+        self.websockets.contains(&addr)
+    }
+
     /// The TLS settings of the listener configured as `addr`, if it is a TLS listener.
     pub fn tls_for(&self, addr: SocketAddr) -> Option<&TlsSettings> {
         self.tls
@@ -227,6 +241,8 @@ impl Default for Config {
                 SocketAddr::from(([127, 0, 0, 1], 1883)),
                 SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 1883)),
             ],
+            websockets: Vec::new(),
+            websockets_headers_size: DEFAULT_WEBSOCKETS_HEADERS_SIZE,
             tls: Vec::new(),
             max_packet_size: 2_000_000,
             max_connect_packet_size: 100_000,

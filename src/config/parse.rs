@@ -14,7 +14,7 @@
 //! Differences, on purpose: a value must not be followed by more words (a trailing
 //! `# comment` is allowed), because Mosquitto silently ignores them and that hides typos;
 //! Mosquitto settings that would change security or what clients see if ignored (TLS
-//! certificates, websockets, plugins, mount points) are errors rather than
+//! certificates, `http_dir`, plugins, mount points) are errors rather than
 //! warnings; `max_connections` is enforced for all listeners together (the sum of the
 //! per-listener limits; unlimited if one listener is).
 //!
@@ -125,6 +125,8 @@ struct ListenerSpec {
     /// `None` = unlimited.
     max_connections: Option<usize>,
     domain: Option<Domain>,
+    /// `protocol websockets`.
+    websockets: bool,
     /// TLS settings (`certfile`, ...), if any TLS key was given for this listener.
     tls: Option<TlsSettings>,
     /// Where the first TLS key was, for errors about the settings as a whole.
@@ -339,16 +341,39 @@ impl Parser {
                 self.listener().domain = Some(domain);
             }
             "protocol" => match line.word()? {
-                "mqtt" => {
-                    self.listener();
+                "mqtt" => self.listener().websockets = false,
+                "websockets" if cfg!(feature = "websockets") => {
+                    self.listener().websockets = true;
                 }
                 "websockets" => {
                     return Err(line.error(ErrorKind::Unsupported(
-                        "websockets listeners (only protocol mqtt)",
+                        "websockets listeners (built without the websockets feature)",
                     )))
                 }
-                _ => return Err(line.invalid("mqtt")),
+                _ => return Err(line.invalid("mqtt or websockets")),
             },
+            "websockets_headers_size" => {
+                // Mosquitto: global, 0 means the default; libwebsockets holds it in 16 bits.
+                let n = line.int(0, 65535, "a byte count 0-65535 (0 for the default 4096)")?;
+                self.cfg.websockets_headers_size = match usize::try_from(n) {
+                    Ok(0) | Err(_) => super::DEFAULT_WEBSOCKETS_HEADERS_SIZE,
+                    Ok(n) => n,
+                };
+            }
+            "websockets_log_level" => {
+                line.int(i64::MIN, i64::MAX, "a libwebsockets log level number")?;
+                self.warn(
+                    line,
+                    "ignored: wrenmq has no libwebsockets; WebSocket handshake and framing \
+                     errors are logged at debug level (log_type debug)",
+                );
+            }
+            "http_dir" => {
+                return Err(line.error(ErrorKind::Unsupported(
+                    "serving files over HTTP (websockets listeners answer plain HTTP \
+                     requests with 400); serve them with a web server",
+                )))
+            }
 
             // ---- security
             "allow_anonymous" => self.allow_anonymous = Some(line.bool()?),
@@ -574,6 +599,11 @@ impl Parser {
         let any_listener = !specs.is_empty();
         if any_listener {
             self.cfg.listeners = specs.iter().flat_map(ListenerSpec::addrs).collect();
+            self.cfg.websockets = specs
+                .iter()
+                .filter(|s| s.websockets)
+                .flat_map(ListenerSpec::addrs)
+                .collect();
             self.cfg.tls = specs
                 .iter()
                 .filter_map(|s| s.tls.as_ref().map(|t| (s.addrs(), t)))
@@ -608,7 +638,6 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "auto_id_prefix",
     "check_retain_source",
     "clientid_prefixes",
-    "http_dir",
     "listener_allow_anonymous",
     "max_inflight_bytes",
     "max_qos",
@@ -618,8 +647,6 @@ pub(super) const MOSQUITTO_IGNORED: &[&str] = &[
     "store_clean_interval",
     "upgrade_outgoing_qos",
     "use_username_as_clientid",
-    "websockets_headers_size",
-    "websockets_log_level",
 ];
 
 /// `listener PORT [ADDRESS]`.

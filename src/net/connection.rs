@@ -227,7 +227,8 @@ impl Connection {
                     let held = t.input_bytes();
                     let read = t.read(&cx.scratch[..n], cx.plain);
                     if t.input_bytes() != held {
-                        // Partial TLS records count like a partial packet (`memory_limit`).
+                        // Partial TLS records and a partial WebSocket upgrade request count like a
+                        // partial packet (`memory_limit`).
                         cx.broker.account_input(held, t.input_bytes());
                     }
                     match read {
@@ -287,8 +288,8 @@ impl Connection {
                 .is_some_and(Transport::wants_write)
     }
 
-    /// Bytes held for a partial packet or TLS record (their allocations), for
-    /// `memory_limit`.
+    /// Bytes held for a partial packet, TLS record or WebSocket upgrade request (their
+    /// allocations), for `memory_limit`.
     pub(crate) fn tail_bytes(&self) -> usize {
         self.tail.capacity() + self.transport.as_deref().map_or(0, Transport::input_bytes)
     }
@@ -345,10 +346,16 @@ impl Connection {
         self.state = State::Closed;
         self.tail = Vec::new();
         let mut pending = std::mem::take(&mut self.final_out);
-        let final_bytes = if final_bytes.is_empty() {
+        let final_bytes = if let Some(t) = self.transport.as_deref_mut() {
+            if final_bytes.is_empty() {
+                // The transport's own last words, if any (a WebSocket close answer still
+                // unwritten, a close frame).
+                t.seal_quiet(&mut pending);
+            } else {
+                t.seal_final(final_bytes, &mut pending);
+            }
             &pending[..]
-        } else if let Some(t) = self.transport.as_deref_mut() {
-            t.seal_final(final_bytes, &mut pending);
+        } else if final_bytes.is_empty() {
             &pending[..]
         } else {
             final_bytes

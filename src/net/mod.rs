@@ -6,7 +6,9 @@
 //! - `connection`: per-connection socket state, reading and flushing.
 //! - `input`: framing bytes into packets with a per-connection partial tail.
 //! - `token`: the token space (slab keys vs reserved tokens).
-//! - `transport`: sans-IO layers under the MQTT bytes (TLS); plain connections have none.
+//! - `transport`: sans-IO layers under the MQTT bytes (TLS, WebSocket); plain connections
+//!   have none.
+//! - `websocket`: the sans-IO WebSocket server layer (feature `websockets`).
 //! - `linger`: the loop's side of lingering connections (graceful close).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
@@ -58,6 +60,8 @@ mod sys_timer;
 mod systemd;
 mod token;
 pub(crate) mod transport;
+#[cfg(feature = "websockets")]
+pub(crate) mod websocket;
 
 use std::collections::VecDeque;
 use std::io;

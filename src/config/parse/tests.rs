@@ -241,8 +241,9 @@ fn errors_name_file_line_and_key() {
          /etc/w.conf:1: connection: bridge has no `topic`"
     );
     assert_eq!(
-        err("protocol websockets"),
-        "/etc/w.conf:1: protocol: not supported: websockets listeners (only protocol mqtt)"
+        err("http_dir /var/www"),
+        "/etc/w.conf:1: http_dir: not supported: serving files over HTTP (websockets \
+         listeners answer plain HTTP requests with 400); serve them with a web server"
     );
 }
 
@@ -547,6 +548,43 @@ fn journal_queue_bytes_is_a_byte_count_of_at_least_64_kib() {
         "/etc/w.conf:1: journal_queue_bytes: invalid value '100' \
          (expected a byte count of at least 65536)"
     );
+}
+
+#[test]
+fn websockets_listeners_are_listed_by_address() {
+    let p = ok(
+        "listener 1883 127.0.0.1\nlistener 8080 127.0.0.1\nprotocol websockets\n\
+                listener 8081 127.0.0.1\nprotocol websockets\nprotocol mqtt\n",
+    );
+    let c = &p.config;
+    assert_eq!(c.listeners.len(), 3);
+    assert_eq!(c.websockets, [SocketAddr::from(([127, 0, 0, 1], 8080))]);
+    assert!(c.is_websockets(SocketAddr::from(([127, 0, 0, 1], 8080))));
+    assert!(!c.is_websockets(SocketAddr::from(([127, 0, 0, 1], 1883))));
+    assert_eq!(c.websockets_headers_size, 4096);
+    // Above any listener line, `protocol` makes the default listener a websockets one.
+    let p = ok("protocol websockets\n");
+    assert_eq!(p.config.websockets, p.config.listeners);
+}
+
+#[test]
+fn websockets_headers_size_and_log_level() {
+    let p = ok("websockets_headers_size 1024\nwebsockets_log_level 255\n");
+    assert_eq!(p.config.websockets_headers_size, 1024);
+    assert_eq!(p.warnings.len(), 1);
+    assert!(
+        p.warnings[0].message.contains("ignored"),
+        "{:?}",
+        p.warnings
+    );
+    assert_eq!(
+        ok("websockets_headers_size 0")
+            .config
+            .websockets_headers_size,
+        4096
+    );
+    assert!(err("websockets_headers_size 70000").contains("invalid value '70000'"));
+    assert!(err("protocol http").contains("expected mqtt or websockets"));
 }
 
 #[test]

@@ -811,6 +811,36 @@ mod tests {
         assert!(plain.is_empty());
     }
 
+    /// Regression (ws merge): the loop sealed a connection it closed without final bytes
+    /// through its transport, so a TLS layer that had failed got close_notify after its
+    /// fatal alert, which rustls asserts against: garbage on a TLS port panicked the loop.
+    #[test]
+    fn a_failed_tls_transport_closes_without_sealing() {
+        let pki = Pki::new("failed", "x");
+        let server = pki.server(false, CertIdentity::None);
+        for ws in [false, true] {
+            let t = super::super::Transport::tls_server(&server).unwrap();
+            #[cfg(feature = "websockets")]
+            let t = match ws {
+                true => super::super::Transport {
+                    ws: Some(crate::net::websocket::WsServer::new(4096)),
+                    ..t
+                },
+                false => t,
+            };
+            let _ = ws;
+            let mut t = t;
+            let r = t.read(
+                b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00",
+                &mut Vec::new(),
+            );
+            assert!(r.is_err());
+            let mut out = Vec::new();
+            t.seal_quiet(&mut out);
+            t.seal_final(b"\xe0\x00", &mut out);
+        }
+    }
+
     #[test]
     fn seal_final_ends_with_close_notify() {
         let pki = Pki::new("seal", "x");
