@@ -15,7 +15,8 @@
 //!   driven by `net`.
 //! - [`config`]: typed configuration, defaults and the Mosquitto-style file.
 //! - [`store`]: persistence: the append-only log and snapshots in the data directory,
-//!   written by one writer thread (the broker encodes the records, the loop hands them over).
+//!   written by one writer thread (the broker encodes the records, the loop hands them over),
+//!   and positional reads of single records for queues kept on disk.
 //! - [`auth`]: password files (authentication) and ACL files (authorization).
 //! - [`cli`], [`logging`]: the command line and logger set-up used by `main`.
 //! - [`passwd`]: the `wrenmq passwd` subcommand (Mosquitto password files).

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use wrenmq::broker::{Broker, WallClock};
 use wrenmq::config::Config;
-use wrenmq::store::files::recover;
+use wrenmq::store::files::{recover, recover_at};
 use wrenmq::store::record::{header, FileKind};
-use wrenmq::store::Record;
+use wrenmq::store::{Reader, Record};
 
 fn expected_v1() -> Vec<Record<'static>> {
     vec![
@@ -283,6 +283,34 @@ fn both_formats_load_into_the_broker() {
     assert_eq!(s.queue().len(), 1);
     assert_eq!(b.retained_count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn golden_files_load_with_queues_kept_on_disk() {
+    // As the server loads them: with record locations and a reader of the directory, so
+    // that queues are rebuilt as disk entries (issue 11). Same state as above.
+    for (version, sessions, queued) in [("v1", 0, 0), ("v2", 1, 1)] {
+        let dir = copy_of(version, "ondisk");
+        if version == "v2" {
+            std::fs::remove_file(dir.join("wrenmq-1.log")).unwrap();
+        }
+        let mut b = Broker::new(Config {
+            persistence: true,
+            ..Config::in_memory()
+        });
+        let now = Instant::now();
+        b.set_wall_clock(WallClock {
+            at: now,
+            unix_ms: V2_WRITTEN_AT + 1000,
+        });
+        b.set_frame_source(Box::new(Reader::new(dir.clone())));
+        recover_at(&dir, |r, at| b.restore_record_at(r, at, now)).unwrap();
+        b.finish_restore(now);
+        assert_eq!(b.session_count(), sessions, "{version}");
+        let got = b.session("sensor-1").map_or(0, |s| s.queued_len());
+        assert_eq!(got, queued, "{version}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]

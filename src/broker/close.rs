@@ -119,7 +119,7 @@ impl Broker {
                 .schedule_in(now, after, Timer::SessionExpiry(timer_key(key), epoch));
         }
         self.journal.session_offline(session, now);
-        match will {
+        let will = match will {
             Some(w) if will_delay > 0 => {
                 // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
                 // ends first.
@@ -132,7 +132,10 @@ impl Broker {
                 None
             }
             other => other,
-        }
+        };
+        // Its queue can move to disk now that nobody drains it (`ondisk.rs`).
+        self.list_for_spill(key);
+        will
     }
 
     /// Ends a session now: a will still waiting for its delay is published first.

@@ -13,6 +13,7 @@ use log::warn;
 
 use super::journal::Journal;
 use super::message::Message;
+use super::ondisk;
 use super::output::Output;
 use super::routing::Routed;
 use super::session::{Inflight, InflightState, Queued, Session};
@@ -155,7 +156,7 @@ impl Broker {
                     self.stats.publish_bytes_sent += o.payload.len() as u64;
                 }
             }
-            Some((id, conn)) if session.queue().is_empty() && session.inflight().len() < window => {
+            Some((id, conn)) if !session.has_queued() && session.inflight().len() < window => {
                 let Some(packet_id) = session.allocate_packet_id() else {
                     return self.enqueue(key, routed, qos, retain, sub_ids);
                 };
@@ -244,6 +245,9 @@ impl Broker {
                     qos,
                     retain,
                 });
+            // An offline persistent session's queue moves to disk once written
+            // (`ondisk.rs`).
+            self.list_for_spill(key);
         } else {
             self.stats.dropped_queue_full += 1;
             if !session.overflow_logged {
@@ -251,7 +255,7 @@ impl Broker {
                 warn!(
                     "queue of client {} is full ({} messages, {} bytes): dropping new messages until it drains",
                     session.client_id,
-                    session.queue().len(),
+                    session.queued_len(),
                     session.queued_bytes
                 );
             }
@@ -277,7 +281,15 @@ impl Broker {
             return;
         };
         let acl = self.auth.has_acl().then_some(&self.auth);
-        while let Some(front) = session.queue().front() {
+        loop {
+            if session.needs_load() {
+                // Read ahead what the window can take, and at least a batch (`ondisk.rs`).
+                let room = window.saturating_sub(session.inflight().len());
+                let n = room.max(ondisk::LOAD_AHEAD);
+                let wall = self.journal.wall;
+                ondisk::load_front(&mut self.disk, session, n, &self.meter, wall, now);
+            }
+            let Some(front) = session.front() else { break };
             let readable = acl.is_none_or(|auth| {
                 let client = auth::Client {
                     username: session.username.as_deref(),

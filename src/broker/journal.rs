@@ -25,13 +25,14 @@
 //! monotonic `now` of each call. Without one (tests, persistence off) those records carry
 //! 0, "unknown", and a restart counts from zero as v1 files do.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::message::Message;
 use super::session::Session;
-use crate::store::Record;
+use crate::store::{Location, Record};
 
 /// One reading of the wall clock: at monotonic instant `at` it was `unix_ms` milliseconds
 /// after the Unix epoch.
@@ -66,6 +67,11 @@ pub(super) struct Journal {
     next_session_id: u64,
     /// Where persisted times come from; `None` until the caller gives one.
     pub wall: Option<WallClock>,
+    /// Messages learn where their records land (queues kept on disk, `ondisk.rs`).
+    pub locating: bool,
+    /// Messages whose `Message` records are in batches not written yet: batch, offset of
+    /// the frame in it, the message (weak: a message nothing holds needs no location).
+    unlocated: VecDeque<(u64, usize, Weak<Message>)>,
 }
 
 impl Journal {
@@ -79,6 +85,8 @@ impl Journal {
             next_message_id: 1,
             next_session_id: 1,
             wall: None,
+            locating: false,
+            unlocated: VecDeque::new(),
         }
     }
 
@@ -97,6 +105,29 @@ impl Journal {
         let id = self.next_message_id;
         self.next_message_id += 1;
         msg.id.store(id, Ordering::Relaxed);
+        self.write_message(id, msg, now);
+        id
+    }
+
+    /// Writes message `msg`'s records again, for a message whose earlier records may be
+    /// compacted away (`message::NOWHERE`) and that a queue wants to keep on disk: it
+    /// learns its new location once they are written.
+    pub fn relocate(&mut self, msg: &Arc<Message>, now: Instant) {
+        let id = msg.id.load(Ordering::Relaxed);
+        if id == 0 || !self.enabled {
+            return;
+        }
+        msg.loc.store(0, Ordering::Relaxed);
+        self.write_message(id, msg, now);
+    }
+
+    /// The `Message` (and `MessageExtra`) records of message `id`.
+    fn write_message(&mut self, id: u64, msg: &Arc<Message>, now: Instant) {
+        if self.locating {
+            let at = self.buf.len();
+            self.unlocated
+                .push_back((self.seq, at, Arc::downgrade(msg)));
+        }
         self.record(Record::Message {
             id,
             qos: msg.qos as u8,
@@ -114,7 +145,27 @@ impl Journal {
                 properties: &msg.properties,
             });
         }
-        id
+    }
+
+    /// The writer wrote batches starting where `written` says: the messages in them learn
+    /// their location.
+    pub fn locate(&mut self, written: &[(u64, Location)]) {
+        for &(seq, start) in written {
+            while let Some((s, at, msg)) = self.unlocated.front() {
+                if *s > seq {
+                    break;
+                }
+                if *s == seq {
+                    if let (Some(msg), Some(loc)) = (msg.upgrade(), start.plus(*at as u64)) {
+                        msg.loc.store(loc.raw(), Ordering::Relaxed);
+                    }
+                }
+                self.unlocated.pop_front();
+            }
+        }
+        if self.unlocated.is_empty() && self.unlocated.capacity() > 1024 {
+            self.unlocated = VecDeque::new();
+        }
     }
 
     /// Unix milliseconds at `now` for a persisted time; 0 (unknown) without a wall clock.

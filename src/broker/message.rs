@@ -21,6 +21,11 @@ use crate::protocol::{Properties, PropertiesBuf, Property, Publish, QoS};
 pub struct Message {
     /// The message's number in the persistence log; 0 until something durable refers to it.
     pub id: AtomicU64,
+    /// Where its `Message` record is in the data files (a packed `store::Location`), once
+    /// the writer has written it; 0 until then; [`NOWHERE`] once a snapshot copied it
+    /// (the file may go). Queues of offline sessions keep the location instead of the
+    /// message (see `ondisk.rs`).
+    pub loc: AtomicU64,
     pub topic: Box<str>,
     pub payload: Box<[u8]>,
     /// QoS it was published with (the ceiling for every delivery).
@@ -38,6 +43,11 @@ pub struct Message {
     meter: Option<Arc<Meter>>,
 }
 
+/// `Message::loc` of a message whose record may be gone with a compacted file: a queue
+/// that wants to keep it on disk has it written again (`Journal::relocate`). Not a valid
+/// location (offset 1 is inside the file header).
+pub const NOWHERE: u64 = 1;
+
 /// Bytes held by the live messages of one broker (see the module docs). Atomic only
 /// because `Message` must stay `Sync`; the broker's one thread is the only user, so the
 /// operations are uncontended.
@@ -47,6 +57,16 @@ pub struct Meter(AtomicUsize, AtomicUsize);
 impl Meter {
     pub fn bytes(&self) -> usize {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more bytes held by something other than a message (on-disk queue
+    /// indexes, see `ondisk.rs`).
+    pub fn add(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn sub(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Number of live messages (`$SYS/broker/store/messages/count`).
@@ -74,6 +94,7 @@ impl Message {
     ) -> Arc<Message> {
         Arc::new(Message {
             id: AtomicU64::new(0),
+            loc: AtomicU64::new(0),
             topic: topic.into(),
             payload: payload.into(),
             qos,
@@ -97,6 +118,7 @@ impl Message {
     ) -> Arc<Message> {
         let m = Message {
             id: AtomicU64::new(0),
+            loc: AtomicU64::new(0),
             topic: topic.into(),
             payload: payload.into(),
             qos,

@@ -50,7 +50,8 @@
 //!
 //! Memory accounting (`memory_limit`, issue 11): [`Broker::memory_used`] is the sum of
 //! three O(1) counters: the live messages (each counted once by its own creation and drop,
-//! see `message.rs`), the write buffers (reconciled per connection when the loop polls or
+//! see `message.rs`) and the 16-byte entries of queues kept on disk (`ondisk.rs`, counted
+//! the same way), the write buffers (reconciled per connection when the loop polls or
 //! drains its output, and on close) and the partial input the loop reports
 //! (`account_input`). `handle_publish` consults it once per PUBLISH; the policy at the
 //! limit is in `inbound.rs` (`refuse_over_memory`).
@@ -65,6 +66,7 @@ pub(crate) mod fuzzing;
 mod inbound;
 mod journal;
 mod message;
+mod ondisk;
 mod output;
 mod restore;
 mod retained;
@@ -90,7 +92,7 @@ pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
 pub use message::{Message, Meter};
 use output::{Outbox, Output};
-pub use session::{Inflight, InflightState, QueueLimits, Queued, Session};
+pub use session::{Inflight, InflightState, QueueLimits, Queued, QueuedRef, Session};
 pub use subscriptions::{SessionKey, Subscriber, SubscriptionTable};
 pub use sys::Stats;
 
@@ -238,6 +240,8 @@ pub struct Broker {
     retained_full_logged: bool,
     /// Whether the current episode of `max_sessions` refusals has been logged.
     sessions_full_logged: bool,
+    /// Queues kept on disk: the reader and the sessions to move there (`ondisk.rs`).
+    disk: ondisk::DiskState,
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -318,6 +322,7 @@ impl Broker {
             memory_full: false,
             retained_full_logged: false,
             sessions_full_logged: false,
+            disk: ondisk::DiskState::default(),
         }
     }
 
@@ -445,8 +450,8 @@ impl Broker {
 
     /// Bytes the broker holds as `memory_limit` counts them: every live message once
     /// (topic, payload, properties and its allocation, however many queues, inflight slots
-    /// and the retained store share it), the connections' write buffers and the partial
-    /// input the event loop reported (`account_input`). Kept in O(1) counters; a later
+    /// and the retained store share it), the entries of queues kept on disk (not their
+    /// payloads), the connections' write buffers and the partial input the event loop reported (`account_input`). Kept in O(1) counters; a later
     /// `$SYS` publishes it as heap/current.
     pub fn memory_used(&self) -> usize {
         self.meter.bytes() + self.out_bytes + self.input_bytes

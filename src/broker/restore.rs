@@ -11,6 +11,11 @@
 //! from when its record was written; a session or message whose time ran out while the
 //! broker was down is dropped. Records without a time (v1 files, or written without a
 //! wall clock) count from the restart.
+//!
+//! With a frame source (`Broker::set_frame_source`) and record locations, queued messages
+//! are not read into memory: a `Message` record is remembered by where it is, and the
+//! queues that refer to it get disk entries (see `ondisk.rs`). Only what must be in
+//! memory (retained and in-flight messages) is read back, once.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU16;
@@ -21,18 +26,29 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::journal;
-use super::message::Message;
-use super::session::{Inflight, InflightState, Queued, Session};
+use super::message::{Message, NOWHERE};
+use super::ondisk::{self, DiskEntry};
+use super::session::{Inflight, InflightState, Queued, QueuedRef, Session};
 use super::subscriptions::SessionKey;
 use super::timers::Timer;
 use super::{Broker, WallClock};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
-use crate::store::Record;
+use crate::store::{Location, Record};
+
+/// A message replay has seen: in memory, or where its records are.
+#[derive(Debug)]
+enum Restored {
+    Memory(Arc<Message>),
+    Disk(DiskEntry),
+}
 
 /// Replay's lookup tables.
 #[derive(Debug, Default)]
 pub(super) struct Tables {
-    messages: HashMap<u64, Arc<Message>>,
+    messages: HashMap<u64, Restored>,
+    /// The previous record when it was a `Message` kept on disk: its id and location (a
+    /// `MessageExtra` right after it can be read back with it).
+    last_message: Option<(u64, Location)>,
     sessions: HashMap<u64, SessionKey>,
     max_message: u64,
     max_session: u64,
@@ -62,6 +78,31 @@ fn options_from_byte(b: u8) -> SubscriptionOptions {
             2 => RetainHandling::Never,
             _ => RetainHandling::OnSubscribe,
         },
+    }
+}
+
+impl Broker {
+    /// About the size of [`Broker::snapshot`]'s output.
+    fn snapshot_estimate(&self) -> usize {
+        const RECORD: usize = 64;
+        let retained: usize = self
+            .retained
+            .messages()
+            .map(|m| m.stored_len() + RECORD)
+            .sum();
+        let sessions: usize = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.store_id != 0)
+            .map(|(_, s)| {
+                let in_memory: usize = s.queue().iter().map(|q| q.msg.stored_len() + RECORD).sum();
+                (2 + s.subscriptions.len() + s.inflight().len()) * RECORD
+                    + s.client_id.len()
+                    + s.queued_len() * 36
+                    + in_memory
+            })
+            .sum();
+        retained + sessions
     }
 }
 
@@ -113,11 +154,58 @@ impl Broker {
     /// Applies one record read back from the data files. Call before any connection is
     /// opened, then [`Broker::finish_restore`].
     pub fn restore_record(&mut self, r: Record<'_>, now: Instant) {
+        self.restore_record_at(r, None, now);
+    }
+
+    /// [`Broker::restore_record`] for a record whose frame is at `at` in the data files:
+    /// queued messages then stay there (see the module docs).
+    pub fn restore_record_at(&mut self, r: Record<'_>, at: Option<Location>, now: Instant) {
         let mut t = self.restoring.take().unwrap_or_default();
-        if !self.apply(&mut t, r, now) {
+        let last = t.last_message.take();
+        if !self.apply(&mut t, r, at, last, now) {
             t.dangling += 1;
         }
         self.restoring = Some(t);
+    }
+
+    /// Message `id` in memory, reading it back when replay left it on disk.
+    fn restored_message(&mut self, t: &mut Tables, id: u64, now: Instant) -> Option<Arc<Message>> {
+        let e = match t.messages.get(&id)? {
+            Restored::Memory(m) => return Some(m.clone()),
+            Restored::Disk(e) => *e,
+        };
+        let loader = self.disk.loader.as_mut()?;
+        let wall = self.journal.wall;
+        let m = loader
+            .message(e.location()?, e.extra(), &self.meter, wall, now)
+            .ok()?;
+        t.messages.insert(id, Restored::Memory(m.clone()));
+        Some(m)
+    }
+
+    /// Appends a restored delivery to `sid`'s queue: a disk entry when it can be one,
+    /// else the message read back into memory.
+    fn restore_enqueue(&mut self, t: &mut Tables, sid: u64, e: DiskEntry, now: Instant) -> bool {
+        let Some(s) = t.sessions.get(&sid).and_then(|&k| self.sessions.get_mut(k)) else {
+            return false;
+        };
+        if self.disk.loader.is_some() && s.push_disk(e, &self.meter) {
+            return true;
+        }
+        let (Some(loader), Some(at)) = (self.disk.loader.as_mut(), e.location()) else {
+            return false;
+        };
+        let Ok(msg) = loader.message(at, e.extra(), &self.meter, self.journal.wall, now) else {
+            return false;
+        };
+        s.queued_bytes += msg.stored_len();
+        s.queue_mut().push_back(Queued {
+            sub_ids: Box::default(),
+            msg,
+            qos: e.qos(),
+            retain: e.retain(),
+        });
+        true
     }
 
     /// Ends replay: numbering continues above the restored ids, the restored (offline)
@@ -157,15 +245,10 @@ impl Broker {
                     None => expired.push(key),
                 }
             }
-            // [MQTT-3.3.2-5] a message whose expiry passed is not delivered.
-            let before = s.queue().len();
-            if before > 0 {
-                s.queue_mut().retain(|q| !q.msg.is_expired(now));
-                if s.queue().len() != before {
-                    s.queued_bytes = s.queue().iter().map(|q| q.msg.stored_len()).sum();
-                    s.release_idle_flows();
-                }
-            }
+            // [MQTT-3.3.2-5] a message whose expiry passed is not delivered (those kept
+            // on disk are checked when they are read back for delivery).
+            s.retain_queued(|q| !q.msg.is_expired(now));
+            self.list_for_spill(key);
         }
         for key in expired {
             if let Some(c) = self.sessions.get(key).map(|s| s.client_id.clone()) {
@@ -193,8 +276,16 @@ impl Broker {
         }
     }
 
-    /// Returns false if the record refers to something unknown.
-    fn apply(&mut self, t: &mut Tables, r: Record<'_>, now: Instant) -> bool {
+    /// Returns false if the record refers to something unknown. `last`: the previous
+    /// record, when it was a `Message` left on disk.
+    fn apply(
+        &mut self,
+        t: &mut Tables,
+        r: Record<'_>,
+        at: Option<Location>,
+        last: Option<(u64, Location)>,
+        now: Instant,
+    ) -> bool {
         let session = |t: &Tables, id: u64| t.sessions.get(&id).copied();
         match r {
             Record::Message {
@@ -204,6 +295,16 @@ impl Broker {
                 topic,
                 payload,
             } => {
+                t.max_message = t.max_message.max(id);
+                let bytes = topic.len() + payload.len();
+                let disk = at.filter(|_| self.disk.loader.is_some());
+                if let Some(e) =
+                    disk.and_then(|at| DiskEntry::new(at, bytes, qos(q), retain, false))
+                {
+                    t.messages.insert(id, Restored::Disk(e));
+                    t.last_message = disk.map(|at| (id, at));
+                    return true;
+                }
                 let msg = Message::metered(
                     &self.meter,
                     topic,
@@ -214,15 +315,14 @@ impl Broker {
                     None,
                 );
                 msg.id.store(id, Ordering::Relaxed);
-                t.max_message = t.max_message.max(id);
-                t.messages.insert(id, msg);
+                t.messages.insert(id, Restored::Memory(msg));
             }
             Record::Retain { topic, id } => {
-                let Some(msg) = t.messages.get(&id) else {
+                let Some(msg) = self.restored_message(t, id, now) else {
                     return false;
                 };
                 if *msg.topic == *topic {
-                    self.retained.store(msg);
+                    self.retained.store(&msg);
                 }
             }
             Record::RetainClear { topic } => self.retained.remove(topic),
@@ -279,33 +379,62 @@ impl Broker {
                 qos: q,
                 retain,
             } => {
-                let (Some(key), Some(msg)) = (session(t, sid), t.messages.get(&id)) else {
-                    return false;
+                let msg = match t.messages.get(&id) {
+                    Some(Restored::Disk(e)) => {
+                        let Some(at) = e.location() else { return false };
+                        let (bytes, extra) = (e.bytes(), e.extra());
+                        let Some(e) = DiskEntry::new(at, bytes, qos(q), retain, extra) else {
+                            return false;
+                        };
+                        return self.restore_enqueue(t, sid, e, now);
+                    }
+                    Some(Restored::Memory(msg)) => msg.clone(),
+                    None => return false,
                 };
-                let Some(s) = self.sessions.get_mut(key) else {
+                let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
                 s.queued_bytes += msg.stored_len();
                 s.queue_mut().push_back(Queued {
                     sub_ids: Box::default(),
-                    msg: msg.clone(),
+                    msg,
                     qos: qos(q),
                     retain,
                 });
+            }
+            Record::EnqueueAt {
+                session: sid,
+                qos: q,
+                retain,
+                extra,
+                at,
+                bytes,
+            } => {
+                let Some(at) = Location::from_raw(at) else {
+                    return false;
+                };
+                let Some(e) = DiskEntry::new(at, bytes as usize, qos(q), retain, extra) else {
+                    return false;
+                };
+                return self.restore_enqueue(t, sid, e, now);
             }
             Record::Dequeue { session: sid } => {
                 let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
-                s.dequeue();
+                s.drop_front();
             }
             Record::QueueToInflight {
                 session: sid,
                 packet_id,
             } => {
-                let Some(s) = self.restored_session(t, sid) else {
+                let wall = self.journal.wall;
+                let Some(s) = t.sessions.get(&sid).and_then(|&k| self.sessions.get_mut(k)) else {
                     return false;
                 };
+                if s.needs_load() {
+                    ondisk::load_front(&mut self.disk, s, 1, &self.meter, wall, now);
+                }
                 let (Some(pid), Some(q)) = (NonZeroU16::new(packet_id), s.dequeue()) else {
                     return false;
                 };
@@ -324,7 +453,8 @@ impl Broker {
                 qos: q,
                 retain,
             } => {
-                let (Some(key), Some(msg)) = (session(t, sid), t.messages.get(&id)) else {
+                let (Some(key), Some(msg)) = (session(t, sid), self.restored_message(t, id, now))
+                else {
                     return false;
                 };
                 let Some(s) = self.sessions.get_mut(key) else {
@@ -335,7 +465,7 @@ impl Broker {
                 };
                 let delivery = Queued {
                     sub_ids: Box::default(),
-                    msg: msg.clone(),
+                    msg,
                     qos: qos(q),
                     retain,
                 };
@@ -425,7 +555,20 @@ impl Broker {
                 properties,
             } => {
                 let elapsed = self.elapsed_since(written_at, now);
-                let Some(m) = t.messages.get(&id) else {
+                if let (Some(Restored::Disk(e)), Some((last, msg_at)), Some(at)) =
+                    (t.messages.get_mut(&id), last, at)
+                {
+                    // Right after its message in the same file: read back with it.
+                    if last == id && msg_at.file_key() == at.file_key() {
+                        let bytes = e.bytes() + properties.len();
+                        if let Some(with) = DiskEntry::new(msg_at, bytes, e.qos(), e.retain(), true)
+                        {
+                            *e = with;
+                            return true;
+                        }
+                    }
+                }
+                let Some(m) = self.restored_message(t, id, now) else {
                     return false;
                 };
                 // Expired while the broker was down: due now, so never delivered.
@@ -446,7 +589,7 @@ impl Broker {
                     expires_at,
                 );
                 full.id.store(id, Ordering::Relaxed);
-                t.messages.insert(id, full);
+                t.messages.insert(id, Restored::Memory(full));
             }
             Record::Released {
                 session: sid,
@@ -498,7 +641,16 @@ impl Broker {
     /// The whole journaled state as framed records: what a snapshot holds. Messages are
     /// written once, before the first record that refers to them.
     pub fn snapshot(&self, now: Instant) -> Vec<u8> {
-        let mut out = Vec::new();
+        self.snapshot_keeping(now).0
+    }
+
+    /// [`Broker::snapshot`], and the data files its on-disk queue entries point into (by
+    /// `Location::file_key`), which compaction must keep.
+    pub fn snapshot_keeping(&self, now: Instant) -> (Vec<u8>, Vec<u32>) {
+        let mut keep: HashSet<u32> = HashSet::new();
+        // Sized up front: one allocation, not a doubling series whose freed steps stay in
+        // the heap (a million-entry queue's snapshot is tens of MB).
+        let mut out = Vec::with_capacity(self.snapshot_estimate());
         let written_at = self.journal.unix_ms(now);
         let mut written: HashSet<u64> = HashSet::new();
         let mut message = |out: &mut Vec<u8>, m: &Arc<Message>| -> u64 {
@@ -512,6 +664,8 @@ impl Broker {
                     payload: &m.payload,
                 }
                 .encode(out);
+                // Copied: where it was may be compacted away (see `message::NOWHERE`).
+                m.loc.store(NOWHERE, Ordering::Relaxed);
                 if !m.properties.is_empty() || m.expires_at.is_some() {
                     let expiry = m.remaining_expiry(now).unwrap_or(u32::MAX);
                     Record::MessageExtra {
@@ -600,16 +754,26 @@ impl Broker {
                     Record::Pubrec { session, packet_id }.encode(&mut out);
                 }
             }
-            for q in s.queue() {
-                let id = message(&mut out, &q.msg);
-                Record::Enqueue {
-                    session,
-                    id,
-                    qos: q.qos as u8,
-                    retain: q.retain,
+            s.for_each_queued(|q| match q {
+                QueuedRef::Memory(q) if DiskEntry::of_queued(q).is_some() => {
+                    // Written already: point at it rather than copy it.
+                    let Some(e) = DiskEntry::of_queued(q) else {
+                        return;
+                    };
+                    ondisk::enqueue_at(&mut out, &mut keep, session, e);
                 }
-                .encode(&mut out);
-            }
+                QueuedRef::Memory(q) => {
+                    let id = message(&mut out, &q.msg);
+                    Record::Enqueue {
+                        session,
+                        id,
+                        qos: q.qos as u8,
+                        retain: q.retain,
+                    }
+                    .encode(&mut out);
+                }
+                QueuedRef::Disk(e) => ondisk::enqueue_at(&mut out, &mut keep, session, e),
+            });
             for p in s.awaiting_pubrel() {
                 Record::AwaitPubrel {
                     session,
@@ -618,6 +782,6 @@ impl Broker {
                 .encode(&mut out);
             }
         }
-        out
+        (out, keep.into_iter().collect())
     }
 }

@@ -14,7 +14,8 @@ use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 
-use super::message::Message;
+use super::message::{Message, Meter};
+use super::ondisk::{DiskEntry, DiskQueue};
 use super::ConnId;
 use crate::protocol::{PacketId, QoS, SubscriptionOptions};
 
@@ -70,12 +71,37 @@ pub struct QueueLimits {
 /// The parts of a session that only traffic fills.
 #[derive(Debug, Default)]
 struct Flows {
+    /// Queued messages in memory: the first `loaded` come before `disk` (read back from
+    /// it), the rest after it (see `ondisk.rs`).
     queue: VecDeque<Queued>,
+    /// Queued messages kept in the data files.
+    disk: DiskQueue,
+    loaded: usize,
+    /// On the broker's list of sessions whose queue may move to disk.
+    spill_listed: bool,
     /// In send order; acknowledgements usually arrive in the same order.
     inflight: VecDeque<Inflight>,
     /// Inbound QoS 2 packet ids whose PUBREL has not arrived: a PUBLISH reusing one is a
     /// retransmission and is not forwarded again [MQTT-4.3.3-2].
     awaiting_pubrel: Vec<PacketId>,
+}
+
+/// One queued message, wherever it is kept.
+#[derive(Debug)]
+pub enum QueuedRef<'a> {
+    Memory(&'a Queued),
+    Disk(DiskEntry),
+}
+
+/// How far [`Session::spill`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spill {
+    /// Everything in memory went to disk.
+    Done,
+    /// The next message is not written yet: try again after the next write.
+    Waiting,
+    /// The next message cannot go to disk; it and what follows stay in memory.
+    Stuck,
 }
 
 static NO_QUEUE: VecDeque<Queued> = VecDeque::new();
@@ -174,7 +200,10 @@ impl Session {
     /// Gives the flow containers back once all three are empty (an idle session).
     pub fn release_idle_flows(&mut self) {
         if self.flows.as_ref().is_some_and(|f| {
-            f.queue.is_empty() && f.inflight.is_empty() && f.awaiting_pubrel.is_empty()
+            f.queue.is_empty()
+                && f.disk.is_empty()
+                && f.inflight.is_empty()
+                && f.awaiting_pubrel.is_empty()
         }) {
             self.flows = None;
         }
@@ -212,10 +241,154 @@ impl Session {
         NonZeroU16::new(id)
     }
 
+    /// Messages queued, in memory and on disk.
+    pub fn queued_len(&self) -> usize {
+        self.flows
+            .as_ref()
+            .map_or(0, |f| f.queue.len() + f.disk.len())
+    }
+
+    pub fn has_queued(&self) -> bool {
+        self.queued_len() > 0
+    }
+
+    /// The next queued message, when it is in memory; `None` when the queue is empty or
+    /// its front is on disk (see [`Session::needs_load`]).
+    pub fn front(&self) -> Option<&Queued> {
+        let f = self.flows.as_ref()?;
+        if f.loaded > 0 || f.disk.is_empty() {
+            f.queue.front()
+        } else {
+            None
+        }
+    }
+
+    /// Whether the front of the queue is on disk and must be loaded to be sent.
+    pub fn needs_load(&self) -> bool {
+        self.flows
+            .as_ref()
+            .is_some_and(|f| f.loaded == 0 && !f.disk.is_empty())
+    }
+
+    /// Moves up to `n` entries from the front of the disk queue into memory, in order,
+    /// through `load`; an entry `load` cannot read is dropped. Returns how many loaded.
+    pub fn load_front(
+        &mut self,
+        n: usize,
+        mut load: impl FnMut(DiskEntry) -> Option<Queued>,
+    ) -> usize {
+        let Some(f) = self.flows.as_mut() else {
+            return 0;
+        };
+        let mut done = 0;
+        while done < n {
+            let Some(e) = f.disk.pop_front() else { break };
+            match load(e) {
+                Some(q) => {
+                    f.queue.insert(f.loaded, q);
+                    f.loaded += 1;
+                    done += 1;
+                }
+                None => {
+                    self.queued_bytes -= e.bytes();
+                    self.dropped += 1;
+                }
+            }
+        }
+        done
+    }
+
+    /// Appends a disk entry; false (nothing changed) when messages in memory would have
+    /// to come before it (order is kept).
+    pub fn push_disk(&mut self, e: DiskEntry, meter: &Arc<Meter>) -> bool {
+        let f = self.flows.get_or_insert_with(Box::default);
+        if f.queue.len() > f.loaded {
+            return false;
+        }
+        self.queued_bytes += e.bytes();
+        f.disk.push_back(e, meter);
+        true
+    }
+
+    /// Moves the in-memory messages after the disk queue to it, front first, as long as
+    /// their records are written (see `ondisk.rs`). A message whose record a compaction
+    /// may have removed (`message::NOWHERE`) is handed to `relocate` (to be written again)
+    /// and waited for.
+    pub fn spill(&mut self, meter: &Arc<Meter>, mut relocate: impl FnMut(&Arc<Message>)) -> Spill {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(f) = self.flows.as_mut() else {
+            return Spill::Done;
+        };
+        while let Some(q) = f.queue.get(f.loaded) {
+            let Some(e) = DiskEntry::of_queued(q) else {
+                if !q.sub_ids.is_empty() || q.msg.id.load(Relaxed) == 0 {
+                    return Spill::Stuck;
+                }
+                if q.msg.loc.load(Relaxed) == super::message::NOWHERE {
+                    relocate(&q.msg);
+                }
+                return Spill::Waiting;
+            };
+            f.queue.remove(f.loaded);
+            f.disk.push_back(e, meter);
+        }
+        if f.queue.is_empty() && f.queue.capacity() > 64 {
+            f.queue = VecDeque::new();
+        }
+        Spill::Done
+    }
+
+    /// Marks the session as listed for spilling; true if it was not already.
+    pub fn list_for_spill(&mut self) -> bool {
+        let f = self.flows.get_or_insert_with(Box::default);
+        !std::mem::replace(&mut f.spill_listed, true)
+    }
+
+    pub fn unlist_for_spill(&mut self) {
+        if let Some(f) = self.flows.as_mut() {
+            f.spill_listed = false;
+        }
+    }
+
+    /// Every queued message in order, in memory or on disk.
+    pub fn for_each_queued(&self, mut each: impl FnMut(QueuedRef<'_>)) {
+        let Some(f) = self.flows.as_ref() else { return };
+        let (loaded, rest) = (f.queue.range(..f.loaded), f.queue.range(f.loaded..));
+        loaded.for_each(|q| each(QueuedRef::Memory(q)));
+        f.disk.iter().for_each(|&e| each(QueuedRef::Disk(e)));
+        rest.for_each(|q| each(QueuedRef::Memory(q)));
+    }
+
+    /// Drops queued messages in memory for which `keep` is false (restore only: nothing
+    /// is loaded then).
+    pub fn retain_queued(&mut self, keep: impl FnMut(&Queued) -> bool) {
+        let Some(f) = self.flows.as_mut() else { return };
+        let before = f.queue.len();
+        f.queue.retain(keep);
+        if f.queue.len() != before {
+            f.loaded = f.loaded.min(f.queue.len());
+            self.queued_bytes = f.queue.iter().map(|q| q.msg.stored_len()).sum::<usize>()
+                + f.disk.iter().map(DiskEntry::bytes).sum::<usize>();
+            self.release_idle_flows();
+        }
+    }
+
+    /// Drops the first queued message, on disk or in memory, without reading it.
+    pub fn drop_front(&mut self) -> bool {
+        if self.needs_load() {
+            let Some(e) = self.flows.as_mut().and_then(|f| f.disk.pop_front()) else {
+                return false;
+            };
+            self.queued_bytes -= e.bytes();
+            return true;
+        }
+        self.dequeue().is_some()
+    }
+
     /// Queues a delivery. Returns false, leaving the queue unchanged, when a limit is hit.
     pub fn enqueue(&mut self, q: Queued, limits: QueueLimits) -> bool {
         let bytes = q.msg.stored_len();
-        let full_count = limits.max_messages > 0 && self.queue().len() >= limits.max_messages;
+        let full_count = limits.max_messages > 0 && self.queued_len() >= limits.max_messages;
         let full_bytes = limits.max_bytes > 0 && self.queued_bytes + bytes > limits.max_bytes;
         if full_count || full_bytes {
             self.dropped += 1;
@@ -226,10 +399,16 @@ impl Session {
         true
     }
 
+    /// Takes the first queued message when it is in memory (see [`Session::front`]).
     pub fn dequeue(&mut self) -> Option<Queued> {
-        let q = self.flows.as_mut()?.queue.pop_front()?;
+        let f = self.flows.as_mut()?;
+        if f.loaded == 0 && !f.disk.is_empty() {
+            return None;
+        }
+        let q = f.queue.pop_front()?;
+        f.loaded = f.loaded.saturating_sub(1);
         self.queued_bytes -= q.msg.stored_len();
-        if self.queue().is_empty() {
+        if !self.has_queued() {
             self.overflow_logged = false;
         }
         Some(q)

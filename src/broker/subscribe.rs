@@ -219,11 +219,7 @@ impl Broker {
             Some(Some(c)) if c.generation == id.generation => c.out.pending_len(),
             _ => return true,
         };
-        out >= high
-            || self
-                .sessions
-                .get(key)
-                .is_some_and(|s| !s.queue().is_empty())
+        out >= high || self.sessions.get(key).is_some_and(|s| s.has_queued())
     }
 
     /// One bounded share of `id`'s retained job: at most [`RETAINED_SCAN_BUDGET`] store

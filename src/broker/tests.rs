@@ -1046,6 +1046,7 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
 mod auth;
 mod bounds;
 mod limits;
+mod ondisk;
 mod restore;
 mod stress;
 mod sys;

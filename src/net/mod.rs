@@ -152,6 +152,8 @@ struct Core {
     journal_full_since: Option<Instant>,
     /// When a journal back-pressure episode was last logged as a warning.
     journal_warned_at: Option<Instant>,
+    /// Where the writer's batches landed, handed to the broker each turn (reused).
+    located: Vec<(u64, crate::store::Location)>,
     /// SIGTERM/SIGINT/SIGHUP, when [`Server::handle_signals`] was called.
     signals: Option<Signals>,
     /// What SIGHUP re-reads ([`Server::set_reload`]); `None` = nothing to reload.
@@ -223,6 +225,7 @@ impl Server {
             store: None,
             journal_full_since: None,
             journal_warned_at: None,
+            located: Vec::new(),
             signals: None,
             reload: None,
             notify: None,

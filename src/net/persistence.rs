@@ -9,6 +9,10 @@
 //! the loop after each write, and reading resumes once there is room. So a slow or
 //! failing disk slows the clients down, memory stays within the budget plus one read's
 //! records, and the loop thread never blocks. Episodes are logged when they start and end.
+//!
+//! Queues kept on disk: the broker gets a `store::Reader` of the data directory before
+//! replay (its frame source), and each turn the locations of the batches the writer has
+//! written (`Broker::handle_written`); snapshots keep the files its queues point into.
 
 use std::io;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::Core;
-use crate::store::Store;
+use crate::store::{Reader, Store};
 
 /// Journal back-pressure episodes closer together than this are logged at debug level
 /// only (a disk that is merely slow can start one per fsync under load).
@@ -45,12 +49,14 @@ impl Core {
             at: started,
             unix_ms,
         });
-        let (mut store, _report) =
-            Store::open(&dir, policy, notify, |r| broker.restore_record(r, started)).map_err(
-                |e| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display())),
-            )?;
+        broker.set_frame_source(Box::new(Reader::new(dir.clone())));
+        let (mut store, _report) = Store::open_at(&dir, policy, notify, |r, at| {
+            broker.restore_record_at(r, at, started)
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("data directory {}: {e}", dir.display())))?;
         broker.finish_restore(started);
-        store.compact(broker.snapshot(started));
+        let (snapshot, keep) = broker.snapshot_keeping(started);
+        store.compact_keeping(snapshot, keep);
         info!(
             "persistence in {} (fsync {policy}): {} sessions, {} retained messages",
             dir.display(),
@@ -70,9 +76,13 @@ impl Core {
         if let Some((seq, batch)) = self.broker.poll_journal() {
             store.submit(seq, batch);
         }
+        store.take_located(&mut self.located);
+        self.broker.handle_written(&self.located, Instant::now());
+        self.located.clear();
         self.broker.handle_durable(store.durable());
         if store.wants_compaction() {
-            store.compact(self.broker.snapshot(Instant::now()));
+            let (snapshot, keep) = self.broker.snapshot_keeping(Instant::now());
+            store.compact_keeping(snapshot, keep);
         }
         // Episodes of journal back-pressure, for the log (reads themselves are paused and
         // resumed by `read` and `resume_paused`).

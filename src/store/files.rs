@@ -15,6 +15,10 @@
 //! read back intact lets compaction delete files, and then only those older than the
 //! previous intact snapshot: the previous generation (snapshot and log) stays, so that a
 //! snapshot damaged later (the medium lied) falls back to it without losing anything.
+//! Older files that on-disk queues still point into (named by the broker at each
+//! compaction, see `reader.rs`) are kept too; recovery never replays them, it reads
+//! single records from them by position when a queue is drained. (With no snapshot left
+//! at all, recovery replays every log, kept ones included, as before.)
 //!
 //! Damage policy — never delete or truncate the only copy of anything:
 //! - A frame that fails its CRC is skipped and reading resumes at the next valid frame
@@ -41,6 +45,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 
+use super::reader::Location;
 use super::record::{self, FileKind, Record};
 use super::scan::{self, Scan, ScanError, CHUNK};
 
@@ -258,9 +263,9 @@ fn keep_copy(path: &Path) -> io::Result<PathBuf> {
 fn scan_file(
     path: &Path,
     kind: FileKind,
-    apply: impl FnMut(Record<'_>),
+    apply: impl FnMut(Record<'_>, u64),
 ) -> io::Result<Result<Scan, String>> {
-    match scan::scan(File::open(path)?, kind, CHUNK, apply) {
+    match scan::scan_at(File::open(path)?, kind, CHUNK, apply) {
         Ok(s) => Ok(Ok(s)),
         Err(ScanError::Header(why)) => Ok(Err(why)),
         Err(ScanError::Io(e)) => Err(e),
@@ -299,6 +304,15 @@ impl RecoveryReport {
 /// Replays the directory's state into `apply`, keeping a copy of whatever is damaged. The
 /// directory is created if missing. The caller holds the directory's [`lock`].
 pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<RecoveryReport> {
+    recover_at(dir, |r, _| apply(r))
+}
+
+/// [`recover`], handing each record over with where its frame is (`None` only for a
+/// file too large to address, see [`Location`]).
+pub fn recover_at(
+    dir: &Path,
+    mut apply: impl FnMut(Record<'_>, Option<Location>),
+) -> io::Result<RecoveryReport> {
     create_dir(dir)?;
     let mut report = RecoveryReport::default();
     // Leftovers of an interrupted snapshot write: never the only copy (the rename is what
@@ -319,7 +333,7 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
     let mut salvage: Option<&DataFile> = None;
     let mut damaged_newer = Vec::new();
     for f in files.iter().rev().filter(|f| f.is_snapshot) {
-        match scan_file(&f.path, FileKind::Snapshot, |_| {})? {
+        match scan_file(&f.path, FileKind::Snapshot, |_, _| {})? {
             Ok(s) if s.intact() => {
                 base = Some(f);
                 break;
@@ -350,7 +364,10 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
             );
         }
         // Intact when checked above: a header error now cannot happen.
-        let s = scan_file(path, FileKind::Snapshot, &mut apply)?.unwrap_or_default();
+        let s = scan_file(path, FileKind::Snapshot, |r, at| {
+            apply(r, Location::new(index, true, at))
+        })?
+        .unwrap_or_default();
         report.add(&s);
         report.snapshot = Some(index);
         Some(index)
@@ -358,7 +375,10 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
         index, ref path, ..
     }) = salvage
     {
-        let s = scan_file(path, FileKind::Snapshot, &mut apply)?.unwrap_or_default();
+        let s = scan_file(path, FileKind::Snapshot, |r, at| {
+            apply(r, Location::new(index, true, at))
+        })?
+        .unwrap_or_default();
         warn!(
             "no intact snapshot left: salvaged {} records of damaged snapshot {index} ({} bytes lost) and replaying the logs after it",
             s.records, s.lost_bytes
@@ -374,7 +394,10 @@ pub fn recover(dir: &Path, mut apply: impl FnMut(Record<'_>)) -> io::Result<Reco
         .iter()
         .filter(|f| !f.is_snapshot && start.is_none_or(|s| f.index >= s))
     {
-        match scan_file(&f.path, FileKind::Log, &mut apply)? {
+        let index = f.index;
+        match scan_file(&f.path, FileKind::Log, |r, at| {
+            apply(r, Location::new(index, false, at))
+        })? {
             Ok(s) => {
                 report.add(&s);
                 if s.damaged > 0 {
@@ -455,7 +478,7 @@ pub fn write_snapshot(dir: &Path, index: u64, records: &[u8]) -> io::Result<()> 
 /// Reads snapshot `index` back and checks that every frame is intact: only then may the
 /// files it replaces go.
 pub fn verify_snapshot(dir: &Path, index: u64) -> Result<(), String> {
-    let s = scan_file(&snapshot_path(dir, index), FileKind::Snapshot, |_| {})
+    let s = scan_file(&snapshot_path(dir, index), FileKind::Snapshot, |_, _| {})
         .map_err(|e| e.to_string())??;
     if s.intact() && s.undecodable == 0 {
         Ok(())
@@ -467,11 +490,12 @@ pub fn verify_snapshot(dir: &Path, index: u64) -> Result<(), String> {
     }
 }
 
-/// Deletes data files numbered below `index`, oldest first, stopping at the first
-/// failure: a file that is left never depends on one that is gone.
-pub fn remove_older(dir: &Path, index: u64) -> io::Result<()> {
+/// Deletes data files numbered below `index` except those `keep` names (files that
+/// on-disk queues still read from), oldest first, stopping at the first failure: a file
+/// that is left never depends on one that is gone.
+pub fn remove_older(dir: &Path, index: u64, keep: impl Fn(&DataFile) -> bool) -> io::Result<()> {
     for f in list(dir)? {
-        if f.index < index {
+        if f.index < index && !keep(&f) {
             fs::remove_file(&f.path)?;
         }
     }

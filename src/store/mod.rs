@@ -20,21 +20,31 @@
 //! (serialized by the broker on the loop thread, which is a memory copy of live state and
 //! gives a consistent cut without locks); the writer thread does the file work (tmp, fsync,
 //! rename, directory fsync, read back) and, once the new snapshot read back intact, deletes
-//! the files older than the previous snapshot, so disk use follows live state (at most two
-//! generations of snapshot and log), not traffic. Why a thread and not chunks on the loop: fsync latency on flash is
+//! the files older than the previous snapshot (except those on-disk queues still read, see
+//! below), so disk use follows live state (at most two generations of snapshot and log,
+//! plus kept logs), not traffic. Why a thread and not chunks on the loop: fsync latency on flash is
 //! unbounded (tens of ms is common), and the loop must never wait for it.
 //!
 //! [`Store::open`] first takes the data directory's lock (`files::lock`): a second broker
 //! on the same directory fails there, before reading, repairing or compacting anything.
 //!
+//! On-disk queues (issue 11): after each write the writer reports where every batch
+//! landed ([`Store::take_located`]), so that the broker can keep a queued message as a
+//! [`Location`] and read it back through a [`Reader`] instead of holding it in memory.
+//! Compaction is told which files such locations still point into and keeps them (see
+//! [`Store::compact_keeping`]): queued payloads are never copied into snapshots, and a
+//! file is deleted only once no queue (in the new snapshot or the one before) uses it.
+//!
 //! Module map: `record` (the byte format), `scan` (reading a file's frames in bounded
 //! chunks), `files` (directory layout, lock, recovery,
-//! atomic snapshot writes), `fuzzing` (the `store` harness: the loader fed arbitrary bytes;
-//! `cfg(fuzzing)` and tests), this file (the writer thread and its handle).
+//! atomic snapshot writes), `reader` (reading single frames back by position), `fuzzing`
+//! (the `store` harness: the loader fed arbitrary bytes; `cfg(fuzzing)` and tests), this
+//! file (the writer thread and its handle).
 
 pub mod files;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+pub mod reader;
 pub mod record;
 pub mod scan;
 
@@ -43,13 +53,14 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{error, info};
 
 pub use files::{DirLock, RecoveryReport};
+pub use reader::{FrameSource, Location, ReadError, Reader};
 pub use record::Record;
 
 use crate::config::FsyncPolicy;
@@ -60,8 +71,13 @@ const COMPACT_MIN_LOG_BYTES: u64 = 16 * 1024 * 1024;
 enum Command {
     /// Append a batch of framed records; `seq` numbers batches in submission order.
     Append { seq: u64, bytes: Vec<u8> },
-    /// Start log `index` and write snapshot `index` (the state as of this point).
-    Compact { index: u64, snapshot: Vec<u8> },
+    /// Start log `index` and write snapshot `index` (the state as of this point); the
+    /// files in `keep` (by `Location::file_key`) are not deleted.
+    Compact {
+        index: u64,
+        snapshot: Vec<u8>,
+        keep: Vec<u32>,
+    },
     /// Reply once every earlier command is done (see [`Store::wait_idle`]).
     Barrier(mpsc::SyncSender<()>),
     /// Make everything durable and stop.
@@ -78,6 +94,8 @@ struct Shared {
     queued: AtomicU64,
     /// Index of the last compaction the writer has carried out (or given up on).
     compacted: AtomicU64,
+    /// Where the batches written since the loop last asked start: (seq, location).
+    located: Mutex<Vec<(u64, Location)>>,
     /// Test hook: appends fail as on a full disk while set.
     #[cfg(test)]
     fail_writes: AtomicBool,
@@ -108,16 +126,27 @@ impl Store {
         dir: &Path,
         policy: FsyncPolicy,
         notify: Box<dyn Fn() + Send>,
-        apply: impl FnMut(Record<'_>),
+        mut apply: impl FnMut(Record<'_>),
+    ) -> io::Result<(Store, RecoveryReport)> {
+        Store::open_at(dir, policy, notify, |r, _| apply(r))
+    }
+
+    /// [`Store::open`], handing each record over with where its frame is.
+    pub fn open_at(
+        dir: &Path,
+        policy: FsyncPolicy,
+        notify: Box<dyn Fn() + Send>,
+        apply: impl FnMut(Record<'_>, Option<Location>),
     ) -> io::Result<(Store, RecoveryReport)> {
         let lock = files::lock(dir)?;
-        let report = files::recover(dir, apply)?;
+        let report = files::recover_at(dir, apply)?;
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             durable: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             queued: AtomicU64::new(0),
             compacted: AtomicU64::new(report.last_index),
+            located: Mutex::new(Vec::new()),
             #[cfg(test)]
             fail_writes: AtomicBool::new(false),
         });
@@ -130,12 +159,14 @@ impl Store {
             log: None,
             log_len: 0,
             pending: Vec::new(),
+            pending_starts: Vec::new(),
             pending_seq: 0,
             written_seq: 0,
             log_index: 0,
             last_sync: Instant::now(),
             unsynced: false,
             keep_from: report.snapshot,
+            kept: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("wrenmq-store".into())
@@ -205,13 +236,35 @@ impl Store {
     /// Starts a new log and writes `snapshot` (framed records of the whole live state, as
     /// of everything submitted so far) as its snapshot.
     pub fn compact(&mut self, snapshot: Vec<u8>) {
+        self.compact_keeping(snapshot, Vec::new());
+    }
+
+    /// [`Store::compact`], keeping the files `keep` names (by [`Location::file_key`]):
+    /// those the snapshot's on-disk queue entries point into. They stay until a
+    /// compaction after the next one no longer names them, so that the previous
+    /// snapshot (recovery's fallback) stays readable too.
+    pub fn compact_keeping(&mut self, snapshot: Vec<u8>, keep: Vec<u32>) {
         self.log_index += 1;
         self.log_bytes = 0;
         self.snapshot_bytes = snapshot.len() as u64;
         let _ = self.tx.send(Command::Compact {
             index: self.log_index,
             snapshot,
+            keep,
         });
+    }
+
+    /// Moves the locations of the batches written since the last call into `out`: batch
+    /// `seq` starts at that location (its records follow one another from there).
+    pub fn take_located(&self, out: &mut Vec<(u64, Location)>) {
+        if let Ok(mut located) = self.shared.located.lock() {
+            out.append(&mut located);
+        }
+    }
+
+    /// A reader of this directory's files, for the broker's on-disk queues.
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.dir.clone())
     }
 
     /// Blocks until the writer has carried out everything submitted so far (appends and
@@ -258,6 +311,8 @@ struct Writer {
     log_len: u64,
     /// Batches not yet written (normally empty; holds them while writes fail).
     pending: Vec<u8>,
+    /// Sequence number and offset in `pending` of each batch in it.
+    pending_starts: Vec<(u64, usize)>,
     /// Sequence number of the last batch in `pending`.
     pending_seq: u64,
     /// Sequence number of the last batch written to the log (durable once fsynced).
@@ -270,6 +325,9 @@ struct Writer {
     /// The newest snapshot known intact (written and read back, or recovered from): files
     /// older than it may go once a newer snapshot is known intact too.
     keep_from: Option<u64>,
+    /// Files the last compaction was told to keep (on-disk queues of the snapshot that is
+    /// now the fallback still point into them).
+    kept: Vec<u32>,
 }
 
 /// How long a failing writer waits before trying again when no new batch arrives.
@@ -310,11 +368,13 @@ impl Writer {
                     Command::Append { seq, bytes } => {
                         // Group commit: gather every batch already waiting, then one write
                         // and one fsync for all of them.
+                        self.pending_starts.push((seq, self.pending.len()));
                         self.pending.extend_from_slice(&bytes);
                         self.pending_seq = seq;
                         while let Ok(more) = self.rx.try_recv() {
                             match more {
                                 Command::Append { seq, bytes } => {
+                                    self.pending_starts.push((seq, self.pending.len()));
                                     self.pending.extend_from_slice(&bytes);
                                     self.pending_seq = seq;
                                 }
@@ -326,7 +386,11 @@ impl Writer {
                         }
                         self.write_pending();
                     }
-                    Command::Compact { index, snapshot } => self.compact(index, &snapshot),
+                    Command::Compact {
+                        index,
+                        snapshot,
+                        keep,
+                    } => self.compact(index, &snapshot, keep),
                     Command::Barrier(done) => {
                         let _ = done.send(());
                     }
@@ -397,6 +461,15 @@ impl Writer {
             return false;
         }
         let written = self.pending.len() as u64;
+        if let Ok(mut located) = self.shared.located.lock() {
+            for &(seq, start) in &self.pending_starts {
+                if let Some(at) = Location::new(self.log_index, false, self.log_len + start as u64)
+                {
+                    located.push((seq, at));
+                }
+            }
+        }
+        self.pending_starts.clear();
         self.log_len += written;
         self.shared.queued.fetch_sub(written, Ordering::AcqRel);
         self.pending.clear();
@@ -448,12 +521,12 @@ impl Writer {
         }
     }
 
-    fn compact(&mut self, index: u64, snapshot: &[u8]) {
-        self.compact_files(index, snapshot);
+    fn compact(&mut self, index: u64, snapshot: &[u8], keep: Vec<u32>) {
+        self.compact_files(index, snapshot, keep);
         self.shared.compacted.store(index, Ordering::Release);
     }
 
-    fn compact_files(&mut self, index: u64, snapshot: &[u8]) {
+    fn compact_files(&mut self, index: u64, snapshot: &[u8], keep: Vec<u32>) {
         // Everything before the snapshot point must be in the old log first, so that a crash
         // before the snapshot's rename still recovers from the old files.
         self.write_pending();
@@ -492,8 +565,13 @@ impl Writer {
             return;
         }
         // The previous intact generation stays as the fallback for this one.
+        let kept = std::mem::replace(&mut self.kept, keep);
         if let Some(previous) = self.keep_from.replace(index) {
-            if let Err(e) = files::remove_older(&self.dir, previous) {
+            let keep = |f: &files::DataFile| {
+                let key = Location::key_of(f);
+                self.kept.iter().chain(&kept).any(|&k| u64::from(k) == key)
+            };
+            if let Err(e) = files::remove_older(&self.dir, previous, keep) {
                 self.failed("removing compacted files", &e);
             }
         }
@@ -729,6 +807,51 @@ mod tests {
         drop(open(&dir, FsyncPolicy::Batch, &mut seen));
         let expected: Vec<u64> = (1..=3).flat_map(|s| s * 10..s * 10 + 5).collect();
         assert_eq!(seen, expected);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn written_batches_are_located_and_compaction_keeps_the_files_queues_point_into() {
+        let dir = tempdir("keep");
+        let mut seen = Vec::new();
+        let mut store = open(&dir, FsyncPolicy::Batch, &mut seen);
+        store.compact(Vec::new());
+        store.submit(1, batch(0..3));
+        store.submit(2, batch(3..4));
+        wait_durable(&store, 2);
+        let mut located = Vec::new();
+        store.take_located(&mut located);
+        assert_eq!(located.iter().map(|l| l.0).collect::<Vec<_>>(), [1, 2]);
+        let mut reader = store.reader();
+        let id_at = |reader: &mut Reader, at| {
+            let (payload, _) = reader.frame(at).expect("readable");
+            match record::decode_payload(payload) {
+                Ok(Record::Message { id, .. }) => id,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(id_at(&mut reader, located[0].1), 0);
+        assert_eq!(id_at(&mut reader, located[1].1), 3);
+        let log1 = files::log_path(&dir, 1);
+        let key = located[0].1.file_key();
+        for _ in 0..3 {
+            store.compact_keeping(batch(10..11), vec![key]);
+            store.wait_idle();
+        }
+        assert!(log1.exists(), "kept while a queue points into it");
+        assert_eq!(id_at(&mut Reader::new(dir.clone()), located[1].1), 3);
+        // No longer named: kept one more compaction (the fallback snapshot names it).
+        store.compact(batch(10..11));
+        store.wait_idle();
+        assert!(log1.exists());
+        store.compact(batch(10..11));
+        store.wait_idle();
+        assert!(!log1.exists());
+        store.close();
+        // Recovery replays the newest snapshot and its log, not the kept old files.
+        let mut seen = Vec::new();
+        drop(open(&dir, FsyncPolicy::Batch, &mut seen));
+        assert_eq!(seen, [10]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

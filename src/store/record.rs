@@ -170,6 +170,20 @@ pub enum Record<'a> {
         session: u64,
         since: u64,
     },
+    /// A message was appended to the session's queue with this delivery QoS and RETAIN,
+    /// its topic and payload left where they already are: in the `Message` frame at `at`
+    /// (a packed `store::Location`: data file and offset), followed by its
+    /// `MessageExtra` frame when `extra`. `bytes` is what it counts against
+    /// `max_queued_bytes`. Written by snapshots for queues kept on disk, so that a
+    /// snapshot does not copy their payloads (the files they point into are kept).
+    EnqueueAt {
+        session: u64,
+        qos: u8,
+        retain: bool,
+        extra: bool,
+        at: u64,
+        bytes: u32,
+    },
 }
 
 /// Why bytes are not a valid record.
@@ -217,6 +231,7 @@ mod tag {
     pub const SESSION_USER: u8 = 19;
     pub const SESSION_OFFLINE: u8 = 20;
     pub const MESSAGE_EXTRA: u8 = 21;
+    pub const ENQUEUE_AT: u8 = 22;
 }
 
 /// The file header for `kind`.
@@ -398,6 +413,20 @@ impl Record<'_> {
             Record::SessionOffline { session, since } => {
                 sid(out, tag::SESSION_OFFLINE, session);
                 out.extend_from_slice(&since.to_le_bytes());
+            }
+            Record::EnqueueAt {
+                session,
+                qos,
+                retain,
+                extra,
+                at,
+                bytes,
+            } => {
+                sid(out, tag::ENQUEUE_AT, session);
+                out.push(qos);
+                out.push(u8::from(retain) | u8::from(extra) << 1);
+                out.extend_from_slice(&at.to_le_bytes());
+                out.extend_from_slice(&bytes.to_le_bytes());
             }
         }
     }
@@ -587,6 +616,19 @@ pub fn decode_payload(payload: &[u8]) -> Result<Record<'_>, RecordError> {
             session: f.u64()?,
             since: f.u64()?,
         },
+        tag::ENQUEUE_AT => {
+            let session = f.u64()?;
+            let qos = f.u8()?;
+            let flags = f.u8()?;
+            Record::EnqueueAt {
+                session,
+                qos,
+                retain: flags & 1 != 0,
+                extra: flags & 2 != 0,
+                at: f.u64()?,
+                bytes: f.u32()?,
+            }
+        }
         other => return Err(RecordError::UnknownType(other)),
     };
     if !f.buf.is_empty() {
@@ -790,6 +832,14 @@ mod tests {
             Record::SessionOffline {
                 session: 3,
                 since: 1_764_820_000_456,
+            },
+            Record::EnqueueAt {
+                session: 3,
+                qos: 1,
+                retain: true,
+                extra: true,
+                at: (9 << 40) | 4_096,
+                bytes: 117,
             },
         ]
     }

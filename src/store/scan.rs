@@ -300,7 +300,18 @@ pub fn scan<R: Read + Seek>(
     src: R,
     kind: FileKind,
     chunk: usize,
-    apply: impl FnMut(Record<'_>),
+    mut apply: impl FnMut(Record<'_>),
+) -> Result<Scan, ScanError> {
+    scan_measured(src, kind, chunk, |r, _| apply(r)).map(|(s, _)| s)
+}
+
+/// [`scan`], handing each record over with the offset of its frame in the file (where
+/// on-disk queues find it again, see `reader.rs`).
+pub fn scan_at<R: Read + Seek>(
+    src: R,
+    kind: FileKind,
+    chunk: usize,
+    apply: impl FnMut(Record<'_>, u64),
 ) -> Result<Scan, ScanError> {
     scan_measured(src, kind, chunk, apply).map(|(s, _)| s)
 }
@@ -310,7 +321,7 @@ pub(crate) fn scan_measured<R: Read + Seek>(
     src: R,
     kind: FileKind,
     chunk: usize,
-    mut apply: impl FnMut(Record<'_>),
+    mut apply: impl FnMut(Record<'_>, u64),
 ) -> Result<(Scan, usize), ScanError> {
     let mut w = Window::new(src, chunk);
     let header_len = record::HEADER_LEN as u64;
@@ -324,7 +335,7 @@ pub(crate) fn scan_measured<R: Read + Seek>(
             Some(Frame::Complete { payload, len }) => {
                 match decode_payload(payload) {
                     Ok(r) => {
-                        apply(r);
+                        apply(r, at);
                         s.records += 1;
                     }
                     // A frame whose CRC matches but that this build cannot read: skip it.
@@ -434,7 +445,7 @@ mod tests {
 
     fn ids(file: &[u8], chunk: usize) -> (Scan, usize, Vec<u64>) {
         let mut seen = Vec::new();
-        let (s, peak) = scan_measured(Cursor::new(file), FileKind::Log, chunk, |r| {
+        let (s, peak) = scan_measured(Cursor::new(file), FileKind::Log, chunk, |r, _| {
             if let Record::Message { id, .. } = r {
                 seen.push(id);
             }

@@ -407,18 +407,19 @@ def test_subscriptions_beyond_max_subscriptions_across_clients_are_refused(make_
 
 
 def test_memory_limit_refuses_and_recovers(make_broker):
-    """memory_limit 300000: QoS 1 messages queue for an offline subscriber until the cap;
-    then a 5.0 publisher (paho) gets PUBACK 0x97, QoS 0 is dropped, a 3.1.1 QoS 1 publisher
-    is disconnected; once the subscriber drains its queue, messages flow again."""
+    """memory_limit 300000: QoS 1 messages queue for a subscriber that does not acknowledge
+    until the cap; then a 5.0 publisher (paho) gets PUBACK 0x97, QoS 0 is dropped, a 3.1.1
+    QoS 1 publisher is disconnected; once the subscriber drains its queue, messages flow
+    again. (The subscriber stays online: with persistence on, an offline session's queue
+    moves to disk and no longer counts, see the next test.)"""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.properties import Properties
     from paho.mqtt.packettypes import PacketTypes
 
-    b = make_broker("memory_limit 300000\nmax_queued_messages 10000")
+    b = make_broker("memory_limit 300000\nmax_queued_messages 10000\nmax_inflight_messages 1")
     sub = raw.connected_client(b.host, b.port, "msub", clean=False)
     sub.subscribe([("m/#", 1)])
-    sub.close()
     watch = raw.connected_client(b.host, b.port, "mwatch")
     watch.subscribe([("m/#", 0)])
 
@@ -460,9 +461,8 @@ def test_memory_limit_refuses_and_recovers(make_broker):
         p3 = raw.connected_client(b.host, b.port, "mp3")
         p3.send(raw.publish("m/t", b"q1", qos=1, pid=1))
         assert p3.expect_closed(), "3.1.1 QoS 1 publisher disconnected at the cap"
-        # The subscriber comes back, takes its queue: memory frees.
-        s = raw.RawClient(b.host, b.port)
-        s.connect("msub", clean=False)
+        # The subscriber takes its queue: memory frees.
+        s = sub
         n = 0
         while n < accepted:
             p = s.read_packet(timeout=5)
@@ -480,6 +480,35 @@ def test_memory_limit_refuses_and_recovers(make_broker):
     finally:
         p5.loop_stop()
         p5.disconnect()
+
+
+def test_an_offline_queue_on_disk_is_not_held_against_memory_limit(tmp_path):
+    """Issue 11: with persistence on, an offline persistent session's queue keeps 16 bytes
+    per message in memory and the payloads on disk, so 1 MB queued under a 300,000-byte
+    memory_limit is accepted, and comes back in order."""
+    b = ConfiguredBroker(tmp_path, "memory_limit 300000\nmax_queued_messages 0", persistence=True)
+    b.start()
+    try:
+        sub = raw.connected_client(b.host, b.port, "dsub", clean=False)
+        sub.subscribe([("d/#", 1)])
+        sub.close()
+        p = raw.connected_client(b.host, b.port, "dpub")
+        for i in range(100):
+            p.send(raw.publish("d/t", b"%03d" % i + b"z" * 10_000, qos=1, pid=i + 1))
+            ack = p.read_packet(timeout=5)
+            assert (ack.type, ack.pid) == (4, i + 1), "accepted: the queue is on disk"
+        s = raw.RawClient(b.host, b.port)
+        s.connect("dsub", clean=False)
+        got = []
+        while len(got) < 100:
+            m = s.read_packet(timeout=5)
+            if m.type == 3:
+                got.append(m.payload[:3])
+                s.send(raw.puback(m.pid))
+        assert got == [b"%03d" % i for i in range(100)]
+        assert b"memory_limit reached" not in b.log_path.read_bytes()
+    finally:
+        b.stop()
 
 
 def test_memory_limit_counts_partial_input(make_broker):

@@ -146,12 +146,18 @@ impl BrokerRun {
             );
             assert!(
                 config.max_queued_messages == 0
-                    || session.queue().len() <= config.max_queued_messages,
+                    || session.queued_len() <= config.max_queued_messages,
                 "{c}: {} queued, max {}",
-                session.queue().len(),
+                session.queued_len(),
                 config.max_queued_messages
             );
-            let bytes: usize = session.queue().iter().map(|q| q.msg.stored_len()).sum();
+            let mut bytes = 0;
+            session.for_each_queued(|q| {
+                bytes += match q {
+                    crate::broker::QueuedRef::Memory(q) => q.msg.stored_len(),
+                    crate::broker::QueuedRef::Disk(e) => e.bytes(),
+                }
+            });
             assert_eq!(session.queued_bytes, bytes, "{c}: queued_bytes drifted");
             assert!(
                 config.max_queued_bytes == 0 || bytes <= config.max_queued_bytes,

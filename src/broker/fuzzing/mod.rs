@@ -10,6 +10,7 @@
 //!   (`topic.rs`).
 
 mod checks;
+mod files;
 mod run;
 mod topic;
 
@@ -103,8 +104,9 @@ struct BrokerRun {
     clients: BTreeSet<Arc<str>>,
     /// PUBLISHes checked.
     deliveries: usize,
-    /// Every journal batch since the last snapshot: what a restart replays.
-    log: Vec<u8>,
+    /// The data files: snapshot `gen` (if any) and log `gen` are what a restart replays.
+    files: files::Files,
+    gen: u64,
     restarts: u32,
 }
 
@@ -128,8 +130,9 @@ pub fn broker(data: &[u8], start: Instant) -> usize {
         persistence: true,
         ..Config::in_memory()
     };
+    let files = files::Files::default();
     let mut run = BrokerRun {
-        broker: new_broker(config, start),
+        broker: new_broker(config, start, &files),
         start,
         now: start,
         generation: 0,
@@ -138,7 +141,8 @@ pub fn broker(data: &[u8], start: Instant) -> usize {
         ever: HashMap::new(),
         clients: BTreeSet::new(),
         deliveries: 0,
-        log: Vec::new(),
+        files,
+        gen: 1,
         restarts: 0,
     };
     for _ in 0..MAX_OPS {
@@ -153,8 +157,9 @@ pub fn broker(data: &[u8], start: Instant) -> usize {
     run.deliveries
 }
 
-fn new_broker(config: Config, start: Instant) -> Broker {
+fn new_broker(config: Config, start: Instant, files: &files::Files) -> Broker {
     let mut broker = Broker::new(config);
+    broker.set_frame_source(Box::new(files.clone()));
     broker.set_wall_clock(crate::broker::WallClock {
         at: start,
         unix_ms: WALL_T0,

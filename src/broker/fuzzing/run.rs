@@ -2,12 +2,13 @@
 //! arguments and drives the broker (connect, publish, subscribe, acks, time, restarts).
 
 use super::*;
+use crate::broker::QueuedRef;
 use crate::broker::{Disconnect, InflightState};
 use crate::protocol::{
     self, Ack, Connect, Packet, Publish, QoS, ReasonCode, RetainHandling, Status, Subscribe,
     SubscriptionOptions, Unsubscribe, Will,
 };
-use crate::store::record::{decode_payload, read_frame, Frame};
+use crate::store::record::decode_payload;
 
 impl BrokerRun {
     fn is_v5(&self, s: usize) -> bool {
@@ -412,22 +413,22 @@ impl BrokerRun {
         self.after_close_ops();
         self.restarts += 1;
         let config = self.broker.config().clone();
-        let old = std::mem::replace(&mut self.broker, new_broker(config, self.start));
+        let fresh = new_broker(config, self.start, &self.files);
+        let old = std::mem::replace(&mut self.broker, fresh);
         if self.restarts.is_multiple_of(2) {
-            self.log = old.snapshot(self.now);
+            // Compaction: a snapshot (pointing into older files for queues on disk) and a
+            // new log.
+            self.gen += 1;
+            let (snapshot, _keep) = old.snapshot_keeping(self.now);
+            self.files.append(self.gen, true, &snapshot);
         }
-        let mut bytes = &self.log[..];
-        while !bytes.is_empty() {
-            let Frame::Complete { payload, len } = read_frame(bytes) else {
-                panic!(
-                    "the journal wrote a bad frame: {:02x?}",
-                    &bytes[..bytes.len().min(32)]
-                );
-            };
-            let record = decode_payload(payload)
+        let frames = [true, false]
+            .into_iter()
+            .flat_map(|snapshot| self.files.frames(self.gen, snapshot));
+        for (at, payload) in frames {
+            let record = decode_payload(&payload)
                 .unwrap_or_else(|e| panic!("the journal wrote an undecodable record: {e:?}"));
-            self.broker.restore_record(record, self.now);
-            bytes = &bytes[len..];
+            self.broker.restore_record_at(record, Some(at), self.now);
         }
         self.broker.finish_restore(self.now);
         for s in 0..CLIENTS {
@@ -450,20 +451,29 @@ impl BrokerRun {
                 (Some(x), Some(y)) => {
                     assert_eq!(subs(x), subs(y), "{c}: subscriptions changed by a restart");
                     // Expired messages may wait in the live broker until they would be
-                    // sent; replay drops them.
+                    // sent; replay drops them, except those kept on disk (their expiry is
+                    // known once they are read back): (at least, at most) what is live.
                     let now = self.now;
                     let live = |s: &crate::broker::Session| {
-                        let queued = s.queue().iter().filter(|q| !q.msg.is_expired(now));
+                        let (mut queued, mut expired) = (0, 0);
+                        s.for_each_queued(|q| match q {
+                            QueuedRef::Memory(q) if !q.msg.is_expired(now) => queued += 1,
+                            _ => expired += 1, // or not known yet, on disk
+                        });
                         let inflight = s.inflight().iter().filter(|i| {
                             i.state == InflightState::AwaitingPubcomp
                                 || !i.delivery.msg.is_expired(now)
                         });
-                        queued.count() + inflight.count()
+                        let live = queued + inflight.count();
+                        (live, live + expired)
                     };
-                    assert_eq!(
-                        live(x),
-                        live(y),
-                        "{c}: queued + in flight changed by a restart: {:?} {:?} -> {:?} {:?}",
+                    let ((x_live, x_all), (y_live, y_all)) = (live(x), live(y));
+                    assert!(
+                        x_live <= y_all && y_live <= x_all,
+                        "{c}: queued + in flight changed by a restart: {x_live}..={x_all} \
+                         -> {y_live}..={y_all}, {} -> {} queued: {:?} {:?} -> {:?} {:?}",
+                        x.queued_len(),
+                        y.queued_len(),
                         x.queue(),
                         x.inflight(),
                         y.queue(),
@@ -608,7 +618,10 @@ impl BrokerRun {
     /// Takes the broker's closes: checks their final bytes and frees the slots.
     pub(super) fn after_close_ops(&mut self) {
         if let Some((seq, bytes)) = self.broker.poll_journal() {
-            self.log.extend_from_slice(&bytes);
+            // Written at once: queues of offline sessions move to disk.
+            if let Some(at) = self.files.append(self.gen, false, &bytes) {
+                self.broker.handle_written(&[(seq, at)], self.now);
+            }
             self.broker.handle_durable(seq);
         }
         while let Some(close) = self.broker.poll_close() {
