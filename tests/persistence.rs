@@ -354,7 +354,19 @@ fn a_second_broker_on_the_same_data_directory_exits_and_touches_nothing() {
     // The data directory and its files are private to the broker's user.
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
-    let before = contents(&dir);
+    // The subscriber's close is a different socket from the publisher's: the broker may
+    // journal its going offline after the PUBACKs above. Wait until the files stop
+    // changing, so what the second broker must not touch is what the first one wrote.
+    let mut before = contents(&dir);
+    let settle = Instant::now() + Duration::from_secs(5);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = contents(&dir);
+        if now == before || Instant::now() > settle {
+            break;
+        }
+        before = now;
+    }
     for (path, _) in &before {
         assert_eq!(mode(path), 0o600, "{}", path.display());
     }

@@ -194,15 +194,41 @@ def sub_proc(port, t, count=1, tls=(), extra=()):
 
 
 def pub(port, t, msg, tls=(), extra=(), check=True):
+    """A retained QoS 1 publish: a subscriber gets it whether it subscribed before or after
+    (each test has a broker of its own), so no test depends on timing."""
     return subprocess.run(["mosquitto_pub", "-h", "localhost", "-p", str(port), "-t", t, "-m", msg,
-                           "-q", "1", *tls, *extra], capture_output=True, timeout=15, check=check)
+                           "-q", "1", "-r", *tls, *extra], capture_output=True, timeout=15,
+                          check=check)
 
 
-def wait_subscribed(b, port, t, tls=()):
-    """Publishes probes until the subscriber is known to be subscribed (retained-free)."""
-    # mosquitto_sub subscribes right after CONNACK; a short pause is enough in practice,
-    # but the probe below makes it certain without a wall-clock threshold.
-    time.sleep(0.3)
+class Watcher:
+    """A paho subscriber on the plain listener, subscribed (SUBACK received) to `filt`."""
+
+    def __init__(self, port, filt):
+        import queue
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.got = queue.Queue()
+        acked = queue.Queue()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="w-" + uuid.uuid4().hex[:8])
+        self.c.on_message = lambda _c, _u, m: self.got.put((m.topic, m.payload.decode()))
+        self.c.on_subscribe = lambda *a: acked.put(1)
+        self.c.connect("127.0.0.1", port, 30)
+        self.c.loop_start()
+        self.c.subscribe(filt, 1)
+        acked.get(timeout=WAIT)
+
+    def until(self, topic):
+        """Every message up to and including the first on `topic`."""
+        seen = []
+        while not seen or seen[-1][0] != topic:
+            seen.append(self.got.get(timeout=WAIT))
+        return seen
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
 
 
 def finish(p):
@@ -216,7 +242,6 @@ def test_mosquitto_clients_round_trip_over_tls(tls_broker, pki, version):
     t = topic(version)
     ca = ["--cafile", str(pki.ca), "--tls-version", version]
     s = sub_proc(b.tls, t, tls=ca)
-    wait_subscribed(b, b.tls, t)
     pub(b.tls, t, "over " + version, tls=ca)
     out, err, rc = finish(s)
     assert rc == 0, err
@@ -240,7 +265,6 @@ def test_cross_listener_delivery_tcp_to_tls_and_back(tls_broker, pki):
     ca = ["--cafile", str(pki.ca)]
     s = sub_proc(b.tls, t, tls=ca)
     s2 = sub_proc(b.plain, t)
-    wait_subscribed(b, b.tls, t)
     pub(b.plain, t, "from tcp")
     out, err, rc = finish(s)
     assert rc == 0 and out.strip() == f"{t} from tcp", err
@@ -280,15 +304,16 @@ def test_mutual_tls_cn_is_the_user_name_under_the_acl(tls_broker, pki):
     certificate says sensor-1, who may only write sensors/sensor-1/#."""
     b = tls_broker()
     own, other = f"sensors/sensor-1/{uuid.uuid4().hex[:6]}", topic("forbidden")
-    s = sub_proc(b.plain, "#", count=1, extra=["-F", "%t %p"])
-    time.sleep(0.3)
+    w = Watcher(b.plain, "#")
     mtls = ["--cafile", str(pki.ca), "--cert", str(pki.sensor[0]), "--key", str(pki.sensor[1])]
     pub(b.mtls, other, "must not arrive", tls=mtls, extra=["-u", "admin", "-P", "x"])
     pub(b.mtls, own, "allowed", tls=mtls, extra=["-u", "admin", "-P", "x"])
-    out, err, rc = finish(s)
-    assert rc == 0, err
-    # The first (and only) message the wildcard subscriber saw is the allowed one.
-    assert out.strip() == f"{own} allowed"
+    end = topic("end")
+    pub(b.plain, end, "end")  # in order after the two above (QoS 1, one subscriber)
+    try:
+        assert w.until(end) == [(own, "allowed"), (end, "end")]
+    finally:
+        w.close()
 
 
 def test_subject_as_user_name_in_rfc2253_form(tls_broker, pki):
@@ -296,14 +321,16 @@ def test_subject_as_user_name_in_rfc2253_form(tls_broker, pki):
     name Mosquitto gives it too."""
     b = tls_broker(identity="use_subject_as_username")
     own, other = f"subject/{uuid.uuid4().hex[:6]}", f"sensors/sensor-1/{uuid.uuid4().hex[:6]}"
-    s = sub_proc(b.plain, "#", count=1, extra=["-F", "%t %p"])
-    time.sleep(0.3)
+    w = Watcher(b.plain, "#")
     mtls = ["--cafile", str(pki.ca), "--cert", str(pki.sensor[0]), "--key", str(pki.sensor[1])]
     pub(b.mtls, other, "user sensor-1 may, this user may not", tls=mtls)
     pub(b.mtls, own, "allowed", tls=mtls)
-    out, err, rc = finish(s)
-    assert rc == 0, err
-    assert out.strip() == f"{own} allowed"
+    end = topic("end")
+    pub(b.plain, end, "end")
+    try:
+        assert w.until(end) == [(own, "allowed"), (end, "end")]
+    finally:
+        w.close()
 
 
 @pytest.mark.parametrize("who", ["no certificate", "other CA", "expired", "no CN"])

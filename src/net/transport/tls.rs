@@ -20,6 +20,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
@@ -124,12 +125,15 @@ impl ServerTls {
 /// Settings of an outbound TLS connection (the bridge's `bridge_cafile`, ...).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ClientTlsSettings {
-    /// CA certificates the server is checked against; `None` = none (only with `insecure`).
+    /// CA certificates the server is checked against (`bridge_cafile`/`bridge_capath`;
+    /// one of them is required).
     pub(crate) cafile: Option<PathBuf>,
+    pub(crate) capath: Option<PathBuf>,
     /// Client certificate chain and key, for servers that require one.
     pub(crate) certfile: Option<PathBuf>,
     pub(crate) keyfile: Option<PathBuf>,
-    /// Skip checking the server's certificate (`bridge_insecure`): for tests only.
+    /// `bridge_insecure`: do not check that the certificate names the host (the chain is
+    /// still checked against the CA), as Mosquitto.
     pub(crate) insecure: bool,
     /// ALPN protocols offered (`bridge_alpn`).
     pub(crate) alpn: Vec<Vec<u8>>,
@@ -152,21 +156,22 @@ impl ClientTls {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions(settings.min_version))
             .map_err(|e| rustls_error("protocol versions", e))?;
-        let builder = match (&settings.cafile, settings.insecure) {
-            (_, true) => builder
+        let Some(roots) = load_roots(settings.cafile.as_deref(), settings.capath.as_deref())?
+        else {
+            return Err(TlsConfigError::Rustls {
+                what: "cafile/capath",
+                why: "needed to check the server".into(),
+            });
+        };
+        let builder = if settings.insecure {
+            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| rustls_error("server certificate verifier", e))?;
+            builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(danger::AnyServer(provider))),
-            (Some(path), false) => {
-                let mut roots = RootCertStore::empty();
-                add_roots(&mut roots, "cafile", path)?;
-                builder.with_root_certificates(roots)
-            }
-            (None, false) => {
-                return Err(TlsConfigError::Rustls {
-                    what: "cafile",
-                    why: "needed to check the server (or set insecure)".into(),
-                })
-            }
+                .with_custom_certificate_verifier(Arc::new(danger::AnyHostName(inner)))
+        } else {
+            builder.with_root_certificates(roots)
         };
         let mut config = match (&settings.certfile, &settings.keyfile) {
             (Some(cert), Some(key)) => builder
@@ -401,14 +406,22 @@ fn versions(min: TlsVersion) -> &'static [&'static SupportedProtocolVersion] {
 
 /// The CAs client certificates are checked against, if the listener checks them.
 fn client_roots(settings: &TlsSettings) -> Result<Option<RootCertStore>, TlsConfigError> {
-    if settings.cafile.is_none() && settings.capath.is_none() {
+    load_roots(settings.cafile.as_deref(), settings.capath.as_deref())
+}
+
+/// The CAs of `cafile` and every PEM file in `capath`; `None` if neither is given.
+fn load_roots(
+    cafile: Option<&Path>,
+    capath: Option<&Path>,
+) -> Result<Option<RootCertStore>, TlsConfigError> {
+    if cafile.is_none() && capath.is_none() {
         return Ok(None);
     }
     let mut roots = RootCertStore::empty();
-    if let Some(path) = &settings.cafile {
+    if let Some(path) = cafile {
         add_roots(&mut roots, "cafile", path)?;
     }
-    if let Some(dir) = &settings.capath {
+    if let Some(dir) = capath {
         let entries = std::fs::read_dir(dir).map_err(|e| file_error("capath", dir, e))?;
         for entry in entries {
             let path = entry.map_err(|e| file_error("capath", dir, e))?.path();
@@ -425,10 +438,10 @@ fn client_roots(settings: &TlsSettings) -> Result<Option<RootCertStore>, TlsConf
         }
     }
     if roots.is_empty() {
-        let path = settings.cafile.as_ref().or(settings.capath.as_ref());
+        let path = cafile.or(capath);
         return Err(TlsConfigError::File {
             what: "cafile/capath",
-            path: path.cloned().unwrap_or_default(),
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
             why: "no CA certificate found".into(),
         });
     }
@@ -479,30 +492,41 @@ fn rustls_error(what: &'static str, why: impl fmt::Display) -> TlsConfigError {
     }
 }
 
-/// `insecure`: a server certificate verifier that accepts anything (signatures are still
-/// checked, so the session keys are the server's). For tests and lab setups only.
+/// `insecure` (Mosquitto's `bridge_insecure`): the server's chain and signatures are
+/// checked as usual; only a certificate that does not name the host is accepted.
 mod danger {
     use std::sync::Arc;
 
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+    use rustls::client::WebPkiServerVerifier;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, Error, SignatureScheme};
+    use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
 
-    #[cfg_attr(not(test), allow(dead_code))]
     #[derive(Debug)]
-    pub(super) struct AnyServer(pub(super) Arc<CryptoProvider>);
+    pub(super) struct AnyHostName(pub(super) Arc<WebPkiServerVerifier>);
 
-    impl ServerCertVerifier for AnyServer {
+    impl ServerCertVerifier for AnyHostName {
         fn verify_server_cert(
             &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp_response: &[u8],
+            now: UnixTime,
         ) -> Result<ServerCertVerified, Error> {
-            Ok(ServerCertVerified::assertion())
+            match self.0.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ) {
+                Err(Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
         }
 
         fn verify_tls12_signature(
@@ -511,12 +535,7 @@ mod danger {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            self.0.verify_tls12_signature(message, cert, dss)
         }
 
         fn verify_tls13_signature(
@@ -525,16 +544,11 @@ mod danger {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            self.0.verify_tls13_signature(message, cert, dss)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
+            self.0.supported_verify_schemes()
         }
     }
 }
@@ -707,7 +721,7 @@ mod tests {
     }
 
     #[test]
-    fn client_refuses_a_server_of_another_ca_unless_insecure() {
+    fn client_refuses_a_server_of_another_ca_even_insecure() {
         let ours = Pki::new("ours", "x");
         let theirs = Pki::new("theirs", "x");
         let server = theirs.server(false, CertIdentity::None);
@@ -716,14 +730,41 @@ mod tests {
         let e = pump(&mut c, &mut s).unwrap_err();
         assert!(e.starts_with("client"), "{e}");
 
+        let insecure = |pki: &Pki| {
+            ClientTls::load(&ClientTlsSettings {
+                capath: Some(pki.dir.clone()),
+                insecure: true,
+                alpn: vec![b"mqtt".to_vec()],
+                ..ClientTlsSettings::default()
+            })
+            .unwrap()
+        };
+        // insecure skips the host-name check only (Mosquitto's bridge_insecure).
+        let mut s = TlsLayer::server(&server).unwrap();
+        let mut c = TlsLayer::client(&insecure(&ours), "localhost").unwrap();
+        assert!(
+            pump(&mut c, &mut s).is_err(),
+            "another CA passed with insecure"
+        );
+    }
+
+    #[test]
+    fn insecure_client_accepts_a_certificate_for_another_host_name() {
+        let pki = Pki::new("name", "x");
+        let server = pki.server(false, CertIdentity::None);
+        let strict = pki.client(false, TlsVersion::Tls13);
+        let mut s = TlsLayer::server(&server).unwrap();
+        let mut c = TlsLayer::client(&strict, "broker.example").unwrap();
+        assert!(pump(&mut c, &mut s).is_err(), "wrong host name passed");
         let insecure = ClientTls::load(&ClientTlsSettings {
+            capath: Some(pki.dir.clone()),
             insecure: true,
             alpn: vec![b"mqtt".to_vec()],
             ..ClientTlsSettings::default()
         })
         .unwrap();
         let mut s = TlsLayer::server(&server).unwrap();
-        let mut c = TlsLayer::client(&insecure, "localhost").unwrap();
+        let mut c = TlsLayer::client(&insecure, "broker.example").unwrap();
         c.write(b"hi");
         assert_eq!(pump(&mut c, &mut s).unwrap().1, b"hi");
     }
