@@ -489,34 +489,48 @@ def test_readme_tls_worked_example(tmp_path, pki):
     conf += f"persistence_location {tmp_path / 'data'}\n"
     (tmp_path / "wrenmq.conf").write_text(conf)
     (tmp_path / "acl").write_text(acl)
+    log = tmp_path / "broker.log"
     b = subprocess.Popen([_find_wrenmq(), "-c", str(tmp_path / "wrenmq.conf"), "-v"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=certs)
+                         stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=certs)
+    watchers = []
     try:
         deadline = time.monotonic() + 10
         while True:
-            assert b.poll() is None, b.stdout.read().decode()
+            assert b.poll() is None, log.read_text()
             try:
                 socket.create_connection(("127.0.0.1", ports["8884"]), timeout=0.5).close()
                 break
             except OSError:
-                assert time.monotonic() < deadline
+                assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.05)
-        mtls = ["--cafile", "ca.crt", "--cert", "sensor-1.crt", "--key", "sensor-1.key"]
-        subs = [subprocess.Popen(["mosquitto_sub", "-h", "localhost", "-p", str(ports["8883"]),
-                                  "--cafile", "ca.crt", "-t", "hello", "-C", "1", "-W", "10"],
-                                 cwd=certs, stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-                subprocess.Popen(["mosquitto_sub", "-h", "localhost", "-p", str(ports["8884"]),
-                                  *mtls, "-t", "sensors/sensor-1/#", "-C", "1", "-W", "10"],
-                                 cwd=certs, stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
-        time.sleep(0.5)  # mosquitto_sub has no "subscribed" signal; a miss fails loudly
+        # Subscribers (SUBACK received) on the two TLS ports, as the example's clients.
+        for port, filt, cert in ((ports["8883"], "hello", None),
+                                 (ports["8884"], "sensors/sensor-1/#", pki.sensor)):
+            w = Client.__new__(Client)
+            w.kind = f"README:{port}"
+            w.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"readme-{tag()}")
+            w.c.tls_set(ca_certs=str(pki.ca), certfile=cert and str(cert[0]),
+                        keyfile=cert and str(cert[1]))
+            w.messages, w.connacks, w.subacks = queue.Queue(), queue.Queue(), queue.Queue()
+            w.c.on_connect = lambda c, u, f, rc, p, w=w: w.connacks.put(rc)
+            w.c.on_message = lambda c, u, m, w=w: w.messages.put(m)
+            w.c.on_subscribe = lambda c, u, mid, rcs, p, w=w: w.subacks.put(rcs)
+            w.c.connect("localhost", port, 30)
+            w.c.loop_start()
+            watchers.append(w)
+            rc = w.connacks.get(timeout=WAIT)
+            assert not rc.is_failure, f"README:{port}: CONNACK {rc}"
+            w.subscribe(filt, 0)
         script = cmds.replace("broker.local", "localhost")
         for port, free in ports.items():
             script = script.replace(f"-p {port} ", f"-p {free} ")
         r = subprocess.run(["sh", "-e", "-c", script], cwd=certs, capture_output=True,
                            timeout=20)
         assert r.returncode == 0, r.stderr.decode()
-        outs = [p.communicate(timeout=15) for p in subs]
-        assert [o.decode().strip() for o, _ in outs] == ["world", "21.5"], outs
+        assert watchers[0].got(1) == [("hello", "world", 0, False)]
+        assert watchers[1].got(1) == [("sensors/sensor-1/temp", "21.5", 0, False)]
     finally:
+        for w in watchers:
+            w.close()
         b.terminate()
         b.wait(5)
