@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use log::{info, warn, LevelFilter};
-use wrenmq::auth::Auth;
+use wrenmq::auth::AuthSet;
 use wrenmq::cli::{self, Command, RunOptions};
 use wrenmq::config::{self, Config, Parsed};
 use wrenmq::logging;
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     for w in &warnings {
         warn!("{w}");
     }
-    let auth = match Auth::load(&config) {
+    let auth = match AuthSet::load(&config) {
         Ok(auth) => auth,
         Err(e) => {
             eprintln!("wrenmq: {e}");
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
             for w in &warnings {
                 warn!("{w}");
             }
-            let auth = Auth::load(&config)?;
+            let auth = AuthSet::load(&config)?;
             warn_world_readable(&config);
             Ok((config, auth))
         }));
@@ -239,7 +239,11 @@ fn drop_privileges(
 
 /// Mosquitto 2.0 warns when it loads a password file anyone may read; so do we.
 fn warn_world_readable(config: &Config) {
-    if let Some(path) = &config.password_file {
+    let per_listener = config
+        .listener_security
+        .iter()
+        .filter_map(|s| s.password_file.as_ref());
+    for path in config.password_file.iter().chain(per_listener) {
         if passwd::world_readable(path) {
             warn!("password_file {}", passwd::world_readable_warning(path));
         }

@@ -34,6 +34,7 @@ pub mod password;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -311,6 +312,147 @@ impl fmt::Display for AuthError {
 }
 
 impl std::error::Error for AuthError {}
+
+/// A listener's place in an [`AuthSet`]: `UNKNOWN_LISTENER` for a session restored from
+/// disk that has not connected since, or whose listener a reload removed.
+pub const UNKNOWN_LISTENER: u8 = u8::MAX;
+
+/// The [`Auth`] of each listener: one for all of them (`per_listener_settings false`), or
+/// one per listener block (`per_listener_settings true`), found by configured address.
+/// A connection, and its session once offline, keeps the index of its listener's `Auth`
+/// (a `u8`: at most 254 listener blocks with their own settings).
+#[derive(Debug)]
+pub struct AuthSet {
+    /// Never empty.
+    auths: Vec<Auth>,
+    /// Configured address -> index in `auths`; empty when one `Auth` serves every listener.
+    addrs: Vec<(SocketAddr, u8)>,
+    /// Whether any of them has an ACL file (so the ACL checks stay free without one).
+    any_acl: bool,
+}
+
+impl From<Auth> for AuthSet {
+    fn from(auth: Auth) -> AuthSet {
+        let any_acl = auth.has_acl();
+        AuthSet {
+            auths: vec![auth],
+            addrs: Vec::new(),
+            any_acl,
+        }
+    }
+}
+
+impl AuthSet {
+    /// The files `config` names: the global ones, or each listener's.
+    pub fn load(config: &Config) -> Result<AuthSet, AuthError> {
+        if !config.per_listener_settings || config.listener_security.is_empty() {
+            return Auth::load(config).map(AuthSet::from);
+        }
+        let mut auths = Vec::new();
+        let mut addrs = Vec::new();
+        for (i, sec) in config.listener_security.iter().enumerate() {
+            let index = match u8::try_from(i) {
+                Ok(index) if index < UNKNOWN_LISTENER => index,
+                _ => {
+                    return Err(AuthError {
+                        key: "per_listener_settings",
+                        file: PathBuf::new(),
+                        line: 0,
+                        message: format!(
+                            "at most {} listeners with their own security settings",
+                            UNKNOWN_LISTENER
+                        ),
+                    })
+                }
+            };
+            let one = Config {
+                allow_anonymous: sec.allow_anonymous,
+                password_file: sec.password_file.clone(),
+                acl_file: sec.acl_file.clone(),
+                per_listener_settings: false,
+                listener_security: Vec::new(),
+                ..Config::in_memory()
+            };
+            auths.push(Auth::load(&one)?);
+            addrs.extend(sec.addrs.iter().map(|&a| (a, index)));
+        }
+        Ok(AuthSet::per_listener(auths, addrs))
+    }
+
+    /// One `Auth` per listener, `addrs` mapping configured addresses to them (tests build
+    /// them directly). An empty `auths` gets one that admits nobody.
+    pub fn per_listener(mut auths: Vec<Auth>, addrs: Vec<(SocketAddr, u8)>) -> AuthSet {
+        if auths.is_empty() {
+            auths.push(Auth::new(false, None, None));
+        }
+        let any_acl = auths.iter().any(Auth::has_acl);
+        AuthSet {
+            auths,
+            addrs,
+            any_acl,
+        }
+    }
+
+    /// The index of the listener configured as `addr`; with one `Auth` for all, 0.
+    /// `UNKNOWN_LISTENER` for an address it does not know.
+    pub fn index_of(&self, addr: SocketAddr) -> u8 {
+        if self.addrs.is_empty() {
+            return 0;
+        }
+        self.addrs
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map_or(UNKNOWN_LISTENER, |&(_, i)| i)
+    }
+
+    /// A configured address of listener `index` (for remapping on reload); `None` with one
+    /// `Auth` for all.
+    pub fn addr_of(&self, index: u8) -> Option<SocketAddr> {
+        self.addrs
+            .iter()
+            .find(|(_, i)| *i == index)
+            .map(|&(a, _)| a)
+    }
+
+    /// Whether settings are per listener.
+    pub fn is_per_listener(&self) -> bool {
+        !self.addrs.is_empty()
+    }
+
+    /// The `Auth` of listener `index`; `None` for an unknown listener (which admits nobody
+    /// and, with any ACL configured, may read and write nothing).
+    pub fn get(&self, index: u8) -> Option<&Auth> {
+        if self.addrs.is_empty() {
+            return self.auths.first();
+        }
+        self.auths.get(usize::from(index))
+    }
+
+    pub fn get_mut(&mut self, index: u8) -> Option<&mut Auth> {
+        if self.addrs.is_empty() {
+            return self.auths.first_mut();
+        }
+        self.auths.get_mut(usize::from(index))
+    }
+
+    /// [`Auth::check`] with listener `index`'s ACL; false for an unknown listener
+    /// (Mosquitto 2.0 denies a client without a listener too).
+    pub fn check(&self, index: u8, client: Client<'_>, topic_name: &str, access: u8) -> bool {
+        self.get(index)
+            .is_some_and(|a| a.check(client, topic_name, access))
+    }
+
+    /// [`Auth::check_subscribe`] with listener `index`'s ACL; false for an unknown one.
+    pub fn check_subscribe(&self, index: u8, client: Client<'_>, filter: &str) -> bool {
+        self.get(index)
+            .is_some_and(|a| a.check_subscribe(client, filter))
+    }
+
+    /// Whether any listener has an ACL file.
+    pub fn has_acl(&self) -> bool {
+        self.any_acl
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use super::session::{InflightState, Session};
 use super::subscriptions::SessionKey;
 use super::timers::Timer;
 use super::{conn_slot, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
-use crate::auth::Refusal;
+use crate::auth::{self, Refusal};
 use crate::protocol::{
     Ack, Connack, Connect, Packet, Properties, PropertiesBuf, Property, ProtocolVersion, ReasonCode,
 };
@@ -185,7 +185,14 @@ impl Broker {
 
     /// Checks the user name and password; a refusal answers CONNACK and closes.
     fn authenticate(&mut self, id: ConnId, c: &Connect<'_>, client_id: &str, now: Instant) -> bool {
-        if let Err(refusal) = self.auth.authenticate(c.username, c.password, now) {
+        let listener =
+            conn_slot(&mut self.conns, id).map_or(auth::UNKNOWN_LISTENER, |c| c.listener);
+        let checked = match self.auth.get_mut(listener) {
+            Some(auth) => auth.authenticate(c.username, c.password, now),
+            // A listener without settings of its own admits nobody.
+            None => Err(Refusal::NotAuthorized),
+        };
+        if let Err(refusal) = checked {
             let user = c
                 .username
                 .map(|u| format!(" (user {u})"))
@@ -308,8 +315,13 @@ impl Broker {
             }
         };
         let epoch = self.next_epoch();
+        let listener =
+            conn_slot(&mut self.conns, id).map_or(auth::UNKNOWN_LISTENER, |c| c.listener);
         if let Some(session) = self.sessions.get_mut(key) {
             session.conn = Some(id);
+            // Offline, the session keeps its last listener's ACL (mosquitto.conf(5),
+            // per_listener_settings).
+            session.listener = listener;
             session.epoch = epoch;
             let user_changed = session.username.as_deref() != c.username;
             if user_changed {
@@ -467,6 +479,7 @@ impl Broker {
             return;
         };
         let (version, max) = (conn.version, conn.max_packet());
+        let listener = session.listener;
         let acl = self.auth.has_acl().then_some(&self.auth);
         let client = crate::auth::Client {
             username: session.username.as_deref(),
@@ -481,7 +494,12 @@ impl Broker {
         for inflight in session.inflight().range(sent..sent + resend) {
             if inflight.state != InflightState::AwaitingPubcomp
                 && acl.is_some_and(|a| {
-                    !a.check(client, &inflight.delivery.msg.topic, crate::auth::READ)
+                    !a.check(
+                        listener,
+                        client,
+                        &inflight.delivery.msg.topic,
+                        crate::auth::READ,
+                    )
                 })
             {
                 expired.push(inflight.packet_id);

@@ -297,7 +297,7 @@ impl Broker {
                     username: session.username.as_deref(),
                     client_id: &session.client_id,
                 };
-                auth.check(client, &front.msg.topic, auth::READ)
+                auth.check(session.listener, client, &front.msg.topic, auth::READ)
             });
             // [MQTT-3.3.2-5] an expired message is not delivered.
             if !readable

@@ -85,7 +85,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use slab::Slab;
 
-use crate::auth::{self, Auth};
+use crate::auth::{self, Auth, AuthSet};
 use crate::config::Config;
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 
@@ -181,6 +181,9 @@ struct Conn {
     /// `use_subject_as_username`): no password was checked, so a reload does not check
     /// one either.
     cert_identity: bool,
+    /// The listener it came in on, as an `AuthSet` index (`set_listener`; 0 until then,
+    /// which with one `Auth` for every listener is the right one).
+    listener: u8,
 }
 
 impl Conn {
@@ -192,8 +195,8 @@ impl Conn {
 
 pub struct Broker {
     config: Config,
-    /// Password and ACL checks; replaced as a whole on reload.
-    auth: Auth,
+    /// Password and ACL checks, per listener or for all; replaced as a whole on reload.
+    auth: AuthSet,
     /// Indexed by `ConnId::index`.
     conns: Vec<Option<Conn>>,
     /// User names from TLS client certificates, taken by CONNECT (see `connect.rs`).
@@ -297,7 +300,8 @@ impl Broker {
     }
 
     /// A broker that checks passwords and ACLs with `auth` (see [`Auth::load`]).
-    pub fn with_auth(config: Config, auth: Auth) -> Broker {
+    pub fn with_auth(config: Config, auth: impl Into<AuthSet>) -> Broker {
+        let auth = auth.into();
         let journal = journal::Journal::new(config.persistence);
         Broker {
             config,
@@ -359,20 +363,34 @@ impl Broker {
     /// permissions apply from now on. Subscriptions the new ACL no longer allows are
     /// removed; queued and in-flight messages the subscriber may no longer read are
     /// dropped before they are sent (`pump`, `resend_inflight`).
-    pub fn reload(&mut self, config: Config, auth: Auth, now: Instant) -> Reloaded {
-        let old = std::mem::replace(&mut self.auth, auth);
+    pub fn reload(&mut self, config: Config, auth: impl Into<AuthSet>, now: Instant) -> Reloaded {
+        let old = std::mem::replace(&mut self.auth, auth.into());
         self.config = config;
+        // Listener indexes follow the new file's order: remap connections and sessions by
+        // configured address. A listener that is gone maps to `UNKNOWN_LISTENER`, whose
+        // clients are no longer admitted.
+        let remap = |i: u8| match old.addr_of(i) {
+            Some(addr) => self.auth.index_of(addr),
+            None if self.auth.is_per_listener() => auth::UNKNOWN_LISTENER,
+            None => 0,
+        };
         let mut revoked = Vec::new();
-        for (index, slot) in self.conns.iter().enumerate() {
+        for (index, slot) in self.conns.iter_mut().enumerate() {
             let Some(conn) = slot else { continue };
+            let old_listener = conn.listener;
+            conn.listener = remap(old_listener);
             let Some(session) = conn.session.and_then(|k| self.sessions.get(k)) else {
                 continue;
             };
             let username = session.username.as_deref();
+            let admitted = match (self.auth.get(conn.listener), old.get(old_listener)) {
+                (Some(new), Some(old)) => new.still_admits(old, username),
+                _ => false,
+            };
             // A certificate's name was never in the password file: Mosquitto 2.0 keeps
             // such clients on reload (it re-checks the certificate, which rustls did at
             // the handshake).
-            if !conn.cert_identity && !self.auth.still_admits(&old, username) {
+            if !conn.cert_identity && !admitted {
                 info!(
                     "client {}{}: no longer admitted by the reloaded configuration",
                     session.client_id,
@@ -384,6 +402,9 @@ impl Broker {
                     generation: conn.generation,
                 });
             }
+        }
+        for (_, session) in self.sessions.iter_mut() {
+            session.listener = remap(session.listener);
         }
         for &id in &revoked {
             self.close(id, CloseReason::NotAuthorized, now, true);
@@ -402,10 +423,11 @@ impl Broker {
                 client_id: &session.client_id,
             };
             let auth = &self.auth;
+            let listener = session.listener;
             let denied: Vec<Arc<str>> = session
                 .subscriptions
                 .iter()
-                .filter(|sub| !auth.check_subscribe(client, &sub.filter))
+                .filter(|sub| !auth.check_subscribe(listener, client, &sub.filter))
                 .map(|sub| sub.filter.clone())
                 .collect();
             for filter in &denied {
@@ -445,7 +467,7 @@ impl Broker {
                 username: s.username.as_deref(),
                 client_id: &s.client_id,
             };
-            self.auth.check(client, topic, access)
+            self.auth.check(s.listener, client, topic, access)
         })
     }
 
@@ -523,6 +545,16 @@ impl Broker {
             .and_then(|k| self.sessions.get(k))
     }
 
+    /// Connection `id` came in on the listener configured as `addr`: its CONNECT and ACL
+    /// checks use that listener's settings (`per_listener_settings true`). Call right
+    /// after [`Broker::handle_open`].
+    pub fn set_listener(&mut self, id: ConnId, addr: std::net::SocketAddr) {
+        let index = self.auth.index_of(addr);
+        if let Some(conn) = conn_slot(&mut self.conns, id) {
+            conn.listener = index;
+        }
+    }
+
     /// A new network connection was accepted.
     pub fn handle_open(&mut self, id: ConnId, now: Instant) {
         let idx = id.index as usize;
@@ -542,6 +574,7 @@ impl Broker {
             keepalive_entry: false,
             v5: None,
             cert_identity: false,
+            listener: 0,
         });
         self.stats.connections_accepted += 1;
         self.live_conns += 1;

@@ -147,6 +147,10 @@ pub struct Session {
     /// Whether the current overflow episode has been logged.
     pub overflow_logged: bool,
     pub(super) last_packet_id: u16,
+    /// The listener (`AuthSet` index) of its current or last connection, whose ACL applies
+    /// (`per_listener_settings true`); `auth::UNKNOWN_LISTENER` until it connects (a
+    /// session restored from disk).
+    pub listener: u8,
     /// How many of the last messages in flight have not been sent on the current
     /// connection yet (resent after a reconnect as the client's window allows, see
     /// `Broker::resend_inflight`). At most 65,535: each holds a packet id.
@@ -171,6 +175,7 @@ impl Session {
             dropped: 0,
             overflow_logged: false,
             last_packet_id: 0,
+            listener: crate::auth::UNKNOWN_LISTENER,
             unsent: 0,
         }
     }

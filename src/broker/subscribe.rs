@@ -284,7 +284,7 @@ impl Broker {
                 username: s.username.as_deref(),
                 client_id: &s.client_id,
             };
-            self.auth.check_subscribe(client, filter)
+            self.auth.check_subscribe(s.listener, client, filter)
         })
     }
 

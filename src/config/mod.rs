@@ -120,6 +120,14 @@ pub struct Config {
     pub password_file: Option<PathBuf>,
     /// Mosquitto-format ACL file; `None` = every client may read and write every topic.
     pub acl_file: Option<PathBuf>,
+    /// `per_listener_settings true`: each listener has its own `allow_anonymous`,
+    /// `password_file` and `acl_file` ([`Config::listener_security`]), and the three
+    /// global fields above are unused. Default false: they apply to every listener.
+    pub per_listener_settings: bool,
+    /// With `per_listener_settings true`: the security settings of each listener, one
+    /// entry per listener block (the default listener first), naming its configured
+    /// addresses. Empty otherwise.
+    pub listener_security: Vec<ListenerSecurity>,
     /// Largest PUBLISH payload accepted, MQTT 5 properties included; larger ones are
     /// acknowledged and dropped (0 = no limit beyond `max_packet_size`).
     pub message_size_limit: u32,
@@ -164,6 +172,17 @@ pub struct Config {
     pub user: Option<String>,
     /// `connection` blocks, in file order.
     pub bridges: Vec<BridgeConfig>,
+}
+
+/// One listener's security settings (`per_listener_settings true`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSecurity {
+    /// The listener's configured addresses (one listener line may bind IPv4 and IPv6).
+    pub addrs: Vec<SocketAddr>,
+    /// Mosquitto 2.0: false unless the listener sets it.
+    pub allow_anonymous: bool,
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
 }
 
 /// When the log is fsynced, and so what a power cut can lose (wrenmq's own key `fsync`;
@@ -266,6 +285,8 @@ impl Default for Config {
             allow_anonymous: true,
             password_file: None,
             acl_file: None,
+            per_listener_settings: false,
+            listener_security: Vec::new(),
             message_size_limit: 0,
             max_keepalive: 65535,
             persistent_client_expiration: None,

@@ -30,7 +30,7 @@ use log::LevelFilter;
 
 use super::error::{ConfigError, ConfigErrors, ErrorKind, Warning};
 use super::tls::{ListenerTls, TlsSettings};
-use super::{Config, Fsync, LogDest, MQTT_MAX_PACKET_SIZE};
+use super::{Config, Fsync, ListenerSecurity, LogDest, MQTT_MAX_PACKET_SIZE};
 use suggest::suggest;
 
 /// The MQTT port (IANA), for listeners the file gives no port.
@@ -131,6 +131,18 @@ struct ListenerSpec {
     tls: Option<TlsSettings>,
     /// Where the first TLS key was, for errors about the settings as a whole.
     tls_origin: Option<tls::TlsOrigin>,
+    /// Its security keys (used with `per_listener_settings true`).
+    security: SecuritySpec,
+}
+
+/// The security keys one listener block gives (`per_listener_settings true`).
+#[derive(Clone, Debug, Default)]
+struct SecuritySpec {
+    allow_anonymous: Option<bool>,
+    password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
+    /// The first security line, for the warning when no listener takes them.
+    first: Option<(PathBuf, usize, String)>,
 }
 
 impl ListenerSpec {
@@ -159,6 +171,14 @@ struct Parser {
     default_listener: Option<ListenerSpec>,
     blocks: Vec<ListenerSpec>,
     allow_anonymous: Option<bool>,
+    /// `per_listener_settings` (wherever it is in the file: it changes how the security
+    /// keys above it are read too).
+    per_listener: bool,
+    /// Set by `finish`: the first listener spec is the default listener.
+    has_default_listener: bool,
+    /// Security keys above the first `listener` line: the default listener's when
+    /// settings are per listener.
+    pre_security: SecuritySpec,
     /// Highest level named by a `log_type` line; `Some(Off)` only for `none` alone.
     log_level: Option<LevelFilter>,
     /// Whether a `log_dest` line was seen (Mosquitto allows several; wrenmq uses one).
@@ -309,6 +329,18 @@ impl Parser {
         }
     }
 
+    /// Where security keys on this line go with `per_listener_settings true`: the last
+    /// `listener` block, or the default listener above the first one (mosquitto.conf(5)).
+    fn security(&mut self, line: &Line<'_>) -> &mut SecuritySpec {
+        let spec = match self.blocks.last_mut() {
+            Some(block) => &mut block.security,
+            None => &mut self.pre_security,
+        };
+        spec.first
+            .get_or_insert_with(|| (line.file.to_path_buf(), line.number, line.key.to_string()));
+        spec
+    }
+
     fn apply(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
         match line.key {
             // ---- listeners
@@ -376,16 +408,24 @@ impl Parser {
             }
 
             // ---- security
-            "allow_anonymous" => self.allow_anonymous = Some(line.bool()?),
-            "password_file" => self.cfg.password_file = Some(line.path()?),
-            "acl_file" => self.cfg.acl_file = Some(line.path()?),
-            "per_listener_settings" => {
-                if line.bool()? {
-                    return Err(line.error(ErrorKind::Unsupported(
-                        "per-listener security settings; security settings apply to all listeners",
-                    )));
-                }
+            // Recorded both globally and for the listener they follow; `finish` keeps one
+            // of the two according to `per_listener_settings`.
+            "allow_anonymous" => {
+                let v = line.bool()?;
+                self.allow_anonymous = Some(v);
+                self.security(line).allow_anonymous = Some(v);
             }
+            "password_file" => {
+                let v = line.path()?;
+                self.cfg.password_file = Some(v.clone());
+                self.security(line).password_file = Some(v);
+            }
+            "acl_file" => {
+                let v = line.path()?;
+                self.cfg.acl_file = Some(v.clone());
+                self.security(line).acl_file = Some(v);
+            }
+            "per_listener_settings" => self.per_listener = line.bool()?,
 
             // ---- limits
             "max_inflight_messages" => {
@@ -579,6 +619,58 @@ impl Parser {
         Ok(())
     }
 
+    /// `per_listener_settings true`: each listener keeps the security keys that follow its
+    /// `listener` line; the keys above the first one belong to the default listener (or,
+    /// without any listener, to the local-only ones). The global fields are cleared so
+    /// nothing can use them by mistake.
+    fn per_listener_security(&mut self, specs: &[ListenerSpec], any_listener: bool) {
+        let pre = std::mem::take(&mut self.pre_security);
+        let mut out = Vec::new();
+        if !any_listener {
+            // Local-only mode: anonymous clients allowed unless a password file is given.
+            out.push(ListenerSecurity {
+                addrs: self.cfg.listeners.clone(),
+                allow_anonymous: pre.allow_anonymous.unwrap_or(pre.password_file.is_none()),
+                password_file: pre.password_file,
+                acl_file: pre.acl_file,
+            });
+        } else {
+            let has_default = self.has_default_listener;
+            if !has_default {
+                if let Some((file, line, key)) = &pre.first {
+                    self.warnings.push(Warning {
+                        file: file.clone(),
+                        line: *line,
+                        key: key.clone(),
+                        message: "per_listener_settings true: security settings above the \
+                                  first listener belong to the default listener (port), and \
+                                  there is none; ignored"
+                            .to_string(),
+                    });
+                }
+            }
+            for (i, spec) in specs.iter().enumerate() {
+                let sec = if i == 0 && has_default {
+                    &pre
+                } else {
+                    &spec.security
+                };
+                out.push(ListenerSecurity {
+                    addrs: spec.addrs(),
+                    // Mosquitto 2.0: false per listener unless set.
+                    allow_anonymous: sec.allow_anonymous.unwrap_or(false),
+                    password_file: sec.password_file.clone(),
+                    acl_file: sec.acl_file.clone(),
+                });
+            }
+        }
+        self.cfg.per_listener_settings = true;
+        self.cfg.listener_security = out;
+        self.cfg.allow_anonymous = false;
+        self.cfg.password_file = None;
+        self.cfg.acl_file = None;
+    }
+
     fn finish(mut self) -> Result<Parsed, ConfigErrors> {
         let specs = self.default_listener.iter().chain(&self.blocks);
         for spec in specs {
@@ -594,6 +686,7 @@ impl Parser {
             return Err(ConfigErrors(self.errors));
         }
         let mut specs: Vec<ListenerSpec> = Vec::new();
+        self.has_default_listener = self.default_listener.is_some();
         specs.extend(self.default_listener.take());
         specs.append(&mut self.blocks);
         let any_listener = !specs.is_empty();
@@ -622,6 +715,9 @@ impl Parser {
         self.cfg.allow_anonymous = self
             .allow_anonymous
             .unwrap_or(!any_listener && self.cfg.password_file.is_none());
+        if self.per_listener {
+            self.per_listener_security(&specs, any_listener);
+        }
         self.cfg.log_level = self.log_level;
         Ok(Parsed {
             config: self.cfg,

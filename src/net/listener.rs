@@ -117,6 +117,15 @@ pub(crate) fn transport_for(
     }
 }
 
+/// The configured address of the listener bound to `local` (which per-listener security
+/// settings are keyed by).
+pub(crate) fn configured_for(listeners: &[Listener], local: SocketAddr) -> Option<SocketAddr> {
+    listeners
+        .iter()
+        .find(|l| l.addr == local)
+        .map(|l| l.configured)
+}
+
 /// Binds one listening socket; IPv6 ones only for IPv6 (see the module docs).
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     if addr.is_ipv4() {

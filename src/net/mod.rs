@@ -77,7 +77,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthSet};
 use crate::broker::{Broker, ConnId, Disconnect};
 use crate::config::Config;
 use crate::store::Store;
@@ -179,7 +179,7 @@ impl Server {
     }
 
     /// [`Server::bind`] with password and ACL checks (see [`Auth::load`]).
-    pub fn bind_with(config: Config, auth: Auth) -> io::Result<Server> {
+    pub fn bind_with(config: Config, auth: impl Into<AuthSet>) -> io::Result<Server> {
         if config.listeners.len() > token::MAX_LISTENERS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -560,6 +560,9 @@ impl Core {
             );
         }
         self.broker.handle_open(id, now);
+        if let Some(configured) = listener::configured_for(&self.listeners, local) {
+            self.broker.set_listener(id, configured);
+        }
         self.broker.set_peer(id, listener::peer_text(peer));
     }
 

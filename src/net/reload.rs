@@ -26,11 +26,11 @@ use mio::{Interest, Registry};
 
 use super::listener;
 use super::{token, Core};
-use crate::auth::Auth;
+use crate::auth::AuthSet;
 use crate::config::Config;
 
 /// Produces the configuration to switch to, or why there is none.
-pub type Reload = Box<dyn FnMut() -> Result<(Config, Auth), Box<dyn Error>> + Send>;
+pub type Reload = Box<dyn FnMut() -> Result<(Config, AuthSet), Box<dyn Error>> + Send>;
 
 /// What a reload does to the listeners.
 #[derive(Debug, PartialEq, Eq)]

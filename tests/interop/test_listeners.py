@@ -10,9 +10,7 @@ the way Mosquitto 2.0 users write it, twice:
 
 Real clients: paho over tcp, tls, websockets and wss; mosquitto_pub/sub with
 --cafile/--cert/--key. The same file runs against Mosquitto 2.0.11 (`--broker mosquitto`)
-to show the expectations are Mosquitto's. wrenmq refuses `per_listener_settings true` at
-start-up (README: Differences from Mosquitto 2.0), so the `per_listener` cases check that
-refusal and are reported as xfail there; they pass against Mosquitto.
+to show the expectations are Mosquitto's; both modes pass against both brokers.
 
 Mosquitto 2.0.11 websockets quirks (checked by hand with /usr/sbin/mosquitto 2.0.11):
 - a config whose only listener is `protocol websockets` does not start ("Unable to start
@@ -204,14 +202,6 @@ class FiveListeners:
 @pytest.fixture(params=MODES)
 def five(request, tmp_path, pki):
     b = FiveListeners(tmp_path, pki, request.param)
-    if request.param == "per_listener" and b.name == "wrenmq":
-        # wrenmq has one set of security settings for all listeners and says so instead
-        # of silently applying them everywhere (README: Differences from Mosquitto 2.0).
-        r = subprocess.run(b.command(), capture_output=True, timeout=10, cwd=tmp_path)
-        err = r.stderr.decode()
-        assert r.returncode == 1, err
-        assert f"{b.conf}:2: per_listener_settings: not supported" in err, err
-        pytest.xfail("wrenmq refuses per_listener_settings true (documented difference)")
     b.start()
     yield b
     alive = b.proc.poll() is None

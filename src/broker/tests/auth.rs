@@ -2,7 +2,8 @@
 //! delivery (live, queued, retained, will) and reload.
 
 use super::*;
-use crate::auth::{password, Acl, Auth, Hash, PasswordFile};
+use crate::auth::{password, Acl, Auth, AuthSet, Hash, PasswordFile};
+use std::net::SocketAddr;
 
 const ACL: &str = "\
 topic read public/#
@@ -482,4 +483,138 @@ fn reload_keeps_clients_named_by_their_certificate() {
         assert!(h.send(c, Packet::Pingreq));
         assert_eq!(h.take(c), [Out::Pingresp]);
     }
+}
+
+/// `per_listener_settings true`: two listeners with their own `allow_anonymous`, password
+/// file and ACL; each client is checked against the listener it came in on, at CONNECT,
+/// SUBSCRIBE, PUBLISH and delivery (also while its session is offline).
+fn two_listeners(b_passwords: PasswordFile, b_acl: &str) -> (Harness, SocketAddr, SocketAddr) {
+    let a: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:8883".parse().unwrap();
+    let plain = Auth::new(
+        true,
+        None,
+        Some(Acl::parse("pattern readwrite a/#\n").unwrap()),
+    );
+    let secure = Auth::new(false, Some(b_passwords), Some(Acl::parse(b_acl).unwrap()));
+    let set = AuthSet::per_listener(vec![plain, secure], vec![(a, 0), (b, 1)]);
+    let h = Harness {
+        broker: Broker::with_auth(Config::in_memory(), set),
+        now: Instant::now(),
+        next: 0,
+        closed: HashMap::new(),
+    };
+    (h, a, b)
+}
+
+fn open_on(h: &mut Harness, addr: SocketAddr) -> ConnId {
+    let id = h.open();
+    h.broker.set_listener(id, addr);
+    id
+}
+
+fn connect_on(h: &mut Harness, addr: SocketAddr, c: Connect<'_>) -> (ConnId, u8) {
+    let id = open_on(h, addr);
+    h.send(id, Packet::Connect(c));
+    match h.take(id).first() {
+        Some(Out::Connack { code, .. }) => (id, *code),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn per_listener_settings_check_each_client_against_its_own_listener() {
+    let (mut h, a, b) = two_listeners(
+        passwords(),
+        "user alice\ntopic readwrite b/#\nuser bob\ntopic write b/#\n",
+    );
+    // Anonymous: allowed on A, refused on B (0x05).
+    let (anon, code) = connect_on(&mut h, a, connect("anon", true, 0));
+    assert_eq!(code, 0);
+    let (_, code) = connect_on(&mut h, b, connect("anon-b", true, 0));
+    assert_eq!(code, 0x05);
+    // B checks passwords; A has no password file, so a user name is not checked there.
+    let (_, code) = connect_on(&mut h, b, login("bad", "alice", b"wrong"));
+    assert_eq!(code, 0x05);
+    let alice_b = Connect {
+        clean_start: false,
+        ..login("alice-b", "alice", b"apw")
+    };
+    let (alice_b, code) = connect_on(&mut h, b, alice_b);
+    assert_eq!(code, 0);
+    let (alice_a, code) = connect_on(&mut h, a, login("alice-a", "alice", b"anything"));
+    assert_eq!(code, 0);
+    // SUBSCRIBE: each listener's ACL.
+    h.send(
+        anon,
+        subscribe(1, &[("a/#", QoS::AtMostOnce), ("b/#", QoS::AtMostOnce)]),
+    );
+    assert_eq!(h.take(anon), [Out::Suback(1, vec![0, 0x80])]);
+    h.send(
+        alice_b,
+        subscribe(1, &[("a/#", QoS::AtMostOnce), ("b/#", QoS::AtLeastOnce)]),
+    );
+    assert_eq!(h.take(alice_b), [Out::Suback(1, vec![0x80, 1])]);
+    // The same user on A gets A's ACL: alice's rules on B do not apply there.
+    h.send(
+        alice_a,
+        subscribe(1, &[("a/#", QoS::AtMostOnce), ("b/#", QoS::AtMostOnce)]),
+    );
+    assert_eq!(h.take(alice_a), [Out::Suback(1, vec![0, 0x80])]);
+    // PUBLISH: alice on A may not write b/..., alice on B may.
+    h.send(alice_a, publish("b/1", b"from a", QoS::AtMostOnce, 0));
+    assert_eq!(h.take(alice_b), []);
+    h.send(alice_b, publish("b/1", b"from b", QoS::AtMostOnce, 0));
+    assert_eq!(h.take(alice_b), [msg("b/1", "from b", QoS::AtMostOnce, 0)]);
+    h.send(anon, publish("a/1", b"x", QoS::AtMostOnce, 0));
+    assert_eq!(h.take(anon), [msg("a/1", "x", QoS::AtMostOnce, 0)]);
+    assert_eq!(h.take(alice_a), [msg("a/1", "x", QoS::AtMostOnce, 0)]);
+    // Offline, alice's session keeps B's ACL: b/... is still queued for her.
+    h.broker
+        .handle_disconnect(alice_b, Disconnect::PeerClosed, h.now);
+    let (bob, code) = connect_on(&mut h, b, login("bob-b", "bob", b"bpw"));
+    assert_eq!(code, 0);
+    h.send(bob, publish("b/2", b"q", QoS::AtLeastOnce, 1));
+    h.take(bob);
+    assert_eq!(h.broker.session("alice-b").unwrap().queue().len(), 1);
+}
+
+#[test]
+fn per_listener_reload_checks_each_client_against_its_listeners_new_files() {
+    let alice_line = password::format_line("alice", &Hash::new(b"apw", 5).unwrap());
+    let bob_line = password::format_line("bob", &Hash::new(b"bpw", 5).unwrap());
+    let file = |lines: &[&str]| PasswordFile::parse(&lines.join("\n")).unwrap();
+    let (mut h, a, b) = two_listeners(
+        file(&[&alice_line, &bob_line]),
+        "user alice\ntopic readwrite b/#\n",
+    );
+    let (anon, _) = connect_on(&mut h, a, connect("anon", true, 0));
+    let (alice, code) = connect_on(&mut h, b, login("alice-b", "alice", b"apw"));
+    let (bob, _) = connect_on(&mut h, b, login("bob-b", "bob", b"bpw"));
+    assert_eq!(code, 0);
+    h.send(alice, subscribe(1, &[("b/#", QoS::AtMostOnce)]));
+    h.take(alice);
+    // The new file lists B first: indexes change, addresses do not. B's password file
+    // loses bob; A stays open to anonymous clients; B's ACL no longer lets alice read b/#.
+    let only_alice = file(&[&alice_line]);
+    let secure = Auth::new(
+        false,
+        Some(only_alice),
+        Some(Acl::parse("user alice\ntopic write b/#\n").unwrap()),
+    );
+    let plain = Auth::new(true, None, None);
+    let set = AuthSet::per_listener(vec![secure, plain], vec![(b, 0), (a, 1)]);
+    let done = h.broker.reload(Config::in_memory(), set, h.now);
+    assert_eq!(
+        done,
+        Reloaded {
+            disconnected: 1,
+            subscriptions_removed: 1
+        }
+    );
+    assert!(h.is_closed(bob));
+    assert!(!h.is_closed(anon) && !h.is_closed(alice));
+    // A now has no ACL: anon may subscribe to anything.
+    h.send(anon, subscribe(1, &[("b/#", QoS::AtMostOnce)]));
+    assert_eq!(h.take(anon), [Out::Suback(1, vec![0])]);
 }

@@ -231,9 +231,8 @@ fn errors_name_file_line_and_key() {
          (expected batch, never or interval <milliseconds> (1 to 86400000))"
     );
     assert_eq!(
-        err("per_listener_settings true"),
-        "/etc/w.conf:1: per_listener_settings: not supported: per-listener security \
-         settings; security settings apply to all listeners"
+        err("per_listener_settings maybe"),
+        "/etc/w.conf:1: per_listener_settings: invalid value 'maybe' (expected true or false)"
     );
     assert_eq!(
         err("connection bridge1"),
@@ -606,4 +605,117 @@ fn sys_interval_and_log_style_keys_are_parsed() {
     assert!(d.log_timestamp && d.connection_messages);
     assert!(err("sys_interval -1").contains("invalid value '-1'"));
     assert!(err("log_timestamp maybe").contains("true or false"));
+}
+
+fn security(
+    addrs_: &[&str],
+    anon: bool,
+    passwords: Option<&str>,
+    acl: Option<&str>,
+) -> ListenerSecurity {
+    ListenerSecurity {
+        addrs: addrs(addrs_),
+        allow_anonymous: anon,
+        password_file: passwords.map(PathBuf::from),
+        acl_file: acl.map(PathBuf::from),
+    }
+}
+
+#[test]
+fn per_listener_settings_attach_security_keys_to_the_listener_above_them() {
+    let p = ok("per_listener_settings true\n\
+                port 1883\n\
+                allow_anonymous true\n\
+                acl_file /etc/default.acl\n\
+                listener 8883 127.0.0.1\n\
+                password_file /etc/tls.pw\n\
+                acl_file /etc/tls.acl\n\
+                listener 9001 ::1\n\
+                allow_anonymous true\n");
+    let c = &p.config;
+    assert!(c.per_listener_settings);
+    assert_eq!(
+        c.listener_security,
+        vec![
+            security(
+                &["0.0.0.0:1883", "[::]:1883"],
+                true,
+                None,
+                Some("/etc/default.acl")
+            ),
+            // Mosquitto 2.0: allow_anonymous is false on a listener that does not set it.
+            security(
+                &["127.0.0.1:8883"],
+                false,
+                Some("/etc/tls.pw"),
+                Some("/etc/tls.acl")
+            ),
+            security(&["[::1]:9001"], true, None, None),
+        ]
+    );
+    // The global fields are not used with per-listener settings.
+    assert!(!c.allow_anonymous);
+    assert_eq!((&c.password_file, &c.acl_file), (&None, &None));
+}
+
+#[test]
+fn per_listener_settings_may_come_after_the_keys_it_affects() {
+    let p = ok("listener 1883\nallow_anonymous true\nlistener 1884\nper_listener_settings true\n");
+    assert_eq!(
+        p.config.listener_security,
+        vec![
+            security(&["0.0.0.0:1883", "[::]:1883"], true, None, None),
+            security(&["0.0.0.0:1884", "[::]:1884"], false, None, None),
+        ]
+    );
+}
+
+#[test]
+fn per_listener_settings_above_the_first_listener_without_default_listener_warn() {
+    let p = ok("per_listener_settings true\nallow_anonymous true\nlistener 1883\n");
+    assert_eq!(
+        p.config.listener_security,
+        vec![security(&["0.0.0.0:1883", "[::]:1883"], false, None, None)]
+    );
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert_eq!(
+        (p.warnings[0].line, p.warnings[0].key.as_str()),
+        (2, "allow_anonymous")
+    );
+}
+
+#[test]
+fn per_listener_settings_local_only_keeps_the_local_only_anonymous_default() {
+    let p = ok("per_listener_settings true\n");
+    assert_eq!(
+        p.config.listener_security,
+        vec![security(
+            &["127.0.0.1:1883", "[::1]:1883"],
+            true,
+            None,
+            None
+        )]
+    );
+    let p = ok("per_listener_settings true\npassword_file /etc/pw\n");
+    assert_eq!(
+        p.config.listener_security,
+        vec![security(
+            &["127.0.0.1:1883", "[::1]:1883"],
+            false,
+            Some("/etc/pw"),
+            None
+        )]
+    );
+}
+
+#[test]
+fn per_listener_settings_false_keeps_security_global_last_line_wins() {
+    let p = ok("per_listener_settings false\n\
+                listener 1883\nacl_file /a.acl\nallow_anonymous true\n\
+                listener 1884\nacl_file /b.acl\n");
+    let c = &p.config;
+    assert!(!c.per_listener_settings);
+    assert!(c.listener_security.is_empty());
+    assert!(c.allow_anonymous);
+    assert_eq!(c.acl_file, Some(PathBuf::from("/b.acl")));
 }
