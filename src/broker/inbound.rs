@@ -189,7 +189,7 @@ impl Broker {
     /// Stores a retained message and routes the message to its subscribers. A message the
     /// publisher may not write, or over `message_size_limit`, is dropped here; the caller
     /// still acknowledges it (3.1.1 has no way to say no; 5.0 gets a reason code).
-    fn accept_publish(
+    pub(super) fn accept_publish(
         &mut self,
         publisher: SessionKey,
         p: &Publish<'_>,
