@@ -343,6 +343,31 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.on_link
     }
 
+    /// Takes back a flow the last run left in flight (a durable queue restored after a
+    /// restart): message `id` under packet id `pid`, `released` once the upstream had sent
+    /// PUBREC. It is resent first on the next link, PUBLISH with DUP or PUBREL
+    /// [MQTT-4.4.0-1], and `peek` continues after `id`. Call before the first link, in
+    /// the original send order.
+    pub fn resume_flow(&mut self, id: QueueId, pid: PacketId, msg: QueuedMessage, released: bool) {
+        self.seq += 1;
+        self.inflight.insert(
+            pid.get(),
+            InFlight {
+                id: Some(id),
+                msg,
+                stage: if released {
+                    Stage::Released
+                } else {
+                    Stage::Published
+                },
+                on_link: false,
+                seq: self.seq,
+                sent_before: true,
+            },
+        );
+        self.taken = Some(self.taken.map_or(id, |t| t.max(id)));
+    }
+
     /// The next action for the caller, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()

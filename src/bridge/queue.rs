@@ -42,6 +42,20 @@ pub trait OutboundQueue {
     fn ack(&mut self, id: QueueId);
     /// Messages not yet acknowledged.
     fn len(&self) -> usize;
+    /// The packet id message `id` is bound to, for a queue that keeps its own packet-id
+    /// map (the broker's bridge session: the id is persisted with the message, so QoS 2
+    /// resumes under the same id after a restart). `None`: the bridge allocates one.
+    fn packet_id(&self, _id: QueueId) -> Option<crate::protocol::PacketId> {
+        None
+    }
+    /// Whether packet id `pid` is bound to a message handed out by [`OutboundQueue::peek`]
+    /// and not yet in flight: the bridge does not use it for a SUBSCRIBE.
+    fn holds_packet_id(&self, _pid: u16) -> bool {
+        false
+    }
+    /// The upstream sent PUBREC for message `id`: only PUBREL remains (a durable queue
+    /// records it, so a restart resumes at PUBREL).
+    fn released(&mut self, _id: QueueId) {}
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
