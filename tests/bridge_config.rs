@@ -1,19 +1,19 @@
-//! A configuration with a bridge: parsed, then refused with a clear message until the
-//! bridge runtime is wired into the loop (issue 14).
+//! A bridge the loop cannot run yet (a host name to resolve; TLS) is refused at start-up
+//! with a clear message instead of running without its uplink (issue 14).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
-fn bridge_config_is_refused_with_a_clear_message_until_bridges_run() {
+fn bridge_with_a_host_name_is_refused_with_a_clear_message() {
     let dir = std::env::temp_dir().join(format!("wrenmq-bridge-conf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("w.conf");
     std::fs::write(
         &conf,
         "listener 0 127.0.0.1\npersistence false\n\
-         connection cloud\naddress 127.0.0.1:1\ntopic sensors/# out 1\n",
+         connection cloud\naddress broker.example.invalid:1883\ntopic sensors/# out 1\n",
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
@@ -45,7 +45,7 @@ fn bridge_config_is_refused_with_a_clear_message_until_bridges_run() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{}:3: connection: not supported: bridges are parsed but not yet run",
+            "{}:3: connection: not supported: bridge addresses must be IP addresses",
             conf.display()
         )),
         "{stderr}"

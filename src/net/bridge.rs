@@ -1,0 +1,548 @@
+//! Bridges on the loop (issue 14): one outbound connection per `connection` block, driven
+//! by the sans-IO state machine in `crate::bridge`, its local side the broker's bridge
+//! session (`broker/bridge_session.rs`).
+//!
+//! - Tokens: each bridge has a reserved token for its uplink and one for its primary
+//!   probe, outside the client slab (`token.rs`).
+//! - Dialing is a non-blocking `connect`; the socket's first writable event (or error)
+//!   says how it went. Addresses must be IP literals or `localhost` for now: resolving a
+//!   host name would block the loop, and is refused at start-up (see [`check`]).
+//! - TLS bridges are refused at start-up for now ([`check`]): the transport seam's client
+//!   side is not wired to this socket yet.
+//! - The queue: [`SessionQueue`] is the state machine's view of the session. Messages are
+//!   moved from the session's queue into its inflight list (`Broker::bridge_take`, which
+//!   binds the packet id used upstream) a window's worth ahead of the uplink, and acks
+//!   go back to the broker (`bridge_done`, `bridge_pubrec`) at the next sync, in the same
+//!   loop turn, before the turn's journal batch is submitted.
+//! - Inbound messages are published as the session; their acks upstream wait until the
+//!   journal batch that holds them is durable (`BridgeDurable`).
+//! - Every turn, [`Uplinks::turn`] syncs each bridge: O(bridges), nothing on the publish
+//!   path; with no bridge configured the list is empty.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::token;
+use crate::bridge::{
+    Action, Bridge, InboundAck, OutboundQueue, QueueId, QueuedMessage, Settings, XorShift,
+};
+use crate::broker::{BridgeDurable, BridgeOut, Broker, SessionKey};
+use crate::config::bridge::BridgeConfig;
+use crate::config::Config;
+use crate::protocol::{PacketId, QoS};
+
+/// Messages taken from the session ahead of the window, so one `pread` serves many.
+const TAKE_AHEAD: usize = 32;
+/// Most messages held in memory per bridge for the uplink (the window plus read-ahead).
+const MAX_STAGED: usize = 4096;
+
+/// Why a bridge cannot run in this version; checked before the broker starts.
+pub fn check(b: &BridgeConfig) -> Result<(), &'static str> {
+    if b.tls.is_some() {
+        return Err("TLS bridges are not run by this version of wrenmq yet");
+    }
+    if b.bind_address.is_some() {
+        return Err("bridge_bind_address is not supported by this version of wrenmq yet");
+    }
+    if b.addresses.iter().any(|a| ip_of(&a.host).is_none()) {
+        return Err("bridge addresses must be IP addresses (or localhost) in this version");
+    }
+    Ok(())
+}
+
+fn ip_of(host: &str) -> Option<IpAddr> {
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// This machine's host name, for the default client ids (as Mosquitto does).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// A message handed to the uplink, with the packet id the session bound to it.
+struct Staged {
+    id: QueueId,
+    pid: Option<PacketId>,
+    msg: QueuedMessage,
+}
+
+/// The bridge state machine's view of its session's queue (see the module docs).
+#[derive(Default)]
+pub struct SessionQueue {
+    staged: VecDeque<Staged>,
+    next_id: QueueId,
+    /// Acknowledged upstream, not yet told to the broker.
+    done: Vec<PacketId>,
+    released: Vec<PacketId>,
+    /// Messages still in the session's queue at the last sync.
+    waiting: usize,
+}
+
+impl SessionQueue {
+    fn find(&self, id: QueueId) -> Option<usize> {
+        self.staged.binary_search_by_key(&id, |s| s.id).ok()
+    }
+
+    fn stage(&mut self, pid: Option<PacketId>, msg: QueuedMessage) -> QueueId {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.staged.push_back(Staged { id, pid, msg });
+        id
+    }
+}
+
+impl OutboundQueue for SessionQueue {
+    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)> {
+        let from = after.map_or(0, |a| self.staged.partition_point(|s| s.id <= a));
+        self.staged
+            .range(from..)
+            .take(n)
+            .map(|s| (s.id, s.msg.clone()))
+            .collect()
+    }
+
+    fn ack(&mut self, id: QueueId) {
+        if let Some(i) = self.find(id) {
+            if let Some(s) = self.staged.remove(i) {
+                self.done.extend(s.pid);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.staged.len() + self.waiting
+    }
+
+    fn packet_id(&self, id: QueueId) -> Option<PacketId> {
+        self.find(id).and_then(|i| self.staged[i].pid)
+    }
+
+    fn holds_packet_id(&self, pid: u16) -> bool {
+        self.staged
+            .iter()
+            .any(|s| s.pid.is_some_and(|p| p.get() == pid))
+    }
+
+    fn released(&mut self, id: QueueId) {
+        if let Some(pid) = self.find(id).and_then(|i| self.staged[i].pid) {
+            self.released.push(pid);
+        }
+    }
+}
+
+/// One bridge and its sockets.
+struct Uplink {
+    bridge: Bridge<SessionQueue>,
+    key: SessionKey,
+    stream: Option<TcpStream>,
+    /// The dial is in progress (waiting for the first writable event).
+    dialing: bool,
+    probe: Option<TcpStream>,
+    /// Bytes for the uplink not yet written.
+    out: Vec<u8>,
+    /// Inbound messages waiting for their journal batch to be durable.
+    acks: Vec<(u64, InboundAck)>,
+    up_logged: bool,
+}
+
+/// Every bridge of the broker.
+#[derive(Default)]
+pub struct Uplinks {
+    links: Vec<Uplink>,
+}
+
+/// Converts a session message to what goes upstream: `None` if no `out` line maps it
+/// (the configuration changed since it was queued).
+fn upstream(s: &Settings, o: &BridgeOut) -> Option<QueuedMessage> {
+    let (topic, qos) = s.route_out(&o.msg.topic, o.qos)?;
+    Some(QueuedMessage {
+        topic,
+        payload: o.msg.payload.to_vec(),
+        qos,
+        retain: o.retain,
+        properties: o.msg.properties.to_vec(),
+    })
+}
+
+impl Uplinks {
+    /// Creates (or restores) the local session of every configured bridge and its state
+    /// machine; what the last run left in flight is resent first.
+    pub fn new(broker: &mut Broker, config: &Config, now: Instant) -> Uplinks {
+        let host = hostname();
+        let mut links = Vec::new();
+        for (i, b) in config.bridges.iter().enumerate() {
+            if i >= token::MAX_BRIDGES {
+                warn!(
+                    "bridge {}: more than {} bridges",
+                    b.name,
+                    token::MAX_BRIDGES
+                );
+                break;
+            }
+            let settings = Settings::new(b.clone(), &host, config.max_inflight_messages);
+            let filters: Vec<(String, QoS)> = b
+                .topics
+                .iter()
+                .filter(|t| t.is_out())
+                .map(|t| (t.local_filter(), t.qos))
+                .collect();
+            let key = broker.bridge_session(
+                &b.local_clientid(&host),
+                b.local_clean_session(),
+                &filters,
+                now,
+            );
+            let mut queue = SessionQueue::default();
+            let mut resumed = Vec::new();
+            for o in broker.bridge_inflight(key) {
+                match upstream(&settings, &o) {
+                    Some(m) => {
+                        let id = queue.stage(o.packet_id, m.clone());
+                        if let Some(pid) = o.packet_id {
+                            resumed.push((id, pid, m, o.released));
+                        }
+                    }
+                    None => {
+                        if let Some(pid) = o.packet_id {
+                            broker.bridge_done(key, pid);
+                        }
+                    }
+                }
+            }
+            queue.waiting = broker.bridge_queued(key);
+            // Backoff jitter differs per bridge and per start (Mosquitto jitters too).
+            let mut seed = [0u8; 8];
+            let _ = getrandom::getrandom(&mut seed);
+            let seed = u64::from_le_bytes(seed) ^ (i as u64 + 1);
+            let mut bridge = Bridge::new(settings, queue, Box::new(XorShift::new(seed)), now);
+            let n = resumed.len();
+            for (id, pid, m, released) in resumed {
+                bridge.resume_flow(id, pid, m, released);
+            }
+            info!(
+                "bridge {}: {} messages queued, {n} in flight from the last run",
+                b.name,
+                broker.bridge_queued(key)
+            );
+            links.push(Uplink {
+                bridge,
+                key,
+                stream: None,
+                dialing: false,
+                probe: None,
+                out: Vec::new(),
+                acks: Vec::new(),
+                up_logged: false,
+            });
+        }
+        Uplinks { links }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// The earliest bridge deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.links
+            .iter()
+            .filter_map(|l| l.bridge.poll_timeout())
+            .min()
+    }
+
+    /// A readiness event on bridge `i`'s uplink (`probe` false) or probe socket.
+    #[allow(clippy::too_many_arguments)] // the loop's disjoint borrows
+    pub fn handle_event(
+        &mut self,
+        broker: &mut Broker,
+        registry: &Registry,
+        i: usize,
+        probe: bool,
+        event: &mio::event::Event,
+        scratch: &mut [u8],
+        now: Instant,
+    ) {
+        let Some(l) = self.links.get_mut(i) else {
+            return;
+        };
+        if probe {
+            if let Some(mut s) = l.probe.take() {
+                let ok = s.take_error().ok().flatten().is_none() && s.peer_addr().is_ok();
+                let _ = registry.deregister(&mut s);
+                l.bridge.handle_probe(now, ok);
+            }
+        } else if l.stream.is_some() {
+            if l.dialing {
+                if !(event.is_writable() || event.is_error() || event.is_write_closed()) {
+                    return;
+                }
+                let ok = l.stream.as_mut().is_some_and(|s| {
+                    s.take_error().ok().flatten().is_none() && s.peer_addr().is_ok()
+                });
+                l.dialing = false;
+                if ok {
+                    l.bridge.handle_connected(now);
+                } else {
+                    debug!("bridge {}: dial failed", l.name());
+                    l.drop_stream(registry);
+                    l.bridge.handle_closed(now);
+                }
+            } else {
+                l.read(registry, scratch, now);
+            }
+        }
+        l.service(broker, registry, i, now);
+    }
+
+    /// Once per loop turn, after the events and timers and before the turn's journal
+    /// batch goes to the store: timers, acks to the broker, new messages from the
+    /// session, inbound acks now durable, actions and writes.
+    pub fn turn(&mut self, broker: &mut Broker, registry: &Registry, now: Instant) {
+        for (i, l) in self.links.iter_mut().enumerate() {
+            if l.bridge.poll_timeout().is_some_and(|t| t <= now) {
+                l.bridge.handle_timeout(now);
+            }
+            l.service(broker, registry, i, now);
+        }
+    }
+
+    /// Closes every uplink (shutdown): a DISCONNECT first when one is up.
+    pub fn shutdown(&mut self, registry: &Registry) {
+        for l in &mut self.links {
+            l.bridge.poll_transmit(&mut l.out);
+            l.flush();
+            l.drop_stream(registry);
+            if let Some(mut p) = l.probe.take() {
+                let _ = registry.deregister(&mut p);
+            }
+        }
+    }
+}
+
+impl Uplink {
+    fn drop_stream(&mut self, registry: &Registry) {
+        if let Some(mut s) = self.stream.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        self.dialing = false;
+        self.out.clear();
+    }
+
+    /// Reads until the socket would block; EOF or an error is a lost link.
+    fn read(&mut self, registry: &Registry, scratch: &mut [u8], now: Instant) {
+        loop {
+            let Some(s) = self.stream.as_mut() else {
+                return;
+            };
+            match s.read(scratch) {
+                Ok(0) => break,
+                Ok(n) => self.bridge.handle_bytes(now, &scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("bridge {}: read: {e}", self.name());
+                    break;
+                }
+            }
+        }
+        self.drop_stream(registry);
+        self.bridge.handle_closed(now);
+    }
+
+    fn name(&self) -> &str {
+        &self.bridge.settings().bridge.name
+    }
+
+    /// Writes what is pending until the socket would block.
+    fn flush(&mut self) -> bool {
+        let Some(s) = self.stream.as_mut() else {
+            self.out.clear();
+            return true;
+        };
+        if self.dialing {
+            return true;
+        }
+        while !self.out.is_empty() {
+            match s.write(&self.out) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        if self.out.capacity() > 64 * 1024 && self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        true
+    }
+
+    /// Syncs the queue with the session, runs the state machine's actions and writes.
+    fn service(&mut self, broker: &mut Broker, registry: &Registry, i: usize, now: Instant) {
+        for _ in 0..64 {
+            self.sync_queue(broker, now);
+            let durable = broker.durable_batch();
+            let mut k = 0;
+            while k < self.acks.len() {
+                if self.acks[k].0 <= durable {
+                    let (_, ack) = self.acks.swap_remove(k);
+                    self.bridge.handle_local_durable(now, ack);
+                } else {
+                    k += 1;
+                }
+            }
+            let mut acted = false;
+            while let Some(action) = self.bridge.poll_action() {
+                acted = true;
+                self.act(broker, registry, i, action, now);
+            }
+            self.bridge.poll_transmit(&mut self.out);
+            if !self.flush() {
+                self.drop_stream(registry);
+                self.bridge.handle_closed(now);
+                continue;
+            }
+            let q = self.bridge.queue();
+            if !acted && q.done.is_empty() && q.released.is_empty() {
+                break;
+            }
+        }
+        self.sync_queue(broker, now);
+    }
+
+    /// Acks to the broker, then new messages from the session into the staged window.
+    fn sync_queue(&mut self, broker: &mut Broker, now: Instant) {
+        let key = self.key;
+        let q = self.bridge.queue_mut();
+        for pid in q.released.drain(..) {
+            broker.bridge_pubrec(key, pid);
+        }
+        for pid in q.done.drain(..) {
+            broker.bridge_done(key, pid);
+        }
+        let window = usize::from(self.bridge.limits().window).min(MAX_STAGED);
+        let room = (window + TAKE_AHEAD).saturating_sub(self.bridge.queue().staged.len());
+        let mut added = false;
+        if room > 0 && broker.bridge_queued(key) > 0 {
+            let taken = broker.bridge_take(key, room, now);
+            let settings = self.bridge.settings().clone();
+            let q = self.bridge.queue_mut();
+            for o in taken {
+                match upstream(&settings, &o) {
+                    Some(m) => {
+                        q.stage(o.packet_id, m);
+                        added = true;
+                    }
+                    None => q.done.extend(o.packet_id),
+                }
+            }
+        }
+        self.bridge.queue_mut().waiting = broker.bridge_queued(key);
+        if added {
+            self.bridge.handle_queued(now);
+        }
+    }
+
+    fn act(
+        &mut self,
+        broker: &mut Broker,
+        registry: &Registry,
+        i: usize,
+        action: Action,
+        now: Instant,
+    ) {
+        match action {
+            Action::Dial { index } => {
+                self.drop_stream(registry);
+                match self.dial(registry, index, token::bridge(i, false)) {
+                    Ok(s) => {
+                        self.stream = Some(s);
+                        self.dialing = true;
+                    }
+                    Err(e) => {
+                        debug!("bridge {}: dial: {e}", self.name());
+                        self.bridge.handle_closed(now);
+                    }
+                }
+            }
+            Action::Close => {
+                self.bridge.poll_transmit(&mut self.out);
+                self.flush();
+                self.drop_stream(registry);
+                if self.up_logged {
+                    self.up_logged = false;
+                    info!("bridge {}: uplink closed", self.name());
+                }
+            }
+            Action::Probe { index } => {
+                if self.probe.is_none() {
+                    match self.dial(registry, index, token::bridge(i, true)) {
+                        Ok(s) => self.probe = Some(s),
+                        Err(_) => self.bridge.handle_probe(now, false),
+                    }
+                }
+            }
+            Action::PublishLocal(m) => {
+                let d = broker.bridge_publish(
+                    self.key,
+                    &m.topic,
+                    &m.payload,
+                    m.qos,
+                    m.retain,
+                    &m.properties,
+                    now,
+                );
+                if let Some(ack) = m.ack {
+                    match d {
+                        BridgeDurable::Now => self.bridge.handle_local_durable(now, ack),
+                        BridgeDurable::After(seq) => self.acks.push((seq, ack)),
+                    }
+                }
+            }
+            Action::Dropped { id, why } => {
+                warn!("bridge {}: message {id} dropped: {why:?}", self.name());
+            }
+            Action::SubscriptionRefused { filter, code } => {
+                warn!(
+                    "bridge {}: the upstream refused the subscription to {filter} ({code:?})",
+                    self.name()
+                );
+            }
+        }
+        if !self.up_logged && matches!(self.bridge.phase(), crate::bridge::Phase::Up { .. }) {
+            self.up_logged = true;
+            info!("bridge {}: uplink up", self.name());
+        }
+    }
+
+    fn dial(&self, registry: &Registry, index: usize, token: Token) -> io::Result<TcpStream> {
+        let a = self
+            .bridge
+            .address(index)
+            .ok_or_else(|| io::Error::other("no such address"))?;
+        let ip = ip_of(&a.host).ok_or_else(|| io::Error::other("not an IP address"))?;
+        let addr = SocketAddr::new(ip, a.port);
+        let mut s = TcpStream::connect(addr)?;
+        let _ = s.set_nodelay(true);
+        registry.register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(s)
+    }
+}
