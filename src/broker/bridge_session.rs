@@ -30,6 +30,7 @@ use std::time::Instant;
 use super::message::Message;
 use super::ondisk;
 use super::restore::options_byte;
+use super::routing::Routed;
 use super::session::{Inflight, InflightState, Session};
 use super::{Broker, SessionKey};
 use crate::protocol::{PacketId, Properties, Publish, QoS, RetainHandling, SubscriptionOptions};
@@ -60,11 +61,12 @@ pub enum BridgeDurable {
 impl Broker {
     /// Creates the bridge's local session, or takes back the one restored from the data
     /// files (its queue and in-flight messages kept), and makes its subscriptions exactly
-    /// `filters` (local filter, QoS). `clean`: a session that is never journaled
+    /// `filters` (local filter, QoS), acting as `username` for the ACL. `clean`: a session that is never journaled
     /// (`local_cleansession true`); an existing one is then discarded first.
     pub fn bridge_session(
         &mut self,
         client_id: &str,
+        username: Option<&str>,
         clean: bool,
         filters: &[(String, QoS)],
         now: Instant,
@@ -96,11 +98,16 @@ impl Broker {
             session.expiry_interval = u32::MAX;
             // Everything in flight is resent by the bridge on its next link.
             session.unsent = 0;
-            if !clean {
-                self.journal.persist_session(session);
+            // ACL checks of what it publishes and receives use `local_username`.
+            let mut user_changed = session.username.as_deref() != username;
+            if user_changed {
+                session.username = username.map(Arc::from);
+            }
+            if !clean && self.journal.persist_session(session) {
+                user_changed = session.username.is_some();
             }
             // Online as far as expiry goes: the countdown of a restored session stops.
-            self.journal.session_online(session, false);
+            self.journal.session_online(session, user_changed);
         }
         self.bridge_subscriptions(key, filters);
         self.list_for_spill(key);
@@ -301,7 +308,23 @@ impl Broker {
         };
         self.stats.messages_received += 1;
         self.stats.publish_bytes_received += payload.len() as u64;
-        if self.sessions.contains(key) {
+        if topic == "$SYS" || topic.starts_with("$SYS/") {
+            // The bridge's own state notification ($SYS/broker/connection/<id>/state, as
+            // Mosquitto publishes it); clients may not publish under $SYS, the broker may.
+            let msg = Message::metered(
+                &self.meter,
+                topic,
+                payload,
+                qos,
+                retain,
+                Box::default(),
+                None,
+            );
+            if retain && self.config.retain_available {
+                self.store_retained(&msg, now);
+            }
+            self.route(&mut Routed::from_message(&msg, now));
+        } else if self.sessions.contains(key) {
             let v5 = !properties.is_empty();
             self.accept_publish(key, &p, topic, v5, now);
         }

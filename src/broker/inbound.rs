@@ -257,7 +257,7 @@ impl Broker {
     }
 
     /// Stores (or clears) a retained message and journals the change.
-    fn store_retained(&mut self, msg: &Arc<Message>, now: Instant) {
+    pub(super) fn store_retained(&mut self, msg: &Arc<Message>, now: Instant) {
         self.retained.store(msg);
         if msg.payload.is_empty() {
             self.journal

@@ -204,6 +204,7 @@ impl Uplinks {
                 .collect();
             let key = broker.bridge_session(
                 &b.local_clientid(&host),
+                b.local_username.as_deref(),
                 b.local_clean_session(),
                 &filters,
                 now,
@@ -443,15 +444,18 @@ impl Uplink {
         let mut added = false;
         if room > 0 && broker.bridge_queued(key) > 0 {
             let taken = broker.bridge_take(key, room, now);
-            let settings = self.bridge.settings().clone();
+            let mapped: Vec<(Option<PacketId>, Option<QueuedMessage>)> = taken
+                .iter()
+                .map(|o| (o.packet_id, upstream(self.bridge.settings(), o)))
+                .collect();
             let q = self.bridge.queue_mut();
-            for o in taken {
-                match upstream(&settings, &o) {
+            for (pid, m) in mapped {
+                match m {
                     Some(m) => {
-                        q.stage(o.packet_id, m);
+                        q.stage(pid, m);
                         added = true;
                     }
-                    None => q.done.extend(o.packet_id),
+                    None => q.done.extend(pid),
                 }
             }
         }

@@ -27,7 +27,9 @@ fn pids(v: &[BridgeOut]) -> Vec<u16> {
 fn bridge_queue_holds_out_topics_on_disk_and_acks_remove_them() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h.broker.bridge_session(ID, false, &out_filters(), h.now);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
     let p = h.client(connect("p", true, 0));
     publish_n(&mut h, p, "out/a", 0..5);
     publish_n(&mut h, p, "other/x", 5..8); // not bridged
@@ -52,7 +54,9 @@ fn bridge_queue_holds_out_topics_on_disk_and_acks_remove_them() {
     write(&mut h, &src, 1);
     // After a restart the acknowledged message is gone, the other four still in flight.
     let mut r = restarted_from_log(&src, 1);
-    let key = r.broker.bridge_session(ID, false, &out_filters(), r.now);
+    let key = r
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r.now);
     let inflight = r.broker.bridge_inflight(key);
     assert_eq!(payloads(&inflight), expected(1..5));
     let mut want = pids(&first);
@@ -64,7 +68,9 @@ fn bridge_queue_holds_out_topics_on_disk_and_acks_remove_them() {
 fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h.broker.bridge_session(ID, false, &out_filters(), h.now);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
     let p = h.client(connect("p", true, 0));
     publish_n(&mut h, p, "out/a", 0..10);
     h.send(p, publish("out/q2", b"two", QoS::ExactlyOnce, 100));
@@ -89,7 +95,9 @@ fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
 
     // kill -9: only the log is left.
     let mut r = restarted_from_log(&src, 1);
-    let key = r.broker.bridge_session(ID, false, &out_filters(), r.now);
+    let key = r
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r.now);
     let inflight = r.broker.bridge_inflight(key);
     let mut want: Vec<String> = vec!["m00000".into(), "m00002".into()];
     want.extend(expected(8..10));
@@ -115,7 +123,9 @@ fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
     }
     write(&mut r, &src, 1);
     let mut r2 = restarted_from_log(&src, 1);
-    let key = r2.broker.bridge_session(ID, false, &out_filters(), r2.now);
+    let key = r2
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r2.now);
     assert!(r2.broker.bridge_inflight(key).is_empty());
     assert_eq!(r2.broker.bridge_queued(key), 0);
 }
@@ -124,7 +134,9 @@ fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
 fn bridge_inbound_publish_is_not_queued_back_and_waits_for_durability() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h.broker.bridge_session(ID, false, &out_filters(), h.now);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
     offline_subscriber(&mut h, "s", "out/#");
     write(&mut h, &src, 1);
     // From upstream onto a topic the bridge also sends upstream (`both`): No Local.
@@ -156,19 +168,21 @@ fn bridge_inbound_publish_is_not_queued_back_and_waits_for_durability() {
 fn bridge_session_follows_the_configured_filters_and_a_clean_one_starts_empty() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h.broker.bridge_session(ID, false, &out_filters(), h.now);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
     let p = h.client(connect("p", true, 0));
     publish_n(&mut h, p, "out/a", 0..2);
     write(&mut h, &src, 1);
     // Reconfigured: `out/#` is gone, `new/#` added.
     let filters = vec![("new/#".to_string(), QoS::AtLeastOnce)];
-    let key2 = h.broker.bridge_session(ID, false, &filters, h.now);
+    let key2 = h.broker.bridge_session(ID, None, false, &filters, h.now);
     assert_eq!(key, key2);
     publish_n(&mut h, p, "out/a", 2..3);
     publish_n(&mut h, p, "new/a", 3..4);
     assert_eq!(h.broker.bridge_queued(key), 3);
     // local_cleansession true: what was queued is discarded.
-    let key3 = h.broker.bridge_session(ID, true, &filters, h.now);
+    let key3 = h.broker.bridge_session(ID, None, true, &filters, h.now);
     assert_eq!(h.broker.bridge_queued(key3), 0);
 }
 
@@ -178,4 +192,31 @@ fn ack_of(id: u16) -> Ack<'static> {
         reason: ReasonCode::SUCCESS,
         properties: Properties::EMPTY,
     }
+}
+
+#[test]
+fn bridge_state_notification_is_published_under_sys_and_retained() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let topic = "$SYS/broker/connection/gw.test/state";
+    h.broker
+        .bridge_publish(key, topic, b"1", QoS::AtLeastOnce, true, &[], h.now);
+    let s = h.client(connect("s", true, 0));
+    h.send(
+        s,
+        subscribe(1, &[("$SYS/broker/connection/#", QoS::AtLeastOnce)]),
+    );
+    write(&mut h, &src, 1); // the SUBACK and what follows wait for the log
+    let got: Vec<(String, Vec<u8>)> = h
+        .take(s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Out::Publish { topic, payload, .. } => Some((topic, payload)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, [(topic.to_string(), b"1".to_vec())]);
 }
