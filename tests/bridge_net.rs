@@ -81,10 +81,10 @@ fn start_wrenmq(conf: &Path, port: u16) -> Killed {
 
 /// Publishes `range` as QoS 1 on `topic` through one mosquitto_pub (one message per
 /// line); it exits once every PUBACK arrived, so the messages are wrenmq's then.
-fn publish(port: u16, topic: &str, range: std::ops::Range<u32>) {
+fn publish(port: u16, topic: &str, qos: &str, range: std::ops::Range<u32>) {
     let mut child = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-q", "1", "-t", topic, "-l"])
+        .args(["-q", qos, "-t", topic, "-l"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -129,14 +129,23 @@ fn temp_dir(name: &str) -> PathBuf {
 
 #[test]
 fn bridge_forwards_what_was_queued_during_an_outage_and_a_kill_once_in_order() {
-    let dir = temp_dir("bridge-net");
+    outage_and_kill("1");
+}
+
+#[test]
+fn bridge_qos2_forwards_what_was_queued_during_an_outage_and_a_kill_exactly_once() {
+    outage_and_kill("2");
+}
+
+fn outage_and_kill(qos: &str) {
+    let dir = temp_dir(&format!("bridge-net-q{qos}"));
     let (local, gate, upstream) = (free_port(), free_port(), free_port());
     let conf = dir.join("w.conf");
     std::fs::write(
         &conf,
         format!(
             "listener {local} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}\n\
-             connection up\naddress 127.0.0.1:{gate}\ntopic out/# out 1\n\
+             connection up\naddress 127.0.0.1:{gate}\ntopic out/# out {qos}\n\
              remote_clientid gw.test\nrestart_timeout 1\n",
             dir.join("data").display()
         ),
@@ -145,18 +154,18 @@ fn bridge_forwards_what_was_queued_during_an_outage_and_a_kill_once_in_order() {
 
     // The uplink is down: wrenmq keeps what it acknowledged.
     let w = start_wrenmq(&conf, local);
-    publish(local, "out/t", 0..40);
-    publish(local, "other/t", 0..5); // not bridged
+    publish(local, "out/t", qos, 0..40);
+    publish(local, "other/t", qos, 0..5); // not bridged
     drop(w); // SIGKILL during the outage
     let _w = start_wrenmq(&conf, local);
-    publish(local, "out/t", 40..60);
+    publish(local, "out/t", qos, 40..60);
 
     // The upstream, with the subscriber's session ready, then the link.
     let _m = start_mosquitto(&dir, upstream);
     let sub = |extra: &[&str]| {
         Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &upstream.to_string()])
-            .args(["-c", "-i", "upstream-sub", "-q", "1", "-t", "#"])
+            .args(["-c", "-i", "upstream-sub", "-q", qos, "-t", "#"])
             .args(extra)
             .output()
             .expect("mosquitto_sub")

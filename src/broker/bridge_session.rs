@@ -338,4 +338,14 @@ impl Broker {
     pub fn durable_batch(&self) -> u64 {
         self.journal.durable
     }
+
+    /// The batch that changes made now are journaled in, when output that depends on them
+    /// must wait for it (persistence on and records written this turn); `None`: nothing
+    /// to wait for. After [`Broker::bridge_take`], a QoS 2 message is written upstream
+    /// only once this batch is durable: were it sent first and the record lost in a
+    /// crash, the restarted bridge would send it again under a new packet id, and the
+    /// upstream would deliver it twice.
+    pub fn bridge_pending_batch(&self) -> Option<u64> {
+        self.journal.open_batch().filter(|_| self.journal.holds)
+    }
 }

@@ -80,6 +80,9 @@ struct Staged {
     id: QueueId,
     pid: Option<PacketId>,
     msg: QueuedMessage,
+    /// The journal batch that moved it into flight: a QoS 2 message is not handed to the
+    /// uplink before that batch is durable (`Broker::bridge_pending_batch`).
+    batch: u64,
 }
 
 /// The bridge state machine's view of its session's queue (see the module docs).
@@ -92,6 +95,8 @@ pub struct SessionQueue {
     released: Vec<PacketId>,
     /// Messages still in the session's queue at the last sync.
     waiting: usize,
+    /// The highest journal batch known durable at the last sync.
+    durable: u64,
 }
 
 impl SessionQueue {
@@ -99,19 +104,33 @@ impl SessionQueue {
         self.staged.binary_search_by_key(&id, |s| s.id).ok()
     }
 
-    fn stage(&mut self, pid: Option<PacketId>, msg: QueuedMessage) -> QueueId {
+    fn stage(&mut self, pid: Option<PacketId>, msg: QueuedMessage, batch: u64) -> QueueId {
         self.next_id += 1;
         let id = self.next_id;
-        self.staged.push_back(Staged { id, pid, msg });
+        self.staged.push_back(Staged {
+            id,
+            pid,
+            msg,
+            batch,
+        });
         id
+    }
+
+    /// Whether a staged QoS 2 message waits for its batch to be durable.
+    fn holds_back(&self) -> bool {
+        self.staged
+            .iter()
+            .any(|s| s.msg.qos == QoS::ExactlyOnce && s.batch > self.durable)
     }
 }
 
 impl OutboundQueue for SessionQueue {
     fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)> {
         let from = after.map_or(0, |a| self.staged.partition_point(|s| s.id <= a));
+        // In order: nothing passes a QoS 2 message still waiting for the log.
         self.staged
             .range(from..)
+            .take_while(|s| s.msg.qos != QoS::ExactlyOnce || s.batch <= self.durable)
             .take(n)
             .map(|s| (s.id, s.msg.clone()))
             .collect()
@@ -214,7 +233,7 @@ impl Uplinks {
             for o in broker.bridge_inflight(key) {
                 match upstream(&settings, &o) {
                     Some(m) => {
-                        let id = queue.stage(o.packet_id, m.clone());
+                        let id = queue.stage(o.packet_id, m.clone(), 0);
                         if let Some(pid) = o.packet_id {
                             resumed.push((id, pid, m, o.released));
                         }
@@ -321,6 +340,19 @@ impl Uplinks {
             }
             l.service(broker, registry, i, now);
         }
+    }
+
+    /// Whether some bridge waits for a journal batch that is durable by now (an inbound
+    /// ack, a QoS 2 message held back): the loop runs [`Uplinks::turn`] again after it
+    /// learned of durability, instead of waiting for the next event.
+    pub fn waits_for(&self, durable: u64) -> bool {
+        self.links.iter().any(|l| {
+            let q = l.bridge.queue();
+            l.acks.iter().any(|(seq, _)| *seq <= durable)
+                || q.staged
+                    .iter()
+                    .any(|s| s.batch > q.durable && s.batch <= durable)
+        })
     }
 
     /// Closes every uplink (shutdown): a DISCONNECT first when one is up.
@@ -444,6 +476,7 @@ impl Uplink {
         let mut added = false;
         if room > 0 && broker.bridge_queued(key) > 0 {
             let taken = broker.bridge_take(key, room, now);
+            let batch = broker.bridge_pending_batch().unwrap_or(0);
             let mapped: Vec<(Option<PacketId>, Option<QueuedMessage>)> = taken
                 .iter()
                 .map(|o| (o.packet_id, upstream(self.bridge.settings(), o)))
@@ -452,14 +485,21 @@ impl Uplink {
             for (pid, m) in mapped {
                 match m {
                     Some(m) => {
-                        q.stage(pid, m);
+                        q.stage(pid, m, batch);
                         added = true;
                     }
                     None => q.done.extend(pid),
                 }
             }
         }
-        self.bridge.queue_mut().waiting = broker.bridge_queued(key);
+        let q = self.bridge.queue_mut();
+        q.waiting = broker.bridge_queued(key);
+        let durable = broker.durable_batch();
+        if durable > q.durable {
+            // QoS 2 messages held back for the log may go now.
+            added |= q.holds_back();
+            q.durable = durable;
+        }
         if added {
             self.bridge.handle_queued(now);
         }

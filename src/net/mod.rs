@@ -349,6 +349,11 @@ impl Server {
                 core.bridges.turn(&mut core.broker, registry, now);
             }
             core.sync_store();
+            if core.bridges.waits_for(core.broker.durable_batch()) {
+                // Durability learned in this turn releases bridge output now.
+                core.bridges.turn(&mut core.broker, registry, now);
+                core.sync_store();
+            }
             if let Some(n) = core.notify.as_mut() {
                 n.handle_timeout(now);
             }
