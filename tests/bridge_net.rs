@@ -182,3 +182,112 @@ fn outage_and_kill(qos: &str) {
     assert_eq!(got, want, "all 60 once, in order");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An upstream that accepts one bridge, answers its CONNECT (and UNSUBSCRIBE) and then
+/// acknowledges no PUBLISH; reports each one it swallowed. Its port is free again once it accepted.
+fn black_hole_upstream(port: u16) -> std::sync::mpsc::Receiver<usize> {
+    use std::io::Read;
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("upstream port");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        drop(listener);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut publishes = 0;
+        while let Ok(n) = s.read(&mut chunk) {
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            // Whole packets: fixed header byte, remaining length (varint), body.
+            loop {
+                let (mut len, mut shift, mut at) = (0usize, 0, 1);
+                let mut complete = false;
+                while at < buf.len() && at <= 4 {
+                    len |= usize::from(buf[at] & 0x7f) << shift;
+                    shift += 7;
+                    at += 1;
+                    if buf[at - 1] & 0x80 == 0 {
+                        complete = true;
+                        break;
+                    }
+                }
+                if !complete || buf.len() < at + len {
+                    break;
+                }
+                match buf[0] >> 4 {
+                    1 => {
+                        let _ = s.write_all(&[0x20, 0x02, 0x00, 0x00]); // CONNACK accepted
+                    }
+                    10 if len >= 2 => {
+                        // UNSUBACK: the bridge unsubscribes its `out` topics first.
+                        let _ = s.write_all(&[0xb0, 0x02, buf[at], buf[at + 1]]);
+                    }
+                    3 => {
+                        publishes += 1;
+                        let _ = tx.send(publishes);
+                    }
+                    _ => {}
+                }
+                buf.drain(..at + len);
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn bridge_resends_what_was_in_flight_when_killed_once_in_order() {
+    let dir = temp_dir("bridge-net-inflight");
+    let (local, gate, upstream) = (free_port(), free_port(), free_port());
+    let conf = dir.join("w.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {local} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}\nconnection up\naddress 127.0.0.1:{gate}\n\
+             topic out/# out 1\nremote_clientid gw.test\nrestart_timeout 1\n\
+             notifications false\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    // An upstream that takes the window's worth (max_inflight_messages 20) and acks none.
+    let swallowed = black_hole_upstream(gate);
+    let w = start_wrenmq(&conf, local);
+    publish(local, "out/t", "1", 0..50);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match swallowed.recv_timeout(left) {
+            Ok(n) if n >= 20 => break,
+            Ok(_) => {}
+            Err(e) => panic!("the bridge did not fill its window: {e}"),
+        }
+    }
+    drop(w); // SIGKILL with 20 messages in flight upstream
+    let _w = start_wrenmq(&conf, local);
+
+    let _m = start_mosquitto(&dir, upstream);
+    let sub = |extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &upstream.to_string()])
+            .args(["-c", "-i", "upstream-sub", "-q", "1", "-t", "out/#"])
+            .args(extra)
+            .output()
+            .expect("mosquitto_sub")
+    };
+    assert!(sub(&["-E"]).status.success(), "subscriber session created");
+    open_gate(gate, upstream);
+    let out = sub(&["-C", "50", "-W", "30"]);
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (0..50).map(|i| format!("m{i:04}")).collect();
+    assert_eq!(got, want, "all 50 once, in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}
