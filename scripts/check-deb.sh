@@ -73,8 +73,12 @@ if [ "${1:-}" = --arm ]; then
     grep -q "/usr/libexec/wrenmq/${pick#*:}" <<<"$out" \
       || { echo "$out" >&2; fail "armhf /usr/bin/wrenmq on ${pick%%:*} does not run ${pick#*:}"; }
   done
-  readelf -A "$tmp/x/usr/libexec/wrenmq/wrenmq-armv6" | grep -q 'Tag_CPU_arch: v6$' \
-    || fail "armhf's wrenmq-armv6 is not an ARMv6 binary"
+  # The ARMv6 build is the one scripts/cross-build.sh made for arm-unknown-linux-gnueabi
+  # (soft-float; its CPU is checked under qemu -cpu arm1176 by scripts/qemu-smoke.sh).
+  cmp -s "$tmp/x/usr/libexec/wrenmq/wrenmq-armv6" target/arm-unknown-linux-gnueabi/release/wrenmq \
+    || fail "armhf's wrenmq-armv6 is not the arm-unknown-linux-gnueabi build"
+  ! readelf -A "$tmp/x/usr/libexec/wrenmq/wrenmq-armv6" | grep -q 'Tag_ABI_VFP_args: VFP registers' \
+    || fail "armhf's wrenmq-armv6 is a hard-float (ARMv7) binary"
   echo "check-deb: armhf runs the ARMv6 build on armv6l, the ARMv7 build on armv7l/aarch64"
   ls -l target/debian/*.deb
   exit 0
