@@ -291,3 +291,96 @@ fn bridge_resends_what_was_in_flight_when_killed_once_in_order() {
     assert_eq!(got, want, "all 50 once, in order");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A CA, a server certificate for `localhost` and a client certificate, as PEM files.
+fn pki(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let write = |file: &str, text: String| std::fs::write(dir.join(file), text).unwrap();
+    write("ca.pem", ca_cert.pem());
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    write("server.pem", server.pem());
+    write("server.key", server_key.serialize_pem());
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client.distinguished_name = rcgen::DistinguishedName::new();
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "gateway");
+    let client = client.signed_by(&client_key, &issuer).unwrap();
+    write("client.pem", client.pem());
+    write("client.key", client_key.serialize_pem());
+}
+
+#[test]
+fn bridge_over_tls_with_a_client_certificate_reaches_mosquitto() {
+    let dir = temp_dir("bridge-net-tls");
+    pki(&dir);
+    let (local, plain, tls) = (free_port(), free_port(), free_port());
+    // Mosquitto: a plain listener for the test's subscriber, a TLS one that requires a
+    // client certificate for the bridge.
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+             listener {plain} 127.0.0.1\n\
+             listener {tls} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\n\
+             keyfile {d}/server.key\nrequire_certificate true\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(mosquitto_bin())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto");
+    let _m = Killed(child);
+    wait_listening(plain, "mosquitto");
+    wait_listening(tls, "mosquitto TLS");
+    let sub = |extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &plain.to_string()])
+            .args(["-c", "-i", "upstream-sub", "-q", "1", "-t", "out/#"])
+            .args(extra)
+            .output()
+            .expect("mosquitto_sub")
+    };
+    assert!(sub(&["-E"]).status.success(), "subscriber session created");
+
+    let wconf = dir.join("w.conf");
+    std::fs::write(
+        &wconf,
+        format!(
+            "listener {local} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {d}/data\nconnection up\naddress localhost:{tls}\n\
+             topic out/# out 1\nremote_clientid gw.tls\nrestart_timeout 1\n\
+             bridge_cafile {d}/ca.pem\nbridge_certfile {d}/client.pem\n\
+             bridge_keyfile {d}/client.key\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let _w = start_wrenmq(&wconf, local);
+    publish(local, "out/t", "1", 0..30);
+    let out = sub(&["-C", "30", "-W", "30"]);
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (0..30).map(|i| format!("m{i:04}")).collect();
+    assert_eq!(got, want, "all 30 over TLS, once, in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}

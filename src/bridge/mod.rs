@@ -194,6 +194,16 @@ pub enum Phase {
     Stopped,
 }
 
+impl Phase {
+    /// The address being dialed or connected to, before the link is up.
+    pub fn dialing_index(&self) -> Option<usize> {
+        match self {
+            Phase::Dialing { index, .. } | Phase::Connecting { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+}
+
 /// Limits the upstream announced in CONNACK (5.0), or their 3.1.1 equivalents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

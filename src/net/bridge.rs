@@ -29,6 +29,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::token;
+#[cfg(feature = "tls")]
+use super::transport::tls::{ClientTls, ClientTlsSettings};
+use super::transport::{ReadState, Transport};
 use crate::bridge::{
     Action, Bridge, InboundAck, OutboundQueue, QueueId, QueuedMessage, Settings, XorShift,
 };
@@ -44,8 +47,8 @@ const MAX_STAGED: usize = 4096;
 
 /// Why a bridge cannot run in this version; checked before the broker starts.
 pub fn check(b: &BridgeConfig) -> Result<(), &'static str> {
-    if b.tls.is_some() {
-        return Err("TLS bridges are not run by this version of wrenmq yet");
+    if b.tls.is_some() && !cfg!(feature = "tls") {
+        return Err("TLS bridges need wrenmq built with the `tls` feature");
     }
     if b.bind_address.is_some() {
         return Err("bridge_bind_address is not supported by this version of wrenmq yet");
@@ -64,6 +67,27 @@ fn ip_of(host: &str) -> Option<IpAddr> {
         .trim_end_matches(']')
         .parse()
         .ok()
+}
+
+/// The bridge's TLS client configuration (`bridge_cafile` ...), loaded once.
+#[cfg(feature = "tls")]
+pub(crate) fn load_tls(b: &BridgeConfig) -> Result<Option<ClientTls>, String> {
+    let Some(t) = &b.tls else { return Ok(None) };
+    let settings = ClientTlsSettings {
+        cafile: t.cafile.clone(),
+        capath: t.capath.clone(),
+        certfile: t.certfile.clone(),
+        keyfile: t.keyfile.clone(),
+        insecure: t.insecure,
+        alpn: t.alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        min_version: match t.min_version {
+            crate::config::bridge::TlsVersion::V12 => crate::config::TlsVersion::Tls12,
+            crate::config::bridge::TlsVersion::V13 => crate::config::TlsVersion::Tls13,
+        },
+    };
+    ClientTls::load(&settings)
+        .map(Some)
+        .map_err(|e| format!("bridge {} TLS: {e}", b.name))
 }
 
 /// This machine's host name, for the default client ids (as Mosquitto does).
@@ -178,6 +202,13 @@ struct Uplink {
     /// Inbound messages waiting for their journal batch to be durable.
     acks: Vec<(u64, InboundAck)>,
     up_logged: bool,
+    /// TLS settings (`bridge_cafile` ...), when the bridge uses TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<ClientTls>,
+    /// The layers under the MQTT bytes of the current link (TLS), if any.
+    transport: Option<Box<Transport>>,
+    /// Plaintext out of the transport, reused.
+    plain: Vec<u8>,
 }
 
 /// Every bridge of the broker.
@@ -269,6 +300,17 @@ impl Uplinks {
                 out: Vec::new(),
                 acks: Vec::new(),
                 up_logged: false,
+                #[cfg(feature = "tls")]
+                tls: match load_tls(b) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        // Checked at start-up by `main`; a file changed since: no uplink.
+                        warn!("{e}: this bridge will not connect");
+                        continue;
+                    }
+                },
+                transport: None,
+                plain: Vec::new(),
             });
         }
         Uplinks { links }
@@ -316,6 +358,7 @@ impl Uplinks {
                     s.take_error().ok().flatten().is_none() && s.peer_addr().is_ok()
                 });
                 l.dialing = false;
+                let ok = ok && l.start_transport();
                 if ok {
                     l.bridge.handle_connected(now);
                 } else {
@@ -375,6 +418,29 @@ impl Uplink {
         }
         self.dialing = false;
         self.out.clear();
+        self.transport = None;
+    }
+
+    /// The TLS layer of a new link, when the bridge uses TLS; false if it cannot start.
+    fn start_transport(&mut self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let host = self
+                .bridge
+                .phase()
+                .dialing_index()
+                .and_then(|i| self.bridge.address(i))
+                .map_or("localhost", |a| a.host.as_str());
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match Transport::tls_client(tls, host) {
+                Ok(t) => self.transport = Some(Box::new(t)),
+                Err(e) => {
+                    warn!("bridge {}: TLS: {e}", self.name());
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Reads until the socket would block; EOF or an error is a lost link.
@@ -385,7 +451,27 @@ impl Uplink {
             };
             match s.read(scratch) {
                 Ok(0) => break,
-                Ok(n) => self.bridge.handle_bytes(now, &scratch[..n]),
+                Ok(n) => match self.transport.as_mut() {
+                    None => self.bridge.handle_bytes(now, &scratch[..n]),
+                    Some(t) => {
+                        self.plain.clear();
+                        let state = t.read(&scratch[..n], &mut self.plain);
+                        if !self.plain.is_empty() {
+                            self.bridge.handle_bytes(now, &self.plain);
+                        }
+                        self.plain = Vec::new();
+                        match state {
+                            Ok(ReadState::Open) => {}
+                            Ok(ReadState::Closed) => break,
+                            Err(e) => {
+                                debug!("bridge {}: {e}", self.name());
+                                // The alert, best effort.
+                                self.flush();
+                                break;
+                            }
+                        }
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -409,6 +495,25 @@ impl Uplink {
             return true;
         };
         if self.dialing {
+            return true;
+        }
+        if let Some(t) = self.transport.as_mut() {
+            loop {
+                if !self.out.is_empty() {
+                    let n = t.write(&self.out);
+                    self.out.drain(..n);
+                }
+                if !t.wants_write() {
+                    break;
+                }
+                match t.write_to(s) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
             return true;
         }
         while !self.out.is_empty() {
