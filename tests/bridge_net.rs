@@ -384,3 +384,55 @@ fn bridge_over_tls_with_a_client_certificate_reaches_mosquitto() {
     assert_eq!(got, want, "all 30 over TLS, once, in order");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bridge_in_topics_reach_a_local_persistent_subscriber() {
+    let dir = temp_dir("bridge-net-in");
+    let (local, upstream) = (free_port(), free_port());
+    let _m = start_mosquitto(&dir, upstream);
+    let conf = dir.join("w.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {local} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}\nconnection up\naddress 127.0.0.1:{upstream}\n\
+             topic # in 1 down/ up/\nremote_clientid gw.in\nrestart_timeout 1\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let _w = start_wrenmq(&conf, local);
+    let local_sub = |extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &local.to_string()])
+            .args(["-c", "-i", "local-sub", "-q", "1", "-t", "down/#"])
+            .args(extra)
+            .output()
+            .expect("mosquitto_sub")
+    };
+    assert!(local_sub(&["-E"]).status.success(), "local session created");
+    // The bridge's subscription upstream is in place once its state is "1" there.
+    let up = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &upstream.to_string()])
+        .args([
+            "-t",
+            "$SYS/broker/connection/gw.in/state",
+            "-C",
+            "1",
+            "-W",
+            "20",
+        ])
+        .output()
+        .expect("mosquitto_sub");
+    assert_eq!(String::from_utf8_lossy(&up.stdout).trim(), "1", "bridge up");
+    // Published upstream under up/, delivered locally under down/.
+    publish(upstream, "up/t", "1", 0..25);
+    let out = local_sub(&["-C", "25", "-W", "30", "-v"]);
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (0..25).map(|i| format!("down/t m{i:04}")).collect();
+    assert_eq!(got, want, "all 25 once, in order, remapped");
+    let _ = std::fs::remove_dir_all(&dir);
+}
