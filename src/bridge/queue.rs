@@ -2,13 +2,12 @@
 //! acknowledges them.
 //!
 //! [`OutboundQueue`] is what the state machine needs; [`MemQueue`] is a bounded in-memory
-//! implementation for tests and for the first wiring. The durable implementation will be
-//! a cursor over the persistent log (issue 14: "the bridge reads them back from there; an
-//! acknowledged cursor advances on PUBACK/PUBCOMP"), reusing the index of the on-disk
-//! offline queues (`broker::ondisk`, `store::reader`): a [`QueueId`] is then a log
-//! position, `peek` reads records after it, and `ack` advances the acknowledged cursor
-//! (acks can arrive out of order across QoS 1 and 2, so the cursor is the lowest id not
-//! yet acknowledged).
+//! implementation for tests. The durable implementation is `net::bridge::SessionQueue`,
+//! a view of the broker's bridge session (`broker/bridge_session.rs`): the session's
+//! queue (kept on disk as 16-byte entries, `broker::ondisk`) holds what waits, its
+//! inflight list the messages handed to the uplink under the packet ids it allocated
+//! ([`OutboundQueue::packet_id`]), so acks can arrive out of order across QoS 1 and 2
+//! and a restart resumes each flow under its id.
 
 use std::collections::BTreeMap;
 use std::fmt;
