@@ -176,6 +176,15 @@ fn load(opts: &RunOptions) -> Result<(Config, Vec<config::Warning>), config::Con
             }
             .into());
         }
+        if let Err(why) = wrenmq::net::bridge::check_files(b) {
+            return Err(config::ConfigError {
+                file: b.file.clone(),
+                line: b.line,
+                key: Some("connection".to_string()),
+                kind: config::ErrorKind::Read(why),
+            }
+            .into());
+        }
     }
     Ok((config, warnings))
 }

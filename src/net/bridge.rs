@@ -69,6 +69,15 @@ fn ip_of(host: &str) -> Option<IpAddr> {
         .ok()
 }
 
+/// Loads what a bridge reads from files (its TLS certificates), so that a bad file stops
+/// the start-up with the file's name instead of leaving the bridge unconnected.
+pub fn check_files(b: &BridgeConfig) -> Result<(), String> {
+    #[cfg(feature = "tls")]
+    load_tls(b)?;
+    let _ = b;
+    Ok(())
+}
+
 /// The bridge's TLS client configuration (`bridge_cafile` ...), loaded once.
 #[cfg(feature = "tls")]
 pub(crate) fn load_tls(b: &BridgeConfig) -> Result<Option<ClientTls>, String> {
