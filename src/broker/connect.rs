@@ -73,11 +73,16 @@ impl Broker {
                 info!("client {client_id} refused: its TLS certificate gives no user name");
                 return self.refuse(id, ConnectRefusal::Auth(Refusal::BadCredentials), now);
             }
-            Some(Some(ref name)) => Connect {
-                username: Some(name),
-                password: None,
-                ..c
-            },
+            Some(Some(ref name)) => {
+                if let Some(conn) = conn_slot(&mut self.conns, id) {
+                    conn.cert_identity = true;
+                }
+                Connect {
+                    username: Some(name),
+                    password: None,
+                    ..c
+                }
+            }
         };
 
         // 3.1.1: clean session 1 ends the session with the connection. 5.0: the session

@@ -179,6 +179,10 @@ struct Conn {
     keepalive_entry: bool,
     /// MQTT 5 connection state; `None` for 3.1/3.1.1.
     v5: Option<Box<V5Conn>>,
+    /// Its user name is its TLS certificate's (`use_identity_as_username`/
+    /// `use_subject_as_username`): no password was checked, so a reload does not check
+    /// one either.
+    cert_identity: bool,
 }
 
 impl Conn {
@@ -367,7 +371,10 @@ impl Broker {
                 continue;
             };
             let username = session.username.as_deref();
-            if !self.auth.still_admits(&old, username) {
+            // A certificate's name was never in the password file: Mosquitto 2.0 keeps
+            // such clients on reload (it re-checks the certificate, which rustls did at
+            // the handshake).
+            if !conn.cert_identity && !self.auth.still_admits(&old, username) {
                 info!(
                     "client {}{}: no longer admitted by the reloaded configuration",
                     session.client_id,
@@ -536,6 +543,7 @@ impl Broker {
             slow_logged: false,
             keepalive_entry: false,
             v5: None,
+            cert_identity: false,
         });
         self.stats.connections_accepted += 1;
         self.live_conns += 1;

@@ -451,3 +451,35 @@ fn certificate_without_identity_is_refused_at_connect() {
     ));
     assert!(h.is_closed(id));
 }
+
+/// A client named by its certificate (use_identity_as_username) was disconnected by every
+/// SIGHUP when a password file was configured: its name is not in the file, and the reload
+/// checked it as if it had logged in with a password. Mosquitto 2.0 keeps it.
+#[test]
+fn reload_keeps_clients_named_by_their_certificate() {
+    let file = passwords();
+    let auth = Auth::new(false, Some(file.clone()), Some(Acl::parse(ACL).unwrap()));
+    let mut h = Harness {
+        broker: Broker::with_auth(Config::in_memory(), auth),
+        now: Instant::now(),
+        next: 0,
+        closed: HashMap::new(),
+    };
+    let id = h.open();
+    h.broker.handle_cert_identity(id, Some("sensor-1"));
+    h.send(id, Packet::Connect(login("cert", "alice", b"wrong")));
+    assert!(matches!(
+        h.take(id).first(),
+        Some(Out::Connack { code: 0, .. })
+    ));
+    let alice = h.client(login("a", "alice", b"apw"));
+    // The same files again, as a SIGHUP without changes reads them.
+    let auth = Auth::new(false, Some(file), Some(Acl::parse(ACL).unwrap()));
+    let done = h.broker.reload(Config::in_memory(), auth, h.now);
+    assert_eq!(done.disconnected, 0);
+    for c in [id, alice] {
+        assert!(!h.is_closed(c), "{c:?} disconnected by the reload");
+        assert!(h.send(c, Packet::Pingreq));
+        assert_eq!(h.take(c), [Out::Pingresp]);
+    }
+}
