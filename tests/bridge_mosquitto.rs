@@ -2,7 +2,7 @@
 //! Mosquitto 2.0 with its stock limits (max_inflight_messages 20): the CONNECT with the
 //! bridge bit is accepted, 500 QoS 2 messages go through without a single reconnect, in
 //! order, and the retained "1" notification reaches the upstream. A thin driver stands in
-//! for the net/ wiring that does not exist yet; mosquitto_sub checks what arrived.
+//! for the net/ wiring (tested in `bridge_net.rs`); mosquitto_sub checks what arrived.
 //!
 //! Needs `mosquitto` and `mosquitto-clients` (scripts/test.sh installs them).
 

@@ -59,6 +59,7 @@
 //! PUBLISH; the policy at the limit is in `inbound.rs` (`refuse_over_memory`).
 
 mod acks;
+mod bridge_session;
 mod client_ids;
 mod close;
 mod connect;
@@ -92,6 +93,7 @@ use crate::auth::{self, Auth};
 use crate::config::Config;
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 
+pub use bridge_session::{BridgeDurable, BridgeOut};
 pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
 pub use message::{Message, Meter};

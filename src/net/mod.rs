@@ -2,6 +2,7 @@
 //!
 //! One thread, one `mio::Poll`, connections in a `slab::Slab`. Module map:
 //! - `mod.rs` (this file): [`Server`] and the loop turn.
+//! - `bridge`: the bridges' uplinks (issue 14), on reserved tokens.
 //! - `listener`: binding and accept-error policy.
 //! - `connection`: per-connection socket state, reading and flushing.
 //! - `input`: framing bytes into packets with a per-connection partial tail.
@@ -47,6 +48,7 @@
 //! - `io::Error` does not leave this module except from [`Server::bind`] and from `poll`
 //!   itself failing in [`Server::run`] (which no client can cause).
 
+pub mod bridge;
 mod connection;
 #[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
@@ -167,6 +169,8 @@ struct Core {
     /// A resource warning was logged in the current burst of accept failures (a burst
     /// ends when a listener's backlog has been drained).
     accept_warned: bool,
+    /// The bridges (none without `connection` blocks: then they cost nothing).
+    bridges: bridge::Uplinks,
 }
 
 impl Server {
@@ -233,10 +237,16 @@ impl Server {
             accept_backoff: None,
             sys_due: None,
             accept_warned: false,
+            bridges: bridge::Uplinks::default(),
         };
         let mut core = core;
         // Recover first, listen second: a client that can connect finds its session.
         core.open_store()?;
+        // After recovery, so that each bridge takes back its session and queue.
+        if !core.broker.config().bridges.is_empty() {
+            let config = core.broker.config().clone();
+            core.bridges = bridge::Uplinks::new(&mut core.broker, &config, Instant::now());
+        }
         let mut listeners = listener::bind_all(&addrs)?;
         listener::set_layers(&mut listeners, &layers);
         for (i, l) in listeners.iter_mut().enumerate() {
@@ -335,7 +345,15 @@ impl Server {
                 core.handle_event(registry, event, now);
             }
             core.handle_timers(registry, now);
+            if !core.bridges.is_empty() {
+                core.bridges.turn(&mut core.broker, registry, now);
+            }
             core.sync_store();
+            if core.bridges.waits_for(core.broker.durable_batch()) {
+                // Durability learned in this turn releases bridge output now.
+                core.bridges.turn(&mut core.broker, registry, now);
+                core.sync_store();
+            }
             if let Some(n) = core.notify.as_mut() {
                 n.handle_timeout(now);
             }
@@ -367,9 +385,14 @@ impl Core {
             .notify
             .as_ref()
             .and_then(systemd::Notifier::next_deadline);
-        for extra in [self.accept_backoff, watchdog, self.sys_due]
-            .into_iter()
-            .flatten()
+        for extra in [
+            self.accept_backoff,
+            watchdog,
+            self.sys_due,
+            self.bridges.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
         {
             deadline = Some(deadline.map_or(extra, |d| d.min(extra)));
         }
@@ -398,6 +421,18 @@ impl Core {
             Target::Waker => {}
             Target::Signals => self.handle_signals(registry, now),
             Target::Listener(i) => self.accept(registry, i, now),
+            Target::Bridge(i, probe) => {
+                let scratch = &mut self.scratch;
+                self.bridges.handle_event(
+                    &mut self.broker,
+                    registry,
+                    i,
+                    probe,
+                    event,
+                    scratch,
+                    now,
+                );
+            }
             Target::Connection(key) => {
                 let state = self.conns.get(key).map(|c| c.state);
                 if state == Some(State::Lingering) {
@@ -758,6 +793,7 @@ impl Core {
                 self.broker.handle_disconnect(id, Disconnect::Shutdown, now);
             }
         }
+        self.bridges.shutdown(registry);
         self.sync_store();
         self.transmit(registry, now);
         for &(key, ..) in &live {
