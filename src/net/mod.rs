@@ -11,6 +11,8 @@
 //!   have none.
 //! - `websocket`: the sans-IO WebSocket server layer (feature `websockets`).
 //! - `linger`: the loop's side of lingering connections (graceful close).
+//! - `output`: the loop's side of writing (flush, the transmit and close lists, resuming
+//!   paused connections).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
 //! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
@@ -55,6 +57,7 @@ pub(crate) mod fuzzing;
 pub(crate) mod input;
 mod linger;
 mod listener;
+mod output;
 mod persistence;
 mod reload;
 mod shutdown;
@@ -83,7 +86,7 @@ use crate::auth::Auth;
 use crate::broker::{Broker, ConnId, Disconnect};
 use crate::config::Config;
 use crate::store::Store;
-use connection::{Connection, FlushEnd, Id, ReadCtx, ReadEnd, State};
+use connection::{Connection, Id, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
@@ -656,93 +659,6 @@ impl Core {
             }
         }
         self.flush_own_output(registry, key, id, now);
-    }
-
-    /// Writes the broker's pending output for one connection.
-    fn flush(&mut self, registry: &Registry, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.state == State::Closed {
-            return;
-        }
-        let Some(token) = token::connection(key) else {
-            return; // admit() only inserts keys that have a token
-        };
-        if let FlushEnd::Failed(e) = conn.flush(&mut self.broker, registry, token) {
-            let id = conn.id;
-            if conn.is_open() {
-                self.broker.handle_disconnect(id, Disconnect::IoError, now);
-            }
-            self.close(registry, key, &format!("write error: {e}"), &[]);
-        }
-    }
-
-    /// Drains the broker's closes and transmits, then closes broker-ended connections the
-    /// broker did not list.
-    fn transmit(&mut self, registry: &Registry, now: Instant) {
-        loop {
-            if let Some(close) = self.broker.poll_close() {
-                if let Some(key) = self.key_of(close.id) {
-                    if close.final_bytes.is_empty() {
-                        self.close(registry, key, "closed by broker", &[]);
-                    } else {
-                        self.linger(registry, key, close.final_bytes, now);
-                    }
-                }
-                continue;
-            }
-            let Some(id) = self.broker.poll_transmit() else {
-                break;
-            };
-            if let Some(key) = self.key_of(id) {
-                self.flush(registry, key, now);
-            }
-        }
-        let mut ending = mem::take(&mut self.ending);
-        for &key in &ending {
-            if self
-                .conns
-                .get(key)
-                .is_some_and(|c| c.state == State::Ending)
-            {
-                self.close(registry, key, "ended by broker", &[]);
-            }
-        }
-        ending.clear();
-        self.ending = ending;
-    }
-
-    /// Moves paused connections whose output has drained to the read work list, unless
-    /// the journal queue is still full (then the writer's wake-up brings the loop back).
-    fn resume_paused(&mut self) {
-        let journal_full = self
-            .journal_room()
-            .is_some_and(|room| self.broker.journal_bytes() >= room);
-        if journal_full {
-            return;
-        }
-        let Core {
-            paused,
-            conns,
-            broker,
-            readable,
-            ..
-        } = self;
-        paused.retain(|&(key, id)| {
-            let Some(conn) = conns.get_mut(key).filter(|c| c.id == id && c.is_open()) else {
-                return false;
-            };
-            if !broker.wants_read(id) {
-                return true;
-            }
-            conn.paused = false;
-            if !conn.queued {
-                conn.queued = true;
-                readable.push((key, id));
-            }
-            false
-        });
     }
 
     /// Frees the slots of connections closed in this turn.
