@@ -10,59 +10,11 @@
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn wait_listening(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn mosquitto_bin() -> &'static str {
-    if Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    }
-}
-
-fn start_mosquitto(dir: &Path, port: u16) -> Killed {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    let child = Command::new(mosquitto_bin())
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto (apt install mosquitto, or scripts/test.sh)");
-    let guard = Killed(child);
-    wait_listening(port, "mosquitto");
-    guard
-}
+mod common;
+use common::procs::{free_port, mosquitto_bin, start_mosquitto, wait_listening, Killed};
 
 fn start_wrenmq(conf: &Path, port: u16) -> Killed {
     let child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
@@ -75,7 +27,7 @@ fn start_wrenmq(conf: &Path, port: u16) -> Killed {
         .spawn()
         .expect("start wrenmq");
     let guard = Killed(child);
-    wait_listening(port, "wrenmq");
+    wait_listening(port, "wrenmq", 10);
     guard
 }
 
@@ -348,8 +300,8 @@ fn bridge_over_tls_with_a_client_certificate_reaches_mosquitto() {
         .spawn()
         .expect("mosquitto");
     let _m = Killed(child);
-    wait_listening(plain, "mosquitto");
-    wait_listening(tls, "mosquitto TLS");
+    wait_listening(plain, "mosquitto", 10);
+    wait_listening(tls, "mosquitto TLS", 10);
     let sub = |extra: &[&str]| {
         Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &plain.to_string()])
