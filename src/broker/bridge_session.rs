@@ -27,6 +27,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::delivery::take_front;
 use super::message::Message;
 use super::ondisk;
 use super::restore::options_byte;
@@ -199,10 +200,7 @@ impl Broker {
             }
             let Some(front) = session.front() else { break };
             if front.msg.is_expired(now) {
-                session.dequeue();
-                self.queued_entries = self.queued_entries.saturating_sub(1);
-                self.journal
-                    .session(session, |session| Record::Dequeue { session });
+                take_front(&mut self.journal, &mut self.queued_entries, session, None);
                 continue;
             }
             let packet_id = if front.qos == QoS::AtMostOnce {
@@ -213,15 +211,14 @@ impl Broker {
                     None => break,
                 }
             };
-            let Some(q) = session.dequeue() else { break };
-            self.queued_entries = self.queued_entries.saturating_sub(1);
-            self.journal.session(session, |session| match packet_id {
-                None => Record::Dequeue { session },
-                Some(pid) => Record::QueueToInflight {
-                    session,
-                    packet_id: pid.get(),
-                },
-            });
+            let Some(q) = take_front(
+                &mut self.journal,
+                &mut self.queued_entries,
+                session,
+                packet_id,
+            ) else {
+                break;
+            };
             out.push(BridgeOut {
                 packet_id,
                 msg: q.msg.clone(),
