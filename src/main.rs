@@ -164,18 +164,27 @@ fn load(opts: &RunOptions) -> Result<(Config, Vec<config::Warning>), config::Con
         },
     };
     cli::apply_overrides(opts, &mut config);
-    // The bridge state machine (src/bridge/) is not driven by the loop yet: refuse to
-    // start rather than run without the uplink the file asks for.
-    if let Some(b) = config.bridges.first() {
-        return Err(config::ConfigError {
-            file: b.file.clone(),
-            line: b.line,
-            key: Some("connection".to_string()),
-            kind: config::ErrorKind::Unsupported(
-                "bridges are parsed but not yet run by this version of wrenmq",
-            ),
+    // Bridges run on the loop (net/bridge.rs); what that does not support yet is refused
+    // rather than run without the uplink the file asks for.
+    for b in &config.bridges {
+        if let Err(why) = wrenmq::net::bridge::check(b) {
+            return Err(config::ConfigError {
+                file: b.file.clone(),
+                line: b.line,
+                key: Some("connection".to_string()),
+                kind: config::ErrorKind::Unsupported(why),
+            }
+            .into());
         }
-        .into());
+        if let Err(why) = wrenmq::net::bridge::check_files(b) {
+            return Err(config::ConfigError {
+                file: b.file.clone(),
+                line: b.line,
+                key: Some("connection".to_string()),
+                kind: config::ErrorKind::Read(why),
+            }
+            .into());
+        }
     }
     Ok((config, warnings))
 }

@@ -1,21 +1,17 @@
-//! A configuration with a bridge: parsed, then refused with a clear message until the
-//! bridge runtime is wired into the loop (issue 14).
+//! A bridge the loop cannot run yet (a host name to resolve; TLS) is refused at start-up
+//! with a clear message instead of running without its uplink (issue 14).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn bridge_config_is_refused_with_a_clear_message_until_bridges_run() {
-    let dir = std::env::temp_dir().join(format!("wrenmq-bridge-conf-{}", std::process::id()));
+/// Starts wrenmq on `text` (`{dir}` replaced by a fresh directory); it must exit with 1.
+/// Returns its stderr and the configuration file.
+fn refused(name: &str, text: &str) -> (String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("wrenmq-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("w.conf");
-    std::fs::write(
-        &conf,
-        "listener 0 127.0.0.1\npersistence false\n\
-         connection cloud\naddress 127.0.0.1:1\ntopic sensors/# out 1\n",
-    )
-    .unwrap();
+    std::fs::write(&conf, text.replace("{dir}", &dir.display().to_string())).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
         .arg("-c")
         .arg(&conf)
@@ -30,7 +26,7 @@ fn bridge_config_is_refused_with_a_clear_message_until_bridges_run() {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("wrenmq started with a bridge configured");
+            panic!("wrenmq started with a bridge it cannot run");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -43,11 +39,38 @@ fn bridge_config_is_refused_with_a_clear_message_until_bridges_run() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status.code(), Some(1), "{stderr}");
+    (stderr, conf)
+}
+
+#[test]
+fn bridge_with_a_host_name_is_refused_with_a_clear_message() {
+    let (stderr, conf) = refused(
+        "bridge-conf",
+        "listener 0 127.0.0.1\npersistence false\n\
+         connection cloud\naddress broker.example.invalid:1883\ntopic sensors/# out 1\n",
+    );
     assert!(
         stderr.contains(&format!(
-            "{}:3: connection: not supported: bridges are parsed but not yet run",
+            "{}:3: connection: not supported: bridge addresses must be IP addresses",
             conf.display()
         )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bridge_with_an_unreadable_cafile_is_refused_at_start_up() {
+    let (stderr, conf) = refused(
+        "bridge-cafile",
+        "listener 0 127.0.0.1\npersistence false\n\
+         connection cloud\naddress 127.0.0.1:1\ntopic sensors/# out 1\n\
+         bridge_cafile {dir}/missing-ca.pem\n",
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}:3: connection: cannot read: bridge cloud TLS: cafile",
+            conf.display()
+        )) && stderr.contains("missing-ca.pem"),
         "{stderr}"
     );
 }

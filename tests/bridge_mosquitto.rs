@@ -2,70 +2,23 @@
 //! Mosquitto 2.0 with its stock limits (max_inflight_messages 20): the CONNECT with the
 //! bridge bit is accepted, 500 QoS 2 messages go through without a single reconnect, in
 //! order, and the retained "1" notification reaches the upstream. A thin driver stands in
-//! for the net/ wiring that does not exist yet; mosquitto_sub checks what arrived.
+//! for the net/ wiring (tested in `bridge_net.rs`); mosquitto_sub checks what arrived.
 //!
 //! Needs `mosquitto` and `mosquitto-clients` (scripts/test.sh installs them).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::procs::{free_port, start_mosquitto};
 use wrenmq::bridge::{Action, Bridge, MemQueue, Phase, QueuedMessage, Settings, XorShift};
 use wrenmq::config::{parse_with, MemSource};
 use wrenmq::protocol::QoS;
 
 const MESSAGES: u32 = 500;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mosquitto_bin() -> &'static str {
-    if Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A stock Mosquitto on 127.0.0.1:`port` (only the listener, anonymous access and no
-/// persistence set).
-fn start_mosquitto(dir: &Path, port: u16) -> Killed {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    let child = Command::new(mosquitto_bin())
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto (apt install mosquitto, or scripts/test.sh)");
-    let guard = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    guard
-}
 
 /// Runs mosquitto_sub with `args` to completion (bounded by its own -W), returns stdout.
 fn mosquitto_sub(port: u16, args: &[&str]) -> String {

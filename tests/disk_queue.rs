@@ -5,12 +5,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::procs::free_port;
 use common::{Client, Got};
 use wrenmq::protocol::{Ack, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode};
 
@@ -26,13 +27,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn start(config: &Path, addr: SocketAddr) -> Proc {

@@ -29,9 +29,14 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 self.send_ack(Packet::Pubcomp, a.packet_id);
             }
             Packet::Pubcomp(a) => self.handle_pubcomp(now, a),
-            Packet::Suback(s) => self.handle_suback(s.packet_id, &s.codes),
+            Packet::Suback(s) => {
+                self.handle_suback(s.packet_id, &s.codes);
+                // A message bound to that packet id may have waited for it.
+                self.pump(now);
+            }
             Packet::Unsuback(u) => {
                 self.control.remove(&u.packet_id.get());
+                self.pump(now);
             }
             Packet::Pingresp => self.ping_outstanding = false,
             Packet::Disconnect(_) => {
@@ -143,8 +148,16 @@ impl<Q: OutboundQueue> Bridge<Q> {
             }
             return true;
         }
-        let Some(pid) = self.alloc_pid() else {
-            return false;
+        let bound = id.and_then(|i| self.queue.packet_id(i));
+        let pid = match bound {
+            // Its own id, unless a SUBSCRIBE still uses it: then wait for the SUBACK.
+            Some(pid) if self.control.contains_key(&pid.get()) => return false,
+            Some(pid) if self.inflight.contains_key(&pid.get()) => return false,
+            Some(pid) => pid,
+            None => match self.alloc_pid() {
+                Some(pid) => pid,
+                None => return false,
+            },
         };
         self.seq += 1;
         self.inflight.insert(
@@ -222,7 +235,12 @@ impl<Q: OutboundQueue> Bridge<Q> {
             return;
         }
         // A repeated PUBREC (after a resent PUBLISH) gets the PUBREL again.
-        f.stage = Stage::Released;
+        if f.stage != Stage::Released {
+            f.stage = Stage::Released;
+            if let Some(id) = f.id {
+                self.queue.released(id);
+            }
+        }
         self.send_ack(Packet::Pubrel, a.packet_id);
     }
 
@@ -364,7 +382,11 @@ impl<Q: OutboundQueue> Bridge<Q> {
         for _ in 0..=u16::MAX {
             let pid = self.next_pid;
             self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
-            if pid != 0 && !self.inflight.contains_key(&pid) && !self.control.contains_key(&pid) {
+            if pid != 0
+                && !self.inflight.contains_key(&pid)
+                && !self.control.contains_key(&pid)
+                && !self.queue.holds_packet_id(pid)
+            {
                 return PacketId::new(pid);
             }
         }

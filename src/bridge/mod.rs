@@ -40,28 +40,22 @@
 //! (CONNECT, CONNACK, SUBSCRIBE), `flow` (outbound window and acks, inbound messages),
 //! `queue` ([`OutboundQueue`], [`MemQueue`]), `backoff` (restart delay, address order).
 //!
-//! What remains to wire (issue 14):
-//! - `net/`: a [`Bridge`] per `connection`, its link on a reserved token outside the
-//!   client slab, opened through the transport seam's client side (non-blocking
-//!   `TcpStream::connect` from `bridge_bind_address`, then TLS from `BridgeConfig::tls`);
-//!   host names resolved off the loop (a helper thread reporting through the waker),
-//!   `Action::Probe` as a second non-blocking connect closed once writable. The loop
-//!   feeds `handle_connected` / `handle_bytes` / `handle_closed`, writes `poll_transmit`,
-//!   executes `poll_action`, and sleeps until the earliest `poll_timeout`. The host name
-//!   for the default client id comes from the runtime (`Settings::new`).
-//! - `broker/`: the bridge's local side as an internal session (`local_clientid`,
-//!   `local_cleansession`, ACL as `local_username`) whose `out` subscriptions append to
-//!   the queue through `Settings::route_out`, and that never receives what the bridge
-//!   itself published locally (loop prevention on `both`). `Action::PublishLocal` is a
-//!   publish by that session; `handle_local_durable` follows the journal fsync of its turn.
-//! - The durable queue: the persistent log with an acknowledged cursor and a persisted
-//!   packet id ↔ record map, so PUBREL resumes after a restart (see `queue`); the inbound
-//!   QoS 2 id set persisted like the broker's inbound QoS 2 state.
+//! Wiring (issue 14): `net/bridge.rs` runs a [`Bridge`] per `connection` on reserved
+//! tokens (non-blocking connect to IP literals, TLS through the transport seam's client
+//! side); its queue is a view of the broker's bridge session (`broker/bridge_session.rs`),
+//! whose queue and inflight list are the durable outbound queue and packet-id map
+//! ([`OutboundQueue::packet_id`], [`Bridge::resume_flow`] after a restart).
+//!
+//! What remains (issue 14):
+//! - Host names resolved off the loop (a helper thread reporting through the waker);
+//!   `bridge_bind_address`. Both are refused at start-up for now.
+//! - The inbound QoS 2 id set persisted like the broker's inbound QoS 2 state (today it
+//!   lives in the state machine: a restart between PUBREC and PUBREL forgets it).
 //! - As an upstream, wrenmq drops the bridge bit of a 3.1.1 CONNECT: keeping it (no echo,
 //!   retain kept) is needed for wrenmq-to-wrenmq `both` topics on 3.1.1.
 //! - On reconnect, only retained messages changed while the link was down; Message
 //!   Expiry of queued 5.0 messages reduced by the time queued; SIGHUP restarting only
-//!   the bridges whose block changed.
+//!   the bridges whose block changed; a byte cap on the bridge queue with its policy.
 
 mod backoff;
 mod connect;
@@ -192,6 +186,16 @@ pub enum Phase {
     Up { index: usize },
     /// `start_type once` after its attempt ended: never reconnects.
     Stopped,
+}
+
+impl Phase {
+    /// The address being dialed or connected to, before the link is up.
+    pub fn dialing_index(&self) -> Option<usize> {
+        match self {
+            Phase::Dialing { index, .. } | Phase::Connecting { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
 }
 
 /// Limits the upstream announced in CONNACK (5.0), or their 3.1.1 equivalents.
@@ -341,6 +345,31 @@ impl<Q: OutboundQueue> Bridge<Q> {
     /// QoS 1/2 messages (and PUBRELs) unacknowledged on the current link.
     pub fn in_flight(&self) -> usize {
         self.on_link
+    }
+
+    /// Takes back a flow the last run left in flight (a durable queue restored after a
+    /// restart): message `id` under packet id `pid`, `released` once the upstream had sent
+    /// PUBREC. It is resent first on the next link, PUBLISH with DUP or PUBREL
+    /// [MQTT-4.4.0-1], and `peek` continues after `id`. Call before the first link, in
+    /// the original send order.
+    pub fn resume_flow(&mut self, id: QueueId, pid: PacketId, msg: QueuedMessage, released: bool) {
+        self.seq += 1;
+        self.inflight.insert(
+            pid.get(),
+            InFlight {
+                id: Some(id),
+                msg,
+                stage: if released {
+                    Stage::Released
+                } else {
+                    Stage::Published
+                },
+                on_link: false,
+                seq: self.seq,
+                sent_before: true,
+            },
+        );
+        self.taken = Some(self.taken.map_or(id, |t| t.max(id)));
     }
 
     /// The next action for the caller, in order.

@@ -2,13 +2,12 @@
 //! acknowledges them.
 //!
 //! [`OutboundQueue`] is what the state machine needs; [`MemQueue`] is a bounded in-memory
-//! implementation for tests and for the first wiring. The durable implementation will be
-//! a cursor over the persistent log (issue 14: "the bridge reads them back from there; an
-//! acknowledged cursor advances on PUBACK/PUBCOMP"), reusing the index of the on-disk
-//! offline queues (`broker::ondisk`, `store::reader`): a [`QueueId`] is then a log
-//! position, `peek` reads records after it, and `ack` advances the acknowledged cursor
-//! (acks can arrive out of order across QoS 1 and 2, so the cursor is the lowest id not
-//! yet acknowledged).
+//! implementation for tests. The durable implementation is `net::bridge::SessionQueue`,
+//! a view of the broker's bridge session (`broker/bridge_session.rs`): the session's
+//! queue (kept on disk as 16-byte entries, `broker::ondisk`) holds what waits, its
+//! inflight list the messages handed to the uplink under the packet ids it allocated
+//! ([`OutboundQueue::packet_id`]), so acks can arrive out of order across QoS 1 and 2
+//! and a restart resumes each flow under its id.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,6 +41,20 @@ pub trait OutboundQueue {
     fn ack(&mut self, id: QueueId);
     /// Messages not yet acknowledged.
     fn len(&self) -> usize;
+    /// The packet id message `id` is bound to, for a queue that keeps its own packet-id
+    /// map (the broker's bridge session: the id is persisted with the message, so QoS 2
+    /// resumes under the same id after a restart). `None`: the bridge allocates one.
+    fn packet_id(&self, _id: QueueId) -> Option<crate::protocol::PacketId> {
+        None
+    }
+    /// Whether packet id `pid` is bound to a message handed out by [`OutboundQueue::peek`]
+    /// and not yet in flight: the bridge does not use it for a SUBSCRIBE.
+    fn holds_packet_id(&self, _pid: u16) -> bool {
+        false
+    }
+    /// The upstream sent PUBREC for message `id`: only PUBREL remains (a durable queue
+    /// records it, so a restart resumes at PUBREL).
+    fn released(&mut self, _id: QueueId) {}
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -44,8 +44,8 @@ enum Seen {
     Disconnect,
 }
 
-struct H {
-    b: Bridge<MemQueue>,
+struct H<Q: OutboundQueue = MemQueue> {
+    b: Bridge<Q>,
     now: Instant,
     version: ProtocolVersion,
 }
@@ -103,7 +103,7 @@ fn ack(n: u16) -> Ack<'static> {
     }
 }
 
-impl H {
+impl<Q: OutboundQueue> H<Q> {
     fn actions(&mut self) -> Vec<Action> {
         std::iter::from_fn(|| self.b.poll_action()).collect()
     }
@@ -208,7 +208,9 @@ impl H {
     fn connect(&mut self) -> usize {
         self.connect_with(false, &[])
     }
+}
 
+impl H {
     fn queue(&mut self, m: QueuedMessage) -> QueueId {
         let id = self.b.queue_mut().push(m).unwrap();
         self.b.handle_queued(self.now);
@@ -1276,4 +1278,97 @@ fn bridge_max_packet_size_bounds_what_goes_upstream() {
         assert!(h.actions().iter().any(|a| matches!(a,
             Action::Dropped { id, why: DropReason::TooLarge { max: m, .. } } if *id == big && *m == max)));
     }
+}
+
+/// A queue that binds packet ids to its messages, as the broker's bridge session does.
+struct BoundQueue {
+    q: MemQueue,
+    pids: HashMap<QueueId, u16>,
+    released: Vec<QueueId>,
+}
+
+impl OutboundQueue for BoundQueue {
+    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)> {
+        self.q.peek(after, n)
+    }
+    fn ack(&mut self, id: QueueId) {
+        self.q.ack(id);
+        self.pids.remove(&id);
+    }
+    fn len(&self) -> usize {
+        self.q.len()
+    }
+    fn packet_id(&self, id: QueueId) -> Option<PacketId> {
+        self.pids.get(&id).and_then(|p| PacketId::new(*p))
+    }
+    fn holds_packet_id(&self, pid: u16) -> bool {
+        self.pids.values().any(|p| *p == pid)
+    }
+    fn released(&mut self, id: QueueId) {
+        self.released.push(id);
+    }
+}
+
+#[test]
+fn resumed_flows_go_first_under_their_own_ids_and_pubrec_reaches_the_queue() {
+    let cfg = bridge_config("notifications false\n");
+    let now = Instant::now();
+    let mut q = BoundQueue {
+        q: MemQueue::new(0, 0),
+        pids: HashMap::new(),
+        released: Vec::new(),
+    };
+    let a = q.q.push(msg("out/a", QoS::AtLeastOnce, b"a")).unwrap();
+    let b = q.q.push(msg("out/b", QoS::ExactlyOnce, b"b")).unwrap();
+    let c = q.q.push(msg("out/c", QoS::ExactlyOnce, b"c")).unwrap();
+    q.pids.extend([(a, 7), (b, 9), (c, 3)]);
+    let mut b_ = Bridge::new(
+        Settings::new(cfg, "gw", 20),
+        q,
+        Box::new(XorShift::new(1)),
+        now,
+    );
+    // The last run had sent a (no ack) and b (PUBREC seen) before it was killed.
+    b_.resume_flow(a, pid(7), msg("out/a", QoS::AtLeastOnce, b"a"), false);
+    b_.resume_flow(b, pid(9), msg("out/b", QoS::ExactlyOnce, b"b"), true);
+    let mut h = H {
+        b: b_,
+        now,
+        version: ProtocolVersion::V311,
+    };
+    h.connect_with(true, &[]);
+    let sent = h.sent();
+    assert!(
+        matches!(&sent[0], Seen::Unsubscribe(1, _)),
+        "not a bound id"
+    );
+    assert_eq!(
+        sent[1..],
+        [
+            Seen::Publish {
+                topic: "out/a".into(),
+                qos: QoS::AtLeastOnce,
+                dup: true,
+                retain: false,
+                pid: Some(7),
+                payload: b"a".to_vec()
+            },
+            Seen::Pubrel(9),
+            Seen::Publish {
+                topic: "out/c".into(),
+                qos: QoS::ExactlyOnce,
+                dup: false,
+                retain: false,
+                pid: Some(3),
+                payload: b"c".to_vec()
+            },
+        ]
+    );
+    h.feed(Packet::Pubrec(ack(3)));
+    assert_eq!(h.b.queue().released, [c]);
+    assert_eq!(h.sent(), [Seen::Pubrel(3)]);
+    h.feed(Packet::Puback(ack(7)));
+    h.feed(Packet::Pubcomp(ack(9)));
+    h.feed(Packet::Pubcomp(ack(3)));
+    assert!(h.b.queue().is_empty());
 }

@@ -304,10 +304,7 @@ impl Broker {
                 || front.msg.is_expired(now)
                 || !fits(conn, &mut self.scratch_props, front, now)
             {
-                session.dequeue();
-                self.queued_entries = self.queued_entries.saturating_sub(1);
-                self.journal
-                    .session(session, |session| Record::Dequeue { session });
+                take_front(&mut self.journal, &mut self.queued_entries, session, None);
                 continue;
             }
             let packet_id = if front.qos == QoS::AtMostOnce {
@@ -320,15 +317,14 @@ impl Broker {
                     None => break,
                 }
             };
-            let Some(q) = session.dequeue() else { break };
-            self.queued_entries = self.queued_entries.saturating_sub(1);
-            self.journal.session(session, |session| match packet_id {
-                None => Record::Dequeue { session },
-                Some(pid) => Record::QueueToInflight {
-                    session,
-                    packet_id: pid.get(),
-                },
-            });
+            let Some(q) = take_front(
+                &mut self.journal,
+                &mut self.queued_entries,
+                session,
+                packet_id,
+            ) else {
+                break;
+            };
             send_into_inflight(
                 (&mut self.output, &self.journal),
                 &mut self.scratch_props,
@@ -341,6 +337,29 @@ impl Broker {
             );
         }
     }
+}
+
+/// Takes the front of `session`'s queue, counted and journaled: into the inflight window
+/// under `packet_id` (QoS 1/2: `QueueToInflight`, the caller then records the flow) or out
+/// of the queue for good (QoS 0, expired or not deliverable: `Dequeue`). Shared by the
+/// pump and the bridge's uplink (`bridge_session.rs`).
+#[inline]
+pub(super) fn take_front(
+    journal: &mut Journal,
+    queued_entries: &mut usize,
+    session: &mut Session,
+    packet_id: Option<PacketId>,
+) -> Option<Queued> {
+    let q = session.dequeue()?;
+    *queued_entries = queued_entries.saturating_sub(1);
+    journal.session(session, |session| match packet_id {
+        None => Record::Dequeue { session },
+        Some(pid) => Record::QueueToInflight {
+            session,
+            packet_id: pid.get(),
+        },
+    });
+    Some(q)
 }
 
 /// The one step `deliver` and `pump` share: encodes `q` for the connection by QoS

@@ -189,7 +189,7 @@ impl Broker {
     /// Stores a retained message and routes the message to its subscribers. A message the
     /// publisher may not write, or over `message_size_limit`, is dropped here; the caller
     /// still acknowledges it (3.1.1 has no way to say no; 5.0 gets a reason code).
-    fn accept_publish(
+    pub(super) fn accept_publish(
         &mut self,
         publisher: SessionKey,
         p: &Publish<'_>,
@@ -257,7 +257,7 @@ impl Broker {
     }
 
     /// Stores (or clears) a retained message and journals the change.
-    fn store_retained(&mut self, msg: &Arc<Message>, now: Instant) {
+    pub(super) fn store_retained(&mut self, msg: &Arc<Message>, now: Instant) {
         self.retained.store(msg);
         if msg.payload.is_empty() {
             self.journal

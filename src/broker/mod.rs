@@ -23,7 +23,9 @@
 //! - `session.rs`: the per-client-id state; `subscriptions.rs`: the filter → session table;
 //!   `retained.rs`: the retained store and retained-delivery jobs; `message.rs`: the shared
 //!   [`Message`] and its memory [`Meter`]; `timers.rs`: the deadline heap; `sys.rs`:
-//!   the counters and the `$SYS` tree.
+//!   the counters and the `$SYS` tree; `client_ids.rs`: the client id → session index;
+//!   `ondisk.rs`: queue entries whose payload stays in the data files; `memory.rs`: the
+//!   `memory_limit` accounting.
 //! - `journal.rs`: state changes as log records (and which batch durable output waits
 //!   for); `restore.rs`: replaying the data files, and the snapshot of the live state.
 //! - `fuzzing/` (only `cfg(fuzzing)` and tests): the `broker` and `topic` fuzz harnesses;
@@ -48,7 +50,7 @@
 //! is and applies the overflow policy itself (drop QoS 0 to a client whose buffer is over
 //! `max_write_buffer`, stop reading a client until it drains), never the socket layer.
 //!
-//! Memory accounting (`memory_limit`, issue 11): [`Broker::memory_used`] is the sum of
+//! Memory accounting (`memory_limit`, issue 11; `memory.rs`): [`Broker::memory_used`] is the sum of
 //! O(1) counters: the live messages and the 16-byte entries of queues kept on disk (each
 //! counted by its own creation and drop, `message.rs`, `ondisk.rs`), in-memory queue
 //! entries ([`QUEUED_ENTRY`] each, where a queue gains or loses one), write buffers and
@@ -57,6 +59,7 @@
 //! PUBLISH; the policy at the limit is in `inbound.rs` (`refuse_over_memory`).
 
 mod acks;
+mod bridge_session;
 mod client_ids;
 mod close;
 mod connect;
@@ -66,6 +69,7 @@ mod error;
 pub(crate) mod fuzzing;
 mod inbound;
 mod journal;
+mod memory;
 mod message;
 mod ondisk;
 mod output;
@@ -82,13 +86,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::info;
 use slab::Slab;
 
 use crate::auth::{self, Auth, AuthSet};
 use crate::config::Config;
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 
+pub use bridge_session::{BridgeDurable, BridgeOut};
 pub use error::{CloseReason, ProtocolViolation};
 pub use journal::WallClock;
 pub use message::{Message, Meter};
@@ -483,59 +488,6 @@ impl Broker {
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.len()
-    }
-
-    /// Bytes the broker holds as `memory_limit` counts them: every live message once
-    /// (topic, payload, properties and its allocation, however many queues, inflight slots
-    /// and the retained store share it), each in-memory queue entry ([`QUEUED_ENTRY`]),
-    /// the entries of queues kept on disk (not their payloads), the connections' write
-    /// buffers and output held until the journal is durable, and what the event loop
-    /// reported (`account_input`: partial input, lingering final bytes). Kept in O(1)
-    /// counters; a later `$SYS` publishes it as heap/current.
-    pub fn memory_used(&self) -> usize {
-        self.meter.bytes() + self.queued_entries * QUEUED_ENTRY + self.out_bytes + self.input_bytes
-    }
-
-    /// The event loop read `n` bytes from clients (`$SYS/broker/bytes/received`).
-    pub fn count_received(&mut self, n: usize) {
-        self.stats.bytes_received += n as u64;
-    }
-
-    /// Bytes the event loop holds for connections changed from `before` to `after` (one
-    /// connection's partial-input tail grew, shrank or was dropped; a lingering
-    /// connection's final bytes were handed over or freed).
-    pub fn account_input(&mut self, before: usize, after: usize) {
-        self.input_bytes = self.input_bytes.saturating_sub(before) + after;
-    }
-
-    /// Whether the broker is over `memory_limit` now. An episode starts when the count
-    /// reaches the limit and ends once it is back under 7/8 of it (so that a broker at the
-    /// edge does not flip, and log, on every message); both are logged once.
-    fn check_memory(&mut self) -> bool {
-        let limit = self.config.memory_limit;
-        if limit == 0 && !self.memory_full {
-            return false;
-        }
-        let used = self.memory_used();
-        let full = if limit == 0 {
-            false
-        } else if self.memory_full {
-            used >= limit - limit / 8
-        } else {
-            used >= limit
-        };
-        if full != self.memory_full {
-            self.memory_full = full;
-            if full {
-                warn!(
-                    "memory_limit reached ({used} of {limit} bytes): dropping QoS 0 messages \
-                     and refusing QoS 1/2 messages until memory frees"
-                );
-            } else {
-                info!("memory back under memory_limit ({used} of {limit} bytes): accepting messages again");
-            }
-        }
-        full
     }
 
     /// A session by client id, for inspection.

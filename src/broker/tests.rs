@@ -1085,6 +1085,7 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
 
 mod auth;
 mod bounds;
+mod bridge;
 mod limits;
 mod ondisk;
 mod restore;

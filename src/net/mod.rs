@@ -2,6 +2,7 @@
 //!
 //! One thread, one `mio::Poll`, connections in a `slab::Slab`. Module map:
 //! - `mod.rs` (this file): [`Server`] and the loop turn.
+//! - `bridge`: the bridges' uplinks (issue 14), on reserved tokens.
 //! - `listener`: binding and accept-error policy.
 //! - `connection`: per-connection socket state, reading and flushing.
 //! - `input`: framing bytes into packets with a per-connection partial tail.
@@ -10,6 +11,8 @@
 //!   have none.
 //! - `websocket`: the sans-IO WebSocket server layer (feature `websockets`).
 //! - `linger`: the loop's side of lingering connections (graceful close).
+//! - `output`: the loop's side of writing (flush, the transmit and close lists, resuming
+//!   paused connections).
 //! - `shutdown`: [`ShutdownHandle`].
 //! - `reload`: SIGHUP (configuration, password and ACL files, listeners).
 //! - `persistence`: opening the data directory, the end-of-turn hand-over of records to the
@@ -47,12 +50,14 @@
 //! - `io::Error` does not leave this module except from [`Server::bind`] and from `poll`
 //!   itself failing in [`Server::run`] (which no client can cause).
 
+pub mod bridge;
 mod connection;
 #[cfg(any(fuzzing, test))]
 pub(crate) mod fuzzing;
 pub(crate) mod input;
 mod linger;
 mod listener;
+mod output;
 mod persistence;
 mod reload;
 mod shutdown;
@@ -81,7 +86,7 @@ use crate::auth::{Auth, AuthSet};
 use crate::broker::{Broker, ConnId, Disconnect};
 use crate::config::Config;
 use crate::store::Store;
-use connection::{Connection, FlushEnd, Id, ReadCtx, ReadEnd, State};
+use connection::{Connection, Id, ReadCtx, ReadEnd, State};
 use listener::{AcceptError, Listener};
 use shutdown::Shared;
 use token::Target;
@@ -167,6 +172,8 @@ struct Core {
     /// A resource warning was logged in the current burst of accept failures (a burst
     /// ends when a listener's backlog has been drained).
     accept_warned: bool,
+    /// The bridges (none without `connection` blocks: then they cost nothing).
+    bridges: bridge::Uplinks,
 }
 
 impl Server {
@@ -233,10 +240,16 @@ impl Server {
             accept_backoff: None,
             sys_due: None,
             accept_warned: false,
+            bridges: bridge::Uplinks::default(),
         };
         let mut core = core;
         // Recover first, listen second: a client that can connect finds its session.
         core.open_store()?;
+        // After recovery, so that each bridge takes back its session and queue.
+        if !core.broker.config().bridges.is_empty() {
+            let config = core.broker.config().clone();
+            core.bridges = bridge::Uplinks::new(&mut core.broker, &config, Instant::now());
+        }
         let mut listeners = listener::bind_all(&addrs)?;
         listener::set_layers(&mut listeners, &layers);
         for (i, l) in listeners.iter_mut().enumerate() {
@@ -335,7 +348,15 @@ impl Server {
                 core.handle_event(registry, event, now);
             }
             core.handle_timers(registry, now);
+            if !core.bridges.is_empty() {
+                core.bridges.turn(&mut core.broker, registry, now);
+            }
             core.sync_store();
+            if core.bridges.waits_for(core.broker.durable_batch()) {
+                // Durability learned in this turn releases bridge output now.
+                core.bridges.turn(&mut core.broker, registry, now);
+                core.sync_store();
+            }
             if let Some(n) = core.notify.as_mut() {
                 n.handle_timeout(now);
             }
@@ -367,9 +388,14 @@ impl Core {
             .notify
             .as_ref()
             .and_then(systemd::Notifier::next_deadline);
-        for extra in [self.accept_backoff, watchdog, self.sys_due]
-            .into_iter()
-            .flatten()
+        for extra in [
+            self.accept_backoff,
+            watchdog,
+            self.sys_due,
+            self.bridges.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
         {
             deadline = Some(deadline.map_or(extra, |d| d.min(extra)));
         }
@@ -398,6 +424,18 @@ impl Core {
             Target::Waker => {}
             Target::Signals => self.handle_signals(registry, now),
             Target::Listener(i) => self.accept(registry, i, now),
+            Target::Bridge(i, probe) => {
+                let scratch = &mut self.scratch;
+                self.bridges.handle_event(
+                    &mut self.broker,
+                    registry,
+                    i,
+                    probe,
+                    event,
+                    scratch,
+                    now,
+                );
+            }
             Target::Connection(key) => {
                 let state = self.conns.get(key).map(|c| c.state);
                 if state == Some(State::Lingering) {
@@ -626,93 +664,6 @@ impl Core {
         self.flush_own_output(registry, key, id, now);
     }
 
-    /// Writes the broker's pending output for one connection.
-    fn flush(&mut self, registry: &Registry, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.state == State::Closed {
-            return;
-        }
-        let Some(token) = token::connection(key) else {
-            return; // admit() only inserts keys that have a token
-        };
-        if let FlushEnd::Failed(e) = conn.flush(&mut self.broker, registry, token) {
-            let id = conn.id;
-            if conn.is_open() {
-                self.broker.handle_disconnect(id, Disconnect::IoError, now);
-            }
-            self.close(registry, key, &format!("write error: {e}"), &[]);
-        }
-    }
-
-    /// Drains the broker's closes and transmits, then closes broker-ended connections the
-    /// broker did not list.
-    fn transmit(&mut self, registry: &Registry, now: Instant) {
-        loop {
-            if let Some(close) = self.broker.poll_close() {
-                if let Some(key) = self.key_of(close.id) {
-                    if close.final_bytes.is_empty() {
-                        self.close(registry, key, "closed by broker", &[]);
-                    } else {
-                        self.linger(registry, key, close.final_bytes, now);
-                    }
-                }
-                continue;
-            }
-            let Some(id) = self.broker.poll_transmit() else {
-                break;
-            };
-            if let Some(key) = self.key_of(id) {
-                self.flush(registry, key, now);
-            }
-        }
-        let mut ending = mem::take(&mut self.ending);
-        for &key in &ending {
-            if self
-                .conns
-                .get(key)
-                .is_some_and(|c| c.state == State::Ending)
-            {
-                self.close(registry, key, "ended by broker", &[]);
-            }
-        }
-        ending.clear();
-        self.ending = ending;
-    }
-
-    /// Moves paused connections whose output has drained to the read work list, unless
-    /// the journal queue is still full (then the writer's wake-up brings the loop back).
-    fn resume_paused(&mut self) {
-        let journal_full = self
-            .journal_room()
-            .is_some_and(|room| self.broker.journal_bytes() >= room);
-        if journal_full {
-            return;
-        }
-        let Core {
-            paused,
-            conns,
-            broker,
-            readable,
-            ..
-        } = self;
-        paused.retain(|&(key, id)| {
-            let Some(conn) = conns.get_mut(key).filter(|c| c.id == id && c.is_open()) else {
-                return false;
-            };
-            if !broker.wants_read(id) {
-                return true;
-            }
-            conn.paused = false;
-            if !conn.queued {
-                conn.queued = true;
-                readable.push((key, id));
-            }
-            false
-        });
-    }
-
     /// Frees the slots of connections closed in this turn.
     fn free_closed(&mut self) {
         for key in self.closed.drain(..) {
@@ -761,6 +712,7 @@ impl Core {
                 self.broker.handle_disconnect(id, Disconnect::Shutdown, now);
             }
         }
+        self.bridges.shutdown(registry);
         self.sync_store();
         self.transmit(registry, now);
         for &(key, ..) in &live {

@@ -16,8 +16,14 @@ pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);
 /// Tokens reserved below [`WAKER`] for listeners.
 pub(crate) const MAX_LISTENERS: usize = 256;
 
+/// Bridges, each with two tokens below the listeners' (uplink, primary probe).
+pub(crate) const MAX_BRIDGES: usize = 64;
+
+/// Lowest listener token.
+const FIRST_LISTENER: usize = usize::MAX - 1 - MAX_LISTENERS;
+
 /// Lowest reserved token; slab keys must stay below it.
-const FIRST_RESERVED: usize = usize::MAX - 1 - MAX_LISTENERS;
+const FIRST_RESERVED: usize = FIRST_LISTENER - 2 * MAX_BRIDGES;
 
 /// What an event's token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +31,8 @@ pub(crate) enum Target {
     Waker,
     Signals,
     Listener(usize),
+    /// Bridge `.0`'s uplink (`.1` false) or primary probe (`.1` true).
+    Bridge(usize, bool),
     Connection(usize),
 }
 
@@ -32,6 +40,12 @@ pub(crate) enum Target {
 pub(crate) fn listener(index: usize) -> Token {
     debug_assert!(index < MAX_LISTENERS);
     Token(usize::MAX - 2 - index)
+}
+
+/// The token of bridge `index`'s uplink or probe (`index < MAX_BRIDGES`).
+pub(crate) fn bridge(index: usize, probe: bool) -> Token {
+    debug_assert!(index < MAX_BRIDGES);
+    Token(FIRST_LISTENER - 1 - 2 * index - usize::from(probe))
 }
 
 /// The token for the connection in slab slot `key`, or `None` if the key would collide
@@ -45,7 +59,11 @@ pub(crate) fn target(token: Token) -> Target {
     match token.0 {
         usize::MAX => Target::Waker,
         t if t == usize::MAX - 1 => Target::Signals,
-        t if t >= FIRST_RESERVED => Target::Listener(usize::MAX - 2 - t),
+        t if t >= FIRST_LISTENER => Target::Listener(usize::MAX - 2 - t),
+        t if t >= FIRST_RESERVED => {
+            let k = FIRST_LISTENER - 1 - t;
+            Target::Bridge(k / 2, k % 2 == 1)
+        }
         key => Target::Connection(key),
     }
 }
@@ -61,6 +79,15 @@ mod tests {
         for i in [0, 1, MAX_LISTENERS - 1] {
             assert_eq!(target(listener(i)), Target::Listener(i));
         }
+        for i in [0, 1, MAX_BRIDGES - 1] {
+            for probe in [false, true] {
+                assert_eq!(target(bridge(i, probe)), Target::Bridge(i, probe));
+            }
+        }
+        assert_eq!(
+            target(listener(MAX_LISTENERS - 1)),
+            Target::Listener(MAX_LISTENERS - 1)
+        );
         for key in [0, 1, 1 << 20] {
             let token = connection(key).unwrap(); // below the reserved range
             assert_eq!(target(token), Target::Connection(key));

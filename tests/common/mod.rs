@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::num::NonZeroU16;

@@ -18,7 +18,7 @@ struct Files {
 }
 
 #[derive(Clone, Default)]
-struct FakeSource(Arc<Mutex<Files>>, Vec<u8>);
+pub(super) struct FakeSource(Arc<Mutex<Files>>, Vec<u8>);
 
 impl FrameSource for FakeSource {
     fn frame(&mut self, at: Location) -> Result<(&[u8], Location), ReadError> {
@@ -62,7 +62,7 @@ impl FakeSource {
 }
 
 /// A journaling broker reading its "files" through `src`.
-fn broker_on(src: &FakeSource) -> Harness {
+pub(super) fn broker_on(src: &FakeSource) -> Harness {
     let mut h = Harness::with(Config {
         persistence: true,
         ..Config::in_memory()
@@ -76,7 +76,7 @@ fn broker_on(src: &FakeSource) -> Harness {
 }
 
 /// Writes the open batch to log `index` the way the writer does and tells the broker.
-fn write(h: &mut Harness, src: &FakeSource, index: u64) {
+pub(super) fn write(h: &mut Harness, src: &FakeSource, index: u64) {
     if let Some((seq, bytes)) = h.broker.poll_journal() {
         let at = src.append(index, &bytes);
         h.broker.handle_written(&[(seq, at)], h.now);
@@ -85,7 +85,7 @@ fn write(h: &mut Harness, src: &FakeSource, index: u64) {
 }
 
 /// A broker restarted from log `index` of `src`, replayed with record locations.
-fn restarted_from_log(src: &FakeSource, index: u64) -> Harness {
+pub(super) fn restarted_from_log(src: &FakeSource, index: u64) -> Harness {
     let mut h = broker_on(src);
     let file = src.file(index);
     let mut at = record::HEADER_LEN;
@@ -102,13 +102,13 @@ fn restarted_from_log(src: &FakeSource, index: u64) -> Harness {
     h
 }
 
-fn offline_subscriber(h: &mut Harness, client_id: &str, filter: &'static str) {
+pub(super) fn offline_subscriber(h: &mut Harness, client_id: &str, filter: &'static str) {
     let s = h.client(connect(client_id, false, 0));
     h.send(s, subscribe(1, &[(filter, QoS::AtLeastOnce)]));
     h.broker.handle_disconnect(s, Disconnect::PeerClosed, h.now);
 }
 
-fn publish_n(h: &mut Harness, p: ConnId, topic: &str, range: std::ops::Range<usize>) {
+pub(super) fn publish_n(h: &mut Harness, p: ConnId, topic: &str, range: std::ops::Range<usize>) {
     for i in range {
         let body = format!("m{i:05}");
         h.send(
@@ -155,7 +155,7 @@ fn ack(id: u16) -> Ack<'static> {
     }
 }
 
-fn expected(range: std::ops::Range<usize>) -> Vec<String> {
+pub(super) fn expected(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("m{i:05}")).collect()
 }
 

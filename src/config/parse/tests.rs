@@ -516,6 +516,62 @@ fn the_example_config_states_the_defaults() {
 }
 
 #[test]
+fn the_readme_key_table_states_the_defaults() {
+    // README.md's configuration table is what users read; a default changed in
+    // `Config::default` but not there (or the reverse) would go unnoticed. Every row
+    // whose default is a plain value is written back as `key value` and must parse to
+    // the default configuration. Per-listener keys and keys that create the default
+    // listener are left out (they change the listeners, not a default).
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("| key | default | meaning |")
+        .expect("README configuration table");
+    let mut text = String::new();
+    let mut checked = Vec::new();
+    for row in readme[start..].lines().skip(2) {
+        let Some(row) = row.strip_prefix("| `") else {
+            break;
+        };
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let key = cells[0].split('`').next().unwrap_or_default();
+        let default = cells[1].trim_matches('*').trim_matches('`');
+        let per_listener = cells[2].starts_with("per listener");
+        let creates_listener = ["listener", "port", "bind_address", "max_connections"];
+        let plain = default
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "./-_".contains(c));
+        // Words that describe a default rather than state a value.
+        let described = ["none", "never", "daemon"];
+        if per_listener || creates_listener.contains(&key) || !plain || described.contains(&default)
+        {
+            continue;
+        }
+        // `./wrenmq-data` in prose is the default relative path `wrenmq-data`.
+        let default = default.strip_prefix("./").unwrap_or(default);
+        text.push_str(&format!("{key} {default}\n"));
+        checked.push(key);
+    }
+    assert!(
+        checked.len() >= 30,
+        "table not found or cut short: {checked:?}"
+    );
+    let parsed = parse_str(&text, Path::new("README.md")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        parsed.config,
+        Config::default(),
+        "README key table:\n{text}"
+    );
+    // ... and every key the parser knows is named in the README (table, ignored list or
+    // refused keys), so none is undocumented.
+    for key in KNOWN_KEYS.iter().chain(MOSQUITTO_IGNORED) {
+        assert!(
+            readme.contains(&format!("`{key}")),
+            "{key} is not in README.md"
+        );
+    }
+}
+
+#[test]
 fn resource_bounds_and_memory_limit_are_parsed() {
     let text = "max_subscriptions 5\nmax_sessions 6\nmax_client_id_length 23\n\
                 max_retained_messages 7\nmax_retained_bytes 800\nmemory_limit 1048576\n";

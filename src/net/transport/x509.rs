@@ -13,7 +13,7 @@
 pub(crate) fn common_name(cert: &[u8]) -> Option<String> {
     let subject = subject(cert)?;
     let mut found = None;
-    for_each_attribute(subject, |oid, tag, value, _| {
+    for_each_attribute(subject, |_, oid, tag, value, _| {
         if oid == OID_CN {
             found = decode_string(tag, value);
         }
@@ -26,41 +26,23 @@ pub(crate) fn subject_rfc2253(cert: &[u8]) -> Option<String> {
     let subject = subject(cert)?;
     // Collect RDNs in order, then print them last first (RFC 2253 section 2.1).
     let mut rdns: Vec<Vec<String>> = Vec::new();
-    let mut rest = subject;
-    while !rest.is_empty() {
-        let (tag, set, after) = tlv(rest)?;
-        rest = after;
-        if tag != SET {
-            return None;
-        }
-        let mut parts = Vec::new();
-        let mut attrs = set;
-        while !attrs.is_empty() {
-            let (tag, atv, after) = tlv(attrs)?;
-            attrs = after;
-            if tag != SEQUENCE {
-                return None;
-            }
-            let (oid_tag, oid, value_tlv) = tlv(atv)?;
-            if oid_tag != OID {
-                return None;
-            }
-            let (vtag, value, _) = tlv(value_tlv)?;
-            let mut part = attribute_name(oid);
-            part.push('=');
-            match decode_string(vtag, value) {
-                Some(text) => escape_rfc2253(&text, &mut part),
-                None => {
-                    part.push('#');
-                    for b in value_tlv {
-                        part.push_str(&format!("{b:02X}"));
-                    }
+    for_each_attribute(subject, |rdn, oid, vtag, value, value_tlv| {
+        let mut part = attribute_name(oid);
+        part.push('=');
+        match decode_string(vtag, value) {
+            Some(text) => escape_rfc2253(&text, &mut part),
+            None => {
+                part.push('#');
+                for b in value_tlv {
+                    part.push_str(&format!("{b:02X}"));
                 }
             }
-            parts.push(part);
         }
-        rdns.push(parts);
-    }
+        if rdns.len() <= rdn {
+            rdns.resize_with(rdn + 1, Vec::new);
+        }
+        rdns[rdn].push(part);
+    })?;
     let mut out = String::new();
     for (i, rdn) in rdns.iter().rev().enumerate() {
         if i > 0 {
@@ -135,12 +117,14 @@ fn subject(cert: &[u8]) -> Option<&[u8]> {
     (tag == SEQUENCE).then_some(subject)
 }
 
-/// Calls `f(oid, value tag, value, whole value element)` for every attribute of a Name.
+/// Calls `f(RDN index, oid, value tag, value, whole value element)` for every attribute of
+/// a Name, in order (a multi-valued RDN gives several attributes with one index).
 fn for_each_attribute<'a>(
     name: &'a [u8],
-    mut f: impl FnMut(&'a [u8], u8, &'a [u8], &'a [u8]),
+    mut f: impl FnMut(usize, &'a [u8], u8, &'a [u8], &'a [u8]),
 ) -> Option<()> {
     let mut rest = name;
+    let mut rdn = 0;
     while !rest.is_empty() {
         let (tag, set, after) = tlv(rest)?;
         rest = after;
@@ -159,8 +143,9 @@ fn for_each_attribute<'a>(
                 return None;
             }
             let (vtag, value, _) = tlv(value_tlv)?;
-            f(oid, vtag, value, value_tlv);
+            f(rdn, oid, vtag, value, value_tlv);
         }
+        rdn += 1;
     }
     Some(())
 }

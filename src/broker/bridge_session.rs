@@ -1,0 +1,348 @@
+//! The local side of a bridge (issue 14): an internal session of the broker, with no
+//! connection, that stands for the bridge.
+//!
+//! - It is an ordinary persistent session (client id `local_clientid`, by default
+//!   `<hostname>.<connection name>` as in Mosquitto), subscribed to the local filters of
+//!   the `out`/`both` topic lines with No Local [MQTT-3.8.3-3] and Retain As Published, so
+//!   it never receives what the bridge itself publishes locally (loop prevention on
+//!   `both`) and keeps the RETAIN flag of what it forwards.
+//! - Since it never has a connection, everything routed to it is queued. Its queue *is*
+//!   the bridge's outbound store-and-forward queue: journaled, spilled to disk as 16-byte
+//!   entries once written (`ondisk.rs`), rebuilt after a restart. No second queue exists.
+//! - [`Broker::bridge_take`] moves up to `n` queued messages into the session's inflight
+//!   list, each under a packet id allocated by the session (journaled
+//!   `QueueToInflight`): that id is the one used upstream, so the inflight list is the
+//!   persisted packet-id map, and a restart resumes QoS 2 at PUBREL
+//!   ([`Broker::bridge_inflight`]). Payloads kept on disk are read back through the same
+//!   loader as deliveries to clients.
+//! - [`Broker::bridge_pubrec`] and [`Broker::bridge_done`] record the upstream's PUBREC
+//!   and PUBACK/PUBCOMP durably (`Pubrec`, `InflightDone`).
+//! - [`Broker::bridge_publish`] publishes an inbound (`in`) message as the session;
+//!   [`BridgeDurable`] tells the caller when to acknowledge it upstream.
+//!
+//! A client that connects with the bridge's local client id takes the session over like
+//! any session; the bridge then re-creates it with [`Broker::bridge_session`]. Nothing
+//! here runs unless a bridge is configured: the publish path is unchanged.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::delivery::take_front;
+use super::message::Message;
+use super::ondisk;
+use super::restore::options_byte;
+use super::routing::Routed;
+use super::session::{Inflight, InflightState, Session};
+use super::{Broker, SessionKey};
+use crate::protocol::{PacketId, Properties, Publish, QoS, RetainHandling, SubscriptionOptions};
+use crate::store::Record;
+
+/// A message of the bridge's outbound queue handed to the uplink.
+#[derive(Clone, Debug)]
+pub struct BridgeOut {
+    /// The packet id it is sent under; `None` for QoS 0 (already out of the queue).
+    pub packet_id: Option<PacketId>,
+    pub msg: Arc<Message>,
+    /// The QoS of this delivery: min(published, the `topic` line's).
+    pub qos: QoS,
+    pub retain: bool,
+    /// The upstream has it (PUBREC seen): only PUBREL remains to be sent.
+    pub released: bool,
+}
+
+/// When an inbound message is durable locally, so that its ack may go upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BridgeDurable {
+    /// Nothing was journaled for it (no persistence, or nothing to keep): ack now.
+    Now,
+    /// Once batch `.0` is durable ([`Broker::durable_batch`] reaches it).
+    After(u64),
+}
+
+impl Broker {
+    /// Creates the bridge's local session, or takes back the one restored from the data
+    /// files (its queue and in-flight messages kept), and makes its subscriptions exactly
+    /// `filters` (local filter, QoS), acting as `username` for the ACL. `clean`: a session that is never journaled
+    /// (`local_cleansession true`); an existing one is then discarded first.
+    pub fn bridge_session(
+        &mut self,
+        client_id: &str,
+        username: Option<&str>,
+        clean: bool,
+        filters: &[(String, QoS)],
+        now: Instant,
+    ) -> SessionKey {
+        let client_id: Arc<str> = Arc::from(client_id);
+        if let Some(key) = self.client_ids.get(&self.sessions, &client_id) {
+            if let Some(conn) = self.sessions.get(key).and_then(|s| s.conn) {
+                // A client took the id: the bridge's claim comes first.
+                self.close(conn, super::CloseReason::TakenOver, now, true);
+            }
+            if clean {
+                self.end_session(key, now);
+            }
+        }
+        let key = match self.client_ids.get(&self.sessions, &client_id) {
+            Some(key) => key,
+            None => {
+                let key = self.sessions.insert(Session::new(client_id.clone(), clean));
+                self.client_ids.insert(&self.sessions, key);
+                key
+            }
+        };
+        // A new epoch: an expiry timer armed for this session by a restore is void.
+        let epoch = self.next_epoch();
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.epoch = epoch;
+            session.conn = None;
+            session.pending_will = None;
+            session.expiry_interval = u32::MAX;
+            // Everything in flight is resent by the bridge on its next link.
+            session.unsent = 0;
+            // ACL checks of what it publishes and receives use `local_username`.
+            let mut user_changed = session.username.as_deref() != username;
+            if user_changed {
+                session.username = username.map(Arc::from);
+            }
+            if !clean && self.journal.persist_session(session) {
+                user_changed = session.username.is_some();
+            }
+            // Online as far as expiry goes: the countdown of a restored session stops.
+            self.journal.session_online(session, user_changed);
+        }
+        self.bridge_subscriptions(key, filters);
+        self.list_for_spill(key);
+        key
+    }
+
+    /// Makes the session's subscriptions exactly `filters`, journaling the changes.
+    fn bridge_subscriptions(&mut self, key: SessionKey, filters: &[(String, QoS)]) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let stale: Vec<Arc<str>> = session
+            .subscriptions
+            .iter()
+            .filter(|s| !filters.iter().any(|(f, _)| **f == *s.filter))
+            .map(|s| s.filter.clone())
+            .collect();
+        for filter in stale {
+            session.remove_subscription(&filter);
+            self.subscriptions.unsubscribe(&filter, key);
+            let filter = &*filter;
+            self.journal
+                .session(session, |session| Record::Unsubscribe { session, filter });
+        }
+        for (filter, qos) in filters {
+            let options = SubscriptionOptions {
+                qos: *qos,
+                no_local: true,
+                retain_as_published: true,
+                retain_handling: RetainHandling::Never,
+            };
+            let same = session
+                .subscriptions
+                .iter()
+                .any(|s| *s.filter == **filter && s.options == options);
+            if same {
+                continue;
+            }
+            let stored = self.subscriptions.subscribe(filter, key, options, 0);
+            session.set_subscription(&stored, options, 0);
+            let (filter, options) = (&stored, options_byte(options));
+            self.journal.session(session, |session| Record::Subscribe {
+                session,
+                filter,
+                options,
+            });
+        }
+    }
+
+    /// Messages of the bridge's session in flight (after a restart: what the last run had
+    /// sent upstream and not seen acknowledged), in send order, to resend first.
+    pub fn bridge_inflight(&self, key: SessionKey) -> Vec<BridgeOut> {
+        let Some(session) = self.sessions.get(key) else {
+            return Vec::new();
+        };
+        session
+            .inflight()
+            .iter()
+            .map(|i| BridgeOut {
+                packet_id: Some(i.packet_id),
+                msg: i.delivery.msg.clone(),
+                qos: i.delivery.qos,
+                retain: i.delivery.retain,
+                released: i.state == InflightState::AwaitingPubcomp,
+            })
+            .collect()
+    }
+
+    /// Messages waiting in the bridge's queue (not in flight).
+    pub fn bridge_queued(&self, key: SessionKey) -> usize {
+        self.sessions.get(key).map_or(0, Session::queued_len)
+    }
+
+    /// Takes up to `n` messages from the front of the bridge's queue, in order. QoS 1/2
+    /// move into the session's inflight list under a new packet id (journaled, so the id
+    /// survives a restart); QoS 0 leave the queue. Expired messages are dropped
+    /// [MQTT-3.3.2-5]. Fewer than `n` when the queue runs out or no packet id is free.
+    pub fn bridge_take(&mut self, key: SessionKey, n: usize, now: Instant) -> Vec<BridgeOut> {
+        let mut out = Vec::new();
+        let Some(session) = self.sessions.get_mut(key) else {
+            return out;
+        };
+        while out.len() < n {
+            if session.needs_load() {
+                let want = (n - out.len()).max(ondisk::LOAD_AHEAD);
+                let wall = self.journal.wall;
+                self.queued_entries +=
+                    ondisk::load_front(&mut self.disk, session, want, &self.meter, wall, now);
+            }
+            let Some(front) = session.front() else { break };
+            if front.msg.is_expired(now) {
+                take_front(&mut self.journal, &mut self.queued_entries, session, None);
+                continue;
+            }
+            let packet_id = if front.qos == QoS::AtMostOnce {
+                None
+            } else {
+                match session.allocate_packet_id() {
+                    Some(pid) => Some(pid),
+                    None => break,
+                }
+            };
+            let Some(q) = take_front(
+                &mut self.journal,
+                &mut self.queued_entries,
+                session,
+                packet_id,
+            ) else {
+                break;
+            };
+            out.push(BridgeOut {
+                packet_id,
+                msg: q.msg.clone(),
+                qos: q.qos,
+                retain: q.retain,
+                released: false,
+            });
+            if let Some(packet_id) = packet_id {
+                let state = if q.qos == QoS::ExactlyOnce {
+                    InflightState::AwaitingPubrec
+                } else {
+                    InflightState::AwaitingPuback
+                };
+                session.inflight_mut().push_back(Inflight {
+                    packet_id,
+                    delivery: q,
+                    state,
+                });
+            }
+        }
+        self.stats.messages_sent += out.len() as u64;
+        session.release_idle_flows();
+        out
+    }
+
+    /// The upstream sent PUBREC for `pid`: only PUBREL remains, also after a restart.
+    /// False if no QoS 2 message awaits PUBREC under that id.
+    pub fn bridge_pubrec(&mut self, key: SessionKey, pid: PacketId) -> bool {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return false;
+        };
+        let Some(i) = session.find_inflight(pid, InflightState::AwaitingPubrec) else {
+            return false;
+        };
+        session.inflight_mut()[i].state = InflightState::AwaitingPubcomp;
+        let packet_id = pid.get();
+        self.journal
+            .session(session, |session| Record::Pubrec { session, packet_id });
+        true
+    }
+
+    /// The upstream has message `pid` for good (PUBACK, PUBCOMP, or a refusal that ends
+    /// the flow): it leaves the queue, durably. False if no message is in flight under it.
+    pub fn bridge_done(&mut self, key: SessionKey, pid: PacketId) -> bool {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return false;
+        };
+        let Some(i) = session.inflight().iter().position(|f| f.packet_id == pid) else {
+            return false;
+        };
+        session.inflight_mut().remove(i);
+        let packet_id = pid.get();
+        self.journal
+            .session(session, |session| Record::InflightDone {
+                session,
+                packet_id,
+            });
+        session.release_idle_flows();
+        true
+    }
+
+    /// Publishes an inbound (`in`) message locally as the bridge's session: retained
+    /// storage, ACL (`local_username`), No Local towards its own subscriptions. Returns
+    /// when the upstream may be acknowledged.
+    #[allow(clippy::too_many_arguments)] // a PUBLISH's fields
+    pub fn bridge_publish(
+        &mut self,
+        key: SessionKey,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        properties: &[u8],
+        now: Instant,
+    ) -> BridgeDurable {
+        let p = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic,
+            packet_id: None,
+            properties: Properties::from_encoded(properties),
+            payload,
+        };
+        self.stats.messages_received += 1;
+        self.stats.publish_bytes_received += payload.len() as u64;
+        if topic == "$SYS" || topic.starts_with("$SYS/") {
+            // The bridge's own state notification ($SYS/broker/connection/<id>/state, as
+            // Mosquitto publishes it); clients may not publish under $SYS, the broker may.
+            let msg = Message::metered(
+                &self.meter,
+                topic,
+                payload,
+                qos,
+                retain,
+                Box::default(),
+                None,
+            );
+            if retain && self.config.retain_available {
+                self.store_retained(&msg, now);
+            }
+            self.route(&mut Routed::from_message(&msg, now));
+        } else if self.sessions.contains(key) {
+            let v5 = !properties.is_empty();
+            self.accept_publish(key, &p, topic, v5, now);
+        }
+        match self.journal.open_batch() {
+            Some(seq) if self.journal.holds => BridgeDurable::After(seq),
+            _ => BridgeDurable::Now,
+        }
+    }
+
+    /// The highest journal batch known durable (see [`BridgeDurable::After`]).
+    pub fn durable_batch(&self) -> u64 {
+        self.journal.durable
+    }
+
+    /// The batch that changes made now are journaled in, when output that depends on them
+    /// must wait for it (persistence on and records written this turn); `None`: nothing
+    /// to wait for. After [`Broker::bridge_take`], a QoS 2 message is written upstream
+    /// only once this batch is durable: were it sent first and the record lost in a
+    /// crash, the restarted bridge would send it again under a new packet id, and the
+    /// upstream would deliver it twice.
+    pub fn bridge_pending_batch(&self) -> Option<u64> {
+        self.journal.open_batch().filter(|_| self.journal.holds)
+    }
+}

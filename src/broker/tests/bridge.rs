@@ -1,0 +1,222 @@
+//! The bridge's local session (`bridge_session.rs`): its queue is the outbound queue, kept
+//! on disk, its inflight list the persisted packet-id map.
+
+use super::ondisk::{
+    broker_on, expected, offline_subscriber, publish_n, restarted_from_log, write, FakeSource,
+};
+use super::*;
+use crate::broker::{BridgeDurable, BridgeOut};
+
+const ID: &str = "gw.uplink";
+
+fn out_filters() -> Vec<(String, QoS)> {
+    vec![("out/#".to_string(), QoS::ExactlyOnce)]
+}
+
+fn payloads(v: &[BridgeOut]) -> Vec<String> {
+    v.iter()
+        .map(|o| String::from_utf8(o.msg.payload.to_vec()).unwrap())
+        .collect()
+}
+
+fn pids(v: &[BridgeOut]) -> Vec<u16> {
+    v.iter().map(|o| o.packet_id.unwrap().get()).collect()
+}
+
+#[test]
+fn bridge_queue_holds_out_topics_on_disk_and_acks_remove_them() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let p = h.client(connect("p", true, 0));
+    publish_n(&mut h, p, "out/a", 0..5);
+    publish_n(&mut h, p, "other/x", 5..8); // not bridged
+    write(&mut h, &src, 1);
+    let s = h.broker.session(ID).unwrap();
+    assert_eq!((s.queued_len(), s.queue().len()), (5, 0), "on disk");
+    assert_eq!(h.broker.bridge_queued(key), 5);
+
+    let first = h.broker.bridge_take(key, 2, h.now);
+    assert_eq!(payloads(&first), expected(0..2));
+    assert!(first
+        .iter()
+        .all(|o| o.qos == QoS::AtLeastOnce && !o.released));
+    let rest = h.broker.bridge_take(key, 10, h.now);
+    assert_eq!(payloads(&rest), expected(2..5));
+    assert_eq!(h.broker.bridge_queued(key), 0);
+    assert_eq!(h.broker.bridge_inflight(key).len(), 5);
+
+    let pid = first[0].packet_id.unwrap();
+    assert!(h.broker.bridge_done(key, pid));
+    assert!(!h.broker.bridge_done(key, pid), "a second ack is ignored");
+    write(&mut h, &src, 1);
+    // After a restart the acknowledged message is gone, the other four still in flight.
+    let mut r = restarted_from_log(&src, 1);
+    let key = r
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r.now);
+    let inflight = r.broker.bridge_inflight(key);
+    assert_eq!(payloads(&inflight), expected(1..5));
+    let mut want = pids(&first);
+    want.extend(pids(&rest));
+    assert_eq!(pids(&inflight), want[1..]);
+}
+
+#[test]
+fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let p = h.client(connect("p", true, 0));
+    publish_n(&mut h, p, "out/a", 0..10);
+    h.send(p, publish("out/q2", b"two", QoS::ExactlyOnce, 100));
+    h.send(p, Packet::Pubrel(ack_of(100)));
+    write(&mut h, &src, 1);
+    let taken = h.broker.bridge_take(key, 3, h.now);
+    assert_eq!(payloads(&taken), expected(0..3));
+    assert!(h.broker.bridge_done(key, taken[1].packet_id.unwrap()));
+    // Drain the QoS 1 ones to reach the QoS 2 message; take it, the upstream PUBRECs it.
+    let more = h.broker.bridge_take(key, 7, h.now);
+    assert_eq!(payloads(&more), expected(3..10));
+    let q2 = h.broker.bridge_take(key, 1, h.now);
+    assert_eq!(q2.len(), 1);
+    assert_eq!(q2[0].qos, QoS::ExactlyOnce);
+    assert!(h.broker.bridge_pubrec(key, q2[0].packet_id.unwrap()));
+    for o in &more[..5] {
+        assert!(h.broker.bridge_done(key, o.packet_id.unwrap()));
+    }
+    // Two more arrive during the outage and stay queued.
+    publish_n(&mut h, p, "out/a", 10..12);
+    write(&mut h, &src, 1);
+
+    // kill -9: only the log is left.
+    let mut r = restarted_from_log(&src, 1);
+    let key = r
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r.now);
+    let inflight = r.broker.bridge_inflight(key);
+    let mut want: Vec<String> = vec!["m00000".into(), "m00002".into()];
+    want.extend(expected(8..10));
+    want.push("two".into());
+    assert_eq!(payloads(&inflight), want);
+    let released: Vec<bool> = inflight.iter().map(|o| o.released).collect();
+    assert_eq!(
+        released,
+        [false, false, false, false, true],
+        "PUBREL resumes"
+    );
+    assert_eq!(inflight[4].packet_id, q2[0].packet_id, "same id upstream");
+    assert_eq!(r.broker.bridge_queued(key), 2);
+    let rest = r.broker.bridge_take(key, 10, r.now);
+    assert_eq!(payloads(&rest), expected(10..12));
+    // New ids do not collide with those still in flight.
+    for o in &rest {
+        assert!(!pids(&inflight).contains(&o.packet_id.unwrap().get()));
+    }
+    // Completing everything leaves nothing after another restart.
+    for o in inflight.iter().chain(&rest) {
+        assert!(r.broker.bridge_done(key, o.packet_id.unwrap()));
+    }
+    write(&mut r, &src, 1);
+    let mut r2 = restarted_from_log(&src, 1);
+    let key = r2
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r2.now);
+    assert!(r2.broker.bridge_inflight(key).is_empty());
+    assert_eq!(r2.broker.bridge_queued(key), 0);
+}
+
+#[test]
+fn bridge_inbound_publish_is_not_queued_back_and_waits_for_durability() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    offline_subscriber(&mut h, "s", "out/#");
+    write(&mut h, &src, 1);
+    // From upstream onto a topic the bridge also sends upstream (`both`): No Local.
+    let d = h
+        .broker
+        .bridge_publish(key, "out/in", b"up", QoS::AtLeastOnce, false, &[], h.now);
+    assert_eq!(h.broker.bridge_queued(key), 0, "not sent back upstream");
+    assert_eq!(h.broker.session("s").unwrap().queued_len(), 1);
+    let BridgeDurable::After(seq) = d else {
+        panic!("queued for a persistent session: must wait for the log, got {d:?}");
+    };
+    assert!(h.broker.durable_batch() < seq);
+    write(&mut h, &src, 1);
+    assert!(h.broker.durable_batch() >= seq);
+    // Nobody to keep it for: acknowledged at once.
+    let d = h.broker.bridge_publish(
+        key,
+        "nobody/here",
+        b"x",
+        QoS::AtLeastOnce,
+        false,
+        &[],
+        h.now,
+    );
+    assert_eq!(d, BridgeDurable::Now);
+}
+
+#[test]
+fn bridge_session_follows_the_configured_filters_and_a_clean_one_starts_empty() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let p = h.client(connect("p", true, 0));
+    publish_n(&mut h, p, "out/a", 0..2);
+    write(&mut h, &src, 1);
+    // Reconfigured: `out/#` is gone, `new/#` added.
+    let filters = vec![("new/#".to_string(), QoS::AtLeastOnce)];
+    let key2 = h.broker.bridge_session(ID, None, false, &filters, h.now);
+    assert_eq!(key, key2);
+    publish_n(&mut h, p, "out/a", 2..3);
+    publish_n(&mut h, p, "new/a", 3..4);
+    assert_eq!(h.broker.bridge_queued(key), 3);
+    // local_cleansession true: what was queued is discarded.
+    let key3 = h.broker.bridge_session(ID, None, true, &filters, h.now);
+    assert_eq!(h.broker.bridge_queued(key3), 0);
+}
+
+fn ack_of(id: u16) -> Ack<'static> {
+    Ack {
+        packet_id: NonZeroU16::new(id).unwrap(),
+        reason: ReasonCode::SUCCESS,
+        properties: Properties::EMPTY,
+    }
+}
+
+#[test]
+fn bridge_state_notification_is_published_under_sys_and_retained() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let topic = "$SYS/broker/connection/gw.test/state";
+    h.broker
+        .bridge_publish(key, topic, b"1", QoS::AtLeastOnce, true, &[], h.now);
+    let s = h.client(connect("s", true, 0));
+    h.send(
+        s,
+        subscribe(1, &[("$SYS/broker/connection/#", QoS::AtLeastOnce)]),
+    );
+    write(&mut h, &src, 1); // the SUBACK and what follows wait for the log
+    let got: Vec<(String, Vec<u8>)> = h
+        .take(s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Out::Publish { topic, payload, .. } => Some((topic, payload)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, [(topic.to_string(), b"1".to_vec())]);
+}

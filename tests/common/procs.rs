@@ -1,0 +1,63 @@
+//! Brokers as child processes (wrenmq's binary, Debian's mosquitto), killed when their
+//! guard is dropped so that no broker outlives a failed test.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits (at most `secs`) until something accepts on 127.0.0.1:`port`.
+pub fn wait_listening(port: u16, what: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn mosquitto_bin() -> &'static str {
+    if Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    }
+}
+
+/// A stock Mosquitto on 127.0.0.1:`port` (only the listener, anonymous access and no
+/// persistence set), its config written into `dir`.
+pub fn start_mosquitto(dir: &Path, port: u16) -> Killed {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .expect("write mosquitto.conf");
+    let child = Command::new(mosquitto_bin())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto (apt install mosquitto, or scripts/test.sh)");
+    let guard = Killed(child);
+    wait_listening(port, "mosquitto", 10);
+    guard
+}
