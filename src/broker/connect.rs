@@ -12,7 +12,7 @@ use super::session::{InflightState, Session};
 use super::subscriptions::SessionKey;
 use super::timers::Timer;
 use super::{conn_slot, Broker, CloseReason, ConnId, V5Conn, TOPIC_ALIAS_MAXIMUM};
-use crate::auth::{self, Refusal};
+use crate::auth::Refusal;
 use crate::protocol::{
     Ack, Connack, Connect, Packet, Properties, PropertiesBuf, Property, ProtocolVersion, ReasonCode,
 };
@@ -185,8 +185,7 @@ impl Broker {
 
     /// Checks the user name and password; a refusal answers CONNACK and closes.
     fn authenticate(&mut self, id: ConnId, c: &Connect<'_>, client_id: &str, now: Instant) -> bool {
-        let listener =
-            conn_slot(&mut self.conns, id).map_or(auth::UNKNOWN_LISTENER, |c| c.listener);
+        let listener = self.pending_listener(id);
         let checked = match self.auth.get_mut(listener) {
             Some(auth) => auth.authenticate(c.username, c.password, now),
             // A listener without settings of its own admits nobody.
@@ -315,8 +314,8 @@ impl Broker {
             }
         };
         let epoch = self.next_epoch();
-        let listener =
-            conn_slot(&mut self.conns, id).map_or(auth::UNKNOWN_LISTENER, |c| c.listener);
+        let listener = self.pending_listener(id);
+        self.conn_listeners.remove(&id);
         if let Some(session) = self.sessions.get_mut(key) {
             session.conn = Some(id);
             // Offline, the session keeps its last listener's ACL (mosquitto.conf(5),
@@ -434,7 +433,7 @@ impl Broker {
     fn resume_delivery(&mut self, id: ConnId, key: SessionKey, now: Instant) {
         // Every message in flight is unsent on this connection.
         if let Some(session) = self.sessions.get_mut(key) {
-            session.unsent = u32::try_from(session.inflight().len()).unwrap_or(u32::MAX);
+            session.unsent = u16::try_from(session.inflight().len()).unwrap_or(u16::MAX);
         }
         self.pump(key, now);
         // Retained messages a SUBSCRIBE on an earlier connection was still due go on here,
@@ -490,7 +489,7 @@ impl Broker {
         let unsent = (session.unsent as usize).min(inflight_len);
         let sent = inflight_len - unsent;
         let resend = unsent.min(window.saturating_sub(sent));
-        session.unsent = u32::try_from(unsent - resend).unwrap_or(u32::MAX);
+        session.unsent = u16::try_from(unsent - resend).unwrap_or(u16::MAX);
         for inflight in session.inflight().range(sent..sent + resend) {
             if inflight.state != InflightState::AwaitingPubcomp
                 && acl.is_some_and(|a| {

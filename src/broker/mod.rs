@@ -186,9 +186,6 @@ struct Conn {
     /// `use_subject_as_username`): no password was checked, so a reload does not check
     /// one either.
     cert_identity: bool,
-    /// The listener it came in on, as an `AuthSet` index (`set_listener`; 0 until then,
-    /// which with one `Auth` for every listener is the right one).
-    listener: u8,
 }
 
 impl Conn {
@@ -204,6 +201,10 @@ pub struct Broker {
     auth: AuthSet,
     /// Indexed by `ConnId::index`.
     conns: Vec<Option<Conn>>,
+    /// With `per_listener_settings true`: the listener (`AuthSet` index) of connections not
+    /// yet past CONNECT (`set_listener`); CONNECT moves it to the session, so `Conn` does
+    /// not grow.
+    conn_listeners: HashMap<ConnId, u8>,
     /// User names from TLS client certificates, taken by CONNECT (see `connect.rs`).
     cert_identities: HashMap<ConnId, Option<Arc<str>>>,
     sessions: Slab<Session>,
@@ -334,6 +335,7 @@ impl Broker {
             retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
             cert_identities: HashMap::new(),
+            conn_listeners: HashMap::new(),
             id_rng: IdRng::new(0),
             meter: Arc::default(),
             out_bytes: 0,
@@ -379,16 +381,18 @@ impl Broker {
             None if self.auth.is_per_listener() => auth::UNKNOWN_LISTENER,
             None => 0,
         };
+        for listener in self.conn_listeners.values_mut() {
+            *listener = remap(*listener);
+        }
         let mut revoked = Vec::new();
-        for (index, slot) in self.conns.iter_mut().enumerate() {
+        for (index, slot) in self.conns.iter().enumerate() {
             let Some(conn) = slot else { continue };
-            let old_listener = conn.listener;
-            conn.listener = remap(old_listener);
             let Some(session) = conn.session.and_then(|k| self.sessions.get(k)) else {
                 continue;
             };
             let username = session.username.as_deref();
-            let admitted = match (self.auth.get(conn.listener), old.get(old_listener)) {
+            let (old_listener, new_listener) = (session.listener, remap(session.listener));
+            let admitted = match (self.auth.get(new_listener), old.get(old_listener)) {
                 (Some(new), Some(old)) => new.still_admits(old, username),
                 _ => false,
             };
@@ -501,10 +505,21 @@ impl Broker {
     /// checks use that listener's settings (`per_listener_settings true`). Call right
     /// after [`Broker::handle_open`].
     pub fn set_listener(&mut self, id: ConnId, addr: std::net::SocketAddr) {
-        let index = self.auth.index_of(addr);
-        if let Some(conn) = conn_slot(&mut self.conns, id) {
-            conn.listener = index;
+        if self.auth.is_per_listener() && conn_slot(&mut self.conns, id).is_some() {
+            self.conn_listeners.insert(id, self.auth.index_of(addr));
         }
+    }
+
+    /// The listener of connection `id`, not yet past CONNECT: with one `Auth` for every
+    /// listener, 0.
+    fn pending_listener(&self, id: ConnId) -> u8 {
+        if !self.auth.is_per_listener() {
+            return 0;
+        }
+        self.conn_listeners
+            .get(&id)
+            .copied()
+            .unwrap_or(auth::UNKNOWN_LISTENER)
     }
 
     /// A new network connection was accepted.
@@ -526,7 +541,6 @@ impl Broker {
             keepalive_entry: false,
             v5: None,
             cert_identity: false,
-            listener: 0,
         });
         self.stats.connections_accepted += 1;
         self.live_conns += 1;

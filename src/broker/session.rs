@@ -154,7 +154,7 @@ pub struct Session {
     /// How many of the last messages in flight have not been sent on the current
     /// connection yet (resent after a reconnect as the client's window allows, see
     /// `Broker::resend_inflight`). At most 65,535: each holds a packet id.
-    pub(super) unsent: u32,
+    pub(super) unsent: u16,
 }
 
 impl Session {
