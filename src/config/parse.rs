@@ -174,6 +174,8 @@ struct Parser {
     /// `per_listener_settings` (wherever it is in the file: it changes how the security
     /// keys above it are read too).
     per_listener: bool,
+    /// Where `per_listener_settings` was set, for warnings about it.
+    per_listener_line: Option<(PathBuf, usize)>,
     /// Set by `finish`: the first listener spec is the default listener.
     has_default_listener: bool,
     /// Security keys above the first `listener` line: the default listener's when
@@ -425,7 +427,10 @@ impl Parser {
                 self.cfg.acl_file = Some(v.clone());
                 self.security(line).acl_file = Some(v);
             }
-            "per_listener_settings" => self.per_listener = line.bool()?,
+            "per_listener_settings" => {
+                self.per_listener = line.bool()?;
+                self.per_listener_line = Some((line.file.to_path_buf(), line.number));
+            }
 
             // ---- limits
             "max_inflight_messages" => {
@@ -663,6 +668,23 @@ impl Parser {
                     acl_file: sec.acl_file.clone(),
                 });
             }
+        }
+        // A bridge's local session belongs to no listener, so no listener's ACL admits
+        // it: say so rather than let bridged messages vanish without a word.
+        let acl_line = out.iter().find_map(|s| s.acl_file.as_ref());
+        if let (Some(acl), Some(bridge)) = (acl_line, self.cfg.bridges.first()) {
+            let (file, line) = self.per_listener_line.clone().unwrap_or_default();
+            self.warnings.push(Warning {
+                file,
+                line,
+                key: "per_listener_settings".to_string(),
+                message: format!(
+                    "bridge {} belongs to no listener: with per_listener_settings true and an \
+                     acl_file ({}), the ACL denies everything it would publish or receive",
+                    bridge.name,
+                    acl.display()
+                ),
+            });
         }
         self.cfg.per_listener_settings = true;
         self.cfg.listener_security = out;

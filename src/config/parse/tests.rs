@@ -775,3 +775,20 @@ fn per_listener_settings_false_keeps_security_global_last_line_wins() {
     assert!(c.allow_anonymous);
     assert_eq!(c.acl_file, Some(PathBuf::from("/b.acl")));
 }
+
+#[test]
+fn per_listener_settings_with_an_acl_warn_that_bridges_belong_to_no_listener() {
+    let p = ok("per_listener_settings true\n\
+                listener 1883\nacl_file /etc/a.acl\n\
+                connection up\naddress 10.0.0.1:1883\ntopic # out\n");
+    let w: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("/etc/w.conf:1: per_listener_settings: bridge up")),
+        "{w:?}"
+    );
+    // Without an ACL nothing is denied, so nothing to say.
+    let p = ok("per_listener_settings true\nlistener 1883\n\
+                connection up\naddress 10.0.0.1:1883\ntopic # out\n");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
