@@ -15,7 +15,9 @@ non_test() {
                   !skip[FILENAME] && !/^[[:space:]]*\/\// { print FILENAME ":" FNR ":" $0 }'
 }
 
-io='Instant::now|SystemTime|std::net|\bmio::|std::fs|std::thread|std::process|RandomState|getrandom|std::env'
+# Sockets and name resolution are I/O; an address (`std::net::SocketAddr`, `IpAddr`) is a
+# value, which the broker may carry (per-listener settings are keyed by listener address).
+io='Instant::now|SystemTime|\b(TcpStream|TcpListener|UdpSocket|ToSocketAddrs|lookup_host)\b|\bmio::|std::fs|std::thread|std::process|RandomState|getrandom|std::env'
 for dir in src/protocol src/broker src/bridge; do
   hits=$(non_test "$dir" | grep -E "$io" || true)
   if [ -n "$hits" ]; then

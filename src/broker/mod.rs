@@ -25,7 +25,7 @@
 //!   [`Message`] and its memory [`Meter`]; `timers.rs`: the deadline heap; `sys.rs`:
 //!   the counters and the `$SYS` tree; `client_ids.rs`: the client id → session index;
 //!   `ondisk.rs`: queue entries whose payload stays in the data files; `memory.rs`: the
-//!   `memory_limit` accounting.
+//!   `memory_limit` accounting; `reload.rs`: applying a reloaded configuration (SIGHUP).
 //! - `journal.rs`: state changes as log records (and which batch durable output waits
 //!   for); `restore.rs`: replaying the data files, and the snapshot of the live state.
 //! - `fuzzing/` (only `cfg(fuzzing)` and tests): the `broker` and `topic` fuzz harnesses;
@@ -73,6 +73,7 @@ mod memory;
 mod message;
 mod ondisk;
 mod output;
+mod reload;
 mod restore;
 mod retained;
 mod routing;
@@ -358,111 +359,6 @@ impl Broker {
 
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// Applies a reloaded configuration and freshly loaded password/ACL files (SIGHUP).
-    ///
-    /// As Mosquitto 2.0 does, a connected client the new files no longer admit is
-    /// disconnected: an anonymous client when `allow_anonymous` is now off, a client whose
-    /// user is gone from the password file or whose entry changed (wrenmq keeps no
-    /// password to check it again, so any change to the entry counts as a revocation), a
-    /// user name when a password file appears. The others stay connected; limits and
-    /// permissions apply from now on. Subscriptions the new ACL no longer allows are
-    /// removed; queued and in-flight messages the subscriber may no longer read are
-    /// dropped before they are sent (`pump`, `resend_inflight`).
-    pub fn reload(&mut self, config: Config, auth: impl Into<AuthSet>, now: Instant) -> Reloaded {
-        let old = std::mem::replace(&mut self.auth, auth.into());
-        self.config = config;
-        // Listener indexes follow the new file's order: remap connections and sessions by
-        // configured address. A listener that is gone maps to `UNKNOWN_LISTENER`, whose
-        // clients are no longer admitted.
-        let remap = |i: u8| match old.addr_of(i) {
-            Some(addr) => self.auth.index_of(addr),
-            None if self.auth.is_per_listener() => auth::UNKNOWN_LISTENER,
-            None => 0,
-        };
-        for listener in self.conn_listeners.values_mut() {
-            *listener = remap(*listener);
-        }
-        let mut revoked = Vec::new();
-        for (index, slot) in self.conns.iter().enumerate() {
-            let Some(conn) = slot else { continue };
-            let Some(session) = conn.session.and_then(|k| self.sessions.get(k)) else {
-                continue;
-            };
-            let username = session.username.as_deref();
-            let (old_listener, new_listener) = (session.listener, remap(session.listener));
-            let admitted = match (self.auth.get(new_listener), old.get(old_listener)) {
-                (Some(new), Some(old)) => new.still_admits(old, username),
-                _ => false,
-            };
-            // A certificate's name was never in the password file: Mosquitto 2.0 keeps
-            // such clients on reload (it re-checks the certificate, which rustls did at
-            // the handshake).
-            if !conn.cert_identity && !admitted {
-                info!(
-                    "client {}{}: no longer admitted by the reloaded configuration",
-                    session.client_id,
-                    username.map(|u| format!(" (user {u})")).unwrap_or_default()
-                );
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
-                revoked.push(ConnId {
-                    index,
-                    generation: conn.generation,
-                });
-            }
-        }
-        for (_, session) in self.sessions.iter_mut() {
-            session.listener = remap(session.listener);
-        }
-        for &id in &revoked {
-            self.close(id, CloseReason::NotAuthorized, now, true);
-        }
-        let disconnected = revoked.len();
-        if !self.auth.has_acl() {
-            return Reloaded {
-                disconnected,
-                subscriptions_removed: 0,
-            };
-        }
-        let mut removed = 0;
-        for (key, session) in self.sessions.iter_mut() {
-            let client = auth::Client {
-                username: session.username.as_deref(),
-                client_id: &session.client_id,
-            };
-            let auth = &self.auth;
-            let listener = session.listener;
-            let denied: Vec<Arc<str>> = session
-                .subscriptions
-                .iter()
-                .filter(|sub| !auth.check_subscribe(listener, client, &sub.filter))
-                .map(|sub| sub.filter.clone())
-                .collect();
-            for filter in &denied {
-                info!(
-                    "client {}: subscription {filter} removed: no longer allowed by the ACL",
-                    session.client_id
-                );
-                self.subscriptions.unsubscribe(filter, key);
-                self.journal
-                    .session(session, |session| crate::store::Record::Unsubscribe {
-                        session,
-                        filter,
-                    });
-            }
-            removed += denied.len();
-            session
-                .subscriptions
-                .retain(|sub| !denied.contains(&sub.filter));
-            // Queued messages the client may no longer read are dropped when they reach the
-            // front of the queue (`pump`), which journals it; removing them here out of order
-            // would make the log's queue records replay wrongly.
-        }
-        Reloaded {
-            disconnected,
-            subscriptions_removed: removed,
-        }
     }
 
     /// Whether the session `key` may read (`auth::READ`) or write (`auth::WRITE`)

@@ -1,5 +1,9 @@
 //! Configuration files, good and bad, with the exact messages users see.
 
+use std::net::SocketAddr;
+
+use crate::config::ListenerSecurity;
+
 use super::suggest::{edit_distance, KNOWN_KEYS};
 use super::*;
 
