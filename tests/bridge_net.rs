@@ -17,18 +17,7 @@ mod common;
 use common::procs::{free_port, mosquitto_bin, start_mosquitto, wait_listening, Killed};
 
 fn start_wrenmq(conf: &Path, port: u16) -> Killed {
-    let child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
-        .arg("-c")
-        .arg(conf)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start wrenmq");
-    let guard = Killed(child);
-    wait_listening(port, "wrenmq", 10);
-    guard
+    common::procs::start_wrenmq(conf, port, 10)
 }
 
 /// Publishes `range` as QoS 1 on `topic` through one mosquitto_pub (one message per

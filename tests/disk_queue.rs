@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::procs::free_port;
+use common::procs::{free_port, start_wrenmq, Killed};
 use common::{Client, Got};
 use wrenmq::protocol::{Ack, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode};
 
@@ -19,36 +18,11 @@ const TOTAL: usize = 100_000;
 /// Publishes sent before waiting for their PUBACKs.
 const BURST: usize = 500;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    /// No broker outlives its test, even one that fails.
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start(config: &Path, addr: SocketAddr) -> Killed {
+    start_wrenmq(config, addr.port(), 60)
 }
 
-fn start(config: &Path, addr: SocketAddr) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
-        .arg("-c")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start wrenmq");
-    let proc = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    proc
-}
-
-fn kill_9(mut proc: Proc) {
+fn kill_9(mut proc: Killed) {
     proc.0.kill().expect("kill -9");
     let _ = proc.0.wait();
 }

@@ -61,3 +61,21 @@ pub fn start_mosquitto(dir: &Path, port: u16) -> Killed {
     wait_listening(port, "mosquitto", 10);
     guard
 }
+
+/// wrenmq's binary with `conf` (its listener on 127.0.0.1:`port`), logging warnings to the
+/// test's stderr; waits at most `secs` for the listener (recovery of a large store takes
+/// a while).
+pub fn start_wrenmq(conf: &Path, port: u16, secs: u64) -> Killed {
+    let child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
+        .arg("-c")
+        .arg(conf)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start wrenmq");
+    let guard = Killed(child);
+    wait_listening(port, "wrenmq", secs);
+    guard
+}
