@@ -504,6 +504,45 @@ impl<Q: OutboundQueue> Bridge<Q> {
         }
     }
 
+    /// Ends the bridge for good (its block was changed or removed by SIGHUP, or the broker
+    /// shuts down). An Up link gets the retained "0" state upstream, since the clean
+    /// DISCONNECT that follows suppresses the will that would say so, then
+    /// `Action::Close`; a dial or CONNECT in progress is abandoned. The local state goes
+    /// to "0". Queued and in-flight messages stay in the queue for whoever takes it over.
+    pub fn stop(&mut self) {
+        match self.phase {
+            Phase::Up { .. } => {
+                let b = &self.s.bridge;
+                if b.notifications && !b.notifications_local_only {
+                    let topic = self.s.notification_topic.clone();
+                    self.send(&Packet::Publish(protocol::Publish {
+                        dup: false,
+                        qos: QoS::AtMostOnce,
+                        retain: true,
+                        topic: &topic,
+                        packet_id: None,
+                        properties: protocol::Properties::EMPTY,
+                        payload: b"0",
+                    }));
+                }
+                self.send(&Packet::Disconnect(protocol::Disconnect {
+                    reason: ReasonCode::NORMAL_DISCONNECTION,
+                    properties: protocol::Properties::EMPTY,
+                }));
+                self.actions.push_back(Action::Close);
+                self.link_down();
+                self.notify_local(false);
+            }
+            Phase::Dialing { .. } | Phase::Connecting { .. } => {
+                self.out.clear();
+                self.actions.push_back(Action::Close);
+                self.link_down();
+            }
+            Phase::Idle { .. } | Phase::Stopped => {}
+        }
+        self.phase = Phase::Stopped;
+    }
+
     fn is_connected(&self) -> bool {
         matches!(self.phase, Phase::Connecting { .. } | Phase::Up { .. })
     }
