@@ -330,6 +330,12 @@ impl Server {
             n.notify("READY=1\nSTATUS=accepting connections");
         }
         core.handle_sys(Instant::now());
+        // The bridges' first dials, before the first sleep (no event may come for long).
+        if !core.bridges.is_empty() {
+            core.bridges
+                .turn(&mut core.broker, poll.registry(), Instant::now());
+            core.sync_store();
+        }
         loop {
             if core.shared.stop_requested() {
                 if let Some(n) = core.notify.as_mut() {

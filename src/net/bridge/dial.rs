@@ -160,7 +160,11 @@ impl Uplink {
         };
         match dns.ask(&a.host, a.port) {
             Ok(id) => self.dial.lookup = Some((id, a.host, a.port)),
-            Err(e) => self.lookup_failed(&a.host, &e, now),
+            Err(e) => {
+                let dial = self.dial.wait == Some(index);
+                let probe = self.dial.probe_wait == Some(index);
+                self.lookup_failed(&a.host, &e, dial, probe, now);
+            }
         }
     }
 
@@ -180,36 +184,30 @@ impl Uplink {
                 .is_some_and(|a| a.host == host && a.port == port)
         };
         let bind = self.bridge.settings().bridge.bind_address;
-        if matches(self.dial.wait, &self.bridge) {
-            let dialing = self.bridge.phase().dialing_index();
-            if self.dial.wait.take() == dialing {
-                match &answer.result {
-                    Ok(addrs) => {
-                        debug!("bridge {}: {host} is {addrs:?}", self.name());
-                        self.dial.rest =
-                            addrs.iter().filter(|a| usable(a, bind)).copied().collect();
-                        if self.dial.rest.is_empty() {
-                            let e = format!("no address of the family of {bind:?}");
-                            self.lookup_failed(&host, &e, now);
-                        } else {
-                            self.connect_next(registry, now);
-                        }
+        // A dial waits only while the state machine still dials that entry.
+        let for_dial = matches(self.dial.wait, &self.bridge)
+            && self.dial.wait == self.bridge.phase().dialing_index();
+        let for_probe = matches(self.dial.probe_wait, &self.bridge);
+        match &answer.result {
+            Err(e) => self.lookup_failed(&host, e, for_dial, for_probe, now),
+            Ok(addrs) => {
+                debug!("bridge {}: {host} is {addrs:?}", self.name());
+                let usable: VecDeque<SocketAddr> =
+                    addrs.iter().filter(|a| usable(a, bind)).copied().collect();
+                if usable.is_empty() {
+                    let e = format!("no address of the family of bridge_bind_address {bind:?}");
+                    self.lookup_failed(&host, &e, for_dial, for_probe, now);
+                } else {
+                    if for_dial {
+                        self.dial.wait = None;
+                        self.dial.rest = usable.clone();
+                        self.connect_next(registry, now);
                     }
-                    Err(e) => self.lookup_failed(&host, e, now),
-                }
-            }
-        }
-        if matches(self.dial.probe_wait, &self.bridge) {
-            self.dial.probe_wait = None;
-            match &answer.result {
-                Ok(addrs) => {
-                    self.dial.probe_rest =
-                        addrs.iter().filter(|a| usable(a, bind)).copied().collect();
-                    self.probe_next(registry, now);
-                }
-                Err(e) => {
-                    debug!("bridge {}: probe: cannot resolve {host}: {e}", self.name());
-                    self.bridge.handle_probe(now, false);
+                    if for_probe {
+                        self.dial.probe_wait = None;
+                        self.dial.probe_rest = usable;
+                        self.probe_next(registry, now);
+                    }
                 }
             }
         }
@@ -217,13 +215,16 @@ impl Uplink {
         self.ask(dns, now);
     }
 
-    /// A dial's lookup failed: a failed attempt (a probe's only debug-logged).
-    fn lookup_failed(&mut self, host: &str, e: &str, now: Instant) {
-        if self.dial.wait.take().is_some() {
+    /// The lookup for the waiting dial and/or probe failed: for a dial a failed attempt,
+    /// logged as a warning (a probe's failure is only debug-logged: it repeats every 5 s).
+    fn lookup_failed(&mut self, host: &str, e: &str, dial: bool, probe: bool, now: Instant) {
+        if dial {
+            self.dial.wait = None;
             warn!("bridge {}: cannot resolve {host}: {e}", self.name());
             self.bridge.handle_closed(now);
         }
-        if self.dial.probe_wait.take().is_some() {
+        if probe {
+            self.dial.probe_wait = None;
             debug!("bridge {}: probe: cannot resolve {host}: {e}", self.name());
             self.bridge.handle_probe(now, false);
         }
