@@ -41,21 +41,20 @@
 //! `queue` ([`OutboundQueue`], [`MemQueue`]), `backoff` (restart delay, address order).
 //!
 //! Wiring (issue 14): `net/bridge.rs` runs a [`Bridge`] per `connection` on reserved
-//! tokens (non-blocking connect to IP literals, TLS through the transport seam's client
-//! side); its queue is a view of the broker's bridge session (`broker/bridge_session.rs`),
+//! tokens (host names resolved off the loop, each resolved address tried in turn for one
+//! [`Action::Dial`], `bridge_bind_address`, TLS through the transport seam's client side,
+//! SIGHUP restarting the bridges whose block changed with [`Bridge::stop`]); its queue is a view of the broker's bridge session (`broker/bridge_session.rs`),
 //! whose queue and inflight list are the durable outbound queue and packet-id map
 //! ([`OutboundQueue::packet_id`], [`Bridge::resume_flow`] after a restart).
 //!
 //! What remains (issue 14):
-//! - Host names resolved off the loop (a helper thread reporting through the waker);
-//!   `bridge_bind_address`. Both are refused at start-up for now.
 //! - The inbound QoS 2 id set persisted like the broker's inbound QoS 2 state (today it
 //!   lives in the state machine: a restart between PUBREC and PUBREL forgets it).
 //! - As an upstream, wrenmq drops the bridge bit of a 3.1.1 CONNECT: keeping it (no echo,
 //!   retain kept) is needed for wrenmq-to-wrenmq `both` topics on 3.1.1.
 //! - On reconnect, only retained messages changed while the link was down; Message
-//!   Expiry of queued 5.0 messages reduced by the time queued; SIGHUP restarting only
-//!   the bridges whose block changed; a byte cap on the bridge queue with its policy.
+//!   Expiry of queued 5.0 messages reduced by the time queued; a byte cap on the bridge
+//!   queue with its policy.
 
 mod backoff;
 mod connect;

@@ -28,6 +28,11 @@
 //!   and their session stops collecting; new ones are started.
 //! - Every turn, [`Uplinks::turn`] syncs each bridge: O(bridges), nothing on the publish
 //!   path; with no bridge configured the list is empty and no thread exists.
+//!
+//! What remains: lookups run one after the other on the one thread, so a DNS server that
+//! does not answer delays the other bridges' lookups by its timeout (glibc: 5 s per try),
+//! and a lookup cannot be cancelled (one for a bridge a SIGHUP removed runs to its end,
+//! its answer dropped). Host names in `bridge_bind_address` are not resolved.
 
 mod dial;
 mod queue;

@@ -90,7 +90,7 @@ impl Uplinks {
         let mut ending: Vec<(usize, Option<usize>)> =
             plan.stop.iter().map(|&i| (i, None)).collect();
         ending.extend(plan.restart.iter().map(|&(i, j)| (i, Some(j))));
-        ending.sort_unstable_by(|a, b| b.0.cmp(&a.0)); // remove from the back
+        ending.sort_unstable_by_key(|e| std::cmp::Reverse(e.0)); // remove from the back
         let mut restart = Vec::new();
         for (i, j) in ending {
             let mut l = self.links.remove(i);
