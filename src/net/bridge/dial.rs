@@ -188,6 +188,9 @@ impl Uplink {
         let for_dial = matches(self.dial.wait, &self.bridge)
             && self.dial.wait == self.bridge.phase().dialing_index();
         let for_probe = matches(self.dial.probe_wait, &self.bridge);
+        if matches(self.dial.wait, &self.bridge) && !for_dial {
+            self.dial.wait = None; // stale: never ask again for it
+        }
         match &answer.result {
             Err(e) => self.lookup_failed(&host, e, for_dial, for_probe, now),
             Ok(addrs) => {
