@@ -81,7 +81,8 @@ impl Uplinks {
             .collect();
         let running: Vec<&Settings> = self.links.iter().map(|l| l.bridge.settings()).collect();
         let plan = plan(&running, &wanted);
-        if plan.restart.is_empty() && plan.stop.is_empty() && plan.start.is_empty() {
+        let changed = plan.restart.len() + plan.stop.len() + plan.start.len();
+        if changed == 0 && !plan.keep.is_empty() {
             info!("bridges unchanged by the reload");
         }
         let local_id = |s: &Settings| s.bridge.local_clientid(&self.host);
