@@ -427,6 +427,53 @@ mod tests {
         assert!(e.to_string().contains("bind to 203.0.113.7"), "{e}");
     }
 
+    /// One dial tries the resolved addresses in order: a refused one, then one that
+    /// accepts, and reports the link only once connected.
+    #[test]
+    fn a_dial_moves_on_to_the_next_resolved_address() {
+        use crate::bridge::Phase;
+        use crate::broker::Broker;
+        use crate::config::{parse_with, Config, MemSource};
+        use std::path::{Path, PathBuf};
+        use std::sync::Arc;
+
+        let good = TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let text = format!("connection up\naddress {refused}\ntopic t out\nnotifications false\n");
+        let src = MemSource([(PathBuf::from("/w.conf"), text)].into_iter().collect());
+        let parsed = parse_with(&src, Path::new("/w.conf")).unwrap();
+        let mut broker = Broker::new(Config::in_memory());
+        let mut poll = mio::Poll::new().unwrap();
+        let mut uplinks = super::super::Uplinks::new(Arc::new(|| {}));
+        let now = Instant::now();
+        uplinks.start(&mut broker, &parsed.config.bridges, 20, now);
+        let l = &mut uplinks.links[0];
+        assert!(matches!(l.bridge.phase(), Phase::Dialing { index: 0, .. }));
+        // As if the name had resolved to both.
+        l.dial.rest = [refused, good.local_addr().unwrap()].into();
+        l.connect_next(poll.registry(), now);
+        let mut events = mio::Events::with_capacity(8);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(l.bridge.phase(), Phase::Dialing { .. }) {
+            assert!(Instant::now() < deadline, "never connected");
+            poll.poll(&mut events, Some(Duration::from_millis(50)))
+                .unwrap();
+            if !events.is_empty() {
+                l.handle_dial_event(poll.registry(), now);
+            }
+        }
+        assert!(matches!(
+            l.bridge.phase(),
+            Phase::Connecting { index: 0, .. }
+        ));
+        assert_eq!(l.dial.current(), Some(good.local_addr().unwrap()));
+        assert!(l.dial.rest.is_empty());
+        good.accept().unwrap();
+    }
+
     #[test]
     fn families_must_match_the_bind_address() {
         let v4: SocketAddr = "127.0.0.1:1".parse().unwrap();
