@@ -125,7 +125,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
     /// The upstream has no session for us: inbound QoS 2 state is void, and outbound QoS
     /// 2 messages it already acknowledged with PUBREC are its own now.
     fn session_lost(&mut self) {
-        self.inbound_qos2.clear();
+        if !self.inbound_qos2.is_empty() {
+            self.inbound_qos2.clear();
+            self.actions.push_back(super::Action::InboundReset);
+        }
         let released: Vec<u16> = self
             .inflight
             .iter()

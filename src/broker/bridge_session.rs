@@ -18,7 +18,11 @@
 //! - [`Broker::bridge_pubrec`] and [`Broker::bridge_done`] record the upstream's PUBREC
 //!   and PUBACK/PUBCOMP durably (`Pubrec`, `InflightDone`).
 //! - [`Broker::bridge_publish`] publishes an inbound (`in`) message as the session;
-//!   [`BridgeDurable`] tells the caller when to acknowledge it upstream.
+//!   [`BridgeDurable`] tells the caller when to acknowledge it upstream. An inbound QoS 2
+//!   packet id is the session's inbound QoS 2 state, journaled like a client's
+//!   (`AwaitPubrel`, `Released`): [`Broker::bridge_receive_qos2`] before the publish (same
+//!   batch), [`Broker::bridge_released`] at PUBREL, [`Broker::bridge_awaiting_pubrel`]
+//!   after a restart.
 //!
 //! A client that connects with the bridge's local client id takes the session over like
 //! any session; the bridge then re-creates it with [`Broker::bridge_session`]. Nothing
@@ -328,6 +332,89 @@ impl Broker {
         match self.journal.open_batch() {
             Some(seq) if self.journal.holds => BridgeDurable::After(seq),
             _ => BridgeDurable::Now,
+        }
+    }
+
+    /// An inbound QoS 2 message under `pid` is about to be published locally: the id is
+    /// recorded as awaiting PUBREL, journaled in the same batch as the message, so that a
+    /// restart before the upstream's PUBREL still knows it (as for a client's inbound
+    /// QoS 2, [MQTT-4.3.3-2]). False if it is recorded already: a redelivery, not to be
+    /// published again.
+    pub fn bridge_receive_qos2(&mut self, key: SessionKey, pid: PacketId) -> bool {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return true;
+        };
+        if session.awaiting_pubrel().contains(&pid) {
+            return false;
+        }
+        session.awaiting_pubrel_mut().push(pid);
+        let packet_id = pid.get();
+        self.journal
+            .session(session, |session| Record::AwaitPubrel {
+                session,
+                packet_id,
+            });
+        true
+    }
+
+    /// The upstream released inbound QoS 2 message `pid` (PUBREL): the id is forgotten,
+    /// durably. Returns when the PUBCOMP may go upstream: once everything journaled so
+    /// far is durable (a PUBREL resent after a reconnect may find its release still on
+    /// its way to the disk).
+    pub fn bridge_released(&mut self, key: SessionKey, pid: PacketId) -> BridgeDurable {
+        self.bridge_forget_inbound(key, |p| p == pid);
+        self.bridge_barrier()
+    }
+
+    /// The upstream has no session for the bridge any more: every inbound QoS 2 id is void.
+    pub fn bridge_inbound_reset(&mut self, key: SessionKey) {
+        self.bridge_forget_inbound(key, |_| true);
+    }
+
+    fn bridge_forget_inbound(&mut self, key: SessionKey, which: impl Fn(PacketId) -> bool) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let gone: Vec<PacketId> = session
+            .awaiting_pubrel()
+            .iter()
+            .copied()
+            .filter(|p| which(*p))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        session.awaiting_pubrel_mut().retain(|p| !which(*p));
+        for pid in gone {
+            let packet_id = pid.get();
+            self.journal
+                .session(session, |session| Record::Released { session, packet_id });
+        }
+        session.release_idle_flows();
+    }
+
+    /// Inbound QoS 2 ids published locally and not released by the upstream yet (after a
+    /// restart: what the last run had recorded), for [`crate::bridge::Bridge::resume_inbound`].
+    pub fn bridge_awaiting_pubrel(&self, key: SessionKey) -> Vec<PacketId> {
+        self.sessions
+            .get(key)
+            .map_or_else(Vec::new, |s| s.awaiting_pubrel().to_vec())
+    }
+
+    /// When everything journaled so far (this turn's batch and those submitted before) is
+    /// durable.
+    pub fn bridge_barrier(&self) -> BridgeDurable {
+        if !self.journal.holds {
+            return BridgeDurable::Now;
+        }
+        let last = self
+            .journal
+            .open_batch()
+            .unwrap_or(self.journal.seq.saturating_sub(1));
+        if last > self.journal.durable {
+            BridgeDurable::After(last)
+        } else {
+            BridgeDurable::Now
         }
     }
 

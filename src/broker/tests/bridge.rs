@@ -220,3 +220,59 @@ fn bridge_state_notification_is_published_under_sys_and_retained() {
         .collect();
     assert_eq!(got, [(topic.to_string(), b"1".to_vec())]);
 }
+
+#[test]
+fn bridge_inbound_qos2_ids_are_journaled_with_the_message_and_survive_a_restart() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    offline_subscriber(&mut h, "s", "in/#");
+    write(&mut h, &src, 1);
+    let (p7, p8) = (NonZeroU16::new(7).unwrap(), NonZeroU16::new(8).unwrap());
+    assert!(h.broker.bridge_receive_qos2(key, p7));
+    let d = h
+        .broker
+        .bridge_publish(key, "in/a", b"seven", QoS::ExactlyOnce, false, &[], h.now);
+    assert!(
+        !h.broker.bridge_receive_qos2(key, p7),
+        "known: a redelivery"
+    );
+    assert!(h.broker.bridge_receive_qos2(key, p8));
+    h.broker
+        .bridge_publish(key, "in/a", b"eight", QoS::ExactlyOnce, false, &[], h.now);
+    // The id and the message go to disk in one batch; the PUBREC waits for it.
+    let BridgeDurable::After(seq) = d else {
+        panic!("must wait for the log, got {d:?}");
+    };
+    assert_eq!(h.broker.bridge_pending_batch(), Some(seq));
+    write(&mut h, &src, 1);
+    // PUBREL for 8: its release is journaled and the PUBCOMP waits for it.
+    let d = h.broker.bridge_released(key, p8);
+    assert!(matches!(d, BridgeDurable::After(s) if s > seq), "{d:?}");
+    write(&mut h, &src, 1);
+    assert_eq!(
+        h.broker.bridge_released(key, p8),
+        BridgeDurable::Now,
+        "a PUBREL resent for an id already released durably: PUBCOMP at once"
+    );
+
+    // kill -9 between our PUBREC for 7 and the upstream's PUBREL.
+    let mut r = restarted_from_log(&src, 1);
+    let key = r
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r.now);
+    assert_eq!(r.broker.bridge_awaiting_pubrel(key), [p7]);
+    assert!(!r.broker.bridge_receive_qos2(key, p7), "still known");
+    assert_eq!(r.broker.session("s").unwrap().queued_len(), 2, "each once");
+    // The upstream lost our session: every id is void, also after the next restart.
+    r.broker.bridge_inbound_reset(key);
+    assert!(r.broker.bridge_awaiting_pubrel(key).is_empty());
+    write(&mut r, &src, 1);
+    let mut r2 = restarted_from_log(&src, 1);
+    let key = r2
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r2.now);
+    assert!(r2.broker.bridge_awaiting_pubrel(key).is_empty());
+}
