@@ -187,6 +187,9 @@ struct Conn {
     /// `use_subject_as_username`): no password was checked, so a reload does not check
     /// one either.
     cert_identity: bool,
+    /// A 3.1/3.1.1 bridge (CONNECT level byte with the bridge bit): its subscriptions get
+    /// No Local and Retain As Published (`subscribe.rs`).
+    bridge: bool,
 }
 
 impl Conn {
@@ -437,6 +440,7 @@ impl Broker {
             keepalive_entry: false,
             v5: None,
             cert_identity: false,
+            bridge: false,
         });
         self.stats.connections_accepted += 1;
         self.live_conns += 1;

@@ -276,3 +276,53 @@ fn bridge_inbound_qos2_ids_are_journaled_with_the_message_and_survive_a_restart(
         .bridge_session(ID, None, false, &out_filters(), r2.now);
     assert!(r2.broker.bridge_awaiting_pubrel(key).is_empty());
 }
+
+/// wrenmq as the upstream of a 3.1.1 bridge (Mosquitto's `try_private` level byte 0x84):
+/// its subscriptions are No Local and Retain As Published, as Mosquitto makes them.
+#[test]
+fn a_v311_bridge_client_gets_no_echo_and_keeps_retain_flags() {
+    let mut h = Harness::new();
+    let retained = |topic: &'static str, id: u16| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic,
+            packet_id: NonZeroU16::new(id),
+            properties: Properties::EMPTY,
+            payload: b"r",
+        })
+    };
+    let mut got = Vec::new();
+    for bridge in [true, false] {
+        let id = if bridge { "bridge" } else { "plain" };
+        let b = h.client(Connect {
+            bridge,
+            ..connect(id, true, 0)
+        });
+        h.send(b, subscribe(1, &[("#", QoS::AtLeastOnce)]));
+        h.take(b);
+        let other = h.client(connect(if bridge { "o1" } else { "o2" }, true, 0));
+        h.send(b, publish("own/t", b"mine", QoS::AtLeastOnce, 2));
+        h.send(other, retained("state/t", 3));
+        let seen: Vec<(String, bool)> = h
+            .take(b)
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Publish { topic, retain, .. } => Some((topic, retain)),
+                _ => None,
+            })
+            .collect();
+        got.push(seen);
+    }
+    assert_eq!(
+        got[0],
+        [("state/t".to_string(), true)],
+        "bridge: no echo, RETAIN kept"
+    );
+    assert_eq!(
+        got[1],
+        [("own/t".to_string(), false), ("state/t".to_string(), false)],
+        "plain client: echo, RETAIN clear on live delivery [MQTT-3.3.1-9]"
+    );
+}
