@@ -272,7 +272,13 @@ mod tests {
                 Ok(crate::protocol::Status::Complete((super::super::Packet::Connect(d), n))) => {
                     assert_eq!(n, out.len());
                     let bridge = !version.is_v5();
-                    assert_eq!(d, Connect { bridge, ..c.clone() });
+                    assert_eq!(
+                        d,
+                        Connect {
+                            bridge,
+                            ..c.clone()
+                        }
+                    );
                 }
                 other => panic!("{other:?}"),
             }
