@@ -38,6 +38,7 @@ use super::restore::options_byte;
 use super::routing::Routed;
 use super::session::{Inflight, InflightState, Session};
 use super::{Broker, SessionKey};
+use crate::auth;
 use crate::protocol::{PacketId, Properties, Publish, QoS, RetainHandling, SubscriptionOptions};
 use crate::store::Record;
 
@@ -114,13 +115,17 @@ impl Broker {
             // Online as far as expiry goes: the countdown of a restored session stops.
             self.journal.session_online(session, user_changed);
         }
-        self.bridge_subscriptions(key, filters);
+        self.bridge_subscriptions(key, filters, now);
         self.list_for_spill(key);
         key
     }
 
-    /// Makes the session's subscriptions exactly `filters`, journaling the changes.
-    fn bridge_subscriptions(&mut self, key: SessionKey, filters: &[(String, QoS)]) {
+    /// Makes the session's subscriptions exactly `filters`, journaling the changes. A
+    /// filter the session did not have yet gets the matching retained messages queued
+    /// once (RETAIN set), so the upstream learns the current state; from then on only
+    /// changes are queued, live, and a reconnect or restart replays nothing (Mosquitto
+    /// sends every retained message again on each reconnect).
+    fn bridge_subscriptions(&mut self, key: SessionKey, filters: &[(String, QoS)], now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -137,6 +142,7 @@ impl Broker {
             self.journal
                 .session(session, |session| Record::Unsubscribe { session, filter });
         }
+        let mut new = Vec::new();
         for (filter, qos) in filters {
             let options = SubscriptionOptions {
                 qos: *qos,
@@ -152,13 +158,40 @@ impl Broker {
                 continue;
             }
             let stored = self.subscriptions.subscribe(filter, key, options, 0);
-            session.set_subscription(&stored, options, 0);
+            if session.set_subscription(&stored, options, 0) {
+                new.push((stored.clone(), *qos));
+            }
             let (filter, options) = (&stored, options_byte(options));
             self.journal.session(session, |session| Record::Subscribe {
                 session,
                 filter,
                 options,
             });
+        }
+        for (filter, qos) in new {
+            self.bridge_queue_retained(key, &filter, qos, now);
+        }
+    }
+
+    /// Queues the retained messages matching `filter` for the bridge (read access checked
+    /// per topic, as for any subscriber). Once per new filter, at start-up or reload: the
+    /// whole store is scanned at once, and the session's queue limits apply.
+    fn bridge_queue_retained(&mut self, key: SessionKey, filter: &str, qos: QoS, now: Instant) {
+        if !self.retained.may_match(filter) {
+            return;
+        }
+        let mut matched = Vec::new();
+        let mut from = 0;
+        self.retained
+            .scan(filter, &mut from, self.retained.seq(), usize::MAX, |m| {
+                matched.push(m.clone());
+                true
+            });
+        for msg in matched {
+            if !msg.is_expired(now) && self.allowed(key, &msg.topic, auth::READ) {
+                let qos = msg.qos.min(qos);
+                self.deliver(key, &mut Routed::from_message(&msg, now), qos, true, &[]);
+            }
         }
     }
 

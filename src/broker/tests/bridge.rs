@@ -326,3 +326,57 @@ fn a_v311_bridge_client_gets_no_echo_and_keeps_retain_flags() {
         "plain client: echo, RETAIN clear on live delivery [MQTT-3.3.1-9]"
     );
 }
+
+/// The upstream learns the retained state once: a filter new to the bridge's session gets
+/// the matching retained messages queued (RETAIN set); a restart or a reconnect queues
+/// nothing again, only changes arrive, live.
+#[test]
+fn bridge_session_queues_the_retained_set_once_per_new_filter() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let p = h.client(connect("p", true, 0));
+    let retained = |topic: &'static str, payload: &'static [u8], id: u16| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic,
+            packet_id: NonZeroU16::new(id),
+            properties: Properties::EMPTY,
+            payload,
+        })
+    };
+    h.send(p, retained("out/a", b"a1", 1));
+    h.send(p, retained("out/b", b"b1", 2));
+    h.send(p, retained("new/c", b"c1", 3));
+    h.send(p, retained("other/d", b"d1", 4));
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let taken = h.broker.bridge_take(key, 10, h.now);
+    let got: Vec<(String, bool)> = taken
+        .iter()
+        .map(|o| (o.msg.topic.to_string(), o.retain))
+        .collect();
+    assert_eq!(got, [("out/a".into(), true), ("out/b".into(), true)]);
+    for o in &taken {
+        assert!(h.broker.bridge_done(key, o.packet_id.unwrap()));
+    }
+    h.send(p, retained("out/a", b"a2", 5)); // a change: queued live
+    write(&mut h, &src, 1);
+
+    // After a restart the same filters are not new: only the change is queued.
+    let mut r = restarted_from_log(&src, 1);
+    let key = r
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r.now);
+    let again = r.broker.bridge_take(key, 10, r.now);
+    assert_eq!(payloads(&again), ["a2"]);
+    // A topic line added to the configuration: its retained messages, once.
+    let mut filters = out_filters();
+    filters.push(("new/#".to_string(), QoS::AtLeastOnce));
+    r.broker.bridge_session(ID, None, false, &filters, r.now);
+    assert_eq!(payloads(&r.broker.bridge_take(key, 10, r.now)), ["c1"]);
+    r.broker.bridge_session(ID, None, false, &filters, r.now);
+    assert!(r.broker.bridge_take(key, 10, r.now).is_empty());
+}
