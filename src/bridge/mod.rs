@@ -52,13 +52,14 @@
 //! What remains (issue 14):
 //! - Host names resolved off the loop (a helper thread reporting through the waker);
 //!   `bridge_bind_address`. Both are refused at start-up for now.
-//! - The inbound QoS 2 id set persisted like the broker's inbound QoS 2 state (today it
-//!   lives in the state machine: a restart between PUBREC and PUBREL forgets it).
-//! - As an upstream, wrenmq drops the bridge bit of a 3.1.1 CONNECT: keeping it (no echo,
-//!   retain kept) is needed for wrenmq-to-wrenmq `both` topics on 3.1.1.
-//! - On reconnect, only retained messages changed while the link was down; Message
-//!   Expiry of queued 5.0 messages reduced by the time queued; SIGHUP restarting only
-//!   the bridges whose block changed; a byte cap on the bridge queue with its policy.
+//! - Message Expiry of queued 5.0 messages reduced by the time queued; SIGHUP restarting
+//!   only the bridges whose block changed; a byte cap on the bridge queue with its policy.
+//!
+//! Done elsewhere: the inbound QoS 2 ids are the local session's awaiting-PUBREL state
+//! (journaled, [`Bridge::resume_inbound`]); wrenmq as an upstream honours the 3.1.1
+//! bridge bit (`broker/subscribe.rs`); retained messages go upstream once per new local
+//! subscription, then only as they change (`broker/bridge_session.rs`), so a reconnect
+//! replays nothing.
 
 mod backoff;
 mod connect;

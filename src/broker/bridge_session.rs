@@ -5,7 +5,10 @@
 //!   `<hostname>.<connection name>` as in Mosquitto), subscribed to the local filters of
 //!   the `out`/`both` topic lines with No Local [MQTT-3.8.3-3] and Retain As Published, so
 //!   it never receives what the bridge itself publishes locally (loop prevention on
-//!   `both`) and keeps the RETAIN flag of what it forwards.
+//!   `both`) and keeps the RETAIN flag of what it forwards. Retain Handling is "never":
+//!   a filter new to the session gets the matching retained messages queued once
+//!   instead, so the upstream learns the current state, and a reconnect or restart
+//!   replays nothing (only changes are queued, live).
 //! - Since it never has a connection, everything routed to it is queued. Its queue *is*
 //!   the bridge's outbound store-and-forward queue: journaled, spilled to disk as 16-byte
 //!   entries once written (`ondisk.rs`), rebuilt after a restart. No second queue exists.
