@@ -49,7 +49,9 @@ impl Broker {
             return false;
         };
         conn.version = Some(c.version);
-        conn.bridge = c.bridge;
+        if c.bridge {
+            self.bridge_conns.insert(id);
+        }
         let v5 = c.version == ProtocolVersion::V5;
 
         if v5 && c.properties.authentication_method().is_some() {

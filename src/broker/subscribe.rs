@@ -45,7 +45,7 @@ impl Broker {
             return false;
         };
         let v5 = conn.v5.is_some();
-        let bridge = conn.bridge;
+        let bridge = !self.bridge_conns.is_empty() && self.bridge_conns.contains(&id);
         // [MQTT-4.8.2-1/2] a `$share/` filter without a share name or a filter after it is
         // a protocol error, as Mosquitto treats `$share` alone; checked before any filter
         // of the packet takes effect.
