@@ -3,8 +3,10 @@
 //! retained-message replay when the uplink comes back.
 //!
 //! The upstream is a scripted stub speaking raw MQTT 3.1.1 through the crate's codec, so
-//! the test sees every packet the bridge sends. Each wrenmq runs as a child process with
-//! persistence on, killed with SIGKILL where the scenario says so.
+//! the test sees every packet the bridge sends; for the bridge bit, wrenmq is the upstream
+//! of another wrenmq and of Debian's Mosquitto (needs `mosquitto`, as scripts/test.sh
+//! installs it). Each wrenmq runs as a child process, killed with SIGKILL where the
+//! scenario says so.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -406,9 +408,54 @@ fn wrenmq_to_wrenmq_both_over_v311_has_no_echo_and_keeps_retain() {
     )
     .unwrap();
     let _up = start_wrenmq(&up_conf, up);
+    let _gw = start_wrenmq(&gw_conf, gw);
+    both_without_echo(gw, up);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Mosquitto's own bridge (3.1.1, `try_private` on by default) with wrenmq as the
+/// upstream: the same checks as between two wrenmqs.
+#[test]
+fn mosquitto_bridged_to_wrenmq_on_both_gets_no_echo_and_keeps_retain() {
+    let dir = temp_dir("bridge-proto-mosq-both");
+    let (gw, up) = (free_port(), free_port());
+    let up_conf = dir.join("up.conf");
+    std::fs::write(
+        &up_conf,
+        format!("listener {up} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let _up = start_wrenmq(&up_conf, up);
+    let gw_conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &gw_conf,
+        format!(
+            "listener {gw} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             connection up\naddress 127.0.0.1:{up}\ntopic both/# both 1\n\
+             bridge_protocol_version mqttv311\nremote_clientid gw.mosq\n\
+             restart_timeout 1\nnotifications false\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(common::procs::mosquitto_bin())
+        .arg("-c")
+        .arg(&gw_conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto (apt install mosquitto, or scripts/test.sh)");
+    let _gw = Killed(child);
+    common::procs::wait_listening(gw, "mosquitto", 10);
+    both_without_echo(gw, up);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A gateway on `gw` bridged to `up` on `both/#` (QoS 1, 3.1.1): waits for the bridge,
+/// then checks that a message published at the gateway does not come back, and that a
+/// retained message from the upstream is retained at the gateway.
+fn both_without_echo(gw: u16, up: u16) {
     let mut up_sub = Client::connect(local(up), "up-sub", true).0;
     up_sub.subscribe(1, "both/#", QoS::AtLeastOnce);
-    let _gw = start_wrenmq(&gw_conf, gw);
     let mut gw_sub = Client::connect(local(gw), "gw-sub", true).0;
     gw_sub.subscribe(1, "both/#", QoS::AtLeastOnce);
     // The bridge is up once a message from the upstream arrives at the gateway (its
@@ -466,7 +513,6 @@ fn wrenmq_to_wrenmq_both_over_v311_has_no_echo_and_keeps_retain() {
         next_publishes(&mut late, 1),
         [("both/r".into(), "kept".into(), true)]
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The upstream reads QoS 1 PUBLISHes, acknowledging each, up to and including the one
