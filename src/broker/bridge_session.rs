@@ -128,7 +128,12 @@ impl Broker {
     /// once (RETAIN set), so the upstream learns the current state; from then on only
     /// changes are queued, live, and a reconnect or restart replays nothing (Mosquitto
     /// sends every retained message again on each reconnect).
-    pub(super) fn bridge_subscriptions(&mut self, key: SessionKey, filters: &[(String, QoS)], now: Instant) {
+    pub(super) fn bridge_subscriptions(
+        &mut self,
+        key: SessionKey,
+        filters: &[(String, QoS)],
+        now: Instant,
+    ) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -282,6 +287,16 @@ impl Broker {
         self.stats.messages_sent += out.len() as u64;
         session.release_idle_flows();
         out
+    }
+
+    /// The bridge's uplink went up or down: while it is up, QoS 0 messages for `out`
+    /// topics are queued for it and forwarded; while it is down they are dropped, as
+    /// Mosquitto does (store-and-forward is for QoS 1/2, unless `queue_qos0_messages`).
+    pub fn bridge_link(&mut self, key: SessionKey, up: bool) {
+        self.bridges_up.retain(|k| *k != key);
+        if up {
+            self.bridges_up.push(key);
+        }
     }
 
     /// The upstream sent PUBREC for `pid`: only PUBREL remains, also after a restart.

@@ -212,6 +212,9 @@ pub struct Broker {
     /// No Local and Retain As Published (`subscribe.rs`). A side table, rare, so that
     /// `Conn` does not grow.
     bridge_conns: HashSet<ConnId>,
+    /// Bridge sessions whose uplink is up (`bridge_link`): QoS 0 is queued for them then,
+    /// and forwarded, as Mosquitto forwards QoS 0 over a connected bridge.
+    bridges_up: Vec<SessionKey>,
     sessions: Slab<Session>,
     client_ids: client_ids::ClientIds,
     subscriptions: SubscriptionTable,
@@ -341,6 +344,7 @@ impl Broker {
             live_conns: 0,
             cert_identities: HashMap::new(),
             bridge_conns: HashSet::new(),
+            bridges_up: Vec::new(),
             conn_listeners: HashMap::new(),
             id_rng: IdRng::new(0),
             meter: Arc::default(),

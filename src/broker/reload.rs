@@ -131,6 +131,7 @@ impl Broker {
         let Some(key) = self.client_ids.get(&self.sessions, &client_id) else {
             return (0, false);
         };
+        self.bridge_link(key, false);
         let Some(session) = self.sessions.get(key).filter(|s| s.conn.is_none()) else {
             return (0, false);
         };
