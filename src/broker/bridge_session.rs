@@ -120,7 +120,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let stale: Vec<Arc<str>> = session
+        let stale: Vec<smol_str::SmolStr> = session
             .subscriptions
             .iter()
             .filter(|s| !filters.iter().any(|(f, _)| **f == *s.filter))

@@ -354,7 +354,7 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
-        conn.session = Some(key);
+        conn.set_session(key);
         let will_props = c
             .will
             .as_ref()
@@ -374,7 +374,8 @@ impl Broker {
                     expires_at,
                 )
             });
-        conn.will_delay = c
+        // A 5.0 property: 3.1.1 wills have none (kept in `V5Conn`).
+        let will_delay = c
             .will
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval())
@@ -398,6 +399,7 @@ impl Broker {
                 maximum_packet_size: client_max,
                 aliases: Vec::new(),
                 connect_expiry: expiry,
+                will_delay,
             }));
         }
         true

@@ -2,7 +2,6 @@
 //! (who is no longer admitted, which subscriptions the new ACL removes, listener indexes
 //! remapped by address for `per_listener_settings true`).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use log::info;
@@ -40,7 +39,7 @@ impl Broker {
         let mut revoked = Vec::new();
         for (index, slot) in self.conns.iter().enumerate() {
             let Some(conn) = slot else { continue };
-            let Some(session) = conn.session.and_then(|k| self.sessions.get(k)) else {
+            let Some(session) = conn.session().and_then(|k| self.sessions.get(k)) else {
                 continue;
             };
             let username = session.username.as_deref();
@@ -86,7 +85,7 @@ impl Broker {
             };
             let auth = &self.auth;
             let listener = session.listener;
-            let denied: Vec<Arc<str>> = session
+            let denied: Vec<smol_str::SmolStr> = session
                 .subscriptions
                 .iter()
                 .filter(|sub| !auth.check_subscribe(listener, client, &sub.filter))

@@ -1369,3 +1369,21 @@ fn retained_messages_due_on_subscribe_survive_a_takeover_of_a_persistent_session
     got.dedup();
     assert_eq!(got, ["1", "2", "kept"]);
 }
+
+#[test]
+fn zz_print_sizes() {
+    use std::mem::size_of;
+    eprintln!("Session {}", size_of::<Session>());
+    eprintln!("Conn {}", size_of::<Conn>());
+    eprintln!("Option<Conn> {}", size_of::<Option<Conn>>());
+    eprintln!("Outbox {}", size_of::<output::Outbox>());
+    eprintln!("Subscriptions {}", size_of::<session::Subscriptions>());
+    eprintln!("Subscription {}", size_of::<session::Subscription>());
+    eprintln!("timer entry {}", size_of::<(Instant, timers::Timer)>());
+    eprintln!("slab entry Session {}", size_of::<slab::Slab<Session>>());
+    eprintln!(
+        "exact slot {}",
+        size_of::<(std::sync::Arc<str>, Subscriber)>()
+    );
+    eprintln!("Subscriber {}", size_of::<Subscriber>());
+}

@@ -682,3 +682,11 @@ mod tests {
         drop(client);
     }
 }
+#[test]
+fn zz_print_net_sizes() {
+    eprintln!("net Connection {}", std::mem::size_of::<Connection>());
+    eprintln!(
+        "slab entry {}",
+        std::mem::size_of::<slab::Slab<Connection>>()
+    );
+}
