@@ -125,7 +125,7 @@ impl Broker {
             Some(w) if will_delay > 0 => {
                 // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
                 // ends first.
-                session.pending_will = Some(w);
+                session.set_pending_will(Some(w));
                 self.timers.schedule_in(
                     now,
                     Duration::from_secs(u64::from(will_delay)),
@@ -145,7 +145,7 @@ impl Broker {
         let pending = self
             .sessions
             .get_mut(key)
-            .and_then(|s| s.pending_will.take());
+            .and_then(|s| s.take_pending_will());
         self.remove_session(key);
         if let Some(will) = pending {
             self.publish_will(&will, now);

@@ -327,7 +327,7 @@ impl Broker {
                 session.username = c.username.map(Arc::from);
             }
             // [MQTT-3.1.3-9] a delayed will is dropped when the session resumes in time.
-            session.pending_will = None;
+            session.set_pending_will(None);
             let mut user_changed = user_changed;
             if !ends_with_connection && self.journal.persist_session(session) {
                 user_changed = session.username.is_some();

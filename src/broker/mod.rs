@@ -628,7 +628,7 @@ impl Broker {
                         .sessions
                         .get_mut(key)
                         .filter(|s| s.epoch == epoch && s.conn.is_none())
-                        .and_then(|s| s.pending_will.take());
+                        .and_then(|s| s.take_pending_will());
                     if let Some(will) = will {
                         self.publish_will(&will, now);
                     }
