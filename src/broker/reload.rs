@@ -126,7 +126,7 @@ impl Broker {
     /// Returns the messages it held and whether they were kept; nothing is done when
     /// the id is gone or a client is connected under it (the session is that client's).
     pub fn bridge_release(&mut self, client_id: &str, now: Instant) -> (usize, bool) {
-        let client_id: Arc<str> = Arc::from(client_id);
+        let client_id: std::sync::Arc<str> = std::sync::Arc::from(client_id);
         let Some(key) = self.client_ids.get(&self.sessions, &client_id) else {
             return (0, false);
         };
