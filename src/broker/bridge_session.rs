@@ -103,7 +103,7 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             session.epoch = epoch;
             session.conn = None;
-            session.pending_will = None;
+            session.set_pending_will(None);
             session.expiry_interval = u32::MAX;
             // Everything in flight is resent by the bridge on its next link.
             session.unsent = 0;
@@ -137,7 +137,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let stale: Vec<Arc<str>> = session
+        let stale: Vec<smol_str::SmolStr> = session
             .subscriptions
             .iter()
             .filter(|s| !filters.iter().any(|(f, _)| **f == *s.filter))
