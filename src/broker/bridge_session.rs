@@ -82,7 +82,7 @@ impl Broker {
     ) -> SessionKey {
         let client_id: Arc<str> = Arc::from(client_id);
         if let Some(key) = self.client_ids.get(&self.sessions, &client_id) {
-            if let Some(conn) = self.sessions.get(key).and_then(|s| s.conn) {
+            if let Some(conn) = self.sessions.get(key).and_then(|s| s.conn()) {
                 // A client took the id: the bridge's claim comes first.
                 self.close(conn, super::CloseReason::TakenOver, now, true);
             }
@@ -102,7 +102,7 @@ impl Broker {
         let epoch = self.next_epoch();
         if let Some(session) = self.sessions.get_mut(key) {
             session.epoch = epoch;
-            session.conn = None;
+            session.set_conn(None);
             session.set_pending_will(None);
             session.expiry_interval = u32::MAX;
             // Everything in flight is resent by the bridge on its next link.

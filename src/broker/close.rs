@@ -74,7 +74,7 @@ impl Broker {
         }
         let mut will = will;
         if let Some(key) = conn_session {
-            if self.sessions.get(key).is_some_and(|s| s.conn == Some(id)) {
+            if self.sessions.get(key).is_some_and(|s| s.conn() == Some(id)) {
                 will = self.session_offline(key, will, will_delay, now);
             }
         }
@@ -106,7 +106,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return will;
         };
-        session.conn = None;
+        session.set_conn(None);
         session.epoch = epoch;
         if session.clean {
             // The session ends now, so its will is due now whatever its delay [MQTT-3.1.3-9].

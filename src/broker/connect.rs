@@ -283,7 +283,7 @@ impl Broker {
         // [MQTT-3.1.4-2] a second connection with the same client id takes over: the first
         // is closed (publishing its will) before the new one is attached.
         if let Some(key) = self.client_ids.get(&self.sessions, client_id) {
-            if let Some(old) = self.sessions.get(key).and_then(|s| s.conn) {
+            if let Some(old) = self.sessions.get(key).and_then(|s| s.conn()) {
                 if self.config.connection_messages {
                     info!("Client {client_id} already connected, closing old connection.");
                 }
@@ -322,7 +322,7 @@ impl Broker {
         let listener = self.pending_listener(id);
         self.conn_listeners.remove(&id);
         if let Some(session) = self.sessions.get_mut(key) {
-            session.conn = Some(id);
+            session.set_conn(Some(id));
             // Offline, the session keeps its last listener's ACL (mosquitto.conf(5),
             // per_listener_settings).
             session.listener = listener;

@@ -114,11 +114,11 @@ impl Broker {
             return;
         };
         let online = session
-            .conn
+            .conn()
             .and_then(|id| conn_slot(&mut self.conns, id).map(|c| (id, c)));
         match online {
             Some((id, conn)) if qos == QoS::AtMostOnce => {
-                if conn.out.buf.len() > self.config.max_write_buffer {
+                if conn.out.buf().len() > self.config.max_write_buffer {
                     // Slow consumer: QoS 0 is dropped rather than buffered without bound.
                     self.stats.dropped_slow_consumer += 1;
                     if !conn.slow_logged {
@@ -126,7 +126,7 @@ impl Broker {
                         warn!(
                             "client {} is not reading: dropping QoS 0 messages while {} bytes are unsent",
                             session.client_id,
-                            conn.out.buf.len()
+                            conn.out.buf().len()
                         );
                     }
                     return;
@@ -214,7 +214,7 @@ impl Broker {
         let client = self
             .sessions
             .get(key)
-            .and_then(|s| s.conn)
+            .and_then(|s| s.conn())
             .and_then(|id| conn_slot(&mut self.conns, id))
             .and_then(|c| c.v5.as_ref().map(|v| usize::from(v.receive_maximum)));
         client.map_or(configured, |c| configured.min(c))
@@ -256,13 +256,12 @@ impl Broker {
             self.list_for_spill(key);
         } else {
             self.stats.dropped_queue_full += 1;
-            if !session.overflow_logged {
-                session.overflow_logged = true;
+            if session.overflow_episode_starts() {
                 warn!(
                     "queue of client {} is full ({} messages, {} bytes): dropping new messages until it drains",
                     session.client_id,
                     session.queued_len(),
-                    session.queued_bytes
+                    session.queued_bytes()
                 );
             }
         }
@@ -275,14 +274,14 @@ impl Broker {
         let window = self.window(key);
         // Messages in flight from an earlier connection go first.
         if let Some(s) = self.sessions.get(key).filter(|s| s.unsent > 0) {
-            if let Some(id) = s.conn {
+            if let Some(id) = s.conn() {
                 self.resend_inflight(key, id, window, now);
             }
         }
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let Some(id) = session.conn else { return };
+        let Some(id) = session.conn() else { return };
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return;
         };

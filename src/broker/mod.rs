@@ -174,7 +174,9 @@ struct Conn {
     session_plus_one: Option<std::num::NonZeroU32>,
     /// 1.5 × the keepalive the client asked for, in milliseconds; `None` when keepalive is 0.
     keep_alive: Option<std::num::NonZeroU32>,
-    last_activity: Instant,
+    /// When it last sent a packet, as a [`Stamps`] value (8 bytes, not an `Instant`'s 16,
+    /// issue 11).
+    last_activity: u64,
     /// Its write buffer and held output (see `output.rs`).
     out: Outbox,
     will: Option<Arc<Message>>,
@@ -287,6 +289,38 @@ pub struct Broker {
     sessions_full_logged: bool,
     /// Queues kept on disk: the reader and the sessions to move there (`ondisk.rs`).
     disk: ondisk::DiskState,
+    /// Instants as 8-byte stamps, for `Conn::last_activity`.
+    stamps: Stamps,
+}
+
+/// Instants as nanoseconds after the first one seen (an `Instant` takes 16 bytes). The
+/// last conversion is remembered: every packet of a loop turn comes with the same `now`.
+#[derive(Debug, Default)]
+struct Stamps {
+    base: Option<Instant>,
+    last: Option<(Instant, u64)>,
+}
+
+impl Stamps {
+    /// `now` as a stamp; an instant before the first one seen (only a test clock goes
+    /// back) counts as that one, which can only delay what is measured from it.
+    fn stamp(&mut self, now: Instant) -> u64 {
+        match self.last {
+            Some((at, stamp)) if at == now => stamp,
+            _ => {
+                let base = *self.base.get_or_insert(now);
+                let nanos = now.saturating_duration_since(base).as_nanos();
+                let stamp = u64::try_from(nanos).unwrap_or(u64::MAX);
+                self.last = Some((now, stamp));
+                stamp
+            }
+        }
+    }
+
+    /// The instant of `stamp`; `None` past what `Instant` holds.
+    fn instant(&self, stamp: u64) -> Option<Instant> {
+        self.base?.checked_add(Duration::from_nanos(stamp))
+    }
 }
 
 /// A session key as a timer stores it: slab keys count live sessions, far below `u32::MAX`
@@ -373,6 +407,7 @@ impl Broker {
             retained_full_logged: false,
             sessions_full_logged: false,
             disk: ondisk::DiskState::default(),
+            stamps: Stamps::default(),
         }
     }
 
@@ -451,12 +486,13 @@ impl Broker {
         if self.conns.len() <= idx {
             self.conns.resize_with(idx + 1, || None);
         }
+        let last_activity = self.stamps.stamp(now);
         self.conns[idx] = Some(Conn {
             generation: id.generation,
             version: None,
             session_plus_one: None,
             keep_alive: None,
-            last_activity: now,
+            last_activity,
             out: Outbox::default(),
             will: None,
             slow_logged: false,
@@ -473,10 +509,11 @@ impl Broker {
     /// A decoded packet from `id`. Returns `false` if the connection is closed (or was
     /// closed while handling it): the caller must not feed it more packets.
     pub fn handle_packet(&mut self, id: ConnId, packet: Packet<'_>, now: Instant) -> bool {
+        let stamp = self.stamps.stamp(now);
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
-        conn.last_activity = now;
+        conn.last_activity = stamp;
         self.stats.packets_received += 1;
         let connected = conn.session().is_some();
         match packet {
@@ -589,7 +626,8 @@ impl Broker {
                     };
                     let after = Duration::from_millis(u64::from(limit.get()));
                     // Checked: past what `Instant` holds, the deadline is never reached.
-                    let Some(due) = conn.last_activity.checked_add(after) else {
+                    let last = self.stamps.instant(conn.last_activity);
+                    let Some(due) = last.and_then(|t| t.checked_add(after)) else {
                         continue;
                     };
                     if due <= now {
@@ -622,7 +660,7 @@ impl Broker {
                     if self
                         .sessions
                         .get(key)
-                        .is_some_and(|s| s.epoch == epoch && s.conn.is_none())
+                        .is_some_and(|s| s.epoch == epoch && s.conn().is_none())
                     {
                         if let Some(c) = self.sessions.get(key).map(|s| s.client_id.clone()) {
                             info!("session of {c} expired");
@@ -636,7 +674,7 @@ impl Broker {
                     let will = self
                         .sessions
                         .get_mut(key)
-                        .filter(|s| s.epoch == epoch && s.conn.is_none())
+                        .filter(|s| s.epoch == epoch && s.conn().is_none())
                         .and_then(|s| s.take_pending_will());
                     if let Some(will) = will {
                         self.publish_will(&will, now);

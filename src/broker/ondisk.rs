@@ -380,8 +380,8 @@ impl Broker {
                 return false;
             };
             let in_memory = s.queue().len();
-            let waiting =
-                s.conn.is_none() && s.spill(meter, |m| journal.relocate(m, now)) == Spill::Waiting;
+            let waiting = s.conn().is_none()
+                && s.spill(meter, |m| journal.relocate(m, now)) == Spill::Waiting;
             // Spilled entries are counted as disk entries now (`memory_limit`).
             *entries = entries.saturating_sub(in_memory.saturating_sub(s.queue().len()));
             if !waiting {
@@ -398,7 +398,10 @@ impl Broker {
             return;
         }
         if let Some(s) = self.sessions.get_mut(key) {
-            if s.store_id() != 0 && s.conn.is_none() && !s.queue().is_empty() && s.list_for_spill()
+            if s.store_id() != 0
+                && s.conn().is_none()
+                && !s.queue().is_empty()
+                && s.list_for_spill()
             {
                 self.disk.spill.push(key);
             }

@@ -35,105 +35,84 @@ use super::journal::Journal;
 use super::{conn_slot, Broker, Conn, ConnId};
 use crate::protocol::{Packet, ProtocolVersion, QoS};
 
-/// Output waiting for batch `.0` to be durable, oldest batch first: one or two segments
-/// while batches are open, none otherwise. Boxed and allocated only while not empty: every
-/// connection carries one, 8 bytes instead of a `Vec`'s 24 (issue 11, per-connection
-/// memory); a `Vec`, not a `VecDeque`, inside.
-#[derive(Debug, Default)]
-#[allow(clippy::box_collection)] // boxed on purpose: 8 bytes per connection, not 24
-struct Held(Option<Box<Vec<Segment>>>);
-
 /// Output held for batch `.0`.
 type Segment = (u64, Vec<u8>);
 
-impl Held {
-    fn as_slice(&self) -> &[Segment] {
-        self.0.as_deref().map_or(&[], |v| v)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.as_slice().is_empty()
-    }
-
-    fn iter(&self) -> std::slice::Iter<'_, Segment> {
-        self.as_slice().iter()
-    }
-
-    fn first(&self) -> Option<&Segment> {
-        self.as_slice().first()
-    }
-
-    fn last(&self) -> Option<&Segment> {
-        self.as_slice().last()
-    }
-
-    fn last_mut(&mut self) -> Option<&mut Segment> {
-        self.0.as_mut()?.last_mut()
-    }
-
-    fn push(&mut self, segment: Segment) {
-        self.0.get_or_insert_with(Box::default).push(segment);
-    }
-
-    /// Takes the oldest segment; gives the allocation back once none is left.
-    fn pop_first(&mut self) -> Option<Segment> {
-        let v = self.0.as_mut()?;
-        let first = (!v.is_empty()).then(|| v.remove(0));
-        if v.is_empty() {
-            self.0 = None;
-        }
-        first
-    }
-}
-
-/// One connection's output: what is ready to write and what waits for durability.
+/// One connection's output: what is ready to write and what waits for durability. Boxed
+/// and allocated only while the connection has output (written, held or listed for the
+/// loop): an idle connection carries 8 bytes for it instead of 40 (issue 11,
+/// per-connection memory). A busy one allocates it with its write buffer at its first
+/// packet of a turn, and gives both back once drained (see `consume_output`).
 #[derive(Debug, Default)]
-pub(super) struct Outbox {
+pub(super) struct Outbox(Option<Box<Pending>>);
+
+#[derive(Debug, Default)]
+struct Pending {
     /// Encoded packets not yet written to the socket.
-    pub(super) buf: Vec<u8>,
-    /// Output waiting for its batch to be durable, oldest batch first.
-    held: Held,
-    /// The capacity of `buf` as last added to `Broker::out_bytes` (the low bits), and
-    /// whether this connection is already in the transmit list ([`QUEUED`], the top bit).
-    /// A `Vec`'s capacity never exceeds `isize::MAX`, so the top bit is free; a separate
-    /// `bool` would pad every connection by 8 bytes.
+    buf: Vec<u8>,
+    /// Output waiting for its batch to be durable, oldest batch first: one or two
+    /// segments while batches are open, none otherwise.
+    held: Vec<Segment>,
+    /// The capacity of `buf` and the held segments as last added to `Broker::out_bytes`
+    /// (the low bits), and whether this connection is already in the transmit list
+    /// ([`QUEUED`], the top bit). A `Vec`'s capacity never exceeds `isize::MAX`, so the
+    /// top bit is free; a separate `bool` would take the box from 56 to 64 bytes (a larger
+    /// heap chunk).
     counted_queued: usize,
 }
 
-/// The bit of `Outbox::counted_queued` that says the connection is in the transmit list.
+/// The bit of `Pending::counted_queued` that says the connection is in the transmit list.
 const QUEUED: usize = 1 << (usize::BITS - 1);
 
 impl Outbox {
+    /// The output, allocated if the connection had none.
+    fn pending(&mut self) -> &mut Pending {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// Encoded packets not yet written to the socket.
+    pub(super) fn buf(&self) -> &[u8] {
+        self.0.as_deref().map_or(&[], |p| &p.buf)
+    }
+
+    fn held(&self) -> &[Segment] {
+        self.0.as_deref().map_or(&[], |p| &p.held)
+    }
+
     /// Bytes written or held, not yet handed to the socket.
     pub(super) fn pending_len(&self) -> usize {
-        self.buf.len() + self.held.iter().map(|(_, b)| b.len()).sum::<usize>()
+        self.0.as_deref().map_or(0, |p| {
+            p.buf.len() + p.held.iter().map(|(_, b)| b.len()).sum::<usize>()
+        })
     }
 
     /// The capacity last counted in `Broker::out_bytes` (given back on close).
     pub(super) fn counted(&self) -> usize {
-        self.counted_queued & !QUEUED
+        self.0.as_deref().map_or(0, |p| p.counted_queued & !QUEUED)
     }
 
-    fn set_counted(&mut self, capacity: usize) {
-        self.counted_queued = (self.counted_queued & QUEUED) | (capacity & !QUEUED);
+    /// Taken off the transmit list.
+    fn unlist(&mut self) {
+        if let Some(p) = self.0.as_deref_mut() {
+            p.counted_queued &= !QUEUED;
+        }
     }
 
-    fn queued(&self) -> bool {
-        self.counted_queued & QUEUED != 0
-    }
-
-    fn set_queued(&mut self, queued: bool) {
-        self.counted_queued = if queued {
-            self.counted_queued | QUEUED
-        } else {
-            self.counted_queued & !QUEUED
-        };
+    /// Gives the allocation back, and its count in `out_bytes`, once nothing is written or
+    /// held and the connection is not on the transmit list.
+    fn release_if_idle(&mut self, out_bytes: &mut usize) {
+        if let Some(p) = self.0.as_deref() {
+            if p.buf.is_empty() && p.held.is_empty() && p.counted_queued & QUEUED == 0 {
+                *out_bytes = out_bytes.saturating_sub(p.counted_queued);
+                self.0 = None;
+            }
+        }
     }
 
     /// What is written before the socket closes: the write buffer, then `last` (encoded
     /// for `version`). Held output is dropped: what it acknowledged is not yet durable.
     pub(super) fn into_final_bytes(self, last: Option<(ProtocolVersion, Packet<'_>)>) -> Vec<u8> {
-        let mut bytes = self.buf;
+        let mut bytes = self.0.map(|p| p.buf).unwrap_or_default();
         if let Some((version, packet)) = last {
             packet.encode(version, &mut bytes);
         }
@@ -168,8 +147,7 @@ pub(super) struct Output {
 impl Output {
     /// Send now: the write buffer of `out`, marked for transmission.
     pub(super) fn now<'c>(&mut self, out: &'c mut Outbox, id: ConnId) -> &'c mut Vec<u8> {
-        self.mark(out, id);
-        allocated(&mut out.buf)
+        allocated(&mut self.mark(out, id).buf)
     }
 
     /// Hold until durable: the buffer for a packet that must not reach the client before
@@ -181,21 +159,21 @@ impl Output {
         id: ConnId,
         journal: &Journal,
     ) -> &'c mut Vec<u8> {
-        self.mark(out, id);
+        let p = self.mark(out, id);
         if !journal.holds {
-            return allocated(&mut out.buf);
+            return allocated(&mut p.buf);
         }
         if let Some(seq) = journal.open_batch() {
-            if out.held.is_empty() {
+            if p.held.is_empty() {
                 self.holding.push(id);
             }
-            if out.held.last().is_none_or(|(tag, _)| *tag != seq) {
-                out.held.push((seq, Vec::new()));
+            if p.held.last().is_none_or(|(tag, _)| *tag != seq) {
+                p.held.push((seq, Vec::new()));
             }
         }
-        allocated(match out.held.last_mut() {
+        allocated(match p.held.last_mut() {
             Some((_, segment)) => segment,
-            None => &mut out.buf,
+            None => &mut p.buf,
         })
     }
 
@@ -209,7 +187,7 @@ impl Output {
         qos: QoS,
         journal: &Journal,
     ) -> &'c mut Vec<u8> {
-        if qos == QoS::ExactlyOnce || !out.held.is_empty() {
+        if qos == QoS::ExactlyOnce || !out.held().is_empty() {
             return self.held(out, id, journal);
         }
         self.now(out, id)
@@ -242,17 +220,20 @@ impl Output {
         journal: &Journal,
     ) {
         let submitted = journal.seq.saturating_sub(1);
-        if journal.holds && submitted > journal.durable && out.held.is_empty() {
-            out.held.push((submitted, Vec::new()));
+        if journal.holds && submitted > journal.durable && out.held().is_empty() {
+            out.pending().held.push((submitted, Vec::new()));
             self.holding.push(id);
         }
     }
 
-    fn mark(&mut self, out: &mut Outbox, id: ConnId) {
-        if !out.queued() {
-            out.set_queued(true);
+    /// Lists `out` for transmission (once) and returns its output.
+    fn mark<'c>(&mut self, out: &'c mut Outbox, id: ConnId) -> &'c mut Pending {
+        let p = out.pending();
+        if p.counted_queued & QUEUED == 0 {
+            p.counted_queued |= QUEUED;
             self.transmit.push(id);
         }
+        p
     }
 
     /// Batches up to `durable` are durable: moves the held segments they cover into the
@@ -263,24 +244,25 @@ impl Output {
             let Some(conn) = conn_slot(conns, id) else {
                 continue;
             };
-            let out = &mut conn.out;
-            let mut moved = false;
-            while out.held.first().is_some_and(|(tag, _)| *tag <= durable) {
-                let Some((_, segment)) = out.held.pop_first() else {
-                    break;
-                };
-                if out.buf.is_empty() {
-                    out.buf = segment;
+            let Some(p) = conn.out.0.as_deref_mut() else {
+                continue;
+            };
+            let covered = p.held.iter().take_while(|(tag, _)| *tag <= durable).count();
+            for (_, segment) in p.held.drain(..covered) {
+                if p.buf.is_empty() {
+                    p.buf = segment;
                 } else {
-                    out.buf.extend_from_slice(&segment);
+                    p.buf.extend_from_slice(&segment);
                 }
-                moved = true;
             }
-            if moved {
-                self.mark(out, id);
-            }
-            if !out.held.is_empty() {
+            if !p.held.is_empty() {
                 still.push(id);
+            } else {
+                // Held segments are one or two at a time: give a grown list back.
+                p.held = Vec::new();
+            }
+            if covered > 0 {
+                self.mark(&mut conn.out, id);
             }
         }
         self.holding = still;
@@ -293,10 +275,13 @@ impl Output {
 /// `consume_output`; held output marks the connection for transmission too), so the total
 /// lags output encoded this turn by at most one turn.
 fn recount_out(out_bytes: &mut usize, out: &mut Outbox) {
-    let held: usize = out.held.iter().map(|(_, b)| b.capacity()).sum();
-    let now = out.buf.capacity() + held;
-    *out_bytes = out_bytes.saturating_sub(out.counted()) + now;
-    out.set_counted(now);
+    let Some(p) = out.0.as_deref_mut() else {
+        return;
+    };
+    let held: usize = p.held.iter().map(|(_, b)| b.capacity()).sum();
+    let now = p.buf.capacity() + held;
+    *out_bytes = out_bytes.saturating_sub(p.counted_queued & !QUEUED) + now;
+    p.counted_queued = (p.counted_queued & QUEUED) | (now & !QUEUED);
 }
 
 impl Broker {
@@ -333,11 +318,12 @@ impl Broker {
     pub fn poll_transmit(&mut self) -> Option<ConnId> {
         while let Some(id) = self.output.transmit.pop() {
             if let Some(conn) = conn_slot(&mut self.conns, id) {
-                conn.out.set_queued(false);
+                conn.out.unlist();
                 recount_out(&mut self.out_bytes, &mut conn.out);
-                if !conn.out.buf.is_empty() {
+                if !conn.out.buf().is_empty() {
                     return Some(id);
                 }
+                conn.out.release_if_idle(&mut self.out_bytes);
             }
         }
         None
@@ -354,7 +340,7 @@ impl Broker {
     /// Bytes waiting to be written to `id`.
     pub fn pending_output(&self, id: ConnId) -> &[u8] {
         match self.conns.get(id.index as usize) {
-            Some(Some(c)) if c.generation == id.generation => &c.out.buf,
+            Some(Some(c)) if c.generation == id.generation => c.out.buf(),
             _ => &[],
         }
     }
@@ -364,18 +350,21 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return;
         };
-        let out = &mut conn.out;
-        let n = n.min(out.buf.len());
-        out.buf.drain(..n);
+        let Some(p) = conn.out.0.as_deref_mut() else {
+            return;
+        };
+        let n = n.min(p.buf.len());
+        p.buf.drain(..n);
         self.stats.bytes_sent += n as u64;
-        if out.buf.is_empty() {
+        if p.buf.is_empty() {
             conn.slow_logged = false;
             // Idle connections keep no buffer at all (issue 11: the few bytes of a CONNACK
             // and SUBACK held 32 bytes of heap per idle client); a busy one allocates
             // again once per loop turn, not per packet.
-            out.buf = Vec::new();
+            p.buf = Vec::new();
         }
-        recount_out(&mut self.out_bytes, out);
+        recount_out(&mut self.out_bytes, &mut conn.out);
+        conn.out.release_if_idle(&mut self.out_bytes);
         if !self.retained_jobs.is_empty() {
             self.retained_output_drained(id);
         }
@@ -415,19 +404,19 @@ mod tests {
         output
             .delivery(&mut out, ID, QoS::AtLeastOnce, &journal)
             .push(1);
-        assert_eq!(out.buf, [1]);
+        assert_eq!(out.buf(), [1]);
         output
             .delivery(&mut out, ID, QoS::ExactlyOnce, &journal)
             .push(2);
         output.held(&mut out, ID, &journal).push(3);
-        assert_eq!(out.buf, [1]);
+        assert_eq!(out.buf(), [1]);
         assert_eq!(out.pending_len(), 3);
         // Behind held output even QoS 0 waits, so the client sees packets in order.
         output
             .delivery(&mut out, ID, QoS::AtMostOnce, &journal)
             .push(4);
-        assert_eq!(out.buf, [1]);
-        assert_eq!(out.held.as_slice(), [(journal.seq, vec![2, 3, 4])]);
+        assert_eq!(out.buf(), [1]);
+        assert_eq!(out.held(), [(journal.seq, vec![2, 3, 4])]);
         // Listed once for the loop, and once as holding output.
         assert_eq!(output.transmit, [ID]);
         assert_eq!(output.holding, [ID]);
@@ -442,21 +431,29 @@ mod tests {
                 .delivery(&mut out, ID, QoS::ExactlyOnce, &journal)
                 .push(2);
             output.now(&mut out, ID).push(3);
-            assert_eq!(out.buf, [1, 2, 3]);
+            assert_eq!(out.buf(), [1, 2, 3]);
             assert!(output.holding.is_empty());
         }
     }
 
     #[test]
     fn transmit_flag_and_counted_capacity_do_not_disturb_each_other() {
-        let mut out = Outbox::default();
-        out.set_counted(usize::MAX >> 1);
-        out.set_queued(true);
-        assert_eq!(out.counted(), usize::MAX >> 1);
-        out.set_counted(4096);
-        assert!(out.queued());
-        out.set_queued(false);
-        assert_eq!((out.counted(), out.queued()), (4096, false));
+        let mut out_bytes = 0;
+        let (mut output, mut out) = (Output::default(), Outbox::default());
+        output.now(&mut out, ID).push(1);
+        recount_out(&mut out_bytes, &mut out);
+        assert_eq!((out.counted(), out_bytes), (OUT_INITIAL, OUT_INITIAL));
+        assert_eq!(output.transmit, [ID], "listed");
+        out.release_if_idle(&mut out_bytes);
+        assert!(out.0.is_some(), "kept while listed and not empty");
+        out.pending().buf.clear();
+        out.release_if_idle(&mut out_bytes);
+        assert!(out.0.is_some(), "kept while listed");
+        out.unlist();
+        assert_eq!(out.counted(), OUT_INITIAL, "the count survives the flag");
+        out.release_if_idle(&mut out_bytes);
+        assert!(out.0.is_none(), "given back");
+        assert_eq!(out_bytes, 0, "with its count");
     }
 
     #[test]

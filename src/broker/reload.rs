@@ -131,7 +131,7 @@ impl Broker {
             return (0, false);
         };
         self.bridge_link(key, false);
-        let Some(session) = self.sessions.get(key).filter(|s| s.conn.is_none()) else {
+        let Some(session) = self.sessions.get(key).filter(|s| s.conn().is_none()) else {
             return (0, false);
         };
         let (held, clean) = (

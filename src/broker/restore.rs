@@ -198,8 +198,7 @@ impl Broker {
         let Ok(msg) = loader.message(at, e.extra(), &self.meter, self.journal.wall, now) else {
             return false;
         };
-        s.queued_bytes += msg.stored_len();
-        s.queue_mut().push_back(Queued {
+        s.push_queued(Queued {
             sub_ids: Box::default(),
             msg,
             qos: e.qos(),
@@ -397,8 +396,7 @@ impl Broker {
                 let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
-                s.queued_bytes += msg.stored_len();
-                s.queue_mut().push_back(Queued {
+                s.push_queued(Queued {
                     sub_ids: Box::default(),
                     msg,
                     qos: qos(q),

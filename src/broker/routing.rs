@@ -159,7 +159,7 @@ impl Broker {
             let online = |s: &Subscriber| {
                 self.sessions
                     .get(s.session)
-                    .is_some_and(|x| x.conn.is_some())
+                    .is_some_and(|x| x.conn().is_some())
             };
             let pick = (0..n)
                 .map(|k| (start + k) % n)

@@ -11,7 +11,7 @@
 //! once until the queue has drained.
 
 use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroU64};
 use std::sync::Arc;
 
 use smol_str::SmolStr;
@@ -75,9 +75,18 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
-/// The parts of a session that only traffic fills.
+/// The parts of a session that only traffic fills, with the counters that go with its
+/// queue (issue 11: an idle session carries none of them).
 #[derive(Debug, Default)]
 struct Flows {
+    /// Bytes of the queued messages (see [`Session::queued_bytes`]).
+    queued_bytes: usize,
+    /// Messages dropped because the queue was full, or unreadable from disk, since the
+    /// queue was last empty (saturating; a drop with an empty queue, a message alone over
+    /// `max_queued_bytes`, is counted only by the broker's statistics).
+    dropped: u32,
+    /// Whether the current overflow episode has been logged.
+    overflow_logged: bool,
     /// Queued messages in memory: the first `loaded` come before `disk` (read back from
     /// it), the rest after it (see `ondisk.rs`).
     queue: VecDeque<Queued>,
@@ -130,6 +139,31 @@ impl Rare {
     }
 }
 
+/// A session's connection in 8 bytes instead of the 12 of an `Option<ConnId>` (issue 11):
+/// the id's two halves in one `u64`, plus one so that none is 0. Connection indexes are
+/// the loop's slab keys, far below `u32::MAX`, so the sum does not wrap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PackedConn(Option<NonZeroU64>);
+
+impl PackedConn {
+    fn new(conn: Option<ConnId>) -> PackedConn {
+        PackedConn(conn.and_then(|c| {
+            let v = (u64::from(c.index) << 32) | u64::from(c.generation);
+            NonZeroU64::new(v.wrapping_add(1))
+        }))
+    }
+
+    fn get(self) -> Option<ConnId> {
+        self.0.map(|v| {
+            let v = v.get() - 1;
+            ConnId {
+                index: (v >> 32) as u32,
+                generation: v as u32,
+            }
+        })
+    }
+}
+
 static NO_QUEUE: VecDeque<Queued> = VecDeque::new();
 static NO_INFLIGHT: VecDeque<Inflight> = VecDeque::new();
 static NO_IDS: Vec<PacketId> = Vec::new();
@@ -140,8 +174,8 @@ pub struct Session {
     pub client_id: SmolStr,
     /// User name of the last CONNECT, for ACL checks (also while offline).
     pub username: Option<Arc<str>>,
-    /// The connection currently attached, if the client is online.
-    pub conn: Option<ConnId>,
+    /// The connection currently attached, if the client is online (see [`Session::conn`]).
+    conn: PackedConn,
     /// Ends with its connection: clean session (3.1.1) or session expiry interval 0 (5.0)
     /// [MQTT-3.1.2-6] [MQTT-3.1.2-23].
     pub clean: bool,
@@ -158,12 +192,6 @@ pub struct Session {
     /// Queue, in-flight messages and inbound QoS 2 ids; allocated only while one of them is
     /// not empty, so an idle session costs 8 bytes for them instead of 88.
     flows: Option<Box<Flows>>,
-    pub queued_bytes: usize,
-    /// Messages dropped because the queue was full, since the session began (saturating;
-    /// `u32` like `unsent`, so that the two share 8 bytes, issue 11).
-    pub dropped: u32,
-    /// Whether the current overflow episode has been logged.
-    pub overflow_logged: bool,
     pub(super) last_packet_id: u16,
     /// The listener (`AuthSet` index) of its current or last connection, whose ACL applies
     /// (`per_listener_settings true`); `auth::UNKNOWN_LISTENER` until it connects (a
@@ -180,20 +208,44 @@ impl Session {
         Session {
             client_id: client_id.into(),
             username: None,
-            conn: None,
+            conn: PackedConn::default(),
             clean,
             expiry_interval: u32::MAX,
             epoch: 0,
             rare: None,
             subscriptions: Subscriptions::default(),
             flows: None,
-            queued_bytes: 0,
-            dropped: 0,
-            overflow_logged: false,
             last_packet_id: 0,
             listener: crate::auth::UNKNOWN_LISTENER,
             unsent: 0,
         }
+    }
+
+    /// The connection currently attached, if the client is online.
+    pub fn conn(&self) -> Option<ConnId> {
+        self.conn.get()
+    }
+
+    pub fn set_conn(&mut self, conn: Option<ConnId>) {
+        self.conn = PackedConn::new(conn);
+    }
+
+    /// Bytes of the queued messages, in memory and on disk (topic, payload and MQTT 5
+    /// properties): what `max_queued_bytes` bounds.
+    pub fn queued_bytes(&self) -> usize {
+        self.flows.as_ref().map_or(0, |f| f.queued_bytes)
+    }
+
+    /// Messages dropped from the queue since it was last empty (see `Flows::dropped`).
+    pub fn dropped(&self) -> u32 {
+        self.flows.as_ref().map_or(0, |f| f.dropped)
+    }
+
+    /// Marks the current overflow episode as logged; true if it was not yet (log it then).
+    /// The episode ends when the queue drains.
+    pub fn overflow_episode_starts(&mut self) -> bool {
+        let f = self.flows.get_or_insert_with(Box::default);
+        !std::mem::replace(&mut f.overflow_logged, true)
     }
 
     /// The session's number in the persistence log; 0 for sessions that are not journaled
@@ -367,8 +419,8 @@ impl Session {
                     done += 1;
                 }
                 None => {
-                    self.queued_bytes -= e.bytes();
-                    self.dropped += 1;
+                    f.queued_bytes -= e.bytes();
+                    f.dropped = f.dropped.saturating_add(1);
                 }
             }
         }
@@ -382,7 +434,7 @@ impl Session {
         if f.queue.len() > f.loaded {
             return false;
         }
-        self.queued_bytes += e.bytes();
+        f.queued_bytes += e.bytes();
         f.disk.push_back(e, meter);
         true
     }
@@ -444,7 +496,7 @@ impl Session {
         f.queue.retain(keep);
         if f.queue.len() != before {
             f.loaded = f.loaded.min(f.queue.len());
-            self.queued_bytes = f.queue.iter().map(|q| q.msg.stored_len()).sum::<usize>()
+            f.queued_bytes = f.queue.iter().map(|q| q.msg.stored_len()).sum::<usize>()
                 + f.disk.iter().map(DiskEntry::bytes).sum::<usize>();
             self.release_idle_flows();
         }
@@ -453,10 +505,13 @@ impl Session {
     /// Drops the first queued message, on disk or in memory, without reading it.
     pub fn drop_front(&mut self) -> bool {
         if self.needs_load() {
-            let Some(e) = self.flows.as_mut().and_then(|f| f.disk.pop_front()) else {
+            let Some(f) = self.flows.as_mut() else {
                 return false;
             };
-            self.queued_bytes -= e.bytes();
+            let Some(e) = f.disk.pop_front() else {
+                return false;
+            };
+            f.queued_bytes -= e.bytes();
             return true;
         }
         self.dequeue().is_some()
@@ -466,14 +521,22 @@ impl Session {
     pub fn enqueue(&mut self, q: Queued, limits: QueueLimits) -> bool {
         let bytes = q.msg.stored_len();
         let full_count = limits.max_messages > 0 && self.queued_len() >= limits.max_messages;
-        let full_bytes = limits.max_bytes > 0 && self.queued_bytes + bytes > limits.max_bytes;
+        let full_bytes = limits.max_bytes > 0 && self.queued_bytes() + bytes > limits.max_bytes;
         if full_count || full_bytes {
-            self.dropped = self.dropped.saturating_add(1);
+            if let Some(f) = self.flows.as_mut() {
+                f.dropped = f.dropped.saturating_add(1);
+            }
             return false;
         }
-        self.queued_bytes += bytes;
-        self.queue_mut().push_back(q);
+        self.push_queued(q);
         true
+    }
+
+    /// Appends a delivery whatever the limits (a restore brings back what was queued).
+    pub fn push_queued(&mut self, q: Queued) {
+        let f = self.flows.get_or_insert_with(Box::default);
+        f.queued_bytes += q.msg.stored_len();
+        f.queue.push_back(q);
     }
 
     /// Takes the first queued message when it is in memory (see [`Session::front`]).
@@ -484,9 +547,10 @@ impl Session {
         }
         let q = f.queue.pop_front()?;
         f.loaded = f.loaded.saturating_sub(1);
-        self.queued_bytes -= q.msg.stored_len();
-        if !self.has_queued() {
-            self.overflow_logged = false;
+        f.queued_bytes -= q.msg.stored_len();
+        if f.queue.is_empty() && f.disk.is_empty() {
+            f.overflow_logged = false;
+            f.dropped = 0;
         }
         Some(q)
     }
@@ -716,7 +780,7 @@ mod tests {
         assert!(s.enqueue(q(b"1"), limits));
         assert!(s.enqueue(q(b"2"), limits));
         assert!(!s.enqueue(q(b"3"), limits));
-        assert_eq!(s.dropped, 1);
+        assert_eq!(s.dropped(), 1);
         assert_eq!(&*s.dequeue().unwrap().msg.payload, b"1");
         // Topic bytes count: "2" on topic "t" is 2 bytes, "abc" 4.
         let limits = QueueLimits {
@@ -725,7 +789,7 @@ mod tests {
         };
         assert!(s.enqueue(q(b"abc"), limits));
         assert!(!s.enqueue(q(b"de"), limits));
-        assert_eq!(s.queued_bytes, 6);
+        assert_eq!(s.queued_bytes(), 6);
     }
 
     #[test]
@@ -751,10 +815,10 @@ mod tests {
             sub_ids: Box::default(),
         };
         assert!(s.enqueue(heavy(b"x"), limits));
-        assert_eq!(s.queued_bytes, 602);
+        assert_eq!(s.queued_bytes(), 602);
         assert!(!s.enqueue(heavy(b"y"), limits), "602 + 602 > 1000");
         s.dequeue();
-        assert_eq!(s.queued_bytes, 0);
+        assert_eq!(s.queued_bytes(), 0);
     }
 
     #[test]

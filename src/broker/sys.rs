@@ -174,7 +174,7 @@ impl Broker {
     fn connected_sessions(&self) -> u64 {
         self.sessions
             .iter()
-            .filter(|(_, s)| s.conn.is_some())
+            .filter(|(_, s)| s.conn().is_some())
             .count() as u64
     }
 }

@@ -41,7 +41,7 @@ impl Core {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match conn.drain(&mut self.scratch, self.turn) {
+        match conn.drain(&mut self.scratch) {
             LingerStep::Wait => {}
             LingerStep::Capped => {
                 if !conn.queued {

@@ -133,8 +133,6 @@ struct Core {
     max_connections: usize,
     /// Bumped per accept; the `generation` of the next `ConnId`.
     generation: u32,
-    /// Counts loop turns; read budgets are per turn.
-    turn: u64,
     /// Connections not in state `Closed`.
     open: usize,
     /// Slots closed in this turn, freed at its end.
@@ -225,7 +223,6 @@ impl Server {
             shared,
             generation: 0,
             handshakes: transport::HANDSHAKES_PER_TURN,
-            turn: 0,
             open: 0,
             closed: Vec::new(),
             ending: Vec::new(),
@@ -351,7 +348,6 @@ impl Server {
                 }
                 return Err(e);
             }
-            core.turn += 1;
             core.handshakes = transport::HANDSHAKES_PER_TURN;
             let now = Instant::now();
             let registry = poll.registry();
@@ -633,7 +629,6 @@ impl Core {
             broker: &mut self.broker,
             scratch: &mut self.scratch,
             max_packet_size: self.max_packet_size,
-            turn: self.turn,
             now,
             journal_room,
             plain: &mut self.plain,

@@ -168,12 +168,12 @@ impl BrokerRun {
                     crate::broker::QueuedRef::Disk(e) => e.bytes(),
                 }
             });
-            assert_eq!(session.queued_bytes, bytes, "{c}: queued_bytes drifted");
+            assert_eq!(session.queued_bytes(), bytes, "{c}: queued_bytes drifted");
             assert!(
                 config.max_queued_bytes == 0 || bytes <= config.max_queued_bytes,
                 "{c}: {bytes} bytes queued"
             );
-            if let Some(conn) = session.conn {
+            if let Some(conn) = session.conn() {
                 assert!(
                     self.slots
                         .iter()

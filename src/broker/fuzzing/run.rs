@@ -595,7 +595,7 @@ impl BrokerRun {
             let attached = self
                 .broker
                 .session(&client)
-                .is_some_and(|ss| ss.conn == Some(id));
+                .is_some_and(|ss| ss.conn() == Some(id));
             if attached {
                 self.clients.insert(client.clone());
                 self.slots[s].client = Some(client);

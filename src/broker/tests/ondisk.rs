@@ -171,7 +171,7 @@ fn a_restored_queue_stays_on_disk_and_comes_back_in_order() {
     let mut r = restarted_from_log(&src, 1);
     let s = r.broker.session("s").unwrap();
     assert_eq!((s.queued_len(), s.queue().len()), (100, 0), "all on disk");
-    assert_eq!(s.queued_bytes, 100 * ("t".len() + 6));
+    assert_eq!(s.queued_bytes(), 100 * ("t".len() + 6));
     assert_eq!(
         r.broker.meter.bytes(),
         100 * ENTRY_COST,
@@ -333,7 +333,7 @@ fn an_unreadable_disk_entry_is_dropped_and_the_rest_delivered() {
         file[second] ^= 0xff;
     }
     assert_eq!(drain(&mut h, "s"), ["m00000", "m00002"]);
-    assert_eq!(h.broker.session("s").unwrap().queued_bytes, 0);
+    assert_eq!(h.broker.session("s").unwrap().queued_bytes(), 0);
 }
 
 #[test]
