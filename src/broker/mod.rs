@@ -304,17 +304,21 @@ struct Stamps {
 impl Stamps {
     /// `now` as a stamp; an instant before the first one seen (only a test clock goes
     /// back) counts as that one, which can only delay what is measured from it.
+    #[inline]
     fn stamp(&mut self, now: Instant) -> u64 {
         match self.last {
             Some((at, stamp)) if at == now => stamp,
-            _ => {
-                let base = *self.base.get_or_insert(now);
-                let nanos = now.saturating_duration_since(base).as_nanos();
-                let stamp = u64::try_from(nanos).unwrap_or(u64::MAX);
-                self.last = Some((now, stamp));
-                stamp
-            }
+            _ => self.new_stamp(now),
         }
+    }
+
+    #[cold]
+    fn new_stamp(&mut self, now: Instant) -> u64 {
+        let base = *self.base.get_or_insert(now);
+        let nanos = now.saturating_duration_since(base).as_nanos();
+        let stamp = u64::try_from(nanos).unwrap_or(u64::MAX);
+        self.last = Some((now, stamp));
+        stamp
     }
 
     /// The instant of `stamp`; `None` past what `Instant` holds.

@@ -64,8 +64,15 @@ struct Pending {
 /// The bit of `Pending::counted_queued` that says the connection is in the transmit list.
 const QUEUED: usize = 1 << (usize::BITS - 1);
 
+/// Empty output boxes kept for reuse. Busy connections take one and give it back every
+/// turn; through the allocator, those small frees fill its fast bins, which it then
+/// consolidates at every larger request (measured: about 250 instructions per message of
+/// QoS 1 fan-in). A few dozen boxes of 56 bytes cost nothing by comparison.
+const SPARE_MAX: usize = 64;
+
 impl Outbox {
     /// The output, allocated if the connection had none.
+    #[cfg(test)]
     fn pending(&mut self) -> &mut Pending {
         self.0.get_or_insert_with(Box::default)
     }
@@ -75,6 +82,7 @@ impl Outbox {
         self.0.as_deref().map_or(&[], |p| &p.buf)
     }
 
+    #[inline]
     fn held(&self) -> &[Segment] {
         self.0.as_deref().map_or(&[], |p| &p.held)
     }
@@ -98,13 +106,20 @@ impl Outbox {
         }
     }
 
-    /// Gives the allocation back, and its count in `out_bytes`, once nothing is written or
-    /// held and the connection is not on the transmit list.
-    fn release_if_idle(&mut self, out_bytes: &mut usize) {
-        if let Some(p) = self.0.as_deref() {
-            if p.buf.is_empty() && p.held.is_empty() && p.counted_queued & QUEUED == 0 {
-                *out_bytes = out_bytes.saturating_sub(p.counted_queued);
-                self.0 = None;
+    /// Gives the allocation back to `spare` (or the heap), and its count in `out_bytes`,
+    /// once nothing is written or held and the connection is not on the transmit list.
+    fn release_if_idle(&mut self, out_bytes: &mut usize, spare: &mut Vec<Box<Pending>>) {
+        let idle = self.0.as_deref().is_some_and(|p| {
+            p.buf.is_empty() && p.held.is_empty() && p.counted_queued & QUEUED == 0
+        });
+        if !idle {
+            return;
+        }
+        if let Some(mut p) = self.0.take() {
+            *out_bytes = out_bytes.saturating_sub(p.counted_queued);
+            if spare.len() < SPARE_MAX {
+                *p = Pending::default();
+                spare.push(p);
             }
         }
     }
@@ -142,10 +157,13 @@ pub(super) struct Output {
     transmit: Vec<ConnId>,
     /// Connections with held output.
     holding: Vec<ConnId>,
+    /// Empty output boxes for reuse (at most [`SPARE_MAX`]).
+    spare: Vec<Box<Pending>>,
 }
 
 impl Output {
     /// Send now: the write buffer of `out`, marked for transmission.
+    #[inline]
     pub(super) fn now<'c>(&mut self, out: &'c mut Outbox, id: ConnId) -> &'c mut Vec<u8> {
         allocated(&mut self.mark(out, id).buf)
     }
@@ -221,14 +239,18 @@ impl Output {
     ) {
         let submitted = journal.seq.saturating_sub(1);
         if journal.holds && submitted > journal.durable && out.held().is_empty() {
-            out.pending().held.push((submitted, Vec::new()));
+            let spare = &mut self.spare;
+            let p = out.0.get_or_insert_with(|| spare.pop().unwrap_or_default());
+            p.held.push((submitted, Vec::new()));
             self.holding.push(id);
         }
     }
 
     /// Lists `out` for transmission (once) and returns its output.
+    #[inline]
     fn mark<'c>(&mut self, out: &'c mut Outbox, id: ConnId) -> &'c mut Pending {
-        let p = out.pending();
+        let spare = &mut self.spare;
+        let p = out.0.get_or_insert_with(|| spare.pop().unwrap_or_default());
         if p.counted_queued & QUEUED == 0 {
             p.counted_queued |= QUEUED;
             self.transmit.push(id);
@@ -323,7 +345,8 @@ impl Broker {
                 if !conn.out.buf().is_empty() {
                     return Some(id);
                 }
-                conn.out.release_if_idle(&mut self.out_bytes);
+                conn.out
+                    .release_if_idle(&mut self.out_bytes, &mut self.output.spare);
             }
         }
         None
@@ -364,7 +387,8 @@ impl Broker {
             p.buf = Vec::new();
         }
         recount_out(&mut self.out_bytes, &mut conn.out);
-        conn.out.release_if_idle(&mut self.out_bytes);
+        conn.out
+            .release_if_idle(&mut self.out_bytes, &mut self.output.spare);
         if !self.retained_jobs.is_empty() {
             self.retained_output_drained(id);
         }
@@ -444,16 +468,19 @@ mod tests {
         recount_out(&mut out_bytes, &mut out);
         assert_eq!((out.counted(), out_bytes), (OUT_INITIAL, OUT_INITIAL));
         assert_eq!(output.transmit, [ID], "listed");
-        out.release_if_idle(&mut out_bytes);
+        out.release_if_idle(&mut out_bytes, &mut output.spare);
         assert!(out.0.is_some(), "kept while listed and not empty");
         out.pending().buf.clear();
-        out.release_if_idle(&mut out_bytes);
+        out.release_if_idle(&mut out_bytes, &mut output.spare);
         assert!(out.0.is_some(), "kept while listed");
         out.unlist();
         assert_eq!(out.counted(), OUT_INITIAL, "the count survives the flag");
-        out.release_if_idle(&mut out_bytes);
+        out.release_if_idle(&mut out_bytes, &mut output.spare);
         assert!(out.0.is_none(), "given back");
         assert_eq!(out_bytes, 0, "with its count");
+        assert_eq!(output.spare.len(), 1, "kept for reuse");
+        output.now(&mut out, ID);
+        assert!(output.spare.is_empty(), "reused");
     }
 
     #[test]

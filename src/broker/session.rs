@@ -533,6 +533,7 @@ impl Session {
     }
 
     /// Appends a delivery whatever the limits (a restore brings back what was queued).
+    #[inline]
     pub fn push_queued(&mut self, q: Queued) {
         let f = self.flows.get_or_insert_with(Box::default);
         f.queued_bytes += q.msg.stored_len();
