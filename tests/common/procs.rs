@@ -69,7 +69,10 @@ pub fn start_wrenmq(conf: &Path, port: u16, secs: u64) -> Killed {
     let child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
         .arg("-c")
         .arg(conf)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("WRENMQ_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
