@@ -9,9 +9,16 @@
 //! topic kept (QoS 1: the first arrivals are in order, duplicates allowed).
 //!
 //! Scenarios: link up; cut during publishing; black hole during publishing (noticed by
-//! keepalive, reconnected after restore); kill -9 of wrenmq during the outage, restart on
-//! the same data, restore; failover between two addresses and back to the primary;
-//! bounded RAM while 100,000 messages wait for the uplink.
+//! keepalive, reconnected after restore); kill -9 of wrenmq while publishing into a cut or
+//! a black hole, restart on the same data, restore; failover between two addresses and
+//! back to the primary (between batches, and while publishing); bounded RAM while 100,000
+//! messages wait for the uplink.
+//!
+//! wrenmq runs with `max_queued_messages 0`: on main the bridge's local session is capped
+//! by the per-client `max_queued_messages` (1000), and the 1001st message of an outage
+//! is dropped after it was acknowledged (this battery found it: black hole, 100,000).
+//! The bridge's own caps (`bridge_max_queued_*`, which refuse instead) replace that; once
+//! they are in, the line goes and the battery runs on defaults.
 //!
 //! Needs `mosquitto` (scripts/test.sh installs it); without it the tests fail, naming it.
 
@@ -86,7 +93,7 @@ fn start_upstream(dir: &Path, port: u16) -> Killed {
 
 /// wrenmq's config: a persistent broker on `local` bridging `out/#` at `qos` to
 /// `addresses` (ports on 127.0.0.1).
-fn wrenmq_conf(dir: &Path, local: u16, addresses: &[u16], qos: u8, extra: &str) -> PathBuf {
+fn wrenmq_conf(dir: &Path, local: u16, addresses: &[u16], qos: u8) -> PathBuf {
     let conf = dir.join("w.conf");
     let addresses: Vec<String> = addresses.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     std::fs::write(
@@ -94,8 +101,8 @@ fn wrenmq_conf(dir: &Path, local: u16, addresses: &[u16], qos: u8, extra: &str) 
         format!(
             "listener {local} 127.0.0.1\nallow_anonymous true\npersistence true\n\
              persistence_location {}\nconnection up\naddress {}\ntopic out/# out {qos}\n\
-             remote_clientid gw.faults\nrestart_timeout 1\nkeepalive_interval {KEEPALIVE}\nlog_dest stderr\nmax_queued_messages 0\n\
-             {extra}",
+             remote_clientid gw.faults\nrestart_timeout 1\nkeepalive_interval {KEEPALIVE}\n\
+             log_dest stderr\nmax_queued_messages 0\n",
             dir.join("data").display(),
             addresses.join(" ")
         ),
@@ -396,7 +403,7 @@ fn link_up_forwards_qos1_and_qos2_once_in_order() {
     let _m = start_upstream(&dir, upstream);
     let sub = Subscriber::start(upstream, "sub-up", &["out/#"]);
     let proxy = FaultProxy::start(upstream);
-    let conf = wrenmq_conf(&dir, local, &[proxy.port()], 2, "");
+    let conf = wrenmq_conf(&dir, local, &[proxy.port()], 2);
     let _w = start_wrenmq(&conf, local, 10);
     publish(local, "out/q1", QoS::AtLeastOnce, 0..200);
     publish(local, "out/q2", QoS::ExactlyOnce, 0..200);
@@ -413,11 +420,7 @@ fn cut_during_publishing(qos: u8) {
     let _m = start_upstream(&dir, upstream);
     let sub = Subscriber::start(upstream, "sub-cut", &["out/#"]);
     let proxy = FaultProxy::start(upstream);
-    let _w = start_wrenmq(
-        &wrenmq_conf(&dir, local, &[proxy.port()], qos, ""),
-        local,
-        10,
-    );
+    let _w = start_wrenmq(&wrenmq_conf(&dir, local, &[proxy.port()], qos), local, 10);
     let publisher = Publisher::start(local, qos_of(qos), 0);
     wait_until(20, "messages flowing upstream", || {
         sub.distinct("out/t") >= 50
@@ -456,11 +459,7 @@ fn black_hole_during_publishing(qos: u8) {
     let _m = start_upstream(&dir, upstream);
     let sub = Subscriber::start(upstream, "sub-hole", &["out/#"]);
     let proxy = FaultProxy::start(upstream);
-    let _w = start_wrenmq(
-        &wrenmq_conf(&dir, local, &[proxy.port()], qos, ""),
-        local,
-        10,
-    );
+    let _w = start_wrenmq(&wrenmq_conf(&dir, local, &[proxy.port()], qos), local, 10);
     let publisher = Publisher::start(local, qos_of(qos), 0);
     wait_until(20, "messages flowing upstream", || {
         sub.distinct("out/t") >= 50
@@ -510,7 +509,7 @@ fn kill_during_outage(qos: u8, fault: Fault) {
     let _m = start_upstream(&dir, upstream);
     let sub = Subscriber::start(upstream, "sub-kill", &["out/#"]);
     let proxy = FaultProxy::start(upstream);
-    let conf = wrenmq_conf(&dir, local, &[proxy.port()], qos, "");
+    let conf = wrenmq_conf(&dir, local, &[proxy.port()], qos);
     let w = start_wrenmq(&conf, local, 10);
     let publisher = Publisher::start(local, q, 0);
     wait_until(20, "messages flowing upstream", || {
@@ -571,7 +570,7 @@ fn failover_to_the_secondary_and_back_to_the_primary() {
     let sub_a = Subscriber::start(up_a, "sub-a", &["out/#", state]);
     let sub_b = Subscriber::start(up_b, "sub-b", &["out/#", state]);
     let (pa, pb) = (FaultProxy::start(up_a), FaultProxy::start(up_b));
-    let conf = wrenmq_conf(&dir, local, &[pa.port(), pb.port()], 1, "");
+    let conf = wrenmq_conf(&dir, local, &[pa.port(), pb.port()], 1);
     let _w = start_wrenmq(&conf, local, 10);
     let ups = |s: &Subscriber| s.on(state).iter().filter(|p| *p == "1").count();
 
@@ -623,7 +622,7 @@ fn a_hundred_thousand_messages_wait_for_the_uplink_in_bounded_ram() {
     let (local, upstream) = (free_port(), free_port());
     let _m = start_upstream(&dir, upstream);
     let proxy = FaultProxy::start_cut(upstream);
-    let conf = wrenmq_conf(&dir, local, &[proxy.port()], 1, "");
+    let conf = wrenmq_conf(&dir, local, &[proxy.port()], 1);
     let w = start_wrenmq(&conf, local, 10);
     let pid = w.0.id();
     let before = rss_kb(pid);
@@ -674,4 +673,81 @@ fn a_hundred_thousand_messages_wait_for_the_uplink_in_bounded_ram() {
         .collect();
     assert!(got == want, "all 100,000 once, in order");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Failover while messages flow: the primary is cut with messages in flight, the bridge
+/// goes on to the secondary, then returns to the primary. Every acknowledged message
+/// reaches one of the two upstreams; QoS 2: once in all.
+fn failover_during_publishing(qos: u8) {
+    let q = qos_of(qos);
+    let dir = temp_dir(&format!("failover-flow-q{qos}"));
+    let (local, up_a, up_b) = (free_port(), free_port(), free_port());
+    let _a = start_upstream(&dir, up_a);
+    let _b = start_upstream(&dir, up_b);
+    let state = "$SYS/broker/connection/gw.faults/state";
+    let sub_a = Subscriber::start(up_a, "sub-a", &["out/#", state]);
+    let sub_b = Subscriber::start(up_b, "sub-b", &["out/#", state]);
+    let (pa, pb) = (FaultProxy::start(up_a), FaultProxy::start(up_b));
+    let conf = wrenmq_conf(&dir, local, &[pa.port(), pb.port()], qos);
+    let _w = start_wrenmq(&conf, local, 10);
+    let ups = |s: &Subscriber| s.on(state).iter().filter(|p| *p == "1").count();
+    let publisher = Publisher::start(local, q, 0);
+    wait_until(20, "messages flowing upstream", || {
+        sub_a.distinct("out/t") >= 50
+    });
+    pa.cut();
+    wait_until(15, "the bridge up on the secondary", || ups(&sub_b) >= 1);
+    wait_until(20, "messages flowing to the secondary", || {
+        sub_b.distinct("out/t") >= 50
+    });
+    pa.restore();
+    wait_until(15, "the bridge back on the primary", || ups(&sub_a) >= 2);
+    let n = publisher.stop();
+    let want: HashSet<String> = (0..n).map(payload).collect();
+    let union = || -> Vec<String> {
+        let mut all = sub_a.on("out/t");
+        all.extend(sub_b.on("out/t"));
+        all
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: HashSet<String> = union().into_iter().collect();
+        let missing: Vec<&String> = want.iter().filter(|w| !got.contains(*w)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        let mut missing: Vec<String> = missing.into_iter().cloned().collect();
+        missing.sort();
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} acknowledged messages reached neither upstream: {missing:?}",
+            missing.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    if q == QoS::ExactlyOnce {
+        let all = union();
+        let distinct = all.iter().collect::<HashSet<_>>().len();
+        assert_eq!(distinct, all.len(), "QoS 2: once across both upstreams");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn failover_during_publishing_qos1_loses_nothing() {
+    failover_during_publishing(1);
+}
+
+/// Known bug (found by this test, not fixed yet): QoS 2 flows in flight on the primary
+/// when it is cut are finished on the secondary, but Mosquitto (which delivers QoS 2 on
+/// PUBREL) keeps them in our session on the primary, awaiting a PUBREL that never comes.
+/// They fill its incoming window (`max_inflight_messages 20`); after the return to the
+/// primary, new QoS 2 messages are refused and the bridge flaps between the addresses
+/// (state 1/0/1/0 on the primary); the last window of messages reaches neither upstream.
+/// Run with `cargo test --test bridge_faults -- --ignored`.
+#[test]
+#[ignore = "QoS 2 flows abandoned on the primary at failover wedge it after the return"]
+fn failover_during_publishing_qos2_loses_nothing_and_duplicates_nothing() {
+    failover_during_publishing(2);
 }

@@ -62,8 +62,8 @@ pub fn start_mosquitto(dir: &Path, port: u16) -> Killed {
     guard
 }
 
-/// wrenmq's binary with `conf` (its listener on 127.0.0.1:`port`), logging warnings to the
-/// test's stderr; waits at most `secs` for the listener (recovery of a large store takes
+/// wrenmq's binary with `conf` (its listener on 127.0.0.1:`port`), logging warnings (or
+/// what `WRENMQ_TEST_LOG` says, e.g. `info`, when debugging a test) to the test's stderr; waits at most `secs` for the listener (recovery of a large store takes
 /// a while).
 pub fn start_wrenmq(conf: &Path, port: u16, secs: u64) -> Killed {
     let child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
