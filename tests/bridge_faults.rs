@@ -739,15 +739,12 @@ fn failover_during_publishing_qos1_loses_nothing() {
     failover_during_publishing(1);
 }
 
-/// Known bug (found by this test, not fixed yet): QoS 2 flows in flight on the primary
-/// when it is cut are finished on the secondary, but Mosquitto (which delivers QoS 2 on
-/// PUBREL) keeps them in our session on the primary, awaiting a PUBREL that never comes.
-/// They fill its incoming window (`max_inflight_messages 20`); after the return to the
-/// primary, new QoS 2 messages are refused and the bridge flaps between the addresses
-/// (state 1/0/1/0 on the primary); the last window of messages reaches neither upstream.
-/// Run with `cargo test --test bridge_faults -- --ignored`.
+/// Found by this test: QoS 2 flows in flight on the primary when it was cut went on to
+/// the secondary, while Mosquitto (which delivers QoS 2 on PUBREL) kept them in our
+/// session on the primary awaiting a PUBREL; they filled its window of 20, and after the
+/// return every new message was refused (PUBREC 0x97, disconnect): the bridge flapped and
+/// the last window reached neither upstream. Now they wait for the primary.
 #[test]
-#[ignore = "QoS 2 flows abandoned on the primary at failover wedge it after the return"]
 fn failover_during_publishing_qos2_loses_nothing_and_duplicates_nothing() {
     failover_during_publishing(2);
 }

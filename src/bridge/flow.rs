@@ -69,7 +69,12 @@ impl<Q: OutboundQueue> Bridge<Q> {
         let window = usize::from(self.limits.window);
         let before = self.out.len();
         self.resend(window);
-        'fill: while self.on_link < window {
+        // Nothing new on a link we are leaving; we go once what is here is finished.
+        if self.leaving && self.on_link == 0 {
+            self.return_to_primary(now);
+            return;
+        }
+        'fill: while !self.leaving && self.on_link < window {
             let batch = self.queue.peek(self.taken, window - self.on_link);
             if batch.is_empty() {
                 break;
@@ -97,10 +102,14 @@ impl<Q: OutboundQueue> Bridge<Q> {
         if self.on_link >= window || self.inflight.len() == self.on_link {
             return;
         }
+        let Phase::Up { index } = self.phase else {
+            return;
+        };
+        let rr = self.s.bridge.round_robin;
         let mut waiting: Vec<(u64, u16)> = self
             .inflight
             .iter()
-            .filter(|(_, f)| !f.on_link)
+            .filter(|(_, f)| !f.on_link && f.may_go_to(index, rr))
             .map(|(pid, f)| (f.seq, *pid))
             .collect();
         waiting.sort_unstable();
@@ -112,6 +121,12 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 continue;
             };
             f.on_link = true;
+            if f.sent_at.is_some_and(|a| a != index) {
+                // Released by another upstream: only it would deliver the message on
+                // PUBREL. Here it is a new message: PUBLISH (DUP) again, never PUBREL.
+                f.stage = Stage::Published;
+            }
+            f.sent_at = Some(index);
             let stage = f.stage;
             self.on_link += 1;
             let Some(packet_id) = PacketId::new(pid) else {
@@ -175,6 +190,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 on_link: true,
                 seq: self.seq,
                 sent_before: false,
+                sent_at: self.up_index(),
             },
         );
         self.on_link += 1;
@@ -406,6 +422,21 @@ impl<Q: OutboundQueue> Bridge<Q> {
             }
         }
         None
+    }
+}
+
+impl InFlight {
+    /// Whether this flow may be resent on a link to address `here` (`rr`: `round_robin`).
+    /// A QoS 2 flow last sent to the primary waits for the bridge's return there: the
+    /// primary may hold the message (it does once it sent PUBREC), and an upstream that
+    /// delivers QoS 2 on PUBREL, as Mosquitto does, keeps it in our session and in its
+    /// receive window until then; a window's worth of those wedges it. QoS 1 flows, and
+    /// QoS 2 flows sent to a backup (the bridge leaves backups), go anywhere.
+    fn may_go_to(&self, here: usize, rr: bool) -> bool {
+        match self.sent_at {
+            Some(a) if a != here && self.msg.qos == QoS::ExactlyOnce => a != 0 || rr,
+            _ => true,
+        }
     }
 }
 

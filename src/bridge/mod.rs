@@ -244,6 +244,10 @@ struct InFlight {
     seq: u64,
     /// Written at least once: a resend carries DUP.
     sent_before: bool,
+    /// The address it was last written to (`None`: not in this run, a flow resumed after
+    /// a restart). After a failover, a QoS 2 flow sent to the primary waits for it, one
+    /// released by a backup starts again with PUBLISH elsewhere (`InFlight::may_go_to`).
+    sent_at: Option<usize>,
 }
 
 /// One bridge's state machine. `Q` is its outbound queue.
@@ -266,6 +270,9 @@ pub struct Bridge<Q: OutboundQueue> {
     last_activity: Instant,
     ping_outstanding: bool,
     probe_at: Option<Instant>,
+    /// The primary answered a probe: no new flows on this backup link, back to the
+    /// primary once the flows in flight here are finished (or at the next probe).
+    leaving: bool,
     /// After a transient refusal: send nothing until then.
     resend_hold: Option<Instant>,
     inbuf: Vec<u8>,
@@ -311,6 +318,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             last_activity: now,
             ping_outstanding: false,
             probe_at: None,
+            leaving: false,
             resend_hold: None,
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -379,6 +387,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 on_link: false,
                 seq: self.seq,
                 sent_before: true,
+                sent_at: None,
             },
         );
         self.taken = Some(self.taken.map_or(id, |t| t.max(id)));
@@ -511,16 +520,27 @@ impl<Q: OutboundQueue> Bridge<Q> {
     pub fn handle_probe(&mut self, now: Instant, reachable: bool) {
         if let Phase::Up { index } = self.phase {
             if reachable && index != 0 && !self.s.bridge.round_robin {
-                self.send(&Packet::Disconnect(protocol::Disconnect {
-                    reason: ReasonCode::NORMAL_DISCONNECTION,
-                    properties: protocol::Properties::EMPTY,
-                }));
-                self.actions.push_back(Action::Close);
-                self.link_down();
-                self.plan.set(0);
-                self.dial(now);
+                if self.on_link > 0 && !self.leaving {
+                    // QoS 2 flows left unfinished here would hold slots of this
+                    // upstream's window until we come back (see `InFlight::sent_at`).
+                    self.leaving = true;
+                    return;
+                }
+                self.return_to_primary(now);
             }
         }
+    }
+
+    /// Leaves a backup link for the primary (cleanly: DISCONNECT, no will).
+    pub(super) fn return_to_primary(&mut self, now: Instant) {
+        self.send(&Packet::Disconnect(protocol::Disconnect {
+            reason: ReasonCode::NORMAL_DISCONNECTION,
+            properties: protocol::Properties::EMPTY,
+        }));
+        self.actions.push_back(Action::Close);
+        self.link_down();
+        self.plan.set(0);
+        self.dial(now);
     }
 
     /// Ends the bridge for good (its block was changed or removed by SIGHUP, or the broker
@@ -560,6 +580,14 @@ impl<Q: OutboundQueue> Bridge<Q> {
             Phase::Idle { .. } | Phase::Stopped => {}
         }
         self.phase = Phase::Stopped;
+    }
+
+    /// The address of the link that is up.
+    fn up_index(&self) -> Option<usize> {
+        match self.phase {
+            Phase::Up { index } => Some(index),
+            _ => None,
+        }
     }
 
     fn is_connected(&self) -> bool {
@@ -685,6 +713,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.inbuf.clear();
         self.ping_outstanding = false;
         self.probe_at = None;
+        self.leaving = false;
         self.resend_hold = None;
         self.control.clear();
         self.inflight.retain(|_, f| f.id.is_some());

@@ -11,6 +11,7 @@ use crate::protocol::{
     decode, Ack, Connack, Properties, ProtocolVersion, Publish, RetainHandling, SubscriptionOptions,
 };
 
+mod failover;
 mod inbound;
 
 const K: Duration = Duration::from_secs(60);
@@ -1192,6 +1193,17 @@ fn random_schedules_keep_the_window_and_never_leave_a_deadline_in_the_past() {
                 h.b.handle_timeout(h.now);
                 if let Some(t) = h.b.poll_timeout() {
                     assert!(t > h.now, "seed {seed} step {step}: deadline in the past");
+                }
+            }
+            // The primary answers some probes (all at the end, as time goes on): QoS 2
+            // flows sent to it wait for the bridge's return (`InFlight::sent_at`).
+            if calm && step % 10 == 0 {
+                h.advance(Duration::from_secs(1));
+            }
+            for a in h.actions() {
+                if let Action::Probe { .. } = a {
+                    let reachable = calm || rng.next_u64().is_multiple_of(2);
+                    h.b.handle_probe(h.now, reachable);
                 }
             }
             // The upstream reads what was sent and answers some of it.
