@@ -62,15 +62,30 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.resend_hold = None;
         let window = usize::from(self.limits.window);
         let before = self.out.len();
-        self.resend(window);
+        self.resend(window, now);
         'fill: while self.on_link < window {
             let batch = self.queue.peek(self.taken, window - self.on_link);
             if batch.is_empty() {
                 break;
             }
-            for (id, msg) in batch {
+            for (id, mut msg) in batch {
                 if self.on_link >= window {
                     break;
+                }
+                match self.queue.expiry_left(id, now) {
+                    // [MQTT-3.3.2-5] expired while it waited: never sent.
+                    Some(0) => {
+                        self.queue.ack(id);
+                        self.actions.push_back(Action::Dropped {
+                            id,
+                            why: DropReason::Expired,
+                        });
+                        self.taken = Some(id);
+                        continue;
+                    }
+                    // [MQTT-3.3.2-6] the interval less the time it waited.
+                    Some(left) => msg.set_expiry(left),
+                    None => {}
                 }
                 if !self.start_flow(Some(id), msg) {
                     break 'fill; // no packet id free: this message goes first next time
@@ -87,7 +102,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
     /// Resends unacknowledged flows from earlier links in their original order, up to the
     /// window: PUBLISH with DUP, or PUBREL for those the upstream already has
     /// [MQTT-4.4.0-1].
-    fn resend(&mut self, window: usize) {
+    fn resend(&mut self, window: usize, now: Instant) {
         if self.on_link >= window || self.inflight.len() == self.on_link {
             return;
         }
@@ -102,9 +117,19 @@ impl<Q: OutboundQueue> Bridge<Q> {
             if self.on_link >= window {
                 break;
             }
+            let left = self
+                .inflight
+                .get(&pid)
+                .and_then(|f| f.id)
+                .and_then(|id| self.queue.expiry_left(id, now));
             let Some(f) = self.inflight.get_mut(&pid) else {
                 continue;
             };
+            if let Some(left) = left {
+                // Its delivery has started, so it goes even if expired since
+                // [MQTT-3.3.2-5], with the time it has left [MQTT-3.3.2-6].
+                f.msg.set_expiry(left);
+            }
             f.on_link = true;
             let stage = f.stage;
             self.on_link += 1;

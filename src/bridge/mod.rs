@@ -171,6 +171,8 @@ pub enum DropReason {
     TooLarge { size: usize, max: u32 },
     /// Refused by a 5.0 upstream with this reason code.
     Refused(ReasonCode),
+    /// Its MQTT 5 Message Expiry Interval ran out before it could be sent [MQTT-3.3.2-5].
+    Expired,
 }
 
 /// Where the connection stands.

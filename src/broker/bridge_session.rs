@@ -110,6 +110,7 @@ impl Broker {
             // Online as far as expiry goes: the countdown of a restored session stops.
             self.journal.session_online(session, user_changed);
         }
+        self.bridge_queue_register(key, &client_id);
         self.bridge_subscriptions(key, filters);
         self.list_for_spill(key);
         key
@@ -241,6 +242,8 @@ impl Broker {
         }
         self.stats.messages_sent += out.len() as u64;
         session.release_idle_flows();
+        // The uplink drained it: a full episode may end (`bridge_queue.rs`).
+        self.bridge_queue_check(key);
         out
     }
 

@@ -195,7 +195,15 @@ impl Broker {
             None if qos > QoS::AtMostOnce || self.config.queue_qos0_messages => {
                 self.enqueue(key, routed, qos, retain, sub_ids)
             }
-            None => {}
+            None => {
+                // A bridge takes QoS 0 while its link is up (`bridge_queue.rs`).
+                if self
+                    .bridge_queue_of(key)
+                    .is_some_and(|i| self.bridge_queues[i].qos0)
+                {
+                    self.enqueue(key, routed, qos, retain, sub_ids)
+                }
+            }
         }
     }
 
@@ -223,7 +231,13 @@ impl Broker {
         retain: bool,
         sub_ids: &[u32],
     ) {
-        let limits = self.queue_limits();
+        let bridge = self.bridge_queue_of(key);
+        let limits = match bridge {
+            // A bridge's queue has caps and a policy of its own (`bridge_queue.rs`).
+            Some(i) if self.bridge_queues[i].full => return self.bridge_queue_refused(i),
+            Some(i) => self.bridge_queues[i].limits,
+            None => self.queue_limits(),
+        };
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -249,6 +263,8 @@ impl Broker {
             // An offline persistent session's queue moves to disk once written
             // (`ondisk.rs`).
             self.list_for_spill(key);
+        } else if let Some(i) = bridge {
+            self.bridge_queue_refused(i);
         } else {
             self.stats.dropped_queue_full += 1;
             if !session.overflow_logged {

@@ -22,6 +22,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, info, warn};
@@ -33,10 +34,11 @@ use super::token;
 use super::transport::tls::{ClientTls, ClientTlsSettings};
 use super::transport::{ReadState, Transport};
 use crate::bridge::{
-    Action, Bridge, InboundAck, OutboundQueue, QueueId, QueuedMessage, Settings, XorShift,
+    Action, Bridge, DropReason, InboundAck, OutboundQueue, QueueId, QueuedMessage, Settings,
+    XorShift,
 };
-use crate::broker::{BridgeDurable, BridgeOut, Broker, SessionKey};
-use crate::config::bridge::BridgeConfig;
+use crate::broker::{BridgeDurable, BridgeOut, Broker, Message, QueueLimits, SessionKey};
+use crate::config::bridge::{BridgeConfig, StartType};
 use crate::config::Config;
 use crate::protocol::{PacketId, QoS};
 
@@ -116,6 +118,9 @@ struct Staged {
     /// The journal batch that moved it into flight: a QoS 2 message is not handed to the
     /// uplink before that batch is durable (`Broker::bridge_pending_batch`).
     batch: u64,
+    /// The session's message when it has an MQTT 5 expiry: the time it has left is the
+    /// broker's ([`Message::remaining_expiry`], counted across restarts).
+    expiring: Option<Arc<Message>>,
 }
 
 /// The bridge state machine's view of its session's queue (see the module docs).
@@ -137,7 +142,13 @@ impl SessionQueue {
         self.staged.binary_search_by_key(&id, |s| s.id).ok()
     }
 
-    fn stage(&mut self, pid: Option<PacketId>, msg: QueuedMessage, batch: u64) -> QueueId {
+    fn stage(
+        &mut self,
+        pid: Option<PacketId>,
+        msg: QueuedMessage,
+        batch: u64,
+        expiring: Option<Arc<Message>>,
+    ) -> QueueId {
         self.next_id += 1;
         let id = self.next_id;
         self.staged.push_back(Staged {
@@ -145,6 +156,7 @@ impl SessionQueue {
             pid,
             msg,
             batch,
+            expiring,
         });
         id
     }
@@ -196,6 +208,11 @@ impl OutboundQueue for SessionQueue {
             self.released.push(pid);
         }
     }
+
+    fn expiry_left(&self, id: QueueId, now: Instant) -> Option<u32> {
+        let i = self.find(id)?;
+        self.staged[i].expiring.as_ref()?.remaining_expiry(now)
+    }
 }
 
 /// One bridge and its sockets.
@@ -239,6 +256,11 @@ fn upstream(s: &Settings, o: &BridgeOut) -> Option<QueuedMessage> {
     })
 }
 
+/// The session's message, for the time it has left, when it has an MQTT 5 expiry.
+fn expiring(o: &BridgeOut) -> Option<Arc<Message>> {
+    o.msg.expires_at.is_some().then(|| o.msg.clone())
+}
+
 impl Uplinks {
     /// Creates (or restores) the local session of every configured bridge and its state
     /// machine; what the last run left in flight is resent first.
@@ -273,7 +295,7 @@ impl Uplinks {
             for o in broker.bridge_inflight(key) {
                 match upstream(&settings, &o) {
                     Some(m) => {
-                        let id = queue.stage(o.packet_id, m.clone(), 0);
+                        let id = queue.stage(o.packet_id, m.clone(), 0, expiring(&o));
                         if let Some(pid) = o.packet_id {
                             resumed.push((id, pid, m, o.released));
                         }
@@ -286,6 +308,11 @@ impl Uplinks {
                 }
             }
             queue.waiting = broker.bridge_queued(key);
+            let limits = QueueLimits {
+                max_messages: b.max_queued_messages,
+                max_bytes: b.max_queued_bytes,
+            };
+            broker.bridge_queue_limits(key, &b.name, limits);
             // Backoff jitter differs per bridge and per start (Mosquitto jitters too).
             let mut seed = [0u8; 8];
             let _ = getrandom::getrandom(&mut seed);
@@ -578,6 +605,11 @@ impl Uplink {
     /// Acks to the broker, then new messages from the session into the staged window.
     fn sync_queue(&mut self, broker: &mut Broker, now: Instant) {
         let key = self.key;
+        // QoS 0 is queued for the bridge while its link is up, and always for a lazy
+        // bridge, whose threshold counts it (as Mosquitto does; `broker/bridge_queue.rs`).
+        let up = matches!(self.bridge.phase(), crate::bridge::Phase::Up { .. });
+        let lazy = self.bridge.settings().bridge.start_type == StartType::Lazy;
+        broker.bridge_link(key, up || lazy);
         let q = self.bridge.queue_mut();
         for pid in q.released.drain(..) {
             broker.bridge_pubrec(key, pid);
@@ -591,18 +623,18 @@ impl Uplink {
         if room > 0 && broker.bridge_queued(key) > 0 {
             let taken = broker.bridge_take(key, room, now);
             let batch = broker.bridge_pending_batch().unwrap_or(0);
-            let mapped: Vec<(Option<PacketId>, Option<QueuedMessage>)> = taken
+            let mapped: Vec<(&BridgeOut, Option<QueuedMessage>)> = taken
                 .iter()
-                .map(|o| (o.packet_id, upstream(self.bridge.settings(), o)))
+                .map(|o| (o, upstream(self.bridge.settings(), o)))
                 .collect();
             let q = self.bridge.queue_mut();
-            for (pid, m) in mapped {
+            for (o, m) in mapped {
                 match m {
                     Some(m) => {
-                        q.stage(pid, m, batch);
+                        q.stage(o.packet_id, m, batch, expiring(o));
                         added = true;
                     }
-                    None => q.done.extend(pid),
+                    None => q.done.extend(o.packet_id),
                 }
             }
         }
@@ -675,6 +707,12 @@ impl Uplink {
                     }
                 }
             }
+            // [MQTT-3.3.2-5] an expired message is dropped as the broker drops one for a
+            // client: quietly.
+            Action::Dropped {
+                id,
+                why: DropReason::Expired,
+            } => debug!("bridge {}: message {id} expired in the queue", self.name()),
             Action::Dropped { id, why } => {
                 warn!("bridge {}: message {id} dropped: {why:?}", self.name());
             }
@@ -728,9 +766,9 @@ mod tests {
     #[test]
     fn session_queue_holds_qos2_until_its_batch_is_durable_and_keeps_order() {
         let mut q = SessionQueue::default();
-        let a = q.stage(PacketId::new(1), m(QoS::AtLeastOnce, "a"), 5);
-        q.stage(PacketId::new(2), m(QoS::ExactlyOnce, "b"), 5);
-        q.stage(PacketId::new(3), m(QoS::AtLeastOnce, "c"), 6);
+        let a = q.stage(PacketId::new(1), m(QoS::AtLeastOnce, "a"), 5, None);
+        q.stage(PacketId::new(2), m(QoS::ExactlyOnce, "b"), 5, None);
+        q.stage(PacketId::new(3), m(QoS::AtLeastOnce, "c"), 6, None);
         q.durable = 4;
         // QoS 1 may go before its record is durable (a duplicate at worst); nothing
         // passes the QoS 2 message that waits.

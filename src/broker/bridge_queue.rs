@@ -1,0 +1,247 @@
+//! The bounds of the bridges' outbound queues and what happens at them (issue 14).
+//!
+//! A bridge's outbound queue is the queue of its local session (`bridge_session.rs`). The
+//! per-client `max_queued_messages`/`max_queued_bytes` do not apply to it: they drop new
+//! messages silently (as Mosquitto does, for its bridges too), which would lose messages a
+//! publisher was told were taken. Each bridge has its own caps instead,
+//! `bridge_max_queued_messages` (RAM: a 16-byte index entry per message) and
+//! `bridge_max_queued_bytes` (disk: topic, payload and properties, as `max_queued_bytes`
+//! counts them), and this policy, which never drops what was acknowledged:
+//!
+//! - A QoS 1/2 PUBLISH from a client that would be queued at QoS 1/2 for a bridge whose
+//!   queue is full is refused as a whole, before it is routed to anyone (a refusal at
+//!   `memory_limit` works the same way; a PUBACK error code means "not published"): a
+//!   5.0 client gets PUBACK/PUBREC 0x97 Quota exceeded and keeps its connection; a
+//!   3.1/3.1.1 client, which cannot be told no, has its connection closed, as at
+//!   `memory_limit` (`inbound.rs`, `Refusal`). It resends after reconnecting.
+//! - QoS 0 for a full bridge is dropped for that bridge (other subscribers still get it).
+//! - What the broker cannot refuse to a publisher (a will, a message from another
+//!   bridge's upstream) is dropped for the full bridge.
+//! - Full starts when a message does not fit and lasts until the queue is back under 7/8
+//!   of both caps, so a bridge at the edge does not flip on every message; start and end
+//!   are logged once, the end with how many messages were refused or dropped meanwhile,
+//!   all of them counted in `$SYS/broker/publish/messages/dropped`.
+//!
+//! The check costs nothing on the publish path while no bridge is near its caps: a
+//! publish is matched against the bridges' subscriptions only when some bridge is full
+//! or has less room left than that message.
+//!
+//! QoS 0: the bridge's session never has a connection, so an offline session's rule
+//! (QoS 0 is not queued without `queue_qos0_messages`) would keep every QoS 0 message from
+//! the uplink. As in Mosquitto, a bridge takes QoS 0 while its link is up, and always with
+//! `start_type lazy`, whose `threshold` counts them ([`Broker::bridge_link`]).
+
+use std::sync::Arc;
+
+use log::{info, warn};
+
+use super::session::QueueLimits;
+use super::{Broker, SessionKey};
+use crate::auth;
+use crate::config::bridge::{DEFAULT_BRIDGE_QUEUED_BYTES, DEFAULT_BRIDGE_QUEUED_MESSAGES};
+use crate::protocol::{Publish, QoS};
+
+/// One bridge's queue bounds and state.
+#[derive(Debug)]
+pub(super) struct BridgeQueue {
+    key: SessionKey,
+    /// The session's client id: a slab key is reused once a session ends, so the entry
+    /// applies only while the same session holds the key.
+    client_id: Arc<str>,
+    /// The `connection` name, for the log.
+    name: Box<str>,
+    pub(super) limits: QueueLimits,
+    /// In a full episode (see the module docs).
+    pub(super) full: bool,
+    /// Messages refused or dropped during the current episode.
+    refused: u64,
+    /// QoS 0 messages are queued for it (link up, or `start_type lazy`).
+    pub(super) qos0: bool,
+}
+
+impl BridgeQueue {
+    /// Whether a message of `bytes` fits beside what `len`/`queued` hold now.
+    fn fits(&self, len: usize, queued: usize, bytes: usize) -> bool {
+        let l = self.limits;
+        (l.max_messages == 0 || len < l.max_messages)
+            && (l.max_bytes == 0 || queued + bytes <= l.max_bytes)
+    }
+
+    /// Whether a full episode may end: under 7/8 of both caps.
+    fn drained(&self, len: usize, queued: usize) -> bool {
+        let l = self.limits;
+        (l.max_messages == 0 || len <= l.max_messages - l.max_messages / 8)
+            && (l.max_bytes == 0 || queued <= l.max_bytes - l.max_bytes / 8)
+    }
+}
+
+impl Broker {
+    /// Sets the caps of bridge `name`'s queue (its session `key`, from
+    /// [`Broker::bridge_session`], which applies the defaults until then). 0 = no limit.
+    pub fn bridge_queue_limits(&mut self, key: SessionKey, name: &str, limits: QueueLimits) {
+        if let Some(i) = self.bridge_queue_of(key) {
+            let b = &mut self.bridge_queues[i];
+            b.name = name.into();
+            b.limits = limits;
+        }
+        self.bridge_queue_check(key);
+    }
+
+    /// Whether QoS 0 messages are queued for the bridge of session `key` now: true while
+    /// its link is up (or always, for `start_type lazy`). Called by the event loop each
+    /// turn; messages queued before the link went down still go once it is back.
+    pub fn bridge_link(&mut self, key: SessionKey, qos0: bool) {
+        if let Some(i) = self.bridge_queue_of(key) {
+            self.bridge_queues[i].qos0 = qos0;
+        }
+    }
+
+    /// Whether the queue of bridge session `key` is in a full episode.
+    pub fn bridge_queue_full(&self, key: SessionKey) -> bool {
+        self.bridge_queue_of(key)
+            .is_some_and(|i| self.bridge_queues[i].full)
+    }
+
+    /// Makes `key` (client id `client_id`) a bridge session, with the default caps the
+    /// first time (a bridge re-created after a takeover keeps its caps).
+    pub(super) fn bridge_queue_register(&mut self, key: SessionKey, client_id: &Arc<str>) {
+        self.bridge_queues
+            .retain(|b| b.key != key || b.client_id == *client_id);
+        if let Some(b) = self
+            .bridge_queues
+            .iter_mut()
+            .find(|b| b.client_id == *client_id)
+        {
+            b.key = key;
+            return;
+        }
+        self.bridge_queues.push(BridgeQueue {
+            key,
+            client_id: client_id.clone(),
+            name: client_id.as_ref().into(),
+            limits: QueueLimits {
+                max_messages: DEFAULT_BRIDGE_QUEUED_MESSAGES,
+                max_bytes: DEFAULT_BRIDGE_QUEUED_BYTES,
+            },
+            full: false,
+            refused: 0,
+            qos0: false,
+        });
+    }
+
+    /// The entry of bridge session `key`, if `key` is one.
+    pub(super) fn bridge_queue_of(&self, key: SessionKey) -> Option<usize> {
+        if self.bridge_queues.is_empty() {
+            return None;
+        }
+        let i = self.bridge_queues.iter().position(|b| b.key == key)?;
+        let same = self
+            .sessions
+            .get(key)
+            .is_some_and(|s| s.client_id == self.bridge_queues[i].client_id);
+        same.then_some(i)
+    }
+
+    /// Ends the full episode of bridge session `key` once its queue has drained (after the
+    /// uplink took messages, or a new cap).
+    pub(super) fn bridge_queue_check(&mut self, key: SessionKey) {
+        let Some(i) = self.bridge_queue_of(key) else {
+            return;
+        };
+        if !self.bridge_queues[i].full {
+            return;
+        }
+        let Some(s) = self.sessions.get(key) else {
+            return;
+        };
+        let (len, bytes) = (s.queued_len(), s.queued_bytes);
+        let b = &mut self.bridge_queues[i];
+        if b.drained(len, bytes) {
+            b.full = false;
+            info!(
+                "bridge {}: outbound queue back under its caps ({len} messages, {bytes} bytes): \
+                 accepting messages for it again ({} refused or dropped meanwhile)",
+                b.name, b.refused
+            );
+            b.refused = 0;
+        }
+    }
+
+    /// A message for bridge `i` refused or dropped: counted, and the episode starts.
+    pub(super) fn bridge_queue_refused(&mut self, i: usize) {
+        self.stats.dropped_bridge_queue += 1;
+        let Some(b) = self.bridge_queues.get_mut(i) else {
+            return;
+        };
+        b.refused += 1;
+        if b.full {
+            return;
+        }
+        b.full = true;
+        let (len, bytes) = self
+            .sessions
+            .get(b.key)
+            .map_or((0, 0), |s| (s.queued_len(), s.queued_bytes));
+        warn!(
+            "bridge {}: outbound queue full ({len} messages, {bytes} bytes; \
+             bridge_max_queued_messages {}, bridge_max_queued_bytes {}): refusing new QoS 1/2 \
+             messages for it and dropping QoS 0 until the uplink drains it",
+            b.name, b.limits.max_messages, b.limits.max_bytes
+        );
+    }
+
+    /// The bridge whose queue refuses `p` (QoS 1/2, from session `publisher`): one that
+    /// would queue it at QoS 1/2 and is full or has no room for it (see the module docs).
+    /// The caller refuses the message ([`Refusal::BridgeQueue`]).
+    pub(super) fn bridge_refusing(
+        &mut self,
+        publisher: SessionKey,
+        p: &Publish<'_>,
+        topic: &str,
+    ) -> Option<usize> {
+        if self.bridge_queues.is_empty() || p.qos == QoS::AtMostOnce {
+            return None;
+        }
+        // An upper bound of what the queue would count: the stored properties are at
+        // most the received ones.
+        let bytes = topic.len() + p.payload.len() + p.properties.raw().len();
+        let mut tight: Vec<usize> = Vec::new();
+        for i in 0..self.bridge_queues.len() {
+            let key = self.bridge_queues[i].key;
+            self.bridge_queue_check(key);
+            let b = &self.bridge_queues[i];
+            let Some(s) = self.sessions.get(key) else {
+                continue;
+            };
+            if b.full || !b.fits(s.queued_len(), s.queued_bytes, bytes) {
+                tight.push(i);
+            }
+        }
+        if tight.is_empty() {
+            return None;
+        }
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        self.subscriptions.collect_matches(topic, &mut matches);
+        let mut refused = None;
+        for i in tight {
+            let key = self.bridge_queues[i].key;
+            // The QoS it would be queued at: min(published, the highest granted)
+            // [MQTT-3.8.4-6]; never back to its own publisher [MQTT-3.8.3-3].
+            let granted = matches
+                .iter()
+                .filter(|m| m.session == key && !(m.options.no_local && key == publisher))
+                .map(|m| m.options.qos)
+                .max();
+            if granted.is_some_and(|q| q.min(p.qos) > QoS::AtMostOnce)
+                && self.allowed(key, topic, auth::READ)
+                && self.bridge_queue_of(key) == Some(i)
+            {
+                refused = Some(i);
+                break;
+            }
+        }
+        self.matches = matches;
+        refused
+    }
+}
