@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use log::{info, warn};
 
-use super::session::QueueLimits;
+use super::session::{QueueLimits, Session};
 use super::{Broker, SessionKey};
 use crate::auth;
 use crate::config::bridge::{DEFAULT_BRIDGE_QUEUED_BYTES, DEFAULT_BRIDGE_QUEUED_MESSAGES};
@@ -57,10 +57,22 @@ pub(super) struct BridgeQueue {
     refused: u64,
     /// QoS 0 messages are queued for it (link up, or `start_type lazy`).
     pub(super) qos0: bool,
+    /// Bytes of its messages taken for the uplink and not yet acknowledged (its inflight
+    /// list, which can hold a window's worth and more): the caps count them too, so they
+    /// bound everything the bridge holds for the upstream.
+    inflight_bytes: usize,
 }
 
 impl BridgeQueue {
-    /// Whether a message of `bytes` fits beside what `len`/`queued` hold now.
+    /// Messages and bytes it holds for the upstream: queued and in flight.
+    fn held(&self, s: &Session) -> (usize, usize) {
+        (
+            s.queued_len() + s.inflight().len(),
+            s.queued_bytes + self.inflight_bytes,
+        )
+    }
+
+    /// Whether a message of `bytes` fits beside `len` messages and `queued` bytes.
     fn fits(&self, len: usize, queued: usize, bytes: usize) -> bool {
         let l = self.limits;
         (l.max_messages == 0 || len < l.max_messages)
@@ -103,8 +115,16 @@ impl Broker {
     }
 
     /// Makes `key` (client id `client_id`) a bridge session, with the default caps the
-    /// first time (a bridge re-created after a takeover keeps its caps).
+    /// first time (a bridge re-created after a takeover keeps its caps). What is in flight
+    /// (restored after a restart) is counted here once, then kept up to date by
+    /// [`Broker::bridge_inflight_bytes`].
     pub(super) fn bridge_queue_register(&mut self, key: SessionKey, client_id: &Arc<str>) {
+        let inflight_bytes = self.sessions.get(key).map_or(0, |s| {
+            s.inflight()
+                .iter()
+                .map(|i| i.delivery.msg.stored_len())
+                .sum()
+        });
         self.bridge_queues
             .retain(|b| b.key != key || b.client_id == *client_id);
         if let Some(b) = self
@@ -113,6 +133,7 @@ impl Broker {
             .find(|b| b.client_id == *client_id)
         {
             b.key = key;
+            b.inflight_bytes = inflight_bytes;
             return;
         }
         self.bridge_queues.push(BridgeQueue {
@@ -126,7 +147,18 @@ impl Broker {
             full: false,
             refused: 0,
             qos0: false,
+            inflight_bytes,
         });
+    }
+
+    /// Messages of `added` bytes went into bridge session `key`'s inflight list, and
+    /// `removed` bytes left it (`bridge_take`, `bridge_done`).
+    pub(super) fn bridge_inflight_bytes(&mut self, key: SessionKey, added: usize, removed: usize) {
+        if let Some(i) = self.bridge_queue_of(key) {
+            let b = &mut self.bridge_queues[i];
+            b.inflight_bytes = (b.inflight_bytes + added).saturating_sub(removed);
+        }
+        self.bridge_queue_check(key);
     }
 
     /// The entry of bridge session `key`, if `key` is one.
@@ -154,7 +186,7 @@ impl Broker {
         let Some(s) = self.sessions.get(key) else {
             return;
         };
-        let (len, bytes) = (s.queued_len(), s.queued_bytes);
+        let (len, bytes) = self.bridge_queues[i].held(s);
         let b = &mut self.bridge_queues[i];
         if b.drained(len, bytes) {
             b.full = false;
@@ -165,6 +197,17 @@ impl Broker {
             );
             b.refused = 0;
         }
+    }
+
+    /// Whether bridge `i` takes a message of `bytes` now: not in a full episode, and it
+    /// fits both caps beside what the bridge holds.
+    pub(super) fn bridge_admits(&self, i: usize, bytes: usize) -> bool {
+        let b = &self.bridge_queues[i];
+        let Some(s) = self.sessions.get(b.key) else {
+            return false;
+        };
+        let (len, queued) = b.held(s);
+        !b.full && b.fits(len, queued, bytes)
     }
 
     /// A message for bridge `i` refused or dropped: counted, and the episode starts.
@@ -178,10 +221,7 @@ impl Broker {
             return;
         }
         b.full = true;
-        let (len, bytes) = self
-            .sessions
-            .get(b.key)
-            .map_or((0, 0), |s| (s.queued_len(), s.queued_bytes));
+        let (len, bytes) = self.sessions.get(b.key).map_or((0, 0), |s| b.held(s));
         warn!(
             "bridge {}: outbound queue full ({len} messages, {bytes} bytes; \
              bridge_max_queued_messages {}, bridge_max_queued_bytes {}): refusing new QoS 1/2 \
@@ -213,7 +253,8 @@ impl Broker {
             let Some(s) = self.sessions.get(key) else {
                 continue;
             };
-            if b.full || !b.fits(s.queued_len(), s.queued_bytes, bytes) {
+            let (len, queued) = b.held(s);
+            if b.full || !b.fits(len, queued, bytes) {
                 tight.push(i);
             }
         }

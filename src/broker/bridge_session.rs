@@ -242,8 +242,12 @@ impl Broker {
         }
         self.stats.messages_sent += out.len() as u64;
         session.release_idle_flows();
-        // The uplink drained it: a full episode may end (`bridge_queue.rs`).
-        self.bridge_queue_check(key);
+        let added = out
+            .iter()
+            .filter(|o| o.packet_id.is_some())
+            .map(|o| o.msg.stored_len())
+            .sum();
+        self.bridge_inflight_bytes(key, added, 0);
         out
     }
 
@@ -272,7 +276,10 @@ impl Broker {
         let Some(i) = session.inflight().iter().position(|f| f.packet_id == pid) else {
             return false;
         };
-        session.inflight_mut().remove(i);
+        let removed = session
+            .inflight_mut()
+            .remove(i)
+            .map_or(0, |f| f.delivery.msg.stored_len());
         let packet_id = pid.get();
         self.journal
             .session(session, |session| Record::InflightDone {
@@ -280,6 +287,8 @@ impl Broker {
                 packet_id,
             });
         session.release_idle_flows();
+        // The upstream has it: a full episode may end (`bridge_queue.rs`).
+        self.bridge_inflight_bytes(key, 0, removed);
         true
     }
 

@@ -30,6 +30,17 @@ fn payloads(v: &[BridgeOut]) -> Vec<String> {
         .collect()
 }
 
+/// The uplink takes up to `n` messages and the upstream acknowledges them.
+fn forward(h: &mut Harness, key: SessionKey, n: usize) -> Vec<String> {
+    let out = h.broker.bridge_take(key, n, h.now);
+    for o in &out {
+        if let Some(pid) = o.packet_id {
+            assert!(h.broker.bridge_done(key, pid));
+        }
+    }
+    payloads(&out)
+}
+
 /// A live subscriber to everything (clean session), to see what was routed.
 fn watcher(h: &mut Harness) -> ConnId {
     let w = h.client(connect("w", true, 0));
@@ -85,20 +96,23 @@ fn a_full_bridge_queue_refuses_qos1_and_qos2_from_v5_with_0x97_and_routes_them_n
     assert_eq!(h.broker.stats().dropped_bridge_queue, 3);
     assert_eq!(h.broker.stats().dropped(), 3);
 
-    // The uplink takes one: still full (the episode lasts until 7/8 of the cap, 14).
-    let first = h.broker.bridge_take(key, 1, h.now);
-    assert_eq!(payloads(&first), ["kept"]);
+    // Taken for the uplink, not yet acknowledged: still held, still full.
+    let sent = h.broker.bridge_take(key, 2, h.now);
+    assert_eq!(payloads(&sent), ["kept", "kept"]);
+    assert!(h.broker.bridge_queue_full(key), "in flight counts");
+    // The upstream acknowledges one: still full (the episode lasts until 7/8, 14).
+    assert!(h.broker.bridge_done(key, sent[0].packet_id.unwrap()));
     assert!(h.broker.bridge_queue_full(key), "15 of 16 is above 7/8");
     h.send(p5, publish("out/t", b"no", QoS::AtLeastOnce, 20));
     assert_eq!(codes5(&mut h, p5), vec![("puback", 0x97)]);
-    // Drained: accepted again, and what was acknowledged is all there.
-    let rest = h.broker.bridge_take(key, 100, h.now);
-    assert_eq!(payloads(&rest), vec!["kept"; 15]);
+    // The second acknowledged: accepted again, and what was acknowledged is all there.
+    assert!(h.broker.bridge_done(key, sent[1].packet_id.unwrap()));
     assert!(!h.broker.bridge_queue_full(key));
+    assert_eq!(forward(&mut h, key, 100), vec!["kept"; 14]);
     h.send(p5, publish("out/t", b"again", QoS::AtLeastOnce, 21));
     assert_eq!(codes5(&mut h, p5), vec![("puback", 0)]);
     assert_eq!(routed(&mut h, w), ["again"]);
-    assert_eq!(payloads(&h.broker.bridge_take(key, 10, h.now)), ["again"]);
+    assert_eq!(forward(&mut h, key, 10), ["again"]);
 }
 
 #[test]
@@ -114,7 +128,7 @@ fn a_full_bridge_queue_closes_a_v311_qos1_publisher_as_memory_limit_does() {
     assert!(h.take(p).is_empty(), "no PUBACK for a message not taken");
     assert_eq!(h.broker.bridge_queued(key), 3);
     // A QoS 2 retransmission of a message taken before the cap is still acknowledged.
-    h.broker.bridge_take(key, 3, h.now);
+    assert_eq!(forward(&mut h, key, 3).len(), 3);
     let q = h.client(connect("q", false, 0));
     h.send(q, publish("out/a", b"m00004", QoS::ExactlyOnce, 9));
     assert_eq!(h.take(q), vec![Out::Pubrec(9)]);
@@ -151,7 +165,7 @@ fn a_qos0_topic_line_forwards_only_while_the_link_is_up_and_never_refuses() {
     assert_eq!(codes5(&mut h, p5), vec![("puback", 0), ("puback", 0)]);
     let taken = h.broker.bridge_take(key, 10, h.now);
     assert_eq!(payloads(&taken), ["up"]);
-    assert_eq!(taken[0].qos, QoS::AtMostOnce);
+    assert_eq!((taken[0].qos, taken[0].packet_id), (QoS::AtMostOnce, None));
     assert_eq!(h.broker.stats().dropped_bridge_queue, 1);
 }
 
