@@ -125,10 +125,27 @@ impl<Q: OutboundQueue> Bridge<Q> {
             let Some(f) = self.inflight.get_mut(&pid) else {
                 continue;
             };
-            if let Some(left) = left {
-                // Its delivery has started, so it goes even if expired since
-                // [MQTT-3.3.2-5], with the time it has left [MQTT-3.3.2-6].
-                f.msg.set_expiry(left);
+            match left {
+                // [MQTT-3.3.2-5] expired before it got through (after a restart, a flow
+                // may even never have been sent): a QoS 1 message is dropped, as
+                // Mosquitto drops expired messages it would resend.
+                Some(0) if f.stage == Stage::Published && f.msg.qos == QoS::AtLeastOnce => {
+                    if let Some(id) = f.id {
+                        self.queue.ack(id);
+                        self.actions.push_back(Action::Dropped {
+                            id,
+                            why: DropReason::Expired,
+                        });
+                    }
+                    self.inflight.remove(&pid);
+                    continue;
+                }
+                // [MQTT-3.3.2-6] the time it has left. A QoS 2 message goes on even once
+                // expired: the upstream may hold its packet id awaiting PUBREL, and would
+                // take a new message under that id for a duplicate. At least 1 s: an
+                // interval of 0 is "never expires" to Mosquitto.
+                Some(left) => f.msg.set_expiry(left.max(1)),
+                None => {}
             }
             f.on_link = true;
             let stage = f.stage;

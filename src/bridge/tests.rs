@@ -1462,3 +1462,39 @@ fn queued_v5_messages_go_with_the_expiry_they_have_left_and_not_once_expired() {
         rest = &rest[n..];
     }
 }
+
+#[test]
+fn an_expired_flow_is_not_resent_at_qos1_and_resent_with_1s_left_at_qos2() {
+    let mut h = h("bridge_protocol_version mqttv50\nnotifications false\nrestart_timeout 1\n");
+    h.connect();
+    let at = h.now + Duration::from_secs(40);
+    let q = h.b.queue_mut();
+    q.push_expiring(msg("out/t", QoS::AtLeastOnce, b"q1"), at)
+        .unwrap();
+    q.push_expiring(msg("out/t", QoS::ExactlyOnce, b"q2"), at)
+        .unwrap();
+    h.b.handle_queued(h.now);
+    let mut bytes = Vec::new();
+    h.b.poll_transmit(&mut bytes);
+    assert_eq!(
+        expiries(&bytes),
+        [
+            (b"q1".to_vec(), false, Some(40)),
+            (b"q2".to_vec(), false, Some(40))
+        ]
+    );
+    h.actions();
+    // The link is lost before any ack; it is back a minute later.
+    h.b.handle_closed(h.now);
+    h.now += Duration::from_secs(59);
+    h.advance(Duration::from_secs(1));
+    h.connect_with(true, &[]);
+    let mut bytes = Vec::new();
+    h.b.poll_transmit(&mut bytes);
+    assert_eq!(expiries(&bytes), [(b"q2".to_vec(), true, Some(1))]);
+    assert!(h.actions().contains(&Action::Dropped {
+        id: 1,
+        why: DropReason::Expired
+    }));
+    assert_eq!(h.b.queue().len(), 1, "only the QoS 2 message is left");
+}
