@@ -27,9 +27,10 @@
 //!   stock Mosquitto upstream's limit), so the upstream never has a reason to drop us.
 //! - A message leaves the queue only when the upstream has it (PUBACK, PUBCOMP, or written
 //!   at QoS 0), or when it can never be sent (larger than the upstream's Maximum Packet
-//!   Size, or refused with a 5.0 error reason code other than the transient Quota
+//!   Size, refused with a 5.0 error reason code other than the transient Quota
 //!   Exceeded / Packet Identifier In Use, which are retried after
-//!   [`RETRY_AFTER_REFUSAL`]): [`Action::Dropped`] reports those.
+//!   [`RETRY_AFTER_REFUSAL`], or expired [MQTT-3.3.2-5]): [`Action::Dropped`] reports
+//!   those.
 //! - An inbound QoS 1/2 message is acknowledged upstream only after the caller reports it
 //!   durable locally ([`Bridge::handle_local_durable`]); an inbound QoS 2 packet id stays
 //!   known until PUBREL, across reconnects, so a redelivery is not published twice.
@@ -53,9 +54,15 @@
 //!   lives in the state machine: a restart between PUBREC and PUBREL forgets it).
 //! - As an upstream, wrenmq drops the bridge bit of a 3.1.1 CONNECT: keeping it (no echo,
 //!   retain kept) is needed for wrenmq-to-wrenmq `both` topics on 3.1.1.
-//! - On reconnect, only retained messages changed while the link was down; Message
-//!   Expiry of queued 5.0 messages reduced by the time queued; SIGHUP restarting only
-//!   the bridges whose block changed; a byte cap on the bridge queue with its policy.
+//! - On reconnect, only retained messages changed while the link was down; SIGHUP
+//!   restarting only the bridges whose block changed.
+//!
+//! Done since: the queue's caps and the policy at them are the broker's
+//! (`broker/bridge_queue.rs`: publishers refused, never an acknowledged message dropped);
+//! MQTT 5 Message Expiry of queued messages ([`OutboundQueue::expiry_left`]): a message
+//! that expired before it was first sent is dropped ([`DropReason::Expired`]), every
+//! PUBLISH carries the time left, a resend of an expired QoS 1 flow is dropped and one of
+//! QoS 2 goes with 1 s left.
 
 mod backoff;
 mod connect;

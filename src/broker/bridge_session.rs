@@ -20,9 +20,22 @@
 //! - [`Broker::bridge_publish`] publishes an inbound (`in`) message as the session;
 //!   [`BridgeDurable`] tells the caller when to acknowledge it upstream.
 //!
+//! - The queue's caps and the policy at them (refuse publishers, never drop what was
+//!   acknowledged) are in `bridge_queue.rs`; they count what is queued and in flight.
+//! - MQTT 5 Message Expiry: what expired while queued is dropped by
+//!   [`Broker::bridge_take`] [MQTT-3.3.2-5]; [`BridgeOut::msg`] carries the deadline the
+//!   broker keeps for every queued message (stored with the time it was written, so the
+//!   wait counts across restarts), and the uplink sends `Message::remaining_expiry`
+//!   [MQTT-3.3.2-6], the same mechanism as deliveries to clients.
+//!
 //! A client that connects with the bridge's local client id takes the session over like
 //! any session; the bridge then re-creates it with [`Broker::bridge_session`]. Nothing
-//! here runs unless a bridge is configured: the publish path is unchanged.
+//! here runs unless a bridge is configured: without one, the publish path pays one check
+//! of an empty list (`bridge_queue.rs`).
+//!
+//! What remains (issue 14): a restart cannot tell the flows the last run had sent from
+//! those it had only taken for the uplink, so both are resumed as sent (DUP); an
+//! expired QoS 2 one of them goes up with 1 s left.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -14,6 +14,11 @@
 //!   binds the packet id used upstream) a window's worth ahead of the uplink, and acks
 //!   go back to the broker (`bridge_done`, `bridge_pubrec`) at the next sync, in the same
 //!   loop turn, before the turn's journal batch is submitted.
+//! - The queue's caps (`bridge_max_queued_*`) go to the broker at start
+//!   (`Broker::bridge_queue_limits`), and every sync tells it whether QoS 0 is queued for
+//!   the bridge now (`Broker::bridge_link`: link up, or `start_type lazy`). Staged
+//!   messages keep the session's message when it expires, so the time left sent upstream
+//!   is the broker's (`Message::remaining_expiry`).
 //! - Inbound messages are published as the session; their acks upstream wait until the
 //!   journal batch that holds them is durable (`BridgeDurable`).
 //! - Every turn, [`Uplinks::turn`] syncs each bridge: O(bridges), nothing on the publish
