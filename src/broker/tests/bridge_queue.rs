@@ -217,3 +217,28 @@ fn bridge_queue_message_expiry_counts_the_wait_across_a_restart() {
     assert_eq!(payloads(&out), ["long"]);
     assert_eq!(out[0].msg.remaining_expiry(at), Some(55));
 }
+
+#[test]
+fn messages_in_flight_after_a_restart_still_count_against_the_cap() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = bridge(&mut h, QoS::AtLeastOnce, cap(0, 40));
+    let p = h.client(connect("p", true, 0));
+    publish_n(&mut h, p, "out/a", 0..3); // 11 bytes each
+    assert_eq!(h.broker.bridge_take(key, 3, h.now).len(), 3);
+    write(&mut h, &src, 1);
+
+    let mut r = restarted_from_log(&src, 1);
+    let key = bridge(&mut r, QoS::AtLeastOnce, cap(0, 40));
+    assert_eq!(r.broker.bridge_inflight(key).len(), 3);
+    let p5 = client5(&mut r, "p5");
+    r.send(p5, publish("out/a", b"m00003", QoS::AtLeastOnce, 1));
+    write(&mut r, &src, 1); // acknowledgements wait for their batch
+    assert_eq!(codes5(&mut r, p5), vec![("puback", 0x97)], "33 + 11 > 40");
+    for o in r.broker.bridge_inflight(key) {
+        assert!(r.broker.bridge_done(key, o.packet_id.unwrap()));
+    }
+    r.send(p5, publish("out/a", b"m00003", QoS::AtLeastOnce, 2));
+    write(&mut r, &src, 1);
+    assert_eq!(codes5(&mut r, p5), vec![("puback", 0)]);
+}
