@@ -42,20 +42,18 @@
 //! `queue` ([`OutboundQueue`], [`MemQueue`]), `backoff` (restart delay, address order).
 //!
 //! Wiring (issue 14): `net/bridge.rs` runs a [`Bridge`] per `connection` on reserved
-//! tokens (non-blocking connect to IP literals, TLS through the transport seam's client
-//! side); its queue is a view of the broker's bridge session (`broker/bridge_session.rs`),
+//! tokens (host names resolved off the loop, each resolved address tried in turn for one
+//! [`Action::Dial`], `bridge_bind_address`, TLS through the transport seam's client side,
+//! SIGHUP restarting the bridges whose block changed with [`Bridge::stop`]); its queue is a view of the broker's bridge session (`broker/bridge_session.rs`),
 //! whose queue and inflight list are the durable outbound queue and packet-id map
 //! ([`OutboundQueue::packet_id`], [`Bridge::resume_flow`] after a restart).
 //!
 //! What remains (issue 14):
-//! - Host names resolved off the loop (a helper thread reporting through the waker);
-//!   `bridge_bind_address`. Both are refused at start-up for now.
 //! - The inbound QoS 2 id set persisted like the broker's inbound QoS 2 state (today it
 //!   lives in the state machine: a restart between PUBREC and PUBREL forgets it).
 //! - As an upstream, wrenmq drops the bridge bit of a 3.1.1 CONNECT: keeping it (no echo,
 //!   retain kept) is needed for wrenmq-to-wrenmq `both` topics on 3.1.1.
-//! - On reconnect, only retained messages changed while the link was down; SIGHUP
-//!   restarting only the bridges whose block changed.
+//! - On reconnect, only retained messages changed while the link was down.
 //!
 //! Done since: the queue's caps and the policy at them are the broker's
 //! (`broker/bridge_queue.rs`: publishers refused, never an acknowledged message dropped);
@@ -511,6 +509,45 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 self.dial(now);
             }
         }
+    }
+
+    /// Ends the bridge for good (its block was changed or removed by SIGHUP, or the broker
+    /// shuts down). An Up link gets the retained "0" state upstream, since the clean
+    /// DISCONNECT that follows suppresses the will that would say so, then
+    /// `Action::Close`; a dial or CONNECT in progress is abandoned. The local state goes
+    /// to "0". Queued and in-flight messages stay in the queue for whoever takes it over.
+    pub fn stop(&mut self) {
+        match self.phase {
+            Phase::Up { .. } => {
+                let b = &self.s.bridge;
+                if b.notifications && !b.notifications_local_only {
+                    let topic = self.s.notification_topic.clone();
+                    self.send(&Packet::Publish(protocol::Publish {
+                        dup: false,
+                        qos: QoS::AtMostOnce,
+                        retain: true,
+                        topic: &topic,
+                        packet_id: None,
+                        properties: protocol::Properties::EMPTY,
+                        payload: b"0",
+                    }));
+                }
+                self.send(&Packet::Disconnect(protocol::Disconnect {
+                    reason: ReasonCode::NORMAL_DISCONNECTION,
+                    properties: protocol::Properties::EMPTY,
+                }));
+                self.actions.push_back(Action::Close);
+                self.link_down();
+                self.notify_local(false);
+            }
+            Phase::Dialing { .. } | Phase::Connecting { .. } => {
+                self.out.clear();
+                self.actions.push_back(Action::Close);
+                self.link_down();
+            }
+            Phase::Idle { .. } | Phase::Stopped => {}
+        }
+        self.phase = Phase::Stopped;
     }
 
     fn is_connected(&self) -> bool {

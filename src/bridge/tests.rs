@@ -1498,3 +1498,48 @@ fn an_expired_flow_is_not_resent_at_qos1_and_resent_with_1s_left_at_qos2() {
     }));
     assert_eq!(h.b.queue().len(), 1, "only the QoS 2 message is left");
 }
+
+#[test]
+fn stop_says_zero_upstream_then_disconnects_and_keeps_the_queue() {
+    let mut h = h("notification_topic bridges/cloud\n");
+    h.connect();
+    h.actions();
+    h.sent();
+    h.queue(msg("out/a", QoS::AtLeastOnce, b"m"));
+    assert_eq!(H::publishes(&h.sent()).len(), 1);
+    h.b.stop();
+    // The clean DISCONNECT suppresses the will: the "0" goes first, explicitly.
+    assert_eq!(
+        h.sent(),
+        [
+            Seen::Publish {
+                topic: "bridges/cloud".into(),
+                qos: QoS::AtMostOnce,
+                dup: false,
+                retain: true,
+                pid: None,
+                payload: b"0".to_vec(),
+            },
+            Seen::Disconnect
+        ]
+    );
+    let actions = h.actions();
+    assert!(actions.contains(&Action::Close), "{actions:?}");
+    assert_eq!(
+        local_states(&actions),
+        [("bridges/cloud".into(), b"0".to_vec(), true)]
+    );
+    assert_eq!(h.b.phase(), Phase::Stopped);
+    assert_eq!(h.b.poll_timeout(), None);
+    // Unacknowledged, so still queued for whoever takes the queue over.
+    assert_eq!(h.b.queue().len(), 1);
+
+    // A dial in progress is abandoned without a packet; an idle bridge just stops.
+    let mut h = self::h("notifications false\n");
+    assert!(matches!(h.b.phase(), Phase::Dialing { .. }));
+    h.actions();
+    h.b.stop();
+    assert_eq!(h.actions(), [Action::Close]);
+    assert!(h.sent().is_empty());
+    assert_eq!(h.b.phase(), Phase::Stopped);
+}

@@ -130,7 +130,7 @@ impl Broker {
     }
 
     /// Makes the session's subscriptions exactly `filters`, journaling the changes.
-    fn bridge_subscriptions(&mut self, key: SessionKey, filters: &[(String, QoS)]) {
+    pub(super) fn bridge_subscriptions(&mut self, key: SessionKey, filters: &[(String, QoS)]) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
