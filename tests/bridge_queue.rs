@@ -80,6 +80,7 @@ impl V5 {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         }));
         match c.recv() {
             Some(("connack", _, 0)) => {}

@@ -33,7 +33,10 @@
 //!   those.
 //! - An inbound QoS 1/2 message is acknowledged upstream only after the caller reports it
 //!   durable locally ([`Bridge::handle_local_durable`]); an inbound QoS 2 packet id stays
-//!   known until PUBREL, across reconnects, so a redelivery is not published twice.
+//!   known until PUBREL, across reconnects (and restarts: the caller persists the ids and
+//!   gives them back with [`Bridge::resume_inbound`]), so a redelivery is not published
+//!   twice. PUBCOMP waits until the caller has forgotten the id durably
+//!   ([`Action::Released`]).
 //! - A link is declared dead when nothing was received for 1.5 × keepalive; a PINGREQ
 //!   goes out when nothing was sent, or nothing received, for one keepalive.
 //!
@@ -49,14 +52,16 @@
 //! ([`OutboundQueue::packet_id`], [`Bridge::resume_flow`] after a restart).
 //!
 //! What remains (issue 14):
-//! - The inbound QoS 2 id set persisted like the broker's inbound QoS 2 state (today it
-//!   lives in the state machine: a restart between PUBREC and PUBREL forgets it).
-//! - As an upstream, wrenmq drops the bridge bit of a 3.1.1 CONNECT: keeping it (no echo,
-//!   retain kept) is needed for wrenmq-to-wrenmq `both` topics on 3.1.1.
-//! - On reconnect, only retained messages changed while the link was down.
+//! - A restart cannot tell the outbound flows the last run had sent from those it had
+//!   only taken for the uplink (`broker/bridge_session.rs`): both are resumed as sent.
 //!
-//! Done since: the queue's caps and the policy at them are the broker's
-//! (`broker/bridge_queue.rs`: publishers refused, never an acknowledged message dropped);
+//! Done elsewhere: host names, `bridge_bind_address` and SIGHUP reload are the loop's
+//! (`net/bridge/`); the inbound QoS 2 ids are the local session's awaiting-PUBREL state
+//! (journaled, [`Bridge::resume_inbound`]); wrenmq as an upstream honours the 3.1.1
+//! bridge bit (`broker/subscribe.rs`); retained messages go upstream once per new local
+//! subscription, then only as they change (`broker/bridge_session.rs`), so a reconnect
+//! replays nothing; the queue's caps and the policy at them are the broker's
+//! (`broker/bridge_queue.rs`: publishers refused, never an acknowledged message dropped).
 //! MQTT 5 Message Expiry of queued messages ([`OutboundQueue::expiry_left`]): a message
 //! that expired before it was first sent is dropped ([`DropReason::Expired`]), every
 //! PUBLISH carries the time left, a resend of an expired QoS 1 flow is dropped and one of
@@ -144,6 +149,14 @@ pub enum Action {
     Dropped { id: QueueId, why: DropReason },
     /// The upstream refused to subscribe to this remote filter.
     SubscriptionRefused { filter: String, code: ReasonCode },
+    /// The upstream released an inbound QoS 2 message (PUBREL): its packet id is free
+    /// again. Forget it durably, then pass this back to [`Bridge::handle_released`]: the
+    /// PUBCOMP goes upstream only then, so that a crash cannot leave marked as in use an
+    /// id the upstream is free to reuse (its next message would be taken for a redelivery).
+    Released(InboundAck),
+    /// The upstream has no session for us (CONNACK without session present): every
+    /// inbound QoS 2 packet id is void; forget them.
+    InboundReset,
 }
 
 /// A message for the local broker.
@@ -377,6 +390,13 @@ impl<Q: OutboundQueue> Bridge<Q> {
             },
         );
         self.taken = Some(self.taken.map_or(id, |t| t.max(id)));
+    }
+
+    /// Takes back an inbound QoS 2 packet id the last run published locally and had not
+    /// seen released (PUBREL) yet: a redelivery under it gets PUBREC and is not published
+    /// again [MQTT-4.3.3-2]. Call before the first link.
+    pub fn resume_inbound(&mut self, pid: PacketId) {
+        self.inbound_qos2.insert(pid.get(), true);
     }
 
     /// The next action for the caller, in order.

@@ -11,6 +11,8 @@ use crate::protocol::{
     decode, Ack, Connack, Properties, ProtocolVersion, Publish, RetainHandling, SubscriptionOptions,
 };
 
+mod inbound;
+
 const K: Duration = Duration::from_secs(60);
 
 /// What the upstream saw, owned.
@@ -872,6 +874,12 @@ fn inbound_qos2_redelivered_after_reconnect_is_published_once() {
     );
     assert_eq!(h.sent(), [Seen::Pubrec(9)]);
     h.feed(Packet::Pubrel(ack(9)));
+    let released = h.actions();
+    let [Action::Released(r)] = released.as_slice() else {
+        panic!("{released:?}")
+    };
+    assert_eq!(h.sent(), [], "no PUBCOMP before the release is durable");
+    h.b.handle_released(h.now, *r);
     assert_eq!(h.sent(), [Seen::Pubcomp(9)]);
 }
 

@@ -35,6 +35,7 @@ impl Broker {
         };
         let Some(conn) = conn else { return };
         self.cert_identities.remove(&id);
+        self.bridge_conns.remove(&id);
         self.conn_listeners.remove(&id);
         self.peers.remove(&id);
         self.live_conns = self.live_conns.saturating_sub(1);

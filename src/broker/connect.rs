@@ -49,6 +49,9 @@ impl Broker {
             return false;
         };
         conn.version = Some(c.version);
+        if c.bridge {
+            self.bridge_conns.insert(id);
+        }
         let v5 = c.version == ProtocolVersion::V5;
 
         if v5 && c.properties.authentication_method().is_some() {
@@ -127,8 +130,10 @@ impl Broker {
                 ProtocolVersion::V311 => 2,
                 ProtocolVersion::V5 => 5,
             };
+            // Mosquitto says "New bridge" for a client with the bridge bit.
             info!(
-                "New client connected from {} as {client_id} (p{p}, c{}, k{keep_alive}{}).",
+                "New {} connected from {} as {client_id} (p{p}, c{}, k{keep_alive}{}).",
+                if c.bridge { "bridge" } else { "client" },
                 peer.as_deref().unwrap_or("<unknown>"),
                 u8::from(c.clean_start),
                 c.username.map(|u| format!(", u'{u}'")).unwrap_or_default(),

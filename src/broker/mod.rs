@@ -86,7 +86,7 @@ mod subscriptions;
 mod sys;
 mod timers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -211,6 +211,10 @@ pub struct Broker {
     conn_listeners: HashMap<ConnId, u8>,
     /// User names from TLS client certificates, taken by CONNECT (see `connect.rs`).
     cert_identities: HashMap<ConnId, Option<Arc<str>>>,
+    /// 3.1/3.1.1 bridges (CONNECT level byte with the bridge bit): their subscriptions get
+    /// No Local and Retain As Published (`subscribe.rs`). A side table, rare, so that
+    /// `Conn` does not grow.
+    bridge_conns: HashSet<ConnId>,
     sessions: Slab<Session>,
     client_ids: client_ids::ClientIds,
     subscriptions: SubscriptionTable,
@@ -342,6 +346,7 @@ impl Broker {
             retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
             cert_identities: HashMap::new(),
+            bridge_conns: HashSet::new(),
             conn_listeners: HashMap::new(),
             id_rng: IdRng::new(0),
             meter: Arc::default(),

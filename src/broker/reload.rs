@@ -141,7 +141,7 @@ impl Broker {
         if clean {
             self.end_session(key, now);
         } else {
-            self.bridge_subscriptions(key, &[]);
+            self.bridge_subscriptions(key, &[], now);
         }
         (held, !clean)
     }

@@ -32,6 +32,7 @@ fn connect(client_id: &str, clean: bool, keep_alive: u16) -> Connect<'_> {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }
 }
 

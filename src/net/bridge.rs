@@ -25,7 +25,9 @@
 //!   (`Broker::bridge_queue_limits`), and every sync tells it whether QoS 0 is queued for
 //!   the bridge now (`Broker::bridge_link`: link up, or `start_type lazy`).
 //! - Inbound messages are published as the session; their acks upstream wait until the
-//!   journal batch that holds them is durable (`BridgeDurable`).
+//!   journal batch that holds them is durable (`BridgeDurable`). Inbound QoS 2 ids are
+//!   the session's awaiting-PUBREL list (journaled with the message, given back to the
+//!   state machine after a restart); a PUBCOMP waits until the id's release is durable.
 //! - SIGHUP (`reload`): unchanged bridges keep their link; changed ones are stopped
 //!   (DISCONNECT) and started again on the same local session; removed ones are stopped
 //!   and their session stops collecting; new ones are started.
@@ -128,8 +130,9 @@ struct Uplink {
     dial: Dialing,
     /// Bytes for the uplink not yet written.
     out: Vec<u8>,
-    /// Inbound messages waiting for their journal batch to be durable.
-    acks: Vec<(u64, InboundAck)>,
+    /// Inbound acks waiting for their journal batch to be durable: PUBACK/PUBREC
+    /// (`released` false) or PUBCOMP (true).
+    acks: Vec<(u64, InboundAck, bool)>,
     up_logged: bool,
     /// TLS settings (`bridge_cafile` ...), when the bridge uses TLS.
     #[cfg(feature = "tls")]
@@ -261,6 +264,9 @@ impl Uplinks {
         for (id, pid, m, released) in resumed {
             bridge.resume_flow(id, pid, m, released);
         }
+        for pid in broker.bridge_awaiting_pubrel(key) {
+            bridge.resume_inbound(pid);
+        }
         info!(
             "bridge {}: {} messages queued, {n} in flight from the last run",
             b.name,
@@ -350,7 +356,7 @@ impl Uplinks {
     pub fn waits_for(&self, durable: u64) -> bool {
         self.links.iter().any(|l| {
             let q = l.bridge.queue();
-            l.acks.iter().any(|(seq, _)| *seq <= durable)
+            l.acks.iter().any(|(seq, _, _)| *seq <= durable)
                 || q.staged
                     .iter()
                     .any(|s| s.batch > q.durable && s.batch <= durable)
@@ -502,8 +508,13 @@ impl Uplink {
             let mut k = 0;
             while k < self.acks.len() {
                 if self.acks[k].0 <= durable {
-                    let (_, ack) = self.acks.swap_remove(k);
-                    self.bridge.handle_local_durable(now, ack);
+                    // In arrival order: a PUBCOMP never passes the PUBREC before it.
+                    let (_, ack, released) = self.acks.remove(k);
+                    if released {
+                        self.bridge.handle_released(now, ack);
+                    } else {
+                        self.bridge.handle_local_durable(now, ack);
+                    }
                 } else {
                     k += 1;
                 }
@@ -597,22 +608,39 @@ impl Uplink {
             }
             Action::Probe { index } => self.probe(registry, dns, index, now),
             Action::PublishLocal(m) => {
-                let d = broker.bridge_publish(
-                    self.key,
-                    &m.topic,
-                    &m.payload,
-                    m.qos,
-                    m.retain,
-                    &m.properties,
-                    now,
-                );
+                // An inbound QoS 2 id is recorded with the message (same journal batch);
+                // one recorded already is a redelivery the state machine did not know of.
+                let fresh = match m.ack {
+                    Some(a) if a.qos == QoS::ExactlyOnce => {
+                        broker.bridge_receive_qos2(self.key, a.packet_id)
+                    }
+                    _ => true,
+                };
+                let d = if fresh {
+                    broker.bridge_publish(
+                        self.key,
+                        &m.topic,
+                        &m.payload,
+                        m.qos,
+                        m.retain,
+                        &m.properties,
+                        now,
+                    )
+                } else {
+                    broker.bridge_barrier()
+                };
                 if let Some(ack) = m.ack {
                     match d {
                         BridgeDurable::Now => self.bridge.handle_local_durable(now, ack),
-                        BridgeDurable::After(seq) => self.acks.push((seq, ack)),
+                        BridgeDurable::After(seq) => self.acks.push((seq, ack, false)),
                     }
                 }
             }
+            Action::Released(ack) => match broker.bridge_released(self.key, ack.packet_id) {
+                BridgeDurable::Now => self.bridge.handle_released(now, ack),
+                BridgeDurable::After(seq) => self.acks.push((seq, ack, true)),
+            },
+            Action::InboundReset => broker.bridge_inbound_reset(self.key),
             // [MQTT-3.3.2-5] an expired message is dropped as the broker drops one for a
             // client: quietly.
             Action::Dropped {

@@ -34,7 +34,8 @@ impl BrokerRun {
                 } else {
                     b.pick(&CLIENT_IDS)
                 };
-                let keep_alive = u16::from(b.u8() % 4);
+                let k = b.u8();
+                let keep_alive = u16::from(k % 4);
                 // 5.0 only: a selector byte, then one byte per property it selects.
                 let (mut cp, mut wp) = (PropertiesBuf::new(), PropertiesBuf::new());
                 if version == ProtocolVersion::V5 {
@@ -56,6 +57,8 @@ impl BrokerRun {
                     will,
                     username: None,
                     password: None,
+                    // Mosquitto's bridge bit: subscriptions become No Local.
+                    bridge: k & 4 != 0 && version != ProtocolVersion::V5,
                 };
                 self.packet(s, Packet::Connect(connect));
             }
