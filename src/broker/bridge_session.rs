@@ -115,7 +115,7 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             session.epoch = epoch;
             session.conn = None;
-            session.pending_will = None;
+            session.set_pending_will(None);
             session.expiry_interval = u32::MAX;
             // Everything in flight is resent by the bridge on its next link.
             session.unsent = 0;
@@ -150,7 +150,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let stale: Vec<Arc<str>> = session
+        let stale: Vec<smol_str::SmolStr> = session
             .subscriptions
             .iter()
             .filter(|s| !filters.iter().any(|(f, _)| **f == *s.filter))
@@ -306,6 +306,16 @@ impl Broker {
             .sum();
         self.bridge_inflight_bytes(key, added, 0);
         out
+    }
+
+    /// The bridge's uplink went up or down: while it is up, QoS 0 messages for `out`
+    /// topics are queued for it and forwarded; while it is down they are dropped, as
+    /// Mosquitto does (store-and-forward is for QoS 1/2, unless `queue_qos0_messages`).
+    pub fn bridge_link(&mut self, key: SessionKey, up: bool) {
+        self.bridges_up.retain(|k| *k != key);
+        if up {
+            self.bridges_up.push(key);
+        }
     }
 
     /// The upstream sent PUBREC for `pid`: only PUBREL remains, also after a restart.

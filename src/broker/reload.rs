@@ -3,7 +3,6 @@
 //! remapped by address for `per_listener_settings true`), and the local session of a
 //! bridge the reload removed.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use log::info;
@@ -41,7 +40,7 @@ impl Broker {
         let mut revoked = Vec::new();
         for (index, slot) in self.conns.iter().enumerate() {
             let Some(conn) = slot else { continue };
-            let Some(session) = conn.session.and_then(|k| self.sessions.get(k)) else {
+            let Some(session) = conn.session().and_then(|k| self.sessions.get(k)) else {
                 continue;
             };
             let username = session.username.as_deref();
@@ -87,7 +86,7 @@ impl Broker {
             };
             let auth = &self.auth;
             let listener = session.listener;
-            let denied: Vec<Arc<str>> = session
+            let denied: Vec<smol_str::SmolStr> = session
                 .subscriptions
                 .iter()
                 .filter(|sub| !auth.check_subscribe(listener, client, &sub.filter))
@@ -127,10 +126,11 @@ impl Broker {
     /// Returns the messages it held and whether they were kept; nothing is done when
     /// the id is gone or a client is connected under it (the session is that client's).
     pub fn bridge_release(&mut self, client_id: &str, now: Instant) -> (usize, bool) {
-        let client_id: Arc<str> = Arc::from(client_id);
+        let client_id: std::sync::Arc<str> = std::sync::Arc::from(client_id);
         let Some(key) = self.client_ids.get(&self.sessions, &client_id) else {
             return (0, false);
         };
+        self.bridge_link(key, false);
         let Some(session) = self.sessions.get(key).filter(|s| s.conn.is_none()) else {
             return (0, false);
         };

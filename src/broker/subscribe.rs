@@ -41,7 +41,7 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
-        let Some(key) = conn.session else {
+        let Some(key) = conn.session() else {
             return false;
         };
         let v5 = conn.v5.is_some();
@@ -307,7 +307,7 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
-        let Some(key) = conn.session else {
+        let Some(key) = conn.session() else {
             return false;
         };
         let v5 = conn.v5.is_some();

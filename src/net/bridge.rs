@@ -134,6 +134,8 @@ struct Uplink {
     /// (`released` false) or PUBCOMP (true).
     acks: Vec<(u64, InboundAck, bool)>,
     up_logged: bool,
+    /// The uplink was up at the last turn (`Broker::bridge_link`: QoS 0 is forwarded).
+    live: bool,
     /// TLS settings (`bridge_cafile` ...), when the bridge uses TLS.
     #[cfg(feature = "tls")]
     tls: Option<ClientTls>,
@@ -267,6 +269,7 @@ impl Uplinks {
         for pid in broker.bridge_awaiting_pubrel(key) {
             bridge.resume_inbound(pid);
         }
+        broker.bridge_link(key, false);
         info!(
             "bridge {}: {} messages queued, {n} in flight from the last run",
             b.name,
@@ -283,6 +286,7 @@ impl Uplinks {
             out: Vec::new(),
             acks: Vec::new(),
             up_logged: false,
+            live: false,
             #[cfg(feature = "tls")]
             tls,
             transport: None,
@@ -347,6 +351,11 @@ impl Uplinks {
                 l.bridge.handle_timeout(now);
             }
             l.service(broker, registry, &mut self.dns, now);
+            let up = matches!(l.bridge.phase(), crate::bridge::Phase::Up { .. });
+            if up != l.live {
+                l.live = up;
+                broker.bridge_link(l.key, up);
+            }
         }
     }
 

@@ -521,7 +521,7 @@ impl BrokerRun {
         for c in &self.clients {
             if let Some(session) = self.broker.session(c) {
                 let list = session.subscriptions.iter().map(|x| SubSnap {
-                    filter: x.filter.clone(),
+                    filter: Arc::from(&*x.filter),
                     no_local: x.options.no_local,
                     id: x.id,
                 });
@@ -613,7 +613,7 @@ impl BrokerRun {
         for c in &self.clients {
             if let Some(session) = self.broker.session(c) {
                 let ever = self.ever.entry(c.clone()).or_default();
-                ever.extend(session.subscriptions.iter().map(|s| s.filter.clone()));
+                ever.extend(session.subscriptions.iter().map(|s| Arc::from(&*s.filter)));
             }
         }
     }
