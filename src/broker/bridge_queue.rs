@@ -24,12 +24,8 @@
 //!
 //! The check costs nothing on the publish path while no bridge is near its caps: a
 //! publish is matched against the bridges' subscriptions only when some bridge is full
-//! or has less room left than that message.
-//!
-//! QoS 0: the bridge's session never has a connection, so an offline session's rule
-//! (QoS 0 is not queued without `queue_qos0_messages`) would keep every QoS 0 message from
-//! the uplink. As in Mosquitto, a bridge takes QoS 0 while its link is up, and always with
-//! `start_type lazy`, whose `threshold` counts them ([`Broker::bridge_link`]).
+//! or has less room left than that message. QoS 0 reaches a bridge's queue only while its
+//! link is up ([`Broker::bridge_link`]), within the same caps.
 
 use std::sync::Arc;
 
@@ -55,8 +51,6 @@ pub(super) struct BridgeQueue {
     pub(super) full: bool,
     /// Messages refused or dropped during the current episode.
     refused: u64,
-    /// QoS 0 messages are queued for it (link up, or `start_type lazy`).
-    pub(super) qos0: bool,
     /// Bytes of its messages taken for the uplink and not yet acknowledged (its inflight
     /// list, which can hold a window's worth and more): the caps count them too, so they
     /// bound everything the bridge holds for the upstream.
@@ -99,15 +93,6 @@ impl Broker {
         self.bridge_queue_check(key);
     }
 
-    /// Whether QoS 0 messages are queued for the bridge of session `key` now: true while
-    /// its link is up (or always, for `start_type lazy`). Called by the event loop each
-    /// turn; messages queued before the link went down still go once it is back.
-    pub fn bridge_link(&mut self, key: SessionKey, qos0: bool) {
-        if let Some(i) = self.bridge_queue_of(key) {
-            self.bridge_queues[i].qos0 = qos0;
-        }
-    }
-
     /// Whether the queue of bridge session `key` is in a full episode.
     pub fn bridge_queue_full(&self, key: SessionKey) -> bool {
         self.bridge_queue_of(key)
@@ -146,7 +131,6 @@ impl Broker {
             },
             full: false,
             refused: 0,
-            qos0: false,
             inflight_bytes,
         });
     }
@@ -170,7 +154,7 @@ impl Broker {
         let same = self
             .sessions
             .get(key)
-            .is_some_and(|s| s.client_id == self.bridge_queues[i].client_id);
+            .is_some_and(|s| *s.client_id == *self.bridge_queues[i].client_id);
         same.then_some(i)
     }
 

@@ -200,15 +200,7 @@ impl Broker {
             {
                 self.enqueue(key, routed, qos, retain, sub_ids)
             }
-            None => {
-                // A bridge takes QoS 0 while its link is up (`bridge_queue.rs`).
-                if self
-                    .bridge_queue_of(key)
-                    .is_some_and(|i| self.bridge_queues[i].qos0)
-                {
-                    self.enqueue(key, routed, qos, retain, sub_ids)
-                }
-            }
+            None => {}
         }
     }
 

@@ -22,8 +22,7 @@
 //!   at the next sync, in the same loop turn, before the turn's journal batch is
 //!   submitted.
 //! - The queue's caps (`bridge_max_queued_*`) go to the broker when a bridge starts
-//!   (`Broker::bridge_queue_limits`), and every sync tells it whether QoS 0 is queued for
-//!   the bridge now (`Broker::bridge_link`: link up, or `start_type lazy`).
+//!   (`Broker::bridge_queue_limits`).
 //! - Inbound messages are published as the session; their acks upstream wait until the
 //!   journal batch that holds them is durable (`BridgeDurable`). Inbound QoS 2 ids are
 //!   the session's awaiting-PUBREL list (journaled with the message, given back to the
@@ -57,7 +56,7 @@ use super::transport::tls::{ClientTls, ClientTlsSettings};
 use super::transport::{ReadState, Transport};
 use crate::bridge::{Action, Bridge, DropReason, InboundAck, QueuedMessage, Settings, XorShift};
 use crate::broker::{BridgeDurable, BridgeOut, Broker, QueueLimits, SessionKey};
-use crate::config::bridge::{BridgeConfig, StartType};
+use crate::config::bridge::BridgeConfig;
 use crate::protocol::QoS;
 use dial::{Dialing, Dns};
 use queue::expiring;
@@ -550,11 +549,6 @@ impl Uplink {
     /// Acks to the broker, then new messages from the session into the staged window.
     fn sync_queue(&mut self, broker: &mut Broker, now: Instant) {
         let key = self.key;
-        // QoS 0 is queued for the bridge while its link is up, and always for a lazy
-        // bridge, whose threshold counts it (as Mosquitto does; `broker/bridge_queue.rs`).
-        let up = matches!(self.bridge.phase(), crate::bridge::Phase::Up { .. });
-        let lazy = self.bridge.settings().bridge.start_type == StartType::Lazy;
-        broker.bridge_link(key, up || lazy);
         let q = self.bridge.queue_mut();
         for pid in q.released.drain(..) {
             broker.bridge_pubrec(key, pid);
