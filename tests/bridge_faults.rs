@@ -14,11 +14,11 @@
 //! back to the primary (between batches, and while publishing); bounded RAM while 100,000
 //! messages wait for the uplink.
 //!
-//! wrenmq runs with `max_queued_messages 0`: on main the bridge's local session is capped
-//! by the per-client `max_queued_messages` (1000), and the 1001st message of an outage
-//! is dropped after it was acknowledged (this battery found it: black hole, 100,000).
-//! The bridge's own caps (`bridge_max_queued_*`, which refuse instead) replace that; once
-//! they are in, the line goes and the battery runs on defaults.
+//! wrenmq runs on defaults (the bridge's own queue caps, 1,000,000 messages and 128 MiB,
+//! refuse new messages rather than drop acknowledged ones). Before those, the bridge's
+//! session was capped by the per-client `max_queued_messages` (1000) and dropped the
+//! 1001st message of an outage after acknowledging it: the black-hole and 100,000
+//! scenarios found that.
 //!
 //! Needs `mosquitto` (scripts/test.sh installs it); without it the tests fail, naming it.
 
@@ -102,7 +102,7 @@ fn wrenmq_conf(dir: &Path, local: u16, addresses: &[u16], qos: u8) -> PathBuf {
             "listener {local} 127.0.0.1\nallow_anonymous true\npersistence true\n\
              persistence_location {}\nconnection up\naddress {}\ntopic out/# out {qos}\n\
              remote_clientid gw.faults\nrestart_timeout 1\nkeepalive_interval {KEEPALIVE}\n\
-             log_dest stderr\nmax_queued_messages 0\n",
+             log_dest stderr\n",
             dir.join("data").display(),
             addresses.join(" ")
         ),

@@ -477,6 +477,7 @@ fn ready(args: &Args, line: &mut Line) -> Result<(), String> {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     })
     .encode(net::protocol_version(), &mut pkt);
     stream
