@@ -466,6 +466,7 @@ fn black_hole_during_publishing(qos: u8) {
     });
     let dials = proxy.accepted();
     proxy.black_hole();
+    let t = Instant::now();
     let at_hole = publisher.acked();
     // Liveness bound: dead after 1.5 × keepalive, redial after restart_timeout (1 s),
     // plus slack for a loaded machine.
@@ -474,6 +475,7 @@ fn black_hole_during_publishing(qos: u8) {
         "the bridge noticing the black hole",
         || proxy.accepted() > dials,
     );
+    eprintln!("black hole noticed, new dial after {:?}", t.elapsed());
     let n = publisher.stop();
     assert!(n > at_hole, "wrenmq kept accepting during the black hole");
     proxy.restore();
