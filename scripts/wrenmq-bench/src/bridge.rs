@@ -1,0 +1,72 @@
+//! The bridge scenario that needs its own loop: `drain` (see the crate docs). The
+//! forwarding rate is `fanin --sub-host`, the queueing `fill --sub 0`.
+
+use std::time::{Duration, Instant};
+
+use crate::net::{Incoming, Net};
+use crate::{setup_deadline, sub_addr, Args, CpuMeter, Line};
+
+/// The bridge's drain after an outage: waits for the upstream `--sub-host` (retrying TCP
+/// connects), reconnects the persistent subscriber `--client-id` there (clean session 0;
+/// its `bench/#` subscription was made before the outage, so nothing the bridge forwards
+/// before it is back is lost), and counts deliveries until `--msgs` arrived or nothing
+/// came for `--idle` seconds. Times are from `--t0-ns` (when the upstream was started);
+/// the rate is over first to last delivery, so the bridge's reconnect delay
+/// (`restart_timeout`) is not in it. `--host` and `--pid` are the bridging broker (only
+/// its CPU is read), `--up-pid` the upstream.
+pub fn drain(args: &Args, line: &mut Line) -> Result<(), String> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let now_ns = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
+    let t0: u64 = args.num("t0-ns", now_ns())?;
+    let ms = |t: u64| t.saturating_sub(t0) as f64 / 1e6;
+    let msgs: u64 = args.num("msgs", 100_000)?;
+    let idle = Duration::from_secs_f64(args.num("idle", 5.0)?);
+    let timeout = Duration::from_secs_f64(args.num("timeout", 300.0)?);
+    let id = args.str("client-id", "wrenmq-bench-bridge");
+    let addr = sub_addr(args)?;
+    let deadline = Instant::now() + timeout;
+    // The upstream is starting: wait until it accepts connections.
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{addr} did not come up"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut net = Net::new(addr).map_err(|e| e.to_string())?;
+    let cpu = CpuMeter::start(&args.opts.get("pid").cloned()).upstream(args);
+    let sub = net.open_as(&id, false, 60, setup_deadline())?;
+    let connack = now_ns();
+    let mut ignore = |_: usize, _: &Incoming<'_>| {};
+    let (mut first, mut last) = (None, connack);
+    let mut quiet = Instant::now();
+    while net.publishes < msgs && quiet.elapsed() < idle && Instant::now() < deadline {
+        let before = net.publishes;
+        net.turn(Some(Duration::from_millis(5)), &mut ignore);
+        if net.publishes != before {
+            last = now_ns();
+            first.get_or_insert(last);
+            quiet = Instant::now();
+        }
+        if net.conns[sub].st.closed {
+            return Err("the upstream closed the subscriber".into());
+        }
+    }
+    let received = net.publishes;
+    let first = first.unwrap_or(last);
+    let secs = (last.saturating_sub(first) as f64 / 1e9).max(1e-9);
+    line.kv("msgs", msgs)
+        .kv("received", received)
+        .kv("lost", msgs.saturating_sub(received))
+        .kv("session_present", u8::from(net.conns[sub].st.session_present))
+        .f("connack_ms", ms(connack))
+        .f("first_ms", ms(first))
+        .f("last_ms", ms(last))
+        .f("secs", secs)
+        .f("msgs_per_s", received as f64 / secs);
+    cpu.finish(line);
+    Ok(())
+}
