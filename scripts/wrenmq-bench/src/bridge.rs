@@ -66,7 +66,10 @@ pub fn drain(args: &Args, line: &mut Line) -> Result<(), String> {
     line.kv("msgs", msgs)
         .kv("received", received)
         .kv("lost", msgs.saturating_sub(received))
-        .kv("session_present", u8::from(net.conns[sub].st.session_present))
+        .kv(
+            "session_present",
+            u8::from(net.conns[sub].st.session_present),
+        )
         .f("connack_ms", ms(connack))
         .f("first_ms", ms(first))
         .f("last_ms", ms(last))

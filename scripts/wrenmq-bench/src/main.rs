@@ -315,7 +315,9 @@ fn addr(args: &Args) -> Result<SocketAddr, String> {
 fn sub_addr(args: &Args) -> Result<SocketAddr, String> {
     match args.opts.get("sub-host") {
         None => addr(args),
-        Some(h) => h.parse().map_err(|_| format!("--sub-host: bad address {h}")),
+        Some(h) => h
+            .parse()
+            .map_err(|_| format!("--sub-host: bad address {h}")),
     }
 }
 
@@ -458,10 +460,7 @@ fn fill(args: &Args, line: &mut Line) -> Result<(), String> {
             }
         }
         net.turn(Some(Duration::from_millis(1)), &mut ignore);
-        if (sent >= msgs && inflight(&net) == 0)
-            || start.elapsed() > timeout
-            || net.closed > subs
-        {
+        if (sent >= msgs && inflight(&net) == 0) || start.elapsed() > timeout || net.closed > subs {
             break;
         }
     }
