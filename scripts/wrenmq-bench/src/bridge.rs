@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use crate::net::{Incoming, Net};
 use crate::{setup_deadline, sub_addr, Args, CpuMeter, Line};
+use wrenmq::protocol::QoS;
 
 /// The bridge's drain after an outage: waits for the upstream `--sub-host` (retrying TCP
-/// connects), reconnects the persistent subscriber `--client-id` there (clean session 0;
-/// its `bench/#` subscription was made before the outage, so nothing the bridge forwards
-/// before it is back is lost), and counts deliveries until `--msgs` arrived or nothing
+/// connects), connects the subscriber `--client-id` there (with `--subscribe 0`, the
+/// default, a persistent session whose `bench/#` subscription was made before the
+/// outage, so nothing the bridge forwards before it is back is lost), and counts deliveries until `--msgs` arrived or nothing
 /// came for `--idle` seconds after the first. Times are from `--t0-ns` (when the upstream was started);
 /// the rate is over first to last delivery, so the bridge's reconnect delay
 /// (`restart_timeout`) is not in it. `--host` and `--pid` are the bridging broker (only
@@ -34,14 +35,24 @@ pub fn drain(args: &Args, line: &mut Line) -> Result<(), String> {
         if Instant::now() > deadline {
             return Err(format!("{addr} did not come up"));
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
     let mut net = Net::new(addr).map_err(|e| e.to_string())?;
-    let cpu = CpuMeter::start(&args.opts.get("pid").cloned()).upstream(args);
-    let sub = net.open_as(&id, false, 60, setup_deadline())?;
+    // `--subscribe 1`: the upstream keeps no sessions (no persistence), so a clean
+    // subscriber subscribes now. It is subscribed a few ms after the upstream listens,
+    // and a bridge retrying every second rarely reconnects within them; if one does,
+    // what it forwarded before the SUBACK is lost upstream and shows as `lost`.
+    let subscribe = args.num::<u8>("subscribe", 0)? != 0;
+    let sub = net.open_as(&id, subscribe, 60, setup_deadline())?;
+    if subscribe {
+        let n = net.subscribe(sub, &["bench/#".to_string()], QoS::AtLeastOnce, 1);
+        net.wait_subacks(n, setup_deadline())?;
+    }
     let connack = now_ns();
     let mut ignore = |_: usize, _: &Incoming<'_>| {};
     let (mut first, mut last) = (None, connack);
+    // CPU from the first delivery on: the bridge's wait to reconnect is idle time.
+    let mut cpu = None;
     let mut quiet = Instant::now();
     // `--idle` counts from the first delivery: until then the bridge may still be
     // waiting to reconnect (Mosquitto's took 5-10 s with `restart_timeout 1`).
@@ -53,7 +64,10 @@ pub fn drain(args: &Args, line: &mut Line) -> Result<(), String> {
         net.turn(Some(Duration::from_millis(5)), &mut ignore);
         if net.publishes != before {
             last = now_ns();
-            first.get_or_insert(last);
+            if first.is_none() {
+                first = Some(last);
+                cpu = Some(CpuMeter::start(&args.opts.get("pid").cloned()).upstream(args));
+            }
             quiet = Instant::now();
         }
         if net.conns[sub].st.closed {
@@ -75,6 +89,8 @@ pub fn drain(args: &Args, line: &mut Line) -> Result<(), String> {
         .f("last_ms", ms(last))
         .f("secs", secs)
         .f("msgs_per_s", received as f64 / secs);
-    cpu.finish(line);
+    if let Some(cpu) = cpu {
+        cpu.finish(line);
+    }
     Ok(())
 }
