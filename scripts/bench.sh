@@ -589,6 +589,17 @@ for tag, label in (("fanin0", "fan-in QoS 0"), ("fanin1", "fan-in QoS 1"), ("fan
 for tag, label in (("bridge_fwd", "bridge forwarding"), ("bridge_drain", "bridge drain")):
     g, c, u = ([med(tag, k, b) for b in ("wrenmq", "mosquitto")] for k in ("gen_cpu", "broker_cpu", "up_cpu"))
     out.append(f"| CPU during {label}: generator / bridging broker / upstream | {fmt(g[0])} / {fmt(c[0])} / {fmt(u[0])} | {fmt(g[1])} / {fmt(c[1])} / {fmt(u[1])} | | | |")
+# CPU time per forwarded message: steadier than the rate on a shared machine, where a
+# window-bound pipeline's rate moves with every wake-up delay.
+for tag, label in (("bridge_fwd", "forwarding"), ("bridge_drain", "drain")):
+    per = []
+    for b in ("wrenmq", "mosquitto"):
+        vals = [float(kv["broker_cpu"]) / float(kv["msgs_per_s"]) * 1e6 for kv in rows
+                if kv.get("tag") == tag and kv.get("broker") == b
+                and float(kv.get("msgs_per_s", 0) or 0) > 0 and "broker_cpu" in kv]
+        per.append(statistics.median(vals) if vals else None)
+    r = per[0] / per[1] if (per[0] is not None and per[1]) else None
+    out.append(f"| bridge {label}: bridging broker CPU per message (us) | {fmt(per[0])} | {fmt(per[1])} | {'n/a' if r is None else f'{r:.2f}'} | | |")
 q = [kv.get("msgs") for kv in rows if kv.get("tag") == "bridge_queued"]
 if q:
     out.append(f"| bridge: messages queued for the uplink in the rows above | {int(q[0]):,} | {int(q[-1]):,} | | | |")
