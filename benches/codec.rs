@@ -42,6 +42,7 @@ fn cases(payloads: &[Vec<u8>]) -> Vec<(String, Packet<'_>)> {
             will: None,
             username: Some("bridge"),
             password: Some(b"correct horse battery staple"),
+            bridge: false,
         }),
     ));
     let opts = SubscriptionOptions {

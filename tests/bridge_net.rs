@@ -377,3 +377,76 @@ fn bridge_in_topics_reach_a_local_persistent_subscriber() {
     assert_eq!(got, want, "all 25 once, in order, remapped");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// QoS 0 on `out` topics goes up while the link is up, as in Mosquitto (the bridge's
+/// local session never has a connection, so an offline session's QoS 0 rule, drop, must
+/// not apply to it): published at QoS 0 on a QoS 0 topic line and on a QoS 1 one.
+#[test]
+fn bridge_forwards_qos0_while_the_link_is_up() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("bridge-net-qos0");
+    let (local, upstream) = (free_port(), free_port());
+    let _m = start_mosquitto(&dir, upstream);
+    let conf = dir.join("w.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {local} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}\nconnection up\naddress 127.0.0.1:{upstream}\n\
+             topic zero/# out 0\ntopic one/# out 1\nremote_clientid gw.q0\nrestart_timeout 1\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let _w = start_wrenmq(&conf, local);
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &upstream.to_string()])
+        .args(["-t", "zero/#", "-t", "one/#", "-v", "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = sub.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Probe until the subscriber and the bridge are both in place.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no probe went through the bridge"
+        );
+        publish(local, "zero/probe", "0", 0..1);
+        if rx
+            .recv_timeout(Duration::from_millis(200))
+            .is_ok_and(|l| l.starts_with("zero/probe"))
+        {
+            break;
+        }
+    }
+    publish(local, "zero/t", "0", 0..20);
+    publish(local, "one/t", "0", 0..20);
+    publish(local, "zero/end", "0", 0..1);
+    let mut got = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        if line.starts_with("zero/end") {
+            break;
+        }
+        if !line.starts_with("zero/probe") {
+            got.push(line);
+        }
+    }
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let want: Vec<String> = (0..20)
+        .map(|i| format!("zero/t m{i:04}"))
+        .chain((0..20).map(|i| format!("one/t m{i:04}")))
+        .collect();
+    assert_eq!(got, want, "QoS 0 forwarded while the link is up, in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -466,6 +466,7 @@ fn connect_as(addr: SocketAddr, client_id: &str, user: &str, clean: bool) -> (Cl
         will: None,
         username: Some(user),
         password: None,
+        bridge: false,
     }));
     match c.recv() {
         Some(Got::Connack {

@@ -51,12 +51,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 .as_deref()
                 .filter(|_| b.remote_username.is_some() || version.is_v5())
                 .map(str::as_bytes),
+            // Mosquitto's `try_private` bit, on 3.1/3.1.1 only (5.0 has subscription options).
+            bridge: self.private_ok && !version.is_v5(),
         };
-        if self.private_ok {
-            connect.encode_as_bridge(&mut self.out);
-        } else {
-            Packet::Connect(connect).encode(version, &mut self.out);
-        }
+        Packet::Connect(connect).encode(version, &mut self.out);
     }
 
     /// CONNACK: Up, or this attempt failed.
@@ -125,7 +123,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
     /// The upstream has no session for us: inbound QoS 2 state is void, and outbound QoS
     /// 2 messages it already acknowledged with PUBREC are its own now.
     fn session_lost(&mut self) {
-        self.inbound_qos2.clear();
+        if !self.inbound_qos2.is_empty() {
+            self.inbound_qos2.clear();
+            self.actions.push_back(super::Action::InboundReset);
+        }
         let released: Vec<u16> = self
             .inflight
             .iter()

@@ -24,9 +24,15 @@ impl<Q: OutboundQueue> Bridge<Q> {
             Packet::Puback(a) => self.handle_puback(now, a),
             Packet::Pubrec(a) => self.handle_pubrec(now, a),
             Packet::Pubrel(a) => {
-                // Inbound QoS 2 complete: the id may be reused by the upstream.
+                // Inbound QoS 2 complete: the id may be reused by the upstream once it has
+                // our PUBCOMP, which waits for the caller (also for an id we do not know:
+                // its release may still be on its way to the disk).
                 self.inbound_qos2.remove(&a.packet_id.get());
-                self.send_ack(Packet::Pubcomp, a.packet_id);
+                self.actions.push_back(Action::Released(InboundAck {
+                    packet_id: a.packet_id,
+                    qos: QoS::ExactlyOnce,
+                    link: self.link,
+                }));
             }
             Packet::Pubcomp(a) => self.handle_pubcomp(now, a),
             Packet::Suback(s) => {
@@ -356,6 +362,15 @@ impl<Q: OutboundQueue> Bridge<Q> {
             _ => {}
         }
         if self.out.len() > before {
+            self.last_sent = now;
+        }
+    }
+
+    /// The inbound QoS 2 id `ack` names is forgotten durably ([`Action::Released`]):
+    /// PUBCOMP. Not on a later link: the upstream resends its PUBREL there.
+    pub fn handle_released(&mut self, now: Instant, ack: InboundAck) {
+        if matches!(self.phase, Phase::Up { .. }) && ack.link == self.link {
+            self.send_ack(Packet::Pubcomp, ack.packet_id);
             self.last_sent = now;
         }
     }

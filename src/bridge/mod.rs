@@ -32,7 +32,10 @@
 //!   [`RETRY_AFTER_REFUSAL`]): [`Action::Dropped`] reports those.
 //! - An inbound QoS 1/2 message is acknowledged upstream only after the caller reports it
 //!   durable locally ([`Bridge::handle_local_durable`]); an inbound QoS 2 packet id stays
-//!   known until PUBREL, across reconnects, so a redelivery is not published twice.
+//!   known until PUBREL, across reconnects (and restarts: the caller persists the ids and
+//!   gives them back with [`Bridge::resume_inbound`]), so a redelivery is not published
+//!   twice. PUBCOMP waits until the caller has forgotten the id durably
+//!   ([`Action::Released`]).
 //! - A link is declared dead when nothing was received for 1.5 × keepalive; a PINGREQ
 //!   goes out when nothing was sent, or nothing received, for one keepalive.
 //!
@@ -41,21 +44,22 @@
 //! `queue` ([`OutboundQueue`], [`MemQueue`]), `backoff` (restart delay, address order).
 //!
 //! Wiring (issue 14): `net/bridge.rs` runs a [`Bridge`] per `connection` on reserved
-//! tokens (non-blocking connect to IP literals, TLS through the transport seam's client
-//! side); its queue is a view of the broker's bridge session (`broker/bridge_session.rs`),
+//! tokens (host names resolved off the loop, each resolved address tried in turn for one
+//! [`Action::Dial`], `bridge_bind_address`, TLS through the transport seam's client side,
+//! SIGHUP restarting the bridges whose block changed with [`Bridge::stop`]); its queue is a view of the broker's bridge session (`broker/bridge_session.rs`),
 //! whose queue and inflight list are the durable outbound queue and packet-id map
 //! ([`OutboundQueue::packet_id`], [`Bridge::resume_flow`] after a restart).
 //!
 //! What remains (issue 14):
-//! - Host names resolved off the loop (a helper thread reporting through the waker);
-//!   `bridge_bind_address`. Both are refused at start-up for now.
-//! - The inbound QoS 2 id set persisted like the broker's inbound QoS 2 state (today it
-//!   lives in the state machine: a restart between PUBREC and PUBREL forgets it).
-//! - As an upstream, wrenmq drops the bridge bit of a 3.1.1 CONNECT: keeping it (no echo,
-//!   retain kept) is needed for wrenmq-to-wrenmq `both` topics on 3.1.1.
-//! - On reconnect, only retained messages changed while the link was down; Message
-//!   Expiry of queued 5.0 messages reduced by the time queued; SIGHUP restarting only
-//!   the bridges whose block changed; a byte cap on the bridge queue with its policy.
+//! - Message Expiry of queued 5.0 messages reduced by the time queued; a byte cap on the
+//!   bridge queue with its policy.
+//!
+//! Done elsewhere: host names, `bridge_bind_address` and SIGHUP reload are the loop's
+//! (`net/bridge/`); the inbound QoS 2 ids are the local session's awaiting-PUBREL state
+//! (journaled, [`Bridge::resume_inbound`]); wrenmq as an upstream honours the 3.1.1
+//! bridge bit (`broker/subscribe.rs`); retained messages go upstream once per new local
+//! subscription, then only as they change (`broker/bridge_session.rs`), so a reconnect
+//! replays nothing.
 
 mod backoff;
 mod connect;
@@ -139,6 +143,14 @@ pub enum Action {
     Dropped { id: QueueId, why: DropReason },
     /// The upstream refused to subscribe to this remote filter.
     SubscriptionRefused { filter: String, code: ReasonCode },
+    /// The upstream released an inbound QoS 2 message (PUBREL): its packet id is free
+    /// again. Forget it durably, then pass this back to [`Bridge::handle_released`]: the
+    /// PUBCOMP goes upstream only then, so that a crash cannot leave marked as in use an
+    /// id the upstream is free to reuse (its next message would be taken for a redelivery).
+    Released(InboundAck),
+    /// The upstream has no session for us (CONNACK without session present): every
+    /// inbound QoS 2 packet id is void; forget them.
+    InboundReset,
 }
 
 /// A message for the local broker.
@@ -372,6 +384,13 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.taken = Some(self.taken.map_or(id, |t| t.max(id)));
     }
 
+    /// Takes back an inbound QoS 2 packet id the last run published locally and had not
+    /// seen released (PUBREL) yet: a redelivery under it gets PUBREC and is not published
+    /// again [MQTT-4.3.3-2]. Call before the first link.
+    pub fn resume_inbound(&mut self, pid: PacketId) {
+        self.inbound_qos2.insert(pid.get(), true);
+    }
+
     /// The next action for the caller, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -502,6 +521,45 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 self.dial(now);
             }
         }
+    }
+
+    /// Ends the bridge for good (its block was changed or removed by SIGHUP, or the broker
+    /// shuts down). An Up link gets the retained "0" state upstream, since the clean
+    /// DISCONNECT that follows suppresses the will that would say so, then
+    /// `Action::Close`; a dial or CONNECT in progress is abandoned. The local state goes
+    /// to "0". Queued and in-flight messages stay in the queue for whoever takes it over.
+    pub fn stop(&mut self) {
+        match self.phase {
+            Phase::Up { .. } => {
+                let b = &self.s.bridge;
+                if b.notifications && !b.notifications_local_only {
+                    let topic = self.s.notification_topic.clone();
+                    self.send(&Packet::Publish(protocol::Publish {
+                        dup: false,
+                        qos: QoS::AtMostOnce,
+                        retain: true,
+                        topic: &topic,
+                        packet_id: None,
+                        properties: protocol::Properties::EMPTY,
+                        payload: b"0",
+                    }));
+                }
+                self.send(&Packet::Disconnect(protocol::Disconnect {
+                    reason: ReasonCode::NORMAL_DISCONNECTION,
+                    properties: protocol::Properties::EMPTY,
+                }));
+                self.actions.push_back(Action::Close);
+                self.link_down();
+                self.notify_local(false);
+            }
+            Phase::Dialing { .. } | Phase::Connecting { .. } => {
+                self.out.clear();
+                self.actions.push_back(Action::Close);
+                self.link_down();
+            }
+            Phase::Idle { .. } | Phase::Stopped => {}
+        }
+        self.phase = Phase::Stopped;
     }
 
     fn is_connected(&self) -> bool {

@@ -11,6 +11,8 @@ use crate::protocol::{
     decode, Ack, Connack, Properties, ProtocolVersion, Publish, RetainHandling, SubscriptionOptions,
 };
 
+mod inbound;
+
 const K: Duration = Duration::from_secs(60);
 
 /// What the upstream saw, owned.
@@ -872,6 +874,12 @@ fn inbound_qos2_redelivered_after_reconnect_is_published_once() {
     );
     assert_eq!(h.sent(), [Seen::Pubrec(9)]);
     h.feed(Packet::Pubrel(ack(9)));
+    let released = h.actions();
+    let [Action::Released(r)] = released.as_slice() else {
+        panic!("{released:?}")
+    };
+    assert_eq!(h.sent(), [], "no PUBCOMP before the release is durable");
+    h.b.handle_released(h.now, *r);
     assert_eq!(h.sent(), [Seen::Pubcomp(9)]);
 }
 
@@ -1371,4 +1379,49 @@ fn resumed_flows_go_first_under_their_own_ids_and_pubrec_reaches_the_queue() {
     h.feed(Packet::Pubcomp(ack(9)));
     h.feed(Packet::Pubcomp(ack(3)));
     assert!(h.b.queue().is_empty());
+}
+
+#[test]
+fn stop_says_zero_upstream_then_disconnects_and_keeps_the_queue() {
+    let mut h = h("notification_topic bridges/cloud\n");
+    h.connect();
+    h.actions();
+    h.sent();
+    h.queue(msg("out/a", QoS::AtLeastOnce, b"m"));
+    assert_eq!(H::publishes(&h.sent()).len(), 1);
+    h.b.stop();
+    // The clean DISCONNECT suppresses the will: the "0" goes first, explicitly.
+    assert_eq!(
+        h.sent(),
+        [
+            Seen::Publish {
+                topic: "bridges/cloud".into(),
+                qos: QoS::AtMostOnce,
+                dup: false,
+                retain: true,
+                pid: None,
+                payload: b"0".to_vec(),
+            },
+            Seen::Disconnect
+        ]
+    );
+    let actions = h.actions();
+    assert!(actions.contains(&Action::Close), "{actions:?}");
+    assert_eq!(
+        local_states(&actions),
+        [("bridges/cloud".into(), b"0".to_vec(), true)]
+    );
+    assert_eq!(h.b.phase(), Phase::Stopped);
+    assert_eq!(h.b.poll_timeout(), None);
+    // Unacknowledged, so still queued for whoever takes the queue over.
+    assert_eq!(h.b.queue().len(), 1);
+
+    // A dial in progress is abandoned without a packet; an idle bridge just stops.
+    let mut h = self::h("notifications false\n");
+    assert!(matches!(h.b.phase(), Phase::Dialing { .. }));
+    h.actions();
+    h.b.stop();
+    assert_eq!(h.actions(), [Action::Close]);
+    assert!(h.sent().is_empty());
+    assert_eq!(h.b.phase(), Phase::Stopped);
 }

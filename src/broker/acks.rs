@@ -21,7 +21,7 @@ impl Broker {
     /// sent even for an unknown id so a client retrying PUBREC can finish its flow (5.0
     /// says so with 0x92). A PUBREC with a failure code ends the flow [MQTT-4.3.3-4].
     pub(super) fn handle_pubrec(&mut self, id: ConnId, a: Ack<'_>, now: Instant) -> bool {
-        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
+        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session()) else {
             return false;
         };
         if a.reason.is_error() {
@@ -48,7 +48,7 @@ impl Broker {
 
     /// PUBREL: the inbound QoS 2 flow ends; the id may be reused [MQTT-4.3.3-2].
     pub(super) fn handle_pubrel(&mut self, id: ConnId, a: Ack<'_>) -> bool {
-        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
+        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session()) else {
             return false;
         };
         let mut known = false;
@@ -77,7 +77,7 @@ impl Broker {
         state: InflightState,
         now: Instant,
     ) -> bool {
-        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session) else {
+        let Some(key) = conn_slot(&mut self.conns, id).and_then(|c| c.session()) else {
             return false;
         };
         if let Some(session) = self.sessions.get_mut(key) {

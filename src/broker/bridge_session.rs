@@ -5,7 +5,10 @@
 //!   `<hostname>.<connection name>` as in Mosquitto), subscribed to the local filters of
 //!   the `out`/`both` topic lines with No Local [MQTT-3.8.3-3] and Retain As Published, so
 //!   it never receives what the bridge itself publishes locally (loop prevention on
-//!   `both`) and keeps the RETAIN flag of what it forwards.
+//!   `both`) and keeps the RETAIN flag of what it forwards. Retain Handling is "never":
+//!   a filter new to the session gets the matching retained messages queued once
+//!   instead, so the upstream learns the current state, and a reconnect or restart
+//!   replays nothing (only changes are queued, live).
 //! - Since it never has a connection, everything routed to it is queued. Its queue *is*
 //!   the bridge's outbound store-and-forward queue: journaled, spilled to disk as 16-byte
 //!   entries once written (`ondisk.rs`), rebuilt after a restart. No second queue exists.
@@ -18,7 +21,11 @@
 //! - [`Broker::bridge_pubrec`] and [`Broker::bridge_done`] record the upstream's PUBREC
 //!   and PUBACK/PUBCOMP durably (`Pubrec`, `InflightDone`).
 //! - [`Broker::bridge_publish`] publishes an inbound (`in`) message as the session;
-//!   [`BridgeDurable`] tells the caller when to acknowledge it upstream.
+//!   [`BridgeDurable`] tells the caller when to acknowledge it upstream. An inbound QoS 2
+//!   packet id is the session's inbound QoS 2 state, journaled like a client's
+//!   (`AwaitPubrel`, `Released`): [`Broker::bridge_receive_qos2`] before the publish (same
+//!   batch), [`Broker::bridge_released`] at PUBREL, [`Broker::bridge_awaiting_pubrel`]
+//!   after a restart.
 //!
 //! A client that connects with the bridge's local client id takes the session over like
 //! any session; the bridge then re-creates it with [`Broker::bridge_session`]. Nothing
@@ -34,6 +41,7 @@ use super::restore::options_byte;
 use super::routing::Routed;
 use super::session::{Inflight, InflightState, Session};
 use super::{Broker, SessionKey};
+use crate::auth;
 use crate::protocol::{PacketId, Properties, Publish, QoS, RetainHandling, SubscriptionOptions};
 use crate::store::Record;
 
@@ -95,7 +103,7 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             session.epoch = epoch;
             session.conn = None;
-            session.pending_will = None;
+            session.set_pending_will(None);
             session.expiry_interval = u32::MAX;
             // Everything in flight is resent by the bridge on its next link.
             session.unsent = 0;
@@ -110,17 +118,26 @@ impl Broker {
             // Online as far as expiry goes: the countdown of a restored session stops.
             self.journal.session_online(session, user_changed);
         }
-        self.bridge_subscriptions(key, filters);
+        self.bridge_subscriptions(key, filters, now);
         self.list_for_spill(key);
         key
     }
 
-    /// Makes the session's subscriptions exactly `filters`, journaling the changes.
-    fn bridge_subscriptions(&mut self, key: SessionKey, filters: &[(String, QoS)]) {
+    /// Makes the session's subscriptions exactly `filters`, journaling the changes. A
+    /// filter the session did not have yet gets the matching retained messages queued
+    /// once (RETAIN set), so the upstream learns the current state; from then on only
+    /// changes are queued, live, and a reconnect or restart replays nothing (Mosquitto
+    /// sends every retained message again on each reconnect).
+    pub(super) fn bridge_subscriptions(
+        &mut self,
+        key: SessionKey,
+        filters: &[(String, QoS)],
+        now: Instant,
+    ) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let stale: Vec<Arc<str>> = session
+        let stale: Vec<smol_str::SmolStr> = session
             .subscriptions
             .iter()
             .filter(|s| !filters.iter().any(|(f, _)| **f == *s.filter))
@@ -133,6 +150,7 @@ impl Broker {
             self.journal
                 .session(session, |session| Record::Unsubscribe { session, filter });
         }
+        let mut new = Vec::new();
         for (filter, qos) in filters {
             let options = SubscriptionOptions {
                 qos: *qos,
@@ -148,13 +166,40 @@ impl Broker {
                 continue;
             }
             let stored = self.subscriptions.subscribe(filter, key, options, 0);
-            session.set_subscription(&stored, options, 0);
+            if session.set_subscription(&stored, options, 0) {
+                new.push((stored.clone(), *qos));
+            }
             let (filter, options) = (&stored, options_byte(options));
             self.journal.session(session, |session| Record::Subscribe {
                 session,
                 filter,
                 options,
             });
+        }
+        for (filter, qos) in new {
+            self.bridge_queue_retained(key, &filter, qos, now);
+        }
+    }
+
+    /// Queues the retained messages matching `filter` for the bridge (read access checked
+    /// per topic, as for any subscriber). Once per new filter, at start-up or reload: the
+    /// whole store is scanned at once, and the session's queue limits apply.
+    fn bridge_queue_retained(&mut self, key: SessionKey, filter: &str, qos: QoS, now: Instant) {
+        if !self.retained.may_match(filter) {
+            return;
+        }
+        let mut matched = Vec::new();
+        let mut from = 0;
+        self.retained
+            .scan(filter, &mut from, self.retained.seq(), usize::MAX, |m| {
+                matched.push(m.clone());
+                true
+            });
+        for msg in matched {
+            if !msg.is_expired(now) && self.allowed(key, &msg.topic, auth::READ) {
+                let qos = msg.qos.min(qos);
+                self.deliver(key, &mut Routed::from_message(&msg, now), qos, true, &[]);
+            }
         }
     }
 
@@ -244,6 +289,16 @@ impl Broker {
         out
     }
 
+    /// The bridge's uplink went up or down: while it is up, QoS 0 messages for `out`
+    /// topics are queued for it and forwarded; while it is down they are dropped, as
+    /// Mosquitto does (store-and-forward is for QoS 1/2, unless `queue_qos0_messages`).
+    pub fn bridge_link(&mut self, key: SessionKey, up: bool) {
+        self.bridges_up.retain(|k| *k != key);
+        if up {
+            self.bridges_up.push(key);
+        }
+    }
+
     /// The upstream sent PUBREC for `pid`: only PUBREL remains, also after a restart.
     /// False if no QoS 2 message awaits PUBREC under that id.
     pub fn bridge_pubrec(&mut self, key: SessionKey, pid: PacketId) -> bool {
@@ -328,6 +383,89 @@ impl Broker {
         match self.journal.open_batch() {
             Some(seq) if self.journal.holds => BridgeDurable::After(seq),
             _ => BridgeDurable::Now,
+        }
+    }
+
+    /// An inbound QoS 2 message under `pid` is about to be published locally: the id is
+    /// recorded as awaiting PUBREL, journaled in the same batch as the message, so that a
+    /// restart before the upstream's PUBREL still knows it (as for a client's inbound
+    /// QoS 2, [MQTT-4.3.3-2]). False if it is recorded already: a redelivery, not to be
+    /// published again.
+    pub fn bridge_receive_qos2(&mut self, key: SessionKey, pid: PacketId) -> bool {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return true;
+        };
+        if session.awaiting_pubrel().contains(&pid) {
+            return false;
+        }
+        session.awaiting_pubrel_mut().push(pid);
+        let packet_id = pid.get();
+        self.journal
+            .session(session, |session| Record::AwaitPubrel {
+                session,
+                packet_id,
+            });
+        true
+    }
+
+    /// The upstream released inbound QoS 2 message `pid` (PUBREL): the id is forgotten,
+    /// durably. Returns when the PUBCOMP may go upstream: once everything journaled so
+    /// far is durable (a PUBREL resent after a reconnect may find its release still on
+    /// its way to the disk).
+    pub fn bridge_released(&mut self, key: SessionKey, pid: PacketId) -> BridgeDurable {
+        self.bridge_forget_inbound(key, |p| p == pid);
+        self.bridge_barrier()
+    }
+
+    /// The upstream has no session for the bridge any more: every inbound QoS 2 id is void.
+    pub fn bridge_inbound_reset(&mut self, key: SessionKey) {
+        self.bridge_forget_inbound(key, |_| true);
+    }
+
+    fn bridge_forget_inbound(&mut self, key: SessionKey, which: impl Fn(PacketId) -> bool) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let gone: Vec<PacketId> = session
+            .awaiting_pubrel()
+            .iter()
+            .copied()
+            .filter(|p| which(*p))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        session.awaiting_pubrel_mut().retain(|p| !which(*p));
+        for pid in gone {
+            let packet_id = pid.get();
+            self.journal
+                .session(session, |session| Record::Released { session, packet_id });
+        }
+        session.release_idle_flows();
+    }
+
+    /// Inbound QoS 2 ids published locally and not released by the upstream yet (after a
+    /// restart: what the last run had recorded), for [`crate::bridge::Bridge::resume_inbound`].
+    pub fn bridge_awaiting_pubrel(&self, key: SessionKey) -> Vec<PacketId> {
+        self.sessions
+            .get(key)
+            .map_or_else(Vec::new, |s| s.awaiting_pubrel().to_vec())
+    }
+
+    /// When everything journaled so far (this turn's batch and those submitted before) is
+    /// durable.
+    pub fn bridge_barrier(&self) -> BridgeDurable {
+        if !self.journal.holds {
+            return BridgeDurable::Now;
+        }
+        let last = self
+            .journal
+            .open_batch()
+            .unwrap_or(self.journal.seq.saturating_sub(1));
+        if last > self.journal.durable {
+            BridgeDurable::After(last)
+        } else {
+            BridgeDurable::Now
         }
     }
 

@@ -34,7 +34,9 @@ impl Broker {
             _ => None,
         };
         let Some(conn) = conn else { return };
+        let (conn_session, will_delay) = (conn.session(), conn.will_delay());
         self.cert_identities.remove(&id);
+        self.bridge_conns.remove(&id);
         self.conn_listeners.remove(&id);
         self.peers.remove(&id);
         self.live_conns = self.live_conns.saturating_sub(1);
@@ -45,13 +47,13 @@ impl Broker {
         // connection gets them back when it resumes (see the end of this function).
         let retained_job = self.retained_jobs.remove(&id);
         let client = conn
-            .session
+            .session()
             .and_then(|k| self.sessions.get(k))
             .map(|s| s.client_id.clone());
         log_close(client.as_deref(), reason, self.config.connection_messages);
         // Write access for the will is checked now, as the client publishes it, while its
         // session (user name, client id) still exists.
-        let will = match (conn.will, conn.session) {
+        let will = match (conn.will, conn_session) {
             (Some(w), Some(key)) if reason.publishes_will() => {
                 if self.allowed(key, &w.topic, auth::WRITE) {
                     Some(w)
@@ -66,14 +68,14 @@ impl Broker {
             _ => None,
         };
         if notify_loop {
-            let last = reason.last_packet(conn.v5.is_some(), conn.session.is_some());
+            let last = reason.last_packet(conn.v5.is_some(), conn_session.is_some());
             let final_bytes = conn.out.into_final_bytes(last);
             self.closes.push(Close { id, final_bytes });
         }
         let mut will = will;
-        if let Some(key) = conn.session {
+        if let Some(key) = conn_session {
             if self.sessions.get(key).is_some_and(|s| s.conn == Some(id)) {
-                will = self.session_offline(key, will, conn.will_delay, now);
+                will = self.session_offline(key, will, will_delay, now);
             }
         }
         // [MQTT-3.3.1-6] the retained messages a SUBSCRIBE was due are still due to a
@@ -124,7 +126,7 @@ impl Broker {
             Some(w) if will_delay > 0 => {
                 // [MQTT-3.1.3-9] published after the delay, unless the session resumes or
                 // ends first.
-                session.pending_will = Some(w);
+                session.set_pending_will(Some(w));
                 self.timers.schedule_in(
                     now,
                     Duration::from_secs(u64::from(will_delay)),
@@ -144,7 +146,7 @@ impl Broker {
         let pending = self
             .sessions
             .get_mut(key)
-            .and_then(|s| s.pending_will.take());
+            .and_then(|s| s.take_pending_will());
         self.remove_session(key);
         if let Some(will) = pending {
             self.publish_will(&will, now);

@@ -49,6 +49,9 @@ impl Broker {
             return false;
         };
         conn.version = Some(c.version);
+        if c.bridge {
+            self.bridge_conns.insert(id);
+        }
         let v5 = c.version == ProtocolVersion::V5;
 
         if v5 && c.properties.authentication_method().is_some() {
@@ -127,8 +130,10 @@ impl Broker {
                 ProtocolVersion::V311 => 2,
                 ProtocolVersion::V5 => 5,
             };
+            // Mosquitto says "New bridge" for a client with the bridge bit.
             info!(
-                "New client connected from {} as {client_id} (p{p}, c{}, k{keep_alive}{}).",
+                "New {} connected from {} as {client_id} (p{p}, c{}, k{keep_alive}{}).",
+                if c.bridge { "bridge" } else { "client" },
                 peer.as_deref().unwrap_or("<unknown>"),
                 u8::from(c.clean_start),
                 c.username.map(|u| format!(", u'{u}'")).unwrap_or_default(),
@@ -327,7 +332,7 @@ impl Broker {
                 session.username = c.username.map(Arc::from);
             }
             // [MQTT-3.1.3-9] a delayed will is dropped when the session resumes in time.
-            session.pending_will = None;
+            session.set_pending_will(None);
             let mut user_changed = user_changed;
             if !ends_with_connection && self.journal.persist_session(session) {
                 user_changed = session.username.is_some();
@@ -354,7 +359,7 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
-        conn.session = Some(key);
+        conn.set_session(key);
         let will_props = c
             .will
             .as_ref()
@@ -374,7 +379,8 @@ impl Broker {
                     expires_at,
                 )
             });
-        conn.will_delay = c
+        // A 5.0 property: 3.1.1 wills have none (kept in `V5Conn`).
+        let will_delay = c
             .will
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval())
@@ -398,6 +404,7 @@ impl Broker {
                 maximum_packet_size: client_max,
                 aliases: Vec::new(),
                 connect_expiry: expiry,
+                will_delay,
             }));
         }
         true

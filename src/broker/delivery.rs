@@ -192,7 +192,12 @@ impl Broker {
                 );
             }
             Some(_) => self.enqueue(key, routed, qos, retain, sub_ids),
-            None if qos > QoS::AtMostOnce || self.config.queue_qos0_messages => {
+            // QoS 0 for an offline session is dropped [MQTT-3.1.2-5] unless configured
+            // otherwise, or the session is a bridge whose uplink is up.
+            None if qos > QoS::AtMostOnce
+                || self.config.queue_qos0_messages
+                || self.bridges_up.contains(&key) =>
+            {
                 self.enqueue(key, routed, qos, retain, sub_ids)
             }
             None => {}

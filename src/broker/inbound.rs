@@ -27,7 +27,7 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
-        let Some(key) = conn.session else {
+        let Some(key) = conn.session() else {
             return false;
         };
         // [MQTT-3.3.4-6] a Subscription Identifier flows only from server to client. An

@@ -180,7 +180,7 @@ impl Journal {
     #[inline]
     pub fn session<'r>(&mut self, session: &Session, change: impl FnOnce(u64) -> Record<'r>) {
         if persistent(session) {
-            self.record(change(session.store_id));
+            self.record(change(session.store_id()));
         }
     }
 
@@ -197,7 +197,7 @@ impl Journal {
     ) {
         if persistent(session) {
             let id = self.message_id(msg, now);
-            self.record(change(session.store_id, id));
+            self.record(change(session.store_id(), id));
         }
     }
 
@@ -207,9 +207,9 @@ impl Journal {
         if persistent(session) || !self.enabled {
             return false;
         }
-        session.store_id = self.new_session_id();
+        session.set_store_id(self.new_session_id());
         self.record(Record::SessionOpen {
-            session: session.store_id,
+            session: session.store_id(),
             client_id: &session.client_id,
         });
         true
@@ -224,8 +224,8 @@ impl Journal {
             self.session(session, |session| Record::SessionUser { session, username });
         }
         // Only a persistent session has a time it went offline.
-        if session.offline_since != 0 {
-            session.offline_since = 0;
+        if session.offline_since() != 0 {
+            session.set_offline_since(0);
             self.session(session, |session| Record::SessionOffline {
                 session,
                 since: 0,
@@ -239,9 +239,9 @@ impl Journal {
         if !persistent(session) {
             return;
         }
-        session.offline_since = self.unix_ms(now);
-        if session.offline_since != 0 {
-            let since = session.offline_since;
+        session.set_offline_since(self.unix_ms(now));
+        if session.offline_since() != 0 {
+            let since = session.offline_since();
             self.session(session, |session| Record::SessionOffline { session, since });
         }
     }
@@ -283,7 +283,7 @@ impl Journal {
 /// Whether `session` is in the log: it has a store id (see [`Journal::persist_session`]).
 #[inline]
 pub(super) fn persistent(session: &Session) -> bool {
-    session.store_id != 0
+    session.store_id() != 0
 }
 
 #[cfg(test)]
@@ -313,6 +313,6 @@ mod tests {
         let mut journal = Journal::new(false);
         let mut session = Session::new(Arc::from("c"), false);
         assert!(!journal.persist_session(&mut session));
-        assert_eq!(session.store_id, 0);
+        assert_eq!(session.store_id(), 0);
     }
 }

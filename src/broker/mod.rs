@@ -83,7 +83,7 @@ mod subscriptions;
 mod sys;
 mod timers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -159,6 +159,8 @@ struct V5Conn {
     /// Session expiry interval from CONNECT: a DISCONNECT may not raise it from 0
     /// (5.0 §3.14.2.2.2).
     connect_expiry: u32,
+    /// Will delay interval in seconds (a 5.0 will property).
+    will_delay: u32,
 }
 
 /// Per-connection state.
@@ -167,16 +169,15 @@ struct Conn {
     generation: u32,
     /// Known once CONNECT has been decoded.
     version: Option<ProtocolVersion>,
-    /// Set once CONNECT was accepted.
-    session: Option<SessionKey>,
+    /// Set once CONNECT was accepted: its session's key + 1 (4 bytes instead of 16 for
+    /// an `Option<SessionKey>`, issue 11); see [`Conn::session`].
+    session_plus_one: Option<std::num::NonZeroU32>,
     /// 1.5 × the keepalive the client asked for, in milliseconds; `None` when keepalive is 0.
     keep_alive: Option<std::num::NonZeroU32>,
     last_activity: Instant,
     /// Its write buffer and held output (see `output.rs`).
     out: Outbox,
     will: Option<Arc<Message>>,
-    /// 5.0 will delay interval in seconds.
-    will_delay: u32,
     /// Whether the current slow-consumer episode has been logged.
     slow_logged: bool,
     /// The keepalive has a timer entry of its own (else the connect-timeout entry checks it).
@@ -190,6 +191,23 @@ struct Conn {
 }
 
 impl Conn {
+    /// Its session, once CONNECT was accepted.
+    fn session(&self) -> Option<SessionKey> {
+        self.session_plus_one.map(|k| k.get() as usize - 1)
+    }
+
+    /// Attaches session `key` (slab keys count live sessions, far below `u32::MAX`).
+    fn set_session(&mut self, key: SessionKey) {
+        self.session_plus_one = u32::try_from(key)
+            .ok()
+            .and_then(|k| std::num::NonZeroU32::new(k.wrapping_add(1)));
+    }
+
+    /// 5.0 will delay interval in seconds (0 for 3.1.1).
+    fn will_delay(&self) -> u32 {
+        self.v5.as_ref().map_or(0, |v| v.will_delay)
+    }
+
     /// The largest packet this client accepts.
     fn max_packet(&self) -> u32 {
         self.v5.as_ref().map_or(u32::MAX, |v| v.maximum_packet_size)
@@ -208,6 +226,13 @@ pub struct Broker {
     conn_listeners: HashMap<ConnId, u8>,
     /// User names from TLS client certificates, taken by CONNECT (see `connect.rs`).
     cert_identities: HashMap<ConnId, Option<Arc<str>>>,
+    /// 3.1/3.1.1 bridges (CONNECT level byte with the bridge bit): their subscriptions get
+    /// No Local and Retain As Published (`subscribe.rs`). A side table, rare, so that
+    /// `Conn` does not grow.
+    bridge_conns: HashSet<ConnId>,
+    /// Bridge sessions whose uplink is up (`bridge_link`): QoS 0 is queued for them then,
+    /// and forwarded, as Mosquitto forwards QoS 0 over a connected bridge.
+    bridges_up: Vec<SessionKey>,
     sessions: Slab<Session>,
     client_ids: client_ids::ClientIds,
     subscriptions: SubscriptionTable,
@@ -336,6 +361,8 @@ impl Broker {
             retained_budget: subscribe::RETAINED_TURN_BUDGET,
             live_conns: 0,
             cert_identities: HashMap::new(),
+            bridge_conns: HashSet::new(),
+            bridges_up: Vec::new(),
             conn_listeners: HashMap::new(),
             id_rng: IdRng::new(0),
             meter: Arc::default(),
@@ -427,12 +454,11 @@ impl Broker {
         self.conns[idx] = Some(Conn {
             generation: id.generation,
             version: None,
-            session: None,
+            session_plus_one: None,
             keep_alive: None,
             last_activity: now,
             out: Outbox::default(),
             will: None,
-            will_delay: 0,
             slow_logged: false,
             keepalive_entry: false,
             v5: None,
@@ -452,7 +478,7 @@ impl Broker {
         };
         conn.last_activity = now;
         self.stats.packets_received += 1;
-        let connected = conn.session.is_some();
+        let connected = conn.session().is_some();
         match packet {
             Packet::Connect(c) if !connected => self.handle_connect(id, c, now),
             Packet::Connect(_) => self.violation(id, ProtocolViolation::SecondConnect, now),
@@ -497,7 +523,7 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
-        let (key, connect_expiry) = (conn.session, conn.v5.as_ref().map(|v| v.connect_expiry));
+        let (key, connect_expiry) = (conn.session(), conn.v5.as_ref().map(|v| v.connect_expiry));
         if let (Some(expiry), Some(key), Some(connect_expiry)) =
             (d.properties.session_expiry_interval(), key, connect_expiry)
         {
@@ -578,7 +604,7 @@ impl Broker {
                         continue;
                     };
                     match conn.keep_alive {
-                        _ if conn.session.is_none() => {
+                        _ if conn.session().is_none() => {
                             self.close(id, CloseReason::ConnectTimeout, now, true);
                         }
                         // Connected: the entry goes on as the keepalive check, so a
@@ -611,7 +637,7 @@ impl Broker {
                         .sessions
                         .get_mut(key)
                         .filter(|s| s.epoch == epoch && s.conn.is_none())
-                        .and_then(|s| s.pending_will.take());
+                        .and_then(|s| s.take_pending_will());
                     if let Some(will) = will {
                         self.publish_will(&will, now);
                     }
@@ -627,7 +653,7 @@ impl Broker {
         let mut stale = |t: &Timer| match *t {
             Timer::KeepAlive(id) => conn_slot(conns, id).is_none_or(|c| c.keep_alive.is_none()),
             Timer::ConnectTimeout(id) => conn_slot(conns, id).is_none_or(|c| {
-                c.session.is_some() && (c.keep_alive.is_none() || c.keepalive_entry)
+                c.session().is_some() && (c.keep_alive.is_none() || c.keepalive_entry)
             }),
             Timer::SessionExpiry(key, epoch) | Timer::WillDelay(key, epoch) => sessions
                 .get(key as SessionKey)

@@ -398,7 +398,8 @@ impl Broker {
             return;
         }
         if let Some(s) = self.sessions.get_mut(key) {
-            if s.store_id != 0 && s.conn.is_none() && !s.queue().is_empty() && s.list_for_spill() {
+            if s.store_id() != 0 && s.conn.is_none() && !s.queue().is_empty() && s.list_for_spill()
+            {
                 self.disk.spill.push(key);
             }
         }

@@ -346,7 +346,7 @@ impl Broker {
     /// The peer address of `id` as text, for the CONNECT log line (the loop calls it after
     /// `handle_open`; the broker itself knows no sockets). Kept only until CONNECT.
     pub fn set_peer(&mut self, id: ConnId, peer: String) {
-        if conn_slot(&mut self.conns, id).is_some_and(|c| c.session.is_none()) {
+        if conn_slot(&mut self.conns, id).is_some_and(|c| c.session().is_none()) {
             self.peers.insert(id, peer.into_boxed_str());
         }
     }

@@ -1,8 +1,8 @@
 //! SIGHUP: applying a reloaded configuration and password/ACL files to the running broker
 //! (who is no longer admitted, which subscriptions the new ACL removes, listener indexes
-//! remapped by address for `per_listener_settings true`).
+//! remapped by address for `per_listener_settings true`), and the local session of a
+//! bridge the reload removed.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use log::info;
@@ -40,7 +40,7 @@ impl Broker {
         let mut revoked = Vec::new();
         for (index, slot) in self.conns.iter().enumerate() {
             let Some(conn) = slot else { continue };
-            let Some(session) = conn.session.and_then(|k| self.sessions.get(k)) else {
+            let Some(session) = conn.session().and_then(|k| self.sessions.get(k)) else {
                 continue;
             };
             let username = session.username.as_deref();
@@ -86,7 +86,7 @@ impl Broker {
             };
             let auth = &self.auth;
             let listener = session.listener;
-            let denied: Vec<Arc<str>> = session
+            let denied: Vec<smol_str::SmolStr> = session
                 .subscriptions
                 .iter()
                 .filter(|sub| !auth.check_subscribe(listener, client, &sub.filter))
@@ -116,5 +116,33 @@ impl Broker {
             disconnected,
             subscriptions_removed: removed,
         }
+    }
+
+    /// The local session of a bridge that SIGHUP removed (or whose `local_clientid`
+    /// changed): it stops collecting, since nothing drains it any more (its
+    /// subscriptions go, journaled). A persistent session keeps what it had queued and in
+    /// flight, on disk, for a bridge configured again with its client id; a clean one
+    /// (`local_cleansession true`) ends with its messages, as it would at a restart.
+    /// Returns the messages it held and whether they were kept; nothing is done when
+    /// the id is gone or a client is connected under it (the session is that client's).
+    pub fn bridge_release(&mut self, client_id: &str, now: Instant) -> (usize, bool) {
+        let client_id: std::sync::Arc<str> = std::sync::Arc::from(client_id);
+        let Some(key) = self.client_ids.get(&self.sessions, &client_id) else {
+            return (0, false);
+        };
+        self.bridge_link(key, false);
+        let Some(session) = self.sessions.get(key).filter(|s| s.conn.is_none()) else {
+            return (0, false);
+        };
+        let (held, clean) = (
+            session.queued_len() + session.inflight().len(),
+            session.clean,
+        );
+        if clean {
+            self.end_session(key, now);
+        } else {
+            self.bridge_subscriptions(key, &[], now);
+        }
+        (held, !clean)
     }
 }

@@ -93,7 +93,7 @@ impl Broker {
         let sessions: usize = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.store_id != 0)
+            .filter(|(_, s)| s.store_id() != 0)
             .map(|(_, s)| {
                 let in_memory: usize = s.queue().iter().map(|q| q.msg.stored_len() + RECORD).sum();
                 (2 + s.subscriptions.len() + s.inflight().len()) * RECORD
@@ -219,7 +219,7 @@ impl Broker {
         for key in keys {
             let epoch = self.next_epoch();
             let default = self.config.persistent_client_expiration;
-            let Some(since) = self.sessions.get(key).map(|s| s.offline_since) else {
+            let Some(since) = self.sessions.get(key).map(|s| s.offline_since()) else {
                 continue;
             };
             let elapsed = self.elapsed_since(since, now);
@@ -229,7 +229,7 @@ impl Broker {
             s.epoch = epoch;
             if since == 0 {
                 // Unknown: the countdown starts now, and the next snapshot says so.
-                s.offline_since = now_ms;
+                s.set_offline_since(now_ms);
             }
             let after = match s.expiry_interval {
                 u32::MAX => default,
@@ -338,7 +338,7 @@ impl Broker {
                     self.remove_session_quietly(old);
                 }
                 let mut s = Session::new(client.clone(), false);
-                s.store_id = sid;
+                s.set_store_id(sid);
                 let key = self.sessions.insert(s);
                 self.client_ids.insert(&self.sessions, key);
                 t.sessions.insert(sid, key);
@@ -619,7 +619,7 @@ impl Broker {
                 let Some(s) = self.restored_session(t, sid) else {
                     return false;
                 };
-                s.offline_since = since;
+                s.set_offline_since(since);
             }
         }
         true
@@ -697,7 +697,7 @@ impl Broker {
             .encode(&mut out);
         }
         for (_, s) in self.sessions.iter().filter(|(_, s)| journal::persistent(s)) {
-            let session = s.store_id;
+            let session = s.store_id();
             Record::SessionOpen {
                 session,
                 client_id: &s.client_id,
@@ -710,10 +710,10 @@ impl Broker {
                 }
                 .encode(&mut out);
             }
-            if s.offline_since != 0 {
+            if s.offline_since() != 0 {
                 Record::SessionOffline {
                     session,
-                    since: s.offline_since,
+                    since: s.offline_since(),
                 }
                 .encode(&mut out);
             }

@@ -17,6 +17,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use smol_str::SmolStr;
+
 use super::message::Message;
 use super::SessionKey;
 use crate::protocol::{topic, QoS};
@@ -238,10 +240,10 @@ pub struct RetainedJob {
     /// When the job was created: a time already past, for the loop's wake-up.
     pub since: Instant,
     /// Filters in the order they were subscribed; their options are in `pending`.
-    order: VecDeque<Arc<str>>,
+    order: VecDeque<SmolStr>,
     /// One entry per distinct filter: a filter repeated before its turn came only updates
     /// its options [MQTT-3.8.4-3], so N copies of `#` scan the store once, not N times.
-    pending: HashMap<Arc<str>, PendingFilter>,
+    pending: HashMap<SmolStr, PendingFilter>,
     /// Slot cursor of the filter at the front of `order`.
     cursor: usize,
     /// Listed in the broker's ready list.
@@ -261,7 +263,7 @@ impl RetainedJob {
     }
 
     /// Adds `filter`, or updates its options if it is still pending.
-    pub fn push(&mut self, filter: &Arc<str>, p: PendingFilter) {
+    pub fn push(&mut self, filter: &SmolStr, p: PendingFilter) {
         match self.pending.get_mut(filter) {
             Some(existing) => {
                 existing.qos = p.qos;
@@ -286,7 +288,7 @@ impl RetainedJob {
     }
 
     /// The filter being scanned, its options and its cursor; `None` when the job is done.
-    pub fn front(&mut self) -> Option<(Arc<str>, PendingFilter, &mut usize)> {
+    pub fn front(&mut self) -> Option<(SmolStr, PendingFilter, &mut usize)> {
         loop {
             let filter = self.order.front()?;
             match self.pending.get(filter) {
@@ -423,7 +425,7 @@ mod tests {
     #[test]
     fn a_job_keeps_one_entry_per_distinct_filter() {
         let mut job = RetainedJob::new(1, Instant::now());
-        let hash: Arc<str> = Arc::from("#");
+        let hash = SmolStr::new("#");
         let p = |qos| PendingFilter {
             qos,
             sub_id: 0,
@@ -433,7 +435,7 @@ mod tests {
             job.push(&hash, p(QoS::AtMostOnce));
         }
         job.push(&hash, p(QoS::AtLeastOnce));
-        job.push(&Arc::from("a/b"), p(QoS::AtMostOnce));
+        job.push(&SmolStr::new("a/b"), p(QoS::AtMostOnce));
         let (f, got, _) = job.front().unwrap();
         assert_eq!((&*f, got.qos), ("#", QoS::AtLeastOnce));
         job.pop_front();

@@ -20,7 +20,8 @@ use super::subscriptions::parse_shared;
 use super::{conn_slot, Broker, ConnId, ProtocolViolation, SessionKey};
 use crate::auth;
 use crate::protocol::{
-    Packet, Properties, RetainHandling, Suback, Subscribe, Unsuback, Unsubscribe,
+    Packet, Properties, RetainHandling, Suback, Subscribe, SubscriptionOptions, Unsuback,
+    Unsubscribe,
 };
 use crate::store::Record;
 
@@ -40,10 +41,11 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
-        let Some(key) = conn.session else {
+        let Some(key) = conn.session() else {
             return false;
         };
         let v5 = conn.v5.is_some();
+        let bridge = !self.bridge_conns.is_empty() && self.bridge_conns.contains(&id);
         // [MQTT-4.8.2-1/2] a `$share/` filter without a share name or a filter after it is
         // a protocol error, as Mosquitto treats `$share` alone; checked before any filter
         // of the packet takes effect.
@@ -72,6 +74,19 @@ impl Broker {
                 continue;
             }
             let shared = parse_shared(filter);
+            // A 3.1/3.1.1 bridge (the level byte's bridge bit, Mosquitto's `try_private`)
+            // gets, as from Mosquitto, No Local and Retain As Published: what it publishes
+            // is not echoed back to it, and what it is sent keeps its RETAIN flag. Not on
+            // a shared subscription, where No Local is not allowed [MQTT-3.8.3-4].
+            let options = &if bridge && shared.is_none() {
+                SubscriptionOptions {
+                    no_local: true,
+                    retain_as_published: true,
+                    ..*options
+                }
+            } else {
+                *options
+            };
             if shared.is_some() && options.no_local {
                 // [MQTT-3.8.3-4] no local on a shared subscription is a protocol error.
                 return self.violation(id, ProtocolViolation::NoLocalOnSharedSubscription, now);
@@ -292,7 +307,7 @@ impl Broker {
         let Some(conn) = conn_slot(&mut self.conns, id) else {
             return false;
         };
-        let Some(key) = conn.session else {
+        let Some(key) = conn.session() else {
             return false;
         };
         let v5 = conn.v5.is_some();

@@ -32,6 +32,7 @@ fn connect(client_id: &str, clean: bool, keep_alive: u16) -> Connect<'_> {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }
 }
 
@@ -1368,4 +1369,19 @@ fn retained_messages_due_on_subscribe_survive_a_takeover_of_a_persistent_session
     got.sort();
     got.dedup();
     assert_eq!(got, ["1", "2", "kept"]);
+}
+
+#[test]
+fn idle_connection_records_stay_small() {
+    // Issue 11 (per-connection memory): these are paid by every idle client.
+    assert!(
+        std::mem::size_of::<Conn>() <= 88,
+        "{}",
+        std::mem::size_of::<Conn>()
+    );
+    assert!(
+        std::mem::size_of::<Session>() <= 128,
+        "{}",
+        std::mem::size_of::<Session>()
+    );
 }

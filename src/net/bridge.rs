@@ -2,43 +2,63 @@
 //! by the sans-IO state machine in `crate::bridge`, its local side the broker's bridge
 //! session (`broker/bridge_session.rs`).
 //!
-//! - Tokens: each bridge has a reserved token for its uplink and one for its primary
-//!   probe, outside the client slab (`token.rs`).
-//! - Dialing is a non-blocking `connect`; the socket's first writable event (or error)
-//!   says how it went. Addresses must be IP literals or `localhost` for now: resolving a
-//!   host name would block the loop, and is refused at start-up (see [`check`]).
-//! - TLS bridges are refused at start-up for now ([`check`]): the transport seam's client
-//!   side is not wired to this socket yet.
-//! - The queue: [`SessionQueue`] is the state machine's view of the session. Messages are
-//!   moved from the session's queue into its inflight list (`Broker::bridge_take`, which
-//!   binds the packet id used upstream) a window's worth ahead of the uplink, and acks
-//!   go back to the broker (`bridge_done`, `bridge_pubrec`) at the next sync, in the same
-//!   loop turn, before the turn's journal batch is submitted.
+//! - Tokens: each bridge has a slot with a reserved token for its uplink and one for its
+//!   primary probe, outside the client slab (`token.rs`). A slot stays with its bridge
+//!   across SIGHUPs; events are hints, so one fetched for a socket a reload closed is
+//!   harmless to the bridge that takes the slot next.
+//! - Dialing (`dial`): IP literals are dialed at once; host names are resolved by a
+//!   helper thread (`resolve`) that answers through the loop's waker, at most one lookup
+//!   per bridge, again at every dial (cloud brokers change addresses). The resolved
+//!   addresses are tried in order; a lookup that fails, or a list that is exhausted, is a
+//!   failed attempt for the state machine (next address, then backoff), logged with the
+//!   host and the error. The socket is bound to `bridge_bind_address` first when set. The
+//!   state machine never sees a host name resolved: TLS checks the configured name.
+//! - TLS goes through the transport seam's client side (`Transport::tls_client`), its
+//!   server name the configured host (SNI and certificate check), not the address dialed.
+//! - The queue: [`SessionQueue`] (`queue`) is the state machine's view of the session.
+//!   Messages are moved from the session's queue into its inflight list
+//!   (`Broker::bridge_take`, which binds the packet id used upstream) a window's worth
+//!   ahead of the uplink, and acks go back to the broker (`bridge_done`, `bridge_pubrec`)
+//!   at the next sync, in the same loop turn, before the turn's journal batch is
+//!   submitted.
 //! - Inbound messages are published as the session; their acks upstream wait until the
-//!   journal batch that holds them is durable (`BridgeDurable`).
+//!   journal batch that holds them is durable (`BridgeDurable`). Inbound QoS 2 ids are
+//!   the session's awaiting-PUBREL list (journaled with the message, given back to the
+//!   state machine after a restart); a PUBCOMP waits until the id's release is durable.
+//! - SIGHUP (`reload`): unchanged bridges keep their link; changed ones are stopped
+//!   (DISCONNECT) and started again on the same local session; removed ones are stopped
+//!   and their session stops collecting; new ones are started.
 //! - Every turn, [`Uplinks::turn`] syncs each bridge: O(bridges), nothing on the publish
-//!   path; with no bridge configured the list is empty.
+//!   path; with no bridge configured the list is empty and no thread exists.
+//!
+//! What remains: lookups run one after the other on the one thread, so a DNS server that
+//! does not answer delays the other bridges' lookups by its timeout (glibc: 5 s per try),
+//! and a lookup cannot be cancelled (one for a bridge a SIGHUP removed runs to its end,
+//! its answer dropped). Host names in `bridge_bind_address` are not resolved.
 
-use std::collections::VecDeque;
+mod dial;
+mod queue;
+mod reload;
+pub(crate) mod resolve;
+
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
+use mio::Registry;
 
 use super::token;
 #[cfg(feature = "tls")]
 use super::transport::tls::{ClientTls, ClientTlsSettings};
 use super::transport::{ReadState, Transport};
-use crate::bridge::{
-    Action, Bridge, InboundAck, OutboundQueue, QueueId, QueuedMessage, Settings, XorShift,
-};
+use crate::bridge::{Action, Bridge, InboundAck, QueuedMessage, Settings, XorShift};
 use crate::broker::{BridgeDurable, BridgeOut, Broker, SessionKey};
 use crate::config::bridge::BridgeConfig;
-use crate::config::Config;
 use crate::protocol::{PacketId, QoS};
+use dial::{Dialing, Dns};
+pub use queue::SessionQueue;
+use resolve::Wake;
 
 /// Messages taken from the session ahead of the window, so one `pread` serves many.
 const TAKE_AHEAD: usize = 32;
@@ -50,23 +70,7 @@ pub fn check(b: &BridgeConfig) -> Result<(), &'static str> {
     if b.tls.is_some() && !cfg!(feature = "tls") {
         return Err("TLS bridges need wrenmq built with the `tls` feature");
     }
-    if b.bind_address.is_some() {
-        return Err("bridge_bind_address is not supported by this version of wrenmq yet");
-    }
-    if b.addresses.iter().any(|a| ip_of(&a.host).is_none()) {
-        return Err("bridge addresses must be IP addresses (or localhost) in this version");
-    }
     Ok(())
-}
-
-fn ip_of(host: &str) -> Option<IpAddr> {
-    if host.eq_ignore_ascii_case("localhost") {
-        return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    }
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()
 }
 
 /// Loads what a bridge reads from files (its TLS certificates), so that a bad file stops
@@ -108,109 +112,26 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// A message handed to the uplink, with the packet id the session bound to it.
-struct Staged {
-    id: QueueId,
-    pid: Option<PacketId>,
-    msg: QueuedMessage,
-    /// The journal batch that moved it into flight: a QoS 2 message is not handed to the
-    /// uplink before that batch is durable (`Broker::bridge_pending_batch`).
-    batch: u64,
-}
-
-/// The bridge state machine's view of its session's queue (see the module docs).
-#[derive(Default)]
-pub struct SessionQueue {
-    staged: VecDeque<Staged>,
-    next_id: QueueId,
-    /// Acknowledged upstream, not yet told to the broker.
-    done: Vec<PacketId>,
-    released: Vec<PacketId>,
-    /// Messages still in the session's queue at the last sync.
-    waiting: usize,
-    /// The highest journal batch known durable at the last sync.
-    durable: u64,
-}
-
-impl SessionQueue {
-    fn find(&self, id: QueueId) -> Option<usize> {
-        self.staged.binary_search_by_key(&id, |s| s.id).ok()
-    }
-
-    fn stage(&mut self, pid: Option<PacketId>, msg: QueuedMessage, batch: u64) -> QueueId {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.staged.push_back(Staged {
-            id,
-            pid,
-            msg,
-            batch,
-        });
-        id
-    }
-
-    /// Whether a staged QoS 2 message waits for its batch to be durable.
-    fn holds_back(&self) -> bool {
-        self.staged
-            .iter()
-            .any(|s| s.msg.qos == QoS::ExactlyOnce && s.batch > self.durable)
-    }
-}
-
-impl OutboundQueue for SessionQueue {
-    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)> {
-        let from = after.map_or(0, |a| self.staged.partition_point(|s| s.id <= a));
-        // In order: nothing passes a QoS 2 message still waiting for the log.
-        self.staged
-            .range(from..)
-            .take_while(|s| s.msg.qos != QoS::ExactlyOnce || s.batch <= self.durable)
-            .take(n)
-            .map(|s| (s.id, s.msg.clone()))
-            .collect()
-    }
-
-    fn ack(&mut self, id: QueueId) {
-        if let Some(i) = self.find(id) {
-            if let Some(s) = self.staged.remove(i) {
-                self.done.extend(s.pid);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.staged.len() + self.waiting
-    }
-
-    fn packet_id(&self, id: QueueId) -> Option<PacketId> {
-        self.find(id).and_then(|i| self.staged[i].pid)
-    }
-
-    fn holds_packet_id(&self, pid: u16) -> bool {
-        self.staged
-            .iter()
-            .any(|s| s.pid.is_some_and(|p| p.get() == pid))
-    }
-
-    fn released(&mut self, id: QueueId) {
-        if let Some(pid) = self.find(id).and_then(|i| self.staged[i].pid) {
-            self.released.push(pid);
-        }
-    }
-}
-
 /// One bridge and its sockets.
 struct Uplink {
     bridge: Bridge<SessionQueue>,
     key: SessionKey,
+    /// Which pair of reserved tokens is this bridge's (`token::bridge`).
+    slot: usize,
     stream: Option<TcpStream>,
     /// The dial is in progress (waiting for the first writable event).
     dialing: bool,
     probe: Option<TcpStream>,
+    /// Addresses still to try, lookups waited for (`dial`).
+    dial: Dialing,
     /// Bytes for the uplink not yet written.
     out: Vec<u8>,
-    /// Inbound messages waiting for their journal batch to be durable.
-    acks: Vec<(u64, InboundAck)>,
+    /// Inbound acks waiting for their journal batch to be durable: PUBACK/PUBREC
+    /// (`released` false) or PUBCOMP (true).
+    acks: Vec<(u64, InboundAck, bool)>,
     up_logged: bool,
+    /// The uplink was up at the last turn (`Broker::bridge_link`: QoS 0 is forwarded).
+    live: bool,
     /// TLS settings (`bridge_cafile` ...), when the bridge uses TLS.
     #[cfg(feature = "tls")]
     tls: Option<ClientTls>,
@@ -221,9 +142,12 @@ struct Uplink {
 }
 
 /// Every bridge of the broker.
-#[derive(Default)]
 pub struct Uplinks {
     links: Vec<Uplink>,
+    /// Host name lookups (the helper thread, started on first use).
+    dns: Dns,
+    /// This machine's host name, for the default client ids.
+    host: String,
 }
 
 /// Converts a session message to what goes upstream: `None` if no `out` line maps it
@@ -240,89 +164,126 @@ fn upstream(s: &Settings, o: &BridgeOut) -> Option<QueuedMessage> {
 }
 
 impl Uplinks {
+    /// No bridge yet; `wake` wakes the loop from the resolver thread.
+    pub(crate) fn new(wake: Wake) -> Uplinks {
+        Uplinks {
+            links: Vec::new(),
+            dns: Dns::new(wake),
+            host: hostname(),
+        }
+    }
+
     /// Creates (or restores) the local session of every configured bridge and its state
     /// machine; what the last run left in flight is resent first.
-    pub fn new(broker: &mut Broker, config: &Config, now: Instant) -> Uplinks {
-        let host = hostname();
-        let mut links = Vec::new();
-        for (i, b) in config.bridges.iter().enumerate() {
-            if i >= token::MAX_BRIDGES {
-                warn!(
-                    "bridge {}: more than {} bridges",
-                    b.name,
-                    token::MAX_BRIDGES
-                );
-                break;
-            }
-            let settings = Settings::new(b.clone(), &host, config.max_inflight_messages);
-            let filters: Vec<(String, QoS)> = b
-                .topics
-                .iter()
-                .filter(|t| t.is_out())
-                .map(|t| (t.local_filter(), t.qos))
-                .collect();
-            let key = broker.bridge_session(
-                &b.local_clientid(&host),
-                b.local_username.as_deref(),
-                b.local_clean_session(),
-                &filters,
-                now,
+    pub fn start(
+        &mut self,
+        broker: &mut Broker,
+        bridges: &[BridgeConfig],
+        max_inflight: u16,
+        now: Instant,
+    ) {
+        for b in bridges {
+            let settings = Settings::new(b.clone(), &self.host, max_inflight);
+            self.start_one(broker, settings, None, now);
+        }
+    }
+
+    /// Starts one bridge in `slot` (or the lowest free one); false if every slot is taken
+    /// or its TLS files cannot be loaded.
+    fn start_one(
+        &mut self,
+        broker: &mut Broker,
+        settings: Settings,
+        slot: Option<usize>,
+        now: Instant,
+    ) -> bool {
+        let b = settings.bridge.clone();
+        let free = (0..token::MAX_BRIDGES).find(|i| self.links.iter().all(|l| l.slot != *i));
+        let Some(slot) = slot.or(free) else {
+            warn!(
+                "bridge {}: more than {} bridges; this one is not started",
+                b.name,
+                token::MAX_BRIDGES
             );
-            let mut queue = SessionQueue::default();
-            let mut resumed = Vec::new();
-            for o in broker.bridge_inflight(key) {
-                match upstream(&settings, &o) {
-                    Some(m) => {
-                        let id = queue.stage(o.packet_id, m.clone(), 0);
-                        if let Some(pid) = o.packet_id {
-                            resumed.push((id, pid, m, o.released));
-                        }
+            return false;
+        };
+        #[cfg(feature = "tls")]
+        let tls = match load_tls(&b) {
+            Ok(t) => t,
+            Err(e) => {
+                // Checked by `main` at start-up and reload; a file changed since.
+                warn!("{e}: this bridge will not connect");
+                return false;
+            }
+        };
+        let host = &self.host;
+        let filters: Vec<(String, QoS)> = b
+            .topics
+            .iter()
+            .filter(|t| t.is_out())
+            .map(|t| (t.local_filter(), t.qos))
+            .collect();
+        let key = broker.bridge_session(
+            &b.local_clientid(host),
+            b.local_username.as_deref(),
+            b.local_clean_session(),
+            &filters,
+            now,
+        );
+        let mut queue = SessionQueue::default();
+        let mut resumed = Vec::new();
+        for o in broker.bridge_inflight(key) {
+            match upstream(&settings, &o) {
+                Some(m) => {
+                    let id = queue.stage(o.packet_id, m.clone(), 0);
+                    if let Some(pid) = o.packet_id {
+                        resumed.push((id, pid, m, o.released));
                     }
-                    None => {
-                        if let Some(pid) = o.packet_id {
-                            broker.bridge_done(key, pid);
-                        }
+                }
+                None => {
+                    if let Some(pid) = o.packet_id {
+                        broker.bridge_done(key, pid);
                     }
                 }
             }
-            queue.waiting = broker.bridge_queued(key);
-            // Backoff jitter differs per bridge and per start (Mosquitto jitters too).
-            let mut seed = [0u8; 8];
-            let _ = getrandom::getrandom(&mut seed);
-            let seed = u64::from_le_bytes(seed) ^ (i as u64 + 1);
-            let mut bridge = Bridge::new(settings, queue, Box::new(XorShift::new(seed)), now);
-            let n = resumed.len();
-            for (id, pid, m, released) in resumed {
-                bridge.resume_flow(id, pid, m, released);
-            }
-            info!(
-                "bridge {}: {} messages queued, {n} in flight from the last run",
-                b.name,
-                broker.bridge_queued(key)
-            );
-            links.push(Uplink {
-                bridge,
-                key,
-                stream: None,
-                dialing: false,
-                probe: None,
-                out: Vec::new(),
-                acks: Vec::new(),
-                up_logged: false,
-                #[cfg(feature = "tls")]
-                tls: match load_tls(b) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        // Checked at start-up by `main`; a file changed since: no uplink.
-                        warn!("{e}: this bridge will not connect");
-                        continue;
-                    }
-                },
-                transport: None,
-                plain: Vec::new(),
-            });
         }
-        Uplinks { links }
+        queue.waiting = broker.bridge_queued(key);
+        // Backoff jitter differs per bridge and per start (Mosquitto jitters too).
+        let mut seed = [0u8; 8];
+        let _ = getrandom::getrandom(&mut seed);
+        let seed = u64::from_le_bytes(seed) ^ (slot as u64 + 1);
+        let mut bridge = Bridge::new(settings, queue, Box::new(XorShift::new(seed)), now);
+        let n = resumed.len();
+        for (id, pid, m, released) in resumed {
+            bridge.resume_flow(id, pid, m, released);
+        }
+        for pid in broker.bridge_awaiting_pubrel(key) {
+            bridge.resume_inbound(pid);
+        }
+        broker.bridge_link(key, false);
+        info!(
+            "bridge {}: {} messages queued, {n} in flight from the last run",
+            b.name,
+            broker.bridge_queued(key)
+        );
+        self.links.push(Uplink {
+            bridge,
+            key,
+            slot,
+            stream: None,
+            dialing: false,
+            probe: None,
+            dial: Dialing::default(),
+            out: Vec::new(),
+            acks: Vec::new(),
+            up_logged: false,
+            live: false,
+            #[cfg(feature = "tls")]
+            tls,
+            transport: None,
+            plain: Vec::new(),
+        });
+        true
     }
 
     pub fn is_empty(&self) -> bool {
@@ -349,48 +310,43 @@ impl Uplinks {
         scratch: &mut [u8],
         now: Instant,
     ) {
-        let Some(l) = self.links.get_mut(i) else {
+        let Some(l) = self.links.iter_mut().find(|l| l.slot == i) else {
             return;
         };
         if probe {
-            if let Some(mut s) = l.probe.take() {
-                let ok = s.take_error().ok().flatten().is_none() && s.peer_addr().is_ok();
-                let _ = registry.deregister(&mut s);
-                l.bridge.handle_probe(now, ok);
-            }
+            l.handle_probe_event(registry, now);
         } else if l.stream.is_some() {
             if l.dialing {
                 if !(event.is_writable() || event.is_error() || event.is_write_closed()) {
                     return;
                 }
-                let ok = l.stream.as_mut().is_some_and(|s| {
-                    s.take_error().ok().flatten().is_none() && s.peer_addr().is_ok()
-                });
-                l.dialing = false;
-                let ok = ok && l.start_transport();
-                if ok {
-                    l.bridge.handle_connected(now);
-                } else {
-                    debug!("bridge {}: dial failed", l.name());
-                    l.drop_stream(registry);
-                    l.bridge.handle_closed(now);
-                }
+                l.handle_dial_event(registry, now);
             } else {
                 l.read(registry, scratch, now);
             }
         }
-        l.service(broker, registry, i, now);
+        l.service(broker, registry, &mut self.dns, now);
     }
 
     /// Once per loop turn, after the events and timers and before the turn's journal
     /// batch goes to the store: timers, acks to the broker, new messages from the
     /// session, inbound acks now durable, actions and writes.
     pub fn turn(&mut self, broker: &mut Broker, registry: &Registry, now: Instant) {
-        for (i, l) in self.links.iter_mut().enumerate() {
+        for answer in self.dns.answers() {
+            if let Some(l) = self.links.iter_mut().find(|l| l.dial.asked(answer.id)) {
+                l.handle_answer(registry, &mut self.dns, answer, now);
+            }
+        }
+        for l in &mut self.links {
             if l.bridge.poll_timeout().is_some_and(|t| t <= now) {
                 l.bridge.handle_timeout(now);
             }
-            l.service(broker, registry, i, now);
+            l.service(broker, registry, &mut self.dns, now);
+            let up = matches!(l.bridge.phase(), crate::bridge::Phase::Up { .. });
+            if up != l.live {
+                l.live = up;
+                broker.bridge_link(l.key, up);
+            }
         }
     }
 
@@ -400,31 +356,33 @@ impl Uplinks {
     pub fn waits_for(&self, durable: u64) -> bool {
         self.links.iter().any(|l| {
             let q = l.bridge.queue();
-            l.acks.iter().any(|(seq, _)| *seq <= durable)
+            l.acks.iter().any(|(seq, _, _)| *seq <= durable)
                 || q.staged
                     .iter()
                     .any(|s| s.batch > q.durable && s.batch <= durable)
         })
     }
 
-    /// Closes every uplink (shutdown): a DISCONNECT first when one is up.
+    /// Closes every uplink (shutdown): the "0" state and a DISCONNECT first when one is
+    /// up (`Bridge::stop`), written best effort.
     pub fn shutdown(&mut self, registry: &Registry) {
         for l in &mut self.links {
+            l.bridge.stop();
             l.bridge.poll_transmit(&mut l.out);
             l.flush();
             l.drop_stream(registry);
-            if let Some(mut p) = l.probe.take() {
-                let _ = registry.deregister(&mut p);
-            }
+            l.drop_probe(registry);
         }
     }
 }
 
 impl Uplink {
+    /// Ends the link or the dial, with the rest of the dial's addresses.
     fn drop_stream(&mut self, registry: &Registry) {
         if let Some(mut s) = self.stream.take() {
             let _ = registry.deregister(&mut s);
         }
+        self.dial.abandon();
         self.dialing = false;
         self.out.clear();
         self.transport = None;
@@ -543,15 +501,20 @@ impl Uplink {
     }
 
     /// Syncs the queue with the session, runs the state machine's actions and writes.
-    fn service(&mut self, broker: &mut Broker, registry: &Registry, i: usize, now: Instant) {
+    fn service(&mut self, broker: &mut Broker, registry: &Registry, dns: &mut Dns, now: Instant) {
         for _ in 0..64 {
             self.sync_queue(broker, now);
             let durable = broker.durable_batch();
             let mut k = 0;
             while k < self.acks.len() {
                 if self.acks[k].0 <= durable {
-                    let (_, ack) = self.acks.swap_remove(k);
-                    self.bridge.handle_local_durable(now, ack);
+                    // In arrival order: a PUBCOMP never passes the PUBREC before it.
+                    let (_, ack, released) = self.acks.remove(k);
+                    if released {
+                        self.bridge.handle_released(now, ack);
+                    } else {
+                        self.bridge.handle_local_durable(now, ack);
+                    }
                 } else {
                     k += 1;
                 }
@@ -559,7 +522,7 @@ impl Uplink {
             let mut acted = false;
             while let Some(action) = self.bridge.poll_action() {
                 acted = true;
-                self.act(broker, registry, i, action, now);
+                self.act(broker, registry, dns, action, now);
             }
             self.bridge.poll_transmit(&mut self.out);
             if !self.flush() {
@@ -623,24 +586,12 @@ impl Uplink {
         &mut self,
         broker: &mut Broker,
         registry: &Registry,
-        i: usize,
+        dns: &mut Dns,
         action: Action,
         now: Instant,
     ) {
         match action {
-            Action::Dial { index } => {
-                self.drop_stream(registry);
-                match self.dial(registry, index, token::bridge(i, false)) {
-                    Ok(s) => {
-                        self.stream = Some(s);
-                        self.dialing = true;
-                    }
-                    Err(e) => {
-                        debug!("bridge {}: dial: {e}", self.name());
-                        self.bridge.handle_closed(now);
-                    }
-                }
-            }
+            Action::Dial { index } => self.dial(registry, dns, index, now),
             Action::Close => {
                 self.bridge.poll_transmit(&mut self.out);
                 self.flush();
@@ -650,31 +601,41 @@ impl Uplink {
                     info!("bridge {}: uplink closed", self.name());
                 }
             }
-            Action::Probe { index } => {
-                if self.probe.is_none() {
-                    match self.dial(registry, index, token::bridge(i, true)) {
-                        Ok(s) => self.probe = Some(s),
-                        Err(_) => self.bridge.handle_probe(now, false),
-                    }
-                }
-            }
+            Action::Probe { index } => self.probe(registry, dns, index, now),
             Action::PublishLocal(m) => {
-                let d = broker.bridge_publish(
-                    self.key,
-                    &m.topic,
-                    &m.payload,
-                    m.qos,
-                    m.retain,
-                    &m.properties,
-                    now,
-                );
+                // An inbound QoS 2 id is recorded with the message (same journal batch);
+                // one recorded already is a redelivery the state machine did not know of.
+                let fresh = match m.ack {
+                    Some(a) if a.qos == QoS::ExactlyOnce => {
+                        broker.bridge_receive_qos2(self.key, a.packet_id)
+                    }
+                    _ => true,
+                };
+                let d = if fresh {
+                    broker.bridge_publish(
+                        self.key,
+                        &m.topic,
+                        &m.payload,
+                        m.qos,
+                        m.retain,
+                        &m.properties,
+                        now,
+                    )
+                } else {
+                    broker.bridge_barrier()
+                };
                 if let Some(ack) = m.ack {
                     match d {
                         BridgeDurable::Now => self.bridge.handle_local_durable(now, ack),
-                        BridgeDurable::After(seq) => self.acks.push((seq, ack)),
+                        BridgeDurable::After(seq) => self.acks.push((seq, ack, false)),
                     }
                 }
             }
+            Action::Released(ack) => match broker.bridge_released(self.key, ack.packet_id) {
+                BridgeDurable::Now => self.bridge.handle_released(now, ack),
+                BridgeDurable::After(seq) => self.acks.push((seq, ack, true)),
+            },
+            Action::InboundReset => broker.bridge_inbound_reset(self.key),
             Action::Dropped { id, why } => {
                 warn!("bridge {}: message {id} dropped: {why:?}", self.name());
             }
@@ -687,62 +648,10 @@ impl Uplink {
         }
         if !self.up_logged && matches!(self.bridge.phase(), crate::bridge::Phase::Up { .. }) {
             self.up_logged = true;
-            info!("bridge {}: uplink up", self.name());
+            match self.dial.current() {
+                Some(a) => info!("bridge {}: uplink up ({a})", self.name()),
+                None => info!("bridge {}: uplink up", self.name()),
+            }
         }
-    }
-
-    fn dial(&self, registry: &Registry, index: usize, token: Token) -> io::Result<TcpStream> {
-        let a = self
-            .bridge
-            .address(index)
-            .ok_or_else(|| io::Error::other("no such address"))?;
-        let ip = ip_of(&a.host).ok_or_else(|| io::Error::other("not an IP address"))?;
-        let addr = SocketAddr::new(ip, a.port);
-        let mut s = TcpStream::connect(addr)?;
-        let _ = s.set_nodelay(true);
-        registry.register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(s)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(qos: QoS, p: &str) -> QueuedMessage {
-        QueuedMessage {
-            topic: "t".into(),
-            payload: p.as_bytes().to_vec(),
-            qos,
-            retain: false,
-            properties: Vec::new(),
-        }
-    }
-
-    fn payloads(v: &[(QueueId, QueuedMessage)]) -> Vec<String> {
-        v.iter()
-            .map(|(_, m)| String::from_utf8(m.payload.clone()).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn session_queue_holds_qos2_until_its_batch_is_durable_and_keeps_order() {
-        let mut q = SessionQueue::default();
-        let a = q.stage(PacketId::new(1), m(QoS::AtLeastOnce, "a"), 5);
-        q.stage(PacketId::new(2), m(QoS::ExactlyOnce, "b"), 5);
-        q.stage(PacketId::new(3), m(QoS::AtLeastOnce, "c"), 6);
-        q.durable = 4;
-        // QoS 1 may go before its record is durable (a duplicate at worst); nothing
-        // passes the QoS 2 message that waits.
-        assert_eq!(payloads(&q.peek(None, 10)), ["a"]);
-        assert!(q.holds_back());
-        q.durable = 5;
-        assert_eq!(payloads(&q.peek(Some(a), 10)), ["b", "c"]);
-        assert_eq!(q.packet_id(a).map(PacketId::get), Some(1));
-        assert!(q.holds_packet_id(3) && !q.holds_packet_id(4));
-        q.ack(a);
-        q.ack(a);
-        assert_eq!(q.done.iter().map(|p| p.get()).collect::<Vec<_>>(), [1]);
-        assert_eq!(q.len(), 2);
     }
 }

@@ -211,6 +211,9 @@ impl Server {
             .map_err(|e| io::Error::other(format!("no OS randomness for client ids: {e}")))?;
         let seed = u128::from_le_bytes(seed);
         broker.seed_client_ids(seed as u64, (seed >> 64) as u64);
+        let shared = Arc::new(Shared::new(waker));
+        let woken = Arc::clone(&shared);
+        let bridges = bridge::Uplinks::new(Arc::new(move || woken.wake()));
         let core = Core {
             max_packet_size,
             max_connections,
@@ -219,7 +222,7 @@ impl Server {
             conns: Slab::new(),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             plain: Vec::new(),
-            shared: Arc::new(Shared::new(waker)),
+            shared,
             generation: 0,
             handshakes: transport::HANDSHAKES_PER_TURN,
             turn: 0,
@@ -240,15 +243,18 @@ impl Server {
             accept_backoff: None,
             sys_due: None,
             accept_warned: false,
-            bridges: bridge::Uplinks::default(),
+            bridges,
         };
         let mut core = core;
         // Recover first, listen second: a client that can connect finds its session.
         core.open_store()?;
         // After recovery, so that each bridge takes back its session and queue.
         if !core.broker.config().bridges.is_empty() {
-            let config = core.broker.config().clone();
-            core.bridges = bridge::Uplinks::new(&mut core.broker, &config, Instant::now());
+            let config = core.broker.config();
+            let (bridges, inflight) = (config.bridges.clone(), config.max_inflight_messages);
+            let now = Instant::now();
+            core.bridges
+                .start(&mut core.broker, &bridges, inflight, now);
         }
         let mut listeners = listener::bind_all(&addrs)?;
         listener::set_layers(&mut listeners, &layers);
@@ -324,6 +330,12 @@ impl Server {
             n.notify("READY=1\nSTATUS=accepting connections");
         }
         core.handle_sys(Instant::now());
+        // The bridges' first dials, before the first sleep (no event may come for long).
+        if !core.bridges.is_empty() {
+            core.bridges
+                .turn(&mut core.broker, poll.registry(), Instant::now());
+            core.sync_store();
+        }
         loop {
             if core.shared.stop_requested() {
                 if let Some(n) = core.notify.as_mut() {

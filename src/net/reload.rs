@@ -10,7 +10,9 @@
 //! 3. hands the new configuration and auth to the broker (`Broker::reload`: it also
 //!    disconnects the clients the new files no longer admit, through `poll_close`), and
 //!    takes over the limits the loop itself enforces (`max_packet_size`,
-//!    `max_connections`).
+//!    `max_connections`);
+//! 4. restarts the bridges whose `connection` block changed, stops the removed ones and
+//!    starts the new ones; unchanged bridges keep their link (`bridge/reload.rs`).
 //!
 //! Listeners are matched by their configured address (port 0 included), so a listener
 //! that is in both configurations keeps its socket and its backlog. Listener tokens are
@@ -129,7 +131,12 @@ impl Core {
 
         self.max_packet_size = config.max_packet_size;
         self.max_connections = config.max_connections;
+        let bridges = (config.bridges.clone(), config.max_inflight_messages);
         let done = self.broker.reload(config, auth, now);
+        // After the broker's: a bridge session's ACL checks use the new files.
+        let (bridges, max_inflight) = bridges;
+        self.bridges
+            .reload(&mut self.broker, registry, &bridges, max_inflight, now);
         info!(
             "configuration reloaded: {} listeners, {} clients no longer admitted, {} subscriptions removed by the new ACL",
             self.listeners.len(),

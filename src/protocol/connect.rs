@@ -11,7 +11,7 @@ use super::properties::{
 use super::reader::Reader;
 use super::reason::ReasonCode;
 use super::topic;
-use super::writer::{packet_len, put_bin, put_str, put_u16};
+use super::writer::{put_bin, put_str, put_u16};
 use super::PacketType;
 
 // Connect flags (§3.1.2.3).
@@ -33,6 +33,7 @@ impl<'a> Connect<'a> {
         let name = r.binary()?;
         let level = r.u8()?;
         let version = protocol_version(name, level)?;
+        let bridge = !version.is_v5() && level & BRIDGE_BIT != 0;
         let flags = r.u8()?;
         if flags & RESERVED != 0 {
             return Err(DecodeError::ReservedConnectFlag); // [MQTT-3.1.2-3]
@@ -97,6 +98,7 @@ impl<'a> Connect<'a> {
             will,
             username,
             password,
+            bridge,
         })
     }
 
@@ -121,7 +123,8 @@ impl<'a> Connect<'a> {
     pub(crate) fn encode_body(&self, out: &mut Vec<u8>) {
         let v5 = self.version.is_v5();
         put_str(out, self.version.protocol_name());
-        out.push(self.version.level());
+        let bridge = if self.bridge && !v5 { BRIDGE_BIT } else { 0 };
+        out.push(self.version.level() | bridge);
         let mut flags = 0;
         if self.username.is_some() {
             flags |= USERNAME;
@@ -166,17 +169,11 @@ impl Connect<'_> {
     /// upstream not to echo our own messages back and to keep their retain flag. 5.0 has
     /// No Local and Retain As Published instead, so a 5.0 CONNECT is encoded unchanged.
     pub fn encode_as_bridge(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        super::Packet::Connect(self.clone()).encode(self.version, out);
-        if self.version.is_v5() {
-            return;
-        }
-        // Level byte: after the fixed header and the length-prefixed protocol name.
-        let header_len = packet_len(self.body_len()) - self.body_len();
-        let level = start + header_len + 2 + self.version.protocol_name().len();
-        if let Some(b) = out.get_mut(level) {
-            *b |= BRIDGE_BIT;
-        }
+        let c = Connect {
+            bridge: true,
+            ..self.clone()
+        };
+        super::Packet::Connect(c).encode(self.version, out);
     }
 }
 
@@ -258,6 +255,7 @@ mod tests {
                 will: None,
                 username: Some("u"),
                 password: Some(b"p"),
+                bridge: false,
             };
             let mut plain = Vec::new();
             super::super::Packet::Connect(c.clone()).encode(version, &mut plain);
@@ -273,7 +271,14 @@ mod tests {
             match super::super::decode(out, None, 1 << 20) {
                 Ok(crate::protocol::Status::Complete((super::super::Packet::Connect(d), n))) => {
                     assert_eq!(n, out.len());
-                    assert_eq!(d, c);
+                    let bridge = !version.is_v5();
+                    assert_eq!(
+                        d,
+                        Connect {
+                            bridge,
+                            ..c.clone()
+                        }
+                    );
                 }
                 other => panic!("{other:?}"),
             }

@@ -106,6 +106,10 @@ pub struct Connect<'a> {
     pub will: Option<Will<'a>>,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
+    /// 3.1/3.1.1 only: the level byte carries the bridge bit 0x80 (Mosquitto's
+    /// `try_private`): the client is a bridge, whose subscriptions get No Local and Retain
+    /// As Published. Always false on 5.0, which has those options per subscription.
+    pub bridge: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -112,6 +112,7 @@ impl Client {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         }));
         match c.recv() {
             Some(Got::Connack {

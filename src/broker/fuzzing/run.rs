@@ -34,7 +34,8 @@ impl BrokerRun {
                 } else {
                     b.pick(&CLIENT_IDS)
                 };
-                let keep_alive = u16::from(b.u8() % 4);
+                let k = b.u8();
+                let keep_alive = u16::from(k % 4);
                 // 5.0 only: a selector byte, then one byte per property it selects.
                 let (mut cp, mut wp) = (PropertiesBuf::new(), PropertiesBuf::new());
                 if version == ProtocolVersion::V5 {
@@ -56,6 +57,8 @@ impl BrokerRun {
                     will,
                     username: None,
                     password: None,
+                    // Mosquitto's bridge bit: subscriptions become No Local.
+                    bridge: k & 4 != 0 && version != ProtocolVersion::V5,
                 };
                 self.packet(s, Packet::Connect(connect));
             }
@@ -518,7 +521,7 @@ impl BrokerRun {
         for c in &self.clients {
             if let Some(session) = self.broker.session(c) {
                 let list = session.subscriptions.iter().map(|x| SubSnap {
-                    filter: x.filter.clone(),
+                    filter: Arc::from(&*x.filter),
                     no_local: x.options.no_local,
                     id: x.id,
                 });
@@ -610,7 +613,7 @@ impl BrokerRun {
         for c in &self.clients {
             if let Some(session) = self.broker.session(c) {
                 let ever = self.ever.entry(c.clone()).or_default();
-                ever.extend(session.subscriptions.iter().map(|s| s.filter.clone()));
+                ever.extend(session.subscriptions.iter().map(|s| Arc::from(&*s.filter)));
             }
         }
     }

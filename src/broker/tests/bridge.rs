@@ -220,3 +220,163 @@ fn bridge_state_notification_is_published_under_sys_and_retained() {
         .collect();
     assert_eq!(got, [(topic.to_string(), b"1".to_vec())]);
 }
+
+#[test]
+fn bridge_inbound_qos2_ids_are_journaled_with_the_message_and_survive_a_restart() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    offline_subscriber(&mut h, "s", "in/#");
+    write(&mut h, &src, 1);
+    let (p7, p8) = (NonZeroU16::new(7).unwrap(), NonZeroU16::new(8).unwrap());
+    assert!(h.broker.bridge_receive_qos2(key, p7));
+    let d = h
+        .broker
+        .bridge_publish(key, "in/a", b"seven", QoS::ExactlyOnce, false, &[], h.now);
+    assert!(
+        !h.broker.bridge_receive_qos2(key, p7),
+        "known: a redelivery"
+    );
+    assert!(h.broker.bridge_receive_qos2(key, p8));
+    h.broker
+        .bridge_publish(key, "in/a", b"eight", QoS::ExactlyOnce, false, &[], h.now);
+    // The id and the message go to disk in one batch; the PUBREC waits for it.
+    let BridgeDurable::After(seq) = d else {
+        panic!("must wait for the log, got {d:?}");
+    };
+    assert_eq!(h.broker.bridge_pending_batch(), Some(seq));
+    write(&mut h, &src, 1);
+    // PUBREL for 8: its release is journaled and the PUBCOMP waits for it.
+    let d = h.broker.bridge_released(key, p8);
+    assert!(matches!(d, BridgeDurable::After(s) if s > seq), "{d:?}");
+    write(&mut h, &src, 1);
+    assert_eq!(
+        h.broker.bridge_released(key, p8),
+        BridgeDurable::Now,
+        "a PUBREL resent for an id already released durably: PUBCOMP at once"
+    );
+
+    // kill -9 between our PUBREC for 7 and the upstream's PUBREL.
+    let mut r = restarted_from_log(&src, 1);
+    let key = r
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r.now);
+    assert_eq!(r.broker.bridge_awaiting_pubrel(key), [p7]);
+    assert!(!r.broker.bridge_receive_qos2(key, p7), "still known");
+    assert_eq!(r.broker.session("s").unwrap().queued_len(), 2, "each once");
+    // The upstream lost our session: every id is void, also after the next restart.
+    r.broker.bridge_inbound_reset(key);
+    assert!(r.broker.bridge_awaiting_pubrel(key).is_empty());
+    write(&mut r, &src, 1);
+    let mut r2 = restarted_from_log(&src, 1);
+    let key = r2
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r2.now);
+    assert!(r2.broker.bridge_awaiting_pubrel(key).is_empty());
+}
+
+/// wrenmq as the upstream of a 3.1.1 bridge (Mosquitto's `try_private` level byte 0x84):
+/// its subscriptions are No Local and Retain As Published, as Mosquitto makes them.
+#[test]
+fn a_v311_bridge_client_gets_no_echo_and_keeps_retain_flags() {
+    let mut h = Harness::new();
+    let retained = |topic: &'static str, id: u16| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic,
+            packet_id: NonZeroU16::new(id),
+            properties: Properties::EMPTY,
+            payload: b"r",
+        })
+    };
+    let mut got = Vec::new();
+    for bridge in [true, false] {
+        let id = if bridge { "bridge" } else { "plain" };
+        let b = h.client(Connect {
+            bridge,
+            ..connect(id, true, 0)
+        });
+        h.send(b, subscribe(1, &[("#", QoS::AtLeastOnce)]));
+        h.take(b);
+        let other = h.client(connect(if bridge { "o1" } else { "o2" }, true, 0));
+        h.send(b, publish("own/t", b"mine", QoS::AtLeastOnce, 2));
+        h.send(other, retained("state/t", 3));
+        let seen: Vec<(String, bool)> = h
+            .take(b)
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Publish { topic, retain, .. } => Some((topic, retain)),
+                _ => None,
+            })
+            .collect();
+        got.push(seen);
+    }
+    assert_eq!(
+        got[0],
+        [("state/t".to_string(), true)],
+        "bridge: no echo, RETAIN kept"
+    );
+    assert_eq!(
+        got[1],
+        [("own/t".to_string(), false), ("state/t".to_string(), false)],
+        "plain client: echo, RETAIN clear on live delivery [MQTT-3.3.1-9]"
+    );
+}
+
+/// The upstream learns the retained state once: a filter new to the bridge's session gets
+/// the matching retained messages queued (RETAIN set); a restart or a reconnect queues
+/// nothing again, only changes arrive, live.
+#[test]
+fn bridge_session_queues_the_retained_set_once_per_new_filter() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let p = h.client(connect("p", true, 0));
+    let retained = |topic: &'static str, payload: &'static [u8], id: u16| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic,
+            packet_id: NonZeroU16::new(id),
+            properties: Properties::EMPTY,
+            payload,
+        })
+    };
+    h.send(p, retained("out/a", b"a1", 1));
+    h.send(p, retained("out/b", b"b1", 2));
+    h.send(p, retained("new/c", b"c1", 3));
+    h.send(p, retained("other/d", b"d1", 4));
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let taken = h.broker.bridge_take(key, 10, h.now);
+    let got: Vec<(String, bool)> = taken
+        .iter()
+        .map(|o| (o.msg.topic.to_string(), o.retain))
+        .collect();
+    assert_eq!(got, [("out/a".into(), true), ("out/b".into(), true)]);
+    for o in &taken {
+        assert!(h.broker.bridge_done(key, o.packet_id.unwrap()));
+    }
+    h.send(p, retained("out/a", b"a2", 5)); // a change: queued live
+    write(&mut h, &src, 1);
+
+    // After a restart the same filters are not new: only the change is queued.
+    let mut r = restarted_from_log(&src, 1);
+    let key = r
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), r.now);
+    let again = r.broker.bridge_take(key, 10, r.now);
+    assert_eq!(payloads(&again), ["a2"]);
+    // A topic line added to the configuration: its retained messages, once.
+    let mut filters = out_filters();
+    filters.push(("new/#".to_string(), QoS::AtLeastOnce));
+    r.broker.bridge_session(ID, None, false, &filters, r.now);
+    assert_eq!(payloads(&r.broker.bridge_take(key, 10, r.now)), ["c1"]);
+    r.broker.bridge_session(ID, None, false, &filters, r.now);
+    assert!(r.broker.bridge_take(key, 10, r.now).is_empty());
+}

@@ -241,3 +241,14 @@ fn peer_addresses_are_kept_only_until_connect_or_close() {
     h.broker.set_peer(a, "127.0.0.1:5000".into()); // late: after CONNECT, not kept
     assert!(h.broker.peers.is_empty());
 }
+
+#[test]
+fn exp_neg_agrees_with_libm() {
+    for i in 0..1890 {
+        let x = f64::from(i) * 0.37; // up to 699.3
+        let want = (-x).exp();
+        let got = crate::broker::sys::exp_neg(x);
+        assert!((got - want).abs() <= want * 1e-12, "x={x}: {got} vs {want}");
+    }
+    assert_eq!(crate::broker::sys::exp_neg(1e9), 0.0);
+}
