@@ -43,7 +43,9 @@
 # bottleneck) while the Mosquitto bridge ran at the same 12-16 k msg/s through either
 # upstream; `up_cpu` in the raw lines shows the upstream's load. Per round and broker,
 # forwarding: 50 QoS 1 publishers into the bridging broker, one QoS 1 subscriber on the
-# upstream, end-to-end window BRIDGE_WINDOW. Once at the end, per broker, with the
+# upstream, end-to-end window BRIDGE_WINDOW, the generator sleeping in `poll` while its
+# publishers wait (`--spin 0`: spinning, it starved the upstream on their shared core).
+# Once at the end, per broker, with the
 # upstream down: BRIDGE_QUEUE QoS 1 messages queued for the uplink (all acknowledged),
 # the bridging broker's RSS, then the upstream started (a subscriber subscribes at once)
 # and the time until the subscriber has them all (the rate from first to last delivery,
@@ -408,7 +410,7 @@ run_bridge_fwd() { # broker round
   start_broker "$b-bridge"
   TAG=bridge_fwd
   gen "$b" "$r" fanin --qos 1 --payload "$PAYLOAD" --duration "$DUR" --window "$BRIDGE_WINDOW" \
-    --sub-host "127.0.0.1:$UPORT" --up-pid "$UP_PID"
+    --sub-host "127.0.0.1:$UPORT" --up-pid "$UP_PID" --spin 0
   stop_broker
   stop_upstream
 }

@@ -25,6 +25,7 @@
 //! wrenmq-bench subscale [--exact 100000] [--wildcards 1000] [--duration 5]
 //! common: [--host 127.0.0.1:1883] [--label NAME] [--pid PID] [--window N] [--max-msgs N]
 //!         [--sub-host ADDR] (fanin, fill: the subscriber on another broker) [--up-pid PID]
+//!         [--spin 1|0] (0: sleep in poll while the publishers wait, see `Flow::spin`)
 //! wrenmq-bench handshakes [--count 500] [--concurrency 16]   (with WRENMQ_BENCH_TLS_CA)
 //! environment: WRENMQ_BENCH_V5=1 makes every client speak MQTT 5.0 instead of 3.1.1;
 //!   WRENMQ_BENCH_TLS_CA=ca.pem makes every client connect over TLS (any scenario)
@@ -218,6 +219,11 @@ struct Flow {
     max_msgs: u64,
     /// How long to wait for stragglers after the last publish.
     drain: Duration,
+    /// Poll without sleeping while the window has credit (the default: the generator has
+    /// a core of its own). `--spin 0` sleeps in `poll` until an event instead: the bridge
+    /// scenarios share the generator's core with the upstream broker, which a spinning
+    /// generator would starve while the publishers wait for their PUBACKs.
+    spin: bool,
 }
 
 struct FlowResult {
@@ -276,7 +282,7 @@ fn run_flow(net: &mut Net, flow: &Flow) -> FlowResult {
             sent += m;
         }
         let before = received;
-        let timeout = if credit > 0 {
+        let timeout = if credit > 0 && flow.spin {
             Duration::ZERO
         } else {
             Duration::from_millis(1)
@@ -373,6 +379,7 @@ fn fanin(args: &Args, line: &mut Line) -> Result<(), String> {
         duration: Duration::from_secs_f64(args.num("duration", 5.0)?),
         max_msgs: args.num("max-msgs", 50_000_000)?,
         drain: Duration::from_secs_f64(args.num("drain", 1.0)?),
+        spin: args.num::<u8>("spin", 1)? != 0,
     };
     let cpu = CpuMeter::start(&args.opts.get("pid").cloned()).upstream(args);
     let written = broker_write_bytes(args);
@@ -527,6 +534,7 @@ fn ready(args: &Args, line: &mut Line) -> Result<(), String> {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     })
     .encode(net::protocol_version(), &mut pkt);
     stream
@@ -573,6 +581,7 @@ fn fanout(args: &Args, line: &mut Line) -> Result<(), String> {
         duration: Duration::from_secs_f64(args.num("duration", 5.0)?),
         max_msgs: args.num("max-msgs", 10_000_000)?,
         drain: Duration::from_secs_f64(args.num("drain", 1.0)?),
+        spin: args.num::<u8>("spin", 1)? != 0,
     };
     let cpu = CpuMeter::start(&args.opts.get("pid").cloned());
     let r = run_flow(&mut net, &flow);
@@ -782,6 +791,7 @@ fn subscale(args: &Args, line: &mut Line) -> Result<(), String> {
         duration: Duration::from_secs_f64(args.num("duration", 5.0)?),
         max_msgs: args.num("max-msgs", 50_000_000)?,
         drain: Duration::from_secs_f64(args.num("drain", 1.0)?),
+        spin: args.num::<u8>("spin", 1)? != 0,
     };
     let cpu = CpuMeter::start(&args.opts.get("pid").cloned());
     let r = run_flow(&mut net, &flow);

@@ -204,6 +204,7 @@ impl Net {
                     will: None,
                     username: None,
                     password: None,
+                    bridge: false,
                 })
                 .encode(protocol_version(), &mut pkt);
                 self.send(i, &pkt);
