@@ -56,9 +56,14 @@
 # Knobs (environment): ROUNDS, DUR (seconds per throughput phase), QWINDOW, CONNS, CONN_HOLD,
 # WAKE_CLIENTS, WAKE_HOLD, LAT_RATE, PAYLOAD, WPORT, MPORT, OUT (results directory),
 # RECOVER_MSGS (0 skips recovery), BRIDGE=0 (skips the bridge scenarios), BRIDGE_ONLY=1
-# (runs only those), BRIDGE_QUEUE, BRIDGE_WINDOW, UPORT, SKIP_BUILD=1, STATIC=1 (wrenmq linked statically, as
-# the Raspberry Pi binaries of scripts/cross-build.sh are: no shared libc pages in its
-# RSS; the default is the ordinary dynamically linked build). Raw lines go to
+# (runs only those), BRIDGE_QUEUE, BRIDGE_WINDOW, UPORT, SKIP_BUILD=1, BUILD (which
+# wrenmq binary runs: `shipped`,
+# the default on x86-64, is the binary the amd64 Debian package ships, static musl
+# x86_64-unknown-linux-musl built by scripts/cross-build.sh with the release profile, so
+# the table measures what users install, as it measures Debian's Mosquitto package;
+# `dynamic` is the host's ordinary dynamically linked glibc build, the default on other
+# hosts; `static` is the host target linked statically with glibc, as the armhf/armel
+# binaries are). Raw lines go to
 # $OUT/results.txt, the table to $OUT/table.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -107,18 +112,27 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge $((CONNS + 100)) ] || { log "ulimit -n $(ulimit -n) is below CONNS=$CONNS"; exit 1; }
 
 HOST=$(rustc -vV | sed -n 's/^host: //p')
+if [ -z "${BUILD:-}" ]; then
+  case "$HOST" in x86_64-unknown-linux-gnu) BUILD=shipped ;; *) BUILD=dynamic ;; esac
+fi
+case "$BUILD" in
+  shipped) WRENMQ=target/x86_64-unknown-linux-musl/release/wrenmq ;;
+  static) WRENMQ=target/static/$HOST/release/wrenmq ;;
+  dynamic) WRENMQ=target/release/wrenmq ;;
+  *) log "BUILD=$BUILD: expected shipped, dynamic or static"; exit 2 ;;
+esac
 if [ -z "${SKIP_BUILD:-}" ]; then
-  log "cargo build --release"
-  cargo build --release --quiet -p wrenmq -p wrenmq-bench
-  if [ -n "${STATIC:-}" ]; then
-    log "cargo build --release (static, $HOST)"
-    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p wrenmq \
-      --target "$HOST" --target-dir target/static
-  fi
+  log "cargo build --release (wrenmq-bench; wrenmq: $BUILD)"
+  cargo build --release --quiet -p wrenmq-bench
+  case "$BUILD" in
+    shipped) scripts/cross-build.sh x86_64-unknown-linux-musl >/dev/null ;;
+    static) RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p wrenmq \
+      --target "$HOST" --target-dir target/static ;;
+    dynamic) cargo build --release --quiet -p wrenmq ;;
+  esac
 fi
 GEN=target/release/wrenmq-bench
-WRENMQ=target/release/wrenmq
-[ -z "${STATIC:-}" ] || WRENMQ=target/static/$HOST/release/wrenmq
+log "wrenmq binary: $WRENMQ ($(file -b "$WRENMQ" 2>/dev/null | cut -d, -f1-2 || echo "$BUILD"))"
 
 MCONF="$OUT/mosquitto.conf"
 cat >"$MCONF" <<EOF

@@ -27,9 +27,10 @@
 //!   stock Mosquitto upstream's limit), so the upstream never has a reason to drop us.
 //! - A message leaves the queue only when the upstream has it (PUBACK, PUBCOMP, or written
 //!   at QoS 0), or when it can never be sent (larger than the upstream's Maximum Packet
-//!   Size, or refused with a 5.0 error reason code other than the transient Quota
+//!   Size, refused with a 5.0 error reason code other than the transient Quota
 //!   Exceeded / Packet Identifier In Use, which are retried after
-//!   [`RETRY_AFTER_REFUSAL`]): [`Action::Dropped`] reports those.
+//!   [`RETRY_AFTER_REFUSAL`], or expired [MQTT-3.3.2-5]): [`Action::Dropped`] reports
+//!   those.
 //! - An inbound QoS 1/2 message is acknowledged upstream only after the caller reports it
 //!   durable locally ([`Bridge::handle_local_durable`]); an inbound QoS 2 packet id stays
 //!   known until PUBREL, across reconnects (and restarts: the caller persists the ids and
@@ -51,15 +52,20 @@
 //! ([`OutboundQueue::packet_id`], [`Bridge::resume_flow`] after a restart).
 //!
 //! What remains (issue 14):
-//! - Message Expiry of queued 5.0 messages reduced by the time queued; a byte cap on the
-//!   bridge queue with its policy.
+//! - A restart cannot tell the outbound flows the last run had sent from those it had
+//!   only taken for the uplink (`broker/bridge_session.rs`): both are resumed as sent.
 //!
 //! Done elsewhere: host names, `bridge_bind_address` and SIGHUP reload are the loop's
 //! (`net/bridge/`); the inbound QoS 2 ids are the local session's awaiting-PUBREL state
 //! (journaled, [`Bridge::resume_inbound`]); wrenmq as an upstream honours the 3.1.1
 //! bridge bit (`broker/subscribe.rs`); retained messages go upstream once per new local
 //! subscription, then only as they change (`broker/bridge_session.rs`), so a reconnect
-//! replays nothing.
+//! replays nothing; the queue's caps and the policy at them are the broker's
+//! (`broker/bridge_queue.rs`: publishers refused, never an acknowledged message dropped).
+//! MQTT 5 Message Expiry of queued messages ([`OutboundQueue::expiry_left`]): a message
+//! that expired before it was first sent is dropped ([`DropReason::Expired`]), every
+//! PUBLISH carries the time left, a resend of an expired QoS 1 flow is dropped and one of
+//! QoS 2 goes with 1 s left.
 
 mod backoff;
 mod connect;
@@ -183,6 +189,8 @@ pub enum DropReason {
     TooLarge { size: usize, max: u32 },
     /// Refused by a 5.0 upstream with this reason code.
     Refused(ReasonCode),
+    /// Its MQTT 5 Message Expiry Interval ran out before it could be sent [MQTT-3.3.2-5].
+    Expired,
 }
 
 /// Where the connection stands.
