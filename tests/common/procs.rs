@@ -17,11 +17,21 @@ impl Drop for Killed {
 }
 
 /// A loopback port nothing listens on right now.
+/// A free loopback port, never one this test binary handed out before (the kernel may
+/// give the same port to two binds in a row once the first socket is closed).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits (at most `secs`) until something accepts on 127.0.0.1:`port`.
