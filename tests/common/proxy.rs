@@ -69,8 +69,10 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// A proxy in pass mode on a free loopback port, forwarding to 127.0.0.1:`upstream`.
     pub fn start(upstream: u16) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
-        let port = listener.local_addr().expect("proxy address").port();
+        // From `free_port`, so that no other listener of this test binary is handed the
+        // port while the proxy is cut.
+        let port = super::procs::free_port();
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy port");
         listener.set_nonblocking(true).expect("non-blocking");
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(PASS),
