@@ -16,7 +16,6 @@ impl Drop for Killed {
     }
 }
 
-/// A loopback port nothing listens on right now.
 /// A free loopback port, never one this test binary handed out before (the kernel may
 /// give the same port to two binds in a row once the first socket is closed).
 pub fn free_port() -> u16 {
