@@ -31,14 +31,39 @@
 # round and broker, handshakes per second (TLS_HANDSHAKES new clients, 16 in flight,
 # each done at its CONNACK), RSS per idle TLS connection (TLS_CONNS held) and QoS 0
 # fan-in over TLS. Tags: tls_handshakes, tls_conns, tls_fanin0.
+# Bridges (issue 14), tags bridge_fwd, bridge_fill, bridge_queued, bridge_drain: the
+# *bridging* broker is wrenmq or Mosquitto with the same `connection` block (`topic
+# bench/# out 1`, `restart_timeout 1`, max_inflight_messages 20 = the bridge's window
+# on 3.1.1 in both, max_queued_messages 0 so neither drops) and each broker's default
+# persistence: wrenmq `persistence true` + `fsync batch` (the uplink queue is journaled,
+# on disk), Mosquitto `persistence false` (the queue in RAM). The *upstream* is one
+# wrenmq (port UPORT, no persistence, no inflight or queue limit) for both, pinned with
+# the generator to core 1 so the bridging broker has core 0; wrenmq because Mosquitto
+# 2.0.11 as the upstream capped the wrenmq bridge at 14-18 k msg/s (it was the
+# bottleneck) while the Mosquitto bridge ran at the same 12-16 k msg/s through either
+# upstream; `up_cpu` in the raw lines shows the upstream's load. Per round and broker,
+# forwarding: 50 QoS 1 publishers into the bridging broker, one QoS 1 subscriber on the
+# upstream, end-to-end window BRIDGE_WINDOW, the generator sleeping in `poll` while its
+# publishers wait (`--spin 0`: spinning, it starved the upstream on their shared core).
+# Once at the end, per broker, with the
+# upstream down: BRIDGE_QUEUE QoS 1 messages queued for the uplink (all acknowledged),
+# the bridging broker's RSS, then the upstream started (a subscriber subscribes at once)
+# and the time until the subscriber has them all (the rate from first to last delivery,
+# so the bridge's reconnect delay is not in it). BRIDGE=0 skips all of it.
 # The table printed at the end holds the median over rounds of every figure and the
 # ratio wrenmq/mosquitto.
 #
 # Knobs (environment): ROUNDS, DUR (seconds per throughput phase), QWINDOW, CONNS, CONN_HOLD,
 # WAKE_CLIENTS, WAKE_HOLD, LAT_RATE, PAYLOAD, WPORT, MPORT, OUT (results directory),
-# RECOVER_MSGS (0 skips recovery), SKIP_BUILD=1, STATIC=1 (wrenmq linked statically, as
-# the Raspberry Pi binaries of scripts/cross-build.sh are: no shared libc pages in its
-# RSS; the default is the ordinary dynamically linked build). Raw lines go to
+# RECOVER_MSGS (0 skips recovery), BRIDGE=0 (skips the bridge scenarios), BRIDGE_ONLY=1
+# (runs only those), BRIDGE_QUEUE, BRIDGE_WINDOW, UPORT, SKIP_BUILD=1, BUILD (which
+# wrenmq binary runs: `shipped`,
+# the default on x86-64, is the binary the amd64 Debian package ships, static musl
+# x86_64-unknown-linux-musl built by scripts/cross-build.sh with the release profile, so
+# the table measures what users install, as it measures Debian's Mosquitto package;
+# `dynamic` is the host's ordinary dynamically linked glibc build, the default on other
+# hosts; `static` is the host target linked statically with glibc, as the armhf/armel
+# binaries are). Raw lines go to
 # $OUT/results.txt, the table to $OUT/table.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -46,10 +71,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -n "${QUICK:-}" ]; then
   ROUNDS=${ROUNDS:-1}; DUR=${DUR:-1}; CONN_HOLD=${CONN_HOLD:-1}; WAKE_HOLD=${WAKE_HOLD:-3}
   RECOVER_MSGS=${RECOVER_MSGS:-100000}
+  BRIDGE_QUEUE=${BRIDGE_QUEUE:-100000}
 else
   ROUNDS=${ROUNDS:-3}; DUR=${DUR:-4}; CONN_HOLD=${CONN_HOLD:-2}; WAKE_HOLD=${WAKE_HOLD:-10}
   RECOVER_MSGS=${RECOVER_MSGS:-1000000}
+  BRIDGE_QUEUE=${BRIDGE_QUEUE:-1000000}
 fi
+BRIDGE=${BRIDGE:-1}
+BRIDGE_WINDOW=${BRIDGE_WINDOW:-2000}
 CONNS=${CONNS:-10000}
 TLS_CONNS=${TLS_CONNS:-2000}
 TLS_HANDSHAKES=${TLS_HANDSHAKES:-500}
@@ -59,6 +88,7 @@ LAT_RATE=${LAT_RATE:-2000}
 PAYLOAD=${PAYLOAD:-16}
 WPORT=${WPORT:-18831}
 MPORT=${MPORT:-18832}
+UPORT=${UPORT:-18833}
 OUT=${OUT:-target/bench}
 mkdir -p "$OUT"
 RESULTS="$OUT/results.txt"
@@ -82,18 +112,27 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge $((CONNS + 100)) ] || { log "ulimit -n $(ulimit -n) is below CONNS=$CONNS"; exit 1; }
 
 HOST=$(rustc -vV | sed -n 's/^host: //p')
+if [ -z "${BUILD:-}" ]; then
+  case "$HOST" in x86_64-unknown-linux-gnu) BUILD=shipped ;; *) BUILD=dynamic ;; esac
+fi
+case "$BUILD" in
+  shipped) WRENMQ=target/x86_64-unknown-linux-musl/release/wrenmq ;;
+  static) WRENMQ=target/static/$HOST/release/wrenmq ;;
+  dynamic) WRENMQ=target/release/wrenmq ;;
+  *) log "BUILD=$BUILD: expected shipped, dynamic or static"; exit 2 ;;
+esac
 if [ -z "${SKIP_BUILD:-}" ]; then
-  log "cargo build --release"
-  cargo build --release --quiet -p wrenmq -p wrenmq-bench
-  if [ -n "${STATIC:-}" ]; then
-    log "cargo build --release (static, $HOST)"
-    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p wrenmq \
-      --target "$HOST" --target-dir target/static
-  fi
+  log "cargo build --release (wrenmq-bench; wrenmq: $BUILD)"
+  cargo build --release --quiet -p wrenmq-bench
+  case "$BUILD" in
+    shipped) scripts/cross-build.sh x86_64-unknown-linux-musl >/dev/null ;;
+    static) RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p wrenmq \
+      --target "$HOST" --target-dir target/static ;;
+    dynamic) cargo build --release --quiet -p wrenmq ;;
+  esac
 fi
 GEN=target/release/wrenmq-bench
-WRENMQ=target/release/wrenmq
-[ -z "${STATIC:-}" ] || WRENMQ=target/static/$HOST/release/wrenmq
+log "wrenmq binary: $WRENMQ ($(file -b "$WRENMQ" 2>/dev/null | cut -d, -f1-2 || echo "$BUILD"))"
 
 MCONF="$OUT/mosquitto.conf"
 cat >"$MCONF" <<EOF
@@ -166,6 +205,25 @@ wconf never "$PDATA/wrenmq-never" 1000 >"$OUT/wrenmq-never.conf"
 # 0 = no limit: the offline subscriber must be able to hold every message.
 wconf batch "$PDATA/recover" 0 >"$OUT/wrenmq-recover.conf"
 
+# Bridges: the same `connection` block in both bridging brokers, each with its default
+# persistence (wrenmq: on, fsync batch; Mosquitto: off), no queue limit.
+bridge_block() {
+  printf 'connection bench\naddress 127.0.0.1:%s\ntopic bench/# out 1\n' "$UPORT"
+  printf 'remote_clientid bench-bridge\nrestart_timeout 1\n'
+}
+{ grep -v '^max_queued_messages ' "$MCONF"; echo "max_queued_messages 0"; bridge_block; } \
+  >"$OUT/mosquitto-bridge.conf"
+{ printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$WPORT"
+  printf 'persistence_location %s\n' "$PDATA/wrenmq-bridge"
+  printf 'max_inflight_messages 20\nmax_queued_messages 0\nmax_packet_size 2000000\n'
+  bridge_block; } >"$OUT/wrenmq-bridge.conf"
+# The upstream (wrenmq for both, see the top): no limits, so it never holds the bridge
+# back, and no persistence: a persistent subscriber there (journaled) halved the wrenmq
+# bridge's drain rate in trials, and the upstream is not what is measured.
+{ printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$UPORT"
+  printf 'max_inflight_messages 0\nmax_queued_messages 0\nmax_packet_size 2000000\n'
+} >"$OUT/upstream.conf"
+
 # Bytes written by the disk that holds $PDATA (the whole device: includes the file
 # system's journal, and anything else writing at the time).
 DEV_STAT=/sys/class/block/$(basename "$(df --output=source "$PDATA" | tail -1)")/stat
@@ -182,7 +240,17 @@ stop_broker() {
   fi
   BROKER_PID=""
 }
-trap stop_broker EXIT INT TERM
+UP_PID=""
+stop_upstream() {
+  if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
+    kill "$UP_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$UP_PID" 2>/dev/null || true
+    wait "$UP_PID" 2>/dev/null || true
+  fi
+  UP_PID=""
+}
+trap 'stop_upstream; stop_broker' EXIT INT TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -213,6 +281,13 @@ start_broker() { # name -> sets BROKER_PID, PORT
       rm -rf "${PDATA:?}/$1"
       RUST_LOG=warn taskset -c 0 "$WRENMQ" -c "$OUT/$1.conf" 2>>"$OUT/wrenmq.log" &
       ;;
+    wrenmq-bridge)
+      rm -rf "${PDATA:?}/$1"
+      RUST_LOG=warn taskset -c 0 "$WRENMQ" -c "$OUT/$1.conf" 2>>"$OUT/wrenmq.log" &
+      ;;
+    mosquitto-bridge)
+      taskset -c 0 "$MOSQUITTO" -c "$OUT/$1.conf" 2>>"$OUT/mosquitto.log" &
+      ;;
     mosquitto-persist)
       rm -rf "${PDATA:?}/$1"
       # Mosquitto started as root runs as user mosquitto, which must be able to save.
@@ -227,6 +302,17 @@ start_broker() { # name -> sets BROKER_PID, PORT
   done
   kill -0 "$BROKER_PID" 2>/dev/null || { log "$1 did not start (see $OUT/*.log)"; exit 1; }
   sleep 0.5 # let the probe connection go and the process settle
+}
+
+# The bridges' upstream, on the generator's core. `wait` = until it listens.
+start_upstream() { # config [wait]
+  if [ -n "${2:-}" ] && port_open "$UPORT"; then log "port $UPORT is already in use"; exit 1; fi
+  RUST_LOG=warn taskset -c 1 "$WRENMQ" -c "$OUT/$1.conf" 2>>"$OUT/upstream.log" &
+  UP_PID=$!
+  if [ -n "${2:-}" ]; then
+    for _ in $(seq 100); do port_open "$UPORT" && break; sleep 0.05; done
+    kill -0 "$UP_PID" 2>/dev/null || { log "the upstream did not start (see $OUT/upstream.log)"; exit 1; }
+  fi
 }
 
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
@@ -330,31 +416,82 @@ run_recovery() {
   rm -rf "${PDATA:?}/recover"
 }
 
+# Forwarding through the bridge (tag bridge_fwd): publishers on the bridging broker, the
+# subscriber on the upstream.
+run_bridge_fwd() { # broker round
+  local b=$1 r=$2
+  start_upstream upstream wait
+  start_broker "$b-bridge"
+  TAG=bridge_fwd
+  gen "$b" "$r" fanin --qos 1 --payload "$PAYLOAD" --duration "$DUR" --window "$BRIDGE_WINDOW" \
+    --sub-host "127.0.0.1:$UPORT" --up-pid "$UP_PID" --spin 0
+  stop_broker
+  stop_upstream
+}
+
+# An outage: BRIDGE_QUEUE messages queued for the uplink (RSS), then the drain. The
+# upstream is down from the start; once it is started the subscriber subscribes within
+# a few ms, long before a bridge retrying every second is likely to reconnect (should
+# one win that race, what it forwarded first shows as lost in the drain line).
+run_bridge_queue() { # broker
+  local b=$1 t0
+  start_broker "$b-bridge"
+  TAG=bridge_fill
+  gen "$b" 1 fill --msgs "$BRIDGE_QUEUE" --pubs 50 --sub 0 --payload "$PAYLOAD"
+  sleep 1
+  TAG=bridge_queued
+  result 1 "scenario=bridge_queued broker=$b msgs=$BRIDGE_QUEUE" \
+    "rss_kb=$(status_kb "$BROKER_PID" VmRSS) hwm_kb=$(status_kb "$BROKER_PID" VmHWM)"
+  if port_open "$UPORT"; then log "port $UPORT is already in use"; exit 1; fi
+  t0=$(date +%s%N)
+  start_upstream upstream
+  TAG=bridge_drain
+  gen "$b" 1 drain --msgs "$BRIDGE_QUEUE" --t0-ns "$t0" --subscribe 1 \
+    --sub-host "127.0.0.1:$UPORT" --up-pid "$UP_PID" --timeout 120
+  stop_broker
+  stop_upstream
+  rm -rf "${PDATA:?}/$b-bridge"
+}
+
 START=$(date +%s)
 for r in $(seq "$ROUNDS"); do
-  for b in wrenmq mosquitto; do
-    log "round $r/$ROUNDS: $b"
-    run_round "$b" "$r"
-    log "round $r/$ROUNDS: $b over TLS"
-    run_tls "$b" "$r"
-  done
-  for c in wrenmq-queue mosquitto-queue; do
-    log "round $r/$ROUNDS: QoS 1 fan-in from a full queue, $c"
-    run_queued "$c" "$r"
-  done
-  for c in wrenmq-batch wrenmq-never mosquitto-persist; do
-    log "round $r/$ROUNDS: durable fan-in, $c"
-    run_durable "$c" "$r"
-  done
+  if [ -z "${BRIDGE_ONLY:-}" ]; then
+    for b in wrenmq mosquitto; do
+      log "round $r/$ROUNDS: $b"
+      run_round "$b" "$r"
+      log "round $r/$ROUNDS: $b over TLS"
+      run_tls "$b" "$r"
+    done
+    for c in wrenmq-queue mosquitto-queue; do
+      log "round $r/$ROUNDS: QoS 1 fan-in from a full queue, $c"
+      run_queued "$c" "$r"
+    done
+    for c in wrenmq-batch wrenmq-never mosquitto-persist; do
+      log "round $r/$ROUNDS: durable fan-in, $c"
+      run_durable "$c" "$r"
+    done
+  fi
+  if [ "$BRIDGE" != 0 ]; then
+    for b in wrenmq mosquitto; do
+      log "round $r/$ROUNDS: forwarding through a bridge, $b"
+      run_bridge_fwd "$b" "$r"
+    done
+  fi
 done
-if [ "$RECOVER_MSGS" -gt 0 ]; then
+if [ "$BRIDGE" != 0 ]; then
+  for b in wrenmq mosquitto; do
+    log "bridge: $BRIDGE_QUEUE messages queued for the uplink during an outage, drain, $b"
+    run_bridge_queue "$b"
+  done
+fi
+if [ "$RECOVER_MSGS" -gt 0 ] && [ -z "${BRIDGE_ONLY:-}" ]; then
   log "recovery: $RECOVER_MSGS messages queued offline, SIGKILL, restart"
   run_recovery
 fi
 log "done in $(( $(date +%s) - START )) s"
 
-python3 - "$RESULTS" "$OUT/table.md" <<'EOF'
-import statistics, sys
+BRIDGE_ONLY=${BRIDGE_ONLY:-} python3 - "$RESULTS" "$OUT/table.md" <<'EOF'
+import os, statistics, sys
 
 rows = []
 for line in open(sys.argv[1]):
@@ -411,6 +548,16 @@ FIG = [
     ("bytes written per msg, fsync batch (/proc/PID/io write_bytes)", ("fanin1d_batch", "fanin1d"), "bytes_per_msg", None),
     ("bytes written per msg, fsync never (/proc/PID/io write_bytes)", ("fanin1d_never", "fanin1d"), "bytes_per_msg", None),
     ("data dir after the run, stopped (bytes)", ("fanin1d_batch", "fanin1d"), "datadir_bytes", None),
+    # Bridges: each broker's default persistence (wrenmq journaled, Mosquitto in RAM).
+    ("bridge forwarding QoS 1, 50 pubs -> bridge -> upstream sub (msg/s)", "bridge_fwd", "msgs_per_s", ">= 2"),
+    ("bridge forwarding lost", "bridge_fwd", "lost", "== 0"),
+    ("bridge: queueing for the uplink while it is down, 50 pubs (msg/s)", "bridge_fill", "msgs_per_s", None),
+    ("bridge: RSS with the queue held (kB)", "bridge_queued", "rss_kb", None),
+    ("bridge: VmHWM with the queue held (kB)", "bridge_queued", "hwm_kb", None),
+    ("bridge: drain after the outage, first to last msg (msg/s)", "bridge_drain", "msgs_per_s", None),
+    ("bridge: upstream start to its first forwarded msg (ms; reconnect)", "bridge_drain", "first_ms", None),
+    ("bridge: upstream start to last msg of the drain (ms)", "bridge_drain", "last_ms", None),
+    ("bridge: drain lost", "bridge_drain", "lost", "== 0"),
 ]
 
 def fmt(v):
@@ -454,6 +601,24 @@ for tag, label in (("fanin0", "fan-in QoS 0"), ("fanin1", "fan-in QoS 1"), ("fan
     g = [med(tag, "gen_cpu", b) for b in ("wrenmq", "mosquitto")]
     c = [med(tag, "broker_cpu", b) for b in ("wrenmq", "mosquitto")]
     out.append(f"| CPU during {label}: generator / broker | {fmt(g[0])} / {fmt(c[0])} | {fmt(g[1])} / {fmt(c[1])} | | | |")
+# The bridges' shared upstream shares core 1 with the generator: is it the bottleneck?
+for tag, label in (("bridge_fwd", "bridge forwarding"), ("bridge_drain", "bridge drain")):
+    g, c, u = ([med(tag, k, b) for b in ("wrenmq", "mosquitto")] for k in ("gen_cpu", "broker_cpu", "up_cpu"))
+    out.append(f"| CPU during {label}: generator / bridging broker / upstream | {fmt(g[0])} / {fmt(c[0])} / {fmt(u[0])} | {fmt(g[1])} / {fmt(c[1])} / {fmt(u[1])} | | | |")
+# CPU time per forwarded message: steadier than the rate on a shared machine, where a
+# window-bound pipeline's rate moves with every wake-up delay.
+for tag, label in (("bridge_fwd", "forwarding"), ("bridge_drain", "drain")):
+    per = []
+    for b in ("wrenmq", "mosquitto"):
+        vals = [float(kv["broker_cpu"]) / float(kv["msgs_per_s"]) * 1e6 for kv in rows
+                if kv.get("tag") == tag and kv.get("broker") == b
+                and float(kv.get("msgs_per_s", 0) or 0) > 0 and "broker_cpu" in kv]
+        per.append(statistics.median(vals) if vals else None)
+    r = per[0] / per[1] if (per[0] is not None and per[1]) else None
+    out.append(f"| bridge {label}: bridging broker CPU per message (us) | {fmt(per[0])} | {fmt(per[1])} | {'n/a' if r is None else f'{r:.2f}'} | | |")
+q = [kv.get("msgs") for kv in rows if kv.get("tag") == "bridge_queued"]
+if q:
+    out.append(f"| bridge: messages queued for the uplink in the rows above | {int(q[0]):,} | {int(q[-1]):,} | | | |")
 # Disk bytes (whole device, incl. the file system's journal) per message received, fsync
 # batch only: under `never` and in Mosquitto the kernel writes back after the phase.
 dev = []
@@ -483,6 +648,8 @@ if rec:
     out.append(f"| RSS after recovery (kB) | {fmt(float(kv['rss_kb']))} | | | | |")
     out.append(f"| VmHWM after recovery (kB) | {fmt(float(kv['hwm_kb']))} | | | | |")
 errors = [kv for kv in rows if "error" in kv]
+if os.environ.get("BRIDGE_ONLY"):
+    out = out[:2] + [l for l in out[2:] if "bridge" in l]
 text = "\n".join(out)
 rounds = len({kv.get("round") for kv in rows})
 print(f"\nMedians over {rounds} round(s); raw lines in {sys.argv[1]}\n")

@@ -6,7 +6,7 @@
 #   3. the Debian packages: the amd64 one checked in full in a scratch dpkg root
 #      (scripts/check-deb.sh: contents, conffiles, lintian, upgrade keeps queued messages),
 #      arm64/armhf/armel built from the cross builds and linted;
-#   4. a short pass of every fuzz target (FUZZ_SECONDS each, default 25).
+#   4. a short pass of every fuzz target (FUZZ_SECONDS each, default 15).
 # A tool that cannot be installed (no network, no nightly, no qemu package) skips its step
 # with a SKIPPED line; a real failure (build error, failed round trip, fuzz crash) fails.
 #
@@ -63,5 +63,5 @@ else
   echo "deploy-checks: SKIPPED arm64/armhf/armel packages: no cross builds"
 fi
 
-log "fuzzing (${FUZZ_SECONDS:-25}s per target)"
-FUZZ_SKIP_MISSING=1 scripts/fuzz.sh "${FUZZ_SECONDS:-25}"
+log "fuzzing (${FUZZ_SECONDS:-15}s per target)"
+FUZZ_SKIP_MISSING=1 scripts/fuzz.sh "${FUZZ_SECONDS:-15}"

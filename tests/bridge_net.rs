@@ -3,8 +3,9 @@
 //! killed with SIGKILL during the outage and restarted, more published, then the upstream
 //! comes up: every message arrives upstream once, in order.
 //!
-//! The upstream is reached through a gate (a TCP forwarder the test opens when it is
-//! ready), so that the upstream subscriber's session exists before the bridge connects.
+//! The upstream is reached through a gate (`common::proxy`, cut until the test restores
+//! it; a plain forwarder after the in-flight test's stub upstream), so that the upstream
+//! subscriber's session exists before the bridge connects. More faults: bridge_faults.rs.
 //! Needs `mosquitto` and `mosquitto-clients` (scripts/test.sh installs them).
 
 use std::io::Write;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::procs::{free_port, mosquitto_bin, start_mosquitto, wait_listening, Killed};
+use common::proxy::FaultProxy;
 
 fn start_wrenmq(conf: &Path, port: u16) -> Killed {
     common::procs::start_wrenmq(conf, port, 10)
@@ -80,15 +82,17 @@ fn bridge_qos2_forwards_what_was_queued_during_an_outage_and_a_kill_exactly_once
 
 fn outage_and_kill(qos: &str) {
     let dir = temp_dir(&format!("bridge-net-q{qos}"));
-    let (local, gate, upstream) = (free_port(), free_port(), free_port());
+    let (local, upstream) = (free_port(), free_port());
+    let gate = FaultProxy::start_cut(upstream);
     let conf = dir.join("w.conf");
     std::fs::write(
         &conf,
         format!(
             "listener {local} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}\n\
-             connection up\naddress 127.0.0.1:{gate}\ntopic out/# out {qos}\n\
+             connection up\naddress 127.0.0.1:{}\ntopic out/# out {qos}\n\
              remote_clientid gw.test\nrestart_timeout 1\n",
-            dir.join("data").display()
+            dir.join("data").display(),
+            gate.port()
         ),
     )
     .unwrap();
@@ -112,7 +116,7 @@ fn outage_and_kill(qos: &str) {
             .expect("mosquitto_sub")
     };
     assert!(sub(&["-E"]).status.success(), "subscriber session created");
-    open_gate(gate, upstream);
+    gate.restore();
     let out = sub(&["-C", "60", "-W", "30", "-v"]);
     let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()

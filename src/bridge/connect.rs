@@ -106,7 +106,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             self.keepalive = Duration::from_secs(u64::from(k));
         }
         if !ack.session_present {
-            self.session_lost();
+            self.session_lost(index);
         }
         self.phase = Phase::Up { index };
         self.plan.connected();
@@ -120,9 +120,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.pump(now);
     }
 
-    /// The upstream has no session for us: inbound QoS 2 state is void, and outbound QoS
-    /// 2 messages it already acknowledged with PUBREC are its own now.
-    fn session_lost(&mut self) {
+    /// The upstream at `index` has no session for us: inbound QoS 2 state is void, and
+    /// outbound QoS 2 messages it already acknowledged with PUBREC are its own now. Those
+    /// another address acknowledged are not: they wait for it (`InFlight::sent_at`).
+    fn session_lost(&mut self, index: usize) {
         if !self.inbound_qos2.is_empty() {
             self.inbound_qos2.clear();
             self.actions.push_back(super::Action::InboundReset);
@@ -130,7 +131,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         let released: Vec<u16> = self
             .inflight
             .iter()
-            .filter(|(_, f)| f.stage == Stage::Released)
+            .filter(|(_, f)| f.stage == Stage::Released && f.sent_at.is_none_or(|a| a == index))
             .map(|(pid, _)| *pid)
             .collect();
         for pid in released {

@@ -68,15 +68,35 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.resend_hold = None;
         let window = usize::from(self.limits.window);
         let before = self.out.len();
-        self.resend(window);
-        'fill: while self.on_link < window {
+        self.resend(window, now);
+        // Nothing new on a link we are leaving; we go once what is here is finished.
+        if self.leaving && self.on_link == 0 {
+            self.return_to_primary(now);
+            return;
+        }
+        'fill: while !self.leaving && self.on_link < window {
             let batch = self.queue.peek(self.taken, window - self.on_link);
             if batch.is_empty() {
                 break;
             }
-            for (id, msg) in batch {
+            for (id, mut msg) in batch {
                 if self.on_link >= window {
                     break;
+                }
+                match self.queue.expiry_left(id, now) {
+                    // [MQTT-3.3.2-5] expired while it waited: never sent.
+                    Some(0) => {
+                        self.queue.ack(id);
+                        self.actions.push_back(Action::Dropped {
+                            id,
+                            why: DropReason::Expired,
+                        });
+                        self.taken = Some(id);
+                        continue;
+                    }
+                    // [MQTT-3.3.2-6] the interval less the time it waited.
+                    Some(left) => msg.set_expiry(left),
+                    None => {}
                 }
                 if !self.start_flow(Some(id), msg) {
                     break 'fill; // no packet id free: this message goes first next time
@@ -93,14 +113,18 @@ impl<Q: OutboundQueue> Bridge<Q> {
     /// Resends unacknowledged flows from earlier links in their original order, up to the
     /// window: PUBLISH with DUP, or PUBREL for those the upstream already has
     /// [MQTT-4.4.0-1].
-    fn resend(&mut self, window: usize) {
+    fn resend(&mut self, window: usize, now: Instant) {
         if self.on_link >= window || self.inflight.len() == self.on_link {
             return;
         }
+        let Phase::Up { index } = self.phase else {
+            return;
+        };
+        let rr = self.s.bridge.round_robin;
         let mut waiting: Vec<(u64, u16)> = self
             .inflight
             .iter()
-            .filter(|(_, f)| !f.on_link)
+            .filter(|(_, f)| !f.on_link && f.may_go_to(index, rr))
             .map(|(pid, f)| (f.seq, *pid))
             .collect();
         waiting.sort_unstable();
@@ -108,10 +132,43 @@ impl<Q: OutboundQueue> Bridge<Q> {
             if self.on_link >= window {
                 break;
             }
+            let left = self
+                .inflight
+                .get(&pid)
+                .and_then(|f| f.id)
+                .and_then(|id| self.queue.expiry_left(id, now));
             let Some(f) = self.inflight.get_mut(&pid) else {
                 continue;
             };
+            match left {
+                // [MQTT-3.3.2-5] expired before it got through (after a restart, a flow
+                // may even never have been sent): a QoS 1 message is dropped, as
+                // Mosquitto drops expired messages it would resend.
+                Some(0) if f.stage == Stage::Published && f.msg.qos == QoS::AtLeastOnce => {
+                    if let Some(id) = f.id {
+                        self.queue.ack(id);
+                        self.actions.push_back(Action::Dropped {
+                            id,
+                            why: DropReason::Expired,
+                        });
+                    }
+                    self.inflight.remove(&pid);
+                    continue;
+                }
+                // [MQTT-3.3.2-6] the time it has left. A QoS 2 message goes on even once
+                // expired: the upstream may hold its packet id awaiting PUBREL, and would
+                // take a new message under that id for a duplicate. At least 1 s: an
+                // interval of 0 is "never expires" to Mosquitto.
+                Some(left) => f.msg.set_expiry(left.max(1)),
+                None => {}
+            }
             f.on_link = true;
+            if f.sent_at.is_some_and(|a| a != index) {
+                // Released by another upstream: only it would deliver the message on
+                // PUBREL. Here it is a new message: PUBLISH (DUP) again, never PUBREL.
+                f.stage = Stage::Published;
+            }
+            f.sent_at = Some(index);
             let stage = f.stage;
             self.on_link += 1;
             let Some(packet_id) = PacketId::new(pid) else {
@@ -175,6 +232,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 on_link: true,
                 seq: self.seq,
                 sent_before: false,
+                sent_at: self.up_index(),
             },
         );
         self.on_link += 1;
@@ -406,6 +464,21 @@ impl<Q: OutboundQueue> Bridge<Q> {
             }
         }
         None
+    }
+}
+
+impl InFlight {
+    /// Whether this flow may be resent on a link to address `here` (`rr`: `round_robin`).
+    /// A QoS 2 flow last sent to the primary waits for the bridge's return there: the
+    /// primary may hold the message (it does once it sent PUBREC), and an upstream that
+    /// delivers QoS 2 on PUBREL, as Mosquitto does, keeps it in our session and in its
+    /// receive window until then; a window's worth of those wedges it. QoS 1 flows, and
+    /// QoS 2 flows sent to a backup (the bridge leaves backups), go anywhere.
+    fn may_go_to(&self, here: usize, rr: bool) -> bool {
+        match self.sent_at {
+            Some(a) if a != here && self.msg.qos == QoS::ExactlyOnce => a != 0 || rr,
+            _ => true,
+        }
     }
 }
 

@@ -27,9 +27,10 @@
 //!   stock Mosquitto upstream's limit), so the upstream never has a reason to drop us.
 //! - A message leaves the queue only when the upstream has it (PUBACK, PUBCOMP, or written
 //!   at QoS 0), or when it can never be sent (larger than the upstream's Maximum Packet
-//!   Size, or refused with a 5.0 error reason code other than the transient Quota
+//!   Size, refused with a 5.0 error reason code other than the transient Quota
 //!   Exceeded / Packet Identifier In Use, which are retried after
-//!   [`RETRY_AFTER_REFUSAL`]): [`Action::Dropped`] reports those.
+//!   [`RETRY_AFTER_REFUSAL`], or expired [MQTT-3.3.2-5]): [`Action::Dropped`] reports
+//!   those.
 //! - An inbound QoS 1/2 message is acknowledged upstream only after the caller reports it
 //!   durable locally ([`Bridge::handle_local_durable`]); an inbound QoS 2 packet id stays
 //!   known until PUBREL, across reconnects (and restarts: the caller persists the ids and
@@ -51,15 +52,20 @@
 //! ([`OutboundQueue::packet_id`], [`Bridge::resume_flow`] after a restart).
 //!
 //! What remains (issue 14):
-//! - Message Expiry of queued 5.0 messages reduced by the time queued; a byte cap on the
-//!   bridge queue with its policy.
+//! - A restart cannot tell the outbound flows the last run had sent from those it had
+//!   only taken for the uplink (`broker/bridge_session.rs`): both are resumed as sent.
 //!
 //! Done elsewhere: host names, `bridge_bind_address` and SIGHUP reload are the loop's
 //! (`net/bridge/`); the inbound QoS 2 ids are the local session's awaiting-PUBREL state
 //! (journaled, [`Bridge::resume_inbound`]); wrenmq as an upstream honours the 3.1.1
 //! bridge bit (`broker/subscribe.rs`); retained messages go upstream once per new local
 //! subscription, then only as they change (`broker/bridge_session.rs`), so a reconnect
-//! replays nothing.
+//! replays nothing; the queue's caps and the policy at them are the broker's
+//! (`broker/bridge_queue.rs`: publishers refused, never an acknowledged message dropped).
+//! MQTT 5 Message Expiry of queued messages ([`OutboundQueue::expiry_left`]): a message
+//! that expired before it was first sent is dropped ([`DropReason::Expired`]), every
+//! PUBLISH carries the time left, a resend of an expired QoS 1 flow is dropped and one of
+//! QoS 2 goes with 1 s left.
 
 mod backoff;
 mod connect;
@@ -183,6 +189,8 @@ pub enum DropReason {
     TooLarge { size: usize, max: u32 },
     /// Refused by a 5.0 upstream with this reason code.
     Refused(ReasonCode),
+    /// Its MQTT 5 Message Expiry Interval ran out before it could be sent [MQTT-3.3.2-5].
+    Expired,
 }
 
 /// Where the connection stands.
@@ -244,6 +252,10 @@ struct InFlight {
     seq: u64,
     /// Written at least once: a resend carries DUP.
     sent_before: bool,
+    /// The address it was last written to (`None`: not in this run, a flow resumed after
+    /// a restart). After a failover, a QoS 2 flow sent to the primary waits for it, one
+    /// released by a backup starts again with PUBLISH elsewhere (`InFlight::may_go_to`).
+    sent_at: Option<usize>,
 }
 
 /// One bridge's state machine. `Q` is its outbound queue.
@@ -266,6 +278,9 @@ pub struct Bridge<Q: OutboundQueue> {
     last_activity: Instant,
     ping_outstanding: bool,
     probe_at: Option<Instant>,
+    /// The primary answered a probe: no new flows on this backup link, back to the
+    /// primary once the flows in flight here are finished (or at the next probe).
+    leaving: bool,
     /// After a transient refusal: send nothing until then.
     resend_hold: Option<Instant>,
     inbuf: Vec<u8>,
@@ -311,6 +326,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             last_activity: now,
             ping_outstanding: false,
             probe_at: None,
+            leaving: false,
             resend_hold: None,
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -379,6 +395,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 on_link: false,
                 seq: self.seq,
                 sent_before: true,
+                sent_at: None,
             },
         );
         self.taken = Some(self.taken.map_or(id, |t| t.max(id)));
@@ -511,16 +528,27 @@ impl<Q: OutboundQueue> Bridge<Q> {
     pub fn handle_probe(&mut self, now: Instant, reachable: bool) {
         if let Phase::Up { index } = self.phase {
             if reachable && index != 0 && !self.s.bridge.round_robin {
-                self.send(&Packet::Disconnect(protocol::Disconnect {
-                    reason: ReasonCode::NORMAL_DISCONNECTION,
-                    properties: protocol::Properties::EMPTY,
-                }));
-                self.actions.push_back(Action::Close);
-                self.link_down();
-                self.plan.set(0);
-                self.dial(now);
+                if self.on_link > 0 && !self.leaving {
+                    // QoS 2 flows left unfinished here would hold slots of this
+                    // upstream's window until we come back (see `InFlight::sent_at`).
+                    self.leaving = true;
+                    return;
+                }
+                self.return_to_primary(now);
             }
         }
+    }
+
+    /// Leaves a backup link for the primary (cleanly: DISCONNECT, no will).
+    pub(super) fn return_to_primary(&mut self, now: Instant) {
+        self.send(&Packet::Disconnect(protocol::Disconnect {
+            reason: ReasonCode::NORMAL_DISCONNECTION,
+            properties: protocol::Properties::EMPTY,
+        }));
+        self.actions.push_back(Action::Close);
+        self.link_down();
+        self.plan.set(0);
+        self.dial(now);
     }
 
     /// Ends the bridge for good (its block was changed or removed by SIGHUP, or the broker
@@ -560,6 +588,14 @@ impl<Q: OutboundQueue> Bridge<Q> {
             Phase::Idle { .. } | Phase::Stopped => {}
         }
         self.phase = Phase::Stopped;
+    }
+
+    /// The address of the link that is up.
+    fn up_index(&self) -> Option<usize> {
+        match self.phase {
+            Phase::Up { index } => Some(index),
+            _ => None,
+        }
     }
 
     fn is_connected(&self) -> bool {
@@ -685,6 +721,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.inbuf.clear();
         self.ping_outstanding = false;
         self.probe_at = None;
+        self.leaving = false;
         self.resend_hold = None;
         self.control.clear();
         self.inflight.retain(|_, f| f.id.is_some());

@@ -11,8 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Instant;
 
-use crate::protocol::QoS;
+use crate::protocol::{Properties, PropertiesBuf, Property, QoS};
 
 /// A message's place in the queue: increasing in queue order, never reused.
 pub type QueueId = u64;
@@ -30,6 +31,21 @@ pub struct QueuedMessage {
     /// A 5.0 PUBLISH property block (without Topic Alias or Subscription Identifier),
     /// forwarded to a 5.0 upstream, dropped for 3.1.1. Usually empty.
     pub properties: Vec<u8>,
+}
+
+impl QueuedMessage {
+    /// Sets the Message Expiry Interval sent upstream to `left` seconds, replacing one set
+    /// for an earlier send [MQTT-3.3.2-6].
+    pub fn set_expiry(&mut self, left: u32) {
+        let mut buf = PropertiesBuf::new();
+        for p in Properties::from_encoded(&self.properties).iter() {
+            if !matches!(p, Property::MessageExpiryInterval(_)) {
+                buf.push(p);
+            }
+        }
+        buf.push(Property::MessageExpiryInterval(left));
+        self.properties = buf.as_properties().raw().to_vec();
+    }
 }
 
 /// Messages waiting for the upstream.
@@ -55,6 +71,14 @@ pub trait OutboundQueue {
     /// The upstream sent PUBREC for message `id`: only PUBREL remains (a durable queue
     /// records it, so a restart resumes at PUBREL).
     fn released(&mut self, _id: QueueId) {}
+    /// Seconds message `id` has left before it expires (MQTT 5 Message Expiry, counted
+    /// from when it was published, across restarts for a durable queue); `Some(0)`: it
+    /// has expired; `None`: it never does. A message that expired before it was first
+    /// sent is dropped [MQTT-3.3.2-5]; every PUBLISH of it carries the time left
+    /// [MQTT-3.3.2-6].
+    fn expiry_left(&self, _id: QueueId, _now: Instant) -> Option<u32> {
+        None
+    }
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -81,6 +105,8 @@ pub struct MemQueue {
     max_messages: usize,
     /// Topic + payload + properties bytes; 0 = no limit.
     max_bytes: usize,
+    /// When messages pushed with [`MemQueue::push_expiring`] expire.
+    expiries: BTreeMap<QueueId, Instant>,
 }
 
 impl MemQueue {
@@ -91,7 +117,15 @@ impl MemQueue {
             bytes: 0,
             max_messages,
             max_bytes,
+            expiries: BTreeMap::new(),
         }
+    }
+
+    /// Like [`MemQueue::push`], for a message that expires at `at`.
+    pub fn push_expiring(&mut self, msg: QueuedMessage, at: Instant) -> Result<QueueId, QueueFull> {
+        let id = self.push(msg)?;
+        self.expiries.insert(id, at);
+        Ok(id)
     }
 
     /// Appends `msg`, or refuses it when a bound would be exceeded.
@@ -133,10 +167,18 @@ impl OutboundQueue for MemQueue {
         if let Some(m) = self.messages.remove(&id) {
             self.bytes -= size(&m);
         }
+        self.expiries.remove(&id);
     }
 
     fn len(&self) -> usize {
         self.messages.len()
+    }
+
+    fn expiry_left(&self, id: QueueId, now: Instant) -> Option<u32> {
+        let left = self.expiries.get(&id)?.saturating_duration_since(now);
+        // Rounded up, as the broker does: 0 only once it has expired.
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(secs).unwrap_or(u32::MAX))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::protocol::{
     decode, Ack, Connack, Properties, ProtocolVersion, Publish, RetainHandling, SubscriptionOptions,
 };
 
+mod failover;
 mod inbound;
 
 const K: Duration = Duration::from_secs(60);
@@ -1194,6 +1195,17 @@ fn random_schedules_keep_the_window_and_never_leave_a_deadline_in_the_past() {
                     assert!(t > h.now, "seed {seed} step {step}: deadline in the past");
                 }
             }
+            // The primary answers some probes (all at the end, as time goes on): QoS 2
+            // flows sent to it wait for the bridge's return (`InFlight::sent_at`).
+            if calm && step % 10 == 0 {
+                h.advance(Duration::from_secs(1));
+            }
+            for a in h.actions() {
+                if let Action::Probe { .. } = a {
+                    let reachable = calm || rng.next_u64().is_multiple_of(2);
+                    h.b.handle_probe(h.now, reachable);
+                }
+            }
             // The upstream reads what was sent and answers some of it.
             for seen in h.sent() {
                 match seen {
@@ -1379,6 +1391,132 @@ fn resumed_flows_go_first_under_their_own_ids_and_pubrec_reaches_the_queue() {
     h.feed(Packet::Pubcomp(ack(9)));
     h.feed(Packet::Pubcomp(ack(3)));
     assert!(h.b.queue().is_empty());
+}
+
+/// The payload and Message Expiry Interval of each PUBLISH in `bytes` (5.0).
+fn expiries(bytes: &[u8]) -> Vec<(Vec<u8>, bool, Option<u32>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (p, n) = match decode(&bytes[at..], Some(ProtocolVersion::V5), u32::MAX) {
+            Ok(Status::Complete(x)) => x,
+            other => panic!("undecodable output {other:?}"),
+        };
+        if let Packet::Publish(p) = p {
+            let left = p.properties.iter().find_map(|x| match x {
+                Property::MessageExpiryInterval(s) => Some(s),
+                _ => None,
+            });
+            out.push((p.payload.to_vec(), p.dup, left));
+        }
+        at += n;
+    }
+    out
+}
+
+#[test]
+fn queued_v5_messages_go_with_the_expiry_they_have_left_and_not_once_expired() {
+    let mut h = h("bridge_protocol_version mqttv50\nnotifications false\nrestart_timeout 1\n");
+    let t0 = h.now;
+    let q = h.b.queue_mut();
+    let mut with_props = msg("out/t", QoS::AtLeastOnce, b"long");
+    with_props.properties = {
+        let mut pb = PropertiesBuf::new();
+        pb.push(Property::ContentType("text/plain"));
+        pb.as_properties().raw().to_vec()
+    };
+    q.push_expiring(
+        msg("out/t", QoS::AtLeastOnce, b"short"),
+        t0 + Duration::from_secs(10),
+    )
+    .unwrap();
+    q.push_expiring(with_props, t0 + Duration::from_secs(100))
+        .unwrap();
+    q.push(msg("out/t", QoS::AtLeastOnce, b"forever")).unwrap();
+    // The uplink comes up 30 s later.
+    h.now += Duration::from_secs(30);
+    h.connect();
+    let mut bytes = Vec::new();
+    h.b.poll_transmit(&mut bytes);
+    assert_eq!(
+        expiries(&bytes),
+        [
+            (b"long".to_vec(), false, Some(70)),
+            (b"forever".to_vec(), false, None)
+        ],
+        "[MQTT-3.3.2-5/6]: the expired one is not sent, the other has 70 s left"
+    );
+    let dropped: Vec<_> = h
+        .actions()
+        .into_iter()
+        .filter(|a| matches!(a, Action::Dropped { .. }))
+        .collect();
+    assert_eq!(
+        dropped,
+        [Action::Dropped {
+            id: 1,
+            why: DropReason::Expired
+        }]
+    );
+    assert_eq!(h.b.queue().len(), 2, "the expired one left the queue");
+    // Lost before the PUBACK; resent 20 s later with DUP and 50 s left, its other
+    // properties kept.
+    h.b.handle_closed(h.now);
+    h.now += Duration::from_secs(19);
+    h.advance(Duration::from_secs(1));
+    h.connect_with(true, &[]);
+    let mut bytes = Vec::new();
+    h.b.poll_transmit(&mut bytes);
+    let again = expiries(&bytes);
+    assert_eq!(again[0], (b"long".to_vec(), true, Some(50)));
+    let mut rest = &bytes[..];
+    loop {
+        let (p, n) = match decode(rest, Some(ProtocolVersion::V5), u32::MAX) {
+            Ok(Status::Complete(x)) => x,
+            other => panic!("no PUBLISH: {other:?}"),
+        };
+        if let Packet::Publish(p) = p {
+            assert_eq!(p.properties.content_type(), Some("text/plain"));
+            break;
+        }
+        rest = &rest[n..];
+    }
+}
+
+#[test]
+fn an_expired_flow_is_not_resent_at_qos1_and_resent_with_1s_left_at_qos2() {
+    let mut h = h("bridge_protocol_version mqttv50\nnotifications false\nrestart_timeout 1\n");
+    h.connect();
+    let at = h.now + Duration::from_secs(40);
+    let q = h.b.queue_mut();
+    q.push_expiring(msg("out/t", QoS::AtLeastOnce, b"q1"), at)
+        .unwrap();
+    q.push_expiring(msg("out/t", QoS::ExactlyOnce, b"q2"), at)
+        .unwrap();
+    h.b.handle_queued(h.now);
+    let mut bytes = Vec::new();
+    h.b.poll_transmit(&mut bytes);
+    assert_eq!(
+        expiries(&bytes),
+        [
+            (b"q1".to_vec(), false, Some(40)),
+            (b"q2".to_vec(), false, Some(40))
+        ]
+    );
+    h.actions();
+    // The link is lost before any ack; it is back a minute later.
+    h.b.handle_closed(h.now);
+    h.now += Duration::from_secs(59);
+    h.advance(Duration::from_secs(1));
+    h.connect_with(true, &[]);
+    let mut bytes = Vec::new();
+    h.b.poll_transmit(&mut bytes);
+    assert_eq!(expiries(&bytes), [(b"q2".to_vec(), true, Some(1))]);
+    assert!(h.actions().contains(&Action::Dropped {
+        id: 1,
+        why: DropReason::Expired
+    }));
+    assert_eq!(h.b.queue().len(), 1, "only the QoS 2 message is left");
 }
 
 #[test]

@@ -26,10 +26,22 @@
 //!   (`AwaitPubrel`, `Released`): [`Broker::bridge_receive_qos2`] before the publish (same
 //!   batch), [`Broker::bridge_released`] at PUBREL, [`Broker::bridge_awaiting_pubrel`]
 //!   after a restart.
+//! - The queue's caps and the policy at them (refuse publishers, never drop what was
+//!   acknowledged) are in `bridge_queue.rs`; they count what is queued and in flight.
+//! - MQTT 5 Message Expiry: what expired while queued is dropped by
+//!   [`Broker::bridge_take`] [MQTT-3.3.2-5]; [`BridgeOut::msg`] carries the deadline the
+//!   broker keeps for every queued message (stored with the time it was written, so the
+//!   wait counts across restarts), and the uplink sends `Message::remaining_expiry`
+//!   [MQTT-3.3.2-6], the same mechanism as deliveries to clients.
 //!
 //! A client that connects with the bridge's local client id takes the session over like
 //! any session; the bridge then re-creates it with [`Broker::bridge_session`]. Nothing
-//! here runs unless a bridge is configured: the publish path is unchanged.
+//! here runs unless a bridge is configured: without one, the publish path pays one check
+//! of an empty list (`bridge_queue.rs`).
+//!
+//! What remains (issue 14): a restart cannot tell the flows the last run had sent from
+//! those it had only taken for the uplink, so both are resumed as sent (DUP); an
+//! expired QoS 2 one of them goes up with 1 s left.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -118,6 +130,7 @@ impl Broker {
             // Online as far as expiry goes: the countdown of a restored session stops.
             self.journal.session_online(session, user_changed);
         }
+        self.bridge_queue_register(key, &client_id);
         self.bridge_subscriptions(key, filters, now);
         self.list_for_spill(key);
         key
@@ -286,6 +299,12 @@ impl Broker {
         }
         self.stats.messages_sent += out.len() as u64;
         session.release_idle_flows();
+        let added = out
+            .iter()
+            .filter(|o| o.packet_id.is_some())
+            .map(|o| o.msg.stored_len())
+            .sum();
+        self.bridge_inflight_bytes(key, added, 0);
         out
     }
 
@@ -324,7 +343,10 @@ impl Broker {
         let Some(i) = session.inflight().iter().position(|f| f.packet_id == pid) else {
             return false;
         };
-        session.inflight_mut().remove(i);
+        let removed = session
+            .inflight_mut()
+            .remove(i)
+            .map_or(0, |f| f.delivery.msg.stored_len());
         let packet_id = pid.get();
         self.journal
             .session(session, |session| Record::InflightDone {
@@ -332,6 +354,8 @@ impl Broker {
                 packet_id,
             });
         session.release_idle_flows();
+        // The upstream has it: a full episode may end (`bridge_queue.rs`).
+        self.bridge_inflight_bytes(key, 0, removed);
         true
     }
 

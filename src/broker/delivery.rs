@@ -16,7 +16,7 @@ use super::message::Message;
 use super::ondisk;
 use super::output::Output;
 use super::routing::Routed;
-use super::session::{Inflight, InflightState, Queued, Session};
+use super::session::{Inflight, InflightState, QueueLimits, Queued, Session};
 use super::subscriptions::SessionKey;
 use super::{conn_slot, Broker, Conn, ConnId, Stats};
 use crate::auth;
@@ -228,11 +228,19 @@ impl Broker {
         retain: bool,
         sub_ids: &[u32],
     ) {
-        let limits = self.queue_limits();
+        let bridge = self.bridge_queue_of(key);
+        let msg = routed.shared(&self.meter);
+        let limits = match bridge {
+            // A bridge's queue has caps and a policy of its own (`bridge_queue.rs`).
+            Some(i) if !self.bridge_admits(i, msg.stored_len()) => {
+                return self.bridge_queue_refused(i)
+            }
+            Some(_) => QueueLimits::default(),
+            None => self.queue_limits(),
+        };
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let msg = routed.shared(&self.meter);
         if session.enqueue(
             Queued {
                 msg: msg.clone(),
@@ -254,6 +262,8 @@ impl Broker {
             // An offline persistent session's queue moves to disk once written
             // (`ondisk.rs`).
             self.list_for_spill(key);
+        } else if let Some(i) = bridge {
+            self.bridge_queue_refused(i);
         } else {
             self.stats.dropped_queue_full += 1;
             if session.overflow_episode_starts() {

@@ -215,6 +215,9 @@ pub enum CloseReason {
     /// it has no way to be told no, so, as Mosquitto does, the connection is closed (the
     /// client resends the message after reconnecting).
     MemoryLimit,
+    /// A 3.1/3.1.1 client sent a QoS 1/2 PUBLISH for a bridge whose outbound queue is full
+    /// (`bridge_queue.rs`): closed as for [`CloseReason::MemoryLimit`].
+    BridgeQueueFull,
 }
 
 impl CloseReason {
@@ -303,7 +306,7 @@ impl CloseReason {
             CloseReason::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
             CloseReason::ConnectRefused(code) => code,
             CloseReason::ConnackTooLarge => ReasonCode::PACKET_TOO_LARGE,
-            CloseReason::MemoryLimit => ReasonCode::QUOTA_EXCEEDED,
+            CloseReason::MemoryLimit | CloseReason::BridgeQueueFull => ReasonCode::QUOTA_EXCEEDED,
         }
     }
 }
@@ -369,6 +372,9 @@ impl fmt::Display for CloseReason {
                 f.write_str("no longer admitted by the reloaded configuration")
             }
             CloseReason::MemoryLimit => f.write_str("QoS 1/2 message refused: over memory_limit"),
+            CloseReason::BridgeQueueFull => {
+                f.write_str("QoS 1/2 message refused: a bridge's outbound queue is full")
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
-//! PUBLISH from a client: topic aliases, validation, the `memory_limit` policy, the
-//! inbound QoS 2 state (ids awaiting PUBREL), retained storage and wills, then routing
-//! (`routing.rs`) and the PUBACK/PUBREC answer.
+//! PUBLISH from a client: topic aliases, validation, the `memory_limit` and bridge queue
+//! refusals, the inbound QoS 2 state (ids awaiting PUBREL), retained storage and wills,
+//! then routing (`routing.rs`) and the PUBACK/PUBREC answer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +20,16 @@ use crate::store::Record;
 /// Clients may not publish to `$SYS` (Mosquitto denies it too), nor to `$share/...`.
 fn publish_allowed(topic: &str) -> bool {
     !(topic == "$SYS" || topic.starts_with("$SYS/") || topic.starts_with("$share/"))
+}
+
+/// Why a PUBLISH is refused before it is routed (`Broker::refuse_publish`).
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// The broker is over `memory_limit` (`memory.rs`).
+    Memory,
+    /// The outbound queue of this bridge (an index of `bridge_queues`) is full
+    /// (`bridge_queue.rs`).
+    BridgeQueue(usize),
 }
 
 impl Broker {
@@ -66,7 +76,11 @@ impl Broker {
         self.stats.publish_bytes_received += p.payload.len() as u64;
         // A retained clear frees memory, so it is let through.
         if !(p.retain && p.payload.is_empty()) && self.check_memory() {
-            return self.refuse_over_memory(id, key, &p, v5, now);
+            return self.refuse_publish(id, key, &p, v5, Refusal::Memory, now);
+        }
+        // A bridge's outbound queue at its cap (`bridge_queue.rs`).
+        if let Some(bridge) = self.bridge_refusing(key, &p, topic) {
+            return self.refuse_publish(id, key, &p, v5, Refusal::BridgeQueue(bridge), now);
         }
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(pid)) => {
@@ -124,23 +138,25 @@ impl Broker {
         true
     }
 
-    /// A PUBLISH while the broker is over `memory_limit`. Mosquitto, whose allocations fail
-    /// at its `memory_limit`, closes the connection of a client whose message it cannot
-    /// store ("disconnected due to out of memory"). wrenmq drops QoS 0 (nothing promised
-    /// it); refuses QoS 1/2 from a 5.0 client with PUBACK/PUBREC 0x97 quota exceeded,
-    /// which ends the flow [MQTT-4.3.3-4] and keeps the connection; and closes a 3.1.1
-    /// client's connection as Mosquitto does, since PUBACK would claim a delivery that did
-    /// not happen. A QoS 2 retransmission already accepted is still acknowledged.
-    fn refuse_over_memory(
+    /// A PUBLISH the broker cannot take: over `memory_limit`, or for a bridge whose
+    /// outbound queue is full. Mosquitto, whose allocations fail at its `memory_limit`,
+    /// closes the connection of a client whose message it cannot store ("disconnected due
+    /// to out of memory"). wrenmq drops QoS 0 (nothing promised it); refuses QoS 1/2 from a
+    /// 5.0 client with PUBACK/PUBREC 0x97 quota exceeded, which ends the flow
+    /// [MQTT-4.3.3-4] and keeps the connection; and closes a 3.1.1 client's connection as
+    /// Mosquitto does, since PUBACK would claim a delivery that did not happen. A QoS 2
+    /// retransmission already accepted is still acknowledged.
+    fn refuse_publish(
         &mut self,
         id: ConnId,
         key: SessionKey,
         p: &Publish<'_>,
         v5: bool,
+        why: Refusal,
         now: Instant,
     ) -> bool {
         let (Some(pid), true) = (p.packet_id, p.qos > QoS::AtMostOnce) else {
-            self.stats.dropped_memory_limit += 1;
+            self.count_refusal(why);
             return true;
         };
         let retransmission = p.qos == QoS::ExactlyOnce
@@ -152,9 +168,13 @@ impl Broker {
             self.send_held(id, &Packet::Pubrec(ack(pid, ReasonCode::SUCCESS)));
             return true;
         }
-        self.stats.dropped_memory_limit += 1;
+        self.count_refusal(why);
         if !v5 {
-            self.close(id, CloseReason::MemoryLimit, now, true);
+            let reason = match why {
+                Refusal::Memory => CloseReason::MemoryLimit,
+                Refusal::BridgeQueue(_) => CloseReason::BridgeQueueFull,
+            };
+            self.close(id, reason, now, true);
             return false;
         }
         let reply = ack(pid, puback_code(Outcome::QuotaExceeded, v5));
@@ -164,6 +184,13 @@ impl Broker {
             self.send_held(id, &Packet::Pubrec(reply));
         }
         true
+    }
+
+    fn count_refusal(&mut self, why: Refusal) {
+        match why {
+            Refusal::Memory => self.stats.dropped_memory_limit += 1,
+            Refusal::BridgeQueue(bridge) => self.bridge_queue_refused(bridge),
+        }
     }
 
     /// Drops `pid` from the session's inbound QoS 2 ids awaiting PUBREL.

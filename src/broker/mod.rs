@@ -19,6 +19,8 @@
 //! - `output.rs`: every route bytes take to a client (send now, hold until durable, deliver
 //!   by QoS) and the loop's side of the write buffers (`poll_transmit`, `handle_durable`).
 //! - `close.rs`: ending connections and sessions.
+//! - `bridge_session.rs`: a bridge's local side, whose queue is its outbound queue;
+//!   `bridge_queue.rs`: that queue's caps and the policy at them.
 //! - `error.rs`: why the broker refuses or closes, and every reason code it decides.
 //! - `session.rs`: the per-client-id state; `subscriptions.rs`: the filter → session table;
 //!   `retained.rs`: the retained store and retained-delivery jobs; `message.rs`: the shared
@@ -59,6 +61,7 @@
 //! PUBLISH; the policy at the limit is in `inbound.rs` (`refuse_over_memory`).
 
 mod acks;
+mod bridge_queue;
 mod bridge_session;
 mod client_ids;
 mod close;
@@ -291,6 +294,9 @@ pub struct Broker {
     disk: ondisk::DiskState,
     /// Instants as 8-byte stamps, for `Conn::last_activity`.
     stamps: Stamps,
+    /// The bridges' sessions with their queue caps (`bridge_queue.rs`); empty without
+    /// bridges.
+    bridge_queues: Vec<bridge_queue::BridgeQueue>,
 }
 
 /// Instants as nanoseconds after the first one seen (an `Instant` takes 16 bytes). The
@@ -412,6 +418,7 @@ impl Broker {
             sessions_full_logged: false,
             disk: ondisk::DiskState::default(),
             stamps: Stamps::default(),
+            bridge_queues: Vec::new(),
         }
     }
 

@@ -67,7 +67,7 @@ pub struct Inflight {
     pub state: InflightState,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueLimits {
     /// 0 = no limit.
     pub max_messages: usize,

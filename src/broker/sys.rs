@@ -37,6 +37,8 @@ pub struct Stats {
     pub dropped_queue_full: u64,
     /// Incoming messages dropped or refused because the broker was over `memory_limit`.
     pub dropped_memory_limit: u64,
+    /// Messages refused or dropped because a bridge's outbound queue was full.
+    pub dropped_bridge_queue: u64,
     /// Packets of any type received.
     pub packets_received: u64,
     /// Packets other than PUBLISH sent (acknowledgements, CONNACK, SUBACK, PINGRESP...).
@@ -58,7 +60,10 @@ pub struct Stats {
 impl Stats {
     /// Messages dropped for any reason (`$SYS/broker/publish/messages/dropped`).
     pub fn dropped(&self) -> u64 {
-        self.dropped_slow_consumer + self.dropped_queue_full + self.dropped_memory_limit
+        self.dropped_slow_consumer
+            + self.dropped_queue_full
+            + self.dropped_memory_limit
+            + self.dropped_bridge_queue
     }
 }
 

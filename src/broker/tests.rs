@@ -1087,6 +1087,7 @@ fn replaying_the_journal_restores_sessions_queues_inflight_and_retained() {
 mod auth;
 mod bounds;
 mod bridge;
+mod bridge_queue;
 mod limits;
 mod ondisk;
 mod restore;

@@ -24,6 +24,13 @@ use crate::protocol::{ProtocolVersion, QoS};
 /// The MQTT port, for `address` entries without one.
 pub const DEFAULT_BRIDGE_PORT: u16 = 1883;
 
+/// `bridge_max_queued_messages` by default: a million 16-byte index entries, 16 MiB of RAM.
+pub const DEFAULT_BRIDGE_QUEUED_MESSAGES: usize = 1_000_000;
+/// `bridge_max_queued_bytes` by default: 128 MiB of messages in the data files, which an SD
+/// card holds with room to spare (Mosquitto keeps its bridge queue in RAM and bounds it
+/// only by the global `max_queued_messages`, 1000 by default, dropping the rest).
+pub const DEFAULT_BRIDGE_QUEUED_BYTES: usize = 128 << 20;
+
 /// One `connection` block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BridgeConfig {
@@ -86,6 +93,15 @@ pub struct BridgeConfig {
     /// `bridge_max_packet_size` (default 0 = no limit): the largest packet sent to the
     /// upstream; with a 5.0 upstream the smaller of this and its Maximum Packet Size.
     pub max_packet_size: u32,
+    /// `bridge_max_queued_messages` (wrenmq; default [`DEFAULT_BRIDGE_QUEUED_MESSAGES`], 0 =
+    /// no limit): messages the outbound queue holds behind those in flight. RAM per queued
+    /// message is a 16-byte index entry, so this bounds the queue's memory.
+    pub max_queued_messages: usize,
+    /// `bridge_max_queued_bytes` (wrenmq; default [`DEFAULT_BRIDGE_QUEUED_BYTES`], 0 = no
+    /// limit): topic, payload and MQTT 5 property bytes the outbound queue holds, kept in
+    /// the data files: the queue's disk bound. At either bound new QoS 1/2 messages for
+    /// the bridge are refused to their publisher (`broker/bridge_queue.rs`).
+    pub max_queued_bytes: usize,
     /// `bridge_bind_address`: the local address the outgoing connection uses.
     pub bind_address: Option<IpAddr>,
     /// TLS to the upstream; `None` = plain TCP (neither `bridge_cafile` nor `bridge_capath`).
@@ -260,6 +276,8 @@ impl BridgeConfig {
             attempt_unsubscribe: true,
             outgoing_retain: true,
             max_packet_size: 0,
+            max_queued_messages: DEFAULT_BRIDGE_QUEUED_MESSAGES,
+            max_queued_bytes: DEFAULT_BRIDGE_QUEUED_BYTES,
             bind_address: None,
             tls: None,
         }

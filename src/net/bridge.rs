@@ -21,6 +21,8 @@
 //!   ahead of the uplink, and acks go back to the broker (`bridge_done`, `bridge_pubrec`)
 //!   at the next sync, in the same loop turn, before the turn's journal batch is
 //!   submitted.
+//! - The queue's caps (`bridge_max_queued_*`) go to the broker when a bridge starts
+//!   (`Broker::bridge_queue_limits`).
 //! - Inbound messages are published as the session; their acks upstream wait until the
 //!   journal batch that holds them is durable (`BridgeDurable`). Inbound QoS 2 ids are
 //!   the session's awaiting-PUBREL list (journaled with the message, given back to the
@@ -52,11 +54,12 @@ use super::token;
 #[cfg(feature = "tls")]
 use super::transport::tls::{ClientTls, ClientTlsSettings};
 use super::transport::{ReadState, Transport};
-use crate::bridge::{Action, Bridge, InboundAck, QueuedMessage, Settings, XorShift};
-use crate::broker::{BridgeDurable, BridgeOut, Broker, SessionKey};
+use crate::bridge::{Action, Bridge, DropReason, InboundAck, QueuedMessage, Settings, XorShift};
+use crate::broker::{BridgeDurable, BridgeOut, Broker, QueueLimits, SessionKey};
 use crate::config::bridge::BridgeConfig;
-use crate::protocol::{PacketId, QoS};
+use crate::protocol::QoS;
 use dial::{Dialing, Dns};
+use queue::expiring;
 pub use queue::SessionQueue;
 use resolve::Wake;
 
@@ -235,7 +238,7 @@ impl Uplinks {
         for o in broker.bridge_inflight(key) {
             match upstream(&settings, &o) {
                 Some(m) => {
-                    let id = queue.stage(o.packet_id, m.clone(), 0);
+                    let id = queue.stage(o.packet_id, m.clone(), 0, expiring(&o));
                     if let Some(pid) = o.packet_id {
                         resumed.push((id, pid, m, o.released));
                     }
@@ -248,6 +251,11 @@ impl Uplinks {
             }
         }
         queue.waiting = broker.bridge_queued(key);
+        let limits = QueueLimits {
+            max_messages: b.max_queued_messages,
+            max_bytes: b.max_queued_bytes,
+        };
+        broker.bridge_queue_limits(key, &b.name, limits);
         // Backoff jitter differs per bridge and per start (Mosquitto jitters too).
         let mut seed = [0u8; 8];
         let _ = getrandom::getrandom(&mut seed);
@@ -554,18 +562,18 @@ impl Uplink {
         if room > 0 && broker.bridge_queued(key) > 0 {
             let taken = broker.bridge_take(key, room, now);
             let batch = broker.bridge_pending_batch().unwrap_or(0);
-            let mapped: Vec<(Option<PacketId>, Option<QueuedMessage>)> = taken
+            let mapped: Vec<(&BridgeOut, Option<QueuedMessage>)> = taken
                 .iter()
-                .map(|o| (o.packet_id, upstream(self.bridge.settings(), o)))
+                .map(|o| (o, upstream(self.bridge.settings(), o)))
                 .collect();
             let q = self.bridge.queue_mut();
-            for (pid, m) in mapped {
+            for (o, m) in mapped {
                 match m {
                     Some(m) => {
-                        q.stage(pid, m, batch);
+                        q.stage(o.packet_id, m, batch, expiring(o));
                         added = true;
                     }
-                    None => q.done.extend(pid),
+                    None => q.done.extend(o.packet_id),
                 }
             }
         }
@@ -636,6 +644,12 @@ impl Uplink {
                 BridgeDurable::After(seq) => self.acks.push((seq, ack, true)),
             },
             Action::InboundReset => broker.bridge_inbound_reset(self.key),
+            // [MQTT-3.3.2-5] an expired message is dropped as the broker drops one for a
+            // client: quietly.
+            Action::Dropped {
+                id,
+                why: DropReason::Expired,
+            } => debug!("bridge {}: message {id} expired in the queue", self.name()),
             Action::Dropped { id, why } => {
                 warn!("bridge {}: message {id} dropped: {why:?}", self.name());
             }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod proxy;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

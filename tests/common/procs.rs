@@ -16,12 +16,21 @@ impl Drop for Killed {
     }
 }
 
-/// A loopback port nothing listens on right now.
+/// A free loopback port, never one this test binary handed out before (the kernel may
+/// give the same port to two binds in a row once the first socket is closed).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits (at most `secs`) until something accepts on 127.0.0.1:`port`.
@@ -62,14 +71,17 @@ pub fn start_mosquitto(dir: &Path, port: u16) -> Killed {
     guard
 }
 
-/// wrenmq's binary with `conf` (its listener on 127.0.0.1:`port`), logging warnings to the
-/// test's stderr; waits at most `secs` for the listener (recovery of a large store takes
+/// wrenmq's binary with `conf` (its listener on 127.0.0.1:`port`), logging warnings (or
+/// what `WRENMQ_TEST_LOG` says, e.g. `info`, when debugging a test) to the test's stderr; waits at most `secs` for the listener (recovery of a large store takes
 /// a while).
 pub fn start_wrenmq(conf: &Path, port: u16, secs: u64) -> Killed {
     let child = Command::new(env!("CARGO_BIN_EXE_wrenmq"))
         .arg("-c")
         .arg(conf)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("WRENMQ_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -79,10 +79,20 @@ def pytest_collection_modifyitems(config, items):
 # ------------------------------------------------------------------ process
 
 
+_given_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one this run handed out before: the kernel may return
+    the same port to two binds in a row once the first socket is closed (a five-listener
+    config once got one port twice)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 def _find_mosquitto() -> str:

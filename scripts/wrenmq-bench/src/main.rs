@@ -16,12 +16,16 @@
 //! wrenmq-bench fanin    [--pubs 50] [--qos 0|1] [--payload 16] [--duration 5]
 //!                       [--sub-clean 1|0] [--sub-id ID]
 //! wrenmq-bench fill     [--msgs 1000000] [--pubs 10] [--payload 16] [--sub-id ID]
+//!                       [--sub 1|0] [--sub-host ADDR]
+//! wrenmq-bench drain    --sub-host ADDR [--msgs 100000] [--client-id ID] [--t0-ns NS] [--idle 5]
 //! wrenmq-bench ready    [--t0-ns NS] [--timeout 300] [--client-id ID] [--clean 1|0]
 //! wrenmq-bench fanout   [--subs 100] [--payload 16] [--duration 5]
 //! wrenmq-bench latency  [--rate 2000] [--qos 0] [--payload 16] [--duration 5]
 //! wrenmq-bench conns    [--count 10000] [--keepalive 60] [--hold 3] --pid PID
 //! wrenmq-bench subscale [--exact 100000] [--wildcards 1000] [--duration 5]
 //! common: [--host 127.0.0.1:1883] [--label NAME] [--pid PID] [--window N] [--max-msgs N]
+//!         [--sub-host ADDR] (fanin, fill: the subscriber on another broker) [--up-pid PID]
+//!         [--spin 1|0] (0: sleep in poll while the publishers wait, see `Flow::spin`)
 //! wrenmq-bench handshakes [--count 500] [--concurrency 16]   (with WRENMQ_BENCH_TLS_CA)
 //! environment: WRENMQ_BENCH_V5=1 makes every client speak MQTT 5.0 instead of 3.1.1;
 //!   WRENMQ_BENCH_TLS_CA=ca.pem makes every client connect over TLS (any scenario)
@@ -34,7 +38,15 @@
 //! publishes `--msgs` QoS 1 messages (all acknowledged) that the broker must queue for it;
 //! `ready` measures how long after `--t0-ns` (wall clock, `date +%s%N` before the broker
 //! was started) a TCP connect succeeds and a CONNACK arrives, i.e. the broker's recovery.
+//!
+//! Bridges (issue 14): `--host` is the bridging broker (publishers), `--sub-host` its
+//! upstream (the subscriber), so `fanin --sub-host UP` measures the forwarding rate
+//! through the bridge; `fill --sub 0` queues messages for a bridge whose upstream is
+//! down, and `drain` reconnects a persistent subscriber on the upstream once it is back
+//! and times the bridge's drain. `--up-pid` adds the upstream's CPU (`up_cpu`), to tell
+//! whether the upstream was the bottleneck.
 
+mod bridge;
 mod net;
 mod tls;
 
@@ -112,12 +124,14 @@ impl Line {
     }
 }
 
-/// Measures this process's and the broker's CPU time over a phase.
+/// Measures this process's and the broker's CPU time over a phase (and, given
+/// `--up-pid`, the upstream broker's in the bridge scenarios: `up_cpu`).
 struct CpuMeter {
     pid: Option<String>,
     wall: Instant,
     gen: f64,
     broker: f64,
+    up: Option<(String, f64)>,
 }
 
 impl CpuMeter {
@@ -127,7 +141,17 @@ impl CpuMeter {
             wall: Instant::now(),
             gen: cpu_seconds("self").unwrap_or(0.0),
             broker: pid.as_deref().and_then(cpu_seconds).unwrap_or(0.0),
+            up: None,
         }
+    }
+
+    /// Also meters the upstream broker named by `--up-pid`, if any.
+    fn upstream(mut self, args: &Args) -> CpuMeter {
+        self.up = args
+            .opts
+            .get("up-pid")
+            .map(|p| (p.clone(), cpu_seconds(p).unwrap_or(0.0)));
+        self
     }
 
     fn finish(&self, line: &mut Line) {
@@ -137,6 +161,10 @@ impl CpuMeter {
         if let Some(pid) = self.pid.as_deref() {
             let b = cpu_seconds(pid).unwrap_or(0.0) - self.broker;
             line.f("broker_cpu", b / wall);
+        }
+        if let Some((pid, c0)) = &self.up {
+            let u = cpu_seconds(pid).unwrap_or(0.0) - c0;
+            line.f("up_cpu", u / wall);
         }
     }
 }
@@ -191,6 +219,11 @@ struct Flow {
     max_msgs: u64,
     /// How long to wait for stragglers after the last publish.
     drain: Duration,
+    /// Poll without sleeping while the window has credit (the default: the generator has
+    /// a core of its own). `--spin 0` sleeps in `poll` until an event instead: the bridge
+    /// scenarios share the generator's core with the upstream broker, which a spinning
+    /// generator would starve while the publishers wait for their PUBACKs.
+    spin: bool,
 }
 
 struct FlowResult {
@@ -249,7 +282,7 @@ fn run_flow(net: &mut Net, flow: &Flow) -> FlowResult {
             sent += m;
         }
         let before = received;
-        let timeout = if credit > 0 {
+        let timeout = if credit > 0 && flow.spin {
             Duration::ZERO
         } else {
             Duration::from_millis(1)
@@ -284,6 +317,16 @@ fn addr(args: &Args) -> Result<SocketAddr, String> {
     h.parse().map_err(|_| format!("--host: bad address {h}"))
 }
 
+/// Where the subscriber connects: `--sub-host` (the upstream of a bridge), else `--host`.
+fn sub_addr(args: &Args) -> Result<SocketAddr, String> {
+    match args.opts.get("sub-host") {
+        None => addr(args),
+        Some(h) => h
+            .parse()
+            .map_err(|_| format!("--sub-host: bad address {h}")),
+    }
+}
+
 fn prefix(tag: &str) -> String {
     format!("wb{}{tag}", std::process::id())
 }
@@ -313,7 +356,7 @@ fn fanin(args: &Args, line: &mut Line) -> Result<(), String> {
     let qos = args.qos()?;
     let payload: usize = args.num("payload", 16)?;
     let clean = sub_clean(args)?;
-    let mut net = Net::new(addr(args)?).map_err(|e| e.to_string())?;
+    let mut net = Net::new(sub_addr(args)?).map_err(|e| e.to_string())?;
     let sub = if clean {
         net.open(1, &prefix("s"), 60, 64, setup_deadline())?
     } else {
@@ -322,6 +365,7 @@ fn fanin(args: &Args, line: &mut Line) -> Result<(), String> {
     };
     let n = net.subscribe(sub, &["bench/#".to_string()], qos, 1);
     net.wait_subacks(n, setup_deadline())?;
+    net.addr = addr(args)?;
     let first = net.open(pubs, &prefix("p"), 60, 64, setup_deadline())?;
     let flow = Flow {
         pubs: (first..first + pubs).collect(),
@@ -335,8 +379,9 @@ fn fanin(args: &Args, line: &mut Line) -> Result<(), String> {
         duration: Duration::from_secs_f64(args.num("duration", 5.0)?),
         max_msgs: args.num("max-msgs", 50_000_000)?,
         drain: Duration::from_secs_f64(args.num("drain", 1.0)?),
+        spin: args.num::<u8>("spin", 1)? != 0,
     };
-    let cpu = CpuMeter::start(&args.opts.get("pid").cloned());
+    let cpu = CpuMeter::start(&args.opts.get("pid").cloned()).upstream(args);
     let written = broker_write_bytes(args);
     let r = run_flow(&mut net, &flow);
     line.kv("qos", qos as u8)
@@ -371,16 +416,22 @@ fn fill(args: &Args, line: &mut Line) -> Result<(), String> {
     let pub_window: u32 = args.num("pub-window", 20)?;
     let timeout = Duration::from_secs_f64(args.num("timeout", 600.0)?);
     let id = args.str("sub-id", "wrenmq-bench-durable");
-    let mut net = Net::new(addr(args)?).map_err(|e| e.to_string())?;
-    let sub = net.open_as(&id, false, 60, setup_deadline())?;
-    let n = net.subscribe(sub, &["bench/#".to_string()], QoS::AtLeastOnce, 1);
-    net.wait_subacks(n, setup_deadline())?;
-    net.send(sub, &[0xE0, 0x00]); // DISCONNECT: the session stays, offline
+    let mut net = Net::new(sub_addr(args)?).map_err(|e| e.to_string())?;
     let mut ignore = |_: usize, _: &Incoming<'_>| {};
-    let bye = Instant::now() + Duration::from_secs(5);
-    while !net.conns[sub].st.closed && Instant::now() < bye {
-        net.turn(Some(Duration::from_millis(5)), &mut ignore);
+    // `--sub 0`: publishers only (the bridge scenarios queue for the uplink, and the
+    // persistent subscriber, if any, lives on the upstream).
+    let subs = usize::from(args.num::<u8>("sub", 1)? != 0);
+    if subs == 1 {
+        let sub = net.open_as(&id, false, 60, setup_deadline())?;
+        let n = net.subscribe(sub, &["bench/#".to_string()], QoS::AtLeastOnce, 1);
+        net.wait_subacks(n, setup_deadline())?;
+        net.send(sub, &[0xE0, 0x00]); // DISCONNECT: the session stays, offline
+        let bye = Instant::now() + Duration::from_secs(5);
+        while !net.conns[sub].st.closed && Instant::now() < bye {
+            net.turn(Some(Duration::from_millis(5)), &mut ignore);
+        }
     }
+    net.addr = addr(args)?;
     let first = net.open(pubs, &prefix("p"), 60, 64, setup_deadline())?;
     let templates: Vec<Template> = (0..pubs)
         .map(|k| Template::publish(&format!("bench/{k}"), QoS::AtLeastOnce, payload))
@@ -416,7 +467,7 @@ fn fill(args: &Args, line: &mut Line) -> Result<(), String> {
             }
         }
         net.turn(Some(Duration::from_millis(1)), &mut ignore);
-        if (sent >= msgs && inflight(&net) == 0) || start.elapsed() > timeout || net.closed > 1 {
+        if (sent >= msgs && inflight(&net) == 0) || start.elapsed() > timeout || net.closed > subs {
             break;
         }
     }
@@ -429,8 +480,14 @@ fn fill(args: &Args, line: &mut Line) -> Result<(), String> {
         .kv("acked", acked)
         .f("secs", secs)
         .f("msgs_per_s", acked as f64 / secs)
-        .kv("closed", net.closed.saturating_sub(1));
+        .kv("closed", net.closed.saturating_sub(subs));
     cpu.finish(line);
+    if let Some(pid) = args.opts.get("pid") {
+        // What the broker holds with the messages queued (the bridge scenarios: queued
+        // for the uplink).
+        line.kv("rss_kb", status_field(pid, "VmRSS").unwrap_or(0))
+            .kv("hwm_kb", status_field(pid, "VmHWM").unwrap_or(0));
+    }
     if acked < msgs {
         return Err(format!("only {acked} of {msgs} messages acknowledged"));
     }
@@ -524,6 +581,7 @@ fn fanout(args: &Args, line: &mut Line) -> Result<(), String> {
         duration: Duration::from_secs_f64(args.num("duration", 5.0)?),
         max_msgs: args.num("max-msgs", 10_000_000)?,
         drain: Duration::from_secs_f64(args.num("drain", 1.0)?),
+        spin: args.num::<u8>("spin", 1)? != 0,
     };
     let cpu = CpuMeter::start(&args.opts.get("pid").cloned());
     let r = run_flow(&mut net, &flow);
@@ -733,6 +791,7 @@ fn subscale(args: &Args, line: &mut Line) -> Result<(), String> {
         duration: Duration::from_secs_f64(args.num("duration", 5.0)?),
         max_msgs: args.num("max-msgs", 50_000_000)?,
         drain: Duration::from_secs_f64(args.num("drain", 1.0)?),
+        spin: args.num::<u8>("spin", 1)? != 0,
     };
     let cpu = CpuMeter::start(&args.opts.get("pid").cloned());
     let r = run_flow(&mut net, &flow);
@@ -758,7 +817,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("wrenmq-bench: {e}");
             eprintln!(
-                "usage: wrenmq-bench fanin|fanout|latency|conns|subscale|fill|ready [--key value]..."
+                "usage: wrenmq-bench fanin|fanout|latency|conns|subscale|fill|drain|ready [--key value]..."
             );
             return ExitCode::from(2);
         }
@@ -767,6 +826,7 @@ fn main() -> ExitCode {
     let result = match args.scenario.as_str() {
         "fanin" => fanin(&args, &mut line),
         "fill" => fill(&args, &mut line),
+        "drain" => bridge::drain(&args, &mut line),
         "ready" => ready(&args, &mut line),
         "fanout" => fanout(&args, &mut line),
         "latency" => latency(&args, &mut line),

@@ -63,7 +63,9 @@ pub struct Net {
     dirty: Vec<usize>,
     /// Events of the current turn, copied out of `events` (reused).
     ready: Vec<(usize, bool, bool)>,
-    addr: SocketAddr,
+    /// Where the next connections go (a scenario may switch it between `open` calls, e.g.
+    /// the bridge scenarios' subscriber on the upstream, publishers on the bridging broker).
+    pub addr: SocketAddr,
     /// Totals over all connections.
     pub connacks: usize,
     pub subacks: usize,

@@ -5,7 +5,7 @@ use super::*;
 use crate::protocol::{PropertiesBuf, Property};
 
 /// Acknowledgement and CONNACK codes a 5.0 client got, in order.
-fn codes5(h: &mut Harness, id: ConnId) -> Vec<(&'static str, u8)> {
+pub(super) fn codes5(h: &mut Harness, id: ConnId) -> Vec<(&'static str, u8)> {
     h.drain_closes();
     while h.broker.poll_transmit().is_some() {}
     let bytes = match h.closed.get_mut(&id) {
@@ -46,7 +46,7 @@ fn connect5(client_id: &str) -> Connect<'_> {
 }
 
 /// Opens and connects a 5.0 client, swallowing its CONNACK.
-fn client5(h: &mut Harness, client_id: &str) -> ConnId {
+pub(super) fn client5(h: &mut Harness, client_id: &str) -> ConnId {
     let id = h.open();
     h.send(id, Packet::Connect(connect5(client_id)));
     assert_eq!(codes5(h, id), vec![("connack", 0)]);

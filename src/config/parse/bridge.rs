@@ -47,6 +47,8 @@ pub(in crate::config) const BRIDGE_KEYS: &[&str] = &[
     "bridge_attempt_unsubscribe",
     "bridge_outgoing_retain",
     "bridge_max_packet_size",
+    "bridge_max_queued_messages",
+    "bridge_max_queued_bytes",
     "bridge_bind_address",
     "bridge_cafile",
     "bridge_capath",
@@ -269,6 +271,12 @@ fn apply_key(b: &mut BridgeConfig, line: &Line<'_>) -> Result<Applied, ConfigErr
                 i64::from(MQTT_MAX_PACKET_SIZE),
                 "0 (no limit) or a size in bytes",
             )? as u32;
+        }
+        "bridge_max_queued_messages" => {
+            b.max_queued_messages = line.usize("0 (no limit) or a message count")?;
+        }
+        "bridge_max_queued_bytes" => {
+            b.max_queued_bytes = line.usize("0 (no limit) or a byte count")?;
         }
         "bridge_bind_address" => {
             let w = line.word()?;

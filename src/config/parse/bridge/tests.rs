@@ -522,3 +522,19 @@ fn every_bridge_key_is_known_inside_a_connection() {
         }
     }
 }
+
+#[test]
+fn bridge_queue_caps_default_to_a_disk_bound_and_are_per_connection() {
+    let b = bridge("");
+    assert_eq!(b.max_queued_messages, 1_000_000);
+    assert_eq!(b.max_queued_bytes, 128 << 20);
+    let b = bridge("bridge_max_queued_messages 0\nbridge_max_queued_bytes 4096\n");
+    assert_eq!((b.max_queued_messages, b.max_queued_bytes), (0, 4096));
+    assert_eq!(
+        err_line4("bridge_max_queued_bytes 1G\n"),
+        "/etc/w.conf:4: bridge_max_queued_bytes: invalid value '1G' \
+         (expected 0 (no limit) or a byte count)"
+    );
+    // A bridge key outside a `connection` block is an error, as the others are.
+    assert!(err("bridge_max_queued_bytes 4096\n").contains("bridge_max_queued_bytes"));
+}
