@@ -70,6 +70,10 @@ const QUEUED: usize = 1 << (usize::BITS - 1);
 /// QoS 1 fan-in). A few dozen boxes of 56 bytes cost nothing by comparison.
 const SPARE_MAX: usize = 64;
 
+/// The spare boxes: boxed on purpose, a connection takes the box itself.
+#[allow(clippy::vec_box)]
+type Spare = Vec<Box<Pending>>;
+
 impl Outbox {
     /// The output, allocated if the connection had none.
     #[cfg(test)]
@@ -108,7 +112,7 @@ impl Outbox {
 
     /// Gives the allocation back to `spare` (or the heap), and its count in `out_bytes`,
     /// once nothing is written or held and the connection is not on the transmit list.
-    fn release_if_idle(&mut self, out_bytes: &mut usize, spare: &mut Vec<Box<Pending>>) {
+    fn release_if_idle(&mut self, out_bytes: &mut usize, spare: &mut Spare) {
         let idle = self.0.as_deref().is_some_and(|p| {
             p.buf.is_empty() && p.held.is_empty() && p.counted_queued & QUEUED == 0
         });
@@ -158,7 +162,7 @@ pub(super) struct Output {
     /// Connections with held output.
     holding: Vec<ConnId>,
     /// Empty output boxes for reuse (at most [`SPARE_MAX`]).
-    spare: Vec<Box<Pending>>,
+    spare: Spare,
 }
 
 impl Output {

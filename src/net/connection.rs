@@ -521,20 +521,18 @@ impl Connection {
             // Already listed for the next turn (see `read`).
             return LingerStep::Capped;
         }
-        let budget_left = READ_BUDGET;
         let (Some(stream), Some(linger)) = (self.stream.as_mut(), linger_of(&mut self.side)) else {
             return LingerStep::Done;
         };
-        let mut used = 0;
-        let step = loop {
+        let mut left = READ_BUDGET;
+        loop {
             if linger.drained >= LINGER_MAX_BYTES {
                 break LingerStep::Done;
             }
-            let budget = budget_left - used;
-            if budget == 0 {
+            if left == 0 {
                 break LingerStep::Capped;
             }
-            let limit = budget.min(scratch.len());
+            let limit = left.min(scratch.len());
             match stream.read(&mut scratch[..limit]) {
                 Ok(0) => {
                     // The peer closed its side. Final bytes not yet written may still
@@ -547,15 +545,14 @@ impl Connection {
                     };
                 }
                 Ok(n) => {
-                    used += n;
+                    left -= n;
                     linger.drained += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break LingerStep::Wait,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break LingerStep::Done,
             }
-        };
-        step
+        }
     }
 }
 
