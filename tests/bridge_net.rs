@@ -9,13 +9,14 @@
 //! Needs `mosquitto` and `mosquitto-clients` (scripts/test.sh installs them).
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::procs::{free_port, mosquitto_bin, start_mosquitto, wait_listening, Killed};
+use common::proxy::open_gate;
 use common::proxy::FaultProxy;
 
 fn start_wrenmq(conf: &Path, port: u16) -> Killed {
@@ -39,28 +40,6 @@ fn publish(port: u16, topic: &str, qos: &str, range: std::ops::Range<u32>) {
         }
     }
     assert!(child.wait().unwrap().success());
-}
-
-/// A forwarder from 127.0.0.1:`from` to 127.0.0.1:`to`, for the life of the process.
-fn open_gate(from: u16, to: u16) {
-    let listener = TcpListener::bind(("127.0.0.1", from)).expect("gate port");
-    std::thread::spawn(move || {
-        for down in listener.incoming().flatten() {
-            let Ok(up) = TcpStream::connect(("127.0.0.1", to)) else {
-                continue;
-            };
-            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
-            let (mut d, mut u) = (down, up);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut d, &mut u);
-                let _ = u.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut u2, &mut d2);
-                let _ = d2.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -11,7 +11,7 @@
 //! Needs `mosquitto` and `mosquitto-clients` (scripts/test.sh installs them).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::procs::{free_port, start_mosquitto, start_wrenmq, Killed};
+use common::proxy::open_gate;
 use common::Client;
 use wrenmq::protocol::{
     decode, Connect, Packet, Properties, PropertiesBuf, Property, ProtocolVersion, Publish, QoS,
@@ -30,28 +31,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A forwarder from 127.0.0.1:`from` to 127.0.0.1:`to`, for the life of the process.
-fn open_gate(from: u16, to: u16) {
-    let listener = TcpListener::bind(("127.0.0.1", from)).expect("gate port");
-    std::thread::spawn(move || {
-        for down in listener.incoming().flatten() {
-            let Ok(up) = TcpStream::connect(("127.0.0.1", to)) else {
-                continue;
-            };
-            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
-            let (mut d, mut u) = (down, up);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut d, &mut u);
-                let _ = u.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut u2, &mut d2);
-                let _ = d2.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
 }
 
 /// A minimal MQTT 5.0 client on the crate's codec: PUBLISH with properties, and the

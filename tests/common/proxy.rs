@@ -269,3 +269,25 @@ fn pump(s: &Shared, c: &Conn, to_upstream: bool) {
     }
     c.close();
 }
+
+/// A plain forwarder (no faults) from 127.0.0.1:`from` to 127.0.0.1:`to`, for the life of the process.
+pub fn open_gate(from: u16, to: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", from)).expect("gate port");
+    std::thread::spawn(move || {
+        for down in listener.incoming().flatten() {
+            let Ok(up) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            let (mut d, mut u) = (down, up);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d, &mut u);
+                let _ = u.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut u2, &mut d2);
+                let _ = d2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}
