@@ -162,7 +162,12 @@ fn upstream(s: &Settings, o: &BridgeOut) -> Option<QueuedMessage> {
         payload: o.msg.payload[..].into(),
         qos,
         retain: o.retain,
-        properties: o.msg.properties[..].into(),
+        // Usually empty: an empty `Arc<[u8]>` needs no allocation of its own.
+        properties: if o.msg.properties.is_empty() {
+            Default::default()
+        } else {
+            o.msg.properties[..].into()
+        },
     })
 }
 
