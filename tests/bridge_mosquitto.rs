@@ -120,10 +120,10 @@ fn run_against_stock_mosquitto(version: &str) {
         queue
             .push(QueuedMessage {
                 topic: format!("out/{}", i % 7),
-                payload: i.to_string().into_bytes(),
+                payload: i.to_string().into_bytes().into(),
                 qos: QoS::ExactlyOnce,
                 retain: false,
-                properties: Vec::new(),
+                properties: Default::default(),
             })
             .unwrap();
     }

@@ -221,10 +221,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
         }
         let msg = super::QueuedMessage {
             topic: self.s.notification_topic.clone(),
-            payload: b"1".to_vec(),
+            payload: b"1"[..].into(),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Vec::new(),
+            properties: Default::default(),
         };
         self.start_flow(None, msg);
     }

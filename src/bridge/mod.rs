@@ -70,11 +70,12 @@
 mod backoff;
 mod connect;
 mod flow;
+mod pid_map;
 mod queue;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::bridge::{BridgeAddress, BridgeConfig, StartType};
@@ -84,6 +85,7 @@ pub use backoff::{Rng, XorShift};
 pub use queue::{MemQueue, OutboundQueue, QueueFull, QueueId, QueuedMessage};
 
 use backoff::{AddressPlan, Backoff};
+use pid_map::PidMap;
 
 /// While connected to a backup address (without `round_robin`), how often the primary is
 /// probed (Mosquitto: every 5 s).
@@ -107,6 +109,8 @@ pub struct Settings {
     /// The largest packet accepted from the upstream: the broker's `max_packet_size`
     /// (announced to a 5.0 upstream). `Settings::new` sets MQTT's maximum.
     pub max_packet_in: u32,
+    /// `BridgeTopic::out_filter` of each of `bridge.topics`, in order (for `route_out`).
+    out_filters: Vec<Option<String>>,
 }
 
 impl Settings {
@@ -114,6 +118,7 @@ impl Settings {
         Settings {
             remote_clientid: bridge.remote_clientid(hostname),
             notification_topic: bridge.notification_topic(hostname),
+            out_filters: bridge.topics.iter().map(|t| t.out_filter()).collect(),
             bridge,
             max_inflight,
             max_packet_in: crate::config::MQTT_MAX_PACKET_SIZE,
@@ -127,7 +132,11 @@ impl Settings {
         self.bridge
             .topics
             .iter()
-            .find_map(|t| t.map_out(topic).map(|remote| (remote, qos.min(t.qos))))
+            .zip(&self.out_filters)
+            .find_map(|(t, f)| {
+                let remote = t.map_out_with(f.as_deref(), topic)?;
+                Some((remote, qos.min(t.qos)))
+            })
     }
 }
 
@@ -287,16 +296,16 @@ pub struct Bridge<Q: OutboundQueue> {
     out: Vec<u8>,
     actions: VecDeque<Action>,
     // Outbound.
-    inflight: HashMap<u16, InFlight>,
+    inflight: PidMap<InFlight>,
     on_link: usize,
     /// The last queue id taken into flight (or written at QoS 0).
     taken: Option<QueueId>,
     next_pid: u16,
     seq: u64,
     /// SUBSCRIBE/UNSUBSCRIBE packet ids awaiting their ack, with the SUBSCRIBE's filters.
-    control: HashMap<u16, Vec<String>>,
+    control: PidMap<Vec<String>>,
     // Inbound QoS 2 ids published locally (value: durable) and awaiting PUBREL.
-    inbound_qos2: HashMap<u16, bool>,
+    inbound_qos2: PidMap<bool>,
     /// Inbound QoS 1 ids handed to the caller and not yet acknowledged (dedupe only).
     inbound_qos1: HashSet<u16>,
 }
@@ -331,13 +340,13 @@ impl<Q: OutboundQueue> Bridge<Q> {
             inbuf: Vec::new(),
             out: Vec::new(),
             actions: VecDeque::new(),
-            inflight: HashMap::new(),
+            inflight: PidMap::default(),
             on_link: 0,
             taken: None,
             next_pid: 1,
             seq: 0,
-            control: HashMap::new(),
-            inbound_qos2: HashMap::new(),
+            control: PidMap::default(),
+            inbound_qos2: PidMap::default(),
             inbound_qos1: HashSet::new(),
         };
         b.notify_local(false);

@@ -1,6 +1,7 @@
 //! The bridge against a scripted upstream, with a fake clock: every byte the bridge
 //! sends is decoded as the upstream would, and every answer is encoded by our codec.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -87,10 +88,10 @@ fn h_custom(extra: &str, seed: u64, tweak: impl FnOnce(&mut Settings)) -> H {
 fn msg(topic: &str, qos: QoS, payload: &[u8]) -> QueuedMessage {
     QueuedMessage {
         topic: topic.into(),
-        payload: payload.to_vec(),
+        payload: payload.into(),
         qos,
         retain: false,
-        properties: Vec::new(),
+        properties: Default::default(),
     }
 }
 
@@ -401,7 +402,7 @@ fn topics_are_remapped_both_ways() {
             payload: b"v".to_vec(),
             qos: QoS::AtMostOnce,
             retain: true,
-            properties: Vec::new(),
+            properties: Default::default(),
             ack: None,
         })]
     );
@@ -1423,7 +1424,7 @@ fn queued_v5_messages_go_with_the_expiry_they_have_left_and_not_once_expired() {
     with_props.properties = {
         let mut pb = PropertiesBuf::new();
         pb.push(Property::ContentType("text/plain"));
-        pb.as_properties().raw().to_vec()
+        pb.as_properties().raw().into()
     };
     q.push_expiring(
         msg("out/t", QoS::AtLeastOnce, b"short"),

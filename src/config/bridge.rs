@@ -363,6 +363,26 @@ impl BridgeTopic {
         )
     }
 
+    /// This line's local filter when it sends messages upstream and the filter is valid
+    /// (what [`BridgeTopic::map_out`] checks each time): computed once per line by the
+    /// bridge, for [`BridgeTopic::map_out_with`].
+    pub fn out_filter(&self) -> Option<String> {
+        let f = self.local_filter();
+        (self.is_out() && topic::is_valid_topic_filter(&f)).then_some(f)
+    }
+
+    /// [`BridgeTopic::map_out`] given this line's [`BridgeTopic::out_filter`]: the bridge
+    /// maps every forwarded message, and building the filter each time was a large share
+    /// of its CPU per message.
+    pub fn map_out_with(&self, out_filter: Option<&str>, local_topic: &str) -> Option<String> {
+        remap_valid(
+            out_filter?,
+            self.local_prefix.as_deref(),
+            self.remote_prefix.as_deref(),
+            local_topic,
+        )
+    }
+
     /// The local topic for a remote `topic`, if this line brings it in: the remote prefix
     /// replaced by the local one (Mosquitto's `bridge__remap_topic_in`).
     pub fn map_in(&self, remote_topic: &str) -> Option<String> {
@@ -387,7 +407,15 @@ fn join(prefix: Option<&str>, pattern: Option<&str>) -> String {
 
 /// `topic` matches `filter` (prefix `from` + pattern): strip `from`, add `to`.
 fn remap(filter: &str, from: Option<&str>, to: Option<&str>, topic: &str) -> Option<String> {
-    if !topic::is_valid_topic_filter(filter) || !topic::matches(filter, topic) {
+    if !topic::is_valid_topic_filter(filter) {
+        return None;
+    }
+    remap_valid(filter, from, to, topic)
+}
+
+/// [`remap`] for a `filter` already known valid.
+fn remap_valid(filter: &str, from: Option<&str>, to: Option<&str>, topic: &str) -> Option<String> {
+    if !topic::matches(filter, topic) {
         return None;
     }
     let rest = match from {

@@ -159,10 +159,15 @@ fn upstream(s: &Settings, o: &BridgeOut) -> Option<QueuedMessage> {
     let (topic, qos) = s.route_out(&o.msg.topic, o.qos)?;
     Some(QueuedMessage {
         topic,
-        payload: o.msg.payload.to_vec(),
+        payload: o.msg.payload[..].into(),
         qos,
         retain: o.retain,
-        properties: o.msg.properties.to_vec(),
+        // Usually empty: an empty `Arc<[u8]>` needs no allocation of its own.
+        properties: if o.msg.properties.is_empty() {
+            Default::default()
+        } else {
+            o.msg.properties[..].into()
+        },
     })
 }
 

@@ -129,16 +129,16 @@ mod tests {
     fn m(qos: QoS, p: &str) -> QueuedMessage {
         QueuedMessage {
             topic: "t".into(),
-            payload: p.as_bytes().to_vec(),
+            payload: p.as_bytes().into(),
             qos,
             retain: false,
-            properties: Vec::new(),
+            properties: Default::default(),
         }
     }
 
     fn payloads(v: &[(QueueId, QueuedMessage)]) -> Vec<String> {
         v.iter()
-            .map(|(_, m)| String::from_utf8(m.payload.clone()).unwrap())
+            .map(|(_, m)| String::from_utf8(m.payload.to_vec()).unwrap())
             .collect()
     }
 
