@@ -28,13 +28,12 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::procs::{free_port, mosquitto_bin, start_wrenmq, wait_listening, Killed};
+use common::procs::{free_port, start_mosquitto_with, start_wrenmq, Killed};
 use common::proxy::FaultProxy;
 use common::{Client, Got};
 use wrenmq::protocol::ReasonCode;
@@ -70,25 +69,11 @@ fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 /// subscriber, which drains slower than the bridge delivers after an outage (at the
 /// stock 1000, Mosquitto would drop what the test is there to count).
 fn start_upstream(dir: &Path, port: u16) -> Killed {
-    let conf = dir.join(format!("mosquitto-{port}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_inflight_messages 20\nmax_queued_messages 0\n"
-        ),
+    start_mosquitto_with(
+        dir,
+        port,
+        "max_inflight_messages 20\nmax_queued_messages 0\n",
     )
-    .expect("write mosquitto.conf");
-    let child = Command::new(mosquitto_bin())
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto (apt install mosquitto, or scripts/test.sh)");
-    let guard = Killed(child);
-    wait_listening(port, "mosquitto", 10);
-    guard
 }
 
 /// wrenmq's config: a persistent broker on `local` bridging `out/#` at `qos` to

@@ -53,10 +53,16 @@ pub fn mosquitto_bin() -> &'static str {
 /// A stock Mosquitto on 127.0.0.1:`port` (only the listener, anonymous access and no
 /// persistence set), its config written into `dir`.
 pub fn start_mosquitto(dir: &Path, port: u16) -> Killed {
-    let conf = dir.join("mosquitto.conf");
+    start_mosquitto_with(dir, port, "")
+}
+
+/// As [`start_mosquitto`], with `extra` config lines; the file is named after the port,
+/// so several can run from one directory.
+pub fn start_mosquitto_with(dir: &Path, port: u16, extra: &str) -> Killed {
+    let conf = dir.join(format!("mosquitto-{port}.conf"));
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"),
     )
     .expect("write mosquitto.conf");
     let child = Command::new(mosquitto_bin())
