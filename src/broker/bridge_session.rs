@@ -482,10 +482,13 @@ impl Broker {
         if !self.journal.holds {
             return BridgeDurable::Now;
         }
-        let last = self
-            .journal
-            .open_batch()
-            .unwrap_or(self.journal.seq.saturating_sub(1));
+        let last = match self.journal.open_batch() {
+            Some(open) => open,
+            None => {
+                self.journal.await_submitted();
+                self.journal.seq.saturating_sub(1)
+            }
+        };
         if last > self.journal.durable {
             BridgeDurable::After(last)
         } else {
@@ -504,7 +507,17 @@ impl Broker {
     /// only once this batch is durable: were it sent first and the record lost in a
     /// crash, the restarted bridge would send it again under a new packet id, and the
     /// upstream would deliver it twice.
-    pub fn bridge_pending_batch(&self) -> Option<u64> {
-        self.journal.open_batch().filter(|_| self.journal.holds)
+    ///
+    /// `wait`: somebody will wait for it (a QoS 2 message, a PUBREL), so it is fsynced at
+    /// once; QoS 1 messages alone leave it to be fsynced lazily (`journal.rs`).
+    pub fn bridge_pending_batch(&self, wait: bool) -> Option<u64> {
+        if !self.journal.holds {
+            return None;
+        }
+        if wait {
+            self.journal.open_batch()
+        } else {
+            self.journal.open_seq()
+        }
     }
 }

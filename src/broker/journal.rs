@@ -18,6 +18,13 @@
 //! held output holds every delivery behind it, so the client sees packets in order.
 //! Which packet takes which route is decided in `output.rs` only.
 //!
+//! Waiting is what makes a batch urgent: a batch whose number somebody took to wait for
+//! ([`Journal::open_batch`]) is fsynced at once; one nobody waits for (a bridge's record
+//! of what the upstream acknowledged, QoS 1 messages taken for the uplink) is submitted
+//! lazily (`store::Store::submit_lazy`): written at once, fsynced with the next urgent
+//! batch or soon after. Waiting for a batch already submitted ([`Journal::await_submitted`])
+//! asks the store to fsync what it holds lazily.
+//!
 //! Wall-clock time: expiry must count across a restart, and `Instant` starts again with
 //! every boot, so records that start a countdown (a session going offline, a message's
 //! expiry) carry Unix milliseconds. The broker never reads a clock: the caller hands it a
@@ -25,6 +32,7 @@
 //! monotonic `now` of each call. Without one (tests, persistence off) those records carry
 //! 0, "unknown", and a restart counts from zero as v1 files do.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -63,6 +71,14 @@ pub(super) struct Journal {
     pub seq: u64,
     /// Highest batch known durable.
     pub durable: u64,
+    /// Somebody waits for the open batch (took its number from `open_batch`).
+    awaited: Cell<bool>,
+    /// Whether the batch `take_batch` returned last is waited for.
+    pub taken_awaited: bool,
+    /// The last batch submitted with nobody waiting for it.
+    lazy_submitted: u64,
+    /// Somebody waits for a batch submitted lazily: the store should fsync now.
+    sync_submitted: Cell<bool>,
     next_message_id: u64,
     next_session_id: u64,
     /// Where persisted times come from; `None` until the caller gives one.
@@ -86,6 +102,10 @@ impl Journal {
             buf: Vec::new(),
             seq: 1,
             durable: 0,
+            awaited: Cell::new(false),
+            taken_awaited: false,
+            lazy_submitted: 0,
+            sync_submitted: Cell::new(false),
             next_message_id: 1,
             next_session_id: 1,
             wall: None,
@@ -274,6 +294,10 @@ impl Journal {
         }
         let seq = self.seq;
         self.seq += 1;
+        self.taken_awaited = self.awaited.replace(false);
+        if !self.taken_awaited {
+            self.lazy_submitted = seq;
+        }
         // The next batch starts with room for one like this (up to `BATCH_CAPACITY_HINT`):
         // grown from empty, a busy turn's batch was reallocated and copied a dozen times,
         // a large share of the CPU per message under load.
@@ -281,10 +305,33 @@ impl Journal {
         Some((seq, std::mem::replace(&mut self.buf, next)))
     }
 
-    /// The batch records written now go into, if it has any yet: durable output produced
-    /// now waits for it (see `output.rs`).
+    /// The batch records written now go into, if it has any yet, for output that waits
+    /// for it (see `output.rs`): the batch is then fsynced at once (module docs).
     pub fn open_batch(&self) -> Option<u64> {
+        let open = self.open_seq();
+        if open.is_some() {
+            self.awaited.set(true);
+        }
+        open
+    }
+
+    /// The open batch's number, if it has records, without waiting for it.
+    pub fn open_seq(&self) -> Option<u64> {
         (!self.buf.is_empty()).then_some(self.seq)
+    }
+
+    /// Somebody waits for every batch submitted so far: if one was submitted lazily and
+    /// is not durable yet, the store is asked to fsync it now ([`Journal::take_sync`]).
+    pub fn await_submitted(&self) {
+        if self.lazy_submitted > self.durable {
+            self.sync_submitted.set(true);
+        }
+    }
+
+    /// Whether the store should fsync its lazily written batches now (see
+    /// [`Journal::await_submitted`]); asks once.
+    pub fn take_sync(&self) -> bool {
+        self.sync_submitted.replace(false)
     }
 }
 
@@ -314,6 +361,33 @@ mod tests {
         journal.session(&session, |session| Record::SessionDelete { session });
         assert!(journal.open_bytes() > opened);
         assert_eq!(journal.open_batch(), Some(journal.seq));
+    }
+
+    #[test]
+    fn a_batch_is_urgent_only_when_somebody_took_its_number() {
+        let mut journal = Journal::new(true);
+        let mut session = Session::new(Arc::from("c"), false);
+        journal.persist_session(&mut session);
+        // Looked at, not waited for: lazy.
+        assert_eq!(journal.open_seq(), Some(1));
+        let (seq, _) = journal.take_batch().expect("records");
+        assert!(!journal.taken_awaited, "nobody waits for batch {seq}");
+        // Waiting for a lazy batch already submitted asks the store to fsync, once.
+        journal.await_submitted();
+        assert!(journal.take_sync() && !journal.take_sync());
+        journal.durable = seq;
+        journal.await_submitted();
+        assert!(!journal.take_sync(), "durable already: nothing to ask");
+        // A waiter makes the open batch urgent; the next one starts lazy again.
+        journal.session(&session, |session| Record::SessionDelete { session });
+        assert_eq!(journal.open_batch(), Some(2));
+        journal.take_batch().expect("records");
+        assert!(journal.taken_awaited);
+        journal.session(&session, |session| Record::SessionDelete { session });
+        journal.take_batch().expect("records");
+        assert!(!journal.taken_awaited);
+        // An empty batch has no number to wait for and stays lazy.
+        assert_eq!(journal.open_batch(), None);
     }
 
     #[test]

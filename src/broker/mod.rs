@@ -742,6 +742,18 @@ impl Broker {
         self.journal.take_batch()
     }
 
+    /// Whether somebody waits for the batch [`Broker::poll_journal`] returned last: it
+    /// goes to the store for an fsync at once; otherwise it may be fsynced lazily.
+    pub fn journal_awaited(&self) -> bool {
+        self.journal.taken_awaited
+    }
+
+    /// Whether somebody now waits for a batch submitted lazily: the store should fsync
+    /// it at once. Answers true once per request.
+    pub fn journal_wants_sync(&self) -> bool {
+        self.journal.take_sync()
+    }
+
     /// Bytes of records this turn has journaled so far (the batch `poll_journal` returns
     /// next): the loop counts them against its journal budget while it reads.
     pub fn journal_bytes(&self) -> usize {

@@ -243,6 +243,7 @@ impl Output {
     ) {
         let submitted = journal.seq.saturating_sub(1);
         if journal.holds && submitted > journal.durable && out.held().is_empty() {
+            journal.await_submitted();
             let spare = &mut self.spare;
             let p = out.0.get_or_insert_with(|| spare.pop().unwrap_or_default());
             p.held.push((submitted, Vec::new()));

@@ -342,15 +342,31 @@ impl Uplinks {
     }
 
     /// Once per loop turn, after the events and timers and before the turn's journal
-    /// batch goes to the store: timers, acks to the broker, new messages from the
-    /// session, inbound acks now durable, actions and writes.
-    pub fn turn(&mut self, broker: &mut Broker, registry: &Registry, now: Instant) {
+    /// batch goes to the store: acks that arrived during the turn, timers, acks to the
+    /// broker, new messages from the session, inbound acks now durable, actions and
+    /// writes.
+    ///
+    /// The uplink is read again here, not only on its readiness event: on 3.1.1 the
+    /// window is small (20 by default) and the upstream answers within the turn, so
+    /// refilling the window from acks read at the end of the turn instead of after the
+    /// next `poll` keeps it full while the turn serves the publishers (a spare `read`
+    /// that would block costs one syscall per bridge and turn).
+    pub fn turn(
+        &mut self,
+        broker: &mut Broker,
+        registry: &Registry,
+        scratch: &mut [u8],
+        now: Instant,
+    ) {
         for answer in self.dns.answers() {
             if let Some(l) = self.links.iter_mut().find(|l| l.dial.asked(answer.id)) {
                 l.handle_answer(registry, &mut self.dns, answer, now);
             }
         }
         for l in &mut self.links {
+            if l.stream.is_some() && !l.dialing {
+                l.read(registry, scratch, now);
+            }
             if l.bridge.poll_timeout().is_some_and(|t| t <= now) {
                 l.bridge.handle_timeout(now);
             }
@@ -566,7 +582,8 @@ impl Uplink {
         let mut added = false;
         if room > 0 && broker.bridge_queued(key) > 0 {
             let taken = broker.bridge_take(key, room, now);
-            let batch = broker.bridge_pending_batch().unwrap_or(0);
+            let qos2 = taken.iter().any(|o| o.qos == QoS::ExactlyOnce);
+            let batch = broker.bridge_pending_batch(qos2).unwrap_or(0);
             let mapped: Vec<(&BridgeOut, Option<QueuedMessage>)> = taken
                 .iter()
                 .map(|o| (o, upstream(self.bridge.settings(), o)))

@@ -74,7 +74,14 @@ impl Core {
             return;
         };
         if let Some((seq, batch)) = self.broker.poll_journal() {
-            store.submit(seq, batch);
+            if self.broker.journal_awaited() {
+                store.submit(seq, batch);
+            } else {
+                store.submit_lazy(seq, batch);
+            }
+        }
+        if self.broker.journal_wants_sync() {
+            store.sync_soon();
         }
         store.take_located(&mut self.located);
         self.broker.handle_written(&self.located, Instant::now());

@@ -246,8 +246,9 @@ fn bridge_inbound_qos2_ids_are_journaled_with_the_message_and_survive_a_restart(
     let BridgeDurable::After(seq) = d else {
         panic!("must wait for the log, got {d:?}");
     };
-    assert_eq!(h.broker.bridge_pending_batch(), Some(seq));
+    assert_eq!(h.broker.bridge_pending_batch(true), Some(seq));
     write(&mut h, &src, 1);
+    assert!(h.broker.journal_awaited(), "somebody waits for that batch");
     // PUBREL for 8: its release is journaled and the PUBCOMP waits for it.
     let d = h.broker.bridge_released(key, p8);
     assert!(matches!(d, BridgeDurable::After(s) if s > seq), "{d:?}");
