@@ -315,6 +315,9 @@ impl Broker {
         self.bridges_up.retain(|k| *k != key);
         if up {
             self.bridges_up.push(key);
+        } else {
+            // What the uplink was draining from memory goes to disk now (`ondisk.rs`).
+            self.list_for_spill(key);
         }
     }
 

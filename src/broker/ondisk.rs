@@ -13,7 +13,10 @@
 //!   written its batch (`Broker::handle_written`) and stores it in the message; offline
 //!   sessions that queued messages since ("spill" list) then swap their in-memory entries
 //!   for disk entries, front first, and the messages are freed once nothing else holds
-//!   them. Online sessions keep their queue in memory (it is being drained).
+//!   them. Online sessions keep their queue in memory (it is being drained), and so does
+//!   a bridge's session while its uplink is up and its queue is short
+//!   ([`BRIDGE_IN_MEMORY`]): spilled, every forwarded message was read back from disk
+//!   milliseconds after it was written.
 //! - Restart: recovery knows where every record is, so queues are rebuilt as disk
 //!   entries without reading a payload into memory.
 //! - Snapshots write a disk entry as an `EnqueueAt` record (its location, no payload)
@@ -46,6 +49,12 @@ use super::{Broker, SessionKey};
 use crate::protocol::QoS;
 use crate::store::record::decode_payload;
 use crate::store::{FrameSource, Location, ReadError, Record};
+
+/// A bridge's queue stays in memory while its uplink is up and it holds at most this many
+/// messages and [`BRIDGE_IN_MEMORY_BYTES`]; beyond, or with the uplink down, it goes to
+/// disk like an offline session's.
+pub const BRIDGE_IN_MEMORY: usize = 4096;
+pub const BRIDGE_IN_MEMORY_BYTES: usize = 4 << 20;
 
 /// Entries read ahead per pump step at least, so that one `pread` serves many.
 pub const LOAD_AHEAD: usize = 32;
@@ -375,12 +384,17 @@ impl Broker {
         let sessions = &mut self.sessions;
         let journal = &mut self.journal;
         let entries = &mut self.queued_entries;
+        let bridges_up = &self.bridges_up;
         self.disk.spill.retain(|&key| {
             let Some(s) = sessions.get_mut(key) else {
                 return false;
             };
             let in_memory = s.queue().len();
+            let draining = bridges_up.contains(&key)
+                && s.queued_len() <= BRIDGE_IN_MEMORY
+                && s.queued_bytes() <= BRIDGE_IN_MEMORY_BYTES;
             let waiting = s.conn().is_none()
+                && !draining
                 && s.spill(meter, |m| journal.relocate(m, now)) == Spill::Waiting;
             // Spilled entries are counted as disk entries now (`memory_limit`).
             *entries = entries.saturating_sub(in_memory.saturating_sub(s.queue().len()));

@@ -65,6 +65,40 @@ fn bridge_queue_holds_out_topics_on_disk_and_acks_remove_them() {
 }
 
 #[test]
+fn bridge_queue_stays_in_memory_while_the_uplink_is_up_and_short() {
+    let src = FakeSource::default();
+    let mut h = broker_on(&src);
+    let key = h
+        .broker
+        .bridge_session(ID, None, false, &out_filters(), h.now);
+    h.broker.bridge_link(key, true);
+    let p = h.client(connect("p", true, 0));
+    publish_n(&mut h, p, "out/a", 0..5);
+    write(&mut h, &src, 1);
+    let s = h.broker.session(ID).unwrap();
+    assert_eq!(
+        (s.queued_len(), s.queue().len()),
+        (5, 5),
+        "kept for the uplink"
+    );
+    // The uplink goes down: the queue goes to disk.
+    h.broker.bridge_link(key, false);
+    publish_n(&mut h, p, "out/a", 5..6);
+    write(&mut h, &src, 1);
+    let s = h.broker.session(ID).unwrap();
+    assert_eq!((s.queued_len(), s.queue().len()), (6, 0), "on disk");
+    // Up again, a backlog beyond the in-memory bound goes to disk too.
+    h.broker.bridge_link(key, true);
+    let n = crate::broker::ondisk::BRIDGE_IN_MEMORY;
+    publish_n(&mut h, p, "out/a", 6..n + 7);
+    write(&mut h, &src, 1);
+    let s = h.broker.session(ID).unwrap();
+    assert_eq!((s.queued_len(), s.queue().len()), (n + 7, 0), "spilled");
+    let taken = h.broker.bridge_take(key, n + 7, h.now);
+    assert_eq!(payloads(&taken), expected(0..n + 7), "in order");
+}
+
+#[test]
 fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
