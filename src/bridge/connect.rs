@@ -116,7 +116,8 @@ impl<Q: OutboundQueue> Bridge<Q> {
             (index != 0 && !self.s.bridge.round_robin).then(|| now + super::PRIMARY_RETRY);
         self.subscribe();
         self.notify_local(true);
-        self.notify_upstream();
+        let b = &self.s.bridge;
+        self.notify_pending = b.notifications && !b.notifications_local_only;
         self.pump(now);
     }
 
@@ -213,12 +214,12 @@ impl<Q: OutboundQueue> Bridge<Q> {
     }
 
     /// "1" upstream, retained, as a QoS 1 message outside the queue (not resent: the
-    /// next link sends its own).
-    fn notify_upstream(&mut self) {
-        let b = &self.s.bridge;
-        if !b.notifications || b.notifications_local_only {
-            return;
-        }
+    /// next link sends its own). It takes a slot of the window like any flow, after the
+    /// flows resent on a resumed session: an upstream still holding our QoS 2 flows from
+    /// the last link counts them against its quota until their PUBREL, and Mosquitto
+    /// drops a client that publishes beyond it (a reconnect loop, found by the fault
+    /// battery: the "1" went first, into a full quota, at every reconnect).
+    pub(super) fn notify_upstream(&mut self) {
         let msg = super::QueuedMessage {
             topic: self.s.notification_topic.clone(),
             payload: b"1"[..].into(),

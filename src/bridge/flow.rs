@@ -69,6 +69,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
         let window = usize::from(self.limits.window);
         let before = self.out.len();
         self.resend(window, now);
+        if self.notify_pending && self.on_link < window {
+            self.notify_pending = false;
+            self.notify_upstream();
+        }
         // Nothing new on a link we are leaving; we go once what is here is finished.
         if self.leaving && self.on_link == 0 {
             self.return_to_primary(now);
@@ -167,15 +171,19 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 // Released by another upstream: only it would deliver the message on
                 // PUBREL. Here it is a new message: PUBLISH (DUP) again, never PUBREL.
                 f.stage = Stage::Published;
+                f.release_held = false;
             }
             f.sent_at = Some(index);
             let stage = f.stage;
+            let release_held = f.release_held;
             self.on_link += 1;
             let Some(packet_id) = PacketId::new(pid) else {
                 continue;
             };
             match stage {
                 Stage::Published => self.write_publish(packet_id, true),
+                // Held: `handle_release_durable` sends it.
+                Stage::Released if release_held => {}
                 Stage::Released => self.send_ack(Packet::Pubrel, packet_id),
             }
         }
@@ -232,6 +240,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 on_link: true,
                 seq: self.seq,
                 sent_before: false,
+                release_held: false,
                 sent_at: self.up_index(),
             },
         );
@@ -302,10 +311,33 @@ impl<Q: OutboundQueue> Bridge<Q> {
         if f.stage != Stage::Released {
             f.stage = Stage::Released;
             if let Some(id) = f.id {
-                self.queue.released(id);
+                // The PUBREL waits until the PUBREC is durable: sent first and the record
+                // lost in a power cut, the restarted bridge would PUBLISH again under this
+                // id, and an upstream that completed the flow would deliver it twice.
+                f.release_held = !self.queue.released(id);
             }
         }
-        self.send_ack(Packet::Pubrel, a.packet_id);
+        if !f.release_held {
+            self.send_ack(Packet::Pubrel, a.packet_id);
+        }
+    }
+
+    /// The queue recorded the PUBREC of flow `pid` durably ([`OutboundQueue::released`]
+    /// returned false): its PUBREL may go now, if the flow is on the current link (one
+    /// not yet resent after a reconnect gets its PUBREL when it is).
+    pub fn handle_release_durable(&mut self, now: Instant, pid: PacketId) {
+        let up = matches!(self.phase, Phase::Up { .. });
+        let Some(f) = self.inflight.get_mut(&pid.get()) else {
+            return;
+        };
+        if !f.release_held {
+            return;
+        }
+        f.release_held = false;
+        if up && f.on_link && f.stage == Stage::Released {
+            self.send_ack(Packet::Pubrel, pid);
+            self.last_sent = now;
+        }
     }
 
     fn handle_pubcomp(&mut self, now: Instant, a: Ack<'_>) {

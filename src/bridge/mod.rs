@@ -261,6 +261,9 @@ struct InFlight {
     seq: u64,
     /// Written at least once: a resend carries DUP.
     sent_before: bool,
+    /// PUBREC seen and told to the queue, which must record it durably before the PUBREL
+    /// goes ([`OutboundQueue::released`]): until [`Bridge::handle_release_durable`].
+    release_held: bool,
     /// The address it was last written to (`None`: not in this run, a flow resumed after
     /// a restart). After a failover, a QoS 2 flow sent to the primary waits for it, one
     /// released by a backup starts again with PUBLISH elsewhere (`InFlight::may_go_to`).
@@ -290,6 +293,9 @@ pub struct Bridge<Q: OutboundQueue> {
     /// The primary answered a probe: no new flows on this backup link, back to the
     /// primary once the flows in flight here are finished (or at the next probe).
     leaving: bool,
+    /// The upstream "1" notification waits for a free slot of the window, behind the
+    /// flows resent on this link (see `Bridge::pump`).
+    notify_pending: bool,
     /// After a transient refusal: send nothing until then.
     resend_hold: Option<Instant>,
     inbuf: Vec<u8>,
@@ -336,6 +342,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             ping_outstanding: false,
             probe_at: None,
             leaving: false,
+            notify_pending: false,
             resend_hold: None,
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -404,6 +411,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 on_link: false,
                 seq: self.seq,
                 sent_before: true,
+                release_held: false,
                 sent_at: None,
             },
         );
@@ -731,6 +739,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         self.ping_outstanding = false;
         self.probe_at = None;
         self.leaving = false;
+        self.notify_pending = false;
         self.resend_hold = None;
         self.control.clear();
         self.inflight.retain(|_, f| f.id.is_some());

@@ -73,8 +73,11 @@ pub trait OutboundQueue {
         false
     }
     /// The upstream sent PUBREC for message `id`: only PUBREL remains (a durable queue
-    /// records it, so a restart resumes at PUBREL).
-    fn released(&mut self, _id: QueueId) {}
+    /// records it, so a restart resumes at PUBREL). True: recorded, the PUBREL may go;
+    /// false: the PUBREL waits for [`crate::bridge::Bridge::handle_release_durable`].
+    fn released(&mut self, _id: QueueId) -> bool {
+        true
+    }
     /// Seconds message `id` has left before it expires (MQTT 5 Message Expiry, counted
     /// from when it was published, across restarts for a durable queue); `Some(0)`: it
     /// has expired; `None`: it never does. A message that expired before it was first

@@ -555,6 +555,45 @@ fn qos2_resends_pubrel_with_a_session_and_forgets_it_without() {
     }
 }
 
+/// The "1" notification's packet id among `seen`, if it went upstream.
+fn state_note(seen: &[Seen]) -> Option<u16> {
+    seen.iter().find_map(|s| match s {
+        Seen::Publish { topic, pid, .. } if topic.ends_with("/state") => *pid,
+        _ => None,
+    })
+}
+
+#[test]
+fn the_upstream_state_note_waits_behind_resent_flows_for_a_free_slot() {
+    // A stock Mosquitto counts our unfinished QoS 2 flows against its quota of 20 until
+    // their PUBREL, and drops a client that publishes beyond it: the "1" sent first
+    // into a full quota made every reconnect fail.
+    let mut h = h_with("restart_timeout 1\n", 3, 1);
+    h.connect();
+    let note = state_note(&h.sent()).expect("\"1\" upstream on the first link");
+    h.feed(Packet::Puback(ack(note)));
+    for p in [b"a", b"b", b"c"] {
+        h.queue(msg("out/t", QoS::ExactlyOnce, p));
+    }
+    let flows = H::publishes(&h.sent());
+    assert_eq!(flows.len(), 3, "the window");
+    h.b.handle_closed(h.now);
+    h.advance(Duration::from_secs(1));
+    h.connect_with(true, &[]);
+    let sent = h.sent();
+    assert_eq!(state_note(&sent), None, "no slot free: the note waits");
+    let resent = H::publishes(&sent);
+    assert_eq!(resent.len(), 3);
+    assert!(resent.iter().all(|(_, dup, _)| *dup));
+    h.feed(Packet::Pubrec(ack(flows[0].0)));
+    assert_eq!(h.sent(), [Seen::Pubrel(flows[0].0)]);
+    h.feed(Packet::Pubcomp(ack(flows[0].0)));
+    assert!(
+        state_note(&h.sent()).is_some(),
+        "a slot is free: the note goes"
+    );
+}
+
 #[test]
 fn a_smaller_window_after_reconnect_limits_the_resend() {
     let mut h = h("bridge_protocol_version mqttv50\nnotifications false\nrestart_timeout 1\n");
@@ -1306,6 +1345,8 @@ struct BoundQueue {
     q: MemQueue,
     pids: HashMap<QueueId, u16>,
     released: Vec<QueueId>,
+    /// The PUBREC is recorded durably later: `released` answers false.
+    hold_release: bool,
 }
 
 impl OutboundQueue for BoundQueue {
@@ -1325,8 +1366,9 @@ impl OutboundQueue for BoundQueue {
     fn holds_packet_id(&self, pid: u16) -> bool {
         self.pids.values().any(|p| *p == pid)
     }
-    fn released(&mut self, id: QueueId) {
+    fn released(&mut self, id: QueueId) -> bool {
         self.released.push(id);
+        !self.hold_release
     }
 }
 
@@ -1338,6 +1380,7 @@ fn resumed_flows_go_first_under_their_own_ids_and_pubrec_reaches_the_queue() {
         q: MemQueue::new(0, 0),
         pids: HashMap::new(),
         released: Vec::new(),
+        hold_release: false,
     };
     let a = q.q.push(msg("out/a", QoS::AtLeastOnce, b"a")).unwrap();
     let b = q.q.push(msg("out/b", QoS::ExactlyOnce, b"b")).unwrap();
@@ -1392,6 +1435,59 @@ fn resumed_flows_go_first_under_their_own_ids_and_pubrec_reaches_the_queue() {
     h.feed(Packet::Pubcomp(ack(9)));
     h.feed(Packet::Pubcomp(ack(3)));
     assert!(h.b.queue().is_empty());
+}
+
+#[test]
+fn a_pubrel_waits_until_the_pubrec_is_recorded_durably_also_across_a_reconnect() {
+    let cfg = bridge_config("notifications false\nrestart_timeout 1\n");
+    let now = Instant::now();
+    let mut q = BoundQueue {
+        q: MemQueue::new(0, 0),
+        pids: HashMap::new(),
+        released: Vec::new(),
+        hold_release: true,
+    };
+    let x = q.q.push(msg("out/x", QoS::ExactlyOnce, b"x")).unwrap();
+    let y = q.q.push(msg("out/y", QoS::ExactlyOnce, b"y")).unwrap();
+    q.pids.extend([(x, 4), (y, 5)]);
+    let b = Bridge::new(
+        Settings::new(cfg, "gw", 20),
+        q,
+        Box::new(XorShift::new(1)),
+        now,
+    );
+    let mut h = H {
+        b,
+        now,
+        version: ProtocolVersion::V311,
+    };
+    h.connect();
+    assert_eq!(H::publishes(&h.sent()).len(), 2);
+    h.feed(Packet::Pubrec(ack(4)));
+    h.feed(Packet::Pubrec(ack(4)));
+    assert_eq!(h.b.queue().released, [x], "told once");
+    assert_eq!(h.sent(), [], "no PUBREL before the PUBREC is durable");
+    h.b.handle_release_durable(h.now, pid(4));
+    assert_eq!(h.sent(), [Seen::Pubrel(4)]);
+    // y's PUBREC, then the link drops before it is durable: the resend after the
+    // reconnect holds its PUBREL back too, and sends it once durable.
+    h.feed(Packet::Pubrec(ack(5)));
+    assert_eq!(h.sent(), []);
+    h.b.handle_closed(h.now);
+    h.advance(Duration::from_secs(1));
+    h.connect_with(true, &[]);
+    let sent: Vec<Seen> = h
+        .sent()
+        .into_iter()
+        .filter(|s| !matches!(s, Seen::Unsubscribe(..)))
+        .collect();
+    assert_eq!(sent, [Seen::Pubrel(4)], "5 waits for its record");
+    h.b.handle_release_durable(h.now, pid(5));
+    assert_eq!(h.sent(), [Seen::Pubrel(5)]);
+    h.feed(Packet::Pubcomp(ack(4)));
+    h.feed(Packet::Pubcomp(ack(5)));
+    assert!(h.b.queue().is_empty());
+    assert_eq!(h.b.in_flight(), 0);
 }
 
 /// The payload and Message Expiry Interval of each PUBLISH in `bytes` (5.0).

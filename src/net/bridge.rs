@@ -57,7 +57,7 @@ use super::transport::{ReadState, Transport};
 use crate::bridge::{Action, Bridge, DropReason, InboundAck, QueuedMessage, Settings, XorShift};
 use crate::broker::{BridgeDurable, BridgeOut, Broker, QueueLimits, SessionKey};
 use crate::config::bridge::BridgeConfig;
-use crate::protocol::QoS;
+use crate::protocol::{PacketId, QoS};
 use dial::{Dialing, Dns};
 use queue::expiring;
 pub use queue::SessionQueue;
@@ -132,6 +132,9 @@ struct Uplink {
     /// Inbound acks waiting for their journal batch to be durable: PUBACK/PUBREC
     /// (`released` false) or PUBCOMP (true).
     acks: Vec<(u64, InboundAck, bool)>,
+    /// Outbound QoS 2 flows whose PUBREC record waits for its journal batch: their PUBREL
+    /// goes once it is durable (`Bridge::handle_release_durable`).
+    pubrels: Vec<(u64, PacketId)>,
     up_logged: bool,
     /// The uplink was up at the last turn (`Broker::bridge_link`: QoS 0 is forwarded).
     live: bool,
@@ -256,6 +259,7 @@ impl Uplinks {
             }
         }
         queue.waiting = broker.bridge_queued(key);
+        queue.holds = broker.persistent();
         let limits = QueueLimits {
             max_messages: b.max_queued_messages,
             max_bytes: b.max_queued_bytes,
@@ -289,6 +293,7 @@ impl Uplinks {
             dial: Dialing::default(),
             out: Vec::new(),
             acks: Vec::new(),
+            pubrels: Vec::new(),
             up_logged: false,
             live: false,
             #[cfg(feature = "tls")]
@@ -342,31 +347,15 @@ impl Uplinks {
     }
 
     /// Once per loop turn, after the events and timers and before the turn's journal
-    /// batch goes to the store: acks that arrived during the turn, timers, acks to the
-    /// broker, new messages from the session, inbound acks now durable, actions and
-    /// writes.
-    ///
-    /// The uplink is read again here, not only on its readiness event: on 3.1.1 the
-    /// window is small (20 by default) and the upstream answers within the turn, so
-    /// refilling the window from acks read at the end of the turn instead of after the
-    /// next `poll` keeps it full while the turn serves the publishers (a spare `read`
-    /// that would block costs one syscall per bridge and turn).
-    pub fn turn(
-        &mut self,
-        broker: &mut Broker,
-        registry: &Registry,
-        scratch: &mut [u8],
-        now: Instant,
-    ) {
+    /// batch goes to the store: timers, acks to the broker, new messages from the
+    /// session, inbound acks now durable, actions and writes.
+    pub fn turn(&mut self, broker: &mut Broker, registry: &Registry, now: Instant) {
         for answer in self.dns.answers() {
             if let Some(l) = self.links.iter_mut().find(|l| l.dial.asked(answer.id)) {
                 l.handle_answer(registry, &mut self.dns, answer, now);
             }
         }
         for l in &mut self.links {
-            if l.stream.is_some() && !l.dialing {
-                l.read(registry, scratch, now);
-            }
             if l.bridge.poll_timeout().is_some_and(|t| t <= now) {
                 l.bridge.handle_timeout(now);
             }
@@ -386,6 +375,7 @@ impl Uplinks {
         self.links.iter().any(|l| {
             let q = l.bridge.queue();
             l.acks.iter().any(|(seq, _, _)| *seq <= durable)
+                || l.pubrels.iter().any(|(seq, _)| *seq <= durable)
                 || q.staged
                     .iter()
                     .any(|s| s.batch > q.durable && s.batch <= durable)
@@ -548,6 +538,11 @@ impl Uplink {
                     k += 1;
                 }
             }
+            // In PUBREC order, as the journal batches are.
+            while self.pubrels.first().is_some_and(|(seq, _)| *seq <= durable) {
+                let (_, pid) = self.pubrels.remove(0);
+                self.bridge.handle_release_durable(now, pid);
+            }
             let mut acted = false;
             while let Some(action) = self.bridge.poll_action() {
                 acted = true;
@@ -570,9 +565,18 @@ impl Uplink {
     /// Acks to the broker, then new messages from the session into the staged window.
     fn sync_queue(&mut self, broker: &mut Broker, now: Instant) {
         let key = self.key;
-        let q = self.bridge.queue_mut();
-        for pid in q.released.drain(..) {
+        let released = std::mem::take(&mut self.bridge.queue_mut().released);
+        for &pid in &released {
             broker.bridge_pubrec(key, pid);
+            match broker.bridge_pending_batch(true) {
+                Some(seq) => self.pubrels.push((seq, pid)),
+                None => self.bridge.handle_release_durable(now, pid),
+            }
+        }
+        let q = self.bridge.queue_mut();
+        if q.released.is_empty() {
+            q.released = released;
+            q.released.clear();
         }
         for pid in q.done.drain(..) {
             broker.bridge_done(key, pid);

@@ -329,9 +329,8 @@ impl Server {
         core.handle_sys(Instant::now());
         // The bridges' first dials, before the first sleep (no event may come for long).
         if !core.bridges.is_empty() {
-            let scratch = &mut core.scratch;
             core.bridges
-                .turn(&mut core.broker, poll.registry(), scratch, Instant::now());
+                .turn(&mut core.broker, poll.registry(), Instant::now());
             core.sync_store();
         }
         loop {
@@ -358,14 +357,12 @@ impl Server {
             }
             core.handle_timers(registry, now);
             if !core.bridges.is_empty() {
-                core.bridges
-                    .turn(&mut core.broker, registry, &mut core.scratch, now);
+                core.bridges.turn(&mut core.broker, registry, now);
             }
             core.sync_store();
             if core.bridges.waits_for(core.broker.durable_batch()) {
                 // Durability learned in this turn releases bridge output now.
-                core.bridges
-                    .turn(&mut core.broker, registry, &mut core.scratch, now);
+                core.bridges.turn(&mut core.broker, registry, now);
                 core.sync_store();
             }
             if let Some(n) = core.notify.as_mut() {

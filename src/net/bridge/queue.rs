@@ -42,6 +42,8 @@ pub struct SessionQueue {
     pub(super) waiting: usize,
     /// The highest journal batch known durable at the last sync.
     pub(super) durable: u64,
+    /// Persistence holds acks until durable: a PUBREL waits for its PUBREC's record.
+    pub(super) holds: bool,
 }
 
 impl SessionQueue {
@@ -110,9 +112,13 @@ impl OutboundQueue for SessionQueue {
             .any(|s| s.pid.is_some_and(|p| p.get() == pid))
     }
 
-    fn released(&mut self, id: QueueId) {
-        if let Some(pid) = self.find(id).and_then(|i| self.staged[i].pid) {
-            self.released.push(pid);
+    fn released(&mut self, id: QueueId) -> bool {
+        match self.find(id).and_then(|i| self.staged[i].pid) {
+            Some(pid) => {
+                self.released.push(pid);
+                !self.holds
+            }
+            None => true,
         }
     }
 
