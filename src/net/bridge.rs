@@ -538,10 +538,14 @@ impl Uplink {
                     k += 1;
                 }
             }
-            // In PUBREC order, as the journal batches are.
+            // In PUBREC order, as the journal batches are. An id listed again later is a
+            // newer flow under a reused id (the upstream lost the session in between):
+            // its own entry releases it.
             while self.pubrels.first().is_some_and(|(seq, _)| *seq <= durable) {
                 let (_, pid) = self.pubrels.remove(0);
-                self.bridge.handle_release_durable(now, pid);
+                if !self.pubrels.iter().any(|(_, p)| *p == pid) {
+                    self.bridge.handle_release_durable(now, pid);
+                }
             }
             let mut acted = false;
             while let Some(action) = self.bridge.poll_action() {
@@ -565,8 +569,8 @@ impl Uplink {
     /// Acks to the broker, then new messages from the session into the staged window.
     fn sync_queue(&mut self, broker: &mut Broker, now: Instant) {
         let key = self.key;
-        let released = std::mem::take(&mut self.bridge.queue_mut().released);
-        for &pid in &released {
+        let mut released = std::mem::take(&mut self.bridge.queue_mut().released);
+        for pid in released.drain(..) {
             broker.bridge_pubrec(key, pid);
             match broker.bridge_pending_batch(true) {
                 Some(seq) => self.pubrels.push((seq, pid)),
@@ -574,10 +578,7 @@ impl Uplink {
             }
         }
         let q = self.bridge.queue_mut();
-        if q.released.is_empty() {
-            q.released = released;
-            q.released.clear();
-        }
+        q.released = released;
         for pid in q.done.drain(..) {
             broker.bridge_done(key, pid);
         }
