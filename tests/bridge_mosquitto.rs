@@ -119,7 +119,7 @@ fn run_against_stock_mosquitto(version: &str) {
     for i in 0..MESSAGES {
         queue
             .push(QueuedMessage {
-                topic: format!("out/{}", i % 7),
+                topic: format!("out/{}", i % 7).into(),
                 payload: i.to_string().into_bytes().into(),
                 qos: QoS::ExactlyOnce,
                 retain: false,

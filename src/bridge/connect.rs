@@ -221,7 +221,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
     /// battery: the "1" went first, into a full quota, at every reconnect).
     pub(super) fn notify_upstream(&mut self) {
         let msg = super::QueuedMessage {
-            topic: self.s.notification_topic.clone(),
+            topic: self.s.notification_topic.as_str().into(),
             payload: b"1"[..].into(),
             qos: QoS::AtLeastOnce,
             retain: true,

@@ -25,7 +25,7 @@ pub type QueueId = u64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedMessage {
     /// The remote topic name.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Shared: the message is held by the staged queue and by its flow while in flight,
     /// and handed out by [`OutboundQueue::peek`]; copying it each time cost more CPU per
     /// forwarded message than anything else the bridge does.

@@ -161,7 +161,7 @@ pub struct Uplinks {
 fn upstream(s: &Settings, o: &BridgeOut) -> Option<QueuedMessage> {
     let (topic, qos) = s.route_out(&o.msg.topic, o.qos)?;
     Some(QueuedMessage {
-        topic,
+        topic: topic.into(),
         payload: o.msg.payload[..].into(),
         qos,
         retain: o.retain,

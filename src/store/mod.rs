@@ -446,8 +446,8 @@ impl Writer {
                         // Group commit: every batch already waiting, and under load those
                         // arriving within `COMMIT_DELAY`, go in one write and one fsync.
                         self.gather(seq, &bytes, awaited);
-                        let busy = self.policy == FsyncPolicy::Batch
-                            && self.last_sync.elapsed() < BUSY;
+                        let busy =
+                            self.policy == FsyncPolicy::Batch && self.last_sync.elapsed() < BUSY;
                         let until = Instant::now() + COMMIT_DELAY;
                         loop {
                             let left = until.saturating_duration_since(Instant::now());
