@@ -1372,34 +1372,50 @@ impl OutboundQueue for BoundQueue {
     }
 }
 
-#[test]
-fn resumed_flows_go_first_under_their_own_ids_and_pubrec_reaches_the_queue() {
-    let cfg = bridge_config("notifications false\n");
+impl BoundQueue {
+    fn new(hold_release: bool) -> BoundQueue {
+        BoundQueue {
+            q: MemQueue::new(0, 0),
+            pids: HashMap::new(),
+            released: Vec::new(),
+            hold_release,
+        }
+    }
+
+    /// Queues `m` bound to packet id `pid`.
+    fn bind(&mut self, m: QueuedMessage, pid: u16) -> QueueId {
+        let id = self.q.push(m).unwrap();
+        self.pids.insert(id, pid);
+        id
+    }
+}
+
+/// A bridge (window 20) on a [`BoundQueue`], as `h` builds one on a plain queue.
+fn bound_h(extra: &str, q: BoundQueue) -> H<BoundQueue> {
     let now = Instant::now();
-    let mut q = BoundQueue {
-        q: MemQueue::new(0, 0),
-        pids: HashMap::new(),
-        released: Vec::new(),
-        hold_release: false,
-    };
-    let a = q.q.push(msg("out/a", QoS::AtLeastOnce, b"a")).unwrap();
-    let b = q.q.push(msg("out/b", QoS::ExactlyOnce, b"b")).unwrap();
-    let c = q.q.push(msg("out/c", QoS::ExactlyOnce, b"c")).unwrap();
-    q.pids.extend([(a, 7), (b, 9), (c, 3)]);
-    let mut b_ = Bridge::new(
-        Settings::new(cfg, "gw", 20),
+    let b = Bridge::new(
+        Settings::new(bridge_config(extra), "gw", 20),
         q,
         Box::new(XorShift::new(1)),
         now,
     );
-    // The last run had sent a (no ack) and b (PUBREC seen) before it was killed.
-    b_.resume_flow(a, pid(7), msg("out/a", QoS::AtLeastOnce, b"a"), false);
-    b_.resume_flow(b, pid(9), msg("out/b", QoS::ExactlyOnce, b"b"), true);
-    let mut h = H {
-        b: b_,
+    H {
+        b,
         now,
         version: ProtocolVersion::V311,
-    };
+    }
+}
+
+#[test]
+fn resumed_flows_go_first_under_their_own_ids_and_pubrec_reaches_the_queue() {
+    let mut q = BoundQueue::new(false);
+    let a = q.bind(msg("out/a", QoS::AtLeastOnce, b"a"), 7);
+    let b = q.bind(msg("out/b", QoS::ExactlyOnce, b"b"), 9);
+    let c = q.bind(msg("out/c", QoS::ExactlyOnce, b"c"), 3);
+    let mut h = bound_h("notifications false\n", q);
+    // The last run had sent a (no ack) and b (PUBREC seen) before it was killed.
+    h.b.resume_flow(a, pid(7), msg("out/a", QoS::AtLeastOnce, b"a"), false);
+    h.b.resume_flow(b, pid(9), msg("out/b", QoS::ExactlyOnce, b"b"), true);
     h.connect_with(true, &[]);
     let sent = h.sent();
     assert!(
@@ -1439,28 +1455,10 @@ fn resumed_flows_go_first_under_their_own_ids_and_pubrec_reaches_the_queue() {
 
 #[test]
 fn a_pubrel_waits_until_the_pubrec_is_recorded_durably_also_across_a_reconnect() {
-    let cfg = bridge_config("notifications false\nrestart_timeout 1\n");
-    let now = Instant::now();
-    let mut q = BoundQueue {
-        q: MemQueue::new(0, 0),
-        pids: HashMap::new(),
-        released: Vec::new(),
-        hold_release: true,
-    };
-    let x = q.q.push(msg("out/x", QoS::ExactlyOnce, b"x")).unwrap();
-    let y = q.q.push(msg("out/y", QoS::ExactlyOnce, b"y")).unwrap();
-    q.pids.extend([(x, 4), (y, 5)]);
-    let b = Bridge::new(
-        Settings::new(cfg, "gw", 20),
-        q,
-        Box::new(XorShift::new(1)),
-        now,
-    );
-    let mut h = H {
-        b,
-        now,
-        version: ProtocolVersion::V311,
-    };
+    let mut q = BoundQueue::new(true);
+    let x = q.bind(msg("out/x", QoS::ExactlyOnce, b"x"), 4);
+    q.bind(msg("out/y", QoS::ExactlyOnce, b"y"), 5);
+    let mut h = bound_h("notifications false\nrestart_timeout 1\n", q);
     h.connect();
     assert_eq!(H::publishes(&h.sent()).len(), 2);
     h.feed(Packet::Pubrec(ack(4)));
