@@ -212,6 +212,18 @@ impl<Q: OutboundQueue> H<Q> {
     fn connect(&mut self) -> usize {
         self.connect_with(false, &[])
     }
+
+    /// The link drops; after the 1 s restart, a new one comes up (`session_present`):
+    /// what the bridge sent on it, its UNSUBSCRIBE left out.
+    fn reconnect(&mut self, session_present: bool) -> Vec<Seen> {
+        self.b.handle_closed(self.now);
+        self.advance(Duration::from_secs(1));
+        self.connect_with(session_present, &[]);
+        self.sent()
+            .into_iter()
+            .filter(|s| !matches!(s, Seen::Unsubscribe(..)))
+            .collect()
+    }
 }
 
 impl H {
@@ -530,14 +542,7 @@ fn qos2_resends_pubrel_with_a_session_and_forgets_it_without() {
         let first = H::publishes(&h.sent());
         h.feed(Packet::Pubrec(ack(first[0].0)));
         assert_eq!(h.sent(), [Seen::Pubrel(first[0].0)]);
-        h.b.handle_closed(h.now);
-        h.advance(Duration::from_secs(1));
-        h.connect_with(session_present, &[]);
-        let sent: Vec<Seen> = h
-            .sent()
-            .into_iter()
-            .filter(|s| !matches!(s, Seen::Unsubscribe(..)))
-            .collect();
+        let sent = h.reconnect(session_present);
         if session_present {
             // [MQTT-4.4.0-1] PUBREL again for x, PUBLISH with DUP for y, in that order.
             assert_eq!(sent[0], Seen::Pubrel(first[0].0));
@@ -1471,14 +1476,7 @@ fn a_pubrel_waits_until_the_pubrec_is_recorded_durably_also_across_a_reconnect()
     // reconnect holds its PUBREL back too, and sends it once durable.
     h.feed(Packet::Pubrec(ack(5)));
     assert_eq!(h.sent(), []);
-    h.b.handle_closed(h.now);
-    h.advance(Duration::from_secs(1));
-    h.connect_with(true, &[]);
-    let sent: Vec<Seen> = h
-        .sent()
-        .into_iter()
-        .filter(|s| !matches!(s, Seen::Unsubscribe(..)))
-        .collect();
+    let sent = h.reconnect(true);
     assert_eq!(sent, [Seen::Pubrel(4)], "5 waits for its record");
     h.b.handle_release_durable(h.now, pid(5));
     assert_eq!(h.sent(), [Seen::Pubrel(5)]);

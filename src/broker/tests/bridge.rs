@@ -13,6 +13,12 @@ fn out_filters() -> Vec<(String, QoS)> {
     vec![("out/#".to_string(), QoS::ExactlyOnce)]
 }
 
+/// The bridge's local session with the `out/#` filter, in `h`.
+fn out_session(h: &mut Harness) -> SessionKey {
+    h.broker
+        .bridge_session(ID, None, false, &out_filters(), h.now)
+}
+
 fn payloads(v: &[BridgeOut]) -> Vec<String> {
     v.iter()
         .map(|o| String::from_utf8(o.msg.payload.to_vec()).unwrap())
@@ -27,9 +33,7 @@ fn pids(v: &[BridgeOut]) -> Vec<u16> {
 fn bridge_queue_holds_out_topics_on_disk_and_acks_remove_them() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let key = out_session(&mut h);
     let p = h.client(connect("p", true, 0));
     publish_n(&mut h, p, "out/a", 0..5);
     publish_n(&mut h, p, "other/x", 5..8); // not bridged
@@ -54,9 +58,7 @@ fn bridge_queue_holds_out_topics_on_disk_and_acks_remove_them() {
     write(&mut h, &src, 1);
     // After a restart the acknowledged message is gone, the other four still in flight.
     let mut r = restarted_from_log(&src, 1);
-    let key = r
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), r.now);
+    let key = out_session(&mut r);
     let inflight = r.broker.bridge_inflight(key);
     assert_eq!(payloads(&inflight), expected(1..5));
     let mut want = pids(&first);
@@ -68,9 +70,7 @@ fn bridge_queue_holds_out_topics_on_disk_and_acks_remove_them() {
 fn bridge_queue_stays_in_memory_while_the_uplink_is_up_and_short() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let key = out_session(&mut h);
     h.broker.bridge_link(key, true);
     let p = h.client(connect("p", true, 0));
     publish_n(&mut h, p, "out/a", 0..5);
@@ -102,9 +102,7 @@ fn bridge_queue_stays_in_memory_while_the_uplink_is_up_and_short() {
 fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let key = out_session(&mut h);
     let p = h.client(connect("p", true, 0));
     publish_n(&mut h, p, "out/a", 0..10);
     h.send(p, publish("out/q2", b"two", QoS::ExactlyOnce, 100));
@@ -129,9 +127,7 @@ fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
 
     // kill -9: only the log is left.
     let mut r = restarted_from_log(&src, 1);
-    let key = r
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), r.now);
+    let key = out_session(&mut r);
     let inflight = r.broker.bridge_inflight(key);
     let mut want: Vec<String> = vec!["m00000".into(), "m00002".into()];
     want.extend(expected(8..10));
@@ -157,9 +153,7 @@ fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
     }
     write(&mut r, &src, 1);
     let mut r2 = restarted_from_log(&src, 1);
-    let key = r2
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), r2.now);
+    let key = out_session(&mut r2);
     assert!(r2.broker.bridge_inflight(key).is_empty());
     assert_eq!(r2.broker.bridge_queued(key), 0);
 }
@@ -168,9 +162,7 @@ fn bridge_restart_keeps_queued_and_inflight_and_the_pubrec_stage() {
 fn bridge_inbound_publish_is_not_queued_back_and_waits_for_durability() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let key = out_session(&mut h);
     offline_subscriber(&mut h, "s", "out/#");
     write(&mut h, &src, 1);
     // From upstream onto a topic the bridge also sends upstream (`both`): No Local.
@@ -202,9 +194,7 @@ fn bridge_inbound_publish_is_not_queued_back_and_waits_for_durability() {
 fn bridge_session_follows_the_configured_filters_and_a_clean_one_starts_empty() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let key = out_session(&mut h);
     let p = h.client(connect("p", true, 0));
     publish_n(&mut h, p, "out/a", 0..2);
     write(&mut h, &src, 1);
@@ -232,9 +222,7 @@ fn ack_of(id: u16) -> Ack<'static> {
 fn bridge_state_notification_is_published_under_sys_and_retained() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let key = out_session(&mut h);
     let topic = "$SYS/broker/connection/gw.test/state";
     h.broker
         .bridge_publish(key, topic, b"1", QoS::AtLeastOnce, true, &[], h.now);
@@ -259,9 +247,7 @@ fn bridge_state_notification_is_published_under_sys_and_retained() {
 fn bridge_inbound_qos2_ids_are_journaled_with_the_message_and_survive_a_restart() {
     let src = FakeSource::default();
     let mut h = broker_on(&src);
-    let key = h
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let key = out_session(&mut h);
     offline_subscriber(&mut h, "s", "in/#");
     write(&mut h, &src, 1);
     let (p7, p8) = (NonZeroU16::new(7).unwrap(), NonZeroU16::new(8).unwrap());
@@ -295,9 +281,7 @@ fn bridge_inbound_qos2_ids_are_journaled_with_the_message_and_survive_a_restart(
 
     // kill -9 between our PUBREC for 7 and the upstream's PUBREL.
     let mut r = restarted_from_log(&src, 1);
-    let key = r
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), r.now);
+    let key = out_session(&mut r);
     assert_eq!(r.broker.bridge_awaiting_pubrel(key), [p7]);
     assert!(!r.broker.bridge_receive_qos2(key, p7), "still known");
     assert_eq!(r.broker.session("s").unwrap().queued_len(), 2, "each once");
@@ -306,9 +290,7 @@ fn bridge_inbound_qos2_ids_are_journaled_with_the_message_and_survive_a_restart(
     assert!(r.broker.bridge_awaiting_pubrel(key).is_empty());
     write(&mut r, &src, 1);
     let mut r2 = restarted_from_log(&src, 1);
-    let key = r2
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), r2.now);
+    let key = out_session(&mut r2);
     assert!(r2.broker.bridge_awaiting_pubrel(key).is_empty());
 }
 
@@ -385,9 +367,7 @@ fn bridge_session_queues_the_retained_set_once_per_new_filter() {
     h.send(p, retained("out/b", b"b1", 2));
     h.send(p, retained("new/c", b"c1", 3));
     h.send(p, retained("other/d", b"d1", 4));
-    let key = h
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), h.now);
+    let key = out_session(&mut h);
     let taken = h.broker.bridge_take(key, 10, h.now);
     let got: Vec<(String, bool)> = taken
         .iter()
@@ -402,9 +382,7 @@ fn bridge_session_queues_the_retained_set_once_per_new_filter() {
 
     // After a restart the same filters are not new: only the change is queued.
     let mut r = restarted_from_log(&src, 1);
-    let key = r
-        .broker
-        .bridge_session(ID, None, false, &out_filters(), r.now);
+    let key = out_session(&mut r);
     let again = r.broker.bridge_take(key, 10, r.now);
     assert_eq!(payloads(&again), ["a2"]);
     // A topic line added to the configuration: its retained messages, once.
