@@ -118,13 +118,12 @@ fn run_against_stock_mosquitto(version: &str) {
     let mut queue = MemQueue::new(0, 0);
     for i in 0..MESSAGES {
         queue
-            .push(QueuedMessage {
-                topic: format!("out/{}", i % 7).into(),
-                payload: i.to_string().into_bytes().into(),
-                qos: QoS::ExactlyOnce,
-                retain: false,
-                properties: Default::default(),
-            })
+            .push(QueuedMessage::new(
+                &format!("out/{}", i % 7),
+                i.to_string().as_bytes(),
+                QoS::ExactlyOnce,
+                false,
+            ))
             .unwrap();
     }
     let mut bridge = Bridge::new(

@@ -220,13 +220,8 @@ impl<Q: OutboundQueue> Bridge<Q> {
     /// drops a client that publishes beyond it (a reconnect loop, found by the fault
     /// battery: the "1" went first, into a full quota, at every reconnect).
     pub(super) fn notify_upstream(&mut self) {
-        let msg = super::QueuedMessage {
-            topic: self.s.notification_topic.as_str().into(),
-            payload: b"1"[..].into(),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Default::default(),
-        };
+        let msg =
+            super::QueuedMessage::new(&self.s.notification_topic, b"1", QoS::AtLeastOnce, true);
         self.start_flow(None, msg);
     }
 }

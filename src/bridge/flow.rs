@@ -78,12 +78,16 @@ impl<Q: OutboundQueue> Bridge<Q> {
             self.return_to_primary(now);
             return;
         }
+        // The buffer is kept: a new one per ack was an allocation per forwarded message.
+        let mut batch = std::mem::take(&mut self.peeked);
         'fill: while !self.leaving && self.on_link < window {
-            let batch = self.queue.peek(self.taken, window - self.on_link);
+            batch.clear();
+            self.queue
+                .peek_into(self.taken, window - self.on_link, &mut batch);
             if batch.is_empty() {
                 break;
             }
-            for (id, mut msg) in batch {
+            for (id, mut msg) in batch.drain(..) {
                 if self.on_link >= window {
                     break;
                 }
@@ -108,6 +112,8 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 self.taken = Some(id);
             }
         }
+        batch.clear();
+        self.peeked = batch;
         if self.out.len() > before {
             self.last_sent = now;
             self.last_activity = now;
@@ -519,17 +525,17 @@ fn publish(msg: &QueuedMessage, pid: Option<PacketId>, dup: bool, v5: bool) -> P
         dup: dup && msg.qos != QoS::AtMostOnce, // [MQTT-3.3.1-2]
         qos: msg.qos,
         retain: msg.retain,
-        topic: &msg.topic,
+        topic: msg.topic(),
         packet_id: if msg.qos == QoS::AtMostOnce {
             None
         } else {
             pid
         },
         properties: if v5 {
-            Properties::from_encoded(&msg.properties)
+            Properties::from_encoded(msg.properties())
         } else {
             Properties::EMPTY
         },
-        payload: &msg.payload,
+        payload: msg.payload(),
     }
 }

@@ -75,6 +75,7 @@ mod queue;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -82,7 +83,7 @@ use crate::config::bridge::{BridgeAddress, BridgeConfig, StartType};
 use crate::protocol::{self, Packet, PacketId, QoS, ReasonCode, Status};
 
 pub use backoff::{Rng, XorShift};
-pub use queue::{MemQueue, OutboundQueue, QueueFull, QueueId, QueuedMessage};
+pub use queue::{Body, MemQueue, OutboundQueue, Owned, QueueFull, QueueId, QueuedMessage};
 
 use backoff::{AddressPlan, Backoff};
 use pid_map::PidMap;
@@ -128,7 +129,7 @@ impl Settings {
     /// Whether a local message on `topic` goes upstream, and as what: the remote topic
     /// of the first `out`/`both` line that matches, and the lower of the message's QoS and
     /// the line's (what a local subscription with that QoS would deliver).
-    pub fn route_out(&self, topic: &str, qos: QoS) -> Option<(String, QoS)> {
+    pub fn route_out<'a>(&self, topic: &'a str, qos: QoS) -> Option<(Cow<'a, str>, QoS)> {
         self.bridge
             .topics
             .iter()
@@ -303,6 +304,8 @@ pub struct Bridge<Q: OutboundQueue> {
     actions: VecDeque<Action>,
     // Outbound.
     inflight: PidMap<InFlight>,
+    /// Reused by `pump` for what it takes from the queue.
+    peeked: Vec<(QueueId, QueuedMessage)>,
     on_link: usize,
     /// The last queue id taken into flight (or written at QoS 0).
     taken: Option<QueueId>,
@@ -348,6 +351,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             out: Vec::new(),
             actions: VecDeque::new(),
             inflight: PidMap::default(),
+            peeked: Vec::new(),
             on_link: 0,
             taken: None,
             next_pid: 1,

@@ -19,44 +19,155 @@ use crate::protocol::{Properties, PropertiesBuf, Property, QoS};
 /// A message's place in the queue: increasing in queue order, never reused.
 pub type QueueId = u64;
 
-/// A message as it is sent upstream: topic already remapped (see
-/// [`crate::bridge::Settings::route_out`]), QoS already the lower of the message's and the
-/// `topic` line's.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedMessage {
-    /// The remote topic name.
-    pub topic: Arc<str>,
-    /// Shared: the message is held by the staged queue and by its flow while in flight,
-    /// and handed out by [`OutboundQueue::peek`]; copying it each time cost more CPU per
-    /// forwarded message than anything else the bridge does.
-    pub payload: Arc<[u8]>,
-    pub qos: QoS,
-    pub retain: bool,
+/// Where a queued message's bytes live. The broker's messages implement it, so a
+/// forwarded message is shared with the broker, not copied: a copy of topic and payload
+/// per message (two allocations) was a large share of the bridge's CPU per message with
+/// musl's allocator.
+pub trait Body: Send + Sync {
+    /// The topic the message was published to (before any prefix remapping).
+    fn topic(&self) -> &str;
+    fn payload(&self) -> &[u8];
     /// A 5.0 PUBLISH property block (without Topic Alias or Subscription Identifier),
     /// forwarded to a 5.0 upstream, dropped for 3.1.1. Usually empty.
-    pub properties: Arc<[u8]>,
+    fn properties(&self) -> &[u8];
+}
+
+/// A [`Body`] of its own: the bridge's state notes, tests.
+#[derive(Debug)]
+pub struct Owned {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub properties: Vec<u8>,
+}
+
+impl Body for Owned {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn properties(&self) -> &[u8] {
+        &self.properties
+    }
+}
+
+/// A message as it is sent upstream: topic already remapped (see
+/// [`crate::bridge::Settings::route_out`]), QoS already the lower of the message's and the
+/// `topic` line's. Cheap to clone: it is held by the staged queue and by its flow while
+/// in flight, and handed out by [`OutboundQueue::peek`].
+#[derive(Clone)]
+pub struct QueuedMessage {
+    body: Arc<dyn Body>,
+    /// The remote topic when a prefix remaps it; `None`: the body's topic.
+    remote_topic: Option<Arc<str>>,
+    /// Properties replacing the body's (a Message Expiry Interval set for this send).
+    properties: Option<Arc<[u8]>>,
+    pub qos: QoS,
+    pub retain: bool,
 }
 
 impl QueuedMessage {
+    /// A message sent under `body`'s own topic.
+    pub fn shared(body: Arc<dyn Body>, qos: QoS, retain: bool) -> QueuedMessage {
+        QueuedMessage {
+            body,
+            remote_topic: None,
+            properties: None,
+            qos,
+            retain,
+        }
+    }
+
+    /// A message with a body of its own and no properties.
+    pub fn new(topic: &str, payload: &[u8], qos: QoS, retain: bool) -> QueuedMessage {
+        let body = Owned {
+            topic: topic.to_string(),
+            payload: payload.to_vec(),
+            properties: Vec::new(),
+        };
+        QueuedMessage::shared(Arc::new(body), qos, retain)
+    }
+
+    /// Sends it under `topic` instead of the body's (a remapped prefix).
+    pub fn with_remote_topic(mut self, topic: &str) -> QueuedMessage {
+        if topic != self.body.topic() {
+            self.remote_topic = Some(topic.into());
+        }
+        self
+    }
+
+    /// Sends it with the encoded property block `raw` instead of the body's.
+    pub fn with_properties(mut self, raw: &[u8]) -> QueuedMessage {
+        self.properties = Some(raw.into());
+        self
+    }
+
+    /// The remote topic name.
+    pub fn topic(&self) -> &str {
+        self.remote_topic.as_deref().unwrap_or(self.body.topic())
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        self.body.payload()
+    }
+
+    /// The 5.0 property block sent with it (see [`Body::properties`]).
+    pub fn properties(&self) -> &[u8] {
+        self.properties
+            .as_deref()
+            .unwrap_or_else(|| self.body.properties())
+    }
+
     /// Sets the Message Expiry Interval sent upstream to `left` seconds, replacing one set
     /// for an earlier send [MQTT-3.3.2-6].
     pub fn set_expiry(&mut self, left: u32) {
         let mut buf = PropertiesBuf::new();
-        for p in Properties::from_encoded(&self.properties).iter() {
+        for p in Properties::from_encoded(self.properties()).iter() {
             if !matches!(p, Property::MessageExpiryInterval(_)) {
                 buf.push(p);
             }
         }
         buf.push(Property::MessageExpiryInterval(left));
-        self.properties = buf.as_properties().raw().into();
+        self.properties = Some(buf.as_properties().raw().into());
+    }
+}
+
+impl PartialEq for QueuedMessage {
+    fn eq(&self, other: &QueuedMessage) -> bool {
+        self.qos == other.qos
+            && self.retain == other.retain
+            && self.topic() == other.topic()
+            && self.payload() == other.payload()
+            && self.properties() == other.properties()
+    }
+}
+
+impl Eq for QueuedMessage {}
+
+impl fmt::Debug for QueuedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueuedMessage")
+            .field("topic", &self.topic())
+            .field("payload", &self.payload())
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("properties", &self.properties())
+            .finish()
     }
 }
 
 /// Messages waiting for the upstream.
 pub trait OutboundQueue {
-    /// Up to `n` messages after `after` (`None`: from the oldest), oldest first. Messages
-    /// handed out before stay in the queue until [`OutboundQueue::ack`].
-    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)>;
+    /// Appends to `out` up to `n` messages after `after` (`None`: from the oldest), oldest
+    /// first. Messages handed out before stay in the queue until [`OutboundQueue::ack`].
+    fn peek_into(&self, after: Option<QueueId>, n: usize, out: &mut Vec<(QueueId, QueuedMessage)>);
+    /// [`OutboundQueue::peek_into`] a new vector.
+    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)> {
+        let mut out = Vec::new();
+        self.peek_into(after, n, &mut out);
+        out
+    }
     /// The upstream has the message (PUBACK, PUBCOMP, or written for QoS 0): forget it.
     fn ack(&mut self, id: QueueId);
     /// Messages not yet acknowledged.
@@ -157,17 +268,18 @@ impl MemQueue {
 }
 
 fn size(m: &QueuedMessage) -> usize {
-    m.topic.len() + m.payload.len() + m.properties.len()
+    m.topic().len() + m.payload().len() + m.properties().len()
 }
 
 impl OutboundQueue for MemQueue {
-    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)> {
+    fn peek_into(&self, after: Option<QueueId>, n: usize, out: &mut Vec<(QueueId, QueuedMessage)>) {
         let from = after.map_or(0, |a| a.saturating_add(1));
-        self.messages
-            .range(from..)
-            .take(n)
-            .map(|(id, m)| (*id, m.clone()))
-            .collect()
+        out.extend(
+            self.messages
+                .range(from..)
+                .take(n)
+                .map(|(id, m)| (*id, m.clone())),
+        );
     }
 
     fn ack(&mut self, id: QueueId) {
@@ -194,13 +306,7 @@ mod tests {
     use super::*;
 
     fn msg(topic: &str, payload: &[u8]) -> QueuedMessage {
-        QueuedMessage {
-            topic: topic.into(),
-            payload: payload.into(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: Default::default(),
-        }
+        QueuedMessage::new(topic, payload, QoS::AtLeastOnce, false)
     }
 
     #[test]

@@ -86,13 +86,7 @@ fn h_custom(extra: &str, seed: u64, tweak: impl FnOnce(&mut Settings)) -> H {
 }
 
 fn msg(topic: &str, qos: QoS, payload: &[u8]) -> QueuedMessage {
-    QueuedMessage {
-        topic: topic.into(),
-        payload: payload.into(),
-        qos,
-        retain: false,
-        properties: Default::default(),
-    }
+    QueuedMessage::new(topic, payload, qos, false)
 }
 
 fn pid(n: u16) -> PacketId {
@@ -1355,8 +1349,8 @@ struct BoundQueue {
 }
 
 impl OutboundQueue for BoundQueue {
-    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)> {
-        self.q.peek(after, n)
+    fn peek_into(&self, after: Option<QueueId>, n: usize, out: &mut Vec<(QueueId, QueuedMessage)>) {
+        self.q.peek_into(after, n, out)
     }
     fn ack(&mut self, id: QueueId) {
         self.q.ack(id);
@@ -1512,12 +1506,10 @@ fn queued_v5_messages_go_with_the_expiry_they_have_left_and_not_once_expired() {
     let mut h = h("bridge_protocol_version mqttv50\nnotifications false\nrestart_timeout 1\n");
     let t0 = h.now;
     let q = h.b.queue_mut();
-    let mut with_props = msg("out/t", QoS::AtLeastOnce, b"long");
-    with_props.properties = {
-        let mut pb = PropertiesBuf::new();
-        pb.push(Property::ContentType("text/plain"));
-        pb.as_properties().raw().into()
-    };
+    let mut pb = PropertiesBuf::new();
+    pb.push(Property::ContentType("text/plain"));
+    let with_props =
+        msg("out/t", QoS::AtLeastOnce, b"long").with_properties(pb.as_properties().raw());
     q.push_expiring(
         msg("out/t", QoS::AtLeastOnce, b"short"),
         t0 + Duration::from_secs(10),

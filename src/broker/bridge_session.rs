@@ -246,9 +246,23 @@ impl Broker {
     /// [MQTT-3.3.2-5]. Fewer than `n` when the queue runs out or no packet id is free.
     pub fn bridge_take(&mut self, key: SessionKey, n: usize, now: Instant) -> Vec<BridgeOut> {
         let mut out = Vec::new();
+        self.bridge_take_into(key, n, now, &mut out);
+        out
+    }
+
+    /// [`Broker::bridge_take`] appending to `out` (the uplink reuses one vector).
+    pub fn bridge_take_into(
+        &mut self,
+        key: SessionKey,
+        n: usize,
+        now: Instant,
+        out: &mut Vec<BridgeOut>,
+    ) {
         let Some(session) = self.sessions.get_mut(key) else {
-            return out;
+            return;
         };
+        let start = out.len();
+        let n = start + n;
         while out.len() < n {
             if session.needs_load() {
                 let want = (n - out.len()).max(ondisk::LOAD_AHEAD);
@@ -297,15 +311,14 @@ impl Broker {
                 });
             }
         }
-        self.stats.messages_sent += out.len() as u64;
+        self.stats.messages_sent += (out.len() - start) as u64;
         session.release_idle_flows();
-        let added = out
+        let added = out[start..]
             .iter()
             .filter(|o| o.packet_id.is_some())
             .map(|o| o.msg.stored_len())
             .sum();
         self.bridge_inflight_bytes(key, added, 0);
-        out
     }
 
     /// The bridge's uplink went up or down: while it is up, QoS 0 messages for `out`

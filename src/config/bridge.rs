@@ -13,6 +13,7 @@
 //! error (as in Mosquitto); `restart_timeout N` with one value is a constant delay (what
 //! the manual says).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -374,7 +375,12 @@ impl BridgeTopic {
     /// [`BridgeTopic::map_out`] given this line's [`BridgeTopic::out_filter`]: the bridge
     /// maps every forwarded message, and building the filter each time was a large share
     /// of its CPU per message.
-    pub fn map_out_with(&self, out_filter: Option<&str>, local_topic: &str) -> Option<String> {
+    /// Borrowed when no prefix is replaced (the common case: nothing to allocate).
+    pub fn map_out_with<'a>(
+        &self,
+        out_filter: Option<&str>,
+        local_topic: &'a str,
+    ) -> Option<Cow<'a, str>> {
         remap_valid(
             out_filter?,
             self.local_prefix.as_deref(),
@@ -410,11 +416,16 @@ fn remap(filter: &str, from: Option<&str>, to: Option<&str>, topic: &str) -> Opt
     if !topic::is_valid_topic_filter(filter) {
         return None;
     }
-    remap_valid(filter, from, to, topic)
+    remap_valid(filter, from, to, topic).map(Cow::into_owned)
 }
 
 /// [`remap`] for a `filter` already known valid.
-fn remap_valid(filter: &str, from: Option<&str>, to: Option<&str>, topic: &str) -> Option<String> {
+fn remap_valid<'a>(
+    filter: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    topic: &'a str,
+) -> Option<Cow<'a, str>> {
     if !topic::matches(filter, topic) {
         return None;
     }
@@ -422,7 +433,10 @@ fn remap_valid(filter: &str, from: Option<&str>, to: Option<&str>, topic: &str) 
         Some(p) => topic.strip_prefix(p)?,
         None => topic,
     };
-    let out = join(to, Some(rest));
+    let out = match to {
+        Some(to) if !to.is_empty() => Cow::Owned(join(Some(to), Some(rest))),
+        _ => Cow::Borrowed(rest),
+    };
     // A topic that was only the prefix maps to only the other prefix; an empty result
     // (no prefix on the other side) is not a topic name.
     (!out.is_empty()).then_some(out)

@@ -54,13 +54,13 @@ use super::token;
 #[cfg(feature = "tls")]
 use super::transport::tls::{ClientTls, ClientTlsSettings};
 use super::transport::{ReadState, Transport};
-use crate::bridge::{Action, Bridge, DropReason, InboundAck, QueuedMessage, Settings, XorShift};
+use crate::bridge::{Action, Bridge, DropReason, InboundAck, Settings, XorShift};
 use crate::broker::{BridgeDurable, BridgeOut, Broker, QueueLimits, SessionKey};
 use crate::config::bridge::BridgeConfig;
 use crate::protocol::{PacketId, QoS};
 use dial::{Dialing, Dns};
-use queue::expiring;
 pub use queue::SessionQueue;
+use queue::{expiring, upstream};
 use resolve::Wake;
 
 /// Messages taken from the session ahead of the window, so one `pread` serves many.
@@ -145,6 +145,8 @@ struct Uplink {
     transport: Option<Box<Transport>>,
     /// Plaintext out of the transport, reused.
     plain: Vec<u8>,
+    /// What `sync_queue` takes from the session, reused.
+    taken: Vec<BridgeOut>,
 }
 
 /// Every bridge of the broker.
@@ -154,24 +156,6 @@ pub struct Uplinks {
     dns: Dns,
     /// This machine's host name, for the default client ids.
     host: String,
-}
-
-/// Converts a session message to what goes upstream: `None` if no `out` line maps it
-/// (the configuration changed since it was queued).
-fn upstream(s: &Settings, o: &BridgeOut) -> Option<QueuedMessage> {
-    let (topic, qos) = s.route_out(&o.msg.topic, o.qos)?;
-    Some(QueuedMessage {
-        topic: topic.into(),
-        payload: o.msg.payload[..].into(),
-        qos,
-        retain: o.retain,
-        // Usually empty: an empty `Arc<[u8]>` needs no allocation of its own.
-        properties: if o.msg.properties.is_empty() {
-            Default::default()
-        } else {
-            o.msg.properties[..].into()
-        },
-    })
 }
 
 impl Uplinks {
@@ -300,6 +284,7 @@ impl Uplinks {
             tls,
             transport: None,
             plain: Vec::new(),
+            taken: Vec::new(),
         });
         true
     }
@@ -586,23 +571,24 @@ impl Uplink {
         let room = (window + TAKE_AHEAD).saturating_sub(self.bridge.queue().staged.len());
         let mut added = false;
         if room > 0 && broker.bridge_queued(key) > 0 {
-            let taken = broker.bridge_take(key, room, now);
+            // Reused: a vector per call was an allocation per few forwarded messages.
+            let mut taken = std::mem::take(&mut self.taken);
+            broker.bridge_take_into(key, room, now, &mut taken);
             let qos2 = taken.iter().any(|o| o.qos == QoS::ExactlyOnce);
             let batch = broker.bridge_pending_batch(qos2).unwrap_or(0);
-            let mapped: Vec<(&BridgeOut, Option<QueuedMessage>)> = taken
-                .iter()
-                .map(|o| (o, upstream(self.bridge.settings(), o)))
-                .collect();
-            let q = self.bridge.queue_mut();
-            for (o, m) in mapped {
-                match m {
+            for o in taken.drain(..) {
+                match upstream(self.bridge.settings(), &o) {
                     Some(m) => {
-                        q.stage(o.packet_id, m, batch, expiring(o));
+                        let expiring = expiring(&o);
+                        self.bridge
+                            .queue_mut()
+                            .stage(o.packet_id, m, batch, expiring);
                         added = true;
                     }
-                    None => q.done.extend(o.packet_id),
+                    None => self.bridge.queue_mut().done.extend(o.packet_id),
                 }
             }
+            self.taken = taken;
         }
         let q = self.bridge.queue_mut();
         q.waiting = broker.bridge_queued(key);

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::bridge::{OutboundQueue, QueueId, QueuedMessage};
+use crate::bridge::{Body, OutboundQueue, QueueId, QueuedMessage, Settings};
 use crate::broker::{BridgeOut, Message};
 use crate::protocol::{PacketId, QoS};
 
@@ -28,6 +28,26 @@ pub(super) struct Staged {
 /// The session's message, for the time it has left, when it has an MQTT 5 expiry.
 pub(super) fn expiring(o: &BridgeOut) -> Option<Arc<Message>> {
     o.msg.expires_at.is_some().then(|| o.msg.clone())
+}
+
+/// Converts a session message to what goes upstream: `None` if no `out` line maps it
+/// (the configuration changed since it was queued). Shares the broker's message.
+pub(super) fn upstream(s: &Settings, o: &BridgeOut) -> Option<QueuedMessage> {
+    let (topic, qos) = s.route_out(&o.msg.topic, o.qos)?;
+    let body: Arc<dyn Body> = o.msg.clone();
+    Some(QueuedMessage::shared(body, qos, o.retain).with_remote_topic(&topic))
+}
+
+impl Body for Message {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn properties(&self) -> &[u8] {
+        &self.properties
+    }
 }
 
 /// The bridge state machine's view of its session's queue (see the module docs).
@@ -79,15 +99,16 @@ impl SessionQueue {
 }
 
 impl OutboundQueue for SessionQueue {
-    fn peek(&self, after: Option<QueueId>, n: usize) -> Vec<(QueueId, QueuedMessage)> {
+    fn peek_into(&self, after: Option<QueueId>, n: usize, out: &mut Vec<(QueueId, QueuedMessage)>) {
         let from = after.map_or(0, |a| self.staged.partition_point(|s| s.id <= a));
         // In order: nothing passes a QoS 2 message still waiting for the log.
-        self.staged
-            .range(from..)
-            .take_while(|s| s.msg.qos != QoS::ExactlyOnce || s.batch <= self.durable)
-            .take(n)
-            .map(|s| (s.id, s.msg.clone()))
-            .collect()
+        out.extend(
+            self.staged
+                .range(from..)
+                .take_while(|s| s.msg.qos != QoS::ExactlyOnce || s.batch <= self.durable)
+                .take(n)
+                .map(|s| (s.id, s.msg.clone())),
+        );
     }
 
     fn ack(&mut self, id: QueueId) {
@@ -133,19 +154,66 @@ mod tests {
     use super::*;
 
     fn m(qos: QoS, p: &str) -> QueuedMessage {
-        QueuedMessage {
-            topic: "t".into(),
-            payload: p.as_bytes().into(),
-            qos,
-            retain: false,
-            properties: Default::default(),
-        }
+        QueuedMessage::new("t", p.as_bytes(), qos, false)
     }
 
     fn payloads(v: &[(QueueId, QueuedMessage)]) -> Vec<String> {
         v.iter()
-            .map(|(_, m)| String::from_utf8(m.payload.to_vec()).unwrap())
+            .map(|(_, m)| String::from_utf8(m.payload().to_vec()).unwrap())
             .collect()
+    }
+
+    fn settings(topic_line: &str) -> Settings {
+        let text = format!("connection up\naddress up:1883\n{topic_line}\n");
+        let parsed = crate::config::parse_str(&text, std::path::Path::new("/w.conf"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Settings::new(parsed.config.bridges[0].clone(), "gw", 20)
+    }
+
+    fn out(msg: &Arc<Message>, qos: QoS) -> BridgeOut {
+        BridgeOut {
+            packet_id: PacketId::new(1),
+            msg: msg.clone(),
+            qos,
+            retain: false,
+            released: false,
+        }
+    }
+
+    #[test]
+    fn a_forwarded_message_shares_the_brokers_bytes_and_only_a_remapped_topic_is_new() {
+        let msg = Message::new("site/a", b"payload", QoS::AtLeastOnce, false);
+        let same = upstream(
+            &settings("topic site/# out 2"),
+            &out(&msg, QoS::AtLeastOnce),
+        )
+        .expect("the out line maps it");
+        assert_eq!(same.topic(), "site/a");
+        assert_eq!(same.payload(), b"payload");
+        assert_eq!(same.qos, QoS::AtLeastOnce, "the lower of the two QoS");
+        assert!(
+            std::ptr::eq(same.payload(), &msg.payload[..]),
+            "payload shared"
+        );
+        assert!(std::ptr::eq(same.topic(), &*msg.topic), "topic shared");
+
+        let mapped = upstream(
+            &settings("topic # out 0 site/ gw1/"),
+            &out(&msg, QoS::AtLeastOnce),
+        )
+        .expect("the out line maps it");
+        assert_eq!(mapped.topic(), "gw1/a");
+        assert_eq!(mapped.qos, QoS::AtMostOnce);
+        assert!(
+            std::ptr::eq(mapped.payload(), &msg.payload[..]),
+            "payload shared"
+        );
+
+        assert!(upstream(
+            &settings("topic other/# out 1"),
+            &out(&msg, QoS::AtLeastOnce)
+        )
+        .is_none());
     }
 
     #[test]
