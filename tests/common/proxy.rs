@@ -71,8 +71,14 @@ impl FaultProxy {
     pub fn start(upstream: u16) -> FaultProxy {
         // From `free_port`, so that no other listener of this test binary is handed the
         // port while the proxy is cut.
-        let port = super::procs::free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy port");
+        // The port may be taken in between (a client's ephemeral source port comes from
+        // the same range): take another.
+        let (port, listener) = (0..50)
+            .find_map(|_| {
+                let port = super::procs::free_port();
+                TcpListener::bind(("127.0.0.1", port)).ok().map(|l| (port, l))
+            })
+            .expect("a free port for the proxy");
         listener.set_nonblocking(true).expect("non-blocking");
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(PASS),
