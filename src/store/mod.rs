@@ -451,27 +451,38 @@ impl Writer {
                         let busy =
                             self.policy == FsyncPolicy::Batch && self.last_sync.elapsed() < BUSY;
                         let until = Instant::now() + COMMIT_DELAY;
-                        loop {
+                        let mut slept = false;
+                        'gather: loop {
+                            let mut more = false;
+                            loop {
+                                match self.rx.try_recv() {
+                                    Ok(Command::Append {
+                                        seq,
+                                        bytes,
+                                        awaited,
+                                    }) => {
+                                        self.gather(seq, &bytes, awaited);
+                                        more = true;
+                                    }
+                                    Ok(other) => {
+                                        next = Some(other);
+                                        break 'gather;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
                             let left = until
                                 .saturating_duration_since(Instant::now())
                                 .min(COMMIT_GAP);
-                            let more = if busy && self.pending_awaited && !left.is_zero() {
-                                self.rx.recv_timeout(left).ok()
-                            } else {
-                                self.rx.try_recv().ok()
-                            };
-                            match more {
-                                Some(Command::Append {
-                                    seq,
-                                    bytes,
-                                    awaited,
-                                }) => self.gather(seq, &bytes, awaited),
-                                Some(other) => {
-                                    next = Some(other);
-                                    break;
-                                }
-                                None => break,
+                            if (slept && !more) || !busy || !self.pending_awaited || left.is_zero()
+                            {
+                                break;
                             }
+                            // Asleep rather than waiting on the channel: woken for every
+                            // batch (one per loop turn), the writer cost two context
+                            // switches per turn on the loop's core.
+                            std::thread::sleep(left);
+                            slept = true;
                         }
                         self.write_pending(false);
                     }
