@@ -44,7 +44,10 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 self.control.remove(&u.packet_id.get());
                 self.pump(now);
             }
-            Packet::Pingresp => self.ping_outstanding = false,
+            Packet::Pingresp => {
+                self.ping_sent = None;
+                self.last_pong = now;
+            }
             Packet::Disconnect(_) => {
                 // The upstream ends the link (5.0 DISCONNECT from the server).
                 self.actions.push_back(Action::Close);

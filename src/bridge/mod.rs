@@ -289,7 +289,11 @@ pub struct Bridge<Q: OutboundQueue> {
     last_received: Instant,
     /// Last PUBLISH sent or received, for the lazy `idle_timeout`.
     last_activity: Instant,
-    ping_outstanding: bool,
+    /// When the PINGREQ still unanswered was sent.
+    ping_sent: Option<Instant>,
+    /// The last PINGRESP (or CONNECT): a PINGREQ goes at least once per keepalive, also
+    /// on a link busy both ways, so a link dead in one direction only is noticed.
+    last_pong: Instant,
     probe_at: Option<Instant>,
     /// The primary answered a probe: no new flows on this backup link, back to the
     /// primary once the flows in flight here are finished (or at the next probe).
@@ -342,7 +346,8 @@ impl<Q: OutboundQueue> Bridge<Q> {
             last_sent: now,
             last_received: now,
             last_activity: now,
-            ping_outstanding: false,
+            ping_sent: None,
+            last_pong: now,
             probe_at: None,
             leaving: false,
             notify_pending: false,
@@ -446,9 +451,12 @@ impl<Q: OutboundQueue> Bridge<Q> {
             Phase::Dialing { deadline, .. } | Phase::Connecting { deadline, .. } => Some(deadline),
             Phase::Up { .. } => {
                 let mut t = self.last_received + self.dead_after();
-                if !self.ping_outstanding {
-                    t = t.min(self.last_sent.min(self.last_received) + self.keepalive);
-                }
+                t = t.min(match self.ping_sent {
+                    None => {
+                        self.last_sent.min(self.last_received).min(self.last_pong) + self.keepalive
+                    }
+                    Some(at) => at + self.keepalive / 2,
+                });
                 for p in [self.probe_at, self.resend_hold].into_iter().flatten() {
                     t = t.min(p);
                 }
@@ -494,6 +502,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             self.out.clear();
             self.last_sent = now;
             self.last_received = now;
+            self.last_pong = now;
             self.send_connect();
             self.phase = Phase::Connecting {
                 index,
@@ -652,8 +661,14 @@ impl<Q: OutboundQueue> Bridge<Q> {
     }
 
     fn up_timers(&mut self, now: Instant) {
-        if now >= self.last_received + self.dead_after() {
-            // Half-open: nothing, not even a PINGRESP, for 1.5 keepalives.
+        // Half-open: nothing, not even a PINGRESP, for 1.5 keepalives; or no PINGRESP half
+        // a keepalive after the PINGREQ although other packets arrive (a link dead only
+        // towards the upstream: inbound messages keep coming, our window never moves).
+        if now >= self.last_received + self.dead_after()
+            || self
+                .ping_sent
+                .is_some_and(|at| now >= at + self.keepalive / 2)
+        {
             self.abandon_link(now);
             return;
         }
@@ -667,15 +682,16 @@ impl<Q: OutboundQueue> Bridge<Q> {
             self.phase = Phase::Idle { at: None };
             return;
         }
-        if !self.ping_outstanding
+        if self.ping_sent.is_none()
             && (now >= self.last_sent + self.keepalive
-                || now >= self.last_received + self.keepalive)
+                || now >= self.last_received + self.keepalive
+                || now >= self.last_pong + self.keepalive)
         {
             // A packet within each keepalive ([MQTT-3.1.2-20] in 5.0, -23 in 3.1.1); also
             // probes a link we only send on, so a black hole is noticed.
             self.send(&Packet::Pingreq);
             self.last_sent = now;
-            self.ping_outstanding = true;
+            self.ping_sent = Some(now);
         }
         if self.resend_hold.is_some_and(|t| now >= t) {
             self.pump(now);
@@ -740,7 +756,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
     fn link_down(&mut self) {
         // `out` is kept: it may end with our DISCONNECT, written before the close.
         self.inbuf.clear();
-        self.ping_outstanding = false;
+        self.ping_sent = None;
         self.probe_at = None;
         self.leaving = false;
         self.notify_pending = false;

@@ -678,6 +678,45 @@ fn pingresp_keeps_an_idle_link_up_and_a_sender_still_pings() {
 }
 
 #[test]
+fn a_link_dead_only_towards_the_upstream_is_abandoned_though_both_sides_keep_sending() {
+    let mut h = h("topic in/# in 0\nnotifications false\nrestart_timeout 10\n");
+    h.connect();
+    h.sent();
+    h.actions();
+    // Our packets no longer arrive (no PINGRESP); we keep sending QoS 0 and the upstream
+    // keeps sending to us, so neither side is ever silent.
+    let start = h.now;
+    let mut pinged = None;
+    while h.now - start < 3 * K {
+        h.feed(Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "in/x",
+            packet_id: None,
+            properties: Properties::EMPTY,
+            payload: b"v",
+        }));
+        h.queue(msg("out/t", QoS::AtMostOnce, b"x"));
+        h.advance(Duration::from_secs(1));
+        if pinged.is_none() && h.sent().contains(&Seen::Pingreq) {
+            pinged = Some(h.now);
+        }
+        if h.actions().contains(&Action::Close) {
+            break;
+        }
+    }
+    let pinged = pinged.expect("a PINGREQ within a keepalive, busy or not");
+    assert!(pinged - start <= K, "pinged after {:?}", pinged - start);
+    assert!(
+        matches!(h.b.phase(), Phase::Idle { .. }),
+        "abandoned: {:?}",
+        h.b.phase()
+    );
+    assert_eq!(h.now - pinged, K / 2, "half a keepalive without a PINGRESP");
+}
+
+#[test]
 fn server_keep_alive_replaces_ours() {
     let mut h = h("bridge_protocol_version mqttv50\nnotifications false\n");
     h.connect_with(false, &[Property::ServerKeepAlive(10)]);
