@@ -10,9 +10,9 @@
 //!
 //! Scenarios: link up; cut during publishing; black hole during publishing (noticed by
 //! keepalive, reconnected after restore); kill -9 of wrenmq while publishing into a cut or
-//! a black hole, restart on the same data, restore; failover between two addresses and
-//! back to the primary (between batches, and while publishing); bounded RAM while 100,000
-//! messages wait for the uplink.
+//! a black hole, restart on the same data, restore (also over MQTT 5); failover between
+//! two addresses and back to the primary (between batches, and while publishing); bounded
+//! RAM while 100,000 messages wait for the uplink.
 //!
 //! wrenmq runs on defaults (the bridge's own queue caps, 1,000,000 messages and 128 MiB,
 //! refuse new messages rather than drop acknowledged ones). Before those, the bridge's
@@ -79,6 +79,11 @@ fn start_upstream(dir: &Path, port: u16) -> Killed {
 /// wrenmq's config: a persistent broker on `local` bridging `out/#` at `qos` to
 /// `addresses` (ports on 127.0.0.1).
 fn wrenmq_conf(dir: &Path, local: u16, addresses: &[u16], qos: u8) -> PathBuf {
+    wrenmq_conf_with(dir, local, addresses, qos, "")
+}
+
+/// [`wrenmq_conf`] with `extra` lines in the bridge's block.
+fn wrenmq_conf_with(dir: &Path, local: u16, addresses: &[u16], qos: u8, extra: &str) -> PathBuf {
     let conf = dir.join("w.conf");
     let addresses: Vec<String> = addresses.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     std::fs::write(
@@ -87,7 +92,7 @@ fn wrenmq_conf(dir: &Path, local: u16, addresses: &[u16], qos: u8) -> PathBuf {
             "listener {local} 127.0.0.1\nallow_anonymous true\npersistence true\n\
              persistence_location {}\nconnection up\naddress {}\ntopic out/# out {qos}\n\
              remote_clientid gw.faults\nrestart_timeout 1\nkeepalive_interval {KEEPALIVE}\n\
-             log_dest stderr\n",
+             log_dest stderr\n{extra}",
             dir.join("data").display(),
             addresses.join(" ")
         ),
@@ -490,13 +495,18 @@ enum Fault {
 /// power cut as far as the process goes); wrenmq restarts on the same data, more is
 /// published, then the link comes back.
 fn kill_during_outage(qos: u8, fault: Fault) {
+    kill_during_outage_with(qos, fault, "");
+}
+
+/// [`kill_during_outage`] with `extra` lines in the bridge's block.
+fn kill_during_outage_with(qos: u8, fault: Fault, extra: &str) {
     let q = qos_of(qos);
-    let dir = temp_dir(&format!("kill-q{qos}-{}", fault as u8));
+    let dir = temp_dir(&format!("kill-q{qos}-{}-{}", fault as u8, extra.len()));
     let (local, upstream) = (free_port(), free_port());
     let _m = start_upstream(&dir, upstream);
     let sub = Subscriber::start(upstream, "sub-kill", &["out/#"]);
     let proxy = FaultProxy::start(upstream);
-    let conf = wrenmq_conf(&dir, local, &[proxy.port()], qos);
+    let conf = wrenmq_conf_with(&dir, local, &[proxy.port()], qos, extra);
     let w = start_wrenmq(&conf, local, 10);
     let publisher = Publisher::start(local, q, 0);
     wait_until(20, "messages flowing upstream", || {
@@ -536,6 +546,19 @@ fn kill_9_during_a_cut_qos2_loses_nothing_and_duplicates_nothing() {
 #[test]
 fn kill_9_during_a_black_hole_qos1_loses_nothing_in_order() {
     kill_during_outage(1, Fault::BlackHole);
+}
+
+/// The same over MQTT 5 (Receive Maximum, reason codes, session expiry on the upstream).
+const MQTT5: &str = "bridge_protocol_version mqttv50\n";
+
+#[test]
+fn kill_9_during_a_cut_over_mqtt5_qos1_loses_nothing_in_order() {
+    kill_during_outage_with(1, Fault::Cut, MQTT5);
+}
+
+#[test]
+fn kill_9_during_a_black_hole_over_mqtt5_qos2_loses_nothing_and_duplicates_nothing() {
+    kill_during_outage_with(2, Fault::BlackHole, MQTT5);
 }
 
 #[test]
