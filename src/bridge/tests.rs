@@ -89,6 +89,19 @@ fn msg(topic: &str, qos: QoS, payload: &[u8]) -> QueuedMessage {
     QueuedMessage::new(topic, payload, qos, false)
 }
 
+/// A QoS 0 PUBLISH of `in/x` from the upstream.
+fn in_x(payload: &[u8]) -> Packet<'_> {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "in/x",
+        packet_id: None,
+        properties: Properties::EMPTY,
+        payload,
+    })
+}
+
 fn pid(n: u16) -> PacketId {
     PacketId::new(n).unwrap()
 }
@@ -688,15 +701,7 @@ fn a_link_dead_only_towards_the_upstream_is_abandoned_though_both_sides_keep_sen
     let start = h.now;
     let mut pinged = None;
     while h.now - start < 3 * K {
-        h.feed(Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: "in/x",
-            packet_id: None,
-            properties: Properties::EMPTY,
-            payload: b"v",
-        }));
+        h.feed(in_x(b"v"));
         h.queue(msg("out/t", QoS::AtMostOnce, b"x"));
         h.advance(Duration::from_secs(1));
         if pinged.is_none() && h.sent().contains(&Seen::Pingreq) {
@@ -1056,16 +1061,7 @@ fn split_input_is_reassembled() {
     h.connect();
     h.actions();
     let mut buf = Vec::new();
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic: "in/x",
-        packet_id: None,
-        properties: Properties::EMPTY,
-        payload: b"abc",
-    })
-    .encode(h.version, &mut buf);
+    in_x(b"abc").encode(h.version, &mut buf);
     Packet::Pingresp.encode(h.version, &mut buf);
     for byte in &buf {
         h.b.handle_bytes(h.now, std::slice::from_ref(byte));
@@ -1086,16 +1082,7 @@ fn the_local_packet_limit_bounds_what_the_upstream_may_send() {
     h.connect();
     h.actions();
     let mut buf = Vec::new();
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic: "in/x",
-        packet_id: None,
-        properties: Properties::EMPTY,
-        payload: &[1; 100],
-    })
-    .encode(h.version, &mut buf);
+    in_x(&[1; 100]).encode(h.version, &mut buf);
     // Refused from the fixed header alone, before the body is buffered.
     h.b.handle_bytes(h.now, &buf[..2]);
     assert_eq!(h.actions()[0], Action::Close);

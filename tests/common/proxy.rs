@@ -76,7 +76,9 @@ impl FaultProxy {
         let (port, listener) = (0..50)
             .find_map(|_| {
                 let port = super::procs::free_port();
-                TcpListener::bind(("127.0.0.1", port)).ok().map(|l| (port, l))
+                TcpListener::bind(("127.0.0.1", port))
+                    .ok()
+                    .map(|l| (port, l))
             })
             .expect("a free port for the proxy");
         listener.set_nonblocking(true).expect("non-blocking");
