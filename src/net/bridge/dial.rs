@@ -71,8 +71,8 @@ impl Dns {
             host: host.to_string(),
             port,
         };
-        match &self.resolver {
-            Some(r) if r.ask(req) => Ok(self.next_id),
+        match self.resolver.as_mut().map(|r| r.ask(req)) {
+            Some(true) => Ok(self.next_id),
             _ => Err("too many lookups pending".into()),
         }
     }
