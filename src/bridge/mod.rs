@@ -455,7 +455,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                     None => {
                         self.last_sent.min(self.last_received).min(self.last_pong) + self.keepalive
                     }
-                    Some(at) => at + self.keepalive / 2,
+                    Some(at) => at + self.keepalive,
                 });
                 for p in [self.probe_at, self.resend_hold].into_iter().flatten() {
                     t = t.min(p);
@@ -661,13 +661,13 @@ impl<Q: OutboundQueue> Bridge<Q> {
     }
 
     fn up_timers(&mut self, now: Instant) {
-        // Half-open: nothing, not even a PINGRESP, for 1.5 keepalives; or no PINGRESP half
-        // a keepalive after the PINGREQ although other packets arrive (a link dead only
-        // towards the upstream: inbound messages keep coming, our window never moves).
+        // Half-open: nothing, not even a PINGRESP, for 1.5 keepalives; or no PINGRESP a
+        // keepalive after the PINGREQ although other packets arrive (a link dead only
+        // towards the upstream: inbound messages keep coming, our window never moves). A
+        // whole keepalive, as Mosquitto's client allows: a PINGRESP may queue behind a
+        // backlog of inbound messages on a slow link.
         if now >= self.last_received + self.dead_after()
-            || self
-                .ping_sent
-                .is_some_and(|at| now >= at + self.keepalive / 2)
+            || self.ping_sent.is_some_and(|at| now >= at + self.keepalive)
         {
             self.abandon_link(now);
             return;
