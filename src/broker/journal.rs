@@ -21,7 +21,7 @@
 //! Waiting is what makes a batch urgent: a batch whose number somebody took to wait for
 //! ([`Journal::open_batch`]) is fsynced at once; one nobody waits for (a bridge's record
 //! of what the upstream acknowledged, QoS 1 messages taken for the uplink) is submitted
-//! lazily (`store::Store::submit_lazy`): written at once, fsynced with the next urgent
+//! lazily (`store::Store::submit_lazy`): written soon, fsynced with the next urgent
 //! batch or soon after. Waiting for a batch already submitted ([`Journal::await_submitted`])
 //! asks the store to fsync what it holds lazily.
 //!

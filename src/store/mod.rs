@@ -11,8 +11,9 @@
 //!
 //! Batches nobody waits for ([`Store::submit_lazy`]: a bridge's bookkeeping of what the
 //! upstream acknowledged, whose loss in a power cut can only cause a QoS 1 resend) are
-//! written at once, so a crash of the process loses nothing, and fsynced with the next
-//! batch somebody waits for, or [`LAZY_SYNC`] after they were written, whichever is first.
+//! written at once (within [`COMMIT_DELAY`] while writes run back to back) and fsynced
+//! with the next batch somebody waits for, or [`LAZY_SYNC`] after they were written,
+//! whichever is first.
 //! A drain to an uplink then costs no fsync per loop turn: on a one-core gateway the
 //! fsyncs' CPU (and on flash their wear) was a third of the work.
 //!
@@ -182,6 +183,7 @@ impl Store {
             written_seq: 0,
             log_index: 0,
             last_sync: Instant::now(),
+            last_write: Instant::now(),
             unsynced: false,
             awaited_unsynced: false,
             pending_awaited: false,
@@ -221,8 +223,8 @@ impl Store {
         self.append(seq, bytes, true);
     }
 
-    /// [`Store::submit`] for a batch nobody waits for (see the module docs): written at
-    /// once, fsynced with the next awaited batch or within [`LAZY_SYNC`]; it becomes
+    /// [`Store::submit`] for a batch nobody waits for (see the module docs): written soon,
+    /// fsynced with the next awaited batch or within [`LAZY_SYNC`]; it becomes
     /// [`Store::durable`] only then.
     pub fn submit_lazy(&mut self, seq: u64, bytes: Vec<u8>) {
         self.append(seq, bytes, false);
@@ -369,6 +371,8 @@ struct Writer {
     /// failed (no log is open), appending creates it first.
     log_index: u64,
     last_sync: Instant,
+    /// When the log was last appended to.
+    last_write: Instant,
     unsynced: bool,
     /// Written and not fsynced, and somebody waits for it (a failed fsync is retried).
     awaited_unsynced: bool,
@@ -397,7 +401,9 @@ pub const LAZY_SYNC: Duration = Duration::from_millis(20);
 /// within [`COMMIT_GAP`], up to [`COMMIT_DELAY`] in all. The loop submits a batch per
 /// turn, and on a fast disk an fsync per turn cost a third of a core on the bench VM
 /// (and wears an SD card). Acknowledgements wait at most this much longer under load; a
-/// lone batch waits `COMMIT_GAP` at most, an idle broker's first batch not at all.
+/// lone batch waits `COMMIT_GAP` at most, an idle broker's first batch not at all. Batches
+/// nobody waits for are gathered the same way while writes run back to back (their
+/// [`LAZY_SYNC`] is far longer).
 const COMMIT_DELAY: Duration = Duration::from_millis(1);
 const COMMIT_GAP: Duration = Duration::from_micros(250);
 const BUSY: Duration = Duration::from_millis(2);
@@ -448,8 +454,9 @@ impl Writer {
                         // Group commit: every batch already waiting, and under load those
                         // arriving soon after (see `COMMIT_DELAY`), go in one write and one fsync.
                         self.gather(seq, &bytes, awaited);
-                        let busy =
-                            self.policy == FsyncPolicy::Batch && self.last_sync.elapsed() < BUSY;
+                        let batch = self.policy == FsyncPolicy::Batch;
+                        let syncing = batch && self.last_sync.elapsed() < BUSY;
+                        let writing = batch && self.last_write.elapsed() < BUSY;
                         let until = Instant::now() + COMMIT_DELAY;
                         let mut slept = false;
                         'gather: loop {
@@ -474,8 +481,14 @@ impl Writer {
                             let left = until
                                 .saturating_duration_since(Instant::now())
                                 .min(COMMIT_GAP);
-                            if (slept && !more) || !busy || !self.pending_awaited || left.is_zero()
-                            {
+                            // Lazy batches alone (a drain to an uplink) are gathered
+                            // too while writes run back to back: a write per loop turn.
+                            let worth = if self.pending_awaited {
+                                syncing
+                            } else {
+                                writing
+                            };
+                            if (slept && !more) || !worth || left.is_zero() {
                                 break;
                             }
                             // Asleep rather than waiting on the channel: woken for every
@@ -586,6 +599,7 @@ impl Writer {
         }
         self.pending_starts.clear();
         self.log_len += written;
+        self.last_write = Instant::now();
         self.shared.queued.fetch_sub(written, Ordering::AcqRel);
         self.pending.clear();
         if self.pending.capacity() > 1 << 20 {
