@@ -12,7 +12,8 @@
 //! keepalive, reconnected after restore); kill -9 of wrenmq while publishing into a cut or
 //! a black hole, restart on the same data, restore (also over MQTT 5); failover between
 //! two addresses and back to the primary (between batches, and while publishing); bounded
-//! RAM while 100,000 messages wait for the uplink.
+//! RAM while 100,000 messages wait for the uplink; a QoS 2 backlog drained with a local
+//! inflight limit above the upstream's.
 //!
 //! wrenmq runs on defaults (the bridge's own queue caps, 1,000,000 messages and 128 MiB,
 //! refuse new messages rather than drop acknowledged ones). Before those, the bridge's
@@ -399,6 +400,33 @@ fn link_up_forwards_qos1_and_qos2_once_in_order() {
     publish(local, "out/q2", QoS::ExactlyOnce, 0..200);
     expect_delivered(&sub, "out/q1", QoS::AtLeastOnce, 0..200);
     expect_delivered(&sub, "out/q2", QoS::ExactlyOnce, 0..200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The gateway raised its own `max_inflight_messages` (0 = no limit) for its clients; the
+/// upstream is a stock Mosquitto (20). A backlog of QoS 2 messages drains after an
+/// outage without a reconnect: more than 20 in flight would make Mosquitto drop the
+/// bridge at every attempt.
+#[test]
+fn a_window_above_a_stock_upstreams_quota_drains_qos2_without_a_reconnect_loop() {
+    let dir = temp_dir("wide");
+    let (local, upstream) = (free_port(), free_port());
+    let _m = start_upstream(&dir, upstream);
+    let sub = Subscriber::start(upstream, "sub-wide", &["out/#"]);
+    let proxy = FaultProxy::start(upstream);
+    let conf = wrenmq_conf_with(&dir, local, &[proxy.port()], 2, "max_inflight_messages 0\n");
+    let _w = start_wrenmq(&conf, local, 10);
+    wait_until(20, "the bridge connected", || proxy.accepted() >= 1);
+    proxy.cut();
+    publish(local, "out/q2", QoS::ExactlyOnce, 0..300);
+    let dials = proxy.accepted();
+    proxy.restore();
+    expect_delivered(&sub, "out/q2", QoS::ExactlyOnce, 0..300);
+    assert_eq!(
+        proxy.accepted(),
+        dials + 1,
+        "one dial after the restore, no loop"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

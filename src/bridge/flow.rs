@@ -72,7 +72,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         let window = usize::from(self.limits.window);
         let before = self.out.len();
         self.resend(window, now);
-        if self.notify_pending && self.on_link < window {
+        if self.notify_pending && self.on_link < self.window_for(QoS::AtLeastOnce) {
             self.notify_pending = false;
             self.notify_upstream();
         }
@@ -91,8 +91,8 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 break;
             }
             for (id, mut msg) in batch.drain(..) {
-                if self.on_link >= window {
-                    break;
+                if self.on_link >= self.window_for(msg.qos) {
+                    break 'fill; // in queue order: nothing passes it
                 }
                 match self.queue.expiry_left(id, now) {
                     // [MQTT-3.3.2-5] expired while it waited: never sent.
@@ -142,7 +142,11 @@ impl<Q: OutboundQueue> Bridge<Q> {
             .collect();
         waiting.sort_unstable();
         for (_, pid) in waiting {
-            if self.on_link >= window {
+            let qos = self
+                .inflight
+                .get(&pid)
+                .map_or(QoS::AtLeastOnce, |f| f.msg.qos);
+            if self.on_link >= self.window_for(qos).min(window) {
                 break;
             }
             let left = self
@@ -186,6 +190,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             let stage = f.stage;
             let release_held = f.release_held;
             self.on_link += 1;
+            self.qos2_on_link += usize::from(qos == QoS::ExactlyOnce);
             let Some(packet_id) = PacketId::new(pid) else {
                 continue;
             };
@@ -240,6 +245,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             },
         };
         self.seq += 1;
+        self.qos2_on_link += usize::from(msg.qos == QoS::ExactlyOnce);
         self.inflight.insert(
             pid.get(),
             InFlight {
@@ -292,6 +298,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
                 if f.on_link {
                     f.on_link = false;
                     self.on_link -= 1;
+                    self.qos2_on_link -= usize::from(f.msg.qos == QoS::ExactlyOnce);
                 }
                 f.stage = Stage::Published;
             }
@@ -369,6 +376,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
         };
         if f.on_link {
             self.on_link -= 1;
+            self.qos2_on_link -= usize::from(f.msg.qos == QoS::ExactlyOnce);
         }
         if let Some(id) = f.id {
             self.queue.ack(id);
@@ -489,6 +497,18 @@ impl<Q: OutboundQueue> Bridge<Q> {
             properties: Properties::EMPTY,
         });
         self.send(&packet);
+    }
+
+    /// How many flows the link may hold with one more of `qos` among them: the window,
+    /// and on 3.1/3.1.1 at most [`super::V3_QOS2_WINDOW`] while QoS 2 is involved.
+    pub(super) fn window_for(&self, qos: QoS) -> usize {
+        let window = usize::from(self.limits.window);
+        let v3 = !self.s.bridge.protocol_version.is_v5();
+        if v3 && (qos == QoS::ExactlyOnce || self.qos2_on_link > 0) {
+            window.min(super::V3_QOS2_WINDOW)
+        } else {
+            window
+        }
     }
 
     /// A packet id not used by an outbound flow or a SUBSCRIBE/UNSUBSCRIBE in progress.

@@ -96,6 +96,13 @@ pub const PRIMARY_RETRY: Duration = Duration::from_secs(5);
 /// Identifier In Use), how long the bridge sends nothing before resending it.
 pub const RETRY_AFTER_REFUSAL: Duration = Duration::from_secs(1);
 
+/// On a 3.1/3.1.1 link, flows in flight at most while any of them is QoS 2, whatever
+/// the configured window: a stock Mosquitto counts a client's QoS 2 messages against its
+/// `max_inflight_messages` (20) until their PUBREL and drops a client that publishes
+/// beyond it (a reconnect loop at every attempt), and a 3.1.1 upstream cannot announce
+/// its quota as 5.0's Receive Maximum does. QoS 1 alone uses the whole window.
+pub const V3_QOS2_WINDOW: usize = 20;
+
 /// What the bridge needs besides its `connection` block.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -311,6 +318,8 @@ pub struct Bridge<Q: OutboundQueue> {
     /// Reused by `pump` for what it takes from the queue.
     peeked: Vec<(QueueId, QueuedMessage)>,
     on_link: usize,
+    /// QoS 2 flows among them (see [`V3_QOS2_WINDOW`]).
+    qos2_on_link: usize,
     /// The last queue id taken into flight (or written at QoS 0).
     taken: Option<QueueId>,
     next_pid: u16,
@@ -358,6 +367,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             inflight: PidMap::default(),
             peeked: Vec::new(),
             on_link: 0,
+            qos2_on_link: 0,
             taken: None,
             next_pid: 1,
             seq: 0,
@@ -767,6 +777,7 @@ impl<Q: OutboundQueue> Bridge<Q> {
             f.on_link = false;
         }
         self.on_link = 0;
+        self.qos2_on_link = 0;
         self.inbound_qos1.clear();
     }
 

@@ -477,6 +477,46 @@ fn receive_max_20_with_500_queued_never_has_more_than_20_in_flight() {
 }
 
 #[test]
+fn a_v311_window_above_20_holds_20_flows_while_qos2_is_among_them() {
+    // `max_inflight_messages 100` on the gateway, a stock Mosquitto (20) upstream.
+    let mut h = h_with("notifications false\n", 100, 1);
+    let q = h.b.queue_mut();
+    for i in 0..30u8 {
+        q.push(msg("out/t", QoS::ExactlyOnce, &[i])).unwrap();
+    }
+    for i in 30..60u8 {
+        q.push(msg("out/t", QoS::AtLeastOnce, &[i])).unwrap();
+    }
+    h.connect();
+    let first = H::publishes(&h.sent());
+    assert_eq!(
+        first.len(),
+        V3_QOS2_WINDOW,
+        "QoS 2 involved: a stock quota at most"
+    );
+    // Each QoS 2 flow that ends frees one slot while QoS 2 is in flight; order is kept.
+    let mut open: Vec<(u16, u8)> = first.iter().map(|(p, _, m)| (*p, m[0])).collect();
+    let mut next = V3_QOS2_WINDOW as u8;
+    while let Some(i) = open.iter().position(|(_, m)| *m < 30) {
+        let (p, _) = open.remove(i);
+        h.feed(Packet::Pubrec(ack(p)));
+        assert!(h.sent().contains(&Seen::Pubrel(p)));
+        h.feed(Packet::Pubcomp(ack(p)));
+        for (p, _, m) in H::publishes(&h.sent()) {
+            assert_eq!(m[0], next, "in queue order");
+            next += 1;
+            open.push((p, m[0]));
+        }
+        if h.b.qos2_on_link > 0 {
+            assert_eq!(h.b.in_flight(), V3_QOS2_WINDOW);
+        }
+    }
+    // Only QoS 1 left: the whole configured window.
+    assert_eq!(h.b.qos2_on_link, 0);
+    assert_eq!(h.b.in_flight(), 30, "the 30 QoS 1 messages at once");
+}
+
+#[test]
 fn v311_window_is_the_configured_inflight_limit() {
     // A stock Mosquitto upstream allows 20 in flight: the default window.
     let mut h = h_with("notifications false\n", 20, 1);
@@ -1233,10 +1273,12 @@ fn random_schedules_keep_the_window_and_never_leave_a_deadline_in_the_past() {
                 ""
             }
         );
-        let mut h = h_with(&extra, 5, seed);
+        // Some 3.1.1 bridges with a window above `V3_QOS2_WINDOW`.
+        let configured = if !v5 && seed % 3 == 1 { 30 } else { 5 };
+        let mut h = h_with(&extra, configured, seed);
         let mut rng = XorShift::new(seed * 7919);
         let mut open: Vec<(u16, QoS)> = Vec::new(); // PUBLISH/PUBREL awaiting our answer
-        let mut window = 5usize;
+        let mut window = usize::from(configured);
         let mut delivered = std::collections::BTreeSet::new();
         let mut queued = 0u32;
         for step in 0..3000 {
@@ -1278,7 +1320,7 @@ fn random_schedules_keep_the_window_and_never_leave_a_deadline_in_the_past() {
                         window = if v5 {
                             1 + (rng.next_u64() % 8) as usize
                         } else {
-                            5
+                            usize::from(configured)
                         };
                         let mut p = PropertiesBuf::new();
                         if v5 {
@@ -1317,6 +1359,15 @@ fn random_schedules_keep_the_window_and_never_leave_a_deadline_in_the_past() {
                     "seed {seed} step {step}: {} in flight, window {window}",
                     h.b.in_flight()
                 );
+            }
+            let qos2 =
+                h.b.inflight
+                    .values()
+                    .filter(|f| f.on_link && f.msg.qos == QoS::ExactlyOnce)
+                    .count();
+            assert_eq!(h.b.qos2_on_link, qos2, "seed {seed} step {step}");
+            if !v5 && qos2 > 0 {
+                assert!(h.b.in_flight() <= V3_QOS2_WINDOW, "seed {seed} step {step}");
             }
             if !open.is_empty() && (rng.next_u64().is_multiple_of(2) || calm) {
                 let i = (rng.next_u64() % open.len() as u64) as usize;
