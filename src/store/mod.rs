@@ -452,7 +452,7 @@ impl Writer {
                         awaited,
                     } => {
                         // Group commit: every batch already waiting, and under load those
-                        // arriving soon after (see `COMMIT_DELAY`), go in one write and one fsync.
+                        // arriving soon after (`COMMIT_DELAY`), go in one write and fsync.
                         self.gather(seq, &bytes, awaited);
                         let batch = self.policy == FsyncPolicy::Batch;
                         let syncing = batch && self.last_sync.elapsed() < BUSY;
