@@ -400,10 +400,10 @@ pub const LAZY_SYNC: Duration = Duration::from_millis(20);
 /// before the next fsync (PostgreSQL's `commit_delay`): as long as the next batch comes
 /// within [`COMMIT_GAP`], up to [`COMMIT_DELAY`] in all. The loop submits a batch per
 /// turn, and on a fast disk an fsync per turn cost a third of a core on the bench VM
-/// (and wears an SD card). Acknowledgements wait at most this much longer under load; a
-/// lone batch waits `COMMIT_GAP` at most, an idle broker's first batch not at all. Batches
-/// nobody waits for are gathered the same way while writes run back to back (their
-/// [`LAZY_SYNC`] is far longer).
+/// (and wears an SD card). Acknowledgements wait at most this much longer, and only
+/// while batches pile up: a lone publisher waiting for each PUBACK never waits for
+/// nothing. Batches nobody waits for are gathered the same way while writes run back to
+/// back (their [`LAZY_SYNC`] is far longer).
 const COMMIT_DELAY: Duration = Duration::from_millis(1);
 const COMMIT_GAP: Duration = Duration::from_micros(250);
 const BUSY: Duration = Duration::from_millis(2);
@@ -458,7 +458,6 @@ impl Writer {
                         let syncing = batch && self.last_sync.elapsed() < BUSY;
                         let writing = batch && self.last_write.elapsed() < BUSY;
                         let until = Instant::now() + COMMIT_DELAY;
-                        let mut slept = false;
                         'gather: loop {
                             let mut more = false;
                             loop {
@@ -488,14 +487,15 @@ impl Writer {
                             } else {
                                 writing
                             };
-                            if (slept && !more) || !worth || left.is_zero() {
+                            // Only while batches pile up: a lone publisher waiting for
+                            // each PUBACK would wait for nothing.
+                            if !more || !worth || left.is_zero() {
                                 break;
                             }
                             // Asleep rather than waiting on the channel: woken for every
                             // batch (one per loop turn), the writer cost two context
                             // switches per turn on the loop's core.
                             std::thread::sleep(left);
-                            slept = true;
                         }
                         self.write_pending(false);
                     }
