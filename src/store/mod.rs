@@ -184,6 +184,7 @@ impl Store {
             log_index: 0,
             last_sync: Instant::now(),
             last_write: Instant::now(),
+            last_awaited: Instant::now(),
             unsynced: false,
             awaited_unsynced: false,
             pending_awaited: false,
@@ -373,6 +374,8 @@ struct Writer {
     last_sync: Instant,
     /// When the log was last appended to.
     last_write: Instant,
+    /// When the last batch somebody waits for came.
+    last_awaited: Instant,
     unsynced: bool,
     /// Written and not fsynced, and somebody waits for it (a failed fsync is retried).
     awaited_unsynced: bool,
@@ -456,8 +459,13 @@ impl Writer {
                         self.gather(seq, &bytes, awaited);
                         let batch = self.policy == FsyncPolicy::Batch;
                         let syncing = batch && self.last_sync.elapsed() < BUSY;
-                        let writing = batch && self.last_write.elapsed() < BUSY;
+                        // Lazy batches alone wait for company only while nobody waits
+                        // for any (a drain): else the next PUBACK would wait with them.
+                        let writing = batch
+                            && self.last_write.elapsed() < BUSY
+                            && self.last_awaited.elapsed() >= BUSY;
                         let until = Instant::now() + COMMIT_DELAY;
+                        let mut slept = false;
                         'gather: loop {
                             let mut more = false;
                             loop {
@@ -487,15 +495,18 @@ impl Writer {
                             } else {
                                 writing
                             };
-                            // Only while batches pile up: a lone publisher waiting for
-                            // each PUBACK would wait for nothing.
-                            if !more || !worth || left.is_zero() {
+                            // Awaited batches only while they pile up: a lone publisher
+                            // waiting for each PUBACK would wait for nothing. Lazy ones
+                            // wait once for company.
+                            let alone = !more && (self.pending_awaited || slept);
+                            if alone || !worth || left.is_zero() {
                                 break;
                             }
                             // Asleep rather than waiting on the channel: woken for every
                             // batch (one per loop turn), the writer cost two context
                             // switches per turn on the loop's core.
                             std::thread::sleep(left);
+                            slept = true;
                         }
                         self.write_pending(false);
                     }
@@ -524,6 +535,9 @@ impl Writer {
         self.pending.extend_from_slice(bytes);
         self.pending_seq = seq;
         self.pending_awaited |= awaited;
+        if awaited {
+            self.last_awaited = Instant::now();
+        }
     }
 
     /// Writes the pending batches and, under `batch`, fsyncs them when somebody waits for
