@@ -30,6 +30,11 @@ pub trait Body: Send + Sync {
     /// A 5.0 PUBLISH property block (without Topic Alias or Subscription Identifier),
     /// forwarded to a 5.0 upstream, dropped for 3.1.1. Usually empty.
     fn properties(&self) -> &[u8];
+    /// Seconds left of its MQTT 5 Message Expiry Interval, counted by its owner (the
+    /// broker counts across restarts); `None`: it never expires.
+    fn expiry_left(&self, _now: Instant) -> Option<u32> {
+        None
+    }
 }
 
 /// A [`Body`] of its own: the bridge's state notes, tests.
@@ -110,6 +115,11 @@ impl QueuedMessage {
 
     pub fn payload(&self) -> &[u8] {
         self.body.payload()
+    }
+
+    /// See [`Body::expiry_left`].
+    pub fn expiry_left(&self, now: Instant) -> Option<u32> {
+        self.body.expiry_left(now)
     }
 
     /// The 5.0 property block sent with it (see [`Body::properties`]).

@@ -59,8 +59,8 @@ use crate::broker::{BridgeDurable, BridgeOut, Broker, QueueLimits, SessionKey};
 use crate::config::bridge::BridgeConfig;
 use crate::protocol::{PacketId, QoS};
 use dial::{Dialing, Dns};
+use queue::upstream;
 pub use queue::SessionQueue;
-use queue::{expiring, upstream};
 use resolve::Wake;
 
 /// Messages taken from the session ahead of the window, so one `pread` serves many.
@@ -230,7 +230,7 @@ impl Uplinks {
         for o in broker.bridge_inflight(key) {
             match upstream(&settings, &o) {
                 Some(m) => {
-                    let id = queue.stage(o.packet_id, m.clone(), 0, expiring(&o));
+                    let id = queue.stage(o.packet_id, m.clone(), 0);
                     if let Some(pid) = o.packet_id {
                         resumed.push((id, pid, m, o.released));
                     }
@@ -579,10 +579,7 @@ impl Uplink {
             for o in taken.drain(..) {
                 match upstream(self.bridge.settings(), &o) {
                     Some(m) => {
-                        let expiring = expiring(&o);
-                        self.bridge
-                            .queue_mut()
-                            .stage(o.packet_id, m, batch, expiring);
+                        self.bridge.queue_mut().stage(o.packet_id, m, batch);
                         added = true;
                     }
                     None => self.bridge.queue_mut().done.extend(o.packet_id),

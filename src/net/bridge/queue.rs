@@ -2,7 +2,7 @@
 //! messages moved from the session's queue into its inflight list (`Broker::bridge_take`,
 //! which binds the packet id used upstream) a window's worth ahead of the uplink, and the
 //! acks waiting to go back to the broker (`bridge_done`, `bridge_pubrec`). A staged
-//! message keeps the session's message when it expires, so the time left sent upstream
+//! message shares the session's message (its [`Body`]), so the time left sent upstream
 //! is the broker's (`Message::remaining_expiry`, counted across restarts).
 
 use std::collections::VecDeque;
@@ -21,13 +21,6 @@ pub(super) struct Staged {
     /// The journal batch that moved it into flight: a QoS 2 message is not handed to the
     /// uplink before that batch is durable (`Broker::bridge_pending_batch`).
     pub(super) batch: u64,
-    /// The session's message when it has an MQTT 5 expiry (see the module docs).
-    expiring: Option<Arc<Message>>,
-}
-
-/// The session's message, for the time it has left, when it has an MQTT 5 expiry.
-pub(super) fn expiring(o: &BridgeOut) -> Option<Arc<Message>> {
-    o.msg.expires_at.is_some().then(|| o.msg.clone())
 }
 
 /// Converts a session message to what goes upstream: `None` if no `out` line maps it
@@ -47,6 +40,9 @@ impl Body for Message {
     }
     fn properties(&self) -> &[u8] {
         &self.properties
+    }
+    fn expiry_left(&self, now: Instant) -> Option<u32> {
+        self.remaining_expiry(now)
     }
 }
 
@@ -76,7 +72,6 @@ impl SessionQueue {
         pid: Option<PacketId>,
         msg: QueuedMessage,
         batch: u64,
-        expiring: Option<Arc<Message>>,
     ) -> QueueId {
         self.next_id += 1;
         let id = self.next_id;
@@ -85,7 +80,6 @@ impl SessionQueue {
             pid,
             msg,
             batch,
-            expiring,
         });
         id
     }
@@ -145,7 +139,7 @@ impl OutboundQueue for SessionQueue {
 
     fn expiry_left(&self, id: QueueId, now: Instant) -> Option<u32> {
         let i = self.find(id)?;
-        self.staged[i].expiring.as_ref()?.remaining_expiry(now)
+        self.staged[i].msg.expiry_left(now)
     }
 }
 
@@ -219,9 +213,9 @@ mod tests {
     #[test]
     fn session_queue_holds_qos2_until_its_batch_is_durable_and_keeps_order() {
         let mut q = SessionQueue::default();
-        let a = q.stage(PacketId::new(1), m(QoS::AtLeastOnce, "a"), 5, None);
-        q.stage(PacketId::new(2), m(QoS::ExactlyOnce, "b"), 5, None);
-        q.stage(PacketId::new(3), m(QoS::AtLeastOnce, "c"), 6, None);
+        let a = q.stage(PacketId::new(1), m(QoS::AtLeastOnce, "a"), 5);
+        q.stage(PacketId::new(2), m(QoS::ExactlyOnce, "b"), 5);
+        q.stage(PacketId::new(3), m(QoS::AtLeastOnce, "c"), 6);
         q.durable = 4;
         // QoS 1 may go before its record is durable (a duplicate at worst); nothing
         // passes the QoS 2 message that waits.
